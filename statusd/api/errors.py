@@ -1,0 +1,73 @@
+"""Errors as HTTP, mapped once: every failure is JSON naming the problem, never a bare 500."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from statusd.errors import (
+    RedisUnavailable, StatusdError, StorageUnavailable, TransitionRefused, UnknownWorkload, UnsafeStatusURL,
+    WorkloadExists,
+)
+
+log = structlog.get_logger("statusd.api")
+RETRY_AFTER_S = "2"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(status: int, error: str, message: str, **extra: Any) -> web.Response:
+    """`{"error": <machine code>, "message": <what to do>, ...}`; `field` names the bad input."""
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    return json_response({"error": error, "message": message, **extra}, status, headers)
+
+
+class BadRequest(StatusdError):
+    """Input the API cannot accept; `status` is the HTTP code, `field` names the culprit."""
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 422, error: str = "invalid") -> None:
+        super().__init__(message)
+        self.field, self.status, self.error = field, status, error
+
+
+def _map(exc: Exception) -> web.Response:
+    if isinstance(exc, BadRequest):
+        extra = {"field": exc.field} if exc.field else {}
+        return error_response(exc.status, exc.error, str(exc), **extra)
+    if isinstance(exc, UnknownWorkload):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, WorkloadExists):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, TransitionRefused):
+        return error_response(409, "transition_refused", str(exc), rule=exc.rule)
+    if isinstance(exc, UnsafeStatusURL):
+        return error_response(422, "unsafe_status_url", str(exc), field="status_url")
+    if isinstance(exc, StorageUnavailable):
+        return error_response(503, "database_unavailable", "the database is not reachable; retry shortly")
+    if isinstance(exc, (RedisUnavailable, RedisError, RedisConnectionError, RedisTimeoutError)):
+        return error_response(503, "redis_unavailable", "Redis is not reachable; retry shortly")
+    raise exc
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        raise
+    except (StatusdError, RedisError) as exc:
+        return _map(exc)
+    except Exception:
+        log.exception("api.unhandled", path=request.path, method=request.method)
+        return error_response(500, "internal", "internal error; it has been logged")

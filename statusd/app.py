@@ -1,0 +1,34 @@
+"""The aiohttp application factory: status API, heartbeat ingest, on-call endpoints, consumers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from statusd.app_keys import RUNTIME, SETTINGS
+from statusd.runtime import open_runtime
+from statusd.settings import Settings
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    runtime = await open_runtime(app[SETTINGS])
+    app[RUNTIME] = runtime
+    yield
+    await runtime.close()
+
+
+def create_app(settings: Settings, *, consumers: int | None = None) -> web.Application:
+    """Build the app. `consumers` overrides STATUSD_CONSUMERS (consumer tasks in this process)."""
+    from statusd.api import setup_api
+    from statusd.ingest import setup_ingest
+    from statusd.oncall import setup_oncall
+
+    settings.require_secrets()
+    app = web.Application(client_max_size=settings.max_body_bytes * max(settings.max_batch_items, 1))
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_runtime_ctx)  # first in, last out: everything below uses the runtime
+    setup_api(app)
+    setup_ingest(app, consumers=settings.consumers if consumers is None else consumers)
+    setup_oncall(app)
+    return app

@@ -1,0 +1,72 @@
+"""Every Redis key, stream and consumer-group name statusd uses, built in one place.
+
+All of them start with `Settings.redis_prefix`, so tests (and two statusd installs sharing one
+Redis) never see each other's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "statusd:"
+
+    # -- push path --
+    @property
+    def heartbeats(self) -> str:
+        """Stream of accepted heartbeats (XADD by ingest, XREADGROUP by consumers)."""
+        return f"{self.prefix}hb"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.prefix}appliers"
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of heartbeat entries that kept failing, with the error; replayable."""
+        return f"{self.prefix}hb:dead"
+
+    @property
+    def last_seen(self) -> str:
+        """Sorted set: workload id -> last sign of life (unix seconds). The sweeper reads it."""
+        return f"{self.prefix}seen"
+
+    @property
+    def last_seq(self) -> str:
+        """Hash: workload id -> newest seq observed (applied or not)."""
+        return f"{self.prefix}seq"
+
+    def state(self, workload_id: str) -> str:
+        """Hash: cached current state of a workload (state, version, generation, refused:*)."""
+        return f"{self.prefix}state:{workload_id}"
+
+    # -- pull path --
+    @property
+    def pending_since(self) -> str:
+        """Sorted set: PENDING workload id -> registration time (start-timeout tracking)."""
+        return f"{self.prefix}pending"
+
+    def poll_lease(self, workload_id: str) -> str:
+        """String with TTL: whoever holds it is polling this workload now."""
+        return f"{self.prefix}lease:poll:{workload_id}"
+
+    @property
+    def sweep_lock(self) -> str:
+        return f"{self.prefix}lock:sweep"
+
+    # -- sync / events --
+    @property
+    def sync_kick(self) -> str:
+        """Debounce key for the prompt outbox drain after a new transition."""
+        return f"{self.prefix}sync:kick"
+
+    @property
+    def events_channel(self) -> str:
+        """Pub/sub channel: a transition was committed (wake-up only; the DB is the truth)."""
+        return f"{self.prefix}events"
+
+    @property
+    def metrics_prefix(self) -> str:
+        return f"{self.prefix}metrics:"

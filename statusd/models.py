@@ -1,0 +1,155 @@
+"""SQLModel tables. The schema itself is created only by Alembic migrations (migrations/)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, TypeDecorator, BigInteger, Column, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Enum as SAEnum
+from sqlmodel import Field, SQLModel
+
+from statusd.lifecycle import Kind, Source, State
+
+
+# BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" auto-increments.
+BIGID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enum(enum: type[StrEnum], name: str) -> Any:
+    # Stored as plain strings (native_enum=False): adding a state later needs no ALTER TYPE.
+    return SAEnum(enum, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out, on SQLite too (which stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: statusd stores UTC-aware timestamps only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class Workload(SQLModel, table=True):
+    __tablename__ = "workloads"
+    __table_args__ = (Index("ix_workloads_kind_state", "kind", "state"),)
+
+    id: str = Field(sa_column=Column(String(200), primary_key=True))
+    kind: Kind = Field(sa_column=Column(_enum(Kind, "kind"), nullable=False))
+    state: State = Field(sa_column=Column(_enum(State, "state"), nullable=False))
+    # The state before UNREACHABLE/LOST: recovery is judged from it, so it never goes backward.
+    prior_state: State | None = Field(default=None, sa_column=Column(_enum(State, "state"), nullable=True))
+    # Bumped on every re-registration of the id: heartbeat tokens are bound to it.
+    generation: int = Field(default=1, nullable=False)
+    # Bumped on every applied transition; the conditional UPDATE checks it (0 rows = someone won).
+    version: int = Field(default=0, nullable=False)
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Persisted sign of life at the last state change or poll; the live value is in Redis.
+    last_seen_at: datetime | None = Field(default=None, sa_column=_ts())
+    state_changed_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+    deleted_at: datetime | None = Field(default=None, sa_column=_ts(index=True))
+    # Pull-fallback bookkeeping (written by the sweeper; not state).
+    poll_failures: int = Field(default=0, nullable=False)
+    last_poll_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_poll_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class Transition(SQLModel, table=True):
+    """One applied state change. Full history; never updated, never deleted."""
+
+    __tablename__ = "transitions"
+    __table_args__ = (Index("ix_transitions_workload_id_id", "workload_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True))
+    workload_id: str = Field(sa_column=Column(String(200), nullable=False))
+    generation: int = Field(default=1, nullable=False)
+    kind: Kind = Field(sa_column=Column(_enum(Kind, "kind"), nullable=False))
+    from_state: State = Field(sa_column=Column(_enum(State, "state"), nullable=False))
+    to_state: State = Field(sa_column=Column(_enum(State, "state"), nullable=False))
+    source: Source = Field(sa_column=Column(_enum(Source, "source"), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    actor: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    observed_at: datetime = Field(sa_column=_ts(nullable=False))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
+class RefusedObservation(SQLModel, table=True):
+    """An observation the lifecycle refused: who said what, and which rule said no."""
+
+    __tablename__ = "refused_observations"
+    __table_args__ = (Index("ix_refused_workload_id_id", "workload_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True))
+    workload_id: str = Field(sa_column=Column(String(200), nullable=False))
+    current_state: State = Field(sa_column=Column(_enum(State, "state"), nullable=False))
+    requested_state: str = Field(sa_column=Column(String(32), nullable=False))
+    source: Source = Field(sa_column=Column(_enum(Source, "source"), nullable=False))
+    actor: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    rule: str = Field(sa_column=Column(Text, nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    workload_version: int = Field(default=0, nullable=False)
+    observed_at: datetime = Field(sa_column=_ts(nullable=False))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
+class OutboxTarget(StrEnum):
+    MAIN = "main"  # the platform's main DB API (PUT /workloads/{id}/status)
+    ALERT = "alert"  # an on-call webhook (one row per URL)
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SYNCED = "synced"
+    DEAD = "dead"  # permanent failure: kept with the response, replayable by `statusd sync retry-dead`
+
+
+class OutboxEntry(SQLModel, table=True):
+    """Transactional outbox: written in the same DB transaction as the transition it carries."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("transition_id", "target", "destination", name="uq_outbox_transition_target"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_workload_order", "target", "workload_id", "transition_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True))
+    transition_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    workload_id: str = Field(sa_column=Column(String(200), nullable=False))
+    target: OutboxTarget = Field(sa_column=Column(_enum(OutboxTarget, "outbox_target"), nullable=False))
+    destination: str = Field(default="", sa_column=Column(Text, nullable=False))  # webhook URL for ALERT
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: OutboxStatus = Field(default=OutboxStatus.PENDING, sa_column=Column(_enum(OutboxStatus, "outbox_status"), nullable=False))
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    response_status: int | None = Field(default=None, nullable=True)
+    response_body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+    synced_at: datetime | None = Field(default=None, sa_column=_ts())

@@ -1,0 +1,120 @@
+"""Redis connections for statusd: bounded pools, the default-URL rule, and the embedded server.
+
+Default rule (STATUSD_REDIS_URL unset): use redis://127.0.0.1:6379/0 if a server answers there;
+otherwise `statusd up` starts an embedded one (`redis-server` on PATH) under the state dir.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import ConnectionPool, Redis
+
+from statusd.errors import ConfigError
+
+DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
+
+
+def create_redis(url: str, max_connections: int, *, socket_timeout: float = 5.0) -> Redis:
+    """A client on a bounded pool. Exhaustion raises (redis-py's MaxConnectionsError): callers map
+    it to 503, because a blocking pool trades throughput and p99 for hiding overload (FIELD-NOTES)."""
+    pool = ConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:
+    """True when a Redis server answers PING at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+def find_redis_server() -> str | None:
+    """A redis-server binary: on PATH, else from the `redis-server` PyPI package if installed."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_server  # type: ignore[import-not-found]
+
+        return str(redis_server.REDIS_SERVER_PATH)
+    except (ImportError, AttributeError):
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server child process with AOF under `data_dir`, bound to loopback."""
+
+    data_dir: Path
+    port: int = 0
+    appendonly: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        binary = find_redis_server()
+        if binary is None:
+            raise ConfigError(
+                "No Redis: nothing answers on 127.0.0.1:6379 and no `redis-server` binary was found. "
+                "Install one (`apt-get install redis-server`), or set STATUSD_REDIS_URL."
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        args = [
+            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir.resolve()),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction", "--daemonize", "no", "--protected-mode", "yes",
+            "--logfile", str((self.data_dir / "redis.log").resolve()),
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ConfigError(f"embedded redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log")
+            if redis_answers(port=self.port, timeout=0.2):
+                return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError(f"embedded redis-server did not answer on port {self.port} within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+
+def resolve_redis_url(configured: str | None) -> str | None:
+    """The URL to use without starting anything: the configured one, else a local server if it answers."""
+    if configured:
+        return configured
+    return DEFAULT_LOCAL_URL if redis_answers() else None

@@ -1,0 +1,59 @@
+"""The composition root outside HTTP: one place that opens (and closes) what a process needs.
+
+Used by the API app, the consumers, the Celery workers and the CLI alike, so a transition is
+wired the same way (cache, post-commit listeners) whichever process applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from statusd.db import create_engine
+from statusd.errors import ConfigError
+from statusd.keys import Keys
+from statusd.redis_runtime import create_redis, resolve_redis_url
+from statusd.settings import Settings
+from statusd.state_cache import StateCache
+from statusd.transitions import Ledger
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    keys: Keys
+    cache: StateCache
+    ledger: Ledger
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def redis_url_or_fail(settings: Settings) -> str:
+    url = resolve_redis_url(settings.redis_url)
+    if url is None:
+        raise ConfigError(
+            "Redis is not reachable: STATUSD_REDIS_URL is unset and nothing answers on 127.0.0.1:6379. "
+            "Set STATUSD_REDIS_URL, or run `statusd up`, which starts an embedded Redis."
+        )
+    return url
+
+
+async def open_runtime(settings: Settings, *, redis_max_connections: int | None = None) -> Runtime:
+    """Open the engine and Redis pool and build the Ledger with its post-commit listeners."""
+    from statusd.oncall.events import publish_listener
+    from statusd.sync.kick import sync_kick_listener
+
+    redis = create_redis(redis_url_or_fail(settings), redis_max_connections or settings.redis_max_connections)
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    keys = Keys(settings.redis_prefix)
+    cache = StateCache(redis, keys)
+    ledger = Ledger(engine=engine, cache=cache, alert_webhooks=tuple(settings.alert_webhooks))
+    ledger.listeners.append(publish_listener(redis, keys))
+    ledger.listeners.append(sync_kick_listener(settings, redis, keys))
+    return Runtime(settings, engine, redis, keys, cache, ledger)

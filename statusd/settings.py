@@ -1,0 +1,147 @@
+"""The one typed settings object. Every knob is a `STATUSD_` environment variable.
+
+Build it once (CLI entry or app factory) and pass it down; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from statusd.errors import ConfigError
+
+DEFAULT_POLL_ALLOW_NETS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+# Values people paste from examples; refused outside dev so production never runs on them.
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "token", "dev", "test", "xxx"})
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # JSON when stderr is not a terminal, human-readable when it is
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """statusd configuration, read from `STATUSD_*` variables (and an optional env file)."""
+
+    model_config = SettingsConfigDict(env_prefix="STATUSD_", extra="ignore")
+
+    # -- foundation -----------------------------------------------------------------------------
+    dev: bool = False  # `statusd up` sets it: generated secrets allowed, embedded Redis allowed
+    database_url: str = "sqlite+aiosqlite:///./statusd.db"
+    redis_url: str | None = None  # unset: 127.0.0.1:6379 if it answers, else an embedded Redis
+    redis_prefix: str = "statusd:"  # every key, stream and group starts with it (tests use their own)
+    redis_max_connections: int = Field(default=64, ge=4)
+    api_token: SecretStr | None = None
+    secret: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    heartbeat_ttl: float = Field(default=30.0, gt=0)
+    state_dir: Path = Path(".statusd")  # dev secrets file, embedded Redis data, pid files
+    log_format: LogFormat = LogFormat.AUTO
+    log_level: str = "INFO"
+    db_pool_size: int = Field(default=10, ge=1)
+
+    # -- push path ------------------------------------------------------------------------------
+    consumers: int = Field(default=2, ge=0)  # consumer tasks inside each `serve` process
+    consumer_batch: int = Field(default=500, ge=1)
+    consumer_block_ms: int = Field(default=1000, ge=1)
+    claim_min_idle_ms: int = Field(default=30_000, ge=100)  # XAUTOCLAIM: an entry idle this long is orphaned
+    max_deliveries: int = Field(default=5, ge=1)  # then the entry goes to the dead-letter stream
+    stream_maxlen: int = Field(default=1_000_000, ge=1000)
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_batch_items: int = Field(default=500, ge=1)
+
+    # -- pull fallback --------------------------------------------------------------------------
+    broker_url: str | None = None  # default: the Redis above
+    sweep_interval: float = Field(default=5.0, gt=0)
+    poll_timeout: float = Field(default=2.0, gt=0)
+    poll_concurrency: int = Field(default=100, ge=1)
+    poll_chunk: int = Field(default=200, ge=1)  # workloads per `poll` task
+    poll_max_bytes: int = Field(default=64 * 1024, ge=256)
+    unreachable_after: int = Field(default=2, ge=1)
+    lost_after: float = Field(default=300.0, gt=0)
+    start_timeout: float = Field(default=120.0, gt=0)
+    poll_allow_nets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_POLL_ALLOW_NETS))
+
+    # -- main-DB sync ---------------------------------------------------------------------------
+    main_api_url: str | None = None
+    main_api_token: SecretStr | None = None
+    sync_timeout: float = Field(default=5.0, gt=0)
+    sync_attempts: int = Field(default=5, ge=1)  # per run; a later run retries what a run gave up on
+    sync_interval: float = Field(default=10.0, gt=0)  # beat drains at least this often
+    sync_batch: int = Field(default=200, ge=1)
+
+    # -- on-call --------------------------------------------------------------------------------
+    alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("poll_allow_nets", "alert_webhooks", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("poll_allow_nets")
+    @classmethod
+    def _nets(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"STATUSD_POLL_ALLOW_NETS: {net!r} is not a CIDR network") from exc
+        return value
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def allow_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(net, strict=False) for net in self.poll_allow_nets]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def require_secrets(self) -> None:
+        """Refuse to start without real secrets outside dev mode, naming the variable to set."""
+        if self.dev:
+            return
+        for name, value in (("STATUSD_SECRET", self.secret), ("STATUSD_API_TOKEN", self.api_token)):
+            raw = value.get_secret_value() if value is not None else ""
+            if raw.strip().lower() in PLACEHOLDER_SECRETS:
+                raise ConfigError(
+                    f"{name} is not set (or is a placeholder). Set it to a long random value, e.g. "
+                    f"`export {name}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')`, "
+                    "or run `statusd up` for a dev setup that generates one."
+                )
+            if len(raw) < 16:
+                raise ConfigError(f"{name} is too short ({len(raw)} chars): use at least 16 random characters.")
+
+    @property
+    def secret_bytes(self) -> bytes:
+        if self.secret is None:
+            raise ConfigError("STATUSD_SECRET is not set: heartbeat tokens cannot be signed or checked.")
+        return self.secret.get_secret_value().encode()
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url:
+            return self.redis_url
+        raise ConfigError("No broker: set STATUSD_BROKER_URL or STATUSD_REDIS_URL (or run `statusd up`).")

@@ -1,0 +1,105 @@
+"""Redis cache of each workload's current state, so consumers skip heartbeats that change nothing.
+
+Kept true by `statusd.transitions` alone: it deletes the entry before a state-changing commit and
+writes the new one after, with a compare-on-version so a slow writer never puts an older state
+back. A missing entry only means "ask the database"; it is never wrong, just absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from statusd.keys import Keys
+from statusd.lifecycle import Kind, State
+
+# Entries expire so a cache that missed an update (Redis blip between commit and write-back)
+# heals by itself; a heartbeat after expiry just takes the database path once.
+CACHE_TTL_S = 3600
+
+_STORE_IF_NEWER = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end
+if v and tonumber(v) < tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'version', ARGV[2], 'generation', ARGV[3], 'kind', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+_MARK_REFUSED = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if v and tonumber(v) == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'refused:' .. ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedState:
+    state: State
+    version: int
+    generation: int
+    kind: Kind
+    refused: frozenset[str]  # reported states already refused at this version
+
+    def makes_no_change(self, reported: str, generation: int) -> bool:
+        """True when applying `reported` could not change anything (skip the database)."""
+        if generation != self.generation:
+            return False
+        return reported == self.state.value or reported in self.refused
+
+
+class StateCache:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._store = redis.register_script(_STORE_IF_NEWER)
+        self._refuse = redis.register_script(_MARK_REFUSED)
+
+    async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
+        ids = list(workload_ids)
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hgetall(self._keys.state(wid))
+            rows = await pipe.execute()
+        out: dict[str, CachedState] = {}
+        for wid, row in zip(ids, rows, strict=True):
+            parsed = _parse(row)
+            if parsed is not None:
+                out[wid] = parsed
+        return out
+
+    async def invalidate(self, workload_id: str) -> None:
+        await self._redis.delete(self._keys.state(workload_id))
+
+    async def store(self, workload_id: str, state: State, version: int, generation: int, kind: Kind) -> None:
+        await self._store(
+            keys=[self._keys.state(workload_id)],
+            args=[state.value, version, generation, kind.value, CACHE_TTL_S],
+        )
+
+    async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
+        await self._refuse(keys=[self._keys.state(workload_id)], args=[version, requested])
+
+
+def _parse(row: dict[bytes | str, bytes | str]) -> CachedState | None:
+    if not row:
+        return None
+    fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in row.items()}
+    try:
+        version = int(fields["version"])
+        return CachedState(
+            state=State(fields["state"]),
+            version=version,
+            generation=int(fields["generation"]),
+            kind=Kind(fields["kind"]),
+            refused=frozenset(k[8:] for k, v in fields.items() if k.startswith("refused:") and v == str(version)),
+        )
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,241 @@
+"""The one place a workload's state changes.
+
+`apply_observation` judges an observation with the lifecycle table (statusd.lifecycle.judge) and,
+in ONE database transaction, writes the new state, the transition row and its outbox rows (main-DB
+sync, alerts), or records the refusal. Heartbeats (push), polls (pull), the sweeper and the
+platform backend (api) all come through here; nothing else in the project updates `state`.
+
+Concurrency: the workload row is locked for the whole transaction (SELECT ... FOR UPDATE on
+PostgreSQL; BEGIN IMMEDIATE on SQLite takes the database write lock), and the UPDATE is also
+conditional on the version read, so even a missed lock can never produce a lost update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from statusd.db import is_sqlite, transaction
+from statusd.errors import RedisUnavailable, UnknownWorkload
+from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
+from statusd.models import OutboxEntry, OutboxTarget, RefusedObservation, Transition, Workload, utcnow
+from statusd.state_cache import StateCache
+
+log = structlog.get_logger("statusd.transitions")
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+_T = Transition.__table__  # type: ignore[attr-defined]
+_R = RefusedObservation.__table__  # type: ignore[attr-defined]
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Something someone saw or asked for: `workload_id` is (or should be) in `state`."""
+
+    workload_id: str
+    state: State
+    source: Source
+    seq: int | None = None  # containers' per-workload increasing counter; None for api/sweeper
+    observed_at: datetime | None = None
+    reason: str | None = None
+    actor: str | None = None  # who: "heartbeat", "node:<agent>", "api", "sweeper", ...
+    generation: int | None = None  # the token's registration generation; None = current
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    STALE_SEQ = "stale_seq"
+    REFUSED = "refused"
+    WRONG_GENERATION = "wrong_generation"  # a token from before a DELETE + re-register
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedTransition:
+    id: int
+    workload_id: str
+    kind: Kind
+    from_state: State
+    to_state: State
+    source: Source
+    reason: str | None
+    seq: int | None
+    observed_at: datetime
+    recorded_at: datetime
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    state: State  # the workload's state after this observation
+    version: int
+    rule: str = ""  # REFUSED / STALE_SEQ: the rule, in words
+    transition: AppliedTransition | None = None
+
+
+TransitionListener = Callable[[AppliedTransition], Awaitable[None]]
+
+
+@dataclass
+class Ledger:
+    """What apply_observation needs: the engine, the state cache, and post-commit listeners."""
+
+    engine: AsyncEngine
+    cache: StateCache | None = None
+    alert_webhooks: Sequence[str] = ()
+    listeners: list[TransitionListener] = field(default_factory=list)
+
+
+async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
+    """Judge `obs` and write the verdict. Raises UnknownWorkload, StorageUnavailable, RedisUnavailable."""
+    observed_at = obs.observed_at or utcnow()
+    async with transaction(ledger.engine) as conn:
+        row = await _lock_workload(conn, obs.workload_id)
+        if row is None:
+            raise UnknownWorkload(f"workload {obs.workload_id!r} is not registered")
+        kind, state, version = Kind(row.kind), State(row.state), int(row.version)
+        if obs.generation is not None and obs.generation != row.generation:
+            return Result(Outcome.WRONG_GENERATION, state, version, "token generation is not current")
+        current = Current(kind, state, State(row.prior_state) if row.prior_state else None, row.last_seq)
+        judgement = judge(current, obs.state, obs.source, obs.seq)
+
+        if judgement.verdict is Verdict.UNCHANGED:
+            return Result(Outcome.UNCHANGED, state, version)
+        if judgement.verdict is Verdict.STALE_SEQ:
+            return Result(Outcome.STALE_SEQ, state, version, judgement.rule)
+        if judgement.verdict is Verdict.REFUSED:
+            await conn.execute(
+                insert(_R).values(
+                    workload_id=obs.workload_id, current_state=state, requested_state=obs.state.value,
+                    source=obs.source, actor=obs.actor, rule=judgement.rule, reason=obs.reason,
+                    seq=obs.seq, workload_version=version, observed_at=observed_at, recorded_at=utcnow(),
+                )
+            )
+            refused = Result(Outcome.REFUSED, state, version, judgement.rule)
+        else:
+            # Invalidate before the commit: if we die between commit and write-back, the entry is
+            # simply absent (consumers ask the DB), never stale.
+            await _cache_call(ledger, "invalidate", obs.workload_id)
+            transition = await _write_transition(conn, ledger, row, obs, kind, state, observed_at)
+            refused = None
+
+    if refused is not None:
+        log.info("transition.refused", workload_id=obs.workload_id, kind=kind.value, state=state.value,
+                 requested=obs.state.value, source=obs.source.value, rule=judgement.rule)
+        if ledger.cache is not None:
+            await _best_effort(ledger.cache.mark_refused(obs.workload_id, version, obs.state.value))
+        return refused
+
+    new_version = version + 1
+    if ledger.cache is not None:
+        await _best_effort(ledger.cache.store(obs.workload_id, transition.to_state, new_version, int(row.generation), kind))
+    log.info("transition", workload_id=obs.workload_id, kind=kind.value, transition_id=transition.id,
+             **{"from": state.value, "to": transition.to_state.value}, source=obs.source.value,
+             reason=obs.reason, seq=obs.seq)
+    for listener in ledger.listeners:
+        await _best_effort(listener(transition))
+    return Result(Outcome.APPLIED, transition.to_state, new_version, transition=transition)
+
+
+async def _lock_workload(conn: AsyncConnection, workload_id: str):  # type: ignore[no-untyped-def]
+    query = select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None))
+    if not is_sqlite(conn.engine.url):
+        query = query.with_for_update()  # SQLite: BEGIN IMMEDIATE already holds the write lock
+    return (await conn.execute(query)).first()
+
+
+async def _write_transition(
+    conn: AsyncConnection, ledger: Ledger, row, obs: Observation, kind: Kind, state: State, observed_at: datetime  # type: ignore[no-untyped-def]
+) -> AppliedTransition:
+    now = utcnow()
+    to = obs.state
+    # Entering UNREACHABLE/LOST remembers where the workload was, so recovery is judged from it.
+    prior = (row.prior_state or state) if to in CONTACT_STATES else None
+    values: dict[str, object] = {
+        "state": to, "prior_state": prior, "version": row.version + 1, "state_changed_at": now,
+    }
+    if obs.seq is not None:
+        values["last_seq"] = obs.seq
+    if obs.source in (Source.PUSH, Source.PULL):
+        values["last_seen_at"] = observed_at
+        values["poll_failures"] = 0
+    updated = await conn.execute(
+        update(_W).where(_W.c.id == obs.workload_id, _W.c.version == row.version).values(**values)
+    )
+    if updated.rowcount != 1:  # cannot happen while we hold the lock; refuse to write blind
+        raise RuntimeError(f"lost the row lock on workload {obs.workload_id!r}")
+    transition_id = (
+        await conn.execute(
+            insert(_T).values(
+                workload_id=obs.workload_id, generation=row.generation, kind=kind, from_state=state,
+                to_state=to, source=obs.source, reason=obs.reason, actor=obs.actor, seq=obs.seq,
+                observed_at=observed_at, recorded_at=now,
+            ).returning(_T.c.id)
+        )
+    ).scalar_one()
+    applied = AppliedTransition(
+        id=transition_id, workload_id=obs.workload_id, kind=kind, from_state=state, to_state=to,
+        source=obs.source, reason=obs.reason, seq=obs.seq, observed_at=observed_at, recorded_at=now,
+        labels=dict(row.labels or {}),
+    )
+    await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks))
+    return applied
+
+
+def _outbox_rows(t: AppliedTransition, webhooks: Sequence[str]) -> list[dict[str, object]]:
+    """Outbox rows for one transition: always the main-DB sync; alerts on contact lost/regained."""
+    now = utcnow()
+    base = {"transition_id": t.id, "workload_id": t.workload_id, "attempts": 0,
+            "next_attempt_at": now, "created_at": now, "status": "pending"}
+    rows: list[dict[str, object]] = [{
+        **base, "target": OutboxTarget.MAIN, "destination": "",
+        "payload": {
+            "state": t.to_state.value, "previous": t.from_state.value,
+            "changed_at": t.recorded_at.isoformat(), "transition_id": t.id,
+            "source": t.source.value, "reason": t.reason,
+        },
+    }]
+    entering = t.to_state in CONTACT_STATES
+    recovering = t.from_state in CONTACT_STATES and t.to_state not in CONTACT_STATES
+    if webhooks and (entering or recovering):
+        payload = alert_payload(t, "recovered" if recovering else t.to_state.value.lower())
+        rows += [{**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload} for url in webhooks]
+    return rows
+
+
+def alert_payload(t: AppliedTransition, event: str) -> dict[str, object]:
+    """A JSON alert that Slack-compatible webhooks render (`text`) and machines parse (the rest)."""
+    icon = {"unreachable": ":warning:", "lost": ":rotating_light:", "recovered": ":white_check_mark:"}.get(event, "")
+    owner = t.labels.get("owner")
+    text = (f"{icon} statusd: {t.kind.value} `{t.workload_id}` is {t.to_state.value} "
+            f"(was {t.from_state.value})" + (f", owner {owner}" if owner else "") + (f": {t.reason}" if t.reason else ""))
+    return {
+        "text": text.strip(), "event": event, "workload_id": t.workload_id, "kind": t.kind.value,
+        "state": t.to_state.value, "previous": t.from_state.value, "transition_id": t.id,
+        "changed_at": t.recorded_at.isoformat(), "labels": t.labels, "reason": t.reason,
+    }
+
+
+async def _cache_call(ledger: Ledger, op: str, workload_id: str) -> None:
+    if ledger.cache is None:
+        return
+    try:
+        await getattr(ledger.cache, op)(workload_id)
+    except Exception as exc:  # any Redis failure: refuse the change rather than risk a stale cache
+        raise RedisUnavailable(f"redis unavailable while invalidating the state cache: {exc}") from exc
+
+
+async def _best_effort(awaitable: Awaitable[object]) -> None:
+    """Post-commit work: the commit stands whatever happens here (the cache heals, sync polls)."""
+    try:
+        await awaitable
+    except Exception as exc:
+        log.warning("transition.post_commit_failed", error=f"{type(exc).__name__}: {exc}")
