@@ -42,7 +42,9 @@ def sqlite_path(url: URL) -> str | None:
     return url.database if is_sqlite(url) and url.database not in (None, "", ":memory:") else None
 
 
-def create_engine(database_url: str, *, pool_size: int = 10, create_file: bool = False) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 10, create_file: bool = False
+) -> AsyncEngine:
     """Create this process's engine. `create_file` is only for migrations (they create the file)."""
     url = normalize_url(database_url)
     if is_sqlite(url):
@@ -51,7 +53,9 @@ def create_engine(database_url: str, *, pool_size: int = 10, create_file: bool =
         if path is not None:
             mode = "rwc" if create_file else "rw"
             url = url.set(database=f"file:{path}?mode={mode}", query={**url.query, "uri": "true"})
-        engine = create_async_engine(url, connect_args=connect_args, pool_size=pool_size, max_overflow=0)
+        engine = create_async_engine(
+            url, connect_args=connect_args, pool_size=pool_size, max_overflow=0
+        )
         _sqlite_pragmas(engine)
         return engine
     return create_async_engine(

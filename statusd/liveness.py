@@ -31,7 +31,9 @@ async def forget(redis: Redis, keys: Keys, workload_id: str) -> None:
         await pipe.execute()
 
 
-async def mark_seen(redis: Redis, keys: Keys, workload_id: str, at: float, seq: int | None = None) -> None:
+async def mark_seen(
+    redis: Redis, keys: Keys, workload_id: str, at: float, seq: int | None = None
+) -> None:
     """A sign of life outside the ingest pipeline (a successful poll)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zadd(keys.last_seen, {workload_id: at})

@@ -6,12 +6,22 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, TypeDecorator, BigInteger, Column, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
 from statusd.lifecycle import Kind, Source, State
-
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" auto-increments.
 BIGID = BigInteger().with_variant(Integer(), "sqlite")
@@ -23,7 +33,13 @@ def utcnow() -> datetime:
 
 def _enum(enum: type[StrEnum], name: str) -> Any:
     # Stored as plain strings (native_enum=False): adding a state later needs no ALTER TYPE.
-    return SAEnum(enum, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    return SAEnum(
+        enum,
+        name=name,
+        native_enum=False,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -57,7 +73,9 @@ class Workload(SQLModel, table=True):
     kind: Kind = Field(sa_column=Column(_enum(Kind, "kind"), nullable=False))
     state: State = Field(sa_column=Column(_enum(State, "state"), nullable=False))
     # The state before UNREACHABLE/LOST: recovery is judged from it, so it never goes backward.
-    prior_state: State | None = Field(default=None, sa_column=Column(_enum(State, "state"), nullable=True))
+    prior_state: State | None = Field(
+        default=None, sa_column=Column(_enum(State, "state"), nullable=True)
+    )
     # Bumped on every re-registration of the id: heartbeat tokens are bound to it.
     generation: int = Field(default=1, nullable=False)
     # Bumped on every applied transition; the conditional UPDATE checks it (0 rows = someone won).
@@ -82,7 +100,9 @@ class Transition(SQLModel, table=True):
     __tablename__ = "transitions"
     __table_args__ = (Index("ix_transitions_workload_id_id", "workload_id", "id"),)
 
-    id: int | None = Field(default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
+    )
     workload_id: str = Field(sa_column=Column(String(200), nullable=False))
     generation: int = Field(default=1, nullable=False)
     kind: Kind = Field(sa_column=Column(_enum(Kind, "kind"), nullable=False))
@@ -102,7 +122,9 @@ class RefusedObservation(SQLModel, table=True):
     __tablename__ = "refused_observations"
     __table_args__ = (Index("ix_refused_workload_id_id", "workload_id", "id"),)
 
-    id: int | None = Field(default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
+    )
     workload_id: str = Field(sa_column=Column(String(200), nullable=False))
     current_state: State = Field(sa_column=Column(_enum(State, "state"), nullable=False))
     requested_state: str = Field(sa_column=Column(String(32), nullable=False))
@@ -124,7 +146,9 @@ class OutboxTarget(StrEnum):
 class OutboxStatus(StrEnum):
     PENDING = "pending"
     SYNCED = "synced"
-    DEAD = "dead"  # permanent failure: kept with the response, replayable by `statusd sync retry-dead`
+    DEAD = (
+        "dead"  # permanent failure: kept with the response, replayable by `statusd sync retry-dead`
+    )
 
 
 class OutboxEntry(SQLModel, table=True):
@@ -132,18 +156,29 @@ class OutboxEntry(SQLModel, table=True):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        UniqueConstraint("transition_id", "target", "destination", name="uq_outbox_transition_target"),
+        UniqueConstraint(
+            "transition_id", "target", "destination", name="uq_outbox_transition_target"
+        ),
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_workload_order", "target", "workload_id", "transition_id"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
+    )
     transition_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     workload_id: str = Field(sa_column=Column(String(200), nullable=False))
-    target: OutboxTarget = Field(sa_column=Column(_enum(OutboxTarget, "outbox_target"), nullable=False))
-    destination: str = Field(default="", sa_column=Column(Text, nullable=False))  # webhook URL for ALERT
+    target: OutboxTarget = Field(
+        sa_column=Column(_enum(OutboxTarget, "outbox_target"), nullable=False)
+    )
+    destination: str = Field(
+        default="", sa_column=Column(Text, nullable=False)
+    )  # webhook URL for ALERT
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: OutboxStatus = Field(default=OutboxStatus.PENDING, sa_column=Column(_enum(OutboxStatus, "outbox_status"), nullable=False))
+    status: OutboxStatus = Field(
+        default=OutboxStatus.PENDING,
+        sa_column=Column(_enum(OutboxStatus, "outbox_status"), nullable=False),
+    )
     attempts: int = Field(default=0, nullable=False)
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -86,21 +86,42 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         args = [
-            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir.resolve()),
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-            "--maxmemory-policy", "noeviction", "--daemonize", "no", "--protected-mode", "yes",
-            "--logfile", str((self.data_dir / "redis.log").resolve()),
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str((self.data_dir / "redis.log").resolve()),
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ConfigError(f"embedded redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log")
+                raise ConfigError(
+                    f"embedded redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log"
+                )
             if redis_answers(port=self.port, timeout=0.2):
                 return self.url
             time.sleep(0.05)
         self.stop()
-        raise ConfigError(f"embedded redis-server did not answer on port {self.port} within {timeout}s")
+        raise ConfigError(
+            f"embedded redis-server did not answer on port {self.port} within {timeout}s"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -17,16 +17,30 @@ _W = Workload.__table__  # type: ignore[attr-defined]
 
 
 async def register(
-    engine: AsyncEngine, workload_id: str, kind: Kind, *, status_url: str | None = None,
+    engine: AsyncEngine,
+    workload_id: str,
+    kind: Kind,
+    *,
+    status_url: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Create a workload in PENDING. A deregistered id comes back with the next generation."""
     now = utcnow()
     fresh: dict[str, Any] = {
-        "kind": kind, "state": State.PENDING, "prior_state": None, "version": 0,
-        "labels": labels or {}, "status_url": status_url, "last_seq": None, "last_seen_at": None,
-        "state_changed_at": now, "created_at": now, "deleted_at": None, "poll_failures": 0,
-        "last_poll_error": None, "last_poll_at": None,
+        "kind": kind,
+        "state": State.PENDING,
+        "prior_state": None,
+        "version": 0,
+        "labels": labels or {},
+        "status_url": status_url,
+        "last_seq": None,
+        "last_seen_at": None,
+        "state_changed_at": now,
+        "created_at": now,
+        "deleted_at": None,
+        "poll_failures": 0,
+        "last_poll_error": None,
+        "last_poll_at": None,
     }
     try:
         async with transaction(engine) as conn:
@@ -40,7 +54,9 @@ async def register(
                 raise WorkloadExists(f"workload {workload_id!r} is already registered")
             else:
                 await conn.execute(
-                    update(_W).where(_W.c.id == workload_id).values(generation=old.generation + 1, **fresh)
+                    update(_W)
+                    .where(_W.c.id == workload_id)
+                    .values(generation=old.generation + 1, **fresh)
                 )
             row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).one()
     except IntegrityError as exc:  # two registrations raced on the primary key
@@ -52,7 +68,9 @@ async def deregister(engine: AsyncEngine, workload_id: str) -> dict[str, Any]:
     """Stop tracking a workload; its history stays. Raises UnknownWorkload."""
     async with transaction(engine) as conn:
         result = await conn.execute(
-            update(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None)).values(deleted_at=utcnow())
+            update(_W)
+            .where(_W.c.id == workload_id, _W.c.deleted_at.is_(None))
+            .values(deleted_at=utcnow())
         )
         if result.rowcount != 1:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")

@@ -49,7 +49,9 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
     from statusd.oncall.events import publish_listener
     from statusd.sync.kick import sync_kick_listener
 
-    redis = create_redis(redis_url_or_fail(settings), redis_max_connections or settings.redis_max_connections)
+    redis = create_redis(
+        redis_url_or_fail(settings), redis_max_connections or settings.redis_max_connections
+    )
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     keys = Keys(settings.redis_prefix)
     cache = StateCache(redis, keys)

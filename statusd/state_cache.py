@@ -78,7 +78,9 @@ class StateCache:
     async def invalidate(self, workload_id: str) -> None:
         await self._redis.delete(self._keys.state(workload_id))
 
-    async def store(self, workload_id: str, state: State, version: int, generation: int, kind: Kind) -> None:
+    async def store(
+        self, workload_id: str, state: State, version: int, generation: int, kind: Kind
+    ) -> None:
         await self._store(
             keys=[self._keys.state(workload_id)],
             args=[state.value, version, generation, kind.value, CACHE_TTL_S],
@@ -91,7 +93,10 @@ class StateCache:
 def _parse(row: dict[bytes | str, bytes | str]) -> CachedState | None:
     if not row:
         return None
-    fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in row.items()}
+    fields = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in row.items()
+    }
     try:
         version = int(fields["version"])
         return CachedState(
@@ -99,7 +104,9 @@ def _parse(row: dict[bytes | str, bytes | str]) -> CachedState | None:
             version=version,
             generation=int(fields["generation"]),
             kind=Kind(fields["kind"]),
-            refused=frozenset(k[8:] for k, v in fields.items() if k.startswith("refused:") and v == str(version)),
+            refused=frozenset(
+                k[8:] for k, v in fields.items() if k.startswith("refused:") and v == str(version)
+            ),
         )
     except (KeyError, ValueError):
         return None

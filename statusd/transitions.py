@@ -16,15 +16,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import is_sqlite, transaction
 from statusd.errors import RedisUnavailable, UnknownWorkload
 from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
-from statusd.models import OutboxEntry, OutboxTarget, RefusedObservation, Transition, Workload, utcnow
+from statusd.models import (
+    OutboxEntry,
+    OutboxTarget,
+    RefusedObservation,
+    Transition,
+    Workload,
+    utcnow,
+)
 from statusd.state_cache import StateCache
 
 log = structlog.get_logger("statusd.transitions")
@@ -103,49 +111,97 @@ async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
             raise UnknownWorkload(f"workload {obs.workload_id!r} is not registered")
         kind, state, version = Kind(row.kind), State(row.state), int(row.version)
         if obs.generation is not None and obs.generation != row.generation:
-            return Result(Outcome.WRONG_GENERATION, state, version, "token generation is not current")
-        current = Current(kind, state, State(row.prior_state) if row.prior_state else None, row.last_seq)
-        judgement = judge(current, obs.state, obs.source, obs.seq)
-
-        if judgement.verdict is Verdict.UNCHANGED:
-            return Result(Outcome.UNCHANGED, state, version)
-        if judgement.verdict is Verdict.STALE_SEQ:
-            return Result(Outcome.STALE_SEQ, state, version, judgement.rule)
-        if judgement.verdict is Verdict.REFUSED:
-            await conn.execute(
-                insert(_R).values(
-                    workload_id=obs.workload_id, current_state=state, requested_state=obs.state.value,
-                    source=obs.source, actor=obs.actor, rule=judgement.rule, reason=obs.reason,
-                    seq=obs.seq, workload_version=version, observed_at=observed_at, recorded_at=utcnow(),
-                )
+            return Result(
+                Outcome.WRONG_GENERATION, state, version, "token generation is not current"
             )
-            refused = Result(Outcome.REFUSED, state, version, judgement.rule)
-        else:
+        prior = State(row.prior_state) if row.prior_state else None
+        judgement = judge(Current(kind, state, prior, row.last_seq), obs.state, obs.source, obs.seq)
+        transition: AppliedTransition | None = None
+        if judgement.verdict is Verdict.REFUSED:
+            await _record_refusal(conn, obs, state, version, judgement.rule, observed_at)
+        elif judgement.verdict is Verdict.APPLY:
             # Invalidate before the commit: if we die between commit and write-back, the entry is
             # simply absent (consumers ask the DB), never stale.
             await _cache_call(ledger, "invalidate", obs.workload_id)
             transition = await _write_transition(conn, ledger, row, obs, kind, state, observed_at)
-            refused = None
 
-    if refused is not None:
-        log.info("transition.refused", workload_id=obs.workload_id, kind=kind.value, state=state.value,
-                 requested=obs.state.value, source=obs.source.value, rule=judgement.rule)
+    generation = int(row.generation)
+    if transition is None:
+        outcome = _OUTCOMES[judgement.verdict]
         if ledger.cache is not None:
-            await _best_effort(ledger.cache.mark_refused(obs.workload_id, version, obs.state.value))
-        return refused
+            # Re-seed the cache after a miss, so the next steady heartbeat skips the database.
+            await _best_effort(
+                ledger.cache.store(obs.workload_id, state, version, generation, kind)
+            )
+            if outcome is Outcome.REFUSED:
+                await _best_effort(
+                    ledger.cache.mark_refused(obs.workload_id, version, obs.state.value)
+                )
+        if outcome is Outcome.REFUSED:
+            log.info(
+                "transition.refused",
+                workload_id=obs.workload_id,
+                kind=kind.value,
+                state=state.value,
+                requested=obs.state.value,
+                source=obs.source.value,
+                rule=judgement.rule,
+            )
+        return Result(outcome, state, version, judgement.rule)
 
     new_version = version + 1
     if ledger.cache is not None:
-        await _best_effort(ledger.cache.store(obs.workload_id, transition.to_state, new_version, int(row.generation), kind))
-    log.info("transition", workload_id=obs.workload_id, kind=kind.value, transition_id=transition.id,
-             **{"from": state.value, "to": transition.to_state.value}, source=obs.source.value,
-             reason=obs.reason, seq=obs.seq)
+        await _best_effort(
+            ledger.cache.store(obs.workload_id, obs.state, new_version, generation, kind)
+        )
+    log.info(
+        "transition",
+        workload_id=obs.workload_id,
+        kind=kind.value,
+        transition_id=transition.id,
+        **{"from": state.value, "to": obs.state.value},
+        source=obs.source.value,
+        reason=obs.reason,
+        seq=obs.seq,
+    )
     for listener in ledger.listeners:
         await _best_effort(listener(transition))
-    return Result(Outcome.APPLIED, transition.to_state, new_version, transition=transition)
+    return Result(Outcome.APPLIED, obs.state, new_version, transition=transition)
 
 
-async def _lock_workload(conn: AsyncConnection, workload_id: str):  # type: ignore[no-untyped-def]
+_OUTCOMES = {
+    Verdict.UNCHANGED: Outcome.UNCHANGED,
+    Verdict.STALE_SEQ: Outcome.STALE_SEQ,
+    Verdict.REFUSED: Outcome.REFUSED,
+}
+
+
+async def _record_refusal(
+    conn: AsyncConnection,
+    obs: Observation,
+    state: State,
+    version: int,
+    rule: str,
+    observed_at: datetime,
+) -> None:
+    await conn.execute(
+        insert(_R).values(
+            workload_id=obs.workload_id,
+            current_state=state,
+            requested_state=obs.state.value,
+            source=obs.source,
+            actor=obs.actor,
+            rule=rule,
+            reason=obs.reason,
+            seq=obs.seq,
+            workload_version=version,
+            observed_at=observed_at,
+            recorded_at=utcnow(),
+        )
+    )
+
+
+async def _lock_workload(conn: AsyncConnection, workload_id: str) -> Row[Any] | None:
     query = select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None))
     if not is_sqlite(conn.engine.url):
         query = query.with_for_update()  # SQLite: BEGIN IMMEDIATE already holds the write lock
@@ -153,14 +209,23 @@ async def _lock_workload(conn: AsyncConnection, workload_id: str):  # type: igno
 
 
 async def _write_transition(
-    conn: AsyncConnection, ledger: Ledger, row, obs: Observation, kind: Kind, state: State, observed_at: datetime  # type: ignore[no-untyped-def]
+    conn: AsyncConnection,
+    ledger: Ledger,
+    row: Row[Any],
+    obs: Observation,
+    kind: Kind,
+    state: State,
+    observed_at: datetime,
 ) -> AppliedTransition:
     now = utcnow()
     to = obs.state
     # Entering UNREACHABLE/LOST remembers where the workload was, so recovery is judged from it.
     prior = (row.prior_state or state) if to in CONTACT_STATES else None
     values: dict[str, object] = {
-        "state": to, "prior_state": prior, "version": row.version + 1, "state_changed_at": now,
+        "state": to,
+        "prior_state": prior,
+        "version": row.version + 1,
+        "state_changed_at": now,
     }
     if obs.seq is not None:
         values["last_seq"] = obs.seq
@@ -174,16 +239,34 @@ async def _write_transition(
         raise RuntimeError(f"lost the row lock on workload {obs.workload_id!r}")
     transition_id = (
         await conn.execute(
-            insert(_T).values(
-                workload_id=obs.workload_id, generation=row.generation, kind=kind, from_state=state,
-                to_state=to, source=obs.source, reason=obs.reason, actor=obs.actor, seq=obs.seq,
-                observed_at=observed_at, recorded_at=now,
-            ).returning(_T.c.id)
+            insert(_T)
+            .values(
+                workload_id=obs.workload_id,
+                generation=row.generation,
+                kind=kind,
+                from_state=state,
+                to_state=to,
+                source=obs.source,
+                reason=obs.reason,
+                actor=obs.actor,
+                seq=obs.seq,
+                observed_at=observed_at,
+                recorded_at=now,
+            )
+            .returning(_T.c.id)
         )
     ).scalar_one()
     applied = AppliedTransition(
-        id=transition_id, workload_id=obs.workload_id, kind=kind, from_state=state, to_state=to,
-        source=obs.source, reason=obs.reason, seq=obs.seq, observed_at=observed_at, recorded_at=now,
+        id=transition_id,
+        workload_id=obs.workload_id,
+        kind=kind,
+        from_state=state,
+        to_state=to,
+        source=obs.source,
+        reason=obs.reason,
+        seq=obs.seq,
+        observed_at=observed_at,
+        recorded_at=now,
         labels=dict(row.labels or {}),
     )
     await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks))
@@ -193,34 +276,65 @@ async def _write_transition(
 def _outbox_rows(t: AppliedTransition, webhooks: Sequence[str]) -> list[dict[str, object]]:
     """Outbox rows for one transition: always the main-DB sync; alerts on contact lost/regained."""
     now = utcnow()
-    base = {"transition_id": t.id, "workload_id": t.workload_id, "attempts": 0,
-            "next_attempt_at": now, "created_at": now, "status": "pending"}
-    rows: list[dict[str, object]] = [{
-        **base, "target": OutboxTarget.MAIN, "destination": "",
-        "payload": {
-            "state": t.to_state.value, "previous": t.from_state.value,
-            "changed_at": t.recorded_at.isoformat(), "transition_id": t.id,
-            "source": t.source.value, "reason": t.reason,
-        },
-    }]
+    base = {
+        "transition_id": t.id,
+        "workload_id": t.workload_id,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "status": "pending",
+    }
+    rows: list[dict[str, object]] = [
+        {
+            **base,
+            "target": OutboxTarget.MAIN,
+            "destination": "",
+            "payload": {
+                "state": t.to_state.value,
+                "previous": t.from_state.value,
+                "changed_at": t.recorded_at.isoformat(),
+                "transition_id": t.id,
+                "source": t.source.value,
+                "reason": t.reason,
+            },
+        }
+    ]
     entering = t.to_state in CONTACT_STATES
     recovering = t.from_state in CONTACT_STATES and t.to_state not in CONTACT_STATES
     if webhooks and (entering or recovering):
         payload = alert_payload(t, "recovered" if recovering else t.to_state.value.lower())
-        rows += [{**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload} for url in webhooks]
+        rows += [
+            {**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload}
+            for url in webhooks
+        ]
     return rows
 
 
 def alert_payload(t: AppliedTransition, event: str) -> dict[str, object]:
     """A JSON alert that Slack-compatible webhooks render (`text`) and machines parse (the rest)."""
-    icon = {"unreachable": ":warning:", "lost": ":rotating_light:", "recovered": ":white_check_mark:"}.get(event, "")
+    icon = {
+        "unreachable": ":warning:",
+        "lost": ":rotating_light:",
+        "recovered": ":white_check_mark:",
+    }.get(event, "")
     owner = t.labels.get("owner")
-    text = (f"{icon} statusd: {t.kind.value} `{t.workload_id}` is {t.to_state.value} "
-            f"(was {t.from_state.value})" + (f", owner {owner}" if owner else "") + (f": {t.reason}" if t.reason else ""))
+    text = (
+        f"{icon} statusd: {t.kind.value} `{t.workload_id}` is {t.to_state.value} "
+        f"(was {t.from_state.value})"
+        + (f", owner {owner}" if owner else "")
+        + (f": {t.reason}" if t.reason else "")
+    )
     return {
-        "text": text.strip(), "event": event, "workload_id": t.workload_id, "kind": t.kind.value,
-        "state": t.to_state.value, "previous": t.from_state.value, "transition_id": t.id,
-        "changed_at": t.recorded_at.isoformat(), "labels": t.labels, "reason": t.reason,
+        "text": text.strip(),
+        "event": event,
+        "workload_id": t.workload_id,
+        "kind": t.kind.value,
+        "state": t.to_state.value,
+        "previous": t.from_state.value,
+        "transition_id": t.id,
+        "changed_at": t.recorded_at.isoformat(),
+        "labels": t.labels,
+        "reason": t.reason,
     }
 
 
@@ -230,7 +344,9 @@ async def _cache_call(ledger: Ledger, op: str, workload_id: str) -> None:
     try:
         await getattr(ledger.cache, op)(workload_id)
     except Exception as exc:  # any Redis failure: refuse the change rather than risk a stale cache
-        raise RedisUnavailable(f"redis unavailable while invalidating the state cache: {exc}") from exc
+        raise RedisUnavailable(
+            f"redis unavailable while invalidating the state cache: {exc}"
+        ) from exc
 
 
 async def _best_effort(awaitable: Awaitable[object]) -> None:

@@ -47,7 +47,9 @@ def run(fn: Callable[[Runtime], Awaitable[T]]) -> T:
     global _runtime
     loop = _event_loop()
     if _runtime is None:
-        _runtime = loop.run_until_complete(open_runtime(settings(), redis_max_connections=WORKER_REDIS_CONNECTIONS))
+        _runtime = loop.run_until_complete(
+            open_runtime(settings(), redis_max_connections=WORKER_REDIS_CONNECTIONS)
+        )
     return loop.run_until_complete(fn(_runtime))
 
 

@@ -61,7 +61,9 @@ def postgres_template(request: pytest.FixtureRequest) -> Iterator[PostgresTempla
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: SqliteTemplate) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: SqliteTemplate
+) -> Iterator[str]:
     """A freshly migrated database for this test, on each backend."""
     if request.param == "sqlite":
         yield sqlite_template.new_database(tmp_path)
@@ -79,7 +81,9 @@ def sqlite_url(tmp_path: Path, sqlite_template: SqliteTemplate) -> str:
 
 
 @pytest.fixture
-def make_settings(database_url: str, redis_server: str, redis_prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(
+    database_url: str, redis_server: str, redis_prefix: str, tmp_path: Path
+) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,

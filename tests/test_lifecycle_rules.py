@@ -7,11 +7,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statusd.lifecycle import (
-    FINAL_STATES, PHASES, Current, Kind, Source, State, Verdict, allowed_moves, judge, reportable_states,
+    FINAL_STATES,
+    PHASES,
+    Current,
+    Kind,
+    Source,
+    State,
+    Verdict,
+    allowed_moves,
+    judge,
+    reportable_states,
 )
 
 
-def at(kind: Kind, state: State, last_seq: int | None = None, prior: State | None = None) -> Current:
+def at(
+    kind: Kind, state: State, last_seq: int | None = None, prior: State | None = None
+) -> Current:
     return Current(kind, state, prior, last_seq)
 
 
@@ -56,8 +67,14 @@ def test_state_of_another_kind_is_refused() -> None:
 
 
 def test_stale_seq_never_changes_state() -> None:
-    assert judge(at(Kind.TRAINING, State.RUNNING, 10), State.SUCCEEDED, Source.PUSH, 10).verdict is Verdict.STALE_SEQ
-    assert judge(at(Kind.TRAINING, State.RUNNING, 10), State.SUCCEEDED, Source.PUSH, 11).verdict is Verdict.APPLY
+    assert (
+        judge(at(Kind.TRAINING, State.RUNNING, 10), State.SUCCEEDED, Source.PUSH, 10).verdict
+        is Verdict.STALE_SEQ
+    )
+    assert (
+        judge(at(Kind.TRAINING, State.RUNNING, 10), State.SUCCEEDED, Source.PUSH, 11).verdict
+        is Verdict.APPLY
+    )
 
 
 def test_only_the_sweeper_assigns_unreachable_and_lost() -> None:
@@ -65,7 +82,10 @@ def test_only_the_sweeper_assigns_unreachable_and_lost() -> None:
     assert judge(running, State.UNREACHABLE, Source.PUSH, 1).verdict is Verdict.REFUSED
     assert judge(running, State.UNREACHABLE, Source.SWEEPER, None).verdict is Verdict.APPLY
     assert judge(running, State.LOST, Source.SWEEPER, None).verdict is Verdict.REFUSED
-    assert judge(at(Kind.TRAINING, State.UNREACHABLE), State.LOST, Source.SWEEPER, None).verdict is Verdict.APPLY
+    assert (
+        judge(at(Kind.TRAINING, State.UNREACHABLE), State.LOST, Source.SWEEPER, None).verdict
+        is Verdict.APPLY
+    )
 
 
 def test_recovery_is_judged_from_the_state_before_contact_was_lost() -> None:
@@ -86,22 +106,42 @@ _kinds = st.sampled_from(list(Kind))
 
 
 @given(kind=_kinds, data=st.data())
-def test_no_sequence_of_observations_moves_a_workload_backward(kind: Kind, data: st.DataObject) -> None:
+def test_no_sequence_of_observations_moves_a_workload_backward(
+    kind: Kind, data: st.DataObject
+) -> None:
     """Property: whatever arrives, in any order, the phase rank never decreases (contact states aside)."""
     rank = {s: r for r, phase in enumerate(PHASES[kind]) for s in phase}
     current = at(kind, State.PENDING)
     best = 0
-    steps = data.draw(st.lists(st.tuples(st.sampled_from(list(State)), st.sampled_from(list(Source)),
-                                         st.one_of(st.none(), st.integers(0, 50))), max_size=30))
+    steps = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(list(State)),
+                st.sampled_from(list(Source)),
+                st.one_of(st.none(), st.integers(0, 50)),
+            ),
+            max_size=30,
+        )
+    )
     for to, source, seq in steps:
         j = judge(current, to, source, seq)
         if j.verdict is not Verdict.APPLY:
             continue
-        prior = (current.prior_state or current.state) if to in (State.UNREACHABLE, State.LOST) else None
+        prior = (
+            (current.prior_state or current.state)
+            if to in (State.UNREACHABLE, State.LOST)
+            else None
+        )
         current = Current(kind, to, prior, seq if seq is not None else current.last_seq)
-        effective = current.prior_state if current.state in (State.UNREACHABLE, State.LOST) else current.state
+        effective = (
+            current.prior_state
+            if current.state in (State.UNREACHABLE, State.LOST)
+            else current.state
+        )
         assert effective is not None
         assert rank[effective] >= best
         best = rank[effective]
         if current.state in FINAL_STATES:
-            assert all(judge(current, s, Source.API, None).verdict is not Verdict.APPLY for s in State)
+            assert all(
+                judge(current, s, Source.API, None).verdict is not Verdict.APPLY for s in State
+            )

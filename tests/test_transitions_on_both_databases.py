@@ -27,7 +27,11 @@ async def ledger(database_url: str) -> AsyncIterator[Ledger]:
 
 async def history(ledger: Ledger, wid: str) -> list[tuple[str, str, int | None]]:
     async with reading(ledger.engine) as conn:
-        rows = await conn.execute(select(T.c.from_state, T.c.to_state, T.c.seq).where(T.c.workload_id == wid).order_by(T.c.id))
+        rows = await conn.execute(
+            select(T.c.from_state, T.c.to_state, T.c.seq)
+            .where(T.c.workload_id == wid)
+            .order_by(T.c.id)
+        )
         return [(str(a), str(b), c) for a, b, c in rows]
 
 
@@ -40,10 +44,14 @@ async def test_training_lifecycle_with_history_refusal_and_outbox(ledger: Ledger
     assert refused.outcome is Outcome.REFUSED and "backward" in refused.rule
     assert (await apply_observation(ledger, push(State.SUCCEEDED, 1))).outcome is Outcome.STALE_SEQ
     assert (await apply_observation(ledger, push(State.SUCCEEDED, 4))).outcome is Outcome.APPLIED
-    assert (await apply_observation(ledger, Observation("t1", State.STOPPING, Source.API))).outcome is Outcome.REFUSED
+    assert (
+        await apply_observation(ledger, Observation("t1", State.STOPPING, Source.API))
+    ).outcome is Outcome.REFUSED
     assert await history(ledger, "t1") == [("PENDING", "RUNNING", 1), ("RUNNING", "SUCCEEDED", 4)]
     async with reading(ledger.engine) as conn:
-        assert (await conn.execute(select(func.count()).select_from(RefusedObservation.__table__))).scalar_one() == 2  # type: ignore[attr-defined]
+        assert (
+            await conn.execute(select(func.count()).select_from(RefusedObservation.__table__))
+        ).scalar_one() == 2  # type: ignore[attr-defined]
         outbox = (await conn.execute(select(OutboxEntry.__table__.c.payload))).scalars().all()  # type: ignore[attr-defined]
     assert [p["state"] for p in outbox] == ["RUNNING", "SUCCEEDED"]
 
@@ -68,7 +76,9 @@ async def test_fifty_concurrent_observations_serialize(ledger: Ledger) -> None:
     states = [State.READY, State.DEGRADED]
     observations = [Observation("d1", states[i % 2], Source.PUSH, seq=i) for i in range(2, 52)]
     results = await asyncio.gather(*(apply_observation(ledger, o) for o in observations))
-    assert all(r.outcome in (Outcome.APPLIED, Outcome.UNCHANGED, Outcome.STALE_SEQ) for r in results)
+    assert all(
+        r.outcome in (Outcome.APPLIED, Outcome.UNCHANGED, Outcome.STALE_SEQ) for r in results
+    )
     rows = await history(ledger, "d1")
     for (_, to_prev, seq_prev), (frm, _, seq) in zip(rows, rows[1:], strict=False):
         assert frm == to_prev, "history has a gap"
@@ -76,7 +86,9 @@ async def test_fifty_concurrent_observations_serialize(ledger: Ledger) -> None:
     async with reading(ledger.engine) as conn:
         from statusd.models import Workload
 
-        w = (await conn.execute(select(Workload.__table__).where(Workload.__table__.c.id == "d1"))).one()  # type: ignore[attr-defined]
+        w = (
+            await conn.execute(select(Workload.__table__).where(Workload.__table__.c.id == "d1"))
+        ).one()  # type: ignore[attr-defined]
     # Seq 51 can never be stale, so it is applied (or already matches); everything after it is stale.
     assert (w.state, w.last_seq) == (State.DEGRADED, 51)
     assert w.version == len(rows)

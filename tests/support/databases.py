@@ -40,7 +40,9 @@ def require_postgres() -> None:
     if pg_reachable():
         return
     if ON_CI:
-        pytest.fail(f"CI=true but PostgreSQL does not answer on {PG_HOST}:{PG_PORT}: the PostgreSQL variants must run on CI")
+        pytest.fail(
+            f"CI=true but PostgreSQL does not answer on {PG_HOST}:{PG_PORT}: the PostgreSQL variants must run on CI"
+        )
     pytest.skip(f"no PostgreSQL on {PG_HOST}:{PG_PORT}")
 
 
@@ -65,7 +67,10 @@ def migrate(url: str) -> None:
     env = {**os.environ, "STATUSD_DATABASE_URL": url}
     subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
 
 
