@@ -1,0 +1,272 @@
+"""Real `statusd` subprocesses for tests: start with an env, wait for HTTP, stop, prove nothing is left.
+
+Generic on purpose (any verb, any env): `up`, `serve`, `worker`, `consume`, `simulate` tests all use it.
+
+    proc = start_statusd(["serve", "--port", str(port)], env=settings_env(settings), log_dir=tmp_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        ...
+        assert stop_process(proc, signal.SIGINT) == 0
+    finally:
+        proc.kill_tree()
+    assert_no_process_left(str(tmp_path))
+
+Every wait is bounded by a deadline; every process started here is reaped by `kill_tree` (idempotent,
+safe in `finally`), which also kills descendants (embedded redis-server, celery children) it saw.
+Output goes to log files (never a pipe that could fill up and block the child); failures quote the tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+DEFAULT_START_TIMEOUT_S = 90.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+
+
+def statusd_command() -> list[str]:
+    """How to run the `statusd` console script of the Python running the tests (the repo's .venv)."""
+    beside = Path(sys.executable).with_name("statusd")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("statusd")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from statusd.cli import main; main()"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ManagedProcess:
+    """A subprocess in its own session, with its output in `log_path`, and the descendants it had."""
+
+    popen: subprocess.Popen[bytes]
+    args: list[str]
+    log_path: Path
+    seen_descendants: dict[int, float] = field(default_factory=dict)  # pid -> create_time
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "<no log>"
+
+    def remember_descendants(self) -> None:
+        """Record the current process tree so kill_tree can reach it even after the parent is gone."""
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.seen_descendants[child.pid] = child.create_time()
+
+    def send(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.remember_descendants()
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for exit (raises subprocess.TimeoutExpired after `timeout`)."""
+        return self.popen.wait(timeout)
+
+    def kill_tree(self, timeout: float = 10.0) -> None:
+        """SIGKILL the process, its process group and every descendant ever seen; reap. Idempotent."""
+        self.remember_descendants()
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+        for pid, created in self.seen_descendants.items():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - created) < 0.01:  # same process, not a recycled pid
+                    proc.kill()
+                    proc.wait(timeout)
+
+
+def start_process(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    log_dir: str | Path | None = None,
+    name: str | None = None,
+) -> ManagedProcess:
+    """Start `args` in a new session (its own process group) with output to `<log_dir>/<name>.log`."""
+    directory = (
+        Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="statusd-proc-"))
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    label = name or Path(args[0]).name
+    log_path = directory / f"{label}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            list(args),
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # signals we send reach only it; kill_tree can kill its group
+        )
+    return ManagedProcess(popen=popen, args=list(args), log_path=log_path)
+
+
+def start_statusd(
+    verb_args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | Path | None = None,
+    log_dir: str | Path | None = None,
+) -> ManagedProcess:
+    """Start `statusd <verb_args...>` (e.g. ["serve", "--port", "8081"]) with exactly `env`."""
+    name = "statusd-" + (verb_args[0] if verb_args else "help")
+    return start_process(
+        [*statusd_command(), *verb_args], env=env, cwd=cwd, log_dir=log_dir, name=name
+    )
+
+
+def http_status(
+    url: str, *, timeout: float = 2.0, headers: Mapping[str, str] | None = None
+) -> int | None:
+    """The HTTP status of a GET, or None when nothing answers (refused, reset, timeout)."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return None
+
+
+def wait_for_http(
+    url: str,
+    *,
+    status: int = 200,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+    proc: ManagedProcess | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Poll `url` until it answers `status`; fail early (with its log) if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    last: int | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.returncode is not None:
+            raise AssertionError(
+                f"{proc.args} exited with {proc.returncode} before {url} answered {status}:\n{proc.log_tail()}"
+            )
+        last = http_status(url, headers=headers)
+        if last == status:
+            if proc is not None:
+                proc.remember_descendants()
+            return
+        time.sleep(0.2)
+    tail = f"\n{proc.log_tail()}" if proc is not None else ""
+    raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last}){tail}")
+
+
+async def wait_for_http_async(url: str, **kwargs: object) -> None:
+    """`wait_for_http` for async tests, off the event loop thread."""
+    await asyncio.to_thread(wait_for_http, url, **kwargs)  # type: ignore[arg-type]
+
+
+def stop_process(
+    proc: ManagedProcess, sig: int = signal.SIGINT, *, timeout: float = DEFAULT_STOP_TIMEOUT_S
+) -> int:
+    """Send `sig` and wait for a clean exit; returns the exit code (AssertionError if it hangs)."""
+    proc.send(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log = proc.log_tail()
+        proc.kill_tree()
+        raise AssertionError(
+            f"{proc.args} did not exit within {timeout}s of signal {sig}:\n{log}"
+        ) from None
+
+
+def processes_matching(marker: str) -> list[psutil.Process]:
+    """Live processes (not zombies) whose command line contains `marker` (a tmp dir, a port...)."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if marker in " ".join(proc.info["cmdline"] or ()):
+                found.append(proc)
+    return found
+
+
+def assert_no_process_left(*markers: str, timeout: float = 10.0) -> None:
+    """Every process mentioning one of `markers` is gone (waits up to `timeout` for exits in flight)."""
+    deadline = time.monotonic() + timeout
+    left: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        left = [p for marker in markers for p in processes_matching(marker)]
+        if not left:
+            return
+        time.sleep(0.2)
+    described = []
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{proc.pid}: {' '.join(proc.cmdline())}")
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # do not leak them into the next test, but still fail this one
+    raise AssertionError("processes left behind:\n" + "\n".join(described))
+
+
+@contextlib.contextmanager
+def running_statusd(
+    verb_args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    ready_url: str | None = None,
+    cwd: str | Path | None = None,
+    log_dir: str | Path | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> Iterator[ManagedProcess]:
+    """`statusd <verb>` for the duration of a with-block; waits for `ready_url`; always reaped."""
+    proc = start_statusd(verb_args, env=env, cwd=cwd, log_dir=log_dir)
+    try:
+        if ready_url is not None:
+            wait_for_http(ready_url, timeout=timeout, proc=proc)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(AssertionError):
+                stop_process(proc, signal.SIGTERM, timeout=15)
+        proc.kill_tree()
