@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     sync_attempts: int = Field(default=5, ge=1)  # per run; a later run retries what a run gave up on
     sync_interval: float = Field(default=10.0, gt=0)  # beat drains at least this often
     sync_batch: int = Field(default=200, ge=1)
+    # Added by the sync work: parallel sends (distinct workloads), the per-row retry budget inside
+    # one run, the cap on the between-runs backoff, the claim lease (must outlive one row's sends)
+    # and the debounce window of the post-commit kick.
+    sync_concurrency: int = Field(default=32, ge=1)
+    sync_budget: float = Field(default=20.0, gt=0)
+    sync_backoff_max: float = Field(default=300.0, gt=0)
+    sync_lease: float = Field(default=60.0, gt=0)
+    sync_kick_debounce_ms: int = Field(default=200, ge=1)
 
     # -- on-call --------------------------------------------------------------------------------
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
