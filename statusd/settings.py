@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(default=1_000_000, ge=1000)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     max_batch_items: int = Field(default=500, ge=1)
+    ingest_timeout: float = Field(default=2.0, gt=0)  # an append not stored by then answers 503
+    ingest_pipelines: int = Field(default=2, ge=1)  # group-commit pipelines in flight per process
+    consumer_housekeeping_s: float = Field(default=5.0, gt=0)  # trim + stream gauges this often
+    # Test hook only (0 = off): sleep after the DB commit and before the XACK, so a test can SIGKILL
+    # a consumer in exactly that window and prove the next consumer applies nothing twice.
+    consumer_pause_before_ack_s: float = Field(default=0.0, ge=0)
 
     # -- pull fallback --------------------------------------------------------------------------
     broker_url: str | None = None  # default: the Redis above
