@@ -6,4 +6,15 @@ from aiohttp import web
 
 
 def setup_api(app: web.Application) -> None:
-    """Register middlewares and routes of the status API."""
+    """Register middlewares and routes of the status API.
+
+    The error middleware goes on the whole app (ingest and on-call routes too): every failure
+    anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
+    """
+    from statusd.api import health, openapi, workloads
+    from statusd.api.errors import error_middleware
+
+    app.middlewares.append(error_middleware)
+    health.add_routes(app)
+    openapi.add_routes(app)
+    workloads.add_routes(app)

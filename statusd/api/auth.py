@@ -27,7 +27,9 @@ def api_token_ok(request: web.Request, *, allow_cookie: bool = False) -> bool:
     if token is None:
         return False
     presented = bearer(request) or (request.cookies.get(COOKIE_NAME) if allow_cookie else None)
-    return presented is not None and hmac.compare_digest(presented.encode(), token.get_secret_value().encode())
+    return presented is not None and hmac.compare_digest(
+        presented.encode(), token.get_secret_value().encode()
+    )
 
 
 def require_api_token(handler: Handler) -> Handler:
@@ -35,7 +37,11 @@ def require_api_token(handler: Handler) -> Handler:
 
     async def checked(request: web.Request) -> web.StreamResponse:
         if not api_token_ok(request):
-            return error_response(401, "unauthorized", "missing or wrong API token: send Authorization: Bearer <STATUSD_API_TOKEN>")
+            return error_response(
+                401,
+                "unauthorized",
+                "missing or wrong API token: send Authorization: Bearer <STATUSD_API_TOKEN>",
+            )
         return await handler(request)
 
     checked.__name__ = handler.__name__

@@ -13,7 +13,12 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from statusd.errors import (
-    RedisUnavailable, StatusdError, StorageUnavailable, TransitionRefused, UnknownWorkload, UnsafeStatusURL,
+    RedisUnavailable,
+    StatusdError,
+    StorageUnavailable,
+    TransitionRefused,
+    UnknownWorkload,
+    UnsafeStatusURL,
     WorkloadExists,
 )
 
@@ -21,8 +26,12 @@ log = structlog.get_logger("statusd.api")
 RETRY_AFTER_S = "2"
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> web.Response:
@@ -34,7 +43,9 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> web.R
 class BadRequest(StatusdError):
     """Input the API cannot accept; `status` is the HTTP code, `field` names the culprit."""
 
-    def __init__(self, message: str, *, field: str | None = None, status: int = 422, error: str = "invalid") -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, status: int = 422, error: str = "invalid"
+    ) -> None:
         super().__init__(message)
         self.field, self.status, self.error = field, status, error
 
@@ -52,19 +63,25 @@ def _map(exc: Exception) -> web.Response:
     if isinstance(exc, UnsafeStatusURL):
         return error_response(422, "unsafe_status_url", str(exc), field="status_url")
     if isinstance(exc, StorageUnavailable):
-        return error_response(503, "database_unavailable", "the database is not reachable; retry shortly")
+        return error_response(
+            503, "database_unavailable", "the database is not reachable; retry shortly"
+        )
     if isinstance(exc, (RedisUnavailable, RedisError, RedisConnectionError, RedisTimeoutError)):
         return error_response(503, "redis_unavailable", "Redis is not reachable; retry shortly")
     raise exc
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+            return error_response(
+                exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason
+            )
         raise
     except (StatusdError, RedisError) as exc:
         return _map(exc)

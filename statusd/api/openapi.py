@@ -1,0 +1,463 @@
+"""The OpenAPI 3.1 document of every HTTP route statusd serves, written as data.
+
+Kept true by tests/test_openapi_matches_routes.py, which walks the aiohttp router: every registered
+route must be here with the same method, and every route here must be registered. Each operation
+names the area that serves it (`x-statusd-area`), so a route moved or added shows up in review.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from aiohttp import web
+
+from statusd.api.errors import json_response
+from statusd.lifecycle import Kind, Source, State
+
+try:
+    VERSION = version("statusd")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    VERSION = "0.0.0"
+
+API_TOKEN: list[dict[str, list[str]]] = [{"apiToken": []}]
+HEARTBEAT_TOKEN: list[dict[str, list[str]]] = [{"heartbeatToken": []}]
+PUBLIC: list[dict[str, list[str]]] = []
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": _ref("WorkloadId"),
+}
+LIMIT_PARAM = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+}
+COMMON_ERRORS = {
+    "401": _error("missing or wrong token"),
+    "503": _error("Redis or the database is unreachable; retry after Retry-After seconds"),
+}
+BODY_ERRORS = {
+    "400": _error("malformed JSON"),
+    "413": _error("body larger than STATUSD_MAX_BODY_BYTES"),
+    "422": _error("unknown field, wrong type or bad value; `field` names it"),
+}
+
+
+def _op(
+    area: str,
+    summary: str,
+    security: list[dict[str, list[str]]],
+    responses: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "x-statusd-area": area,
+        "security": security,
+        "responses": responses,
+        **extra,
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "WorkloadId": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,200}$"},
+    "Kind": {"type": "string", "enum": [k.value for k in Kind]},
+    "State": {"type": "string", "enum": [s.value for s in State]},
+    "Source": {"type": "string", "enum": [s.value for s in Source]},
+    "Labels": {
+        "type": "object",
+        "maxProperties": 64,
+        "propertyNames": {"pattern": "^[A-Za-z0-9._/-]{1,100}$"},
+        "additionalProperties": {"type": "string", "maxLength": 500},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "machine-readable code"},
+            "message": {"type": "string", "description": "what went wrong, in words"},
+            "field": {"type": "string", "description": "the input field or parameter at fault"},
+            "rule": {"type": "string", "description": "409 transition_refused: the lifecycle rule"},
+        },
+    },
+    "RegisterRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "kind"],
+        "properties": {
+            "id": _ref("WorkloadId"),
+            "kind": _ref("Kind"),
+            "status_url": {
+                "type": ["string", "null"],
+                "maxLength": 2048,
+                "description": "http(s) URL inside STATUSD_POLL_ALLOW_NETS (checked after DNS)",
+            },
+            "labels": _ref("Labels"),
+        },
+    },
+    "Workload": {
+        "type": "object",
+        "required": ["id", "kind", "state", "labels", "stale", "synced", "generation"],
+        "properties": {
+            "id": _ref("WorkloadId"),
+            "kind": _ref("Kind"),
+            "state": _ref("State"),
+            "labels": _ref("Labels"),
+            "status_url": {"type": ["string", "null"]},
+            "last_seen_at": {"type": ["string", "null"], "format": "date-time"},
+            "last_seq": {"type": ["integer", "null"]},
+            "state_changed_at": {"type": "string", "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "stale": {
+                "type": "boolean",
+                "description": "no sign of life within STATUSD_HEARTBEAT_TTL (never-seen: since registration); final states never",
+            },
+            "synced": {
+                "type": "boolean",
+                "description": "no transition waiting to reach the main DB",
+            },
+            "generation": {
+                "type": "integer",
+                "description": "bumped on each re-registration of the id",
+            },
+        },
+    },
+    "RegisteredWorkload": {
+        "allOf": [
+            _ref("Workload"),
+            {
+                "type": "object",
+                "required": ["heartbeat_token"],
+                "properties": {"heartbeat_token": {"type": "string"}},
+            },
+        ]
+    },
+    "WorkloadPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("Workload")},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "pass as ?cursor= for the next page",
+            },
+        },
+    },
+    "Transition": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "workload_id": _ref("WorkloadId"),
+            "generation": {"type": ["integer", "null"]},
+            "kind": _ref("Kind"),
+            "from": _ref("State"),
+            "to": _ref("State"),
+            "source": _ref("Source"),
+            "reason": {"type": ["string", "null"]},
+            "actor": {"type": ["string", "null"]},
+            "seq": {"type": ["integer", "null"]},
+            "observed_at": {"type": "string", "format": "date-time"},
+            "recorded_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "TransitionPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref("Transition")},
+            "next_after": {
+                "type": ["integer", "null"],
+                "description": "pass as ?after= for the next page",
+            },
+        },
+    },
+    "TransitionRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["to"],
+        "properties": {
+            "to": _ref("State"),
+            "reason": {"type": ["string", "null"], "maxLength": 1000},
+        },
+    },
+    "TransitionResult": {
+        "type": "object",
+        "properties": {
+            "outcome": {"type": "string", "enum": ["applied", "unchanged"]},
+            "state": _ref("State"),
+            "transition": {"oneOf": [_ref("Transition"), {"type": "null"}]},
+        },
+    },
+    "Heartbeat": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["workload_id", "status", "seq"],
+        "properties": {
+            "workload_id": _ref("WorkloadId"),
+            "status": _ref("State"),
+            "seq": {
+                "type": "integer",
+                "description": "per-workload increasing (a millisecond clock works)",
+            },
+            "detail": {"type": "string"},
+        },
+    },
+    "HeartbeatBatch": {
+        "type": "object",
+        "description": "a node agent's report for many containers; each item carries its own token",
+        "properties": {"items": {"type": "array", "maxItems": 500}},
+    },
+    "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "Readiness": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            "down": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {
+        "get": _op("api", "Process is up", PUBLIC, {"200": _json(_ref("Health"), "up")}),
+    },
+    "/readyz": {
+        "get": _op(
+            "api",
+            "Redis and the database answer",
+            PUBLIC,
+            {
+                "200": _json(_ref("Readiness"), "ready"),
+                "503": _json(_ref("Readiness"), "names what is down"),
+            },
+        ),
+    },
+    "/v1/openapi.json": {
+        "get": _op("api", "This document", PUBLIC, {"200": {"description": "OpenAPI 3.1 JSON"}}),
+    },
+    "/v1/workloads": {
+        "post": _op(
+            "api",
+            "Register a workload (PENDING); returns its heartbeat token",
+            API_TOKEN,
+            {
+                "201": _json(_ref("RegisteredWorkload"), "registered"),
+                "409": _error("id already registered"),
+                **BODY_ERRORS,
+                **COMMON_ERRORS,
+            },
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("RegisterRequest")}},
+            },
+        ),
+        "get": _op(
+            "api",
+            "List workloads (keyset pagination on id)",
+            API_TOKEN,
+            {
+                "200": _json(_ref("WorkloadPage"), "a page"),
+                "400": _error("bad query parameter"),
+                **COMMON_ERRORS,
+            },
+            parameters=[
+                {"name": "kind", "in": "query", "schema": _ref("Kind")},
+                {"name": "state", "in": "query", "schema": _ref("State")},
+                {
+                    "name": "stale",
+                    "in": "query",
+                    "schema": {"type": "boolean"},
+                    "description": "applied after the SQL page; a page may hold fewer than `limit` items",
+                },
+                {
+                    "name": "label",
+                    "in": "query",
+                    "schema": {
+                        "type": "array",
+                        "items": {"type": "string", "pattern": "^[^:]+:.*$"},
+                    },
+                    "style": "form",
+                    "explode": True,
+                    "description": "key:value, repeatable (all must match)",
+                },
+                LIMIT_PARAM,
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+        ),
+    },
+    "/v1/workloads/{id}": {
+        "get": _op(
+            "api",
+            "One workload with merged liveness, stale and synced",
+            API_TOKEN,
+            {
+                "200": _json(_ref("Workload"), "the workload"),
+                "404": _error("not registered"),
+                **COMMON_ERRORS,
+            },
+            parameters=[ID_PARAM],
+        ),
+        "delete": _op(
+            "api",
+            "Deregister (history kept)",
+            API_TOKEN,
+            {
+                "200": {"description": "deregistered"},
+                "404": _error("not registered"),
+                **COMMON_ERRORS,
+            },
+            parameters=[ID_PARAM],
+        ),
+    },
+    "/v1/workloads/{id}/transitions": {
+        "get": _op(
+            "api",
+            "History, oldest first",
+            API_TOKEN,
+            {
+                "200": _json(_ref("TransitionPage"), "a page of history"),
+                "400": _error("bad query parameter"),
+                "404": _error("never registered"),
+                **COMMON_ERRORS,
+            },
+            parameters=[
+                ID_PARAM,
+                {"name": "after", "in": "query", "schema": {"type": "integer"}},
+                LIMIT_PARAM,
+            ],
+        ),
+        "post": _op(
+            "api",
+            "Backend-driven change (a user pressed stop: STOPPING)",
+            API_TOKEN,
+            {
+                "200": _json(_ref("TransitionResult"), "applied, or already in that state"),
+                "404": _error("not registered"),
+                "409": _error("the lifecycle refused it; `rule` says why (recorded)"),
+                **BODY_ERRORS,
+                **COMMON_ERRORS,
+            },
+            parameters=[ID_PARAM],
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("TransitionRequest")}},
+            },
+        ),
+    },
+    "/v1/heartbeats": {
+        "post": _op(
+            "ingest",
+            "A container's heartbeat (202 once stored in the Redis stream)",
+            HEARTBEAT_TOKEN,
+            {
+                "202": {"description": "accepted"},
+                "403": _error("token is for another workload"),
+                **BODY_ERRORS,
+                **COMMON_ERRORS,
+            },
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Heartbeat")}},
+            },
+        ),
+    },
+    "/v1/heartbeats:batch": {
+        "post": _op(
+            "ingest",
+            "Many heartbeats at once, one result per item",
+            PUBLIC,
+            {
+                "200": {"description": "per-item results"},
+                **BODY_ERRORS,
+                "503": COMMON_ERRORS["503"],
+            },
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("HeartbeatBatch")}},
+            },
+        ),
+    },
+    "/v1/reports/stale": {
+        "get": _op(
+            "oncall",
+            "Stale, UNREACHABLE and LOST workloads, worst first (JSON or ?format=csv)",
+            API_TOKEN,
+            {
+                "200": {"description": "the report"},
+                "400": _error("bad query parameter"),
+                **COMMON_ERRORS,
+            },
+        ),
+    },
+    "/v1/events": {
+        "get": _op(
+            "oncall",
+            "Server-Sent Events of committed transitions (resume with Last-Event-ID)",
+            API_TOKEN,
+            {"200": {"description": "text/event-stream"}, **COMMON_ERRORS},
+        ),
+    },
+    "/metrics": {
+        "get": _op(
+            "oncall",
+            "Prometheus metrics",
+            PUBLIC,
+            {"200": {"description": "Prometheus text format"}},
+        ),
+    },
+    "/": {
+        "get": _op("oncall", "Status page for humans", PUBLIC, {"200": {"description": "HTML"}}),
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "statusd",
+        "version": VERSION,
+        "description": "True state of ML workloads: heartbeat push, pull fallback, one lifecycle.",
+    },
+    "servers": [{"url": "/"}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "apiToken": {"type": "http", "scheme": "bearer", "description": "STATUSD_API_TOKEN"},
+            "heartbeatToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the heartbeat_token returned at registration",
+            },
+        },
+    },
+}
+
+
+def documented_routes() -> set[tuple[str, str]]:
+    """(METHOD, path) of every operation in the document."""
+    return {(method.upper(), path) for path, ops in PATHS.items() for method in ops}
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /v1/openapi.json."""
+    return json_response(DOCUMENT)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/openapi.json", openapi_json, allow_head=False)

@@ -1,0 +1,85 @@
+"""Rows -> JSON for the status API, and the one definition of `stale` the API shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from statusd.lifecycle import FINAL_STATES, State
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """Sign of life merged from the DB row (persisted) and Redis (live): the newest of each wins."""
+
+    last_seen_at: datetime | None
+    last_seq: int | None
+
+    @classmethod
+    def merge(
+        cls, row: Mapping[str, Any], redis_seen: float | None, redis_seq: int | None
+    ) -> Liveness:
+        db_seen: datetime | None = row.get("last_seen_at")
+        live = datetime.fromtimestamp(redis_seen, UTC) if redis_seen is not None else None
+        seen = max((t for t in (db_seen, live) if t is not None), default=None)
+        seqs = [s for s in (row.get("last_seq"), redis_seq) if s is not None]
+        return cls(seen, max(seqs) if seqs else None)
+
+
+def is_stale(
+    state: State, liveness: Liveness, registered_at: datetime, ttl_s: float, now: datetime
+) -> bool:
+    """No sign of life within STATUSD_HEARTBEAT_TTL.
+
+    A workload never seen counts from its registration (so a PENDING workload that never reported
+    goes stale one TTL after it was registered). Final states expect no heartbeats: never stale.
+    UNREACHABLE and LOST are stale by construction (no contact is what put them there).
+    """
+    if state in FINAL_STATES:
+        return False
+    reference = liveness.last_seen_at or registered_at
+    return (now - reference).total_seconds() > ttl_s
+
+
+def workload_json(
+    row: Mapping[str, Any], liveness: Liveness, *, stale: bool, synced: bool
+) -> dict[str, Any]:
+    """The public shape of a workload (GET /v1/workloads/{id}, list items, registration)."""
+    return {
+        "id": row["id"],
+        "kind": str(row["kind"]),
+        "state": str(row["state"]),
+        "labels": dict(row.get("labels") or {}),
+        "status_url": row.get("status_url"),
+        "last_seen_at": iso(liveness.last_seen_at),
+        "last_seq": liveness.last_seq,
+        "state_changed_at": iso(row["state_changed_at"]),
+        "created_at": iso(row["created_at"]),
+        "stale": stale,
+        "synced": synced,
+        "generation": int(row["generation"]),
+    }
+
+
+def transition_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One history row (GET/POST /v1/workloads/{id}/transitions)."""
+    return {
+        "id": int(row["id"]),
+        "workload_id": row["workload_id"],
+        "generation": int(row["generation"]) if row.get("generation") is not None else None,
+        "kind": str(row["kind"]),
+        "from": str(row["from_state"]),
+        "to": str(row["to_state"]),
+        "source": str(row["source"]),
+        "reason": row.get("reason"),
+        "actor": row.get("actor"),
+        "seq": row.get("seq"),
+        "observed_at": iso(row["observed_at"]),
+        "recorded_at": iso(row["recorded_at"]),
+    }

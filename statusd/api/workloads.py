@@ -1,0 +1,287 @@
+"""Workload routes of the status API: register, read, list, drive, history, deregister.
+
+Every handler validates its whole input before touching storage (statusd.api.validation), so bad
+input never writes. State changes go through statusd.transitions.apply_observation only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from statusd import liveness, registry, tokens
+from statusd.api import validation
+from statusd.api.auth import require_api_token
+from statusd.api.errors import json_response
+from statusd.api.serializers import Liveness, is_stale, iso, transition_json, workload_json
+from statusd.app_keys import RUNTIME
+from statusd.db import reading
+from statusd.errors import TransitionRefused, UnknownWorkload
+from statusd.lifecycle import Kind, Source, State
+from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, Transition, Workload
+from statusd.runtime import Runtime
+from statusd.sweeper.url_policy import check_status_url
+from statusd.transitions import Observation, Outcome, apply_observation
+
+log = structlog.get_logger("statusd.api")
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+_T = Transition.__table__  # type: ignore[attr-defined]
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+
+# A `stale` filter is applied after the SQL page (staleness lives in Redis); to still return full
+# pages, the list scans ahead up to this many pages' worth of rows before answering a short page.
+STALE_SCAN_PAGES = 10
+
+
+def _runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+def _path_id(request: web.Request) -> str:
+    workload_id = request.match_info["id"]
+    if not validation.WORKLOAD_ID_RE.fullmatch(workload_id):
+        raise UnknownWorkload(f"workload {workload_id!r} is not registered")
+    return workload_id
+
+
+async def _pending_sync(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
+    """Ids among `ids` that still have a main-DB outbox row waiting to be sent."""
+    if not ids:
+        return set()
+    rows = await conn.execute(
+        select(_O.c.workload_id)
+        .where(
+            _O.c.target == OutboxTarget.MAIN,
+            _O.c.status == OutboxStatus.PENDING,
+            _O.c.workload_id.in_(list(ids)),
+        )
+        .distinct()
+    )
+    return {str(r[0]) for r in rows}
+
+
+async def _redis_liveness(
+    rt: Runtime, ids: Sequence[str]
+) -> dict[str, tuple[float | None, int | None]]:
+    """Live last-seen (unix s) and newest seq for each id, in one round trip."""
+    if not ids:
+        return {}
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.zmscore(rt.keys.last_seen, list(ids))
+        pipe.hmget(rt.keys.last_seq, list(ids))
+        scores, seqs = await pipe.execute()
+    return {
+        wid: (
+            float(score) if score is not None else None,
+            int(seq) if seq is not None else None,
+        )
+        for wid, score, seq in zip(ids, scores, seqs, strict=True)
+    }
+
+
+def _render(
+    rt: Runtime,
+    rows: Iterable[Mapping[str, Any]],
+    live: Mapping[str, tuple[float | None, int | None]],
+    unsynced: set[str],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        seen, seq = live.get(row["id"], (None, None))
+        merged = Liveness.merge(row, seen, seq)
+        stale = is_stale(
+            State(row["state"]), merged, row["created_at"], rt.settings.heartbeat_ttl, now
+        )
+        out.append(workload_json(row, merged, stale=stale, synced=row["id"] not in unsynced))
+    return out
+
+
+async def _load(rt: Runtime, workload_id: str) -> dict[str, Any]:
+    async with reading(rt.engine) as conn:
+        row = (
+            await conn.execute(select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None)))
+        ).first()
+        if row is None:
+            raise UnknownWorkload(f"workload {workload_id!r} is not registered")
+        unsynced = await _pending_sync(conn, [workload_id])
+    live = await _redis_liveness(rt, [workload_id])
+    return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC))[0]
+
+
+@require_api_token
+async def register_workload(request: web.Request) -> web.Response:
+    """POST /v1/workloads -> 201 with the workload and its heartbeat_token."""
+    rt = _runtime(request)
+    body = await validation.read_json_object(request, rt.settings.max_body_bytes)
+    reg = validation.parse_registration(body)
+    if reg.status_url is not None:
+        await check_status_url(reg.status_url, rt.settings.allow_networks)
+    row = await registry.register(
+        rt.engine, reg.id, reg.kind, status_url=reg.status_url, labels=reg.labels
+    )
+    try:
+        await liveness.on_registered(rt.redis, rt.keys, reg.id, time.time())
+    except Exception:
+        # Without its PENDING clock the sweeper would never notice it: undo, let the caller retry.
+        log.warning("workload.register_liveness_failed", workload_id=reg.id)
+        await registry.deregister(rt.engine, reg.id)
+        raise
+    log.info(
+        "workload.registered", workload_id=reg.id, kind=reg.kind.value, generation=row["generation"]
+    )
+    now = datetime.now(UTC)
+    merged = Liveness(None, None)
+    out = workload_json(
+        row,
+        merged,
+        stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings.heartbeat_ttl, now),
+        synced=True,
+    )
+    out["heartbeat_token"] = tokens.issue(
+        rt.settings.secret_bytes, reg.id, Kind(row["kind"]), int(row["generation"])
+    )
+    return json_response(out, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
+
+
+@require_api_token
+async def get_workload(request: web.Request) -> web.Response:
+    """GET /v1/workloads/{id}."""
+    return json_response(await _load(_runtime(request), _path_id(request)))
+
+
+@require_api_token
+async def list_workloads(request: web.Request) -> web.Response:
+    """GET /v1/workloads: filters, keyset pagination on id (opaque cursor, never OFFSET)."""
+    rt = _runtime(request)
+    q = validation.parse_workload_query(request.query)
+    query = select(_W).where(_W.c.deleted_at.is_(None))
+    if q.kind is not None:
+        query = query.where(_W.c.kind == q.kind)
+    if q.state is not None:
+        query = query.where(_W.c.state == q.state)
+    for key, value in q.labels.items():
+        query = query.where(_W.c.labels[key].as_string() == value)
+    query = query.order_by(_W.c.id)
+
+    items: list[dict[str, Any]] = []
+    after = q.after
+    budget = q.limit * (STALE_SCAN_PAGES if q.stale is not None else 1)
+    scanned = 0
+    more = False
+    now = datetime.now(UTC)
+    async with reading(rt.engine) as conn:
+        while len(items) < q.limit and scanned < budget:
+            want = q.limit - len(items)
+            page_query = query if after is None else query.where(_W.c.id > after)
+            # One row more than needed tells whether another page exists without a COUNT.
+            fetched = [dict(r._mapping) for r in await conn.execute(page_query.limit(want + 1))]
+            rows, more = fetched[:want], len(fetched) > want
+            if not rows:
+                break
+            ids = [r["id"] for r in rows]
+            rendered = _render(
+                rt, rows, await _redis_liveness(rt, ids), await _pending_sync(conn, ids), now
+            )
+            items += [i for i in rendered if q.stale is None or i["stale"] is q.stale]
+            scanned += len(rows)
+            after = ids[-1]
+            if not more:
+                break
+    next_cursor = validation.encode_cursor(after) if more and after is not None else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+@require_api_token
+async def delete_workload(request: web.Request) -> web.Response:
+    """DELETE /v1/workloads/{id}: stop tracking it; history stays."""
+    rt = _runtime(request)
+    workload_id = _path_id(request)
+    row = await registry.deregister(rt.engine, workload_id)
+    await liveness.forget(rt.redis, rt.keys, workload_id)
+    log.info("workload.deregistered", workload_id=workload_id)
+    return json_response(
+        {"id": workload_id, "deleted": True, "deleted_at": row["deleted_at"].isoformat()}
+    )
+
+
+@require_api_token
+async def post_transition(request: web.Request) -> web.Response:
+    """POST /v1/workloads/{id}/transitions: a backend-driven change, judged by the lifecycle."""
+    rt = _runtime(request)
+    workload_id = _path_id(request)
+    body = await validation.read_json_object(request, rt.settings.max_body_bytes)
+    wanted = validation.parse_transition_request(body)
+    result = await apply_observation(
+        rt.ledger,
+        Observation(workload_id, wanted.to, Source.API, reason=wanted.reason, actor="api"),
+    )
+    if result.outcome is Outcome.REFUSED:
+        raise TransitionRefused(
+            f"{workload_id}: {result.state.value} -> {wanted.to.value} refused ({result.rule})",
+            rule=result.rule,
+        )
+    if result.outcome is Outcome.APPLIED and result.transition is not None:
+        t = result.transition
+        transition = {
+            "id": t.id,
+            "workload_id": t.workload_id,
+            "kind": t.kind.value,
+            "from": t.from_state.value,
+            "to": t.to_state.value,
+            "source": t.source.value,
+            "reason": t.reason,
+            "actor": "api",
+            "seq": t.seq,
+            "observed_at": iso(t.observed_at),
+            "recorded_at": iso(t.recorded_at),
+        }
+        return json_response(
+            {"outcome": "applied", "state": result.state.value, "transition": transition}
+        )
+    return json_response(
+        {"outcome": result.outcome.value, "state": result.state.value, "transition": None}
+    )
+
+
+@require_api_token
+async def list_transitions(request: web.Request) -> web.Response:
+    """GET /v1/workloads/{id}/transitions: history, oldest first (?after=<transition id>&limit=)."""
+    rt = _runtime(request)
+    workload_id = _path_id(request)
+    after, limit = validation.parse_history_query(request.query)
+    async with reading(rt.engine) as conn:
+        exists = (await conn.execute(select(_W.c.id).where(_W.c.id == workload_id))).first()
+        if exists is None:  # deregistered workloads keep their history; never-registered ones 404
+            raise UnknownWorkload(f"workload {workload_id!r} was never registered")
+        rows = [
+            dict(r._mapping)
+            for r in await conn.execute(
+                select(_T)
+                .where(_T.c.workload_id == workload_id, _T.c.id > after)
+                .order_by(_T.c.id)
+                .limit(limit + 1)
+            )
+        ]
+    more = len(rows) > limit
+    items = [transition_json(r) for r in rows[:limit]]
+    return json_response(
+        {"items": items, "next_after": items[-1]["id"] if more and items else None}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/workloads", register_workload)
+    app.router.add_get("/v1/workloads", list_workloads, allow_head=False)
+    app.router.add_get("/v1/workloads/{id}", get_workload, allow_head=False)
+    app.router.add_delete("/v1/workloads/{id}", delete_workload)
+    app.router.add_get("/v1/workloads/{id}/transitions", list_transitions, allow_head=False)
+    app.router.add_post("/v1/workloads/{id}/transitions", post_transition)
