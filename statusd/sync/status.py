@@ -1,0 +1,91 @@
+"""How far behind the outbox is: depth, oldest unsynced age, dead letters, per-workload `synced`.
+
+`outbox_stats` also sets the outbox gauges (statusd.metrics), so whoever reports it (the
+`statusd sync status` CLI, `/metrics`, the summary report) refreshes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from statusd.db import reading
+from statusd.metrics import OUTBOX_DEAD, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
+from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+from statusd.settings import Settings
+
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+
+
+async def workload_synced(conn_or_engine: AsyncConnection | AsyncEngine, workload_id: str) -> bool:
+    """True when the main DB holds this workload's newest transition (nothing pending for it, and
+    its newest main-sync row is not a dead letter). A workload with no transitions is synced."""
+    newest = (
+        select(func.max(_O.c.transition_id))
+        .where(_O.c.target == OutboxTarget.MAIN, _O.c.workload_id == workload_id)
+        .scalar_subquery()
+    )
+    query = (
+        select(_O.c.id)
+        .where(
+            _O.c.target == OutboxTarget.MAIN,
+            _O.c.workload_id == workload_id,
+            or_(
+                _O.c.status == OutboxStatus.PENDING,
+                and_(_O.c.status == OutboxStatus.DEAD, _O.c.transition_id == newest),
+            ),
+        )
+        .limit(1)
+    )
+    if isinstance(conn_or_engine, AsyncConnection):
+        return (await conn_or_engine.execute(query)).first() is None
+    async with reading(conn_or_engine) as conn:
+        return (await conn.execute(query)).first() is None
+
+
+async def outbox_stats(engine: AsyncEngine, settings: Settings | None = None) -> dict[str, Any]:
+    """Outbox depth (pending), oldest unsynced age and dead letters, per target and in total.
+
+    With `settings`, `sync` says whether main-DB sync is "enabled" or "disabled" (no URL: rows
+    are kept pending, never discarded)."""
+    now = utcnow()
+    async with reading(engine) as conn:
+        rows = (
+            await conn.execute(
+                select(_O.c.target, _O.c.status, func.count(), func.min(_O.c.created_at))
+                .where(_O.c.status.in_([OutboxStatus.PENDING, OutboxStatus.DEAD]))
+                .group_by(_O.c.target, _O.c.status)
+            )
+        ).all()
+        unsynced_workloads = (
+            await conn.execute(
+                select(func.count(func.distinct(_O.c.workload_id))).where(
+                    _O.c.target == OutboxTarget.MAIN, _O.c.status == OutboxStatus.PENDING
+                )
+            )
+        ).scalar_one()
+    targets: dict[str, dict[str, Any]] = {
+        t.value: {"pending": 0, "dead": 0, "oldest_age_s": None} for t in OutboxTarget
+    }
+    for target, status, count, oldest in rows:
+        entry = targets[OutboxTarget(target).value]
+        entry[OutboxStatus(status).value] = int(count)
+        if OutboxStatus(status) is OutboxStatus.PENDING and oldest is not None:
+            entry["oldest_age_s"] = round(max(0.0, (now - oldest).total_seconds()), 3)
+    for name, entry in targets.items():
+        OUTBOX_DEPTH.labels(target=name).set(entry["pending"])
+        OUTBOX_DEAD.labels(target=name).set(entry["dead"])
+        OUTBOX_OLDEST_AGE.labels(target=name).set(entry["oldest_age_s"] or 0.0)
+    ages = [e["oldest_age_s"] for e in targets.values() if e["oldest_age_s"] is not None]
+    stats: dict[str, Any] = {
+        "depth": sum(e["pending"] for e in targets.values()),
+        "oldest_unsynced_age_s": max(ages) if ages else None,
+        "dead_letters": sum(e["dead"] for e in targets.values()),
+        "workloads_unsynced": int(unsynced_workloads),
+        "targets": targets,
+    }
+    if settings is not None:
+        stats["sync"] = "enabled" if settings.main_api_url else "disabled"
+    return stats
