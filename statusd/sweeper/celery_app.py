@@ -1,29 +1,151 @@
 """The Celery app: Redis (or RabbitMQ) broker, queues sweep / poll / sync, beat schedule.
 
-Skeleton by the lead; the sweeper work owns and tunes it. Tasks are referred to by name so
-areas (sweeper, sync) add theirs without importing each other.
+Tasks are referred to by name so areas (sweeper, sync) add theirs without importing each other.
+Build the app with `create_celery(settings)`; `statusd worker` / `statusd beat` do that and start
+it programmatically. The module-level `app` exists only for `celery -A statusd.sweeper.celery_app`
+(Flower, `celery inspect`): it is built from the environment on first access, never at import.
 """
 
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Queue
+import importlib.util
+from pathlib import Path
+from typing import Any
 
+from celery import Celery, signals
+from kombu.entity import Queue
+
+from statusd import worker_runtime
 from statusd.settings import Settings
+from statusd.sweeper.budgets import budgets
 
 QUEUES = ("sweep", "poll", "sync")
+SWEEP_TASK = "statusd.sweeper.sweep"
+POLL_TASK = "statusd.sweeper.poll"
+SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
+TASK_MODULES = ("statusd.sweeper.tasks", "statusd.sync.tasks")
+# Broker connections per process. Managed Redis caps connections; workers that grew their pools
+# without bound have taken a production pipeline down before (FIELD-NOTES).
+BROKER_POOL_LIMIT = 4
+BROKER_MAX_CONNECTIONS = 10
+
+
+def _available(module: str) -> bool:
+    """A task module of another area may not exist yet; a missing include would crash the worker."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What beat sends. Each message expires after two intervals: a backlog of sweeps that a dead
+    worker never ran is useless once a newer one is queued."""
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep": {
+            "task": SWEEP_TASK,
+            "schedule": settings.sweep_interval,
+            "options": {"queue": "sweep", "expires": max(2 * settings.sweep_interval, 1.0)},
+        }
+    }
+    if _available("statusd.sync.tasks"):
+        schedule["sync-drain-due"] = {
+            "task": SYNC_DRAIN_DUE_TASK,
+            "schedule": settings.sync_interval,
+            "options": {"queue": "sync", "expires": max(2 * settings.sync_interval, 1.0)},
+        }
+    return schedule
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    b = budgets(settings)
+    url = settings.effective_broker_url
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {
+            # With late acks an unacked message is redelivered after this long; it must exceed
+            # the longest task (else a slow poll is run twice) yet stay short enough that a
+            # worker lost mid-task is noticed within minutes.
+            "visibility_timeout": int(max(300.0, 4 * max(b.poll_hard_s, b.sweep_hard_s))),
+            "max_connections": BROKER_MAX_CONNECTIONS,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+        }
+    return {}
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("statusd", include=["statusd.sweeper.tasks", "statusd.sync.tasks"])
+    """The Celery app for these settings (broker, queues, routes, reliability, beat schedule)."""
+    b = budgets(settings)
+    app = Celery("statusd", include=[m for m in TASK_MODULES if _available(m)])
     app.conf.update(
         broker_url=settings.effective_broker_url,
-        task_queues=[Queue(name) for name in QUEUES],
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=BROKER_POOL_LIMIT,
+        broker_transport_options=_transport_options(settings),
+        redis_max_connections=BROKER_MAX_CONNECTIONS,
+        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
         task_default_queue="sweep",
         task_routes={
-            "statusd.sweeper.sweep": {"queue": "sweep"},
-            "statusd.sweeper.poll": {"queue": "poll"},
+            SWEEP_TASK: {"queue": "sweep"},
+            POLL_TASK: {"queue": "poll"},
             "statusd.sync.*": {"queue": "sync"},
         },
+        # Reliability: a task is acknowledged after it ran, and a worker killed mid-task gives its
+        # message back; one message prefetched per process so a slow poll chunk never holds
+        # others hostage in its prefetch buffer.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_annotations={
+            POLL_TASK: {"soft_time_limit": b.poll_soft_s + 5, "time_limit": b.poll_hard_s},
+            SWEEP_TASK: {"soft_time_limit": b.sweep_soft_s, "time_limit": b.sweep_hard_s},
+        },
+        # Results are never read: state lives in the database, not in a result backend.
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        # Events on, so Flower and `celery events` work against these workers unchanged.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_schedule=beat_schedule(settings),
+        timezone="UTC",
     )
+    worker_runtime.configure(settings)
+    signals.worker_process_init.connect(_child_started, weak=False)
+    signals.worker_process_shutdown.connect(_child_stopping, weak=False)
+    signals.worker_shutdown.connect(_child_stopping, weak=False)  # solo pool: no children
     return app
+
+
+def schedule_file(settings: Settings) -> Path:
+    """Beat's schedule state, under the state dir (created on demand)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return settings.state_dir / "celerybeat-schedule"
+
+
+def _child_started(**_: Any) -> None:
+    # A forked child must not reuse its parent's loop or sockets.
+    worker_runtime.reset()
+    from statusd.logs import configure_logging
+
+    configure_logging(worker_runtime.settings())
+
+
+def _child_stopping(**_: Any) -> None:
+    worker_runtime.shutdown()
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    """`celery -A statusd.sweeper.celery_app ...`: the app from the environment, built on first use."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_celery(Settings())
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,46 @@
+"""Time budgets of the pull path, derived from the settings in one place.
+
+Celery's time limits, the asyncio deadline inside a task and the lease TTLs must agree: a lease
+that outlives its task delays the next poll; one that expires before the task ends lets a second
+poller in. So they are all computed here from STATUSD_POLL_TIMEOUT / _CHUNK / _CONCURRENCY.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from statusd.settings import Settings
+from statusd.sweeper.leases import HOLD_FRACTION
+
+# Database work of one poll chunk (bulk load, bookkeeping UPDATE, a transition per changed
+# workload): generous, because SQLite serializes writers and a busy database is not a reason to
+# kill a task that is making progress.
+DB_SLACK_S = 30.0
+SWEEP_SOFT_S = 60.0  # finding stale workloads is two ZRANGEBYSCOREs and bulk SELECTs
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    poll_soft_s: float  # asyncio deadline inside the poll task, and Celery's soft limit
+    poll_hard_s: float  # Celery kills the child after this
+    lease_ms: int  # a queued or running poll holds its workloads this long at most
+    sweep_soft_s: float
+    sweep_hard_s: float
+    hold_ms: int  # cool-down after a poll: at most one poll per sweep interval
+
+
+def budgets(settings: Settings) -> Budgets:
+    """The time limits and lease TTLs for these settings."""
+    waves = math.ceil(settings.poll_chunk / settings.poll_concurrency)
+    poll_soft = settings.poll_timeout * waves + DB_SLACK_S
+    poll_hard = poll_soft + 15.0
+    return Budgets(
+        poll_soft_s=poll_soft,
+        poll_hard_s=poll_hard,
+        # Covers time waiting in the queue behind other chunks as well as the run itself.
+        lease_ms=int(max(120.0, 3 * poll_hard) * 1000),
+        sweep_soft_s=SWEEP_SOFT_S,
+        sweep_hard_s=SWEEP_SOFT_S + 30.0,
+        hold_ms=int(settings.sweep_interval * HOLD_FRACTION * 1000),
+    )

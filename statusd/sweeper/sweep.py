@@ -1,0 +1,183 @@
+"""One sweep: find stale workloads from Redis, drop the ones that are done, lease and chunk the rest.
+
+Candidates come from the two liveness sorted sets (statusd.liveness), never from a SQL table scan:
+- `last_seen` older than STATUSD_HEARTBEAT_TTL (no heartbeat and no good poll for that long);
+- `pending_since` older than STATUSD_START_TIMEOUT (registered, never heard from).
+Their rows are then loaded in bulk (WHERE id IN (...), chunked) only to drop final and deregistered
+workloads (which also leave the sorted sets, so they cost nothing next time). Everything else is
+leased (statusd.sweeper.leases) and cut into chunks of STATUSD_POLL_CHUNK, one `poll` task each,
+so any number of workers share the network I/O. There is no per-sweep cap: every stale workload
+is enqueued every interval.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from statusd.db import reading
+from statusd.keys import Keys
+from statusd.lifecycle import FINAL_STATES, Kind, State
+from statusd.models import Workload
+from statusd.runtime import Runtime
+from statusd.sweeper import leases
+from statusd.sweeper.budgets import budgets
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+SQL_IN_CHUNK = 500  # ids per WHERE id IN (...): well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRow:
+    """What the pull path needs to know about one workload."""
+
+    id: str
+    kind: Kind
+    state: State
+    status_url: str | None
+    poll_failures: int
+    state_changed_at: datetime
+    deleted: bool
+
+    @property
+    def done(self) -> bool:
+        return self.deleted or self.state in FINAL_STATES
+
+
+@dataclass
+class SweepResult:
+    skipped: bool = False  # another sweep held the lock
+    stale: int = 0  # candidates found in Redis
+    dropped: int = 0  # final, deregistered or unknown: removed from the liveness sets
+    busy: int = 0  # leased by an earlier sweep whose poll is still queued or running
+    chunks: list[list[str]] = field(default_factory=list)
+    token: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def enqueued(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+def _decode(values: Iterable[bytes | str]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
+async def stale_candidates(
+    redis: Redis, keys: Keys, now: float, heartbeat_ttl: float, start_timeout: float
+) -> list[str]:
+    """Ids with no sign of life for `heartbeat_ttl`, plus PENDING ones past `start_timeout`.
+
+    Oldest first, so a backlog is worked off in order."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrangebyscore(keys.last_seen, "-inf", now - heartbeat_ttl)
+        pipe.zrangebyscore(keys.pending_since, "-inf", now - start_timeout)
+        seen_raw, pending_raw = await pipe.execute()
+    stale = _decode(seen_raw)
+    seen_stale = set(stale)
+    pending = [p for p in _decode(pending_raw) if p not in seen_stale]
+    if pending:
+        # A workload still in `pending_since` may have heartbeated since (ingest records it in
+        # `last_seen`); it is only a candidate if that sign of life is old too.
+        scores = await redis.zmscore(keys.last_seen, pending)
+        fresh = [p for p, s in zip(pending, scores, strict=True) if s is not None]
+        if fresh:
+            await redis.zrem(keys.pending_since, *fresh)
+        pending = [p for p, s in zip(pending, scores, strict=True) if s is None]
+    return stale + pending
+
+
+async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, WorkloadRow]:
+    """Rows of these workloads by id, in bulk (chunked IN lists); unknown ids are absent."""
+    out: dict[str, WorkloadRow] = {}
+    cols = (
+        _W.c.id,
+        _W.c.kind,
+        _W.c.state,
+        _W.c.status_url,
+        _W.c.poll_failures,
+        _W.c.state_changed_at,
+        _W.c.deleted_at,
+    )
+    async with reading(engine) as conn:
+        for start in range(0, len(ids), SQL_IN_CHUNK):
+            part = ids[start : start + SQL_IN_CHUNK]
+            result = await conn.execute(select(*cols).where(_W.c.id.in_(part)))
+            for r in result:
+                out[r.id] = WorkloadRow(
+                    id=r.id,
+                    kind=Kind(r.kind),
+                    state=State(r.state),
+                    status_url=r.status_url,
+                    poll_failures=int(r.poll_failures or 0),
+                    state_changed_at=r.state_changed_at,
+                    deleted=r.deleted_at is not None,
+                )
+    return out
+
+
+async def forget_done(redis: Redis, keys: Keys, ids: Sequence[str]) -> None:
+    """Final or deregistered: nothing will ever be learned by polling them again."""
+    if ids:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(keys.last_seen, *ids)
+            pipe.zrem(keys.pending_since, *ids)
+            await pipe.execute()
+
+
+async def sweep(
+    redis: Redis,
+    engine: AsyncEngine,
+    keys: Keys,
+    *,
+    heartbeat_ttl: float,
+    start_timeout: float,
+    poll_chunk: int,
+    lease_ms: int,
+    lock_ms: int,
+    token: str,
+) -> SweepResult:
+    """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does)."""
+    started = time.monotonic()
+    result = SweepResult(token=token)
+    if not await leases.take_sweep_lock(redis, keys, token, lock_ms):
+        result.skipped = True
+        return result
+    try:
+        ids = await stale_candidates(redis, keys, time.time(), heartbeat_ttl, start_timeout)
+        result.stale = len(ids)
+        rows = await load_rows(engine, ids) if ids else {}
+        done = [wid for wid in ids if wid not in rows or rows[wid].done]
+        await forget_done(redis, keys, done)
+        result.dropped = len(done)
+        live = [wid for wid in ids if wid in rows and not rows[wid].done]
+        taken = await leases.take(redis, keys, live, token, lease_ms)
+        result.busy = len(live) - len(taken)
+        result.chunks = [taken[i : i + poll_chunk] for i in range(0, len(taken), poll_chunk)]
+    finally:
+        await leases.release_sweep_lock(redis, keys, token)
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+async def run_sweep(rt: Runtime, token: str) -> SweepResult:
+    """`sweep` with every knob taken from the runtime's settings."""
+    settings = rt.settings
+    b = budgets(settings)
+    return await sweep(
+        rt.redis,
+        rt.engine,
+        rt.keys,
+        heartbeat_ttl=settings.heartbeat_ttl,
+        start_timeout=settings.start_timeout,
+        poll_chunk=settings.poll_chunk,
+        lease_ms=b.lease_ms,
+        lock_ms=int(b.sweep_hard_s * 1000),
+        token=token,
+    )

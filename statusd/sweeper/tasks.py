@@ -1,0 +1,75 @@
+"""Celery tasks of the pull path: `statusd.sweeper.sweep` (beat-driven) and `statusd.sweeper.poll`.
+
+Thin: they run the async code of statusd.sweeper.sweep / .poller on the worker process's one
+event loop (statusd.worker_runtime) and turn its results into messages and metrics.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from celery import Task, shared_task
+
+from statusd import worker_runtime
+from statusd.metrics import POLL_QUEUE_DEPTH, SWEEP_DURATION, SWEEP_STALE
+from statusd.sweeper.celery_app import POLL_TASK, QUEUES, SWEEP_TASK
+from statusd.sweeper.poller import run_poll
+from statusd.sweeper.sweep import run_sweep
+
+log = structlog.get_logger("statusd.sweeper")
+
+
+@shared_task(name=SWEEP_TASK, bind=True)  # type: ignore[untyped-decorator]
+def sweep(self: Task) -> dict[str, Any]:
+    """Find stale workloads and enqueue one `poll` task per chunk of them."""
+    token = f"sweep-{uuid.uuid4().hex}"
+    result = worker_runtime.run(lambda rt: run_sweep(rt, token))
+    if result.skipped:
+        log.info("sweep.skipped", reason="another sweep holds the lock")
+        return {"skipped": True}
+    for chunk in result.chunks:
+        poll.apply_async(args=[chunk, token])
+    SWEEP_DURATION.observe(result.duration_s)
+    SWEEP_STALE.set(result.stale)
+    _record_queue_depths(self)
+    summary = {
+        "stale": result.stale,
+        "dropped": result.dropped,
+        "busy": result.busy,
+        "enqueued": result.enqueued,
+        "chunks": len(result.chunks),
+        "duration_s": round(result.duration_s, 4),
+    }
+    if result.stale:
+        log.info("sweep.done", **summary)
+    return summary
+
+
+@shared_task(name=POLL_TASK, bind=True)  # type: ignore[untyped-decorator]
+def poll(self: Task, ids: Sequence[str], token: str) -> dict[str, int]:
+    """Poll a chunk of leased workloads and apply what their endpoints say."""
+    report = worker_runtime.run(lambda rt: run_poll(rt, ids, token))
+    summary = {
+        "leased": report.leased,
+        "polled": report.polled,
+        "ok": report.ok,
+        "failed": report.failed,
+        "applied": report.applied,
+    }
+    log.info("poll.done", **summary)
+    return summary
+
+
+def _record_queue_depths(task: Task) -> None:
+    """Messages waiting per queue (the scale-out signal); best effort, never fails a sweep."""
+    try:
+        with task.app.connection_for_read() as conn:
+            channel = conn.default_channel
+            for queue in QUEUES:
+                declared = channel.queue_declare(queue=queue, passive=True)
+                POLL_QUEUE_DEPTH.labels(queue=queue).set(declared.message_count)
+    except Exception as exc:  # a queue not declared yet, a broker blip: metrics only
+        log.debug("sweep.queue_depth_unavailable", error=f"{type(exc).__name__}: {exc}")
