@@ -30,13 +30,17 @@ async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[TestCl
         yield c
 
 
-async def register(client: TestClient[Any, Any], wid: str, kind: str, **extra: Any) -> dict[str, Any]:
+async def register(
+    client: TestClient[Any, Any], wid: str, kind: str, **extra: Any
+) -> dict[str, Any]:
     resp = await client.post("/v1/workloads", json={"id": wid, "kind": kind, **extra})
     assert resp.status == 201, await resp.text()
     return dict(await resp.json())
 
 
-async def move(client: TestClient[Any, Any], wid: str, to: str, reason: str = "test") -> tuple[int, dict[str, Any]]:
+async def move(
+    client: TestClient[Any, Any], wid: str, to: str, reason: str = "test"
+) -> tuple[int, dict[str, Any]]:
     resp = await client.post(f"/v1/workloads/{wid}/transitions", json={"to": to, "reason": reason})
     return resp.status, dict(await resp.json())
 
@@ -62,7 +66,9 @@ async def refused_rows(settings: Settings, wid: str) -> list[tuple[str, str, str
 
 
 @pytest.mark.parametrize("kind", sorted(PATHS))
-async def test_each_kind_walks_its_lifecycle_with_history(client: TestClient[Any, Any], kind: str) -> None:
+async def test_each_kind_walks_its_lifecycle_with_history(
+    client: TestClient[Any, Any], kind: str
+) -> None:
     wid = f"{kind}-1"
     created = await register(client, wid, kind, labels={"owner": "ana"})
     assert created["state"] == "PENDING" and created["kind"] == kind and created["generation"] == 1
@@ -82,7 +88,9 @@ async def test_each_kind_walks_its_lifecycle_with_history(client: TestClient[Any
     assert shown["synced"] is False  # outbox rows wait for the sync worker
 
 
-async def test_forward_skip_is_allowed_and_repeat_is_unchanged(client: TestClient[Any, Any]) -> None:
+async def test_forward_skip_is_allowed_and_repeat_is_unchanged(
+    client: TestClient[Any, Any],
+) -> None:
     await register(client, "short-training", "training")
     status, body = await move(client, "short-training", "SUCCEEDED")
     assert (status, body["outcome"], body["state"]) == (200, "applied", "SUCCEEDED")
@@ -104,12 +112,20 @@ async def test_backward_and_after_final_are_409_and_recorded(
     assert (await move(client, "t", "FAILED"))[0] == 200
     status, body = await move(client, "t", "RUNNING")
     assert status == 409 and body["rule"].startswith("final")
-    assert await history(client, "t") == [("PENDING", "RUNNING", "api"), ("RUNNING", "FAILED", "api")]
+    assert await history(client, "t") == [
+        ("PENDING", "RUNNING", "api"),
+        ("RUNNING", "FAILED", "api"),
+    ]
     refused = await refused_rows(settings, "t")
-    assert [(c, r, s) for c, r, s, _ in refused] == [("RUNNING", "STARTING", "api"), ("FAILED", "RUNNING", "api")]
+    assert [(c, r, s) for c, r, s, _ in refused] == [
+        ("RUNNING", "STARTING", "api"),
+        ("FAILED", "RUNNING", "api"),
+    ]
 
 
-async def test_api_cannot_claim_contact_states_or_foreign_states(client: TestClient[Any, Any]) -> None:
+async def test_api_cannot_claim_contact_states_or_foreign_states(
+    client: TestClient[Any, Any],
+) -> None:
     await register(client, "d", "deployment")
     for state in ("UNREACHABLE", "LOST"):
         status, body = await move(client, "d", state)

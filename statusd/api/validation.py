@@ -134,7 +134,7 @@ def parse_workload_id(value: str, field_name: str = "id") -> str:
     return value
 
 
-def _kind(value: str, field_name: str, status: int = 422) -> Kind:
+def _kind(value: str, field_name: str, status: int = 422, error: str = "invalid_value") -> Kind:
     try:
         return Kind(value)
     except ValueError:
@@ -142,11 +142,11 @@ def _kind(value: str, field_name: str, status: int = 422) -> Kind:
             f"unknown kind {value!r}; one of {', '.join(k.value for k in Kind)}",
             field=field_name,
             status=status,
-            error="invalid_value",
+            error=error,
         ) from None
 
 
-def _state(value: str, field_name: str, status: int = 422) -> State:
+def _state(value: str, field_name: str, status: int = 422, error: str = "invalid_value") -> State:
     try:
         return State(value)
     except ValueError:
@@ -154,7 +154,7 @@ def _state(value: str, field_name: str, status: int = 422) -> State:
             f"unknown state {value!r}; one of {', '.join(s.value for s in State)}",
             field=field_name,
             status=status,
-            error="invalid_value",
+            error=error,
         ) from None
 
 
@@ -322,8 +322,12 @@ def parse_workload_query(query: MultiMapping[str]) -> WorkloadQuery:
         labels[key] = value
     cursor = _single(query, "cursor")
     return WorkloadQuery(
-        kind=_kind(kind_raw, "kind", status=400) if kind_raw is not None else None,
-        state=_state(state_raw, "state", status=400) if state_raw is not None else None,
+        kind=_kind(kind_raw, "kind", status=400, error="invalid_query")
+        if kind_raw is not None
+        else None,
+        state=_state(state_raw, "state", status=400, error="invalid_query")
+        if state_raw is not None
+        else None,
         stale=_bool(stale_raw, "stale") if stale_raw is not None else None,
         labels=labels,
         limit=parse_limit(query),

@@ -20,11 +20,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def api_client(settings: Settings, *, consumers: int = 0) -> AsyncIterator[TestClient[Any, web.Application]]:
+async def api_client(
+    settings: Settings, *, consumers: int = 0
+) -> AsyncIterator[TestClient[Any, web.Application]]:
     """`create_app(settings, consumers=0)` served on 127.0.0.1; the client sends the API token by default."""
     app = create_app(settings, consumers=consumers)
     token = settings.api_token.get_secret_value() if settings.api_token else ""
-    client: TestClient[Any, web.Application] = TestClient(TestServer(app, host="127.0.0.1"), headers=bearer(token))
+    client: TestClient[Any, web.Application] = TestClient(
+        TestServer(app, host="127.0.0.1"), headers=bearer(token)
+    )
     await client.start_server()
     try:
         yield client
