@@ -2,8 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import structlog
 from aiohttp import web
+
+from statusd.app_keys import RUNTIME
+from statusd.ingest.consumer import ConsumerSet
+from statusd.ingest.routes import INGEST, Ingest, add_routes
+from statusd.ingest.writer import StreamWriter
+
+CONSUMERS = web.AppKey("consumers", ConsumerSet)
+log = structlog.get_logger("statusd.consumer")
 
 
 def setup_ingest(app: web.Application, *, consumers: int) -> None:
-    """Register the heartbeat routes and, when consumers > 0, the consumer tasks."""
+    """Register the heartbeat routes and, when consumers > 0, the consumer tasks.
+
+    Both are cleanup contexts appended after the runtime's (app.py), so on shutdown they stop
+    (consumers finish or are cancelled and awaited, in-flight appends finish) before the
+    runtime closes the pools they use.
+    """
+    add_routes(app)
+
+    async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+        runtime = app[RUNTIME]
+        settings = runtime.settings
+        writer = StreamWriter(
+            runtime.redis,
+            runtime.keys,
+            timeout=settings.ingest_timeout,
+            max_inflight=settings.ingest_pipelines,
+        )
+        app[INGEST] = Ingest(
+            writer=writer,
+            secret=settings.secret_bytes,
+            max_body=settings.max_body_bytes,
+            max_items=settings.max_batch_items,
+        )
+        yield
+        await writer.close()
+
+    app.cleanup_ctx.append(writer_ctx)
+    if consumers > 0:
+
+        async def consumers_ctx(app: web.Application) -> AsyncIterator[None]:
+            consumer_set = ConsumerSet(app[RUNTIME], count=consumers)
+            try:
+                await consumer_set.ensure_group()
+            except Exception as exc:  # Redis down at startup: the consumers create it (NOGROUP)
+                log.warning("consumers.group_not_created", error=str(exc))
+            consumer_set.start()
+            app[CONSUMERS] = consumer_set
+            yield
+            await consumer_set.stop()
+
+        app.cleanup_ctx.append(consumers_ctx)

@@ -1,9 +1,127 @@
-"""CLI verbs of statusd.ingest."""
+"""CLI verbs of statusd.ingest: `consume` and `dead-letters list|replay`."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
 import typer
+
+from statusd.runtime import Runtime
+from statusd.settings import Settings
+
+T = TypeVar("T")
+
+dead_letters_app = typer.Typer(help="Heartbeat entries that kept failing: list them, replay them.", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    from statusd.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    return settings
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main())
+
+
+async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
+    from statusd.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        return await work(runtime)
+    finally:
+        await runtime.close()
+
+
+def consume(
+    consumers: Annotated[
+        int | None,
+        typer.Option("--consumers", "-n", min=1, help="Consumer tasks in this process (default STATUSD_CONSUMERS, at least 1)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Consumer name prefix (default host:pid). A stable name resumes its own pending entries."),
+    ] = None,
+) -> None:
+    """Apply heartbeats from the stream (no HTTP); stops cleanly on SIGTERM/SIGINT."""
+    from statusd.ingest.consumer import ConsumerSet
+
+    settings = _settings()
+
+    async def work(runtime: Runtime) -> None:
+        consumer_set = ConsumerSet(runtime, count=consumers or max(1, settings.consumers), name=name)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await consumer_set.ensure_group()
+        consumer_set.start()
+        await stop.wait()
+        await consumer_set.stop()  # before the runtime closes the pools the consumers use
+
+    _run(lambda: _with_runtime(settings, work))
+
+
+@dead_letters_app.command("list")
+def list_cmd(
+    count: Annotated[int, typer.Option("--count", min=1, help="Show at most this many (oldest first).")] = 100,
+) -> None:
+    """Show dead letters: id, workload, status, seq, deliveries, error."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from statusd.ingest.dead_letters import list_dead_letters
+
+    settings = _settings()
+    letters = _run(lambda: _with_runtime(settings, lambda rt: list_dead_letters(rt.redis, rt.keys, count=count)))
+    table = Table(title=f"dead letters ({len(letters)})")
+    for column in ("id", "original id", "dead at", "workload", "status", "seq", "deliveries", "error"):
+        table.add_column(column)
+    for letter in letters:
+        dead_at = datetime.fromtimestamp(letter.dead_at_ms / 1000, UTC).isoformat(timespec="seconds")
+        table.add_row(
+            letter.id,
+            letter.original_id,
+            dead_at,
+            letter.fields.get("workload_id", "?"),
+            letter.fields.get("status", "?"),
+            letter.fields.get("seq", "?"),
+            str(letter.deliveries),
+            letter.error,
+        )
+    Console().print(table)
+
+
+@dead_letters_app.command("replay")
+def replay_cmd(
+    entry_id: Annotated[str | None, typer.Option("--id", help="Replay only this dead letter (default: all).")] = None,
+) -> None:
+    """Append dead letters to the heartbeat stream again (consumers judge them by seq)."""
+    from rich.console import Console
+
+    from statusd.ingest.dead_letters import replay
+
+    settings = _settings()
+    new_ids = _run(lambda: _with_runtime(settings, lambda rt: replay(rt.redis, rt.keys, entry_id=entry_id)))
+    if entry_id is not None and not new_ids:
+        Console(stderr=True).print(f"[red]no dead letter with id {entry_id}[/red]")
+        raise typer.Exit(1)
+    Console().print(f"replayed {len(new_ids)} dead letter(s)")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to the statusd CLI."""
+    app.command("consume")(consume)
+    app.add_typer(dead_letters_app, name="dead-letters")

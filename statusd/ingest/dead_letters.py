@@ -1,0 +1,98 @@
+"""Dead letters: heartbeat entries that kept failing, moved aside with the error; replayable.
+
+An entry goes here after `max_deliveries` failed deliveries (or unreadable fields), so it never
+blocks the others. The dead-letter entry keeps every original field plus `error`, `original_id`,
+`deliveries` and `dead_at`; `replay` appends the original fields to the heartbeat stream again
+(a new id; consumers judge it by its seq like any other report) and removes the dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from statusd import metrics
+from statusd.keys import Keys
+
+META_FIELDS = ("error", "original_id", "deliveries", "dead_at")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    original_id: str
+    error: str
+    deliveries: int
+    dead_at_ms: int
+    fields: dict[str, str]  # the original entry's fields
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+async def bury(
+    redis: Redis,
+    keys: Keys,
+    entry_id: bytes | str,
+    fields: dict[bytes, bytes],
+    error: str,
+    deliveries: int,
+) -> None:
+    """Move one pending entry to the dead-letter stream and ack it, atomically (MULTI)."""
+    dead: dict[bytes | str, bytes | str | int] = dict(fields)
+    for name in META_FIELDS:
+        dead.pop(name.encode(), None)
+    dead.update(
+        error=error[:2000],
+        original_id=_text(entry_id),
+        deliveries=deliveries,
+        dead_at=int(time.time() * 1000),
+    )
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xadd(keys.dead_letters, dead)  # type: ignore[arg-type]
+        pipe.xack(keys.heartbeats, keys.consumer_group, entry_id)
+        await pipe.execute()
+    metrics.DEAD_LETTERS.labels(stream="heartbeats").inc()
+
+
+def _parse(entry_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    meta = {name: fields.pop(name, "") for name in META_FIELDS}
+    return DeadLetter(
+        id=_text(entry_id),
+        original_id=meta["original_id"],
+        error=meta["error"],
+        deliveries=int(meta["deliveries"] or 0),
+        dead_at_ms=int(meta["dead_at"] or 0),
+        fields=fields,
+    )
+
+
+async def list_dead_letters(redis: Redis, keys: Keys, *, count: int = 100) -> list[DeadLetter]:
+    """The oldest `count` dead letters."""
+    rows = await redis.xrange(keys.dead_letters, count=count)
+    return [_parse(entry_id, raw) for entry_id, raw in rows]
+
+
+async def replay(redis: Redis, keys: Keys, *, entry_id: str | None = None, count: int = 1000) -> list[str]:
+    """Re-append dead letters (one by id, or the oldest `count`) to the heartbeat stream.
+
+    Returns the ids of the new stream entries. Each move is one MULTI (append + delete), so a
+    crash never loses a dead letter; at worst it is replayed twice, which seq makes harmless.
+    """
+    if entry_id is not None:
+        rows = await redis.xrange(keys.dead_letters, min=entry_id, max=entry_id)
+    else:
+        rows = await redis.xrange(keys.dead_letters, count=count)
+    new_ids: list[str] = []
+    for dead_id, raw in rows:
+        letter = _parse(dead_id, raw)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.heartbeats, letter.fields)  # type: ignore[arg-type]
+            pipe.xdel(keys.dead_letters, dead_id)
+            new_id, _ = await pipe.execute()
+        new_ids.append(_text(new_id))
+    return new_ids

@@ -1,0 +1,171 @@
+"""The ingest hot path: `POST /v1/heartbeats` and `POST /v1/heartbeats:batch`.
+
+Per request: size cap, HMAC token check, strict field check (all pure Python, ~5 us), then the
+append through the group-commit writer. No SQL, no per-request Redis round trip of its own.
+Every answer is JSON: 202 stored, 4xx naming the problem (nothing appended), 503 + Retry-After
+when Redis did not confirm the append. Nothing here raises to the framework (never a 500).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from statusd import metrics
+from statusd.ingest.validation import (
+    Heartbeat,
+    Rejected,
+    check_batch_item,
+    check_heartbeat,
+    claims_from_header,
+    decode_json,
+)
+from statusd.ingest.writer import NotStored, StreamWriter
+
+HEARTBEATS_PATH = "/v1/heartbeats"
+BATCH_PATH = "/v1/heartbeats:batch"  # aiohttp takes the colon literally (a plain resource)
+RETRY_AFTER_S = "1"
+
+_ACCEPTED = orjson.dumps({"status": "accepted"})
+_REASONS = {
+    "unauthorized": "unauthorized",
+    "forbidden": "forbidden",
+    "invalid": "invalid",
+    "invalid_json": "invalid",
+    "too_large": "too_large",
+}
+_LATENCY_SINGLE = metrics.INGEST_LATENCY.labels(endpoint="heartbeats")
+_LATENCY_BATCH = metrics.INGEST_LATENCY.labels(endpoint="batch")
+_REJECTED = {reason: metrics.HEARTBEATS_REJECTED.labels(reason=reason) for reason in set(_REASONS.values()) | {"redis_unavailable"}}
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """What the handlers need, built once at startup (no per-request lookups)."""
+
+    writer: StreamWriter
+    secret: bytes
+    max_body: int
+    max_items: int
+
+
+INGEST = web.AppKey("ingest", Ingest)
+
+
+def _json(body: object, status: int, retry: bool = False) -> web.Response:
+    headers = {"Retry-After": RETRY_AFTER_S} if retry else None
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def _rejected(exc: Rejected) -> web.Response:
+    _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
+    return _json(exc.as_json(), exc.status)
+
+
+def _unavailable(exc: NotStored, count: int = 1) -> web.Response:
+    _REJECTED["redis_unavailable"].inc(count)
+    return _json({"error": "redis_unavailable", "message": f"heartbeat not stored, retry: {exc}"}, 503, retry=True)
+
+
+async def _read_capped(request: web.Request, cap: int) -> bytes:
+    if request.content_length is not None and request.content_length > cap:
+        raise Rejected(413, "too_large", f"body is larger than {cap} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Rejected(413, "too_large", f"body is larger than {cap} bytes") from None
+    if len(body) > cap:
+        raise Rejected(413, "too_large", f"body is larger than {cap} bytes")
+    return body
+
+
+async def post_heartbeat(request: web.Request) -> web.Response:
+    """One heartbeat: 202 once its entry is in the stream."""
+    started = time.perf_counter()
+    ingest = request.app[INGEST]
+    try:
+        body = await _read_capped(request, ingest.max_body)
+        claims = claims_from_header(request.headers.get("Authorization"), ingest.secret)
+        heartbeat = check_heartbeat(decode_json(body), claims)
+        stored = await ingest.writer.append((heartbeat,))
+        if not stored[0]:
+            raise NotStored("redis refused the append")
+    except Rejected as exc:
+        return _rejected(exc)
+    except NotStored as exc:
+        return _unavailable(exc)
+    finally:
+        _LATENCY_SINGLE.observe(time.perf_counter() - started)
+    metrics.HEARTBEATS_ACCEPTED.inc()
+    return web.Response(body=_ACCEPTED, status=202, content_type="application/json")
+
+
+def _batch_items(doc: object, max_items: int) -> list[Any]:
+    if type(doc) is not dict:
+        raise Rejected(422, "invalid", 'a batch must be a JSON object {"items": [...]}')
+    unknown = sorted(k for k in doc if k != "items")
+    if unknown:
+        raise Rejected(422, "invalid", f"unknown field {unknown[0]!r}", unknown[0])
+    items = doc.get("items")
+    if type(items) is not list or not items:
+        raise Rejected(422, "invalid", "items must be a non-empty list of heartbeats", "items")
+    if len(items) > max_items:
+        raise Rejected(413, "too_large", f"at most {max_items} items per batch ({len(items)} sent)", "items")
+    return items
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """Many heartbeats, each with its own token; one result per item, one pipeline for the lot.
+
+    200 with `results[i] = {"status": 202}` or `{"status": 4xx, "error", "message", "field"?}`;
+    503 (+ Retry-After) when Redis did not confirm the appends (items marked 503 were not stored).
+    """
+    started = time.perf_counter()
+    ingest = request.app[INGEST]
+    try:
+        body = await _read_capped(request, ingest.max_body * ingest.max_items)
+        items = _batch_items(decode_json(body), ingest.max_items)
+        if len(body) > ingest.max_body * len(items):  # the cap is proportional to the items
+            raise Rejected(413, "too_large", f"body is larger than {ingest.max_body} bytes per item")
+    except Rejected as exc:
+        _LATENCY_BATCH.observe(time.perf_counter() - started)
+        return _rejected(exc)
+    results: list[dict[str, object]] = []
+    good: list[Heartbeat] = []
+    slots: list[int] = []
+    for item in items:
+        try:
+            good.append(check_batch_item(item, ingest.secret))
+            slots.append(len(results))
+            results.append({"status": 202})
+        except Rejected as exc:
+            _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
+            results.append({"status": exc.status, **exc.as_json()})
+    unavailable: NotStored | None = None
+    if good:
+        try:
+            stored = await ingest.writer.append(good)
+        except NotStored as exc:
+            unavailable, stored = exc, [False] * len(good)
+        for slot, ok in zip(slots, stored, strict=True):
+            if not ok:
+                results[slot] = {"status": 503, "error": "redis_unavailable", "message": "not stored, retry"}
+        accepted = sum(stored)
+        metrics.HEARTBEATS_ACCEPTED.inc(accepted)
+        if accepted < len(good):
+            _REJECTED["redis_unavailable"].inc(len(good) - accepted)
+            unavailable = unavailable or NotStored("redis refused some appends")
+    else:
+        accepted = 0
+    _LATENCY_BATCH.observe(time.perf_counter() - started)
+    body_out = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
+    return _json(body_out, 503 if unavailable else 200, retry=unavailable is not None)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(HEARTBEATS_PATH, post_heartbeat)
+    app.router.add_post(BATCH_PATH, post_batch)

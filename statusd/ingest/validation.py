@@ -1,0 +1,135 @@
+"""Heartbeat bodies: parse and check them strictly and fast (orjson, no models, no I/O).
+
+A heartbeat is exactly `{"workload_id": str, "status": STATE, "seq": int, "detail"?: str}`
+(batch items add `"token"`). Anything else is refused with an error naming the field, before
+anything is appended to the stream. The status is checked against the kind carried by the
+token (`statusd.tokens`), so a kind's impossible state never reaches the consumers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from statusd.errors import InvalidToken
+from statusd.lifecycle import Kind, reportable_states
+from statusd.tokens import TokenClaims, verify
+
+MAX_DETAIL_BYTES = 1024
+MAX_WORKLOAD_ID = 200  # the workloads.id column width
+SEQ_LIMIT = 2**63  # seq is a BIGINT in the database
+
+REQUIRED = frozenset({"workload_id", "status", "seq"})
+ALLOWED = REQUIRED | {"detail"}
+BATCH_ALLOWED = ALLOWED | {"token"}
+_REPORTABLE: dict[Kind, frozenset[str]] = {
+    kind: frozenset(s.value for s in reportable_states(kind)) for kind in Kind
+}
+
+
+class Rejected(Exception):
+    """A heartbeat refused at ingest: HTTP status, machine code, message, the field at fault."""
+
+    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.field = status, error, message, field
+
+    def as_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"error": self.error, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One checked heartbeat, ready to append; `generation` comes from the token."""
+
+    workload_id: str
+    status: str
+    seq: int
+    detail: str | None
+    generation: int
+
+
+def decode_json(body: bytes) -> object:
+    """The JSON document in `body`; Rejected(400) when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def claims_from_header(header: str | None, secret: bytes) -> TokenClaims:
+    """Claims of `Authorization: Bearer <token>`; Rejected(401) when missing or not ours."""
+    if not header or not header.startswith("Bearer "):
+        raise Rejected(401, "unauthorized", "missing `Authorization: Bearer <heartbeat token>`")
+    return claims_from_token(header[7:].strip(), secret)
+
+
+def claims_from_token(token: object, secret: bytes) -> TokenClaims:
+    if not isinstance(token, str) or not token:
+        raise Rejected(401, "unauthorized", "missing heartbeat token", "token")
+    try:
+        return verify(secret, token)
+    except InvalidToken as exc:
+        raise Rejected(401, "unauthorized", f"invalid heartbeat token: {exc}") from None
+
+
+def check_heartbeat(
+    obj: object, claims: TokenClaims | None, *, allowed: frozenset[str] = ALLOWED
+) -> Heartbeat:
+    """Check one heartbeat object against its token's claims (None: check fields only).
+
+    Order: shape and types (422 naming the field), then the token speaks for this workload (403),
+    then the status exists for the token's kind (422, field "status").
+    """
+    if type(obj) is not dict:
+        raise Rejected(422, "invalid", "a heartbeat must be a JSON object")
+    keys = obj.keys()
+    if not keys <= allowed:
+        extra = sorted(k for k in keys if k not in allowed)
+        raise Rejected(422, "invalid", f"unknown field {extra[0]!r}", extra[0])
+    if not keys >= REQUIRED:
+        missing = sorted(REQUIRED - keys)
+        raise Rejected(422, "invalid", f"missing field {missing[0]!r}", missing[0])
+    workload_id = obj["workload_id"]
+    if type(workload_id) is not str or not workload_id or len(workload_id) > MAX_WORKLOAD_ID:
+        raise Rejected(
+            422, "invalid", f"workload_id must be a string of 1..{MAX_WORKLOAD_ID} chars", "workload_id"
+        )
+    status = obj["status"]
+    if type(status) is not str:
+        raise Rejected(422, "invalid", "status must be a string (a state name)", "status")
+    seq = obj["seq"]
+    if type(seq) is not int:  # `type is` on purpose: true/false are ints to isinstance
+        raise Rejected(422, "invalid", "seq must be an integer", "seq")
+    if seq < 0 or seq >= SEQ_LIMIT:
+        raise Rejected(422, "invalid", "seq must be >= 0 and < 2**63", "seq")
+    detail = obj.get("detail")
+    if detail is not None:
+        if type(detail) is not str:
+            raise Rejected(422, "invalid", "detail must be a string", "detail")
+        if len(detail) > MAX_DETAIL_BYTES // 4 and len(detail.encode()) > MAX_DETAIL_BYTES:
+            raise Rejected(422, "invalid", f"detail is longer than {MAX_DETAIL_BYTES} bytes", "detail")
+    if claims is None:
+        return Heartbeat(workload_id, status, seq, detail, 0)
+    if claims.workload_id != workload_id:
+        raise Rejected(
+            403, "forbidden", "this token speaks for another workload", "workload_id"
+        )
+    if status not in _REPORTABLE[claims.kind]:
+        states = ", ".join(sorted(_REPORTABLE[claims.kind]))
+        raise Rejected(
+            422, "invalid", f"status {status!r} is not a state of a {claims.kind.value} ({states})", "status"
+        )
+    return Heartbeat(workload_id, status, seq, detail, claims.generation)
+
+
+def check_batch_item(item: object, secret: bytes) -> Heartbeat:
+    """One item of a batch: its own token (401), then the same checks as a single heartbeat."""
+    if type(item) is not dict:
+        raise Rejected(422, "invalid", "an item must be a JSON object")
+    claims = claims_from_token(item.get("token"), secret)
+    return check_heartbeat(item, claims, allowed=BATCH_ALLOWED)
