@@ -40,7 +40,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from statusd.db import is_sqlite, transaction
@@ -257,9 +258,13 @@ class Drainer:
                 if not in_flight:
                     break
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                failures = [task.exception() for task in done if task.exception() is not None]
                 for task in done:
-                    outcome = task.result()
-                    setattr(report, outcome, getattr(report, outcome) + 1)
+                    if task.exception() is None:
+                        outcome = task.result()
+                        setattr(report, outcome, getattr(report, outcome) + 1)
+                if failures:  # a bug, or the DB gone while recording: stop claiming, surface it
+                    raise failures[0]  # type: ignore[misc]
                 # A finished row may unblock its workload's next one; new transitions may have landed.
                 exhausted = False
         finally:
@@ -274,7 +279,9 @@ class Drainer:
                          transition_id=row.transition_id)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.sync_attempts) | stop_before_delay(self.settings.sync_budget),
-            wait=wait_exponential_jitter(initial=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT, jitter=RETRY_INITIAL_WAIT),
+            # Exponential with jitter (so a fleet of rows does not retry in lockstep).
+            wait=wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
+            + wait_random(0, RETRY_INITIAL_WAIT),
             retry=retry_if_exception(lambda exc: getattr(exc, "transient", False) is True),
             before_sleep=_log_before_sleep(bound),
             reraise=True,

@@ -1,0 +1,176 @@
+"""Real Celery sync workers (and beat) for the sync/alert end-to-end tests, plus transition makers.
+
+Workers are `python -m celery -A statusd.sweeper.celery_app worker -Q sync` subprocesses built
+from the test's settings (the env), in their own session, always reaped. The broker is the test
+redis-server on a db index of its own, flushed before and after, so Celery's keys of one test
+never meet another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis as redis_sync
+from sqlalchemy import func, select
+
+from statusd.db import reading
+from statusd.lifecycle import Kind, Source, State
+from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget
+from statusd.registry import register
+from statusd.transitions import Ledger, Observation, Outcome, apply_observation
+from tests.support.processes import ManagedProcess, start_process, stop_process
+
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+CELERY_APP = "statusd.sweeper.celery_app"
+BROKER_DBS = range(1, 16)
+
+
+@contextmanager
+def broker_db(redis_server: str) -> Iterator[str]:
+    """A broker URL on a free db index of the test redis (flushed before and after)."""
+    base = redis_server.rsplit("/", 1)[0]
+    client = redis_sync.Redis.from_url(f"{base}/0")
+    try:
+        chosen = None
+        for index in random.sample(list(BROKER_DBS), len(BROKER_DBS)):
+            # A marker key claims the index for this test (xdist workers each have their own server,
+            # but be safe against a leftover from a crashed run: take only an empty db).
+            probe = redis_sync.Redis.from_url(f"{base}/{index}")
+            try:
+                if probe.dbsize() == 0 and probe.set("statusd-test-broker", "1", nx=True):
+                    chosen = index
+                    break
+            finally:
+                probe.close()
+        if chosen is None:
+            raise RuntimeError("no free redis db index for a Celery broker")
+        url = f"{base}/{chosen}"
+        yield url
+        with redis_sync.Redis.from_url(url) as db:
+            db.flushdb()
+    finally:
+        client.close()
+
+
+def start_worker(env: dict[str, str], log_dir: Path, *, concurrency: int = 2, pool: str = "prefork",
+                 name: str | None = None) -> ManagedProcess:
+    """A sync worker process; returns once it is ready to consume (bounded wait)."""
+    node = name or f"sync-{uuid.uuid4().hex[:6]}"
+    args = [
+        sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", "sync",
+        "-c", str(concurrency), "-P", pool, "-n", f"{node}@%h", "--loglevel", "INFO",
+        "--without-mingle", "--without-gossip",
+    ]
+    proc = start_process(args, env=env, log_dir=log_dir, name=node)
+    wait_log(proc, "ready.", timeout=60)
+    return proc
+
+
+def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    """Celery beat (schedules statusd.sync.drain_due every STATUSD_SYNC_INTERVAL)."""
+    args = [
+        sys.executable, "-m", "celery", "-A", CELERY_APP, "beat", "--loglevel", "INFO",
+        "-s", str(log_dir / f"beat-{uuid.uuid4().hex[:6]}.schedule"), "--max-interval", "1",
+    ]
+    proc = start_process(args, env=env, log_dir=log_dir, name="beat")
+    wait_log(proc, "beat: Starting", timeout=60)
+    return proc
+
+
+def wait_log(proc: ManagedProcess, marker: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise AssertionError(f"{proc.args} exited ({proc.returncode}):\n{proc.log_tail()}")
+        if marker in proc.log_tail(200_000):
+            proc.remember_descendants()
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{marker!r} not in the log of {proc.args} within {timeout}s:\n{proc.log_tail()}")
+
+
+def stop(proc: ManagedProcess) -> None:
+    """Warm shutdown (SIGTERM), then reap whatever is left."""
+    try:
+        if proc.returncode is None:
+            stop_process(proc, signal.SIGTERM, timeout=20)
+    except AssertionError:
+        pass
+    finally:
+        proc.kill_tree()
+
+
+# -- producing transitions through the real path -------------------------------------------------
+DEPLOYMENT_WALK = (State.DEPLOYING, State.READY, State.DEGRADED, State.READY, State.DEGRADED)
+
+
+async def register_fleet(ledger: Ledger, ids: Sequence[str], kind: Kind = Kind.DEPLOYMENT) -> None:
+    for wid in ids:
+        await register(ledger.engine, wid, kind, labels={"owner": "team-sync"})
+
+
+async def walk(ledger: Ledger, wid: str, states: Sequence[State], *, pause: float = 0.0) -> list[int]:
+    """Push `states` in order (seq 1..n) through apply_observation; returns the transition ids."""
+    ids = []
+    for seq, state in enumerate(states, start=1):
+        result = await apply_observation(ledger, Observation(wid, state, Source.PUSH, seq=seq))
+        if result.outcome is not Outcome.APPLIED or result.transition is None:
+            raise AssertionError(f"{wid}: {state} not applied: {result}")
+        ids.append(result.transition.id)
+        if pause:
+            await asyncio.sleep(pause)
+    return ids
+
+
+async def produce(ledger: Ledger, ids: Sequence[str], states: Sequence[State] = DEPLOYMENT_WALK,
+                  *, parallel: int = 8, pause: float = 0.0) -> dict[str, list[int]]:
+    """Walk every workload, `parallel` at a time, interleaving workloads like a real fleet."""
+    sem = asyncio.Semaphore(parallel)
+    out: dict[str, list[int]] = {}
+
+    async def one(wid: str) -> None:
+        async with sem:
+            out[wid] = await walk(ledger, wid, states, pause=pause)
+
+    await asyncio.gather(*(one(wid) for wid in ids))
+    return out
+
+
+async def outbox_counts(ledger: Ledger, target: OutboxTarget = OutboxTarget.MAIN) -> dict[str, int]:
+    async with reading(ledger.engine) as conn:
+        rows = await conn.execute(
+            select(_O.c.status, func.count()).where(_O.c.target == target).group_by(_O.c.status)
+        )
+        counts = {str(OutboxStatus(s).value): int(n) for s, n in rows}
+    return {s.value: counts.get(s.value, 0) for s in OutboxStatus}
+
+
+async def outbox_rows(ledger: Ledger, **where: Any) -> list[dict[str, Any]]:
+    query = select(_O).order_by(_O.c.id)
+    for name, value in where.items():
+        query = query.where(_O.c[name] == value)
+    async with reading(ledger.engine) as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def wait_outbox(ledger: Ledger, timeout: float, *, target: OutboxTarget = OutboxTarget.MAIN,
+                      pending: int = 0, what: str = "outbox drained", procs: Sequence[ManagedProcess] = ()) -> dict[str, int]:
+    """Bounded wait until `pending` rows of `target` are left; fails with worker logs otherwise."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = await outbox_counts(ledger, target)
+        if counts["pending"] == pending:
+            return counts
+        await asyncio.sleep(0.1)
+    logs = "\n".join(f"--- {p.args[-8:]}\n{p.log_tail(3000)}" for p in procs)
+    raise AssertionError(f"{what}: not reached within {timeout}s: {counts}\n{logs}")

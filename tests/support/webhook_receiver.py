@@ -1,0 +1,66 @@
+"""A real aiohttp webhook receiver on 127.0.0.1 for alert tests: records alerts, can be down,
+can fail a ratio of requests with 5xx, can refuse (4xx) for good."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.support.main_api import free_port
+
+
+class WebhookReceiver:
+    """`await hook.start()`; `hook.url` goes into STATUSD_ALERT_WEBHOOKS."""
+
+    def __init__(self, *, port: int | None = None, path: str = "/hook", seed: int = 7) -> None:
+        self.port = port or free_port()
+        self.path = path
+        self.alerts: list[dict[str, Any]] = []  # accepted alert bodies, arrival order
+        self.requests = 0
+        self.error_ratio = 0.0
+        self.reject_status: int | None = None  # answer this permanent 4xx to everything
+        self.random = random.Random(seed)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post(self.path, self._receive)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def events(self, workload_id: str | None = None) -> list[str]:
+        return [a["event"] for a in self.alerts if workload_id is None or a["workload_id"] == workload_id]
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.alerts) >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"webhook: {len(self.alerts)} alerts after {timeout}s, wanted {count}: {self.alerts}")
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.reject_status is not None:
+            return web.json_response({"error": "gone"}, status=self.reject_status)
+        if self.error_ratio and self.random.random() < self.error_ratio:
+            return web.json_response({"error": "busy"}, status=503)
+        body = orjson.loads(await request.read())
+        self.alerts.append(body)
+        return web.json_response({"ok": True})
