@@ -71,6 +71,9 @@ class EmbeddedRedis:
     port: int = 0
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
+    # `statusd up` sets it: a terminal's Ctrl-C then reaches `up` only, which stops Redis last,
+    # after the processes that use it, instead of Redis dying first under a still-running API.
+    own_session: bool = False
 
     @property
     def url(self) -> str:
@@ -108,7 +111,12 @@ class EmbeddedRedis:
             "--logfile",
             str((self.data_dir / "redis.log").resolve()),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=self.own_session,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
