@@ -106,6 +106,9 @@ class Settings(BaseSettings):
 
     # -- on-call --------------------------------------------------------------------------------
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    events_ping_interval: float = Field(default=15.0, gt=0)  # SSE `: ping` comment when idle
+    events_max_holdback: float = Field(default=30.0, gt=0)  # SSE: skip a never-committing id after this
+    metrics_push_interval: float = Field(default=5.0, gt=0)  # each process -> Redis, for /metrics
 
     @field_validator("poll_allow_nets", "alert_webhooks", mode="before")
     @classmethod
