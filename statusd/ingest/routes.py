@@ -31,16 +31,17 @@ BATCH_PATH = "/v1/heartbeats:batch"  # aiohttp takes the colon literally (a plai
 RETRY_AFTER_S = "1"
 
 _ACCEPTED = orjson.dumps({"status": "accepted"})
-_REASONS = {
+_REASONS = {  # error code -> HEARTBEATS_REJECTED reason
     "unauthorized": "unauthorized",
     "forbidden": "forbidden",
-    "invalid": "invalid",
-    "invalid_json": "invalid",
-    "too_large": "too_large",
+    "body_too_large": "too_large",
 }
 _LATENCY_SINGLE = metrics.INGEST_LATENCY.labels(endpoint="heartbeats")
 _LATENCY_BATCH = metrics.INGEST_LATENCY.labels(endpoint="batch")
-_REJECTED = {reason: metrics.HEARTBEATS_REJECTED.labels(reason=reason) for reason in set(_REASONS.values()) | {"redis_unavailable"}}
+_REJECTED = {
+    reason: metrics.HEARTBEATS_REJECTED.labels(reason=reason)
+    for reason in ("unauthorized", "forbidden", "invalid", "too_large", "redis_unavailable")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +74,13 @@ def _unavailable(exc: NotStored, count: int = 1) -> web.Response:
 
 async def _read_capped(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
-        raise Rejected(413, "too_large", f"body is larger than {cap} bytes")
+        raise Rejected(413, "body_too_large", f"body is larger than {cap} bytes")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise Rejected(413, "too_large", f"body is larger than {cap} bytes") from None
+        raise Rejected(413, "body_too_large", f"body is larger than {cap} bytes") from None
     if len(body) > cap:
-        raise Rejected(413, "too_large", f"body is larger than {cap} bytes")
+        raise Rejected(413, "body_too_large", f"body is larger than {cap} bytes")
     return body
 
 
@@ -106,15 +107,15 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 def _batch_items(doc: object, max_items: int) -> list[Any]:
     if type(doc) is not dict:
-        raise Rejected(422, "invalid", 'a batch must be a JSON object {"items": [...]}')
+        raise Rejected(422, "invalid_body", 'a batch must be a JSON object {"items": [...]}', "body")
     unknown = sorted(k for k in doc if k != "items")
     if unknown:
-        raise Rejected(422, "invalid", f"unknown field {unknown[0]!r}", unknown[0])
+        raise Rejected(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
     items = doc.get("items")
     if type(items) is not list or not items:
-        raise Rejected(422, "invalid", "items must be a non-empty list of heartbeats", "items")
+        raise Rejected(422, "invalid_value", "items must be a non-empty list of heartbeats", "items")
     if len(items) > max_items:
-        raise Rejected(413, "too_large", f"at most {max_items} items per batch ({len(items)} sent)", "items")
+        raise Rejected(413, "body_too_large", f"at most {max_items} items per batch ({len(items)} sent)", "items")
     return items
 
 
@@ -130,7 +131,7 @@ async def post_batch(request: web.Request) -> web.Response:
         body = await _read_capped(request, ingest.max_body * ingest.max_items)
         items = _batch_items(decode_json(body), ingest.max_items)
         if len(body) > ingest.max_body * len(items):  # the cap is proportional to the items
-            raise Rejected(413, "too_large", f"body is larger than {ingest.max_body} bytes per item")
+            raise Rejected(413, "body_too_large", f"body is larger than {ingest.max_body} bytes per item")
     except Rejected as exc:
         _LATENCY_BATCH.observe(time.perf_counter() - started)
         return _rejected(exc)
@@ -162,7 +163,9 @@ async def post_batch(request: web.Request) -> web.Response:
     else:
         accepted = 0
     _LATENCY_BATCH.observe(time.perf_counter() - started)
-    body_out = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
+    body_out: dict[str, object] = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
+    if unavailable is not None:
+        body_out.update(error="redis_unavailable", message=f"some heartbeats were not stored, retry them: {unavailable}")
     return _json(body_out, 503 if unavailable else 200, retry=unavailable is not None)
 
 

@@ -58,7 +58,7 @@ def decode_json(body: bytes) -> object:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise Rejected(400, "malformed_json", f"body is not valid JSON: {exc}", "body") from None
 
 
 def claims_from_header(header: str | None, secret: bytes) -> TokenClaims:
@@ -77,6 +77,37 @@ def claims_from_token(token: object, secret: bytes) -> TokenClaims:
         raise Rejected(401, "unauthorized", f"invalid heartbeat token: {exc}") from None
 
 
+def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | None]:
+    """Shape and types of one heartbeat object (422 naming the field)."""
+    if type(obj) is not dict:
+        raise Rejected(422, "invalid_body", "a heartbeat must be a JSON object", "body")
+    keys = obj.keys()
+    if not keys <= allowed:
+        extra = sorted(k for k in keys if k not in allowed)[0]
+        raise Rejected(422, "unknown_field", f"unknown field {extra!r}", extra)
+    if not keys >= REQUIRED:
+        missing = sorted(REQUIRED - keys)[0]
+        raise Rejected(422, "missing_field", f"field {missing!r} is required", missing)
+    workload_id, status, seq = obj["workload_id"], obj["status"], obj["seq"]
+    detail = obj.get("detail")
+    if type(workload_id) is not str:
+        raise Rejected(422, "invalid_type", "workload_id must be a string", "workload_id")
+    if not workload_id or len(workload_id) > MAX_WORKLOAD_ID:
+        raise Rejected(422, "invalid_value", f"workload_id must be 1..{MAX_WORKLOAD_ID} characters", "workload_id")
+    if type(status) is not str:
+        raise Rejected(422, "invalid_type", "status must be a string (a state name)", "status")
+    if type(seq) is not int:  # `type is` on purpose: true/false are ints to isinstance
+        raise Rejected(422, "invalid_type", "seq must be an integer", "seq")
+    if seq < 0 or seq >= SEQ_LIMIT:
+        raise Rejected(422, "invalid_value", "seq must be >= 0 and < 2**63", "seq")
+    if detail is not None:
+        if type(detail) is not str:
+            raise Rejected(422, "invalid_type", "detail must be a string", "detail")
+        if len(detail) > MAX_DETAIL_BYTES // 4 and len(detail.encode()) > MAX_DETAIL_BYTES:
+            raise Rejected(422, "invalid_value", f"detail is longer than {MAX_DETAIL_BYTES} bytes", "detail")
+    return workload_id, status, seq, detail
+
+
 def check_heartbeat(
     obj: object, claims: TokenClaims | None, *, allowed: frozenset[str] = ALLOWED
 ) -> Heartbeat:
@@ -85,44 +116,15 @@ def check_heartbeat(
     Order: shape and types (422 naming the field), then the token speaks for this workload (403),
     then the status exists for the token's kind (422, field "status").
     """
-    if type(obj) is not dict:
-        raise Rejected(422, "invalid", "a heartbeat must be a JSON object")
-    keys = obj.keys()
-    if not keys <= allowed:
-        extra = sorted(k for k in keys if k not in allowed)
-        raise Rejected(422, "invalid", f"unknown field {extra[0]!r}", extra[0])
-    if not keys >= REQUIRED:
-        missing = sorted(REQUIRED - keys)
-        raise Rejected(422, "invalid", f"missing field {missing[0]!r}", missing[0])
-    workload_id = obj["workload_id"]
-    if type(workload_id) is not str or not workload_id or len(workload_id) > MAX_WORKLOAD_ID:
-        raise Rejected(
-            422, "invalid", f"workload_id must be a string of 1..{MAX_WORKLOAD_ID} chars", "workload_id"
-        )
-    status = obj["status"]
-    if type(status) is not str:
-        raise Rejected(422, "invalid", "status must be a string (a state name)", "status")
-    seq = obj["seq"]
-    if type(seq) is not int:  # `type is` on purpose: true/false are ints to isinstance
-        raise Rejected(422, "invalid", "seq must be an integer", "seq")
-    if seq < 0 or seq >= SEQ_LIMIT:
-        raise Rejected(422, "invalid", "seq must be >= 0 and < 2**63", "seq")
-    detail = obj.get("detail")
-    if detail is not None:
-        if type(detail) is not str:
-            raise Rejected(422, "invalid", "detail must be a string", "detail")
-        if len(detail) > MAX_DETAIL_BYTES // 4 and len(detail.encode()) > MAX_DETAIL_BYTES:
-            raise Rejected(422, "invalid", f"detail is longer than {MAX_DETAIL_BYTES} bytes", "detail")
+    workload_id, status, seq, detail = _fields(obj, allowed)
     if claims is None:
         return Heartbeat(workload_id, status, seq, detail, 0)
     if claims.workload_id != workload_id:
-        raise Rejected(
-            403, "forbidden", "this token speaks for another workload", "workload_id"
-        )
+        raise Rejected(403, "forbidden", "this token speaks for another workload", "workload_id")
     if status not in _REPORTABLE[claims.kind]:
         states = ", ".join(sorted(_REPORTABLE[claims.kind]))
         raise Rejected(
-            422, "invalid", f"status {status!r} is not a state of a {claims.kind.value} ({states})", "status"
+            422, "invalid_value", f"status {status!r} is not a state of a {claims.kind.value} ({states})", "status"
         )
     return Heartbeat(workload_id, status, seq, detail, claims.generation)
 
@@ -130,6 +132,6 @@ def check_heartbeat(
 def check_batch_item(item: object, secret: bytes) -> Heartbeat:
     """One item of a batch: its own token (401), then the same checks as a single heartbeat."""
     if type(item) is not dict:
-        raise Rejected(422, "invalid", "an item must be a JSON object")
+        raise Rejected(422, "invalid_body", "an item must be a JSON object", "body")
     claims = claims_from_token(item.get("token"), secret)
     return check_heartbeat(item, claims, allowed=BATCH_ALLOWED)
