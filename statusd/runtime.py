@@ -6,7 +6,8 @@ wired the same way (cache, post-commit listeners) whichever process applies it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,8 +29,12 @@ class Runtime:
     keys: Keys
     cache: StateCache
     ledger: Ledger
+    # Run first by close(): per-process helpers that need the pools (the metrics pusher's last push).
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
+        for hook in self.on_close:
+            await hook()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -47,6 +52,7 @@ def redis_url_or_fail(settings: Settings) -> str:
 async def open_runtime(settings: Settings, *, redis_max_connections: int | None = None) -> Runtime:
     """Open the engine and Redis pool and build the Ledger with its post-commit listeners."""
     from statusd.oncall.events import publish_listener
+    from statusd.oncall.instrument import instrument_runtime
     from statusd.sync.kick import sync_kick_listener
 
     redis = create_redis(
@@ -58,4 +64,6 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
     ledger = Ledger(engine=engine, cache=cache, alert_webhooks=tuple(settings.alert_webhooks))
     ledger.listeners.append(publish_listener(redis, keys))
     ledger.listeners.append(sync_kick_listener(settings, redis, keys))
-    return Runtime(settings, engine, redis, keys, cache, ledger)
+    runtime = Runtime(settings, engine, redis, keys, cache, ledger)
+    instrument_runtime(runtime)  # transition counter + this process's metrics push (on-call)
+    return runtime
