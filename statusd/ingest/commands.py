@@ -77,6 +77,7 @@ def consume(
 @dead_letters_app.command("list")
 def list_cmd(
     count: Annotated[int, typer.Option("--count", min=1, help="Show at most this many (oldest first).")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
 ) -> None:
     """Show dead letters: id, workload, status, seq, deliveries, error."""
     from rich.console import Console
@@ -86,6 +87,15 @@ def list_cmd(
 
     settings = _settings()
     letters = _run(lambda: _with_runtime(settings, lambda rt: list_dead_letters(rt.redis, rt.keys, count=count)))
+    if as_json:
+        import dataclasses
+        import sys
+
+        import orjson
+
+        for letter in letters:
+            sys.stdout.write(orjson.dumps(dataclasses.asdict(letter)).decode() + "\n")
+        return
     table = Table(title=f"dead letters ({len(letters)})")
     for column in ("id", "original id", "dead at", "workload", "status", "seq", "deliveries", "error"):
         table.add_column(column)

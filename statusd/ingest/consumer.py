@@ -79,19 +79,23 @@ class Report:
 
 
 def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Report:
-    """The heartbeat in a stream entry; MalformedEntry when it is not one."""
+    """The heartbeat in a stream entry; MalformedEntry (naming the field) when it is not one."""
+    name = "workload_id"
     try:
+        workload_id = fields[b"workload_id"].decode()
+        name = "generation"
+        generation = int(fields[b"generation"])
+        name = "status"
+        status = State(fields[b"status"].decode())
+        name = "seq"
+        seq = int(fields[b"seq"])
+        name = "detail"
         detail = fields.get(b"detail")
-        return Report(
-            entry_id=entry_id,
-            workload_id=fields[b"workload_id"].decode(),
-            generation=int(fields[b"generation"]),
-            status=State(fields[b"status"].decode()),
-            seq=int(fields[b"seq"]),
-            detail=detail.decode() if detail is not None else None,
-        )
-    except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEntry(f"malformed heartbeat entry: {type(exc).__name__}: {exc}") from None
+        return Report(entry_id, workload_id, generation, status, seq, detail.decode() if detail is not None else None)
+    except KeyError:
+        raise MalformedEntry(f"malformed heartbeat entry: field {name!r} is missing") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEntry(f"malformed heartbeat entry: field {name!r}: {exc}") from None
 
 
 def collapse(reports: Iterable[Report]) -> dict[str, list[Report]]:
@@ -418,7 +422,7 @@ class ConsumerSet:
                         pipe.xack(self.keys.heartbeats, self.keys.consumer_group, *ack)
                     if newest:
                         args: list[str | int] = [x for wid, seq in newest.items() for x in (wid, seq)]
-                        self._max_seq(keys=[self.keys.last_seq], args=args, client=pipe)
+                        await self._max_seq(keys=[self.keys.last_seq], args=args, client=pipe)  # queues only
                     await pipe.execute()
                 break
             except (RedisError, OSError) as exc:
