@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -20,8 +21,8 @@ from rich.table import Table
 from statusd.errors import ConfigError, StatusdError
 from statusd.settings import Settings
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # paths and tokens stay on one line, copy-pasteable
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -76,6 +77,8 @@ def run_migrations(database_url: str) -> None:
     path = sqlite_path(url)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Alembic announces each of its plugins at INFO; keep `up`'s output to what matters.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     config = Config(str(alembic_ini()))
     config.attributes["database_url"] = database_url
     try:

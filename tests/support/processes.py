@@ -198,6 +198,21 @@ def wait_for_http(
     raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last}){tail}")
 
 
+def wait_for_log(
+    proc: ManagedProcess, text: str, *, timeout: float = DEFAULT_START_TIMEOUT_S
+) -> str:
+    """Wait until `text` appears in the process's output; returns the whole log so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = proc.log_tail(10_000_000)
+        if text in log:
+            return log
+        if proc.returncode is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in the output of {proc.args}:\n{proc.log_tail()}")
+
+
 async def wait_for_http_async(url: str, **kwargs: object) -> None:
     """`wait_for_http` for async tests, off the event loop thread."""
     await asyncio.to_thread(wait_for_http, url, **kwargs)  # type: ignore[arg-type]
@@ -216,6 +231,26 @@ def stop_process(
         raise AssertionError(
             f"{proc.args} did not exit within {timeout}s of signal {sig}:\n{log}"
         ) from None
+
+
+def assert_tree_gone(proc: ManagedProcess, timeout: float = 10.0) -> None:
+    """The process and every descendant it was seen with have exited (pid reuse is ruled out)."""
+    deadline = time.monotonic() + timeout
+    alive: list[str] = []
+    while time.monotonic() < deadline:
+        alive = []
+        for pid, created in proc.seen_descendants.items():
+            with contextlib.suppress(psutil.Error):
+                child = psutil.Process(pid)
+                if (
+                    abs(child.create_time() - created) < 0.01
+                    and child.status() != psutil.STATUS_ZOMBIE
+                ):
+                    alive.append(f"{pid}: {' '.join(child.cmdline())}")
+        if proc.returncode is not None and not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{proc.args} left processes running:\n" + "\n".join(alive))
 
 
 def processes_matching(marker: str) -> list[psutil.Process]:
