@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 
+async def _event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    from statusd.app_keys import RUNTIME, SETTINGS
+    from statusd.oncall.sse import HUB, EventHub
+
+    settings = app[SETTINGS]
+    app[HUB] = EventHub(
+        app[RUNTIME],
+        ping_interval=settings.events_ping_interval,
+        max_holdback=settings.events_max_holdback,
+    )
+    yield
+    await app[HUB].close()
+
+
 def setup_oncall(app: web.Application) -> None:
-    """Register the on-call routes."""
+    """Register the on-call routes, the event hub, and stream shutdown."""
+    from statusd.oncall import page, routes
+    from statusd.oncall.sse import close_hub
+
+    app.cleanup_ctx.append(_event_hub_ctx)  # after the runtime's: it needs the runtime open
+    app.on_shutdown.append(close_hub)  # before the server waits for handlers: end streams now
+    routes.add_routes(app)
+    page.add_routes(app)

@@ -1,9 +1,200 @@
-"""CLI verbs of statusd.oncall."""
+"""CLI verbs of statusd.oncall: `statusd report stale` and `statusd report summary`.
+
+Both read the database and Redis directly (statusd.runtime.open_runtime with the STATUSD_*
+settings), so they work from any host that has those settings, even while the API is down.
+`report stale` exits 0 when nothing is stale and 1 when something is (2: configuration error),
+so it drops into cron and scripts; `--format json|csv` for machines, a rich table for people.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+import orjson
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from statusd.commands import fail, load_settings, operator_errors
+from statusd.oncall.reports import (
+    FilterError,
+    StaleFilter,
+    StaleItem,
+    parse_duration,
+    parse_kinds,
+    parse_label,
+    stale_report,
+    to_csv,
+)
+from statusd.runtime import Runtime, open_runtime
+
+T = TypeVar("T")
+report_app = typer.Typer(
+    name="report", help="On-call reports: stale workloads, fleet summary.", no_args_is_help=True
+)
+out = Console(soft_wrap=True)
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def _with_runtime(fn: Callable[[Runtime], Awaitable[T]]) -> T:
+    settings = load_settings()
+
+    async def run() -> T:
+        runtime = await open_runtime(settings, redis_max_connections=4)
+        try:
+            return await fn(runtime)
+        finally:
+            await runtime.close()
+
+    with operator_errors():
+        return asyncio.run(run())
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+_STYLE = {"LOST": "bold red", "UNREACHABLE": "bold yellow"}
+
+
+def _table(items: list[StaleItem]) -> Table:
+    table = Table(title=f"{len(items)} workload(s) need attention (worst first)")
+    for name in (
+        "workload",
+        "kind",
+        "state",
+        "why",
+        "silent for",
+        "last seen",
+        "poll fails",
+        "last poll error",
+        "labels",
+    ):
+        table.add_column(name, overflow="fold")
+    for i in items:
+        table.add_row(
+            i.id,
+            i.kind,
+            f"[{_STYLE.get(i.state, '')}]{i.state}[/]" if i.state in _STYLE else i.state,
+            i.reason,
+            _age(i.stale_for_s),
+            i.last_seen_at or "never",
+            str(i.poll_failures),
+            i.last_poll_error or "",
+            " ".join(f"{k}={v}" for k, v in sorted(i.labels.items())),
+        )
+    return table
+
+
+@report_app.command("stale")
+def stale(
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="training|notebook|deployment (repeatable)")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="key:value, repeatable (all must match)")
+    ] = None,
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="minimum silence: 300, 90s, 5m, 1h")
+    ] = "0",
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table for people, json/csv for scripts")
+    ] = Format.TABLE,
+) -> None:
+    """Stale, UNREACHABLE and LOST workloads, worst first. Exit 1 when there is any, 0 when none."""
+    try:
+        flt = StaleFilter(
+            kinds=parse_kinds(kind or []),
+            labels=tuple(parse_label(v) for v in label or []),
+            older_than_s=parse_duration(older_than, "--older-than"),
+        )
+    except FilterError as exc:
+        fail(str(exc))
+
+    async def run(rt: Runtime) -> list[StaleItem]:
+        return await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
+
+    items = _with_runtime(run)
+    if fmt is Format.JSON:
+        body = {
+            "items": [i.as_dict() for i in items],
+            "count": len(items),
+            "generated_at": datetime.now(UTC).isoformat(),
+        }
+        sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt is Format.CSV:
+        sys.stdout.write(to_csv(items))
+    elif items:
+        out.print(_table(items))
+    else:
+        out.print("[green]Nothing is stale.[/]")
+    raise typer.Exit(1 if items else 0)
+
+
+@report_app.command("summary")
+def summary(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Workloads per kind x state, stale counts, sync backlog, heartbeat stream lag, queue depths."""
+    from statusd.oncall.summary import fleet_summary
+
+    data = _with_runtime(fleet_summary)
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    _print_summary(data)
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    counts: dict[str, dict[str, int]] = data["counts"]
+    states = sorted({s for by_state in counts.values() for s in by_state})
+    table = Table(title="Workloads per kind x state")
+    table.add_column("kind")
+    for s in states:
+        table.add_column(s, justify="right", style=_STYLE.get(s))
+    table.add_column("total", justify="right")
+    for kind, by_state in counts.items():
+        table.add_row(kind, *(str(by_state.get(s, 0)) for s in states), str(sum(by_state.values())))
+    out.print(table)
+    stale = data["stale"]
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(stale["by_reason"].items())) or "none"
+    out.print(f"stale: [bold]{stale['total']}[/] ({reasons})")
+    sync = data["sync"]
+    oldest = sync.get("oldest_unsynced_age_s")
+    out.print(
+        f"sync backlog: {sync.get('depth')} pending"
+        + (f", oldest {_age(oldest)}" if oldest is not None else "")
+        + f", {sync.get('dead_letters')} dead"
+        + (f" (sync {sync['sync']})" if "sync" in sync else "")
+    )
+    stream = data["stream"]
+    out.print(
+        f"heartbeat stream: {stream['length']} entries, lag {stream['lag']}, "
+        f"pending {stream['pending']}, consumers {stream['consumers']}"
+    )
+    if data.get("celery_queues") is not None:
+        out.print(
+            "celery queues: " + ", ".join(f"{q} {n}" for q, n in data["celery_queues"].items())
+        )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's verbs to the statusd CLI."""
+    """Add `report stale` and `report summary` to the statusd CLI."""
+    app.add_typer(report_app, name="report")

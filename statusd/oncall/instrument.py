@@ -24,7 +24,10 @@ def count_transitions() -> TransitionListener:
 
     async def count(t: AppliedTransition) -> None:
         TRANSITIONS.labels(
-            kind=t.kind.value, from_state=t.from_state.value, to_state=t.to_state.value, source=t.source.value
+            kind=t.kind.value,
+            from_state=t.from_state.value,
+            to_state=t.to_state.value,
+            source=t.source.value,
         ).inc()
 
     return count

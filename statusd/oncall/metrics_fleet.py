@@ -84,7 +84,9 @@ class Snapshot:
         return any(v for v in self.c.values()) or any(v for v in self.g.values())
 
 
-def local_snapshot(registry: CollectorRegistry = REGISTRY, *, with_scrape_time: bool = False) -> Snapshot:
+def local_snapshot(
+    registry: CollectorRegistry = REGISTRY, *, with_scrape_time: bool = False
+) -> Snapshot:
     snap = Snapshot()
     for family in _families(registry):
         summed = family.type in SUMMED_TYPES
@@ -125,7 +127,9 @@ class MetricsPusher:
         with self._lock:
             try:
                 pipe = self.client.pipeline(transaction=False)
-                pipe.set(self.keys.metrics_process(self.process_id), payload, ex=SNAPSHOT_RETENTION_S)
+                pipe.set(
+                    self.keys.metrics_process(self.process_id), payload, ex=SNAPSHOT_RETENTION_S
+                )
                 pipe.zadd(self.keys.metrics_processes, {self.process_id: time.time()})
                 pipe.execute()
             except redis_sync.RedisError as exc:
@@ -180,27 +184,34 @@ def _push_on_exit() -> None:
         pusher.push()
 
 
-async def fleet_snapshots(redis: Redis, keys: Keys, stale_after: float) -> tuple[list[Snapshot], dict[str, float]]:
+async def fleet_snapshots(
+    redis: Redis, keys: Keys, stale_after: float
+) -> tuple[list[Snapshot], dict[str, float]]:
     """Live processes' snapshots (oldest push first) and the retired counters; retires the dead."""
     own = local_pusher_id(keys)
     now = time.time()
-    members = await redis.zrange(keys.metrics_processes, 0, -1, withscores=True)
+    members: list[Any] = list(await redis.zrange(keys.metrics_processes, 0, -1, withscores=True))
     live: list[str] = []
     for raw, score in sorted(members, key=lambda m: m[1]):
-        pid = raw.decode() if isinstance(raw, bytes) else raw
+        pid = raw.decode() if isinstance(raw, bytes) else str(raw)
         if pid == own:
             continue
         if now - float(score) > stale_after:
-            await redis.eval(  # type: ignore[misc]
-                _RETIRE, 3, keys.metrics_processes, keys.metrics_process(pid), keys.metrics_retired, pid
+            await redis.eval(
+                _RETIRE,
+                3,
+                keys.metrics_processes,
+                keys.metrics_process(pid),
+                keys.metrics_retired,
+                pid,
             )
         else:
             live.append(pid)
     snaps: list[Snapshot] = []
     if live:
-        for raw in await redis.mget([keys.metrics_process(p) for p in live]):
-            if raw:
-                data = json.loads(raw)
+        for blob in await redis.mget([keys.metrics_process(p) for p in live]):
+            if blob:
+                data = json.loads(blob)
                 snaps.append(Snapshot(c=data.get("c", {}), g=data.get("g", {})))
     retired = {
         (k.decode() if isinstance(k, bytes) else k): float(v)
@@ -228,7 +239,9 @@ def _family_of(sample_name: str, families: dict[str, Metric]) -> Metric | None:
     for suffix in ("_total", "_bucket", "_count", "_sum", ""):
         if suffix and not sample_name.endswith(suffix):
             continue
-        family = families.get(sample_name[: len(sample_name) - len(suffix)] if suffix else sample_name)
+        family = families.get(
+            sample_name[: len(sample_name) - len(suffix)] if suffix else sample_name
+        )
         if family is not None:
             return family
     return None
@@ -249,7 +262,9 @@ class FleetCollector:
 
     def collect(self) -> Iterable[Metric]:
         template = {m.name: m for m in _families(self.registry)}
-        out = {name: Metric(m.name, m.documentation, m.type, m.unit) for name, m in template.items()}
+        out = {
+            name: Metric(m.name, m.documentation, m.type, m.unit) for name, m in template.items()
+        }
         grouped: dict[str, list[tuple[str, dict[str, str], float]]] = {}
         for key, value in [*self.merged.c.items(), *self.merged.g.items()]:
             name, labels = json.loads(key)

@@ -1,0 +1,104 @@
+"""GET / : the status page for humans (static HTML/JS/CSS from statusd/web, no build step).
+
+Login: GET / without a valid cookie shows a form; POST /login with the API token sets the HttpOnly,
+SameSite=Strict cookie `statusd_token` and redirects to /. The page's JavaScript then reads the
+JSON endpoints and /v1/events with that cookie (the token itself is never visible to scripts).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+from importlib import resources
+
+from aiohttp import web
+
+from statusd.api.auth import COOKIE_NAME, api_token_ok
+from statusd.app_keys import SETTINGS
+
+ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+COOKIE_MAX_AGE_S = 12 * 3600  # a shift
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _asset(name: str) -> str:
+    return resources.files("statusd").joinpath("web", name).read_text(encoding="utf-8")
+
+
+def login_form(error: str | None = None) -> str:
+    message = f'<p class="error" id="login-error">{html.escape(error)}</p>' if error else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>statusd: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/style.css"></head>
+<body class="login"><main><h1>statusd</h1>
+<form method="post" action="/login" id="login-form">
+<label for="token">API token</label>
+<input type="password" name="token" id="token" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>{message}
+</form></main></body></html>"""
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /: the page, or the login form (200) when the cookie is missing or wrong."""
+    if api_token_ok(request, allow_cookie=True):
+        return web.Response(
+            text=_asset("index.html"), content_type="text/html", headers=SECURITY_HEADERS
+        )
+    return web.Response(text=login_form(), content_type="text/html", headers=SECURITY_HEADERS)
+
+
+async def login(request: web.Request) -> web.Response:
+    """POST /login (form field `token`): sets the cookie and redirects to /, or 401 with the form."""
+    form = await request.post()
+    presented = str(form.get("token", ""))
+    token = request.app[SETTINGS].api_token
+    if token is None or not hmac.compare_digest(
+        presented.encode(), token.get_secret_value().encode()
+    ):
+        return web.Response(
+            text=login_form("That token is not valid."),
+            status=401,
+            content_type="text/html",
+            headers=SECURITY_HEADERS,
+        )
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(
+        COOKIE_NAME,
+        presented,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        max_age=COOKIE_MAX_AGE_S,
+        path="/",
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """POST /logout: forget the cookie."""
+    response = web.HTTPSeeOther("/")
+    response.del_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+async def asset(request: web.Request) -> web.Response:
+    """GET /static/{name}: the page's script and stylesheet (public: they hold no data)."""
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound(text=f"no asset {name!r}")
+    return web.Response(
+        text=_asset(name), content_type=ASSETS[name], headers={"Cache-Control": "no-cache"}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index, allow_head=False)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/static/{name}", asset, allow_head=False)

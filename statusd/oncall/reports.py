@@ -1,0 +1,327 @@
+"""The stale-workload report: who is silent, unreachable or lost, worst first.
+
+Candidates come from where they are cheap to find, never from a scan of every workload:
+- Redis `last_seen` (ZRANGEBYSCORE below now - STATUSD_HEARTBEAT_TTL): silent workloads;
+- Redis `pending_since` (below now - STATUSD_START_TIMEOUT): registered, never heard from;
+- SQL `kind IN (...) AND state IN ('UNREACHABLE','LOST')` (index ix_workloads_kind_state).
+Only when Redis tracks fewer workloads than the database has live ones (Redis lost its data) does
+the report fall back to the persisted `last_seen_at` in SQL for the ones Redis does not know.
+
+Order ("worst first"): LOST, then UNREACHABLE, then stale; within each group the longest silent
+first (largest `stale_for_s`), then by id so the order is stable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Row
+
+from statusd.db import reading
+from statusd.keys import Keys
+from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
+from statusd.models import Workload
+from statusd.settings import Settings
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+SQL_IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
+CSV_FIELDS = (
+    "id",
+    "kind",
+    "state",
+    "reason",
+    "stale_for_s",
+    "last_seen_at",
+    "state_since",
+    "poll_failures",
+    "last_poll_error",
+    "labels",
+)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class FilterError(ValueError):
+    """A report filter that cannot be understood; `field` names the parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StaleReason(StrEnum):
+    LOST = "lost"
+    UNREACHABLE = "unreachable"
+    STALE = "stale"  # no sign of life within STATUSD_HEARTBEAT_TTL
+    NEVER_SEEN = "never_seen"  # PENDING past STATUSD_START_TIMEOUT without any sign of life
+
+
+_RANK = {
+    StaleReason.LOST: 0,
+    StaleReason.UNREACHABLE: 1,
+    StaleReason.STALE: 2,
+    StaleReason.NEVER_SEEN: 2,
+}
+
+
+def parse_duration(text: str, field: str = "older_than") -> float:
+    """Seconds from `300`, `90s`, `5m`, `1h30m`, `2d`. Raises FilterError naming `field`."""
+    raw = text.strip().lower()
+    try:
+        value = float(raw)
+    except ValueError:
+        parts = _DURATION.findall(raw)
+        if not parts or "".join(n + u for n, u in parts) != raw:
+            raise FilterError(
+                field, f"{field}: {text!r} is not a duration (e.g. 300, 90s, 5m, 1h30m)"
+            ) from None
+        value = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if value < 0:
+        raise FilterError(field, f"{field}: must not be negative")
+    return value
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """`owner:alice` -> ("owner", "alice"). Raises FilterError(field="label")."""
+    key, sep, value = text.partition(":")
+    if not sep or not key.strip():
+        raise FilterError("label", f"label: {text!r} is not key:value")
+    return key.strip(), value.strip()
+
+
+def parse_kinds(values: Iterable[str]) -> tuple[Kind, ...]:
+    """Kinds from repeated and/or comma-separated values. Raises FilterError(field="kind")."""
+    kinds: list[Kind] = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            try:
+                kinds.append(Kind(part.strip().lower()))
+            except ValueError:
+                known = ", ".join(k.value for k in Kind)
+                raise FilterError("kind", f"kind: {part!r} is not one of {known}") from None
+    return tuple(dict.fromkeys(kinds))
+
+
+@dataclass(frozen=True, slots=True)
+class StaleFilter:
+    kinds: tuple[Kind, ...] = ()  # empty: every kind
+    labels: tuple[tuple[str, str], ...] = ()  # all must match
+    older_than_s: float = 0.0  # minimum stale_for_s
+
+    def matches_labels(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class StaleItem:
+    id: str
+    kind: str
+    state: str
+    reason: str
+    labels: dict[str, str]
+    last_seen_at: str | None  # ISO 8601 UTC; None when never seen
+    stale_for_s: float  # seconds since the last sign of life (since registration if never seen)
+    poll_failures: int  # consecutive failed polls
+    last_poll_error: str | None
+    state_since: str  # when it entered its current state (state_changed_at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Candidates:
+    seen: dict[str, float] = field(default_factory=dict)  # id -> last sign of life (Redis)
+    pending: dict[str, float] = field(default_factory=dict)  # id -> registered at (Redis)
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+async def _redis_candidates(
+    redis: Redis, keys: Keys, settings: Settings, now: float
+) -> _Candidates:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrangebyscore(
+            keys.last_seen, "-inf", f"({now - settings.heartbeat_ttl}", withscores=True
+        )
+        pipe.zrangebyscore(
+            keys.pending_since, "-inf", f"({now - settings.start_timeout}", withscores=True
+        )
+        seen, pending = await pipe.execute()
+    return _Candidates(
+        seen={_s(m): float(s) for m, s in seen},
+        pending={_s(m): float(s) for m, s in pending},
+    )
+
+
+def _s(member: bytes | str) -> str:
+    return member.decode() if isinstance(member, bytes) else member
+
+
+def _chunks(items: Sequence[str], size: int = SQL_IN_CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def _rows(
+    settings: Settings, engine: Any, flt: StaleFilter, ids: Sequence[str]
+) -> list[Row[Any]]:
+    kinds = list(flt.kinds or tuple(Kind))
+    live = [_W.c.deleted_at.is_(None), _W.c.state.notin_(list(FINAL_STATES))]
+    rows: dict[str, Row[Any]] = {}
+    async with reading(engine) as conn:
+        contact = select(_W).where(
+            _W.c.kind.in_(kinds), _W.c.state.in_(list(CONTACT_STATES)), *live
+        )
+        for row in await conn.execute(contact):
+            rows[row.id] = row
+        for chunk in _chunks([i for i in ids if i not in rows]):
+            query = select(_W).where(_W.c.id.in_(list(chunk)), _W.c.kind.in_(kinds), *live)
+            for row in await conn.execute(query):
+                rows[row.id] = row
+    return list(rows.values())
+
+
+async def _redis_is_incomplete(redis: Redis, keys: Keys, engine: Any) -> bool:
+    """True when Redis tracks fewer workloads than SQL has live ones (e.g. Redis lost its data)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.last_seen)
+        pipe.zcard(keys.pending_since)
+        tracked = sum(await pipe.execute())
+    async with reading(engine) as conn:
+        live = (
+            await conn.execute(
+                select(func.count())
+                .select_from(_W)
+                .where(_W.c.deleted_at.is_(None), _W.c.state.notin_(list(FINAL_STATES)))
+            )
+        ).scalar_one()
+    return int(tracked) < int(live)
+
+
+async def _sql_fallback(
+    redis: Redis, keys: Keys, settings: Settings, engine: Any, flt: StaleFilter, now: float
+) -> list[Row[Any]]:
+    """Live workloads whose persisted last_seen_at is stale and that Redis does not know at all."""
+    seen_cut = datetime.fromtimestamp(now - settings.heartbeat_ttl, UTC)
+    start_cut = datetime.fromtimestamp(now - settings.start_timeout, UTC)
+    query = select(_W).where(
+        _W.c.deleted_at.is_(None),
+        _W.c.state.notin_(list(FINAL_STATES | CONTACT_STATES)),
+        _W.c.kind.in_(list(flt.kinds or tuple(Kind))),
+        or_(
+            _W.c.last_seen_at < seen_cut,
+            and_(_W.c.last_seen_at.is_(None), _W.c.created_at < start_cut),
+        ),
+    )
+    async with reading(engine) as conn:
+        rows = list(await conn.execute(query))
+    unknown: list[Row[Any]] = []
+    for start in range(0, len(rows), SQL_IN_CHUNK):
+        chunk = rows[start : start + SQL_IN_CHUNK]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zmscore(keys.last_seen, [r.id for r in chunk])
+            pipe.zmscore(keys.pending_since, [r.id for r in chunk])
+            seen, pending = await pipe.execute()
+        unknown += [
+            r for r, s, p in zip(chunk, seen, pending, strict=True) if s is None and p is None
+        ]
+    return unknown
+
+
+async def stale_report(
+    settings: Settings,
+    engine: Any,
+    redis: Redis,
+    keys: Keys,
+    flt: StaleFilter = StaleFilter(),
+    *,
+    now: float | None = None,
+) -> list[StaleItem]:
+    """Every live workload that is stale, never seen past its start timeout, UNREACHABLE or LOST."""
+    now = time.time() if now is None else now
+    cand = await _redis_candidates(redis, keys, settings, now)
+    rows = await _rows(settings, engine, flt, [*cand.seen, *cand.pending])
+    if await _redis_is_incomplete(redis, keys, engine):
+        known = {r.id for r in rows}
+        rows += [
+            r
+            for r in await _sql_fallback(redis, keys, settings, engine, flt, now)
+            if r.id not in known
+        ]
+    # Contact-state rows came from SQL: their freshest sign of life may be in Redis.
+    contact_ids = [r.id for r in rows if r.id not in cand.seen]
+    fresh: dict[str, float] = {}
+    if contact_ids:
+        scores = await redis.zmscore(keys.last_seen, contact_ids)
+        fresh = {i: float(s) for i, s in zip(contact_ids, scores, strict=True) if s is not None}
+    items = [
+        item
+        for row in rows
+        if (item := _item(row, cand, fresh, settings, now)) is not None
+        and flt.matches_labels(item.labels)
+        and item.stale_for_s >= flt.older_than_s
+    ]
+    items.sort(key=lambda i: (_RANK[StaleReason(i.reason)], -i.stale_for_s, i.id))
+    return items
+
+
+def _item(
+    row: Row[Any], cand: _Candidates, fresh: dict[str, float], settings: Settings, now: float
+) -> StaleItem | None:
+    state = State(row.state)
+    db_seen = row.last_seen_at.timestamp() if row.last_seen_at is not None else None
+    redis_seen = cand.seen.get(row.id, fresh.get(row.id))
+    seen = max((t for t in (db_seen, redis_seen) if t is not None), default=None)
+    if state is State.LOST:
+        reason = StaleReason.LOST
+    elif state is State.UNREACHABLE:
+        reason = StaleReason.UNREACHABLE
+    elif seen is not None:
+        if now - seen < settings.heartbeat_ttl:
+            return None  # a poll recorded in SQL is fresher than the Redis score
+        reason = StaleReason.STALE
+    else:
+        registered = cand.pending.get(row.id, row.created_at.timestamp())
+        if now - registered < settings.start_timeout:
+            return None
+        reason = StaleReason.NEVER_SEEN
+    since = seen if seen is not None else cand.pending.get(row.id, row.created_at.timestamp())
+    return StaleItem(
+        id=row.id,
+        kind=str(Kind(row.kind)),
+        state=str(state),
+        reason=str(reason),
+        labels=dict(row.labels or {}),
+        last_seen_at=_iso(seen),
+        stale_for_s=round(max(0.0, now - since), 3),
+        poll_failures=int(row.poll_failures or 0),
+        last_poll_error=row.last_poll_error,
+        state_since=row.state_changed_at.isoformat(),
+    )
+
+
+def to_csv(items: Sequence[StaleItem]) -> str:
+    """CSV with a header row; labels as `k=v;k=v` so the file stays one row per workload."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for item in items:
+        row = item.as_dict()
+        row["labels"] = ";".join(f"{k}={v}" for k, v in sorted(item.labels.items()))
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_FIELDS})
+    return out.getvalue()

@@ -1,0 +1,202 @@
+"""GET /v1/events: Server-Sent Events of committed transitions.
+
+One `EventHub` per app process: a single Redis pub/sub subscription (the post-commit hint from
+statusd.oncall.events.publish_listener) plus a 1 s poll fallback move the shared HighWater mark;
+each stream then reads its rows from the database (the truth) with its own cursor and filters.
+A lost pub/sub message therefore costs at most a second, never an event.
+
+Each event: `id: <transition id>`, `event: transition`, `data: {...}`. A client that reconnects
+with `Last-Event-ID` (EventSource does it by itself) or `?last_event_id=` resumes right after it.
+Comment lines `: ping` keep idle connections (and proxies) alive. Streams are registered so
+app shutdown ends them promptly instead of waiting out the server's shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from statusd.api.errors import BadRequest
+from statusd.app_keys import RUNTIME
+from statusd.lifecycle import Kind
+from statusd.oncall.feed import PAGE, FeedFilter, HighWater, read_after
+from statusd.runtime import Runtime
+
+log = structlog.get_logger("statusd.oncall")
+POLL_FALLBACK_S = 1.0
+
+
+class EventHub:
+    """Wakes the SSE streams of one process when new transitions may be readable."""
+
+    def __init__(self, runtime: Runtime, *, ping_interval: float, max_holdback: float) -> None:
+        self.runtime = runtime
+        self.ping_interval = ping_interval
+        self.high_water = HighWater(runtime.engine, max_holdback_s=max_holdback)
+        self.changed = asyncio.Condition()
+        self.closing = False
+        self.streams: weakref.WeakSet[web.StreamResponse] = weakref.WeakSet()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def mark(self) -> int:
+        """The current safe upper bound (starts the hub on first use)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="statusd-events-hub")
+        await self._ready.wait()
+        return self.high_water.mark or 0
+
+    async def _run(self) -> None:
+        pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)
+        subscribed = False
+        try:
+            while not self.closing:
+                try:
+                    if not subscribed:
+                        await pubsub.subscribe(self.runtime.keys.events_channel)
+                        subscribed = True
+                    await self._advance()
+                    await _wait_for_hint(pubsub, POLL_FALLBACK_S)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis or DB down: keep polling, streams keep pinging
+                    log.warning("events.hub_error", error=f"{type(exc).__name__}: {exc}")
+                    subscribed = False
+                    self._ready.set()
+                    await asyncio.sleep(POLL_FALLBACK_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _advance(self) -> None:
+        before = self.high_water.mark
+        await self.high_water.advance()
+        self._ready.set()
+        if self.high_water.mark != before:
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def wait_past(self, mark: int, seconds: float) -> bool:
+        """Sleep until the mark moves past `mark` or the hub closes (True), or `seconds` pass (False)."""
+        async with self.changed:
+            # Checked under the lock _advance notifies under: a move cannot slip in between.
+            if (self.high_water.mark or 0) != mark or self.closing:
+                return True
+            try:
+                await asyncio.wait_for(self.changed.wait(), seconds)
+            except TimeoutError:
+                return False
+            return True
+
+    async def close(self) -> None:
+        """End every stream and the hub task (app shutdown)."""
+        self.closing = True
+        async with self.changed:
+            self.changed.notify_all()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+async def _wait_for_hint(pubsub: Any, seconds: float) -> None:
+    """Return on the first pub/sub message (draining any burst) or after `seconds`."""
+    message = await pubsub.get_message(timeout=seconds)
+    while message is not None:  # a burst of commits needs one advance, not one each
+        message = await pubsub.get_message(timeout=0)
+
+
+HUB = web.AppKey("statusd_event_hub", EventHub)
+
+
+def parse_stream_request(request: web.Request) -> tuple[FeedFilter, int | None]:
+    """Filters and resume point of a stream request. Raises BadRequest naming the field."""
+    kind: Kind | None = None
+    if raw_kind := request.query.get("kind"):
+        try:
+            kind = Kind(raw_kind.strip().lower())
+        except ValueError:
+            raise BadRequest(
+                f"kind: {raw_kind!r} is not one of {', '.join(Kind)}", field="kind", status=400
+            ) from None
+    workload_id = request.query.get("workload_id") or None
+    raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    last: int | None = None
+    if raw_last not in (None, ""):
+        try:
+            last = int(raw_last)
+            if last < 0:
+                raise ValueError
+        except ValueError:
+            raise BadRequest(
+                "last_event_id: must be a non-negative transition id",
+                field="last_event_id",
+                status=400,
+            ) from None
+    return FeedFilter(kind=kind, workload_id=workload_id), last
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """The SSE loop for one client (auth is checked by the route wrapper)."""
+    hub = request.app[HUB]
+    runtime = request.app[RUNTIME]
+    flt, last = parse_stream_request(request)
+    mark = await hub.mark()
+    cursor = mark if last is None else last
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+        }
+    )
+    await response.prepare(request)
+    hub.streams.add(response)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        async for chunk in _events(hub, runtime, flt, cursor, request):
+            await response.write(chunk)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client went away, or the server is stopping: nothing to report
+    except Exception as exc:
+        log.warning("events.stream_error", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        hub.streams.discard(response)
+    return response
+
+
+async def _events(
+    hub: EventHub, runtime: Runtime, flt: FeedFilter, cursor: int, request: web.Request
+) -> AsyncIterator[bytes]:
+    while not hub.closing:
+        upto = hub.high_water.mark or 0
+        if upto > cursor:
+            rows = await read_after(runtime.engine, cursor, upto, flt, limit=PAGE)
+            for row in rows:
+                yield format_event(row)
+                cursor = row["id"]
+            if len(rows) == PAGE:
+                continue  # more below the mark: keep reading before waiting
+            cursor = upto  # nothing else of ours up to the mark: never re-read those ids
+        news = await hub.wait_past(upto, hub.ping_interval)
+        if request.transport is None or request.transport.is_closing():
+            return  # the client left while we waited (aiohttp does not cancel the handler)
+        if not news:
+            yield b": ping\n\n"
+
+
+def format_event(payload: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: transition\ndata: %s\n\n" % (payload["id"], orjson.dumps(payload))
+
+
+async def close_hub(app: web.Application) -> None:
+    """on_shutdown: end all streams now so the server does not wait for them."""
+    if HUB in app:
+        await app[HUB].close()

@@ -1,0 +1,61 @@
+"""The fleet at a glance: workloads per kind x state, stale counts, sync backlog, stream lag.
+
+Served as GET /v1/reports/summary (the status page uses it) and printed by `statusd report summary`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from statusd.db import reading
+from statusd.lifecycle import Kind
+from statusd.models import Workload
+from statusd.oncall.backlog import broker_queue_depths, stream_stats
+from statusd.oncall.reports import stale_report
+from statusd.runtime import Runtime
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+
+
+async def state_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
+    """{kind: {state: n}} of registered (not deleted) workloads; every kind is present."""
+    counts: dict[str, dict[str, int]] = {k.value: {} for k in Kind}
+    async with reading(runtime.engine) as conn:
+        rows = await conn.execute(
+            select(_W.c.kind, _W.c.state, func.count())
+            .where(_W.c.deleted_at.is_(None))
+            .group_by(_W.c.kind, _W.c.state)
+        )
+        for kind, state, n in rows:
+            counts[str(Kind(kind))][str(state)] = int(n)
+    return counts
+
+
+async def sync_backlog(runtime: Runtime) -> dict[str, Any]:
+    """The outbox: depth, oldest unsynced age, dead letters (statusd.sync.status.outbox_stats)."""
+    from statusd.sync.status import outbox_stats
+
+    return await outbox_stats(runtime.engine, runtime.settings)
+
+
+async def fleet_summary(runtime: Runtime) -> dict[str, Any]:
+    """Everything `report summary` shows, as JSON-ready data."""
+    now = time.time()
+    stale = await stale_report(
+        runtime.settings, runtime.engine, runtime.redis, runtime.keys, now=now
+    )
+    by_reason = Counter(item.reason for item in stale)
+    by_kind = Counter(item.kind for item in stale)
+    return {
+        "generated_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "counts": await state_counts(runtime),
+        "stale": {"total": len(stale), "by_reason": dict(by_reason), "by_kind": dict(by_kind)},
+        "sync": await sync_backlog(runtime),
+        "stream": (await stream_stats(runtime.redis, runtime.keys)).as_dict(),
+        "celery_queues": await broker_queue_depths(runtime),
+    }
