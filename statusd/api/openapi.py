@@ -424,6 +424,47 @@ PATHS: dict[str, dict[str, Any]] = {
     "/": {
         "get": _op("oncall", "Status page for humans", PUBLIC, {"200": {"description": "HTML"}}),
     },
+    "/v1/reports/summary": {
+        "get": _op(
+            "oncall",
+            "Counts per kind x state, stale counts, sync backlog, stream lag (API token or page cookie)",
+            API_TOKEN,
+            {"200": {"description": "the summary"}, **COMMON_ERRORS},
+        ),
+    },
+    "/v1/reports/transitions": {
+        "get": _op(
+            "oncall",
+            "Newest transitions first; `last_id` is where /v1/events resumes (API token or page cookie)",
+            API_TOKEN,
+            {
+                "200": {"description": "recent transitions"},
+                "400": _error("bad query parameter"),
+                **COMMON_ERRORS,
+            },
+            parameters=[LIMIT_PARAM],
+        ),
+    },
+    "/login": {
+        "post": _op(
+            "oncall",
+            "Status page sign-in: form field `token`; sets the HttpOnly statusd_token cookie",
+            PUBLIC,
+            {"303": {"description": "signed in, redirect to /"}, "401": {"description": "HTML form with an error"}},
+        ),
+    },
+    "/logout": {
+        "post": _op("oncall", "Status page sign-out", PUBLIC, {"303": {"description": "redirect to /"}}),
+    },
+    "/static/{name}": {
+        "get": _op(
+            "oncall",
+            "Status page assets (app.js, style.css)",
+            PUBLIC,
+            {"200": {"description": "JavaScript or CSS"}, "404": _error("no such asset")},
+            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        ),
+    },
 }
 
 DOCUMENT: dict[str, Any] = {
