@@ -30,7 +30,9 @@ def create_redis(url: str, max_connections: int, *, socket_timeout: float = 5.0)
         socket_connect_timeout=2.0,
         health_check_interval=30,
     )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() closes its connections too (with
+    # Redis(connection_pool=...) it does not, and every process leaked its sockets at close).
+    return Redis.from_pool(pool)
 
 
 def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:
