@@ -1,0 +1,68 @@
+# statusd: the single entry point. `make run` and `make test` work from a fresh clone (Python 3.11+).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
+SYSTEM_PACKAGES := redis-server chromium chromium-driver
+
+.PHONY: help run test lint bench clean system-deps
+
+help:
+	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
+	@echo "make test   - run the whole test suite (SQLite and PostgreSQL variants)"
+	@echo "make lint   - ruff check, ruff format --check, mypy"
+	@echo "make bench  - ingest benchmark"
+	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
+
+# The virtualenv, rebuilt only when pyproject.toml changes (repeated runs start at once).
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statusd needs Python 3.11+, found " + sys.version.split()[0])'
+	@if [ ! -x $(BIN)/python ]; then \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    rm -rf $(VENV); \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); \
+	    else echo "python3 -m venv failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)" >&2; exit 1; fi; \
+	  fi; \
+	fi
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/statusd up
+
+# Tests need a redis-server binary and, for the status-page test, Chromium + chromedriver.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(SYSTEM_PACKAGES); \
+	  else \
+	    echo "missing system packages:$$missing -- install them, e.g. sudo apt-get install -y $(SYSTEM_PACKAGES)" >&2; \
+	  fi; \
+	fi
+
+# Exit code 5 (no tests collected) is a failure: an empty run must never look green.
+test: $(VENV)/.installed system-deps
+	@set +e; $(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider $(PYTEST_ARGS); code=$$?; \
+	if [ $$code -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$code
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check statusd tests $(wildcard bench)
+	$(BIN)/ruff format --check statusd tests $(wildcard bench)
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
