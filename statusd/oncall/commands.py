@@ -87,7 +87,7 @@ def _table(items: list[StaleItem]) -> Table:
         "last poll error",
         "labels",
     ):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", no_wrap=name == "workload")
     for i in items:
         table.add_row(
             i.id,
