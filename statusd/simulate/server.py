@@ -54,7 +54,9 @@ class StatusServer:
         app = web.Application()
         app.router.add_get("/w/{id}/status", self._status)
         # Short shutdown: hanging handlers are cancelled rather than waited for.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, port, backlog=1024)
         await site.start()

@@ -46,7 +46,11 @@ class StatusPeer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/w/{id}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        # handler_cancellation: a poller that gave up (timeout) ends the hanging handler too, so
+        # `inflight` counts only requests a client is still waiting on.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.2, handler_cancellation=True
+        )
         await self._runner.setup()
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
