@@ -105,7 +105,8 @@ def _render(
     return out
 
 
-async def _load(rt: Runtime, workload_id: str) -> dict[str, Any]:
+async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
+    """One registered workload as the API shows it. Raises UnknownWorkload."""
     async with reading(rt.engine) as conn:
         row = (
             await conn.execute(select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None)))
@@ -155,14 +156,18 @@ async def register_workload(request: web.Request) -> web.Response:
 @require_api_token
 async def get_workload(request: web.Request) -> web.Response:
     """GET /v1/workloads/{id}."""
-    return json_response(await _load(_runtime(request), _path_id(request)))
+    return json_response(await load_workload(_runtime(request), _path_id(request)))
 
 
-@require_api_token
-async def list_workloads(request: web.Request) -> web.Response:
-    """GET /v1/workloads: filters, keyset pagination on id (opaque cursor, never OFFSET)."""
-    rt = _runtime(request)
-    q = validation.parse_workload_query(request.query)
+async def list_page(
+    rt: Runtime, q: validation.WorkloadQuery
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of workloads matching `q` and the cursor of the next page (None at the end).
+
+    Keyset pagination on id (WHERE id > cursor ORDER BY id): stable while rows come and go, no
+    OFFSET scans. `stale` lives in Redis, so that filter runs on each SQL page; to still fill the
+    page, up to STALE_SCAN_PAGES pages' worth of rows are scanned before a short page is returned.
+    """
     query = select(_W).where(_W.c.deleted_at.is_(None))
     if q.kind is not None:
         query = query.where(_W.c.kind == q.kind)
@@ -196,7 +201,15 @@ async def list_workloads(request: web.Request) -> web.Response:
             after = ids[-1]
             if not more:
                 break
-    next_cursor = validation.encode_cursor(after) if more and after is not None else None
+    return items, validation.encode_cursor(after) if more and after is not None else None
+
+
+@require_api_token
+async def list_workloads(request: web.Request) -> web.Response:
+    """GET /v1/workloads: filters, keyset pagination on id (opaque cursor, never OFFSET)."""
+    items, next_cursor = await list_page(
+        _runtime(request), validation.parse_workload_query(request.query)
+    )
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
