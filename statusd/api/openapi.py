@@ -450,11 +450,16 @@ PATHS: dict[str, dict[str, Any]] = {
             "oncall",
             "Status page sign-in: form field `token`; sets the HttpOnly statusd_token cookie",
             PUBLIC,
-            {"303": {"description": "signed in, redirect to /"}, "401": {"description": "HTML form with an error"}},
+            {
+                "303": {"description": "signed in, redirect to /"},
+                "401": {"description": "HTML form with an error"},
+            },
         ),
     },
     "/logout": {
-        "post": _op("oncall", "Status page sign-out", PUBLIC, {"303": {"description": "redirect to /"}}),
+        "post": _op(
+            "oncall", "Status page sign-out", PUBLIC, {"303": {"description": "redirect to /"}}
+        ),
     },
     "/static/{name}": {
         "get": _op(
@@ -462,7 +467,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "Status page assets (app.js, style.css)",
             PUBLIC,
             {"200": {"description": "JavaScript or CSS"}, "404": _error("no such asset")},
-            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            parameters=[
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
         ),
     },
 }
