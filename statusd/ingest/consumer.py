@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -116,11 +117,36 @@ def collapse(reports: Iterable[Report]) -> dict[str, list[Report]]:
     return plan
 
 
-def is_transient(exc: BaseException) -> bool:
-    """The store is unavailable (retry the same batch later), as opposed to this entry is bad."""
-    if isinstance(exc, (StorageUnavailable, RedisUnavailable, RedisConnectionError, RedisTimeoutError)):
+# PostgreSQL SQLSTATEs that mean "the server will not talk to us right now", not "this row is bad":
+# 08 connection exceptions, 57P admin/crash shutdown and cannot-connect-now, 53300 too many
+# connections, 55000 on connect when a database has ALLOW_CONNECTIONS false.
+_PG_UNAVAILABLE_PREFIXES = ("08", "57P", "53300")
+
+
+def _pg_unavailable(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None)
+    if not isinstance(state, str):
+        return False
+    if state.startswith(_PG_UNAVAILABLE_PREFIXES):
         return True
-    return is_transient_db_error(exc)
+    return state == "55000" and "accepting connections" in str(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The store is unavailable (retry the same batch later), as opposed to this entry is bad.
+
+    Looks through the cause chain: drivers' connect errors may arrive unwrapped or wrapped.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, (StorageUnavailable, RedisUnavailable, RedisConnectionError, RedisTimeoutError, SATimeoutError)):
+            return True
+        if is_transient_db_error(seen) or _pg_unavailable(seen):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return False
 
 
 class WorkloadOrder:

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.databases import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER
 
@@ -63,7 +64,10 @@ async def _pg_admin(sql: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def database_down(url: str) -> AsyncIterator[None]:
+async def database_down(url: str, *, sqlite_engines: Sequence[AsyncEngine] = ()) -> AsyncIterator[None]:
+    """SQLite: open connections keep the moved inode and would go on working, so the engines
+    given are disposed after the move (their pooled connections close; new ones cannot open
+    the missing file, as after a process restart)."""
     path = sqlite_file(url)
     if path is not None:
         moved = []
@@ -73,6 +77,8 @@ async def database_down(url: str) -> AsyncIterator[None]:
                 target = source.with_name(source.name + ".away")
                 os.rename(source, target)
                 moved.append((target, source))
+        for engine in sqlite_engines:
+            await engine.dispose()
         try:
             yield
         finally:
