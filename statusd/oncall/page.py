@@ -77,14 +77,14 @@ async def login(request: web.Request) -> web.Response:
         max_age=COOKIE_MAX_AGE_S,
         path="/",
     )
-    return response
+    raise response
 
 
 async def logout(request: web.Request) -> web.Response:
     """POST /logout: forget the cookie."""
     response = web.HTTPSeeOther("/")
     response.del_cookie(COOKIE_NAME, path="/")
-    return response
+    raise response
 
 
 async def asset(request: web.Request) -> web.Response:

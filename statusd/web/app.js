@@ -11,7 +11,10 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") node.className = v; else node.setAttribute(k, v);
   }
-  for (const child of children) node.append(child === null || child === undefined ? "" : String(child));
+  for (const child of children) {
+    if (child instanceof Node) node.append(child);
+    else node.append(child === null || child === undefined ? "" : String(child)); // text, never HTML
+  }
   return node;
 }
 
@@ -30,13 +33,17 @@ function duration(seconds) {
   return `${(s / 86400).toFixed(1)}d`;
 }
 
+function shortTime(iso) {
+  return iso.replace("T", " ").slice(0, 19);
+}
+
 function renderSummary(summary) {
   const counts = summary.counts;
   const states = [...new Set(Object.values(counts).flatMap((byState) => Object.keys(byState)))].sort();
   const table = document.getElementById("counts");
   const head = el("tr", {}, el("th", {}, "kind"));
-  states.forEach((s) => head.append(el("th", { class: `state-${s}` }, s)));
-  head.append(el("th", {}, "total"));
+  states.forEach((s) => head.append(el("th", { class: `num state-${s}` }, s)));
+  head.append(el("th", { class: "num" }, "total"));
   table.tHead.replaceChildren(head);
   const rows = Object.entries(counts).map(([kind, byState]) => {
     const tr = el("tr", { "data-kind": kind }, el("td", {}, kind));
@@ -57,7 +64,7 @@ function renderStale(report) {
   const rows = report.items.map((item) => el("tr", { "data-id": item.id, "data-state": item.state },
     el("td", {}, item.id), el("td", {}, item.kind),
     el("td", { class: `state-${item.state}` }, item.state), el("td", {}, item.reason),
-    el("td", { class: "num" }, duration(item.stale_for_s)), el("td", {}, item.last_seen_at || "never"),
+    el("td", { class: "num" }, duration(item.stale_for_s)), el("td", {}, item.last_seen_at ? shortTime(item.last_seen_at) : "never"),
     el("td", { class: "num" }, item.poll_failures), el("td", {}, item.last_poll_error || ""),
     el("td", {}, Object.entries(item.labels).map(([k, v]) => `${k}=${v}`).join(" "))));
   document.querySelector("#stale-table tbody").replaceChildren(...rows);
@@ -68,7 +75,7 @@ function renderStale(report) {
 }
 
 function transitionItem(t, fresh) {
-  const text = `${t.recorded_at.replace("T", " ").slice(0, 19)}  ${t.kind} ${t.workload_id}: ` +
+  const text = `${shortTime(t.recorded_at)}  ${t.kind} ${t.workload_id}: ` +
     `${t.from} → ${t.to} (${t.source}${t.reason ? ": " + t.reason : ""})`;
   return el("li", { "data-id": t.id, "data-workload": t.workload_id, "data-to": t.to, class: fresh ? "new" : "" }, text);
 }
