@@ -6,6 +6,7 @@ sums them, and a process that went away keeps its counts (folded into the retire
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -129,8 +130,12 @@ async def test_one_scrape_sums_other_processes_and_keeps_counts_of_dead_ones(
     client: TestClient[Any, Any], settings: Settings
 ) -> None:
     before = await scrape(client)
-    done = subprocess.run(
-        [sys.executable, "-c", PUSHER], env=settings_env(settings), capture_output=True, timeout=120
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", PUSHER],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr.decode()
 
