@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -20,6 +20,10 @@ from rich.table import Table
 
 from statusd.errors import ConfigError, StatusdError
 from statusd.settings import Settings
+
+if TYPE_CHECKING:
+    from statusd.dev_secrets import DevSecrets
+    from statusd.supervisor import Supervisor
 
 out = Console(soft_wrap=True)  # paths and tokens stay on one line, copy-pasteable
 err = Console(stderr=True, soft_wrap=True)
@@ -355,24 +359,20 @@ def make_up(app: typer.Typer) -> Any:
     return up
 
 
-def _supervise(app: typer.Typer, sup: Any, base: Settings, secrets: Any, demo: bool) -> int:
+def _supervise(
+    app: typer.Typer, sup: Supervisor, base: Settings, secrets: DevSecrets, demo: bool
+) -> int:
     verbs = _verbs(app)
     cmd = statusd_command()
     url = f"http://{base.host}:{base.port}"
     with sup:
         sup.start("api", [*cmd, "serve", "--host", base.host, "--port", str(base.port)])
-        for verb, args, wanted in (
-            ("worker", ["worker", "--beat"], True),
-            ("simulate", ["simulate"], demo),
-        ):
-            if not wanted:
-                continue
-            if verb in verbs:
-                sup.start(verb, [*cmd, *args])
-            else:
-                err.print(
-                    f"[yellow]warning:[/] `statusd {verb}` is not available in this build; skipped"
-                )
+        if "worker" in verbs:
+            sup.start("worker", [*cmd, "worker", "--beat"])
+        else:
+            err.print(
+                "[yellow]warning:[/] `statusd worker` is not available in this build; skipped"
+            )
         if sup.wait_for(lambda: _readyz_ok(f"{url}/readyz"), timeout=90):
             out.print(f"[bold green]statusd is up[/] at {url}  (Ctrl-C stops everything)")
             out.print(f"dev secrets: {secrets.path}")
@@ -381,6 +381,12 @@ def _supervise(app: typer.Typer, sup: Any, base: Settings, secrets: Any, demo: b
                 f'try: curl -H "Authorization: Bearer {secrets.api_token}" {url}/v1/workloads',
                 highlight=False,
             )
+            if demo and "simulate" in verbs:  # the fleet registers through the API: start it now
+                sup.start("simulate", [*cmd, "simulate", "--api-url", url], oneshot=True)
+            elif demo:
+                err.print(
+                    "[yellow]warning:[/] `statusd simulate` is not available in this build; skipped"
+                )
         elif not sup.signalled and sup.died is None:
             err.print(f"[yellow]warning:[/] {url}/readyz is not answering 200 yet; still watching")
         code = sup.watch() if not sup.signalled and sup.died is None else (1 if sup.died else 0)

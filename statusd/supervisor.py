@@ -42,6 +42,8 @@ class Child:
     args: list[str]
     popen: subprocess.Popen[bytes]
     descendants: dict[int, float] = field(default_factory=dict)  # pid -> create_time
+    oneshot: bool = False
+    finished: bool = False  # a oneshot child that exited (its result was reported)
 
     def remember_descendants(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -74,7 +76,8 @@ class Supervisor:
     _signal: int | None = None
     _previous: dict[int, Any] = field(default_factory=dict)
 
-    def start(self, name: str, args: Sequence[str]) -> Child:
+    def start(self, name: str, args: Sequence[str], *, oneshot: bool = False) -> Child:
+        """Start a child. A `oneshot` child (the demo fleet) may finish; the others must not."""
         popen = subprocess.Popen(
             list(args),
             env=dict(self.env),
@@ -82,7 +85,7 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509  (single-threaded here)
         )
-        child = Child(name=name, args=list(args), popen=popen)
+        child = Child(name=name, args=list(args), popen=popen, oneshot=oneshot)
         self.children.append(child)
         log.info("up.child_started", child=name, pid=popen.pid)
         return child
@@ -110,6 +113,12 @@ class Supervisor:
         """False (and `died` set) when a child has exited."""
         for child in self.children:
             status = child.popen.poll()
+            if status is not None and child.oneshot:
+                if not child.finished:
+                    child.finished = True
+                    report = log.info if status == 0 else log.warning
+                    report("up.child_finished", child=child.name, exitcode=status)
+                continue
             if status is not None:
                 log.error("up.child_died", child=child.name, pid=child.popen.pid, exitcode=status)
                 self.died = child
