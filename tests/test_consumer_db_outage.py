@@ -40,7 +40,10 @@ async def test_changes_sent_while_the_database_is_down_are_applied_in_order(
                 nonlocal seq
                 seq += 1
                 answers = await asyncio.gather(
-                    *(send(client, "/v1/heartbeats", t, w, state, seq, detail=f"{state}@{seq}") for w, t in toks.items())
+                    *(
+                        send(client, "/v1/heartbeats", t, w, state, seq, detail=f"{state}@{seq}")
+                        for w, t in toks.items()
+                    )
                 )
                 assert {status for status, _ in answers} == {202}, answers
 
@@ -56,11 +59,15 @@ async def test_changes_sent_while_the_database_is_down_are_applied_in_order(
                     for _ in range(3):
                         await tick(state)
                 while time.monotonic() < deadline:
-                    await tick(PHASES[2])  # steady heartbeats keep flowing: ingest never needs the DB
+                    await tick(
+                        PHASES[2]
+                    )  # steady heartbeats keep flowing: ingest never needs the DB
                     await asyncio.sleep(0.5)
                 assert await redis.xlen(keys.heartbeats) > WORKLOADS
             await tick(PHASES[3])
-            await wait_for(lambda: every(PHASES[3]), timeout=90, what="everything applied after the outage")
+            await wait_for(
+                lambda: every(PHASES[3]), timeout=90, what="everything applied after the outage"
+            )
             await wait_for(lambda: drained(redis, keys), timeout=30, what="stream drained")
             rows = await history.transitions()
             for wid in toks:

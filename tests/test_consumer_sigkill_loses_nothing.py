@@ -41,13 +41,19 @@ async def pending_of(redis: Redis, keys: Keys, consumer: str) -> int:
 
 def consumer(settings: Settings, name: str, tmp_path: Path, **env: str) -> ManagedProcess:
     return start_statusd(
-        ["consume", "--consumers", "1", "--name", name], env={**settings_env(settings), **env}, log_dir=tmp_path
+        ["consume", "--consumers", "1", "--name", name],
+        env={**settings_env(settings), **env},
+        log_dir=tmp_path,
     )
 
 
 @pytest.mark.parametrize("window", ["blocked", "committed"])
 async def test_killed_consumer_entries_are_applied_once_by_another(
-    window: str, make_settings: Callable[..., Settings], redis: Redis, tmp_path: Path, database_url: str
+    window: str,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     settings = make_settings(consumer_block_ms=100, claim_min_idle_ms=500)
     keys = Keys(settings.redis_prefix)
@@ -67,14 +73,18 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
                 async with hold_write_lock(database_url):
                     procs.append(consumer(settings, "a", tmp_path))
                     for wid, token in toks.items():
-                        assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[0] == 202
+                        assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[
+                            0
+                        ] == 202
                     await wait_for(a_holds_all, timeout=60, what="consumer A holding every entry")
                     procs[0].kill_tree()  # SIGKILL while it waits for the lock: read, not acked
                 assert await history.transitions() == []
             else:
                 procs.append(consumer(settings, "a", tmp_path, **extra))
                 for wid, token in toks.items():
-                    assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[0] == 202
+                    assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[
+                        0
+                    ] == 202
 
                 async def committed() -> bool:
                     return len(await history.transitions()) == WORKLOADS
@@ -105,7 +115,10 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
             rows = await history.transitions()
             for wid in toks:
                 mine = [(r["from_state"], r["to_state"]) for r in rows if r["workload_id"] == wid]
-                assert [(str(a), str(b)) for a, b in mine] == [("PENDING", "RUNNING"), ("RUNNING", "STOPPING")], wid
+                assert [(str(a), str(b)) for a, b in mine] == [
+                    ("PENDING", "RUNNING"),
+                    ("RUNNING", "STOPPING"),
+                ], wid
             assert stop_process(procs[1], signal.SIGTERM) == 0, procs[1].log_tail()
     finally:
         for proc in procs:

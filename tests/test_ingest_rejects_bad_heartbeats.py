@@ -22,10 +22,15 @@ MAX_BODY = 2048
 
 
 @pytest.fixture
-async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str], Keys]]:
+async def app(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str], Keys]]:
     settings = make_settings(max_body_bytes=MAX_BODY, max_batch_items=10)
     async with api_client(settings, consumers=0) as client:
-        toks = {wid: await register(client, wid, kind) for wid, kind in (("t1", "training"), ("n1", "notebook"))}
+        toks = {
+            wid: await register(client, wid, kind)
+            for wid, kind in (("t1", "training"), ("n1", "notebook"))
+        }
         yield client, toks, Keys(settings.redis_prefix)
 
 
@@ -37,11 +42,23 @@ BAD_BODIES: list[tuple[str, bytes, int, str, str | None]] = [
     # (case, raw body, status, error, field)
     ("malformed json", b'{"workload_id": "t1", "status": ', 400, "malformed_json", "body"),
     ("empty body", b"", 400, "malformed_json", "body"),
-    ("array", b'[{"workload_id": "t1", "status": "RUNNING", "seq": 1}]', 422, "invalid_body", "body"),
+    (
+        "array",
+        b'[{"workload_id": "t1", "status": "RUNNING", "seq": 1}]',
+        422,
+        "invalid_body",
+        "body",
+    ),
     ("number", b"7", 422, "invalid_body", "body"),
     ("unknown field", body(extra=1), 422, "unknown_field", "extra"),
     ("token in single body", body(token="x"), 422, "unknown_field", "token"),
-    ("missing workload_id", b'{"status": "RUNNING", "seq": 1}', 422, "missing_field", "workload_id"),
+    (
+        "missing workload_id",
+        b'{"status": "RUNNING", "seq": 1}',
+        422,
+        "missing_field",
+        "workload_id",
+    ),
     ("missing status", b'{"workload_id": "t1", "seq": 1}', 422, "missing_field", "status"),
     ("missing seq", b'{"workload_id": "t1", "status": "RUNNING"}', 422, "missing_field", "seq"),
     ("workload_id wrong type", body(workload_id=1), 422, "invalid_type", "workload_id"),
@@ -50,7 +67,13 @@ BAD_BODIES: list[tuple[str, bytes, int, str, str | None]] = [
     ("seq float", body(seq=1.5), 422, "invalid_type", "seq"),
     ("seq bool", body(seq=True), 422, "invalid_type", "seq"),
     ("seq negative", body(seq=-1), 422, "invalid_value", "seq"),
-    ("seq too big", b'{"workload_id": "t1", "status": "RUNNING", "seq": 9223372036854775808}', 422, "invalid_value", "seq"),
+    (
+        "seq too big",
+        b'{"workload_id": "t1", "status": "RUNNING", "seq": 9223372036854775808}',
+        422,
+        "invalid_value",
+        "seq",
+    ),
     ("detail wrong type", body(detail=5), 422, "invalid_type", "detail"),
     ("detail too long", body(detail="x" * 1025), 422, "invalid_value", "detail"),
     ("status not a state", body(status="DANCING"), 422, "invalid_value", "status"),
@@ -60,7 +83,9 @@ BAD_BODIES: list[tuple[str, bytes, int, str, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "raw", "status", "error", "field"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("case", "raw", "status", "error", "field"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
+)
 async def test_bad_body_is_refused_and_nothing_is_appended(
     app: tuple[TestClient[Any, Any], dict[str, str], Keys],
     redis: Redis,
@@ -73,7 +98,9 @@ async def test_bad_body_is_refused_and_nothing_is_appended(
     client, toks, keys = app
     before = await redis.xlen(keys.heartbeats)
     resp = await client.post(
-        "/v1/heartbeats", data=raw, headers={"Authorization": f"Bearer {toks['t1']}", "Content-Type": "application/json"}
+        "/v1/heartbeats",
+        data=raw,
+        headers={"Authorization": f"Bearer {toks['t1']}", "Content-Type": "application/json"},
     )
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/json"
@@ -100,7 +127,9 @@ async def test_tokens_missing_invalid_or_for_another_workload(
         assert resp.status == status, (headers, await resp.text())
         assert (await resp.json())["error"] == error
     assert await redis.xlen(keys.heartbeats) == 0
-    resp = await client.post("/v1/heartbeats", data=body(), headers={"Authorization": f"Bearer {toks['t1']}"})
+    resp = await client.post(
+        "/v1/heartbeats", data=body(), headers={"Authorization": f"Bearer {toks['t1']}"}
+    )
     assert resp.status == 202 and (await resp.json()) == {"status": "accepted"}
     assert await redis.xlen(keys.heartbeats) == 1
 
@@ -111,12 +140,16 @@ async def test_an_accepted_heartbeat_is_one_entry_plus_last_seen(
     client, toks, keys = app
     assert await redis.zscore(keys.pending_since, "t1") is not None
     resp = await client.post(
-        "/v1/heartbeats", data=body(seq=7, detail="epoch 3"), headers={"Authorization": f"Bearer {toks['t1']}"}
+        "/v1/heartbeats",
+        data=body(seq=7, detail="epoch 3"),
+        headers={"Authorization": f"Bearer {toks['t1']}"},
     )
     assert resp.status == 202
     [(_, fields)] = await redis.xrange(keys.heartbeats)
     assert fields[b"workload_id"] == b"t1" and fields[b"status"] == b"RUNNING"
-    assert fields[b"seq"] == b"7" and fields[b"generation"] == b"1" and fields[b"detail"] == b"epoch 3"
+    assert (
+        fields[b"seq"] == b"7" and fields[b"generation"] == b"1" and fields[b"detail"] == b"epoch 3"
+    )
     assert int(fields[b"received_at"]) > 0
     assert await redis.zscore(keys.last_seen, "t1") is not None
     assert await redis.zscore(keys.pending_since, "t1") is None
@@ -129,16 +162,30 @@ async def test_batch_answers_each_item_and_appends_only_the_good_ones(
     forged = tokens.issue(TEST_SECRET.encode()[::-1], "t1", Kind.TRAINING, 1)
     items = [
         {"token": toks["t1"], "workload_id": "t1", "status": "RUNNING", "seq": 1},  # 202
-        {"token": toks["n1"], "workload_id": "n1", "status": "READY", "seq": 1, "detail": "ok"},  # 202
+        {
+            "token": toks["n1"],
+            "workload_id": "n1",
+            "status": "READY",
+            "seq": 1,
+            "detail": "ok",
+        },  # 202
         {"workload_id": "t1", "status": "RUNNING", "seq": 2},  # 401 no token
         {"token": forged, "workload_id": "t1", "status": "RUNNING", "seq": 2},  # 401 bad token
         {"token": toks["n1"], "workload_id": "t1", "status": "RUNNING", "seq": 2},  # 403
         {"token": toks["t1"], "workload_id": "t1", "status": "READY", "seq": 2},  # 422 status
         {"token": toks["t1"], "workload_id": "t1", "status": "RUNNING", "seq": -2},  # 422 seq
-        {"token": toks["t1"], "workload_id": "t1", "status": "RUNNING", "seq": 2, "x": 1},  # 422 field
+        {
+            "token": toks["t1"],
+            "workload_id": "t1",
+            "status": "RUNNING",
+            "seq": 2,
+            "x": 1,
+        },  # 422 field
         "not an object",  # 422
     ]
-    resp = await client.post("/v1/heartbeats:batch", json={"items": items}, headers={"Authorization": ""})
+    resp = await client.post(
+        "/v1/heartbeats:batch", json={"items": items}, headers={"Authorization": ""}
+    )
     assert resp.status == 200, await resp.text()
     doc = await resp.json()
     got = [(r["status"], r.get("error"), r.get("field")) for r in doc["results"]]
@@ -155,7 +202,10 @@ async def test_batch_answers_each_item_and_appends_only_the_good_ones(
     ]
     assert doc["accepted"] == 2 and doc["rejected"] == 7
     entries = await redis.xrange(keys.heartbeats)
-    assert [(f[b"workload_id"], f[b"status"]) for _, f in entries] == [(b"t1", b"RUNNING"), (b"n1", b"READY")]
+    assert [(f[b"workload_id"], f[b"status"]) for _, f in entries] == [
+        (b"t1", b"RUNNING"),
+        (b"n1", b"READY"),
+    ]
 
 
 BAD_BATCHES: list[tuple[str, bytes, int, str]] = [
@@ -166,16 +216,30 @@ BAD_BATCHES: list[tuple[str, bytes, int, str]] = [
     ("items not list", b'{"items": {}}', 422, "invalid_value"),
     ("unknown top field", b'{"items": [], "node": "n"}', 422, "unknown_field"),
     ("too many items", orjson.dumps({"items": [{}] * 11}), 413, "body_too_large"),
-    ("body over per-item cap", orjson.dumps({"items": [{"detail": "x" * (MAX_BODY + 10)}]}), 413, "body_too_large"),
+    (
+        "body over per-item cap",
+        orjson.dumps({"items": [{"detail": "x" * (MAX_BODY + 10)}]}),
+        413,
+        "body_too_large",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "raw", "status", "error"), BAD_BATCHES, ids=[c[0] for c in BAD_BATCHES])
+@pytest.mark.parametrize(
+    ("case", "raw", "status", "error"), BAD_BATCHES, ids=[c[0] for c in BAD_BATCHES]
+)
 async def test_bad_batch_is_refused_whole(
-    app: tuple[TestClient[Any, Any], dict[str, str], Keys], redis: Redis, case: str, raw: bytes, status: int, error: str
+    app: tuple[TestClient[Any, Any], dict[str, str], Keys],
+    redis: Redis,
+    case: str,
+    raw: bytes,
+    status: int,
+    error: str,
 ) -> None:
     client, _, keys = app
-    resp = await client.post("/v1/heartbeats:batch", data=raw, headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/v1/heartbeats:batch", data=raw, headers={"Content-Type": "application/json"}
+    )
     assert resp.status == status, await resp.text()
     assert (await resp.json())["error"] == error
     assert await redis.xlen(keys.heartbeats) == 0
@@ -192,9 +256,14 @@ async def test_redis_down_answers_503_with_retry_after_never_500(
     async with api_client(settings, consumers=0) as client:
         for path, payload in (
             ("/v1/heartbeats", body()),
-            ("/v1/heartbeats:batch", orjson.dumps({"items": [{"token": token, **orjson.loads(body())}]})),
+            (
+                "/v1/heartbeats:batch",
+                orjson.dumps({"items": [{"token": token, **orjson.loads(body())}]}),
+            ),
         ):
-            resp = await client.post(path, data=payload, headers={"Authorization": f"Bearer {token}"})
+            resp = await client.post(
+                path, data=payload, headers={"Authorization": f"Bearer {token}"}
+            )
             assert resp.status == 503, await resp.text()
             assert resp.headers["Retry-After"].isdigit()
             assert (await resp.json())["error"] == "redis_unavailable"

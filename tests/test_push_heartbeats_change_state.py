@@ -5,6 +5,7 @@ Real Redis, real consumers (inside the app, like `statusd serve`), SQLite and Po
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,9 @@ PATHS = {
 }
 
 
-async def api_history(client: TestClient[Any, Any], wid: str) -> list[tuple[str, str, str, int | None]]:
+async def api_history(
+    client: TestClient[Any, Any], wid: str
+) -> list[tuple[str, str, str, int | None]]:
     resp = await client.get(f"/v1/workloads/{wid}/transitions")
     assert resp.status == 200, await resp.text()
     return [(t["from"], t["to"], t["source"], t.get("seq")) for t in (await resp.json())["items"]]
@@ -40,7 +43,9 @@ async def api_state(client: TestClient[Any, Any], wid: str) -> str:
     return str((await resp.json())["state"])
 
 
-async def test_each_kind_walks_its_lifecycle_by_heartbeats(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_each_kind_walks_its_lifecycle_by_heartbeats(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     """All heartbeats are sent at once (repeats included); every change is applied once, in order."""
     settings = make_settings(consumers=2, consumer_block_ms=100)
     keys = Keys(settings.redis_prefix)
@@ -53,7 +58,9 @@ async def test_each_kind_walks_its_lifecycle_by_heartbeats(make_settings: Callab
             for state in path:
                 for _ in range(3):  # steady heartbeats between changes
                     seq += 1
-                    status, doc = await send(client, "/v1/heartbeats", token, wid, state, seq, detail=f"{state} #{seq}")
+                    status, doc = await send(
+                        client, "/v1/heartbeats", token, wid, state, seq, detail=f"{state} #{seq}"
+                    )
                     assert status == 202, doc
             seqs[wid] = seq
 
@@ -64,28 +71,48 @@ async def test_each_kind_walks_its_lifecycle_by_heartbeats(make_settings: Callab
         await wait_for(lambda: drained(redis, keys), timeout=30, what="stream drained")
         for kind, path in PATHS.items():
             history = await api_history(client, f"{kind}-1")
-            assert [(f, t) for f, t, _, _ in history] == list(zip(["PENDING", *path[:-1]], path, strict=True))
+            assert [(f, t) for f, t, _, _ in history] == list(
+                zip(["PENDING", *path[:-1]], path, strict=True)
+            )
             assert {source for _, _, source, _ in history} == {"push"}
             got_seqs = [s for *_, s in history]
             assert got_seqs == sorted(got_seqs)  # applied in seq order
         assert await redis.hget(keys.last_seq, "training-1") == str(seqs["training-1"]).encode()
 
 
-async def test_batch_items_apply_and_bad_ones_do_not(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_batch_items_apply_and_bad_ones_do_not(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     settings = make_settings(consumer_block_ms=100)
     async with api_client(settings, consumers=1) as client:
         toks = {w: await register(client, w, "deployment") for w in ("d1", "d2", "d3")}
         items = [
             {"token": toks["d1"], "workload_id": "d1", "status": "READY", "seq": 1},
-            {"token": toks["d2"], "workload_id": "d2", "status": "DEGRADED", "seq": 1, "detail": "gpu0 hot"},
+            {
+                "token": toks["d2"],
+                "workload_id": "d2",
+                "status": "DEGRADED",
+                "seq": 1,
+                "detail": "gpu0 hot",
+            },
             {"token": toks["d1"], "workload_id": "d3", "status": "FAILED", "seq": 1},  # 403
-            {"token": toks["d3"], "workload_id": "d3", "status": "RUNNING", "seq": 1},  # 422: not a deployment state
+            {
+                "token": toks["d3"],
+                "workload_id": "d3",
+                "status": "RUNNING",
+                "seq": 1,
+            },  # 422: not a deployment state
         ]
-        resp = await client.post("/v1/heartbeats:batch", json={"items": items}, headers={"Authorization": ""})
+        resp = await client.post(
+            "/v1/heartbeats:batch", json={"items": items}, headers={"Authorization": ""}
+        )
         assert [r["status"] for r in (await resp.json())["results"]] == [202, 202, 403, 422]
 
         async def applied() -> bool:
-            return await api_state(client, "d1") == "READY" and await api_state(client, "d2") == "DEGRADED"
+            return (
+                await api_state(client, "d1") == "READY"
+                and await api_state(client, "d2") == "DEGRADED"
+            )
 
         await wait_for(applied, what="batch applied")
         await wait_for(lambda: drained(redis, Keys(settings.redis_prefix)), what="drained")
@@ -124,11 +151,18 @@ async def test_deregistered_workload_is_dropped_and_poison_goes_to_dead_letters(
         assert letter.deliveries >= 2
         assert letter.fields == POISON
         assert (await send(client, "/v1/heartbeats", live, "live", "STOPPING", 2))[0] == 202
-        await wait_for(lambda: _state_is(client, "live", "STOPPING"), what="flow continues after burial")
+        await wait_for(
+            lambda: _state_is(client, "live", "STOPPING"), what="flow continues after burial"
+        )
 
         # The operator's view, through the CLI, then a replay (it fails again: back to dead letters).
-        listing = subprocess.run(
-            [*statusd_command(), "dead-letters", "list", "--json"], env=settings_env(settings), capture_output=True, text=True, timeout=60
+        listing = await asyncio.to_thread(
+            subprocess.run,
+            [*statusd_command(), "dead-letters", "list", "--json"],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert listing.returncode == 0, listing.stderr
         [row] = [orjson.loads(line) for line in listing.stdout.splitlines()]

@@ -33,7 +33,9 @@ async def test_every_accepted_heartbeat_survives_a_redis_restart(
         admin = Redis.from_url(url)
         await admin.config_set("appendfsync", "always")  # a 202 means on disk, not "within 1 s"
         await admin.aclose()
-        settings = make_settings(redis_url=url, consumer_block_ms=100, claim_min_idle_ms=1000, ingest_timeout=1.0)
+        settings = make_settings(
+            redis_url=url, consumer_block_ms=100, claim_min_idle_ms=1000, ingest_timeout=1.0
+        )
         keys = Keys(settings.redis_prefix)
         accepted: dict[str, list[tuple[int, str]]] = {}
         statuses: list[int] = []
@@ -56,7 +58,10 @@ async def test_every_accepted_heartbeat_survives_a_redis_restart(
                         if status == 202:
                             accepted.setdefault(wid, []).append((seq, state))
                         else:
-                            assert status == 503 and doc["error"] == "redis_unavailable", (status, doc)
+                            assert status == 503 and doc["error"] == "redis_unavailable", (
+                                status,
+                                doc,
+                            )
                     await asyncio.sleep(0.1)
             assert 503 in statuses and 500 not in statuses
 

@@ -39,7 +39,11 @@ async def test_two_servers_apply_every_change_exactly_once(
     keys = Keys(settings.redis_prefix)
     ports = [free_port(), free_port()]
     servers = [
-        start_statusd(["serve", "--port", str(port), "--consumers", "2"], env=settings_env(settings), log_dir=tmp_path)
+        start_statusd(
+            ["serve", "--port", str(port), "--consumers", "2"],
+            env=settings_env(settings),
+            log_dir=tmp_path,
+        )
         for port in ports
     ]
     history = History(database_url)
@@ -50,12 +54,24 @@ async def test_two_servers_apply_every_change_exactly_once(
         limit = asyncio.Semaphore(CONCURRENCY)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as http:
 
-            async def post(url: str, body: dict[str, object], token: str) -> tuple[int, dict[str, object]]:
-                async with limit, http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+            async def post(
+                url: str, body: dict[str, object], token: str
+            ) -> tuple[int, dict[str, object]]:
+                async with (
+                    limit,
+                    http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp,
+                ):
                     return resp.status, await resp.json()
 
             registered = await asyncio.gather(
-                *(post(f"{bases[i % 2]}/v1/workloads", {"id": f"w{i:04d}", "kind": "training"}, TEST_API_TOKEN) for i in range(WORKLOADS))
+                *(
+                    post(
+                        f"{bases[i % 2]}/v1/workloads",
+                        {"id": f"w{i:04d}", "kind": "training"},
+                        TEST_API_TOKEN,
+                    )
+                    for i in range(WORKLOADS)
+                )
             )
             assert all(status == 201 for status, _ in registered)
             toks = {str(doc["id"]): str(doc["heartbeat_token"]) for _, doc in registered}
@@ -84,7 +100,9 @@ async def test_two_servers_apply_every_change_exactly_once(
             per_workload.setdefault(row["workload_id"], []).append(str(row["to_state"]))
         assert len(per_workload) == WORKLOADS
         wrong = {w: got for w, got in per_workload.items() if got != PHASES}
-        assert not wrong, f"{len(wrong)} workloads with wrong history, e.g. {next(iter(wrong.items()))}"
+        assert not wrong, (
+            f"{len(wrong)} workloads with wrong history, e.g. {next(iter(wrong.items()))}"
+        )
         for proc in servers:
             assert stop_process(proc, signal.SIGTERM) == 0, proc.log_tail()
     finally:

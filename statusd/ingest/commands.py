@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -15,7 +15,9 @@ from statusd.settings import Settings
 
 T = TypeVar("T")
 
-dead_letters_app = typer.Typer(help="Heartbeat entries that kept failing: list them, replay them.", no_args_is_help=True)
+dead_letters_app = typer.Typer(
+    help="Heartbeat entries that kept failing: list them, replay them.", no_args_is_help=True
+)
 
 
 def _settings() -> Settings:
@@ -26,7 +28,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _run(main: Callable[[], Awaitable[T]]) -> T:
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         import uvloop
 
@@ -48,11 +50,19 @@ async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[
 def consume(
     consumers: Annotated[
         int | None,
-        typer.Option("--consumers", "-n", min=1, help="Consumer tasks in this process (default STATUSD_CONSUMERS, at least 1)."),
+        typer.Option(
+            "--consumers",
+            "-n",
+            min=1,
+            help="Consumer tasks in this process (default STATUSD_CONSUMERS, at least 1).",
+        ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Consumer name prefix (default host:pid). A stable name resumes its own pending entries."),
+        typer.Option(
+            "--name",
+            help="Consumer name prefix (default host:pid). A stable name resumes its own pending entries.",
+        ),
     ] = None,
 ) -> None:
     """Apply heartbeats from the stream (no HTTP); stops cleanly on SIGTERM/SIGINT."""
@@ -61,7 +71,9 @@ def consume(
     settings = _settings()
 
     async def work(runtime: Runtime) -> None:
-        consumer_set = ConsumerSet(runtime, count=consumers or max(1, settings.consumers), name=name)
+        consumer_set = ConsumerSet(
+            runtime, count=consumers or max(1, settings.consumers), name=name
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,8 +88,12 @@ def consume(
 
 @dead_letters_app.command("list")
 def list_cmd(
-    count: Annotated[int, typer.Option("--count", min=1, help="Show at most this many (oldest first).")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    count: Annotated[
+        int, typer.Option("--count", min=1, help="Show at most this many (oldest first).")
+    ] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line instead of a table.")
+    ] = False,
 ) -> None:
     """Show dead letters: id, workload, status, seq, deliveries, error."""
     from rich.console import Console
@@ -86,7 +102,11 @@ def list_cmd(
     from statusd.ingest.dead_letters import list_dead_letters
 
     settings = _settings()
-    letters = _run(lambda: _with_runtime(settings, lambda rt: list_dead_letters(rt.redis, rt.keys, count=count)))
+    letters = _run(
+        lambda: _with_runtime(
+            settings, lambda rt: list_dead_letters(rt.redis, rt.keys, count=count)
+        )
+    )
     if as_json:
         import dataclasses
         import sys
@@ -97,10 +117,21 @@ def list_cmd(
             sys.stdout.write(orjson.dumps(dataclasses.asdict(letter)).decode() + "\n")
         return
     table = Table(title=f"dead letters ({len(letters)})")
-    for column in ("id", "original id", "dead at", "workload", "status", "seq", "deliveries", "error"):
+    for column in (
+        "id",
+        "original id",
+        "dead at",
+        "workload",
+        "status",
+        "seq",
+        "deliveries",
+        "error",
+    ):
         table.add_column(column)
     for letter in letters:
-        dead_at = datetime.fromtimestamp(letter.dead_at_ms / 1000, UTC).isoformat(timespec="seconds")
+        dead_at = datetime.fromtimestamp(letter.dead_at_ms / 1000, UTC).isoformat(
+            timespec="seconds"
+        )
         table.add_row(
             letter.id,
             letter.original_id,
@@ -116,7 +147,9 @@ def list_cmd(
 
 @dead_letters_app.command("replay")
 def replay_cmd(
-    entry_id: Annotated[str | None, typer.Option("--id", help="Replay only this dead letter (default: all).")] = None,
+    entry_id: Annotated[
+        str | None, typer.Option("--id", help="Replay only this dead letter (default: all).")
+    ] = None,
 ) -> None:
     """Append dead letters to the heartbeat stream again (consumers judge them by seq)."""
     from rich.console import Console
@@ -124,7 +157,9 @@ def replay_cmd(
     from statusd.ingest.dead_letters import replay
 
     settings = _settings()
-    new_ids = _run(lambda: _with_runtime(settings, lambda rt: replay(rt.redis, rt.keys, entry_id=entry_id)))
+    new_ids = _run(
+        lambda: _with_runtime(settings, lambda rt: replay(rt.redis, rt.keys, entry_id=entry_id))
+    )
     if entry_id is not None and not new_ids:
         Console(stderr=True).print(f"[red]no dead letter with id {entry_id}[/red]")
         raise typer.Exit(1)

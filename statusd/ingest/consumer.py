@@ -32,12 +32,13 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from statusd import metrics
 from statusd.db import is_transient_db_error
@@ -92,7 +93,14 @@ def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Report:
         seq = int(fields[b"seq"])
         name = "detail"
         detail = fields.get(b"detail")
-        return Report(entry_id, workload_id, generation, status, seq, detail.decode() if detail is not None else None)
+        return Report(
+            entry_id,
+            workload_id,
+            generation,
+            status,
+            seq,
+            detail.decode() if detail is not None else None,
+        )
     except KeyError:
         raise MalformedEntry(f"malformed heartbeat entry: field {name!r} is missing") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -109,7 +117,11 @@ def collapse(reports: Iterable[Report]) -> dict[str, list[Report]]:
         runs: list[Report] = []
         for seq in sorted(by_seq):
             report = by_seq[seq]
-            if runs and runs[-1].status is report.status and runs[-1].generation == report.generation:
+            if (
+                runs
+                and runs[-1].status is report.status
+                and runs[-1].generation == report.generation
+            ):
                 runs[-1] = report
             else:
                 runs.append(report)
@@ -141,7 +153,16 @@ def is_transient(exc: BaseException) -> bool:
     for _ in range(5):
         if seen is None:
             return False
-        if isinstance(seen, (StorageUnavailable, RedisUnavailable, RedisConnectionError, RedisTimeoutError, SATimeoutError)):
+        if isinstance(
+            seen,
+            (
+                StorageUnavailable,
+                RedisUnavailable,
+                RedisConnectionError,
+                RedisTimeoutError,
+                SATimeoutError,
+            ),
+        ):
             return True
         if is_transient_db_error(seen) or _pg_unavailable(seen):
             return True
@@ -155,7 +176,9 @@ class WorkloadOrder:
     def __init__(self) -> None:
         self._tails: dict[str, asyncio.Future[None]] = {}
 
-    def take(self, workload_ids: Iterable[str]) -> dict[str, tuple[asyncio.Future[None] | None, asyncio.Future[None]]]:
+    def take(
+        self, workload_ids: Iterable[str]
+    ) -> dict[str, tuple[asyncio.Future[None] | None, asyncio.Future[None]]]:
         loop = asyncio.get_running_loop()
         tickets = {}
         for wid in workload_ids:
@@ -220,8 +243,16 @@ class ConsumerSet:
         self._outcomes = {
             name: metrics.CONSUMER_APPLIED.labels(outcome=name)
             for name in (
-                "applied", "unchanged", "stale_seq", "refused", "wrong_generation", "unknown",
-                "skipped", "collapsed", "dead_letter", "failed",
+                "applied",
+                "unchanged",
+                "stale_seq",
+                "refused",
+                "wrong_generation",
+                "unknown",
+                "skipped",
+                "collapsed",
+                "dead_letter",
+                "failed",
             )
         }
 
@@ -229,8 +260,12 @@ class ConsumerSet:
     def start(self) -> None:
         """Start the consumer, reclaimer and housekeeping tasks on the running loop."""
         for i in range(self.count):
-            self._tasks.append(asyncio.create_task(self._consume(f"{self.name}:{i}"), name=f"consumer-{i}"))
-        self._tasks.append(asyncio.create_task(self._reclaim(f"{self.name}:reclaim"), name="reclaimer"))
+            self._tasks.append(
+                asyncio.create_task(self._consume(f"{self.name}:{i}"), name=f"consumer-{i}")
+            )
+        self._tasks.append(
+            asyncio.create_task(self._reclaim(f"{self.name}:reclaim"), name="reclaimer")
+        )
         self._tasks.append(asyncio.create_task(self._housekeep(), name="housekeeper"))
         log.info("consumers.started", name=self.name, consumers=self.count)
 
@@ -259,7 +294,9 @@ class ConsumerSet:
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; from id 0 so nothing is skipped."""
         try:
-            await self.redis.xgroup_create(self.keys.heartbeats, self.keys.consumer_group, id="0", mkstream=True)
+            await self.redis.xgroup_create(
+                self.keys.heartbeats, self.keys.consumer_group, id="0", mkstream=True
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -267,13 +304,15 @@ class ConsumerSet:
     # -- reading -----------------------------------------------------------------------------
     async def _consume(self, consumer: str) -> None:
         backoff = BACKOFF_START_S
-        start_id = "0"  # first our own pending entries (a restart under the same --name), then new ones
+        start_id = (
+            "0"  # first our own pending entries (a restart under the same --name), then new ones
+        )
         while not self._stopping.is_set():
             try:
                 async with self._read_lock:
                     if self._stopping.is_set():
                         break
-                    reply = await self.redis.xreadgroup(
+                    reply: Any = await self.redis.xreadgroup(
                         self.keys.consumer_group,
                         consumer,
                         {self.keys.heartbeats: start_id},
@@ -299,7 +338,12 @@ class ConsumerSet:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
             except (RedisError, OSError) as exc:
-                log.warning("consumer.redis_unavailable", consumer=consumer, error=str(exc), retry_in=backoff)
+                log.warning(
+                    "consumer.redis_unavailable",
+                    consumer=consumer,
+                    error=str(exc),
+                    retry_in=backoff,
+                )
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
             except Exception:  # a bug must not kill the consumer silently; its entries stay pending
@@ -315,10 +359,15 @@ class ConsumerSet:
             await self._pause(BACKOFF_START_S)
 
     def _prepare(
-        self, consumer: str, entries: list[tuple[bytes, dict[bytes, bytes]]], deliveries: dict[bytes, int]
+        self,
+        consumer: str,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        deliveries: dict[bytes, int],
     ) -> _Batch | None:
         """Parse and plan a batch and take its per-workload tickets (call under the read lock)."""
-        live = [(eid, fields) for eid, fields in entries if fields]  # XAUTOCLAIM: deleted entries have None
+        live = [
+            (eid, fields) for eid, fields in entries if fields
+        ]  # XAUTOCLAIM: deleted entries have None
         if not live:
             return None
         batch = _Batch(consumer, dict(live), deliveries)
@@ -356,7 +405,9 @@ class ConsumerSet:
                 else:
                     for w in todo:
                         w.transient = False
-                    await asyncio.gather(*(self._apply_workload(w, cached.get(w.workload_id)) for w in todo))
+                    await asyncio.gather(
+                        *(self._apply_workload(w, cached.get(w.workload_id)) for w in todo)
+                    )
                     transient = any(w.transient for w in todo)
                 if not transient:
                     break
@@ -367,7 +418,9 @@ class ConsumerSet:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
             if self.settings.consumer_pause_before_ack_s and not self._stopping.is_set():
-                log.warning("consumer.pausing_before_ack", seconds=self.settings.consumer_pause_before_ack_s)
+                log.warning(
+                    "consumer.pausing_before_ack", seconds=self.settings.consumer_pause_before_ack_s
+                )
                 await asyncio.sleep(self.settings.consumer_pause_before_ack_s)
         finally:
             for w in batch.workloads.values():
@@ -380,7 +433,11 @@ class ConsumerSet:
         try:
             for index in range(w.done_upto + 1, len(w.reports)):
                 report = w.reports[index]
-                if index == 0 and cached is not None and cached.makes_no_change(report.status.value, report.generation):
+                if (
+                    index == 0
+                    and cached is not None
+                    and cached.makes_no_change(report.status.value, report.generation)
+                ):
                     self._outcomes["skipped"].inc()
                 else:
                     outcome = await self._apply(report)
@@ -412,7 +469,9 @@ class ConsumerSet:
             try:
                 result = await apply_observation(self.runtime.ledger, observation)
             except UnknownWorkload:
-                return "unknown"  # counted and dropped: a deleted workload's container still talking
+                return (
+                    "unknown"  # counted and dropped: a deleted workload's container still talking
+                )
         return result.outcome.value
 
     async def _touch(self, batch: _Batch) -> None:
@@ -422,7 +481,12 @@ class ConsumerSet:
             return
         try:
             await self.redis.xclaim(
-                self.keys.heartbeats, self.keys.consumer_group, batch.consumer, 0, ids, justid=True
+                self.keys.heartbeats,
+                self.keys.consumer_group,
+                batch.consumer,
+                0,
+                list[Any](ids),
+                justid=True,
             )
         except (RedisError, OSError):
             pass  # Redis is down too: nobody can claim them either
@@ -440,6 +504,13 @@ class ConsumerSet:
                     ack.append(entry_id)  # handled, or superseded by a handled newer report
                 elif w.error is not None:
                     failed[entry_id] = w.error
+        await self._ack(ack, newest)
+        for entry_id, error in failed.items():
+            deliveries = batch.deliveries.get(entry_id, 1)
+            if deliveries >= self.settings.max_deliveries:
+                await self._bury(entry_id, batch.raw[entry_id], error, deliveries)
+
+    async def _ack(self, ack: list[bytes], newest: dict[str, int]) -> None:
         backoff = BACKOFF_START_S
         while ack or newest:
             try:
@@ -447,8 +518,12 @@ class ConsumerSet:
                     if ack:
                         pipe.xack(self.keys.heartbeats, self.keys.consumer_group, *ack)
                     if newest:
-                        args: list[str | int] = [x for wid, seq in newest.items() for x in (wid, seq)]
-                        await self._max_seq(keys=[self.keys.last_seq], args=args, client=pipe)  # queues only
+                        args: list[str | int] = [
+                            x for wid, seq in newest.items() for x in (wid, seq)
+                        ]
+                        await self._max_seq(
+                            keys=[self.keys.last_seq], args=args, client=pipe
+                        )  # queues only
                     await pipe.execute()
                 break
             except (RedisError, OSError) as exc:
@@ -459,19 +534,19 @@ class ConsumerSet:
                 log.warning("consumer.ack_failed", error=str(exc), retry_in=backoff)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
-        for entry_id, error in failed.items():
-            deliveries = batch.deliveries.get(entry_id, 1)
-            if deliveries >= self.settings.max_deliveries:
-                await self._bury(entry_id, batch.raw[entry_id], error, deliveries)
 
-    async def _bury(self, entry_id: bytes, fields: dict[bytes, bytes], error: str, deliveries: int) -> None:
+    async def _bury(
+        self, entry_id: bytes, fields: dict[bytes, bytes], error: str, deliveries: int
+    ) -> None:
         try:
             await dead_letters.bury(self.redis, self.keys, entry_id, fields, error, deliveries)
         except (RedisError, OSError) as exc:
             log.warning("consumer.bury_failed", entry_id=entry_id.decode(), error=str(exc))
             return  # still pending: the reclaimer tries again
         self._outcomes["dead_letter"].inc()
-        log.error("consumer.dead_letter", entry_id=entry_id.decode(), error=error, deliveries=deliveries)
+        log.error(
+            "consumer.dead_letter", entry_id=entry_id.decode(), error=error, deliveries=deliveries
+        )
 
     # -- reclaiming --------------------------------------------------------------------------
     async def _reclaim(self, consumer: str) -> None:
@@ -493,7 +568,7 @@ class ConsumerSet:
         claimed_total = 0
         while not self._stopping.is_set():
             async with self._read_lock:
-                reply = await self.redis.xautoclaim(
+                reply: Any = await self.redis.xautoclaim(
                     self.keys.heartbeats,
                     self.keys.consumer_group,
                     consumer,
@@ -504,12 +579,20 @@ class ConsumerSet:
                 cursor, entries = reply[0], [e for e in reply[1] if e[1]]
                 deliveries = await self._deliveries(consumer, [eid for eid, _ in entries])
                 too_many = [
-                    (eid, fields) for eid, fields in entries
+                    (eid, fields)
+                    for eid, fields in entries
                     if deliveries.get(eid, 1) > self.settings.max_deliveries
                 ]
-                batch = self._prepare(consumer, [e for e in entries if e not in too_many], deliveries)
+                batch = self._prepare(
+                    consumer, [e for e in entries if e not in too_many], deliveries
+                )
             for entry_id, fields in too_many:  # its consumers kept dying on it: never try again
-                await self._bury(entry_id, fields, "delivered without an ack too often (consumers died?)", deliveries[entry_id])
+                await self._bury(
+                    entry_id,
+                    fields,
+                    "delivered without an ack too often (consumers died?)",
+                    deliveries[entry_id],
+                )
             if batch is not None:
                 claimed_total += len(batch.raw)
                 log.info("reclaimer.claimed", entries=len(batch.raw))
@@ -522,11 +605,19 @@ class ConsumerSet:
         if not ids:
             return {}
         rows = await self.redis.xpending_range(
-            self.keys.heartbeats, self.keys.consumer_group,
-            min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=consumer,
+            self.keys.heartbeats,
+            self.keys.consumer_group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) + 100,
+            consumername=consumer,
         )
         wanted = set(ids)
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
+        return {
+            row["message_id"]: int(row["times_delivered"])
+            for row in rows
+            if row["message_id"] in wanted
+        }
 
     # -- housekeeping ------------------------------------------------------------------------
     async def _housekeep(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -42,7 +43,7 @@ async def bury(
     deliveries: int,
 ) -> None:
     """Move one pending entry to the dead-letter stream and ack it, atomically (MULTI)."""
-    dead: dict[bytes | str, bytes | str | int] = dict(fields)
+    dead: dict[Any, Any] = dict(fields)
     for name in META_FIELDS:
         dead.pop(name.encode(), None)
     dead.update(
@@ -52,7 +53,7 @@ async def bury(
         dead_at=int(time.time() * 1000),
     )
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.dead_letters, dead)  # type: ignore[arg-type]
+        pipe.xadd(keys.dead_letters, dead)
         pipe.xack(keys.heartbeats, keys.consumer_group, entry_id)
         await pipe.execute()
     metrics.DEAD_LETTERS.labels(stream="heartbeats").inc()
@@ -73,18 +74,20 @@ def _parse(entry_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
 
 async def list_dead_letters(redis: Redis, keys: Keys, *, count: int = 100) -> list[DeadLetter]:
     """The oldest `count` dead letters."""
-    rows = await redis.xrange(keys.dead_letters, count=count)
+    rows: Any = await redis.xrange(keys.dead_letters, count=count)
     return [_parse(entry_id, raw) for entry_id, raw in rows]
 
 
-async def replay(redis: Redis, keys: Keys, *, entry_id: str | None = None, count: int = 1000) -> list[str]:
+async def replay(
+    redis: Redis, keys: Keys, *, entry_id: str | None = None, count: int = 1000
+) -> list[str]:
     """Re-append dead letters (one by id, or the oldest `count`) to the heartbeat stream.
 
     Returns the ids of the new stream entries. Each move is one MULTI (append + delete), so a
     crash never loses a dead letter; at worst it is replayed twice, which seq makes harmless.
     """
     if entry_id is not None:
-        rows = await redis.xrange(keys.dead_letters, min=entry_id, max=entry_id)
+        rows: Any = await redis.xrange(keys.dead_letters, min=entry_id, max=entry_id)
     else:
         rows = await redis.xrange(keys.dead_letters, count=count)
     new_ids: list[str] = []

@@ -59,7 +59,9 @@ INGEST = web.AppKey("ingest", Ingest)
 
 def _json(body: object, status: int, retry: bool = False) -> web.Response:
     headers = {"Retry-After": RETRY_AFTER_S} if retry else None
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 def _rejected(exc: Rejected) -> web.Response:
@@ -69,7 +71,11 @@ def _rejected(exc: Rejected) -> web.Response:
 
 def _unavailable(exc: NotStored, count: int = 1) -> web.Response:
     _REJECTED["redis_unavailable"].inc(count)
-    return _json({"error": "redis_unavailable", "message": f"heartbeat not stored, retry: {exc}"}, 503, retry=True)
+    return _json(
+        {"error": "redis_unavailable", "message": f"heartbeat not stored, retry: {exc}"},
+        503,
+        retry=True,
+    )
 
 
 async def _read_capped(request: web.Request, cap: int) -> bytes:
@@ -107,15 +113,24 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 def _batch_items(doc: object, max_items: int) -> list[Any]:
     if type(doc) is not dict:
-        raise Rejected(422, "invalid_body", 'a batch must be a JSON object {"items": [...]}', "body")
+        raise Rejected(
+            422, "invalid_body", 'a batch must be a JSON object {"items": [...]}', "body"
+        )
     unknown = sorted(k for k in doc if k != "items")
     if unknown:
         raise Rejected(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
     items = doc.get("items")
     if type(items) is not list or not items:
-        raise Rejected(422, "invalid_value", "items must be a non-empty list of heartbeats", "items")
+        raise Rejected(
+            422, "invalid_value", "items must be a non-empty list of heartbeats", "items"
+        )
     if len(items) > max_items:
-        raise Rejected(413, "body_too_large", f"at most {max_items} items per batch ({len(items)} sent)", "items")
+        raise Rejected(
+            413,
+            "body_too_large",
+            f"at most {max_items} items per batch ({len(items)} sent)",
+            "items",
+        )
     return items
 
 
@@ -131,7 +146,9 @@ async def post_batch(request: web.Request) -> web.Response:
         body = await _read_capped(request, ingest.max_body * ingest.max_items)
         items = _batch_items(decode_json(body), ingest.max_items)
         if len(body) > ingest.max_body * len(items):  # the cap is proportional to the items
-            raise Rejected(413, "body_too_large", f"body is larger than {ingest.max_body} bytes per item")
+            raise Rejected(
+                413, "body_too_large", f"body is larger than {ingest.max_body} bytes per item"
+            )
     except Rejected as exc:
         _LATENCY_BATCH.observe(time.perf_counter() - started)
         return _rejected(exc)
@@ -154,7 +171,11 @@ async def post_batch(request: web.Request) -> web.Response:
             unavailable, stored = exc, [False] * len(good)
         for slot, ok in zip(slots, stored, strict=True):
             if not ok:
-                results[slot] = {"status": 503, "error": "redis_unavailable", "message": "not stored, retry"}
+                results[slot] = {
+                    "status": 503,
+                    "error": "redis_unavailable",
+                    "message": "not stored, retry",
+                }
         accepted = sum(stored)
         metrics.HEARTBEATS_ACCEPTED.inc(accepted)
         if accepted < len(good):
@@ -163,9 +184,16 @@ async def post_batch(request: web.Request) -> web.Response:
     else:
         accepted = 0
     _LATENCY_BATCH.observe(time.perf_counter() - started)
-    body_out: dict[str, object] = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
+    body_out: dict[str, object] = {
+        "accepted": accepted,
+        "rejected": len(items) - accepted,
+        "results": results,
+    }
     if unavailable is not None:
-        body_out.update(error="redis_unavailable", message=f"some heartbeats were not stored, retry them: {unavailable}")
+        body_out.update(
+            error="redis_unavailable",
+            message=f"some heartbeats were not stored, retry them: {unavailable}",
+        )
     return _json(body_out, 503 if unavailable else 200, retry=unavailable is not None)
 
 

@@ -93,7 +93,12 @@ def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | 
     if type(workload_id) is not str:
         raise Rejected(422, "invalid_type", "workload_id must be a string", "workload_id")
     if not workload_id or len(workload_id) > MAX_WORKLOAD_ID:
-        raise Rejected(422, "invalid_value", f"workload_id must be 1..{MAX_WORKLOAD_ID} characters", "workload_id")
+        raise Rejected(
+            422,
+            "invalid_value",
+            f"workload_id must be 1..{MAX_WORKLOAD_ID} characters",
+            "workload_id",
+        )
     if type(status) is not str:
         raise Rejected(422, "invalid_type", "status must be a string (a state name)", "status")
     if type(seq) is not int:  # `type is` on purpose: true/false are ints to isinstance
@@ -104,7 +109,9 @@ def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | 
         if type(detail) is not str:
             raise Rejected(422, "invalid_type", "detail must be a string", "detail")
         if len(detail) > MAX_DETAIL_BYTES // 4 and len(detail.encode()) > MAX_DETAIL_BYTES:
-            raise Rejected(422, "invalid_value", f"detail is longer than {MAX_DETAIL_BYTES} bytes", "detail")
+            raise Rejected(
+                422, "invalid_value", f"detail is longer than {MAX_DETAIL_BYTES} bytes", "detail"
+            )
     return workload_id, status, seq, detail
 
 
@@ -124,7 +131,10 @@ def check_heartbeat(
     if status not in _REPORTABLE[claims.kind]:
         states = ", ".join(sorted(_REPORTABLE[claims.kind]))
         raise Rejected(
-            422, "invalid_value", f"status {status!r} is not a state of a {claims.kind.value} ({states})", "status"
+            422,
+            "invalid_value",
+            f"status {status!r} is not a state of a {claims.kind.value} ({states})",
+            "status",
         )
     return Heartbeat(workload_id, status, seq, detail, claims.generation)
 

@@ -112,7 +112,11 @@ class StreamWriter:
                 results = await self._execute(jobs)
         except Exception as exc:  # every failure is "not stored" (503), never a 500 or a hang
             error = NotStored(f"redis unavailable: {type(exc).__name__}: {exc}")
-            log.warning("ingest.flush_failed", error=str(error), entries=sum(len(j.heartbeats) for j in jobs))
+            log.warning(
+                "ingest.flush_failed",
+                error=str(error),
+                entries=sum(len(j.heartbeats) for j in jobs),
+            )
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(error)
@@ -121,7 +125,9 @@ class StreamWriter:
         for job in jobs:
             n = len(job.heartbeats)
             if not job.future.done():
-                job.future.set_result([not isinstance(r, BaseException) for r in results[offset : offset + n]])
+                job.future.set_result(
+                    [not isinstance(r, BaseException) for r in results[offset : offset + n]]
+                )
             offset += n
 
     async def _execute(self, jobs: list[_Job]) -> list[object]:
@@ -133,7 +139,7 @@ class StreamWriter:
                     pipe.xadd(self._stream, stream_fields(hb, job.received_ms))  # type: ignore[arg-type]
                     seen[hb.workload_id] = now
             # One ZADD/ZREM for the whole flush, not one per heartbeat: liveness for the sweeper.
-            pipe.zadd(self._last_seen, seen)  # type: ignore[arg-type]
+            pipe.zadd(self._last_seen, seen)
             pipe.zrem(self._pending_since, *seen)
             results: list[object] = await pipe.execute(raise_on_error=False)
         for extra in results[-2:]:

@@ -42,7 +42,11 @@ async def send(
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition", every: float = 0.1
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 60.0,  # noqa: ASYNC109 - a polling deadline
+    what: str = "condition",
+    every: float = 0.1,
 ) -> None:
     """Poll `check` until true; AssertionError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -74,7 +78,9 @@ class History:
         self.engine = create_engine(database_url, pool_size=2)
 
     async def transitions(self, wid: str | None = None) -> list[dict[str, Any]]:
-        query = select(T.c.workload_id, T.c.from_state, T.c.to_state, T.c.source, T.c.seq, T.c.reason).order_by(T.c.id)
+        query = select(
+            T.c.workload_id, T.c.from_state, T.c.to_state, T.c.source, T.c.seq, T.c.reason
+        ).order_by(T.c.id)
         if wid is not None:
             query = query.where(T.c.workload_id == wid)
         async with reading(self.engine) as conn:
