@@ -1,7 +1,13 @@
 """Prometheus metrics, defined once. Areas import and update them; /metrics exposes them.
 
-Multi-process note: `serve --workers N` and Celery workers are separate processes; the on-call
-work decides how they are aggregated into one scrape (PROMETHEUS_MULTIPROC_DIR or Redis).
+Multi-process: `serve --workers N` and Celery workers are separate processes (often on other
+hosts). Each process that opens a Runtime pushes its samples to Redis every
+STATUSD_METRICS_PUSH_INTERVAL seconds; GET /metrics sums them into one scrape
+(statusd.oncall.metrics_fleet). So: update these objects in any process, never build a registry.
+
+Scale-out signals for an autoscaler: `statusd_stream_lag` (consumers behind ingest: more
+consumers / `serve` processes) and `statusd_celery_queue_depth{queue}` (workers behind: more
+Celery workers for that queue). Both are computed at scrape time from Redis.
 """
 
 from __future__ import annotations
