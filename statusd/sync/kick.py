@@ -89,3 +89,16 @@ def sync_kick_listener(settings: Settings, redis: Redis, keys: Keys) -> Transiti
         future.add_done_callback(_logged)
 
     return kick
+
+
+def close() -> None:
+    """Let queued kicks finish, then close the producer connections (process shutdown, tests)."""
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+        apps = list(_apps.values())
+        _apps.clear()
+    if executor is not None:
+        executor.shutdown(wait=True)
+    for app in apps:
+        app.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,10 +26,9 @@ from statusd.lifecycle import Kind, Source, State
 from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget
 from statusd.registry import register
 from statusd.transitions import Ledger, Observation, Outcome, apply_observation
-from tests.support.processes import ManagedProcess, start_process, stop_process
+from tests.support.processes import ManagedProcess, start_statusd, stop_process
 
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
-CELERY_APP = "statusd.sweeper.celery_app"
 BROKER_DBS = range(1, 16)
 
 
@@ -38,50 +36,35 @@ BROKER_DBS = range(1, 16)
 def broker_db(redis_server: str) -> Iterator[str]:
     """A broker URL on a free db index of the test redis (flushed before and after)."""
     base = redis_server.rsplit("/", 1)[0]
-    client = redis_sync.Redis.from_url(f"{base}/0")
+    chosen = None
+    for index in random.sample(list(BROKER_DBS), len(BROKER_DBS)):
+        # A marker key claims the index for this test (each xdist worker has its own server; an
+        # empty db also guards against a leftover of a crashed run).
+        with redis_sync.Redis.from_url(f"{base}/{index}") as probe:
+            if probe.dbsize() == 0 and probe.set("statusd-test-broker", "1", nx=True):
+                chosen = index
+                break
+    if chosen is None:
+        raise RuntimeError("no free redis db index for a Celery broker")
+    url = f"{base}/{chosen}"
     try:
-        chosen = None
-        for index in random.sample(list(BROKER_DBS), len(BROKER_DBS)):
-            # A marker key claims the index for this test (xdist workers each have their own server,
-            # but be safe against a leftover from a crashed run: take only an empty db).
-            probe = redis_sync.Redis.from_url(f"{base}/{index}")
-            try:
-                if probe.dbsize() == 0 and probe.set("statusd-test-broker", "1", nx=True):
-                    chosen = index
-                    break
-            finally:
-                probe.close()
-        if chosen is None:
-            raise RuntimeError("no free redis db index for a Celery broker")
-        url = f"{base}/{chosen}"
         yield url
+    finally:
         with redis_sync.Redis.from_url(url) as db:
             db.flushdb()
-    finally:
-        client.close()
 
 
-def start_worker(env: dict[str, str], log_dir: Path, *, concurrency: int = 2, pool: str = "prefork",
-                 name: str | None = None) -> ManagedProcess:
-    """A sync worker process; returns once it is ready to consume (bounded wait)."""
-    node = name or f"sync-{uuid.uuid4().hex[:6]}"
-    args = [
-        sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", "sync",
-        "-c", str(concurrency), "-P", pool, "-n", f"{node}@%h", "--loglevel", "INFO",
-        "--without-mingle", "--without-gossip",
-    ]
-    proc = start_process(args, env=env, log_dir=log_dir, name=node)
+def start_worker(env: dict[str, str], log_dir: Path, *, concurrency: int = 2) -> ManagedProcess:
+    """`statusd worker --queues sync`; returns once it is ready to consume (bounded wait)."""
+    proc = start_statusd(["worker", "--queues", "sync", "--concurrency", str(concurrency)], env=env, log_dir=log_dir)
     wait_log(proc, "ready.", timeout=60)
     return proc
 
 
 def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:
-    """Celery beat (schedules statusd.sync.drain_due every STATUSD_SYNC_INTERVAL)."""
-    args = [
-        sys.executable, "-m", "celery", "-A", CELERY_APP, "beat", "--loglevel", "INFO",
-        "-s", str(log_dir / f"beat-{uuid.uuid4().hex[:6]}.schedule"), "--max-interval", "1",
-    ]
-    proc = start_process(args, env=env, log_dir=log_dir, name="beat")
+    """`statusd beat`: sends statusd.sync.drain_due every STATUSD_SYNC_INTERVAL."""
+    schedule = log_dir / f"beat-{uuid.uuid4().hex[:6]}.schedule"
+    proc = start_statusd(["beat", "--schedule", str(schedule)], env=env, log_dir=log_dir)
     wait_log(proc, "beat: Starting", timeout=60)
     return proc
 
