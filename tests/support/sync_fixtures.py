@@ -68,7 +68,7 @@ async def runtime_for(open_runtimes: list[Runtime]) -> AsyncIterator[Callable[[S
     """Open the producer side the way statusd processes do (ledger with the sync kick listener)."""
 
     async def open_(settings: Settings) -> Runtime:
-        rt = await open_runtime(settings, redis_max_connections=8)
+        rt = await open_runtime(settings, redis_max_connections=64)
         open_runtimes.append(rt)
         return rt
 
