@@ -8,6 +8,7 @@ prove server-side that no workload is polled twice at once or twice in one sweep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ class StatusServer:
         self.max_inflight: dict[str, int] = defaultdict(int)
         self.total_requests = 0
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
 
     def url_for(self, workload_id: str) -> str:
         return f"http://{self.host}:{self.port}/w/{workload_id}/status"
@@ -63,6 +65,10 @@ class StatusServer:
         self.port = int(self._runner.addresses[0][1])  # the port the OS picked for port 0
 
     async def stop(self) -> None:
+        # Let hanging handlers finish on their own first: cancelling them inside the runner's
+        # shutdown leaves their connections unclosed.
+        self._closing.set()
+        await asyncio.sleep(0)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -90,11 +96,12 @@ class StatusServer:
         if mode is Endpoint.UNAVAILABLE:
             return web.json_response({"error": "starting"}, status=503)
         if mode is Endpoint.HANG:
-            await asyncio.sleep(HANG_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), HANG_S)
             return web.Response(status=504)
         if mode is Endpoint.RESET:
             if request.transport is not None:
                 request.transport.abort()  # the client sees the connection dropped
-            raise asyncio.CancelledError  # nothing more to send on a dead connection
+            return web.Response(status=500)  # never delivered: the connection is gone
         status, body, ctype = GARBAGE[len(c.polls) % len(GARBAGE)]
         return web.Response(status=status, body=body, content_type=ctype)

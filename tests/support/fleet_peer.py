@@ -9,6 +9,7 @@ peer.hits["w1"]                  # requests received per workload (counted serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import defaultdict
@@ -27,6 +28,7 @@ class StatusPeer:
         self._seq = itertools.count(1_000)
         self._runner: web.AppRunner | None = None
         self.base = ""
+        self._closing = asyncio.Event()
 
     def url(self, workload_id: str) -> str:
         return f"{self.base}/w/{workload_id}"
@@ -57,6 +59,8 @@ class StatusPeer:
         self.base = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self._closing.set()  # hanging handlers return before the runner shuts down
+        await asyncio.sleep(0)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -70,7 +74,8 @@ class StatusPeer:
             if mode == "answer":
                 return web.json_response({"status": arg, "seq": next(self._seq)})
             if mode == "hang":
-                await asyncio.sleep(3600)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), 3600)
             if mode == "garbage":
                 return web.Response(text="<html>surprise</html>", content_type="text/html")
             return web.json_response({"error": "down"}, status=int(arg))  # type: ignore[call-overload]
