@@ -101,10 +101,11 @@ async def register_fleet(ledger: Ledger, ids: Sequence[str], kind: Kind = Kind.D
         await register(ledger.engine, wid, kind, labels={"owner": "team-sync"})
 
 
-async def walk(ledger: Ledger, wid: str, states: Sequence[State], *, pause: float = 0.0) -> list[int]:
-    """Push `states` in order (seq 1..n) through apply_observation; returns the transition ids."""
+async def walk(ledger: Ledger, wid: str, states: Sequence[State], *, pause: float = 0.0,
+               seq_start: int = 1) -> list[int]:
+    """Push `states` in order (seq from `seq_start`) through apply_observation; returns the transition ids."""
     ids = []
-    for seq, state in enumerate(states, start=1):
+    for seq, state in enumerate(states, start=seq_start):
         result = await apply_observation(ledger, Observation(wid, state, Source.PUSH, seq=seq))
         if result.outcome is not Outcome.APPLIED or result.transition is None:
             raise AssertionError(f"{wid}: {state} not applied: {result}")
