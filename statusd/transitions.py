@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from statusd import metrics
 from statusd.db import is_sqlite, transaction
 from statusd.errors import RedisUnavailable, UnknownWorkload
 from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
@@ -138,6 +139,7 @@ async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
                     ledger.cache.mark_refused(obs.workload_id, version, obs.state.value)
                 )
         if outcome is Outcome.REFUSED:
+            metrics.REFUSED.labels(kind=kind.value, source=obs.source.value).inc()
             log.info(
                 "transition.refused",
                 workload_id=obs.workload_id,
