@@ -120,6 +120,12 @@ async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
         transition: AppliedTransition | None = None
         if judgement.verdict is Verdict.REFUSED:
             await _record_refusal(conn, obs, state, version, judgement.rule, observed_at)
+        elif judgement.verdict is Verdict.UNCHANGED and obs.seq is not None:
+            # Same state, newer seq: remember the seq, or a late older report (seq between the
+            # last applied change and this one) could still change state and win over it.
+            await conn.execute(
+                update(_W).where(_W.c.id == obs.workload_id).values(last_seq=obs.seq)
+            )
         elif judgement.verdict is Verdict.APPLY:
             # Invalidate before the commit: if we die between commit and write-back, the entry is
             # simply absent (consumers ask the DB), never stale.

@@ -89,6 +89,17 @@ async def test_fifty_concurrent_observations_serialize(ledger: Ledger) -> None:
         w = (
             await conn.execute(select(Workload.__table__).where(Workload.__table__.c.id == "d1"))
         ).one()  # type: ignore[attr-defined]
-    # Seq 51 can never be stale, so it is applied (or already matches); everything after it is stale.
+    # Seq 51 can never be stale: applied, or unchanged (and remembered); everything after it is stale.
     assert (w.state, w.last_seq) == (State.DEGRADED, 51)
     assert w.version == len(rows)
+
+
+async def test_a_late_older_report_never_beats_a_newer_unchanged_one(ledger: Ledger) -> None:
+    await register(ledger.engine, "d2", Kind.DEPLOYMENT)
+    await apply_observation(ledger, Observation("d2", State.DEGRADED, Source.PUSH, seq=47))
+    unchanged = await apply_observation(
+        ledger, Observation("d2", State.DEGRADED, Source.PUSH, seq=51)
+    )
+    assert unchanged.outcome is Outcome.UNCHANGED
+    late = await apply_observation(ledger, Observation("d2", State.READY, Source.PUSH, seq=49))
+    assert late.outcome is Outcome.STALE_SEQ and late.state is State.DEGRADED
