@@ -156,11 +156,13 @@ class Outbox:
             if not rows:
                 return []
             ids = [r.id for r in rows]
+            # The lease starts now, after any wait for the lock (SQLite's BEGIN IMMEDIATE can
+            # queue behind other writers): the whole lease is left for sending.
             # Conditional on the lease still being free: on SQLite this IS the claim.
             await conn.execute(
                 update(_O)
                 .where(_O.c.id.in_(ids), _O.c.status == OutboxStatus.PENDING, lease_free)
-                .values(lease_owner=self.owner, lease_until=now + self.lease)
+                .values(lease_owner=self.owner, lease_until=utcnow() + self.lease)
             )
             mine = set(
                 (
