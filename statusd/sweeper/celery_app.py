@@ -110,6 +110,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        # Our structlog lines go straight to stderr, one JSON line each; Celery's stdout proxy
+        # would re-log (or drop) them as WARNING text.
+        worker_redirect_stdouts=False,
         beat_schedule=beat_schedule(settings),
         timezone="UTC",
     )

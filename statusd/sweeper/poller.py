@@ -145,6 +145,17 @@ async def poll_one(
     return PollAnswer("ok", status=status, seq=seq)
 
 
+def poll_session(allow: Sequence[Network], limit: int) -> aiohttp.ClientSession:
+    """The poller's HTTP client: host names checked against the allow-list on every resolution.
+
+    No DNS cache (a rebinding name is re-checked every time), never a proxy from the
+    environment (trust_env=False), at most `limit` connections."""
+    connector = aiohttp.TCPConnector(
+        limit=limit, resolver=AllowListResolver(allow), use_dns_cache=False
+    )
+    return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+
 @dataclass
 class PollReport:
     leased: int = 0  # workloads this task held the lease of
@@ -171,9 +182,6 @@ def contact_verdict(
 async def _poll_all(rows: Sequence[WorkloadRow], settings: Settings) -> dict[str, PollAnswer]:
     allow = settings.allow_networks
     sem = asyncio.Semaphore(settings.poll_concurrency)
-    connector = aiohttp.TCPConnector(
-        limit=settings.poll_concurrency, resolver=AllowListResolver(allow), ttl_dns_cache=None
-    )
 
     async def one(session: aiohttp.ClientSession, row: WorkloadRow) -> tuple[str, PollAnswer]:
         if not row.status_url:
@@ -189,8 +197,7 @@ async def _poll_all(rows: Sequence[WorkloadRow], settings: Settings) -> dict[str
             )
         return row.id, answer
 
-    # trust_env=False: never route container polls through a proxy from the environment.
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+    async with poll_session(allow, settings.poll_concurrency) as session:
         return dict(await asyncio.gather(*(one(session, r) for r in rows)))
 
 
