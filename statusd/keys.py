@@ -14,14 +14,23 @@ class Keys:
     prefix: str = "statusd:"
 
     # -- push path --
-    @property
-    def heartbeats(self) -> str:
-        """Stream of accepted heartbeats (XADD by ingest, XREADGROUP by consumers)."""
-        return f"{self.prefix}hb"
+    def heartbeat_shard(self, shard: int) -> str:
+        """Stream of accepted heartbeats of one shard (workloads hashed over STATUSD_STREAM_SHARDS)."""
+        return f"{self.prefix}hb:{shard}"
 
     @property
     def consumer_group(self) -> str:
+        """The consumer group, same name on every shard stream."""
         return f"{self.prefix}appliers"
+
+    def shard_lease(self, shard: int) -> str:
+        """String with TTL: the consumer that alone applies this shard now."""
+        return f"{self.prefix}lease:shard:{shard}"
+
+    @property
+    def shard_consumers(self) -> str:
+        """Sorted set: live consumer name -> last sign of life (ms); sizes each one's share."""
+        return f"{self.prefix}consumers"
 
     @property
     def dead_letters(self) -> str:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     ingest_timeout: float = Field(default=2.0, gt=0)  # an append not stored by then answers 503
     ingest_pipelines: int = Field(default=2, ge=1)  # group-commit pipelines in flight per process
     consumer_housekeeping_s: float = Field(default=5.0, gt=0)  # trim + stream gauges this often
+    # Heartbeats are partitioned by workload over this many streams; each shard is applied by one
+    # lease-holding consumer at a time, so a workload's reports are applied in stream order.
+    stream_shards: int = Field(default=16, ge=1)
+    shard_lease_ms: int = Field(default=10_000, ge=300)  # renewed every third; fenced before expiry
     # Test hook only (0 = off): sleep after the DB commit and before the XACK, so a test can SIGKILL
     # a consumer in exactly that window and prove the next consumer applies nothing twice.
     consumer_pause_before_ack_s: float = Field(default=0.0, ge=0)

@@ -17,7 +17,7 @@ from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.support.api_client import api_client
 from tests.support.ingest_db_block import database_down
-from tests.support.ingest_flow import History, drained, register, send, wait_for
+from tests.support.ingest_flow import History, drained, register, send, stream_length, wait_for
 
 WORKLOADS = 20
 PHASES = ["STARTING", "RUNNING", "STOPPING", "SUCCEEDED"]
@@ -28,7 +28,7 @@ OUTAGE_S = 10.0
 async def test_changes_sent_while_the_database_is_down_are_applied_in_order(
     make_settings: Callable[..., Settings], redis: Redis, database_url: str
 ) -> None:
-    settings = make_settings(consumer_block_ms=100, claim_min_idle_ms=2000)
+    settings = make_settings(consumer_block_ms=100)
     keys = Keys(settings.redis_prefix)
     history = History(database_url)
     try:
@@ -63,7 +63,7 @@ async def test_changes_sent_while_the_database_is_down_are_applied_in_order(
                         PHASES[2]
                     )  # steady heartbeats keep flowing: ingest never needs the DB
                     await asyncio.sleep(0.5)
-                assert await redis.xlen(keys.heartbeats) > WORKLOADS
+                assert await stream_length(redis, keys) > WORKLOADS
             await tick(PHASES[3])
             await wait_for(
                 lambda: every(PHASES[3]), timeout=90, what="everything applied after the outage"

@@ -3,10 +3,11 @@
 Two deterministic windows, no sleeps-and-hope:
 - "blocked": consumer A reads entries while the test holds the database's write lock, so A cannot
   commit, hence cannot ack. The test sees the entries pending under A's name, kills A, releases
-  the lock; consumer B reclaims them (XAUTOCLAIM) and applies them.
+  the lock; once A's shard leases run out, consumer B acquires the shards, takes A's pending
+  entries over (XAUTOCLAIM) before reading anything new, and applies them.
 - "committed": consumer A runs with the test hook STATUSD_CONSUMER_PAUSE_BEFORE_ACK_S, so after
   its commit it sleeps before XACK. The test sees the transitions in the DB and the entries still
-  pending, kills A; B reclaims them and must apply nothing twice (the seq guard makes it a no-op).
+  pending, kills A; B takes them over and must apply nothing twice (the seq guard makes it a no-op).
 Either way: every workload ends with exactly the expected transitions.
 """
 
@@ -19,24 +20,27 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from statusd.ingest.streams import ensure_groups
 from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.conftest import settings_env
 from tests.support.api_client import api_client
 from tests.support.ingest_db_block import hold_write_lock
-from tests.support.ingest_flow import History, drained, register, send, wait_for
+from tests.support.ingest_flow import (
+    History,
+    drained,
+    pending_by_consumer,
+    register,
+    send,
+    wait_for,
+)
 from tests.support.processes import ManagedProcess, start_statusd, stop_process
 
 WORKLOADS = 20
 
 
 async def pending_of(redis: Redis, keys: Keys, consumer: str) -> int:
-    summary = await redis.xpending(keys.heartbeats, keys.consumer_group)
-    for row in summary.get("consumers") or []:
-        name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
-        if name == consumer:
-            return int(row["pending"])
-    return 0
+    return (await pending_by_consumer(redis, keys)).get(consumer, 0)
 
 
 def consumer(settings: Settings, name: str, tmp_path: Path, **env: str) -> ManagedProcess:
@@ -55,14 +59,14 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
     tmp_path: Path,
     database_url: str,
 ) -> None:
-    settings = make_settings(consumer_block_ms=100, claim_min_idle_ms=500)
+    settings = make_settings(consumer_block_ms=100, shard_lease_ms=1500)
     keys = Keys(settings.redis_prefix)
     history = History(database_url)
     procs: list[ManagedProcess] = []
     try:
         async with api_client(settings, consumers=0) as client:
             toks = {f"w{i}": await register(client, f"w{i}", "training") for i in range(WORKLOADS)}
-            await redis.xgroup_create(keys.heartbeats, keys.consumer_group, id="0", mkstream=True)
+            await ensure_groups(redis, keys, settings.stream_shards)
             extra = {"STATUSD_CONSUMER_PAUSE_BEFORE_ACK_S": "300"} if window == "committed" else {}
 
             async def a_holds_all() -> bool:
@@ -99,8 +103,7 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
                 states = await history.states()
                 return all(states[w] == "RUNNING" for w in toks)
 
-            # B reclaims A's entries (they are older than anything B reads next; were newer reports
-            # applied first, the seq guard would rightly call them stale, so wait for them here).
+            # B takes A's entries over (per shard, before anything newer).
             await wait_for(all_running, timeout=90, what="consumer B applying A's entries")
             await wait_for(lambda: drained(redis, keys), timeout=60, what="A's entries acked by B")
             for wid, token in toks.items():  # and the flow goes on

@@ -16,7 +16,7 @@ from statusd.lifecycle import Kind
 from statusd.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.support.api_client import api_client
-from tests.support.ingest_flow import register
+from tests.support.ingest_flow import all_entries, register, shard_stream, stream_length
 
 MAX_BODY = 2048
 
@@ -96,7 +96,7 @@ async def test_bad_body_is_refused_and_nothing_is_appended(
     field: str | None,
 ) -> None:
     client, toks, keys = app
-    before = await redis.xlen(keys.heartbeats)
+    before = await stream_length(redis, keys)
     resp = await client.post(
         "/v1/heartbeats",
         data=raw,
@@ -107,7 +107,7 @@ async def test_bad_body_is_refused_and_nothing_is_appended(
     doc = await resp.json()
     assert doc["error"] == error and doc["message"]
     assert doc.get("field") == field
-    assert await redis.xlen(keys.heartbeats) == before
+    assert await stream_length(redis, keys) == before
 
 
 async def test_tokens_missing_invalid_or_for_another_workload(
@@ -126,12 +126,12 @@ async def test_tokens_missing_invalid_or_for_another_workload(
         resp = await client.post("/v1/heartbeats", data=body(), headers=headers)
         assert resp.status == status, (headers, await resp.text())
         assert (await resp.json())["error"] == error
-    assert await redis.xlen(keys.heartbeats) == 0
+    assert await stream_length(redis, keys) == 0
     resp = await client.post(
         "/v1/heartbeats", data=body(), headers={"Authorization": f"Bearer {toks['t1']}"}
     )
     assert resp.status == 202 and (await resp.json()) == {"status": "accepted"}
-    assert await redis.xlen(keys.heartbeats) == 1
+    assert await stream_length(redis, keys) == 1
 
 
 async def test_an_accepted_heartbeat_is_one_entry_plus_last_seen(
@@ -145,7 +145,7 @@ async def test_an_accepted_heartbeat_is_one_entry_plus_last_seen(
         headers={"Authorization": f"Bearer {toks['t1']}"},
     )
     assert resp.status == 202
-    [(_, fields)] = await redis.xrange(keys.heartbeats)
+    [(_, fields)] = await redis.xrange(shard_stream(keys, "t1"))
     assert fields[b"workload_id"] == b"t1" and fields[b"status"] == b"RUNNING"
     assert (
         fields[b"seq"] == b"7" and fields[b"generation"] == b"1" and fields[b"detail"] == b"epoch 3"
@@ -201,7 +201,7 @@ async def test_batch_answers_each_item_and_appends_only_the_good_ones(
         (422, "invalid_body", "body"),
     ]
     assert doc["accepted"] == 2 and doc["rejected"] == 7
-    entries = await redis.xrange(keys.heartbeats)
+    entries = await all_entries(redis, keys)
     assert [(f[b"workload_id"], f[b"status"]) for _, f in entries] == [
         (b"t1", b"RUNNING"),
         (b"n1", b"READY"),
@@ -242,7 +242,7 @@ async def test_bad_batch_is_refused_whole(
     )
     assert resp.status == status, await resp.text()
     assert (await resp.json())["error"] == error
-    assert await redis.xlen(keys.heartbeats) == 0
+    assert await stream_length(redis, keys) == 0
 
 
 async def test_redis_down_answers_503_with_retry_after_never_500(

@@ -34,7 +34,7 @@ async def test_every_accepted_heartbeat_survives_a_redis_restart(
         await admin.config_set("appendfsync", "always")  # a 202 means on disk, not "within 1 s"
         await admin.aclose()
         settings = make_settings(
-            redis_url=url, consumer_block_ms=100, claim_min_idle_ms=1000, ingest_timeout=1.0
+            redis_url=url, consumer_block_ms=100, shard_lease_ms=2000, ingest_timeout=1.0
         )
         keys = Keys(settings.redis_prefix)
         accepted: dict[str, list[tuple[int, str]]] = {}

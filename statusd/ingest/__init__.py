@@ -31,6 +31,7 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
         writer = StreamWriter(
             runtime.redis,
             runtime.keys,
+            shards=settings.stream_shards,
             timeout=settings.ingest_timeout,
             max_inflight=settings.ingest_pipelines,
         )
@@ -49,7 +50,7 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
         async def consumers_ctx(app: web.Application) -> AsyncIterator[None]:
             consumer_set = ConsumerSet(app[RUNTIME], count=consumers)
             try:
-                await consumer_set.ensure_group()
+                await consumer_set.ensure_groups()
             except Exception as exc:  # Redis down at startup: the consumers create it (NOGROUP)
                 log.warning("consumers.group_not_created", error=str(exc))
             consumer_set.start()

@@ -54,14 +54,14 @@ def consume(
             "--consumers",
             "-n",
             min=1,
-            help="Consumer tasks in this process (default STATUSD_CONSUMERS, at least 1).",
+            help="Consumers in this process, each holding a share of the stream shards (default STATUSD_CONSUMERS, at least 1).",
         ),
     ] = None,
     name: Annotated[
         str | None,
         typer.Option(
             "--name",
-            help="Consumer name prefix (default host:pid). A stable name resumes its own pending entries.",
+            help="Consumer name prefix (default host:pid), as seen in the consumer group and the logs.",
         ),
     ] = None,
 ) -> None:
@@ -78,7 +78,7 @@ def consume(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await consumer_set.ensure_group()
+        await consumer_set.ensure_groups()
         consumer_set.start()
         await stop.wait()
         await consumer_set.stop()  # before the runtime closes the pools the consumers use
@@ -158,7 +158,10 @@ def replay_cmd(
 
     settings = _settings()
     new_ids = _run(
-        lambda: _with_runtime(settings, lambda rt: replay(rt.redis, rt.keys, entry_id=entry_id))
+        lambda: _with_runtime(
+            settings,
+            lambda rt: replay(rt.redis, rt.keys, shards=settings.stream_shards, entry_id=entry_id),
+        )
     )
     if entry_id is not None and not new_ids:
         Console(stderr=True).print(f"[red]no dead letter with id {entry_id}[/red]")

@@ -1,36 +1,43 @@
-"""Stream consumers: apply heartbeats to the lifecycle, exactly once per state change, losing none.
+"""Stream consumers: apply heartbeats to the lifecycle, every state change once and in seq order.
 
-One `ConsumerSet` per process (inside `statusd serve`, or `statusd consume`) runs N consumers in
-the consumer group, one reclaimer and one housekeeper. Per batch (XREADGROUP COUNT batch):
+Why shards and leases: with one stream read by consumers in several processes, two consumers could
+each hold reports of the same workload; if seq 6 committed before seq 5, seq 5 was (rightly) stale
+and its transition never appeared in history. So the stream is split by workload into shards
+(statusd.ingest.streams) and each shard is applied by ONE consumer at a time, holding a lease
+(statusd.ingest.leases), strictly in stream order: one sequential loop per held shard.
 
-1. Parse; per workload keep, in seq order, the newest report of each run of equal states (equal
-   seq: the last one). Steady heartbeats collapse to one report per workload; a batch that spans
-   a change still applies every change, in seq order.
-2. Skip the first report when the Redis state cache says it changes nothing (no SQL: liveness
-   lives in Redis); call `apply_observation` for the rest.
-3. XACK only after the DB commits (a consumer that dies before acking leaves the entries pending;
-   a reclaimer takes them with XAUTOCLAIM, and the seq guard in the DB makes a second apply a
-   no-op). The ack pipeline also records each workload's newest seq in `keys.last_seq`.
+One `ConsumerSet` per process (inside `statusd serve`, or `statusd consume`) runs N consumers.
+Each consumer checks in every lease-ttl/3, renews its leases, and aims for ceil(shards / live
+consumers) of them: it acquires free shards up to that and releases extras after their in-flight
+batch, so a newly started process gets its share within a few seconds.
+
+Per held shard:
+1. On acquiring it, take over its pending entries first (XAUTOCLAIM, min-idle 0: safe, because the
+   previous holder stopped committing at its fencing deadline, before our lease could exist), and
+   apply them before reading new ones (XREADGROUP ">").
+2. Per batch: collapse per workload (statusd.ingest.reports), skip the first report when the Redis
+   state cache says it changes nothing (steady heartbeats write no SQL), `apply_observation` for
+   the rest; the lease is checked before every apply (fencing), so a holder that lost it commits
+   nothing more and leaves its entries pending for the next holder.
+3. XACK only after the DB commit; the ack pipeline also records each workload's newest seq.
 
 Failures:
 - unknown/deregistered workload, token from an older generation: counted, acked, dropped;
-- database or Redis unavailable (transient): nothing is acked and nothing counts as a failed
-  delivery; the batch is retried in-process with capped exponential backoff until the store is
-  back, and its entries are re-claimed (XCLAIM JUSTID) so no reclaimer steals them meanwhile;
-- anything else: that workload's remaining entries stay pending; after `max_deliveries` they go
-  to the dead-letter stream with the error (`statusd.ingest.dead_letters`), never blocking others.
-
-Order per workload within a process: reads are serialized and each batch takes a ticket per
-workload in read order; a batch applies a workload only after the previous batch holding that
-workload is done with it. (Across processes the seq guard keeps state from going backward.)
+- database or Redis unavailable (transient): nothing is acked, nothing counts as a failed
+  delivery; the same batch is retried with capped backoff while the lease is kept renewed;
+- anything else (poison): that workload's entries are retried `max_deliveries` times, then go to
+  the dead-letter stream with the error (unreadable entries at once); the shard flows on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
-from collections.abc import Iterable
+import time
+import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +45,15 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from statusd import metrics
 from statusd.db import is_transient_db_error
-from statusd.errors import RedisUnavailable, StorageUnavailable, UnknownWorkload
+from statusd.errors import RedisUnavailable, UnknownWorkload
 from statusd.ingest import dead_letters
-from statusd.lifecycle import Source, State
+from statusd.ingest.leases import Lease, LeaseBook
+from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
+from statusd.ingest.streams import ensure_groups, stream_stats
+from statusd.lifecycle import Source
 from statusd.runtime import Runtime
 from statusd.state_cache import CachedState
 from statusd.transitions import Observation, apply_observation
@@ -53,8 +62,9 @@ log = structlog.get_logger("statusd.consumer")
 
 BACKOFF_START_S = 0.1
 BACKOFF_CAP_S = 5.0
+POISON_RETRY_S = 0.05  # between in-process retries of a failing (non-transient) entry
 
-# Keep the newest seq per workload without going backward when two consumers ack out of order.
+# Keep the newest seq per workload without going backward (a replayed dead letter is older).
 _MAX_SEQ = """
 for i = 1, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
@@ -65,133 +75,25 @@ end
 return 1
 """
 
-
-class MalformedEntry(Exception):
-    """A stream entry whose fields cannot be a heartbeat (written by something other than ingest)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    entry_id: bytes
-    workload_id: str
-    generation: int
-    status: State
-    seq: int
-    detail: str | None
-
-
-def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Report:
-    """The heartbeat in a stream entry; MalformedEntry (naming the field) when it is not one."""
-    name = "workload_id"
-    try:
-        workload_id = fields[b"workload_id"].decode()
-        name = "generation"
-        generation = int(fields[b"generation"])
-        name = "status"
-        status = State(fields[b"status"].decode())
-        name = "seq"
-        seq = int(fields[b"seq"])
-        name = "detail"
-        detail = fields.get(b"detail")
-        return Report(
-            entry_id,
-            workload_id,
-            generation,
-            status,
-            seq,
-            detail.decode() if detail is not None else None,
-        )
-    except KeyError:
-        raise MalformedEntry(f"malformed heartbeat entry: field {name!r} is missing") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEntry(f"malformed heartbeat entry: field {name!r}: {exc}") from None
-
-
-def collapse(reports: Iterable[Report]) -> dict[str, list[Report]]:
-    """Per workload, in seq order, the newest report of each run of equal (state, generation)."""
-    by_workload: dict[str, dict[int, Report]] = {}
-    for report in reports:  # stream order: for an equal seq the later entry wins
-        by_workload.setdefault(report.workload_id, {})[report.seq] = report
-    plan: dict[str, list[Report]] = {}
-    for workload_id, by_seq in by_workload.items():
-        runs: list[Report] = []
-        for seq in sorted(by_seq):
-            report = by_seq[seq]
-            if (
-                runs
-                and runs[-1].status is report.status
-                and runs[-1].generation == report.generation
-            ):
-                runs[-1] = report
-            else:
-                runs.append(report)
-        plan[workload_id] = runs
-    return plan
-
-
-# PostgreSQL SQLSTATEs that mean "the server will not talk to us right now", not "this row is bad":
-# 08 connection exceptions, 57P admin/crash shutdown and cannot-connect-now, 53300 too many
-# connections, 55000 on connect when a database has ALLOW_CONNECTIONS false.
-_PG_UNAVAILABLE_PREFIXES = ("08", "57P", "53300")
-
-
-def _pg_unavailable(exc: BaseException) -> bool:
-    state = getattr(exc, "sqlstate", None)
-    if not isinstance(state, str):
-        return False
-    if state.startswith(_PG_UNAVAILABLE_PREFIXES):
-        return True
-    return state == "55000" and "accepting connections" in str(exc)
+_REDIS_DOWN = (RedisUnavailable, RedisConnectionError, RedisTimeoutError)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """The store is unavailable (retry the same batch later), as opposed to this entry is bad.
-
-    Looks through the cause chain: drivers' connect errors may arrive unwrapped or wrapped.
-    """
+    """The store is unavailable (retry the same batch later), as opposed to this entry is bad."""
+    if is_transient_db_error(exc):  # walks the cause chain, knows PostgreSQL's SQLSTATEs
+        return True
     seen: BaseException | None = exc
-    for _ in range(5):
+    for _ in range(6):
         if seen is None:
             return False
-        if isinstance(
-            seen,
-            (
-                StorageUnavailable,
-                RedisUnavailable,
-                RedisConnectionError,
-                RedisTimeoutError,
-                SATimeoutError,
-            ),
-        ):
+        if isinstance(seen, _REDIS_DOWN):
             return True
-        if is_transient_db_error(seen) or _pg_unavailable(seen):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or seen.__context__
     return False
 
 
-class WorkloadOrder:
-    """Per-workload tickets in read order, so batches of one process apply a workload in order."""
-
-    def __init__(self) -> None:
-        self._tails: dict[str, asyncio.Future[None]] = {}
-
-    def take(
-        self, workload_ids: Iterable[str]
-    ) -> dict[str, tuple[asyncio.Future[None] | None, asyncio.Future[None]]]:
-        loop = asyncio.get_running_loop()
-        tickets = {}
-        for wid in workload_ids:
-            mine: asyncio.Future[None] = loop.create_future()
-            tickets[wid] = (self._tails.get(wid), mine)
-            self._tails[wid] = mine
-        return tickets
-
-    def release(self, workload_id: str, mine: asyncio.Future[None]) -> None:
-        if not mine.done():
-            mine.set_result(None)
-        if self._tails.get(workload_id) is mine:
-            del self._tails[workload_id]
+class LeaseLost(Exception):
+    """The shard's lease expired or was taken: commit nothing more for it."""
 
 
 @dataclass
@@ -201,11 +103,12 @@ class _Workload:
     workload_id: str
     reports: list[Report]
     entries: list[tuple[bytes, int]]  # (entry id, seq) of every entry of this workload
-    prev: asyncio.Future[None] | None
-    ticket: asyncio.Future[None]
+    attempts: int = 0  # failed (non-transient) attempts, earlier deliveries included
     done_upto: int = -1  # index of the last report handled for good
-    error: str | None = None  # a non-transient failure: remaining entries stay pending
+    error: str | None = None  # gave up: its unhandled entries go to the dead letters
+    retry: bool = False  # failed, not yet max_deliveries times
     transient: bool = False
+    fenced: bool = False  # the lease ran out before its next apply
     handled_seq: int | None = None
 
     @property
@@ -215,31 +118,64 @@ class _Workload:
 
 @dataclass
 class _Batch:
-    consumer: str
     raw: dict[bytes, dict[bytes, bytes]]  # entry id -> fields
     deliveries: dict[bytes, int]  # entry id -> delivery count (1 for fresh reads)
     workloads: dict[str, _Workload] = field(default_factory=dict)
     malformed: dict[bytes, str] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
+class _Shard:
+    """A shard held by one consumer: its lease and the loop that applies it."""
+
+    index: int
+    stream: str
+    lease: Lease
+    releasing: bool = False  # over our share: hand it over after the batch in hand
+    sweep_at: float | None = None  # next take-over pass (None: the first, before any read)
+    task: asyncio.Task[None] | None = None
+
+    def active(self) -> bool:
+        return not self.releasing and self.lease.valid()
+
+
+@dataclass(eq=False)
+class _Consumer:
+    """One member of the consumer group: its name in the group and the shards it holds."""
+
+    name: str
+    owner: str  # lease value: name + incarnation, so a restart under the same --name is not us
+    shards: dict[int, _Shard] = field(default_factory=dict)
+
+
 class ConsumerSet:
-    """N consumers + a reclaimer + a housekeeper for this process, on one Runtime."""
+    """N shard-leasing consumers + a housekeeper for this process, on one Runtime."""
 
     def __init__(self, runtime: Runtime, *, count: int, name: str | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.keys = runtime.keys
         self.redis = runtime.redis
-        self.count = count
+        self.shards = self.settings.stream_shards
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        incarnation = uuid.uuid4().hex[:8]
+        self._consumers = [
+            _Consumer(f"{self.name}:{i}", f"{self.name}:{i}/{incarnation}") for i in range(count)
+        ]
+        self._ttl_ms = self.settings.shard_lease_ms
+        # A blocking read must come back well inside the fencing margin (ttl/3): entries delivered
+        # to us then are pending under our name before the lease can pass to anyone else.
+        self._block_ms = max(1, min(self.settings.consumer_block_ms, self._ttl_ms // 6))
+        self._leases = LeaseBook(self.redis)
         self._stopping = asyncio.Event()
-        self._read_lock = asyncio.Lock()
-        self._order = WorkloadOrder()
+        # Blocking reads hold a pooled connection each: leave room for ingest and applies.
+        self._reads = asyncio.Semaphore(max(1, self.settings.redis_max_connections // 2))
         # SQLite has one writer at a time: parallel applies would only fight over the lock.
         slots = 1 if self.settings.is_sqlite else max(1, self.settings.db_pool_size)
         self._db_slots = asyncio.Semaphore(slots)
         self._max_seq = self.redis.register_script(_MAX_SEQ)
         self._tasks: list[asyncio.Task[None]] = []
+        self._shard_tasks: set[asyncio.Task[None]] = set()
         self._outcomes = {
             name: metrics.CONSUMER_APPLIED.labels(outcome=name)
             for name in (
@@ -258,31 +194,44 @@ class ConsumerSet:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the consumer, reclaimer and housekeeping tasks on the running loop."""
-        for i in range(self.count):
+        """Start each consumer's steering loop and the housekeeper on the running loop."""
+        for consumer in self._consumers:
             self._tasks.append(
-                asyncio.create_task(self._consume(f"{self.name}:{i}"), name=f"consumer-{i}")
+                asyncio.create_task(self._steer(consumer), name=f"steer-{consumer.name}")
             )
-        self._tasks.append(
-            asyncio.create_task(self._reclaim(f"{self.name}:reclaim"), name="reclaimer")
-        )
         self._tasks.append(asyncio.create_task(self._housekeep(), name="housekeeper"))
-        log.info("consumers.started", name=self.name, consumers=self.count)
+        log.info(
+            "consumers.started", name=self.name, consumers=len(self._consumers), shards=self.shards
+        )
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Finish the batches in hand (up to `grace` seconds), then cancel and await the rest."""
+        """Finish the batches in hand (up to `grace` seconds), release the leases, then return."""
         self._stopping.set()
-        if not self._tasks:
+        tasks = [*self._shard_tasks, *self._tasks]
+        if not tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=grace)
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         log.info("consumers.stopped", name=self.name)
 
     async def wait(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def owned(self) -> dict[int, str]:
+        """Shard -> consumer name, for the shards this process may apply right now."""
+        return {
+            shard.index: consumer.name
+            for consumer in self._consumers
+            for shard in consumer.shards.values()
+            if shard.active()
+        }
+
+    async def ensure_groups(self) -> None:
+        """Create the consumer group on every shard stream (from id 0, so nothing is skipped)."""
+        await ensure_groups(self.redis, self.keys, self.shards)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when stopping."""
@@ -291,321 +240,163 @@ class ConsumerSet:
         except TimeoutError:
             pass
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing; from id 0 so nothing is skipped."""
+    # -- steering: check in, renew, balance ----------------------------------------------------
+    async def _steer(self, consumer: _Consumer) -> None:
+        interval = self._ttl_ms / 3000
         try:
-            await self.redis.xgroup_create(
-                self.keys.heartbeats, self.keys.consumer_group, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    # -- reading -----------------------------------------------------------------------------
-    async def _consume(self, consumer: str) -> None:
-        backoff = BACKOFF_START_S
-        start_id = (
-            "0"  # first our own pending entries (a restart under the same --name), then new ones
-        )
-        while not self._stopping.is_set():
+            while not self._stopping.is_set():
+                try:
+                    await self._steer_once(consumer)
+                except asyncio.CancelledError:
+                    raise
+                except (RedisError, OSError) as exc:
+                    # Unrenewed leases run out by themselves: the shard loops stop committing.
+                    log.warning("consumer.steer_failed", consumer=consumer.name, error=str(exc))
+                except Exception:
+                    log.exception("consumer.steer_failed", consumer=consumer.name)
+                await self._pause(interval)
+        finally:
             try:
-                async with self._read_lock:
-                    if self._stopping.is_set():
-                        break
-                    reply: Any = await self.redis.xreadgroup(
-                        self.keys.consumer_group,
-                        consumer,
-                        {self.keys.heartbeats: start_id},
-                        count=self.settings.consumer_batch,
-                        block=self.settings.consumer_block_ms if start_id == ">" else None,
-                    )
-                    entries = reply[0][1] if reply else []
-                    if start_id == "0" and not entries:
-                        start_id = ">"
-                        continue
-                    batch = self._prepare(consumer, entries, {})
-                backoff = BACKOFF_START_S
-                if batch is not None:
-                    await self._process(batch)
-            except asyncio.CancelledError:
-                raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # stream or group gone (Redis lost its data): recreate
-                    log.warning("consumer.no_group", consumer=consumer)
-                    await self._guarded(self.ensure_group())
-                    continue
-                log.error("consumer.read_failed", consumer=consumer, error=str(exc))
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "consumer.redis_unavailable",
-                    consumer=consumer,
-                    error=str(exc),
-                    retry_in=backoff,
-                )
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-            except Exception:  # a bug must not kill the consumer silently; its entries stay pending
-                log.exception("consumer.failed", consumer=consumer)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
+                await self._leases.check_out(self.keys.shard_consumers, consumer.name)
+            except (RedisError, OSError):
+                pass  # pruned after a lease ttl anyway
 
-    async def _guarded(self, awaitable: object) -> None:
+    async def _steer_once(self, consumer: _Consumer) -> None:
+        live = await self._leases.check_in(self.keys.shard_consumers, consumer.name, self._ttl_ms)
+        held = [s for s in consumer.shards.values() if s.lease.valid()]
+        for shard, kept in zip(
+            held, await self._leases.renew([s.lease for s in held]), strict=True
+        ):
+            if not kept:
+                log.warning("consumer.shard_lost", consumer=consumer.name, shard=shard.index)
+        share = math.ceil(self.shards / live)
+        active = sorted((s for s in consumer.shards.values() if s.active()), key=lambda s: s.index)
+        for shard in active[share:]:  # over our share: the loop hands it over after its batch
+            shard.releasing = True
+        if len(active) >= share or self._stopping.is_set():
+            return
+        # Start at a per-consumer offset so consumers racing for free shards rarely collide.
+        offset = zlib.crc32(consumer.name.encode()) % self.shards
+        for step in range(self.shards):
+            if len(active) >= share:
+                break
+            index = (offset + step) % self.shards
+            if index in consumer.shards:
+                continue  # still winding down from a lost lease or a release
+            lease = await self._leases.acquire(
+                self.keys.shard_lease(index), consumer.owner, self._ttl_ms
+            )
+            if lease is None:
+                continue
+            shard = _Shard(index, self.keys.heartbeat_shard(index), lease)
+            consumer.shards[index] = shard
+            active.append(shard)
+            shard.task = asyncio.create_task(
+                self._run_shard(consumer, shard), name=f"shard-{index}"
+            )
+            self._shard_tasks.add(shard.task)
+            shard.task.add_done_callback(self._shard_tasks.discard)
+            log.info("consumer.shard_acquired", consumer=consumer.name, shard=index)
+
+    # -- one held shard ------------------------------------------------------------------------
+    async def _run_shard(self, consumer: _Consumer, shard: _Shard) -> None:
+        """Apply one shard strictly in stream order while its lease holds."""
+        backoff = BACKOFF_START_S
         try:
-            await awaitable  # type: ignore[misc]
+            while not self._stopping.is_set() and shard.active():
+                try:
+                    await self._shard_step(consumer, shard)
+                    backoff = BACKOFF_START_S
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except LeaseLost:
+                    break
+                except ResponseError as exc:
+                    if "NOGROUP" in str(exc):  # stream or group gone (Redis lost its data)
+                        log.warning("consumer.no_group", shard=shard.index)
+                        await self._guarded(self.ensure_groups())
+                        continue
+                    log.error("consumer.read_failed", shard=shard.index, error=str(exc))
+                except (RedisError, OSError) as exc:
+                    log.warning("consumer.redis_unavailable", shard=shard.index, error=str(exc))
+                except Exception:  # a bug must not kill the loop silently; entries stay pending
+                    log.exception("consumer.failed", shard=shard.index)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+        finally:
+            await self._leave(consumer, shard)
+
+    async def _shard_step(self, consumer: _Consumer, shard: _Shard) -> None:
+        """One turn of a shard's loop: a take-over pass when due, else one read and its batch."""
+        if shard.sweep_at is None or time.monotonic() >= shard.sweep_at:
+            # First the previous holder's pending entries, all of them, in order, before anything
+            # new. Later, once per lease ttl, a sweep for entries that a holder who lost its lease
+            # early (stolen, Redis lost the key) read after we took over: nothing stays pending
+            # forever, even where order could not be kept.
+            first = shard.sweep_at is None
+            await self._take_over(consumer, shard, 0 if first else self._ttl_ms)
+            shard.sweep_at = time.monotonic() + self._ttl_ms / 1000
+            return
+        async with self._reads:
+            if not shard.active():
+                return
+            reply: Any = await self.redis.xreadgroup(
+                self.keys.consumer_group,
+                consumer.name,
+                {shard.stream: ">"},
+                count=self.settings.consumer_batch,
+                block=self._block_ms,
+            )
+        batch = self._prepare(reply[0][1] if reply else [], {})
+        if batch is not None:
+            await self._process(shard, batch)
+
+    async def _leave(self, consumer: _Consumer, shard: _Shard) -> None:
+        consumer.shards.pop(shard.index, None)
+        if shard.lease.valid():  # a release or a clean stop: hand it over at once
+            try:
+                await self._leases.release(shard.lease)
+                log.info("consumer.shard_released", consumer=consumer.name, shard=shard.index)
+            except (RedisError, OSError):
+                shard.lease.lose()  # it expires by itself
+        else:
+            log.info("consumer.shard_left", consumer=consumer.name, shard=shard.index)
+
+    async def _guarded(self, awaitable: Any) -> None:
+        try:
+            await awaitable
         except (RedisError, OSError) as exc:
             log.warning("consumer.redis_unavailable", error=str(exc))
             await self._pause(BACKOFF_START_S)
 
-    def _prepare(
-        self,
-        consumer: str,
-        entries: list[tuple[bytes, dict[bytes, bytes]]],
-        deliveries: dict[bytes, int],
-    ) -> _Batch | None:
-        """Parse and plan a batch and take its per-workload tickets (call under the read lock)."""
-        live = [
-            (eid, fields) for eid, fields in entries if fields
-        ]  # XAUTOCLAIM: deleted entries have None
-        if not live:
-            return None
-        batch = _Batch(consumer, dict(live), deliveries)
-        reports: list[Report] = []
-        for entry_id, fields in live:
-            try:
-                reports.append(parse_entry(entry_id, fields))
-            except MalformedEntry as exc:
-                batch.malformed[entry_id] = str(exc)
-        plan = collapse(reports)
-        entries_of: dict[str, list[tuple[bytes, int]]] = {}
-        for report in reports:
-            entries_of.setdefault(report.workload_id, []).append((report.entry_id, report.seq))
-        tickets = self._order.take(plan)
-        for wid, planned in plan.items():
-            prev, mine = tickets[wid]
-            batch.workloads[wid] = _Workload(wid, planned, entries_of[wid], prev, mine)
-        self._outcomes["collapsed"].inc(len(reports) - sum(len(p) for p in plan.values()))
-        return batch
-
-    # -- applying ----------------------------------------------------------------------------
-    async def _process(self, batch: _Batch) -> None:
-        """Apply a batch (retrying transient failures in-process), then ack what was handled."""
-        try:
-            backoff = BACKOFF_START_S
-            while True:
-                todo = [w for w in batch.workloads.values() if not w.finished]
-                if not todo:
-                    break
-                try:  # re-read on every retry: another process may have moved these workloads
-                    cached = await self.runtime.cache.get_many(w.workload_id for w in todo)
-                except (RedisError, OSError) as exc:
-                    log.warning("consumer.cache_unavailable", error=str(exc))
-                    transient = True
-                else:
-                    for w in todo:
-                        w.transient = False
-                    await asyncio.gather(
-                        *(self._apply_workload(w, cached.get(w.workload_id)) for w in todo)
-                    )
-                    transient = any(w.transient for w in todo)
-                if not transient:
-                    break
-                if self._stopping.is_set():
-                    break  # ack what is done; the rest stays pending for a reclaimer (or our restart)
-                await self._touch(batch)
-                log.warning("consumer.store_unavailable", retry_in=backoff, workloads=len(todo))
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-            if self.settings.consumer_pause_before_ack_s and not self._stopping.is_set():
-                log.warning(
-                    "consumer.pausing_before_ack", seconds=self.settings.consumer_pause_before_ack_s
-                )
-                await asyncio.sleep(self.settings.consumer_pause_before_ack_s)
-        finally:
-            for w in batch.workloads.values():
-                self._order.release(w.workload_id, w.ticket)
-        await self._settle(batch)
-
-    async def _apply_workload(self, w: _Workload, cached: CachedState | None) -> None:
-        if w.prev is not None and not w.prev.done():
-            await asyncio.shield(w.prev)
-        try:
-            for index in range(w.done_upto + 1, len(w.reports)):
-                report = w.reports[index]
-                if (
-                    index == 0
-                    and cached is not None
-                    and cached.makes_no_change(report.status.value, report.generation)
-                ):
-                    self._outcomes["skipped"].inc()
-                else:
-                    outcome = await self._apply(report)
-                    self._outcomes[outcome].inc()
-                w.done_upto = index
-                w.handled_seq = report.seq
-        except Exception as exc:
-            if is_transient(exc):
-                w.transient = True
-                return
-            w.error = f"{type(exc).__name__}: {exc}"
-            self._outcomes["failed"].inc()
-            log.error("consumer.apply_failed", workload_id=w.workload_id, error=w.error)
-        finally:
-            if w.finished:
-                self._order.release(w.workload_id, w.ticket)
-
-    async def _apply(self, report: Report) -> str:
-        observation = Observation(
-            report.workload_id,
-            report.status,
-            Source.PUSH,
-            seq=report.seq,
-            reason=report.detail,
-            actor="heartbeat",
-            generation=report.generation,
-        )
-        async with self._db_slots:
-            try:
-                result = await apply_observation(self.runtime.ledger, observation)
-            except UnknownWorkload:
-                return (
-                    "unknown"  # counted and dropped: a deleted workload's container still talking
-                )
-        return result.outcome.value
-
-    async def _touch(self, batch: _Batch) -> None:
-        """Reset the idle time of our pending entries so reclaimers leave a stalled batch alone."""
-        ids = [eid for w in batch.workloads.values() if not w.finished for eid, _ in w.entries]
-        if not ids:
-            return
-        try:
-            await self.redis.xclaim(
-                self.keys.heartbeats,
-                self.keys.consumer_group,
-                batch.consumer,
-                0,
-                list[Any](ids),
-                justid=True,
-            )
-        except (RedisError, OSError):
-            pass  # Redis is down too: nobody can claim them either
-
-    async def _settle(self, batch: _Batch) -> None:
-        """Ack handled entries (+ newest seq per workload); bury entries out of deliveries."""
-        ack: list[bytes] = []
-        newest: dict[str, int] = {}
-        failed: dict[bytes, str] = dict(batch.malformed)
-        for w in batch.workloads.values():
-            if w.handled_seq is not None:
-                newest[w.workload_id] = max(seq for _, seq in w.entries if seq <= w.handled_seq)
-            for entry_id, seq in w.entries:
-                if w.handled_seq is not None and seq <= w.handled_seq:
-                    ack.append(entry_id)  # handled, or superseded by a handled newer report
-                elif w.error is not None:
-                    failed[entry_id] = w.error
-        await self._ack(ack, newest)
-        for entry_id, error in failed.items():
-            deliveries = batch.deliveries.get(entry_id, 1)
-            if deliveries >= self.settings.max_deliveries:
-                await self._bury(entry_id, batch.raw[entry_id], error, deliveries)
-
-    async def _ack(self, ack: list[bytes], newest: dict[str, int]) -> None:
-        backoff = BACKOFF_START_S
-        while ack or newest:
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    if ack:
-                        pipe.xack(self.keys.heartbeats, self.keys.consumer_group, *ack)
-                    if newest:
-                        args: list[str | int] = [
-                            x for wid, seq in newest.items() for x in (wid, seq)
-                        ]
-                        await self._max_seq(
-                            keys=[self.keys.last_seq], args=args, client=pipe
-                        )  # queues only
-                    await pipe.execute()
-                break
-            except (RedisError, OSError) as exc:
-                # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving up
-                # is too (the entries stay pending and get reclaimed). Give up only when stopping.
-                if self._stopping.is_set():
-                    return
-                log.warning("consumer.ack_failed", error=str(exc), retry_in=backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-
-    async def _bury(
-        self, entry_id: bytes, fields: dict[bytes, bytes], error: str, deliveries: int
-    ) -> None:
-        try:
-            await dead_letters.bury(self.redis, self.keys, entry_id, fields, error, deliveries)
-        except (RedisError, OSError) as exc:
-            log.warning("consumer.bury_failed", entry_id=entry_id.decode(), error=str(exc))
-            return  # still pending: the reclaimer tries again
-        self._outcomes["dead_letter"].inc()
-        log.error(
-            "consumer.dead_letter", entry_id=entry_id.decode(), error=error, deliveries=deliveries
-        )
-
-    # -- reclaiming --------------------------------------------------------------------------
-    async def _reclaim(self, consumer: str) -> None:
-        """Take entries idle longer than claim_min_idle_ms (their consumer died) and apply them."""
-        interval = min(self.settings.claim_min_idle_ms / 2000, 5.0)
-        while not self._stopping.is_set():
-            await self._pause(interval)
-            try:
-                await self._reclaim_once(consumer)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("reclaimer.redis_unavailable", error=str(exc))
-            except Exception:
-                log.exception("reclaimer.failed")
-
-    async def _reclaim_once(self, consumer: str) -> int:
+    async def _take_over(self, consumer: _Consumer, shard: _Shard, min_idle_ms: int) -> None:
+        """Claim the shard's pending entries idle >= min_idle_ms, oldest first, and apply them."""
         cursor: bytes | str = "0-0"
-        claimed_total = 0
-        while not self._stopping.is_set():
-            async with self._read_lock:
-                reply: Any = await self.redis.xautoclaim(
-                    self.keys.heartbeats,
-                    self.keys.consumer_group,
-                    consumer,
-                    min_idle_time=self.settings.claim_min_idle_ms,
-                    start_id=cursor,
-                    count=self.settings.consumer_batch,
+        while not self._stopping.is_set() and shard.active():
+            reply: Any = await self.redis.xautoclaim(
+                shard.stream,
+                self.keys.consumer_group,
+                consumer.name,
+                min_idle_time=min_idle_ms,
+                start_id=cursor,
+                count=self.settings.consumer_batch,
+            )
+            cursor, entries = reply[0], [e for e in reply[1] if e[1]]
+            if entries:
+                log.info("consumer.took_over", shard=shard.index, entries=len(entries))
+                deliveries = await self._deliveries(
+                    shard, consumer.name, [eid for eid, _ in entries]
                 )
-                cursor, entries = reply[0], [e for e in reply[1] if e[1]]
-                deliveries = await self._deliveries(consumer, [eid for eid, _ in entries])
-                too_many = [
-                    (eid, fields)
-                    for eid, fields in entries
-                    if deliveries.get(eid, 1) > self.settings.max_deliveries
-                ]
-                batch = self._prepare(
-                    consumer, [e for e in entries if e not in too_many], deliveries
-                )
-            for entry_id, fields in too_many:  # its consumers kept dying on it: never try again
-                await self._bury(
-                    entry_id,
-                    fields,
-                    "delivered without an ack too often (consumers died?)",
-                    deliveries[entry_id],
-                )
-            if batch is not None:
-                claimed_total += len(batch.raw)
-                log.info("reclaimer.claimed", entries=len(batch.raw))
-                await self._process(batch)
+                batch = self._prepare(entries, deliveries)
+                if batch is not None:
+                    await self._process(shard, batch)
             if cursor in (b"0-0", "0-0"):
-                break
-        return claimed_total
+                return
 
-    async def _deliveries(self, consumer: str, ids: list[bytes]) -> dict[bytes, int]:
-        if not ids:
-            return {}
+    async def _deliveries(self, shard: _Shard, consumer: str, ids: list[bytes]) -> dict[bytes, int]:
         rows = await self.redis.xpending_range(
-            self.keys.heartbeats,
+            shard.stream,
             self.keys.consumer_group,
             min=ids[0],
             max=ids[-1],
@@ -618,6 +409,195 @@ class ConsumerSet:
             for row in rows
             if row["message_id"] in wanted
         }
+
+    def _prepare(
+        self,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        deliveries: dict[bytes, int],
+    ) -> _Batch | None:
+        """Parse a batch and plan each workload's reports."""
+        if not entries:
+            return None
+        batch = _Batch(dict(entries), deliveries)
+        reports: list[Report] = []
+        for entry_id, fields in entries:
+            try:
+                reports.append(parse_entry(entry_id, fields))
+            except MalformedEntry as exc:
+                batch.malformed[entry_id] = str(exc)
+        entries_of: dict[str, list[tuple[bytes, int]]] = {}
+        for report in reports:
+            entries_of.setdefault(report.workload_id, []).append((report.entry_id, report.seq))
+        plan = collapse(reports)
+        for wid, planned in plan.items():
+            mine = entries_of[wid]
+            # Deliveries before this one that ended without an ack count as failed attempts
+            # (a consumer that kept dying on this entry): a crash loop ends in the dead letters.
+            earlier = max(deliveries.get(eid, 1) for eid, _ in mine) - 1
+            batch.workloads[wid] = _Workload(wid, planned, mine, attempts=earlier)
+        self._outcomes["collapsed"].inc(len(reports) - sum(len(p) for p in plan.values()))
+        return batch
+
+    # -- applying ----------------------------------------------------------------------------
+    async def _process(self, shard: _Shard, batch: _Batch) -> None:
+        """Apply a batch (retrying in-process), then ack what was handled; LeaseLost if fenced."""
+        backoff = BACKOFF_START_S
+        while True:
+            todo = [w for w in batch.workloads.values() if not w.finished]
+            if not todo:
+                break
+            try:  # re-read on every retry: the state may have moved meanwhile
+                cached = await self.runtime.cache.get_many(w.workload_id for w in todo)
+            except (RedisError, OSError) as exc:
+                log.warning("consumer.cache_unavailable", error=str(exc))
+                transient, retry = True, False
+            else:
+                for w in todo:
+                    w.transient = w.retry = w.fenced = False
+                await asyncio.gather(
+                    *(self._apply_workload(shard, w, cached.get(w.workload_id)) for w in todo)
+                )
+                transient = any(w.transient for w in todo)
+                retry = any(w.retry for w in todo)
+                if any(w.fenced for w in todo):
+                    break
+            if not (transient or retry) or self._stopping.is_set() or not shard.lease.valid():
+                break  # stopping/fenced: ack what is done, the rest stays pending for the next holder
+            if transient:
+                log.warning(
+                    "consumer.store_unavailable",
+                    shard=shard.index,
+                    retry_in=backoff,
+                    workloads=len(todo),
+                )
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+            else:
+                await self._pause(POISON_RETRY_S)
+        pause = self.settings.consumer_pause_before_ack_s
+        if pause and not self._stopping.is_set():
+            log.warning("consumer.pausing_before_ack", seconds=pause)
+            await asyncio.sleep(pause)
+        await self._settle(shard, batch)
+        if not shard.lease.valid():
+            raise LeaseLost(f"shard {shard.index}")
+
+    async def _apply_workload(
+        self, shard: _Shard, w: _Workload, cached: CachedState | None
+    ) -> None:
+        try:
+            for index in range(w.done_upto + 1, len(w.reports)):
+                report = w.reports[index]
+                if (
+                    index == 0
+                    and cached is not None
+                    and cached.makes_no_change(report.status.value, report.generation)
+                ):
+                    self._outcomes["skipped"].inc()
+                else:
+                    outcome = await self._apply(shard, report)
+                    self._outcomes[outcome].inc()
+                w.done_upto = index
+                w.handled_seq = report.seq
+        except LeaseLost:
+            w.fenced = True
+        except Exception as exc:
+            if is_transient(exc):
+                w.transient = True
+                return
+            w.attempts += 1
+            error = f"{type(exc).__name__}: {exc}"
+            if w.attempts < self.settings.max_deliveries:
+                w.retry = True
+                log.warning("consumer.apply_failed", workload_id=w.workload_id, error=error)
+                return
+            w.error = error
+            self._outcomes["failed"].inc()
+            log.error("consumer.apply_failed", workload_id=w.workload_id, error=w.error)
+
+    async def _apply(self, shard: _Shard, report: Report) -> str:
+        observation = Observation(
+            report.workload_id,
+            report.status,
+            Source.PUSH,
+            seq=report.seq,
+            reason=report.detail,
+            actor="heartbeat",
+            generation=report.generation,
+        )
+        async with self._db_slots:
+            # Fencing: checked after waiting for a slot, right before the transaction.
+            if not shard.lease.valid():
+                raise LeaseLost(f"shard {shard.index}")
+            try:
+                result = await apply_observation(self.runtime.ledger, observation)
+            except UnknownWorkload:
+                return "unknown"  # counted and dropped: a deleted workload's container talking
+        return result.outcome.value
+
+    async def _settle(self, shard: _Shard, batch: _Batch) -> None:
+        """Ack handled entries (+ newest seq per workload); bury the ones that keep failing."""
+        ack: list[bytes] = []
+        newest: dict[str, int] = {}
+        failed: dict[bytes, tuple[str, int]] = {
+            eid: (error, batch.deliveries.get(eid, 1)) for eid, error in batch.malformed.items()
+        }
+        for w in batch.workloads.values():
+            if w.handled_seq is not None:
+                newest[w.workload_id] = max(seq for _, seq in w.entries if seq <= w.handled_seq)
+            for entry_id, seq in w.entries:
+                if w.handled_seq is not None and seq <= w.handled_seq:
+                    ack.append(entry_id)  # handled, or superseded by a handled newer report
+                elif w.error is not None:
+                    failed[entry_id] = (w.error, w.attempts)
+        await self._ack(shard, ack, newest)
+        if not shard.lease.valid():
+            return  # burying is the holder's decision; the next holder retries them
+        for entry_id, (error, deliveries) in failed.items():
+            await self._bury(shard, entry_id, batch.raw[entry_id], error, deliveries)
+
+    async def _ack(self, shard: _Shard, ack: list[bytes], newest: dict[str, int]) -> None:
+        backoff = BACKOFF_START_S
+        while ack or newest:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    if ack:
+                        pipe.xack(shard.stream, self.keys.consumer_group, *ack)
+                    if newest:
+                        args: list[str | int] = [
+                            x for wid, seq in newest.items() for x in (wid, seq)
+                        ]
+                        await self._max_seq(keys=[self.keys.last_seq], args=args, client=pipe)
+                    await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving
+                # up is too (the entries stay pending and the next holder takes them over).
+                if self._stopping.is_set() or not shard.lease.valid():
+                    return
+                log.warning("consumer.ack_failed", error=str(exc), retry_in=backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+
+    async def _bury(
+        self,
+        shard: _Shard,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        error: str,
+        deliveries: int,
+    ) -> None:
+        try:
+            await dead_letters.bury(
+                self.redis, self.keys, shard.stream, entry_id, fields, error, deliveries
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("consumer.bury_failed", entry_id=entry_id.decode(), error=str(exc))
+            return  # still pending: taken over (and retried) by the next holder
+        self._outcomes["dead_letter"].inc()
+        log.error(
+            "consumer.dead_letter", entry_id=entry_id.decode(), error=error, deliveries=deliveries
+        )
 
     # -- housekeeping ------------------------------------------------------------------------
     async def _housekeep(self) -> None:
@@ -633,21 +613,28 @@ class ConsumerSet:
             await self._pause(self.settings.consumer_housekeeping_s)
 
     async def housekeep_once(self) -> int:
-        """Update the stream gauges and trim what every consumer is done with; returns trimmed count.
+        """Update the stream gauges and trim the shards held here; returns the trimmed count."""
+        stats = await stream_stats(self.redis, self.keys, self.shards)
+        metrics.STREAM_LENGTH.set(stats.length)
+        metrics.STREAM_PENDING.set(stats.pending)
+        metrics.STREAM_LAG.set(stats.lag or 0)
+        trimmed = 0
+        for index in sorted(self.owned()):
+            trimmed += await self._trim(self.keys.heartbeat_shard(index))
+        return trimmed
 
-        Never MAXLEN (it would drop unapplied entries): trim below min(oldest pending id, the
+    async def _trim(self, stream: str) -> int:
+        """Never MAXLEN (it would drop unapplied entries): trim below min(oldest pending id, the
         group's last-delivered id). Both only move forward, so a threshold read a moment ago is
-        still safe when XTRIM runs.
-        """
-        stream, group = self.keys.heartbeats, self.keys.consumer_group
-        groups = await self.redis.xinfo_groups(stream)
+        still safe when XTRIM runs."""
+        group = self.keys.consumer_group
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:  # no such key yet
+            return 0
         info = next((g for g in groups if _text(g["name"]) == group), None)
         if info is None:
             return 0
-        metrics.STREAM_LENGTH.set(await self.redis.xlen(stream))
-        metrics.STREAM_PENDING.set(int(info["pending"]))
-        if info.get("lag") is not None:
-            metrics.STREAM_LAG.set(int(info["lag"]))
         threshold = _text(info["last-delivered-id"])
         if threshold in ("0-0", ""):
             return 0

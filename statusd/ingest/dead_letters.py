@@ -2,8 +2,9 @@
 
 An entry goes here after `max_deliveries` failed deliveries (or unreadable fields), so it never
 blocks the others. The dead-letter entry keeps every original field plus `error`, `original_id`,
-`deliveries` and `dead_at`; `replay` appends the original fields to the heartbeat stream again
-(a new id; consumers judge it by its seq like any other report) and removes the dead letter.
+`deliveries` and `dead_at`; `replay` appends the original fields to the shard stream of its
+workload again (a new id; consumers judge it by its seq like any other report) and removes the
+dead letter.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from statusd import metrics
+from statusd.ingest.streams import shard_of
 from statusd.keys import Keys
 
 META_FIELDS = ("error", "original_id", "deliveries", "dead_at")
@@ -37,12 +39,13 @@ def _text(value: bytes | str) -> str:
 async def bury(
     redis: Redis,
     keys: Keys,
+    stream: str,
     entry_id: bytes | str,
     fields: dict[bytes, bytes],
     error: str,
     deliveries: int,
 ) -> None:
-    """Move one pending entry to the dead-letter stream and ack it, atomically (MULTI)."""
+    """Move one pending entry of `stream` to the dead-letter stream and ack it, atomically (MULTI)."""
     dead: dict[Any, Any] = dict(fields)
     for name in META_FIELDS:
         dead.pop(name.encode(), None)
@@ -54,7 +57,7 @@ async def bury(
     )
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(keys.dead_letters, dead)
-        pipe.xack(keys.heartbeats, keys.consumer_group, entry_id)
+        pipe.xack(stream, keys.consumer_group, entry_id)
         await pipe.execute()
     metrics.DEAD_LETTERS.labels(stream="heartbeats").inc()
 
@@ -79,9 +82,9 @@ async def list_dead_letters(redis: Redis, keys: Keys, *, count: int = 100) -> li
 
 
 async def replay(
-    redis: Redis, keys: Keys, *, entry_id: str | None = None, count: int = 1000
+    redis: Redis, keys: Keys, *, shards: int, entry_id: str | None = None, count: int = 1000
 ) -> list[str]:
-    """Re-append dead letters (one by id, or the oldest `count`) to the heartbeat stream.
+    """Re-append dead letters (one by id, or the oldest `count`) to their workloads' shard streams.
 
     Returns the ids of the new stream entries. Each move is one MULTI (append + delete), so a
     crash never loses a dead letter; at worst it is replayed twice, which seq makes harmless.
@@ -93,8 +96,11 @@ async def replay(
     new_ids: list[str] = []
     for dead_id, raw in rows:
         letter = _parse(dead_id, raw)
+        # The shard of its workload, so it is applied in order with that workload's other reports
+        # (an entry without a workload id can only fail again; any shard will bury it).
+        shard = shard_of(letter.fields.get("workload_id", ""), shards)
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(keys.heartbeats, letter.fields)  # type: ignore[arg-type]
+            pipe.xadd(keys.heartbeat_shard(shard), letter.fields)  # type: ignore[arg-type]
             pipe.xdel(keys.dead_letters, dead_id)
             new_id, _ = await pipe.execute()
         new_ids.append(_text(new_id))

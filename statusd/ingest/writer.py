@@ -4,8 +4,9 @@ Why: the per-request Redis round trip, not HTTP, is what limits ingest (FIELD-NO
 bare, ~10k with one awaited pipeline per request; the cost is client-side Python per pipeline).
 So requests do not talk to Redis themselves. Each one queues its heartbeats and awaits a future;
 a flush scheduled with `call_soon` (it runs after every handler that was ready in this loop turn)
-takes everything queued, sends one pipeline (N x XADD + one ZADD of every workload's last-seen
-time + one ZREM from the PENDING set), and resolves each request's future with its own results.
+takes everything queued, sends one pipeline (N x XADD, each to its workload's shard stream, +
+one ZADD of every workload's last-seen time + one ZREM from the PENDING set), and resolves each
+request's future with its own results.
 
 Guarantees:
 - a request hears "stored" only when the XADD of its own entry returned an id; any failure of
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Sequence
 
 import structlog
 from redis.asyncio import Redis
 
+from statusd.ingest.streams import shard_streams
 from statusd.ingest.validation import Heartbeat
 from statusd.keys import Keys
 
@@ -63,9 +66,18 @@ def stream_fields(hb: Heartbeat, received_ms: int) -> dict[str, str | int]:
 class StreamWriter:
     """Appends heartbeats to the stream with group commit (one pipeline per loop turn)."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, timeout: float, max_inflight: int = 2) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        shards: int,
+        timeout: float,
+        max_inflight: int = 2,
+    ) -> None:
         self._redis = redis
-        self._stream = keys.heartbeats
+        self._streams = shard_streams(keys, shards)
+        self._shards = shards
         self._last_seen = keys.last_seen
         self._pending_since = keys.pending_since
         self._timeout = timeout
@@ -133,10 +145,13 @@ class StreamWriter:
     async def _execute(self, jobs: list[_Job]) -> list[object]:
         now = time.time()
         seen: dict[str, float] = {}
+        streams, shards, crc32 = self._streams, self._shards, zlib.crc32
         async with self._redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 for hb in job.heartbeats:
-                    pipe.xadd(self._stream, stream_fields(hb, job.received_ms))  # type: ignore[arg-type]
+                    # Inlined streams.shard_of (the hot path): same workload, same shard, always.
+                    stream = streams[crc32(hb.workload_id.encode()) % shards]
+                    pipe.xadd(stream, stream_fields(hb, job.received_ms))  # type: ignore[arg-type]
                     seen[hb.workload_id] = now
             # One ZADD/ZREM for the whole flush, not one per heartbeat: liveness for the sweeper.
             pipe.zadd(self._last_seen, seen)

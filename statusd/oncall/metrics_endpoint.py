@@ -14,8 +14,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from statusd.app_keys import RUNTIME
+from statusd.ingest.streams import stream_stats
 from statusd.metrics import POLL_QUEUE_DEPTH, STREAM_LAG, STREAM_LENGTH, STREAM_PENDING
-from statusd.oncall.backlog import broker_queue_depths, stream_stats
+from statusd.oncall.backlog import broker_queue_depths
 from statusd.oncall.metrics_fleet import (
     FleetCollector,
     Snapshot,
@@ -33,7 +34,7 @@ async def refresh_scrape_gauges(runtime: Runtime) -> None:
     from statusd.sync.status import outbox_stats  # sets the outbox gauges itself
 
     try:
-        stream = await stream_stats(runtime.redis, runtime.keys)
+        stream = await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
         STREAM_LENGTH.set(stream.length)
         STREAM_LAG.set(stream.lag or 0)
         STREAM_PENDING.set(stream.pending)

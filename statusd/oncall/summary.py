@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from statusd.db import reading
+from statusd.ingest.streams import stream_stats
 from statusd.lifecycle import Kind
 from statusd.models import Workload
-from statusd.oncall.backlog import broker_queue_depths, stream_stats
+from statusd.oncall.backlog import broker_queue_depths
 from statusd.oncall.reports import stale_report
 from statusd.runtime import Runtime
 
@@ -56,6 +57,8 @@ async def fleet_summary(runtime: Runtime) -> dict[str, Any]:
         "counts": await state_counts(runtime),
         "stale": {"total": len(stale), "by_reason": dict(by_reason), "by_kind": dict(by_kind)},
         "sync": await sync_backlog(runtime),
-        "stream": (await stream_stats(runtime.redis, runtime.keys)).as_dict(),
+        "stream": (
+            await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
+        ).as_dict(),
         "celery_queues": await broker_queue_depths(runtime),
     }

@@ -10,11 +10,14 @@ from typing import Any
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy import select
 
 from statusd.db import create_engine, reading
+from statusd.ingest.streams import shard_of, stream_stats
 from statusd.keys import Keys
 from statusd.models import Transition, Workload
+from statusd.settings import Settings
 
 T = Transition.__table__  # type: ignore[attr-defined]
 W = Workload.__table__  # type: ignore[attr-defined]
@@ -57,18 +60,47 @@ async def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def group_info(redis: Redis, keys: Keys) -> dict[str, Any]:
-    for group in await redis.xinfo_groups(keys.heartbeats):
-        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-        if name == keys.consumer_group:
-            return dict(group)
-    return {}
+SHARDS = int(Settings.model_fields["stream_shards"].default)  # what make_settings() uses
 
 
-async def drained(redis: Redis, keys: Keys) -> bool:
-    """Every entry delivered to the group and acknowledged."""
-    info = await group_info(redis, keys)
-    return bool(info) and int(info["pending"]) == 0 and int(info.get("lag") or 0) == 0
+def shard_stream(keys: Keys, workload_id: str, shards: int = SHARDS) -> str:
+    """The shard stream a workload's heartbeats go to."""
+    return keys.heartbeat_shard(shard_of(workload_id, shards))
+
+
+async def stream_length(redis: Redis, keys: Keys, shards: int = SHARDS) -> int:
+    """Entries in all shard streams."""
+    return (await stream_stats(redis, keys, shards)).length
+
+
+async def all_entries(
+    redis: Redis, keys: Keys, shards: int = SHARDS
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of every shard, in id (arrival) order."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for i in range(shards):
+        entries.extend(await redis.xrange(keys.heartbeat_shard(i)))
+    return sorted(entries, key=lambda e: tuple(int(x) for x in e[0].split(b"-")))
+
+
+async def pending_by_consumer(redis: Redis, keys: Keys, shards: int = SHARDS) -> dict[str, int]:
+    """Pending (delivered, unacked) entries per consumer name, summed over the shards."""
+    totals: dict[str, int] = {}
+    for i in range(shards):
+        try:
+            summary = await redis.xpending(keys.heartbeat_shard(i), keys.consumer_group)
+        except ResponseError:  # no stream/group on this shard yet
+            continue
+        for row in summary.get("consumers") or []:
+            name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            totals[name] = totals.get(name, 0) + int(row["pending"])
+    return totals
+
+
+async def drained(redis: Redis, keys: Keys, shards: int = SHARDS) -> bool:
+    """Every entry of every shard delivered to the group and acknowledged."""
+    stats = await stream_stats(redis, keys, shards)
+    return stats.lag == 0 and stats.pending == 0
 
 
 class History:

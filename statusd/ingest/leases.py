@@ -1,0 +1,135 @@
+"""Shard leases and the consumer registry: who alone applies a shard now, and how many share them.
+
+A lease is a Redis string `SET key owner NX PX ttl`, renewed by compare-and-PEXPIRE and released
+by compare-and-DEL (Lua, so a consumer never extends or deletes a lease someone else holds now).
+
+Fencing: a holder trusts its lease only until `deadline` = start of its last successful renewal
++ ttl - margin, on the local monotonic clock. The renewal was sent before Redis set the expiry, so
+the real expiry is never earlier than start + ttl; the margin (a third of the ttl) is the time one
+commit may still take after its last check. A holder that cannot renew (Redis down, stalled
+process, lease stolen) stops committing for that shard at the deadline, before anyone else can
+acquire it. What is left in flight stays pending and is taken over by the next holder.
+
+Balance: consumers register in a sorted set (score = Redis server time, so clocks of different
+hosts do not matter); members silent for a lease ttl are pruned. Each consumer aims for
+ceil(shards / live consumers) shards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+# Free, or still ours (our previous loop on this shard ended early, e.g. fenced by a slow renewal):
+# take it. Anyone else's: leave it.
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Register ARGV[1] as alive now, forget members silent for ARGV[2] ms, return how many are alive.
+_CHECK_IN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+@dataclass
+class Lease:
+    """One held lease and the local deadline until which its holder may commit."""
+
+    key: str
+    owner: str
+    ttl_ms: int
+    deadline: float = 0.0  # time.monotonic()
+
+    @property
+    def margin_s(self) -> float:
+        return self.ttl_ms / 3000
+
+    def valid(self) -> bool:
+        """True while the holder may still commit (checked before every apply)."""
+        return time.monotonic() < self.deadline
+
+    def _renewed_at(self, started: float) -> None:
+        self.deadline = started + self.ttl_ms / 1000 - self.margin_s
+
+    def lose(self) -> None:
+        self.deadline = 0.0
+
+
+class LeaseBook:
+    """Acquire, renew and release leases and check in, for one Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._check_in = redis.register_script(_CHECK_IN)
+
+    async def acquire(self, key: str, owner: str, ttl_ms: int) -> Lease | None:
+        """The lease when it was free (or already ours), else None."""
+        started = time.monotonic()
+        if not await self._acquire(keys=[key], args=[owner, ttl_ms]):
+            return None
+        lease = Lease(key, owner, ttl_ms)
+        lease._renewed_at(started)
+        return lease
+
+    async def renew(self, leases: list[Lease]) -> list[bool]:
+        """Extend every lease still ours (one pipeline); a lease found lost is marked so at once."""
+        if not leases:
+            return []
+        started = time.monotonic()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for lease in leases:
+                await self._renew(keys=[lease.key], args=[lease.owner, lease.ttl_ms], client=pipe)
+            results = await pipe.execute()
+        kept = []
+        for lease, ok in zip(leases, results, strict=True):
+            if ok:
+                lease._renewed_at(started)
+            else:
+                lease.lose()
+            kept.append(bool(ok))
+        return kept
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up, if it is still ours."""
+        lease.lose()
+        await self._release(keys=[lease.key], args=[lease.owner])
+
+    async def check_in(self, registry: str, member: str, ttl_ms: int) -> int:
+        """Register `member` as alive; how many consumers are alive (at least 1: us)."""
+        return max(1, int(await self._check_in(keys=[registry], args=[member, ttl_ms])))
+
+    async def check_out(self, registry: str, member: str) -> None:
+        await self._redis.zrem(registry, member)
