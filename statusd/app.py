@@ -25,7 +25,9 @@ def create_app(settings: Settings, *, consumers: int | None = None) -> web.Appli
     from statusd.oncall import setup_oncall
 
     settings.require_secrets()
-    app = web.Application(client_max_size=settings.max_body_bytes * max(settings.max_batch_items, 1))
+    app = web.Application(
+        client_max_size=settings.max_body_bytes * max(settings.max_batch_items, 1)
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_runtime_ctx)  # first in, last out: everything below uses the runtime
     setup_api(app)

@@ -24,7 +24,9 @@ DEFAULT_POLL_ALLOW_NETS = (
     "fc00::/7",
 )
 # Values people paste from examples; refused outside dev so production never runs on them.
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "token", "dev", "test", "xxx"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "token", "dev", "test", "xxx"}
+)
 
 
 class LogFormat(StrEnum):
@@ -48,7 +50,9 @@ class Settings(BaseSettings):
     dev: bool = False  # `statusd up` sets it: generated secrets allowed, embedded Redis allowed
     database_url: str = "sqlite+aiosqlite:///./statusd.db"
     redis_url: str | None = None  # unset: 127.0.0.1:6379 if it answers, else an embedded Redis
-    redis_prefix: str = "statusd:"  # every key, stream and group starts with it (tests use their own)
+    redis_prefix: str = (
+        "statusd:"  # every key, stream and group starts with it (tests use their own)
+    )
     redis_max_connections: int = Field(default=64, ge=4)
     api_token: SecretStr | None = None
     secret: SecretStr | None = None
@@ -64,7 +68,9 @@ class Settings(BaseSettings):
     consumers: int = Field(default=2, ge=0)  # consumer tasks inside each `serve` process
     consumer_batch: int = Field(default=500, ge=1)
     consumer_block_ms: int = Field(default=1000, ge=1)
-    claim_min_idle_ms: int = Field(default=30_000, ge=100)  # XAUTOCLAIM: an entry idle this long is orphaned
+    claim_min_idle_ms: int = Field(
+        default=30_000, ge=100
+    )  # XAUTOCLAIM: an entry idle this long is orphaned
     max_deliveries: int = Field(default=5, ge=1)  # then the entry goes to the dead-letter stream
     stream_maxlen: int = Field(default=1_000_000, ge=1000)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
@@ -90,13 +96,17 @@ class Settings(BaseSettings):
     unreachable_after: int = Field(default=2, ge=1)
     lost_after: float = Field(default=300.0, gt=0)
     start_timeout: float = Field(default=120.0, gt=0)
-    poll_allow_nets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_POLL_ALLOW_NETS))
+    poll_allow_nets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_POLL_ALLOW_NETS)
+    )
 
     # -- main-DB sync ---------------------------------------------------------------------------
     main_api_url: str | None = None
     main_api_token: SecretStr | None = None
     sync_timeout: float = Field(default=5.0, gt=0)
-    sync_attempts: int = Field(default=5, ge=1)  # per run; a later run retries what a run gave up on
+    sync_attempts: int = Field(
+        default=5, ge=1
+    )  # per run; a later run retries what a run gave up on
     sync_interval: float = Field(default=10.0, gt=0)  # beat drains at least this often
     sync_batch: int = Field(default=200, ge=1)
     # Added by the sync work: parallel sends (distinct workloads), the per-row retry budget inside
@@ -111,7 +121,9 @@ class Settings(BaseSettings):
     # -- on-call --------------------------------------------------------------------------------
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     events_ping_interval: float = Field(default=15.0, gt=0)  # SSE `: ping` comment when idle
-    events_max_holdback: float = Field(default=30.0, gt=0)  # SSE: skip a never-committing id after this
+    events_max_holdback: float = Field(
+        default=30.0, gt=0
+    )  # SSE: skip a never-committing id after this
     metrics_push_interval: float = Field(default=5.0, gt=0)  # each process -> Redis, for /metrics
 
     @field_validator("poll_allow_nets", "alert_webhooks", mode="before")
@@ -151,12 +163,16 @@ class Settings(BaseSettings):
                     "or run `statusd up` for a dev setup that generates one."
                 )
             if len(raw) < 16:
-                raise ConfigError(f"{name} is too short ({len(raw)} chars): use at least 16 random characters.")
+                raise ConfigError(
+                    f"{name} is too short ({len(raw)} chars): use at least 16 random characters."
+                )
 
     @property
     def secret_bytes(self) -> bytes:
         if self.secret is None:
-            raise ConfigError("STATUSD_SECRET is not set: heartbeat tokens cannot be signed or checked.")
+            raise ConfigError(
+                "STATUSD_SECRET is not set: heartbeat tokens cannot be signed or checked."
+            )
         return self.secret.get_secret_value().encode()
 
     @property
@@ -165,4 +181,6 @@ class Settings(BaseSettings):
             return self.broker_url
         if self.redis_url:
             return self.redis_url
-        raise ConfigError("No broker: set STATUSD_BROKER_URL or STATUSD_REDIS_URL (or run `statusd up`).")
+        raise ConfigError(
+            "No broker: set STATUSD_BROKER_URL or STATUSD_REDIS_URL (or run `statusd up`)."
+        )

@@ -36,10 +36,12 @@ async def test_sqlite_file_moved_away(tmp_path: Path, sqlite_url: str) -> None:
     engine = create_engine(sqlite_url)
     path = Path(sqlite_url.split("///", 1)[1])
     try:
-        path.rename(tmp_path / "elsewhere.db")
+        await asyncio.to_thread(path.rename, tmp_path / "elsewhere.db")
         with pytest.raises(StorageUnavailable):
             async with transaction(engine) as conn:
                 await conn.execute(text("SELECT count(*) FROM workloads"))
-        assert not path.exists(), "a moved-away database must not be recreated empty"
+        assert not await asyncio.to_thread(path.exists), (
+            "a moved-away database must not be recreated empty"
+        )
     finally:
         await engine.dispose()

@@ -63,7 +63,12 @@ async def test_two_thousand_containers_with_twenty_percent_faults(
     )
     env = settings_env(settings)
     config = FleetConfig(
-        count=COUNT, interval=1.0, duration=30.0, faults=parse_faults(FAULTS), seed=7, settle_timeout=150
+        count=COUNT,
+        interval=1.0,
+        duration=30.0,
+        faults=parse_faults(FAULTS),
+        seed=7,
+        settle_timeout=150,
     )
     with (
         running_api(env, tmp_path) as url,

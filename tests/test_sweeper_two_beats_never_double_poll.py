@@ -41,7 +41,11 @@ async def peer() -> AsyncIterator[StatusPeer]:
 
 @pytest.mark.slow
 async def test_two_beats_two_workers_poll_each_workload_once_per_interval(
-    make_settings: Callable[..., Settings], broker_url: str, tmp_path: Path, peer: StatusPeer, redis: Redis
+    make_settings: Callable[..., Settings],
+    broker_url: str,
+    tmp_path: Path,
+    peer: StatusPeer,
+    redis: Redis,
 ) -> None:
     settings = make_settings(
         broker_url=broker_url,
