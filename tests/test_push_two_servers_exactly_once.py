@@ -2,10 +2,11 @@
 change applied exactly once (transition count per workload == the changes it reported).
 
 Each workload walks STARTING -> RUNNING -> STOPPING -> SUCCEEDED with 5 heartbeats per state
-(increasing seq), sent to both servers alternately with bounded concurrency. Phases are separated
-(wait until every workload shows the phase's state) because the two processes' consumers share
-one stream: a later report applied first by the other process would, correctly, make an earlier
-one stale. Within a phase everything races freely across both servers and all consumers.
+(increasing seq), sent to both servers alternately with bounded concurrency. The phases go out
+back to back: a phase is sent as soon as the previous one got its 202s, never waiting for the
+consumers, so both processes' consumers hold entries of every phase at once. Only shard leases
+(one applier per workload's shard) keep a workload's later report from committing before an
+earlier one, which would make the earlier one stale and lose its transition.
 """
 
 from __future__ import annotations
@@ -84,25 +85,28 @@ async def test_two_servers_apply_every_change_exactly_once(
                     for n, (wid, token) in enumerate(toks.items()):
                         body = {"workload_id": wid, "status": state, "seq": seq}
                         sends.append(post(f"{bases[n % 2]}/v1/heartbeats", body, token))
-                answers = await asyncio.gather(*sends)
+                answers = await asyncio.gather(*sends)  # 202 = in the stream: next phase at once
                 assert [s for s, _ in answers].count(202) == len(sends), {s for s, _ in answers}
                 sent += len(sends)
 
-                async def reached(state: str = state) -> bool:
-                    states = await history.states()
-                    return sum(1 for s in states.values() if s == state) == WORKLOADS
+            async def finished() -> bool:
+                states = await history.states()
+                return sum(1 for s in states.values() if s == PHASES[-1]) == WORKLOADS
 
-                await wait_for(reached, timeout=180, every=0.5, what=f"all workloads {state}")
+            await wait_for(finished, timeout=240, every=0.5, what=f"all workloads {PHASES[-1]}")
         assert sent == WORKLOADS * len(PHASES) * PER_STATE == 20_000
         await wait_for(lambda: drained(redis, keys), timeout=60, what="stream drained")
         per_workload: dict[str, list[str]] = {}
+        seqs: dict[str, list[int]] = {}
         for row in await history.transitions():
             per_workload.setdefault(row["workload_id"], []).append(str(row["to_state"]))
+            seqs.setdefault(row["workload_id"], []).append(int(row["seq"]))
         assert len(per_workload) == WORKLOADS
         wrong = {w: got for w, got in per_workload.items() if got != PHASES}
         assert not wrong, (
             f"{len(wrong)} workloads with wrong history, e.g. {next(iter(wrong.items()))}"
         )
+        assert all(s == sorted(s) for s in seqs.values())  # committed in seq order
         for proc in servers:
             assert stop_process(proc, signal.SIGTERM) == 0, proc.log_tail()
     finally:
