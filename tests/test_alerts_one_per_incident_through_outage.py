@@ -15,22 +15,19 @@ from statusd.models import OutboxTarget
 from statusd.settings import Settings
 from statusd.sync.status import outbox_stats
 from statusd.transitions import Ledger, Observation, Outcome, apply_observation
-from tests.support.sync_fixtures import (  # noqa: F401
-    Workers,
-    broker_url,
-    e2e_settings,
-    main_api,
-    open_runtimes,
-    runtime_for,
-    workers,
-)
-from tests.support.sync_worker import outbox_counts, register_fleet, wait_outbox
+from tests.support.sync_worker import Workers, outbox_counts, register_fleet, wait_outbox
 from tests.support.webhook_receiver import WebhookReceiver
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 
 @pytest.fixture
 async def hooks() -> AsyncIterator[tuple[WebhookReceiver, WebhookReceiver, WebhookReceiver]]:
-    up, down, gone = WebhookReceiver(path="/up"), WebhookReceiver(path="/down"), WebhookReceiver(path="/gone")
+    up, down, gone = (
+        WebhookReceiver(path="/up"),
+        WebhookReceiver(path="/down"),
+        WebhookReceiver(path="/gone"),
+    )
     up.error_ratio = 0.3  # flaky but up
     gone.reject_status = 404  # a deleted hook: permanent
     await up.start()
@@ -42,13 +39,17 @@ async def hooks() -> AsyncIterator[tuple[WebhookReceiver, WebhookReceiver, Webho
 
 async def sweep(ledger: Ledger, wid: str, state: State) -> Outcome:
     """What the sweeper does for a workload it cannot reach (through the one transition path)."""
-    result = await apply_observation(ledger, Observation(wid, state, Source.SWEEPER, reason="no heartbeat"))
+    result = await apply_observation(
+        ledger, Observation(wid, state, Source.SWEEPER, reason="no heartbeat")
+    )
     return result.outcome
 
 
 async def test_one_alert_per_incident_and_recovery_survive_a_webhook_outage(
     hooks: tuple[WebhookReceiver, WebhookReceiver, WebhookReceiver],
-    e2e_settings: Callable[..., Settings], runtime_for: Callable, workers: Workers,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     up, down, gone = hooks
     settings = e2e_settings(main_api_url=None, alert_webhooks=[up.url, down.url, gone.url])
@@ -60,7 +61,11 @@ async def test_one_alert_per_incident_and_recovery_survive_a_webhook_outage(
         await apply_observation(rt.ledger, Observation(wid, State.READY, Source.PUSH, seq=seq))
 
     # Twenty sweeps see dep-a and dep-b silent: one transition (and alert) each, then UNCHANGED.
-    outcomes = [await sweep(rt.ledger, wid, State.UNREACHABLE) for _ in range(20) for wid in ("dep-a", "dep-b")]
+    outcomes = [
+        await sweep(rt.ledger, wid, State.UNREACHABLE)
+        for _ in range(20)
+        for wid in ("dep-a", "dep-b")
+    ]
     assert outcomes.count(Outcome.APPLIED) == 2 and outcomes.count(Outcome.UNCHANGED) == 38
     outcomes = [await sweep(rt.ledger, "dep-a", State.LOST) for _ in range(20)]
     assert outcomes.count(Outcome.APPLIED) == 1
@@ -74,7 +79,9 @@ async def test_one_alert_per_incident_and_recovery_survive_a_webhook_outage(
     assert (await outbox_stats(rt.engine))["targets"]["alert"]["pending"] >= 1
     await down.start()
     await down.wait_for(5, 60)
-    await wait_outbox(rt.ledger, 30, target=OutboxTarget.ALERT, procs=workers.procs, what="alerts settled")
+    await wait_outbox(
+        rt.ledger, 30, target=OutboxTarget.ALERT, procs=workers.procs, what="alerts settled"
+    )
     await asyncio.sleep(2.5)  # more beat runs: still nothing new, nothing twice
 
     for hook in (up, down):

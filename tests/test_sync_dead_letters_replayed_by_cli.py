@@ -15,25 +15,30 @@ from statusd.sync.status import outbox_stats, workload_synced
 from tests.conftest import settings_env
 from tests.support.main_api import FakeMainAPI
 from tests.support.processes import statusd_command
-from tests.support.sync_fixtures import (  # noqa: F401
+from tests.support.sync_worker import (
     Workers,
-    broker_url,
-    e2e_settings,
-    main_api,
-    open_runtimes,
-    runtime_for,
-    workers,
+    outbox_rows,
+    produce,
+    register_fleet,
+    wait_outbox,
+    walk,
 )
-from tests.support.sync_worker import outbox_rows, produce, register_fleet, wait_outbox, walk
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([*statusd_command(), "sync", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*statusd_command(), "sync", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_rejected_transitions_are_dead_letters_until_replayed(
-    main_api: FakeMainAPI, e2e_settings: Callable[..., Settings], runtime_for: Callable, workers: Workers
+    main_api: FakeMainAPI,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     settings = e2e_settings()
     main_api.faults.reject = {"dep-bad": 422}
@@ -46,7 +51,9 @@ async def test_rejected_transitions_are_dead_letters_until_replayed(
     await wait_outbox(rt.ledger, 60, procs=workers.procs, what="nothing pending")
 
     dead = [r for r in await outbox_rows(rt.ledger) if r["status"] == "dead"]
-    assert [r["transition_id"] for r in dead] == produced["dep-bad"]  # all five, none blocked the next
+    assert [r["transition_id"] for r in dead] == produced[
+        "dep-bad"
+    ]  # all five, none blocked the next
     assert {r["response_status"] for r in dead} == {422} and all(r["attempts"] == 1 for r in dead)
     assert main_api.accepted.get("dep-bad") is None
     assert main_api.accepted["dep-ok-1"] == produced["dep-ok-1"]
@@ -59,20 +66,29 @@ async def test_rejected_transitions_are_dead_letters_until_replayed(
     status = orjson.loads(shown.stdout)
     assert status["dead_letters"] == 5 and status["sync"] == "enabled"
     assert {row["workload_id"] for row in status["dead"]} == {"dep-bad"}
-    assert all(row["response_status"] == 422 and "refused" in row["response_body"] for row in status["dead"])
+    assert all(
+        row["response_status"] == 422 and "refused" in row["response_body"]
+        for row in status["dead"]
+    )
     table = cli(settings, "status")
     assert table.returncode == 0 and "dead letters" in table.stdout and "dep-bad" in table.stdout
 
     # Replay one by id first: only that one moves (the fault is still there, so it dies again).
     again = cli(settings, "retry-dead", "--id", str(dead[0]["id"]))
     assert again.returncode == 0 and "1 dead letter" in again.stdout
-    await main_api.wait_until(lambda: len(main_api.rejected) == 6, 30, "the replayed row refused again")
+    await main_api.wait_until(
+        lambda: len(main_api.rejected) == 6, 30, "the replayed row refused again"
+    )
     await wait_outbox(rt.ledger, 30, what="replayed row settled")
 
     main_api.faults.reject = {}  # the main API team fixed it
     replay = cli(settings, "retry-dead", "--workload", "dep-bad")
-    assert replay.returncode == 0 and "5 dead letter" in replay.stdout, replay.stdout + replay.stderr
-    await main_api.wait_until(lambda: len(main_api.accepted.get("dep-bad", [])) == 5, 60, "replayed in order")
+    assert replay.returncode == 0 and "5 dead letter" in replay.stdout, (
+        replay.stdout + replay.stderr
+    )
+    await main_api.wait_until(
+        lambda: len(main_api.accepted.get("dep-bad", [])) == 5, 60, "replayed in order"
+    )
     assert main_api.accepted["dep-bad"] == produced["dep-bad"] and main_api.violations == []
     await wait_outbox(rt.ledger, 30, what="replay recorded")
     assert await workload_synced(rt.engine, "dep-bad")
@@ -80,4 +96,6 @@ async def test_rejected_transitions_are_dead_letters_until_replayed(
 
     # A new transition after the replay syncs normally.
     await walk(rt.ledger, "dep-bad", [State.STOPPING], seq_start=6)
-    await main_api.wait_until(lambda: len(main_api.accepted["dep-bad"]) == 6, 30, "new transition synced")
+    await main_api.wait_until(
+        lambda: len(main_api.accepted["dep-bad"]) == 6, 30, "new transition synced"
+    )

@@ -38,8 +38,13 @@ async def api() -> AsyncIterator[FakeMainAPI]:
 @pytest.fixture
 def sync_settings(make_settings: Callable[..., Settings], api: FakeMainAPI) -> Settings:
     return make_settings(
-        main_api_url=api.url, main_api_token=MAIN_TOKEN, sync_timeout=0.5, sync_budget=1.0,
-        sync_attempts=3, sync_backoff_max=0.2, sync_concurrency=8,
+        main_api_url=api.url,
+        main_api_token=MAIN_TOKEN,
+        sync_timeout=0.5,
+        sync_budget=1.0,
+        sync_attempts=3,
+        sync_backoff_max=0.2,
+        sync_concurrency=8,
     )
 
 
@@ -70,7 +75,9 @@ async def test_every_transition_is_sent_once_in_order_with_the_contract(
     assert stats["depth"] == 0 and stats["dead_letters"] == 0 and stats["sync"] == "enabled"
 
 
-async def test_409_means_the_main_db_already_holds_it(ledger: Ledger, api: FakeMainAPI, sync_settings: Settings) -> None:
+async def test_409_means_the_main_db_already_holds_it(
+    ledger: Ledger, api: FakeMainAPI, sync_settings: Settings
+) -> None:
     await register_fleet(ledger, ["d"])
     await walk(ledger, "d", [State.DEPLOYING, State.READY])
     api.accepted["d"] = [10**9]  # the main DB already holds something newer than both
@@ -107,7 +114,9 @@ async def test_permanent_4xx_is_dead_lettered_without_blocking_the_next_and_repl
     assert await workload_synced(ledger.engine, "bad")
 
 
-async def test_a_401_is_permanent_too(ledger: Ledger, api: FakeMainAPI, make_settings: Callable[..., Settings]) -> None:
+async def test_a_401_is_permanent_too(
+    ledger: Ledger, api: FakeMainAPI, make_settings: Callable[..., Settings]
+) -> None:
     wrong = make_settings(main_api_url=api.url, main_api_token="not-the-token-" + "q" * 20)
     await register_fleet(ledger, ["d"])
     await walk(ledger, "d", [State.DEPLOYING])
@@ -135,10 +144,15 @@ async def test_transient_failures_are_retried_then_deferred_with_attempts_and_ne
     async with transaction(ledger.engine) as conn:  # a later run, after the backoff
         await conn.execute(update(_O).values(next_attempt_at=utcnow()))
     report = await drain(ledger.engine, sync_settings)
-    assert report.delivered == 2 and api.accepted["d"] == [first["transition_id"], second["transition_id"]]
+    assert report.delivered == 2 and api.accepted["d"] == [
+        first["transition_id"],
+        second["transition_id"],
+    ]
 
 
-async def test_connection_refused_is_transient(ledger: Ledger, api: FakeMainAPI, sync_settings: Settings) -> None:
+async def test_connection_refused_is_transient(
+    ledger: Ledger, api: FakeMainAPI, sync_settings: Settings
+) -> None:
     await register_fleet(ledger, ["d"])
     await walk(ledger, "d", [State.DEPLOYING])
     await api.stop()
@@ -169,7 +183,8 @@ async def test_a_live_lease_is_respected_and_an_expired_one_is_reclaimed(
     await walk(ledger, "d", [State.DEPLOYING, State.READY])
     async with transaction(ledger.engine) as conn:  # another worker holds the oldest row
         await conn.execute(
-            update(_O).where(_O.c.id == (await outbox_rows(ledger))[0]["id"])
+            update(_O)
+            .where(_O.c.id == (await outbox_rows(ledger))[0]["id"])
             .values(lease_owner="other", lease_until=utcnow() + timedelta(minutes=5))
         )
     report = await drain(ledger.engine, sync_settings)

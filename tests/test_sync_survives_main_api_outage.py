@@ -8,20 +8,23 @@ from collections.abc import Callable
 
 from statusd.settings import Settings
 from tests.support.main_api import FakeMainAPI
-from tests.support.sync_fixtures import (  # noqa: F401
+from tests.support.sync_worker import (
     Workers,
-    broker_url,
-    e2e_settings,
-    main_api,
-    open_runtimes,
-    runtime_for,
-    workers,
+    outbox_counts,
+    outbox_rows,
+    produce,
+    register_fleet,
+    wait_outbox,
 )
-from tests.support.sync_worker import outbox_counts, outbox_rows, produce, register_fleet, wait_outbox
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 
 async def test_outage_then_recovery_delivers_everything_in_order_once(
-    main_api: FakeMainAPI, e2e_settings: Callable[..., Settings], runtime_for: Callable, workers: Workers
+    main_api: FakeMainAPI,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     settings = e2e_settings()
     rt = await runtime_for(settings)
@@ -54,7 +57,10 @@ async def test_outage_then_recovery_delivers_everything_in_order_once(
 
 
 async def test_a_new_transition_is_drained_promptly_without_beat(
-    main_api: FakeMainAPI, e2e_settings: Callable[..., Settings], runtime_for: Callable, workers: Workers
+    main_api: FakeMainAPI,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     """The post-commit kick alone (no beat running) gets transitions to the main API."""
     settings = e2e_settings()
@@ -64,5 +70,7 @@ async def test_a_new_transition_is_drained_promptly_without_beat(
     ids = [f"nb-{i}" for i in range(5)]
     await register_fleet(rt.ledger, ids)
     produced = await produce(rt.ledger, ids, pause=0.3)  # spread over several debounce windows
-    await main_api.wait_until(lambda: main_api.total_accepted() == 25, 60, "25 transitions synced by kicks")
+    await main_api.wait_until(
+        lambda: main_api.total_accepted() == 25, 60, "25 transitions synced by kicks"
+    )
     assert {wid: main_api.accepted[wid] for wid in ids} == produced and main_api.violations == []

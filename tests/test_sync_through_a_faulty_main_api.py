@@ -9,25 +9,25 @@ from collections.abc import Callable
 
 from statusd.settings import Settings
 from tests.support.main_api import FakeMainAPI, Faults
-from tests.support.sync_fixtures import (  # noqa: F401
-    Workers,
-    broker_url,
-    e2e_settings,
-    main_api,
-    open_runtimes,
-    runtime_for,
-    workers,
-)
-from tests.support.sync_worker import outbox_counts, produce, register_fleet, wait_outbox
+from tests.support.sync_worker import Workers, outbox_counts, produce, register_fleet, wait_outbox
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 
 async def test_thousand_transitions_through_faults_all_arrive_in_order(
-    main_api: FakeMainAPI, e2e_settings: Callable[..., Settings], runtime_for: Callable, workers: Workers
+    main_api: FakeMainAPI,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     settings = e2e_settings()
     main_api.faults = Faults(
-        error_ratio=0.30, timeout_ratio=0.02, timeout_sleep=1.5,  # > sync_timeout (1 s)
-        reset_ratio=0.03, ack_lost_ratio=0.02, process_delay=0.002,
+        error_ratio=0.30,
+        timeout_ratio=0.02,
+        timeout_sleep=1.5,  # > sync_timeout (1 s)
+        reset_ratio=0.03,
+        ack_lost_ratio=0.02,
+        process_delay=0.002,
     )
     await main_api.start()
     rt = await runtime_for(settings)

@@ -10,20 +10,22 @@ import pytest
 
 from statusd.settings import Settings
 from tests.support.main_api import FakeMainAPI
-from tests.support.sync_fixtures import (  # noqa: F401
+from tests.support.sync_worker import (
     E2E_SYNC,
     Workers,
-    broker_url,
-    main_api,
-    open_runtimes,
-    runtime_for,
-    workers,
+    outbox_counts,
+    produce,
+    register_fleet,
+    wait_outbox,
 )
-from tests.support.sync_worker import outbox_counts, produce, register_fleet, wait_outbox
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest) -> str:  # PostgreSQL only: SKIP LOCKED is the point
+def database_url(
+    request: pytest.FixtureRequest,
+) -> str:  # PostgreSQL only: SKIP LOCKED is the point
     template = request.getfixturevalue("postgres_template")
     url: str = template.new_database()
     request.addfinalizer(lambda: template.drop(url))
@@ -31,8 +33,11 @@ def database_url(request: pytest.FixtureRequest) -> str:  # PostgreSQL only: SKI
 
 
 async def test_two_workers_never_send_one_row_concurrently_and_keep_order(
-    main_api: FakeMainAPI, make_settings: Callable[..., Settings], broker_url: str,
-    runtime_for: Callable, workers: Workers,
+    main_api: FakeMainAPI,
+    make_settings: Callable[..., Settings],
+    broker_url: str,
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     settings = make_settings(main_api_url=main_api.url, broker_url=broker_url, **E2E_SYNC)
     assert not settings.is_sqlite

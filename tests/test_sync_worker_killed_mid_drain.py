@@ -8,20 +8,23 @@ from collections.abc import Callable
 
 from statusd.settings import Settings
 from tests.support.main_api import FakeMainAPI
-from tests.support.sync_fixtures import (  # noqa: F401
+from tests.support.sync_worker import (
     Workers,
-    broker_url,
-    e2e_settings,
-    main_api,
-    open_runtimes,
-    runtime_for,
-    workers,
+    outbox_counts,
+    outbox_rows,
+    produce,
+    register_fleet,
+    wait_outbox,
 )
-from tests.support.sync_worker import outbox_counts, outbox_rows, produce, register_fleet, wait_outbox
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 
 async def test_sigkill_mid_drain_loses_nothing_and_resends_only_same_keys(
-    main_api: FakeMainAPI, e2e_settings: Callable[..., Settings], runtime_for: Callable, workers: Workers
+    main_api: FakeMainAPI,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable,
+    workers: Workers,
 ) -> None:
     settings = e2e_settings()
     main_api.faults.process_delay = 0.4  # slow main API: many requests in flight at the kill
@@ -32,8 +35,11 @@ async def test_sigkill_mid_drain_loses_nothing_and_resends_only_same_keys(
     produced = await produce(rt.ledger, ids, parallel=16)  # 300 rows waiting
 
     doomed = workers.worker(settings, concurrency=2)
-    await main_api.wait_until(lambda: main_api.total_accepted() >= 40 and len(main_api.in_flight) >= 4,
-                              60, "a drain well under way")
+    await main_api.wait_until(
+        lambda: main_api.total_accepted() >= 40 and len(main_api.in_flight) >= 4,
+        60,
+        "a drain well under way",
+    )
     doomed.kill_tree()  # SIGKILL the whole worker (main process and its pool children)
     leased = [r for r in await outbox_rows(rt.ledger) if r["lease_owner"] is not None]
     assert leased, "the kill should leave rows leased to the dead worker"
@@ -50,4 +56,6 @@ async def test_sigkill_mid_drain_loses_nothing_and_resends_only_same_keys(
         bodies = {str(sorted(r.body.items())) for r in main_api.received if r.key == key}
         assert len(bodies) == 1 and count >= 2
     assert (await outbox_counts(rt.ledger))["synced"] == 300
-    print(f"\n[kill] leased at kill: {len(leased)}, duplicates (idempotent re-sends): {len(main_api.duplicates())}")
+    print(
+        f"\n[kill] leased at kill: {len(leased)}, duplicates (idempotent re-sends): {len(main_api.duplicates())}"
+    )

@@ -19,7 +19,9 @@ from statusd.settings import Settings
 
 T = TypeVar("T")
 console = Console()
-sync_app = typer.Typer(name="sync", help="Main-DB sync and alert delivery (the outbox).", no_args_is_help=True)
+sync_app = typer.Typer(
+    name="sync", help="Main-DB sync and alert delivery (the outbox).", no_args_is_help=True
+)
 
 
 class OutputFormat(StrEnum):
@@ -31,7 +33,9 @@ def _with_engine(fn: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
     settings = Settings()
 
     async def run() -> T:
-        engine = create_engine(settings.database_url, pool_size=max(2, min(settings.sync_concurrency, 20)))
+        engine = create_engine(
+            settings.database_url, pool_size=max(2, min(settings.sync_concurrency, 20))
+        )
         try:
             return await fn(settings, engine)
         finally:
@@ -46,7 +50,9 @@ def _with_engine(fn: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
 
 @sync_app.command("status")
 def status(
-    output: Annotated[OutputFormat, typer.Option("--format", help="table or json")] = OutputFormat.TABLE,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json")
+    ] = OutputFormat.TABLE,
     dead: Annotated[int, typer.Option(help="How many dead letters to list")] = 20,
 ) -> None:
     """Outbox depth, oldest unsynced age, dead letters; whether main-DB sync is enabled."""
@@ -68,7 +74,9 @@ def status(
 
 def _print_table(stats: dict[str, Any]) -> None:
     if stats["sync"] == "disabled":
-        console.print("main-DB sync: [yellow]disabled[/] (STATUSD_MAIN_API_URL unset; rows are kept pending)")
+        console.print(
+            "main-DB sync: [yellow]disabled[/] (STATUSD_MAIN_API_URL unset; rows are kept pending)"
+        )
     else:
         console.print(f"main-DB sync: [green]enabled[/] -> {stats['main_api_url']}")
     table = Table(title="outbox")
@@ -76,7 +84,9 @@ def _print_table(stats: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "target" else "right")
     for target, entry in stats["targets"].items():
         age = entry["oldest_age_s"]
-        table.add_row(target, str(entry["pending"]), "-" if age is None else f"{age:.1f}s", str(entry["dead"]))
+        table.add_row(
+            target, str(entry["pending"]), "-" if age is None else f"{age:.1f}s", str(entry["dead"])
+        )
     console.print(table)
     console.print(f"workloads not yet synced: {stats['workloads_unsynced']}")
     if stats["dead"]:
@@ -85,15 +95,25 @@ def _print_table(stats: dict[str, Any]) -> None:
             dead.add_column(column)
         for row in stats["dead"]:
             body = (row["response_body"] or row["last_error"] or "").replace("\n", " ")[:80]
-            dead.add_row(str(row["id"]), row["workload_id"], str(row["transition_id"]), row["target"],
-                         str(row["response_status"] or "-"), body)
+            dead.add_row(
+                str(row["id"]),
+                row["workload_id"],
+                str(row["transition_id"]),
+                row["target"],
+                str(row["response_status"] or "-"),
+                body,
+            )
         console.print(dead)
 
 
 @sync_app.command("retry-dead")
 def retry_dead(
-    ids: Annotated[list[int] | None, typer.Option("--id", help="Outbox row id (repeatable)")] = None,
-    workload: Annotated[str | None, typer.Option("--workload", help="Only this workload's dead letters")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Outbox row id (repeatable)")
+    ] = None,
+    workload: Annotated[
+        str | None, typer.Option("--workload", help="Only this workload's dead letters")
+    ] = None,
 ) -> None:
     """Put dead letters back in the queue (after fixing the cause) and ask a sync worker to drain."""
     from statusd.sync.deadletters import retry_dead as replay
@@ -106,13 +126,17 @@ def retry_dead(
             enqueue_drain(Settings())
             console.print("drain requested (queue sync)")
         except Exception as exc:  # no broker here: the next beat drain_due picks them up
-            console.print(f"[yellow]could not request a drain ({type(exc).__name__}: {exc}); beat will drain them[/]")
+            console.print(
+                f"[yellow]could not request a drain ({type(exc).__name__}: {exc}); beat will drain them[/]"
+            )
 
 
 @sync_app.command("drain")
 def drain_once(
     workload: Annotated[str | None, typer.Option("--workload", help="Only this workload")] = None,
-    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Stop after this many rows")] = None,
+    max_rows: Annotated[
+        int | None, typer.Option("--max-rows", help="Stop after this many rows")
+    ] = None,
 ) -> None:
     """Drain due outbox rows once, in this process (no worker needed), and print what happened."""
     from statusd.logs import configure_logging
@@ -121,7 +145,9 @@ def drain_once(
     settings = Settings()
     configure_logging(settings)
     report = _with_engine(
-        lambda s, engine: drain(engine, s, workload_ids=[workload] if workload else None, max_rows=max_rows)
+        lambda s, engine: drain(
+            engine, s, workload_ids=[workload] if workload else None, max_rows=max_rows
+        )
     )
     console.print_json(orjson.dumps(report.as_dict()).decode())
 

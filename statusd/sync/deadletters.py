@@ -19,8 +19,16 @@ async def list_dead(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any]
     async with reading(engine) as conn:
         rows = await conn.execute(
             select(
-                _O.c.id, _O.c.workload_id, _O.c.transition_id, _O.c.target, _O.c.destination,
-                _O.c.attempts, _O.c.response_status, _O.c.response_body, _O.c.last_error, _O.c.created_at,
+                _O.c.id,
+                _O.c.workload_id,
+                _O.c.transition_id,
+                _O.c.target,
+                _O.c.destination,
+                _O.c.attempts,
+                _O.c.response_status,
+                _O.c.response_body,
+                _O.c.last_error,
+                _O.c.created_at,
             )
             .where(_O.c.status == OutboxStatus.DEAD)
             .order_by(_O.c.id.desc())
@@ -47,8 +55,11 @@ async def retry_dead(
     async with transaction(engine) as conn:
         result = await conn.execute(
             query.values(
-                status=OutboxStatus.PENDING, attempts=0, next_attempt_at=utcnow(),
-                lease_owner=None, lease_until=None,
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_attempt_at=utcnow(),
+                lease_owner=None,
+                lease_until=None,
             )
         )
     return int(result.rowcount)

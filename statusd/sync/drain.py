@@ -96,7 +96,7 @@ def new_owner() -> str:
 
 def lease_seconds(settings: Settings) -> float:
     """The lease must outlive one row's sends: the retry budget, the last attempt, and slack."""
-    return max(settings.sync_lease, settings.sync_budget + 2 * settings.sync_timeout + 5)
+    return max(settings.sync_lease, settings.sync_budget + 2 * settings.sync_timeout + 2)
 
 
 def between_runs_backoff(total_attempts: int, per_run: int, cap: float) -> float:
@@ -107,7 +107,9 @@ def between_runs_backoff(total_attempts: int, per_run: int, cap: float) -> float
 
 def active_targets(settings: Settings) -> tuple[OutboxTarget, ...]:
     """Alerts always drain; main-DB sync only with STATUSD_MAIN_API_URL (unset: rows stay pending)."""
-    return (OutboxTarget.ALERT, OutboxTarget.MAIN) if settings.main_api_url else (OutboxTarget.ALERT,)
+    return (
+        (OutboxTarget.ALERT, OutboxTarget.MAIN) if settings.main_api_url else (OutboxTarget.ALERT,)
+    )
 
 
 class Outbox:
@@ -134,8 +136,13 @@ class Outbox:
         lease_free = or_(_O.c.lease_until.is_(None), _O.c.lease_until < now)
         query = (
             select(
-                _O.c.id, _O.c.transition_id, _O.c.workload_id, _O.c.target, _O.c.destination,
-                _O.c.payload, _O.c.attempts,
+                _O.c.id,
+                _O.c.transition_id,
+                _O.c.workload_id,
+                _O.c.target,
+                _O.c.destination,
+                _O.c.payload,
+                _O.c.attempts,
             )
             .where(
                 _O.c.status == OutboxStatus.PENDING,
@@ -173,9 +180,13 @@ class Outbox:
             )
         return [
             ClaimedRow(
-                id=r.id, transition_id=r.transition_id, workload_id=r.workload_id,
-                target=OutboxTarget(r.target), destination=r.destination,
-                payload=dict(r.payload or {}), attempts=r.attempts,
+                id=r.id,
+                transition_id=r.transition_id,
+                workload_id=r.workload_id,
+                target=OutboxTarget(r.target),
+                destination=r.destination,
+                payload=dict(r.payload or {}),
+                attempts=r.attempts,
             )
             for r in rows
             if r.id in mine
@@ -185,41 +196,66 @@ class Outbox:
         async with transaction(self.engine) as conn:
             result = await conn.execute(
                 update(_O)
-                .where(_O.c.id == row.id, _O.c.lease_owner == self.owner, _O.c.status == OutboxStatus.PENDING)
+                .where(
+                    _O.c.id == row.id,
+                    _O.c.lease_owner == self.owner,
+                    _O.c.status == OutboxStatus.PENDING,
+                )
                 .values(lease_owner=None, lease_until=None, **values)
             )
         return bool(result.rowcount == 1)
 
     async def delivered(self, row: ClaimedRow, delivery: Delivery, attempts: int) -> bool:
-        return await self._record(row, {
-            "status": OutboxStatus.SYNCED, "synced_at": utcnow(), "attempts": row.attempts + attempts,
-            "response_status": delivery.status, "response_body": delivery.body,
-        })
+        return await self._record(
+            row,
+            {
+                "status": OutboxStatus.SYNCED,
+                "synced_at": utcnow(),
+                "attempts": row.attempts + attempts,
+                "response_status": delivery.status,
+                "response_body": delivery.body,
+            },
+        )
 
     async def dead(self, row: ClaimedRow, delivery: Delivery, attempts: int) -> bool:
-        return await self._record(row, {
-            "status": OutboxStatus.DEAD, "attempts": row.attempts + attempts,
-            "response_status": delivery.status, "response_body": delivery.body,
-            "last_error": f"permanent: HTTP {delivery.status}",
-        })
+        return await self._record(
+            row,
+            {
+                "status": OutboxStatus.DEAD,
+                "attempts": row.attempts + attempts,
+                "response_status": delivery.status,
+                "response_body": delivery.body,
+                "last_error": f"permanent: HTTP {delivery.status}",
+            },
+        )
 
-    async def defer(self, row: ClaimedRow, error: TransientDeliveryError, attempts: int, delay: float) -> bool:
-        return await self._record(row, {
-            "attempts": row.attempts + attempts,
-            "next_attempt_at": utcnow() + timedelta(seconds=delay),
-            "last_error": str(error), "response_status": error.status, "response_body": error.body,
-        })
+    async def defer(
+        self, row: ClaimedRow, error: TransientDeliveryError, attempts: int, delay: float
+    ) -> bool:
+        return await self._record(
+            row,
+            {
+                "attempts": row.attempts + attempts,
+                "next_attempt_at": utcnow() + timedelta(seconds=delay),
+                "last_error": str(error),
+                "response_status": error.status,
+                "response_body": error.body,
+            },
+        )
 
 
 class Drainer:
     """One drain run: keeps up to `sync_concurrency` rows in flight, claiming as slots free up."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, session: aiohttp.ClientSession, owner: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, session: aiohttp.ClientSession, owner: str
+    ) -> None:
         self.settings = settings
         self.outbox = Outbox(engine, owner, lease_seconds(settings))
         self.main = (
             MainApiClient(
-                session, settings.main_api_url,
+                session,
+                settings.main_api_url,
                 settings.main_api_token.get_secret_value() if settings.main_api_token else None,
                 settings.sync_timeout,
             )
@@ -277,10 +313,15 @@ class Drainer:
     async def _handle(self, row: ClaimedRow) -> str:
         """Send one row with in-run retries and record the result. Returns a DrainReport field."""
         attempts = 0
-        bound = log.bind(outbox_id=row.id, workload_id=row.workload_id, target=row.target.value,
-                         transition_id=row.transition_id)
+        bound = log.bind(
+            outbox_id=row.id,
+            workload_id=row.workload_id,
+            target=row.target.value,
+            transition_id=row.transition_id,
+        )
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.sync_attempts) | stop_before_delay(self.settings.sync_budget),
+            stop=stop_after_attempt(self.settings.sync_attempts)
+            | stop_before_delay(self.settings.sync_budget),
             # Exponential with jitter (so a fleet of rows does not retry in lockstep).
             wait=wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
             + wait_random(0, RETRY_INITIAL_WAIT),
@@ -294,14 +335,24 @@ class Drainer:
                     attempts += 1
                     delivery = await self._send(row)
         except TransientDeliveryError as exc:
-            delay = between_runs_backoff(row.attempts + attempts, self.settings.sync_attempts,
-                                         self.settings.sync_backoff_max)
-            bound.warning("sync.gave_up", attempts=row.attempts + attempts, retry_in_s=round(delay, 2), error=str(exc))
-            return await self._recorded(row, self.outbox.defer(row, exc, attempts, delay), "deferred")
+            delay = between_runs_backoff(
+                row.attempts + attempts, self.settings.sync_attempts, self.settings.sync_backoff_max
+            )
+            bound.warning(
+                "sync.gave_up",
+                attempts=row.attempts + attempts,
+                retry_in_s=round(delay, 2),
+                error=str(exc),
+            )
+            return await self._recorded(
+                row, self.outbox.defer(row, exc, attempts, delay), "deferred"
+            )
         if delivery.verdict is Verdict.DEAD:
             bound.error("sync.dead_letter", status=delivery.status, body=delivery.body[:200])
             return await self._recorded(row, self.outbox.dead(row, delivery, attempts), "dead")
-        return await self._recorded(row, self.outbox.delivered(row, delivery, attempts), "delivered")
+        return await self._recorded(
+            row, self.outbox.delivered(row, delivery, attempts), "delivered"
+        )
 
     async def _recorded(self, row: ClaimedRow, recording: Any, outcome: str) -> str:
         try:
@@ -322,7 +373,11 @@ class Drainer:
             except TransientDeliveryError:
                 SYNC_SENDS.labels(outcome="transient").inc()
                 raise
-            outcome = "dead" if delivery.verdict is Verdict.DEAD else ("conflict" if delivery.status == 409 else "synced")
+            outcome = (
+                "dead"
+                if delivery.verdict is Verdict.DEAD
+                else ("conflict" if delivery.status == 409 else "synced")
+            )
             SYNC_SENDS.labels(outcome=outcome).inc()
             return delivery
         event = str(row.payload.get("event", "unknown"))
@@ -339,7 +394,9 @@ def _log_before_sleep(bound: Any) -> Any:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         sleep = state.next_action.sleep if state.next_action is not None else 0.0
-        bound.warning("sync.retrying", attempt=state.attempt_number, sleep_s=round(sleep, 3), error=str(exc))
+        bound.warning(
+            "sync.retrying", attempt=state.attempt_number, sleep_s=round(sleep, 3), error=str(exc)
+        )
 
     return before_sleep
 
@@ -357,7 +414,9 @@ async def drain(
     connector = aiohttp.TCPConnector(limit=settings.sync_concurrency)
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
         drainer = Drainer(engine, settings, session, owner or new_owner())
-        report = await drainer.run(workload_ids=workload_ids, max_rows=max_rows, max_seconds=max_seconds)
+        report = await drainer.run(
+            workload_ids=workload_ids, max_rows=max_rows, max_seconds=max_seconds
+        )
     if report.claimed:
         log.info("sync.drained", **report.as_dict())
     return report

@@ -52,7 +52,9 @@ def celery_for(settings: Settings) -> Celery:
         return app
 
 
-def enqueue_drain(settings: Settings, countdown: float = 0.0, workload_id: str | None = None) -> None:
+def enqueue_drain(
+    settings: Settings, countdown: float = 0.0, workload_id: str | None = None
+) -> None:
     """Blocking: publish one `statusd.sync.drain` task on queue `sync`."""
     celery_for(settings).send_task(
         DRAIN_TASK,
@@ -60,14 +62,21 @@ def enqueue_drain(settings: Settings, countdown: float = 0.0, workload_id: str |
         queue=SYNC_QUEUE,
         countdown=countdown or None,
         retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
     )
 
 
 def _logged(future: Future[None]) -> None:
     exc = future.exception()
     if exc is not None:
-        log.warning("sync.kick_failed", error=f"{type(exc).__name__}: {exc}", fallback="beat drain_due")
+        log.warning(
+            "sync.kick_failed", error=f"{type(exc).__name__}: {exc}", fallback="beat drain_due"
+        )
 
 
 def sync_kick_listener(settings: Settings, redis: Redis, keys: Keys) -> TransitionListener:

@@ -8,7 +8,6 @@ a lost answer (timeout, reset, a worker killed mid-request) is harmless.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +20,9 @@ from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict, cli
 class MainApiClient:
     """Sends outbox payloads to the main API over a session the caller owns (and closes)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None, timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, token: str | None, timeout: float
+    ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.token = token
@@ -39,7 +40,12 @@ class MainApiClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         status, body = await send(
-            self.session, "PUT", self.url_for(workload_id), orjson.dumps(payload), headers, self.timeout
+            self.session,
+            "PUT",
+            self.url_for(workload_id),
+            orjson.dumps(payload),
+            headers,
+            self.timeout,
         )
         if 200 <= status < 300 or status == 409:
             return Delivery(Verdict.DELIVERED, status, clip(body))
@@ -54,12 +60,14 @@ async def send(
     url: str,
     data: bytes,
     headers: dict[str, str],
-    timeout: aiohttp.ClientTimeout,
+    client_timeout: aiohttp.ClientTimeout,
 ) -> tuple[int, str]:
     """One HTTP request; any network-level failure becomes a TransientDeliveryError."""
     try:
-        async with session.request(method, url, data=data, headers=headers, timeout=timeout) as resp:
+        async with session.request(
+            method, url, data=data, headers=headers, timeout=client_timeout
+        ) as resp:
             return resp.status, await resp.text(errors="replace")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         # Refused, reset, DNS, a timeout: the peer may be fine a moment later.
         raise TransientDeliveryError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

@@ -29,7 +29,8 @@ def _run_seconds(rt: Runtime) -> float:
 
 async def _drain(rt: Runtime, workload_id: str | None, refresh_stats: bool) -> dict[str, Any]:
     report = await drain(
-        rt.engine, rt.settings,
+        rt.engine,
+        rt.settings,
         workload_ids=[workload_id] if workload_id else None,
         max_seconds=_run_seconds(rt),
     )
@@ -38,7 +39,7 @@ async def _drain(rt: Runtime, workload_id: str | None, refresh_stats: bool) -> d
     return report.as_dict()
 
 
-@shared_task(name="statusd.sync.drain", ignore_result=True)
+@shared_task(name="statusd.sync.drain", ignore_result=True)  # type: ignore[untyped-decorator]
 def drain_task(workload_id: str | None = None) -> dict[str, Any]:
     """Drain now (one workload, or everything due). Continues itself if its time ran out."""
     result = worker_runtime.run(lambda rt: _drain(rt, workload_id, refresh_stats=False))
@@ -47,7 +48,7 @@ def drain_task(workload_id: str | None = None) -> dict[str, Any]:
     return result
 
 
-@shared_task(name="statusd.sync.drain_due", ignore_result=True)
+@shared_task(name="statusd.sync.drain_due", ignore_result=True)  # type: ignore[untyped-decorator]
 def drain_due_task() -> dict[str, Any]:
     """Beat: drain everything due, and refresh the outbox gauges."""
     result = worker_runtime.run(lambda rt: _drain(rt, None, refresh_stats=True))

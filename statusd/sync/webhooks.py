@@ -27,7 +27,9 @@ class WebhookClient:
     async def post_alert(self, url: str, payload: dict[str, Any]) -> Delivery:
         """POST one alert. Returns DELIVERED/DEAD; raises TransientDeliveryError to retry."""
         headers = {"Content-Type": "application/json"}
-        status, body = await send(self.session, "POST", url, orjson.dumps(payload), headers, self.timeout)
+        status, body = await send(
+            self.session, "POST", url, orjson.dumps(payload), headers, self.timeout
+        )
         if 200 <= status < 300:
             return Delivery(Verdict.DELIVERED, status, clip(body))
         if status >= 500 or status in RETRYABLE_4XX:

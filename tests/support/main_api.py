@@ -66,7 +66,9 @@ class FakeMainAPI:
         self.port = port or free_port()
         self.faults = Faults()
         self.random = random.Random(seed)
-        self.received: list[Received] = []  # processed (accepted or idempotent replay), arrival order
+        self.received: list[
+            Received
+        ] = []  # processed (accepted or idempotent replay), arrival order
         self.accepted: dict[str, list[int]] = {}  # workload -> unique transition ids, in order
         self.key_count: Counter[str] = Counter()  # processed requests per Idempotency-Key
         self.requests = 0  # every request that reached the handler
@@ -107,15 +109,15 @@ class FakeMainAPI:
         """Keys processed more than once (idempotent re-sends)."""
         return {key: n for key, n in self.key_count.items() if n > 1}
 
-    async def wait_until(self, predicate: Any, timeout: float, what: str) -> None:
+    async def wait_until(self, predicate: Any, within: float, what: str) -> None:
         """Bounded wait for `predicate()` (a condition on what was received)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if predicate():
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(
-            f"main API: {what} not reached within {timeout}s (accepted {self.total_accepted()}, "
+            f"main API: {what} not reached within {within}s (accepted {self.total_accepted()}, "
             f"requests {self.requests}, faults {dict(self.faulted)}, violations {self.violations[:5]})"
         )
 
@@ -133,7 +135,9 @@ class FakeMainAPI:
         missing = [name for name in CONTRACT_FIELDS if name not in body]
         key = request.headers.get("Idempotency-Key", "")
         if missing or key != str(body.get("transition_id")):
-            self.violations.append(f"{workload_id}: missing {missing} or key {key!r} != transition_id")
+            self.violations.append(
+                f"{workload_id}: missing {missing} or key {key!r} != transition_id"
+            )
             return _json(400, {"error": "contract"})
         transition_id = int(body["transition_id"])
 
@@ -153,7 +157,9 @@ class FakeMainAPI:
             return _abort(request)
 
         if key in self.in_flight:
-            self.violations.append(f"{workload_id}: key {key} sent while a request with it is in flight")
+            self.violations.append(
+                f"{workload_id}: key {key} sent while a request with it is in flight"
+            )
         self.in_flight.add(key)
         self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
         try:
@@ -167,14 +173,18 @@ class FakeMainAPI:
             return _abort(request)
         return answer
 
-    def _process(self, workload_id: str, transition_id: int, key: str, body: dict[str, Any]) -> web.Response:
+    def _process(
+        self, workload_id: str, transition_id: int, key: str, body: dict[str, Any]
+    ) -> web.Response:
         ids = self.accepted.setdefault(workload_id, [])
         if transition_id in ids:
             self.key_count[key] += 1
             self.received.append(Received(workload_id, transition_id, key, body, time.monotonic()))
             return _json(200, {"ok": True, "replay": True})
         if ids and transition_id < ids[-1]:
-            self.violations.append(f"{workload_id}: transition {transition_id} arrived after {ids[-1]}")
+            self.violations.append(
+                f"{workload_id}: transition {transition_id} arrived after {ids[-1]}"
+            )
             return _json(409, {"error": "conflict", "holds": ids[-1]})
         ids.append(transition_id)
         self.key_count[key] += 1
@@ -185,8 +195,12 @@ class FakeMainAPI:
         f = self.faults
         if workload_id in f.reject:
             return "reject"
-        for name, ratio in (("error", f.error_ratio), ("too_many", f.too_many_ratio),
-                            ("timeout", f.timeout_ratio), ("reset", f.reset_ratio)):
+        for name, ratio in (
+            ("error", f.error_ratio),
+            ("too_many", f.too_many_ratio),
+            ("timeout", f.timeout_ratio),
+            ("reset", f.reset_ratio),
+        ):
             if self._roll(ratio):
                 self.faulted[name] += 1
                 return name

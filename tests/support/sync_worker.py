@@ -25,7 +25,9 @@ from statusd.db import reading
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget
 from statusd.registry import register
+from statusd.settings import Settings
 from statusd.transitions import Ledger, Observation, Outcome, apply_observation
+from tests.conftest import settings_env
 from tests.support.processes import ManagedProcess, start_statusd, stop_process
 
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
@@ -56,7 +58,9 @@ def broker_db(redis_server: str) -> Iterator[str]:
 
 def start_worker(env: dict[str, str], log_dir: Path, *, concurrency: int = 2) -> ManagedProcess:
     """`statusd worker --queues sync`; returns once it is ready to consume (bounded wait)."""
-    proc = start_statusd(["worker", "--queues", "sync", "--concurrency", str(concurrency)], env=env, log_dir=log_dir)
+    proc = start_statusd(
+        ["worker", "--queues", "sync", "--concurrency", str(concurrency)], env=env, log_dir=log_dir
+    )
     wait_log(proc, "ready.", timeout=60)
     return proc
 
@@ -78,7 +82,9 @@ def wait_log(proc: ManagedProcess, marker: str, timeout: float) -> None:
             proc.remember_descendants()
             return
         time.sleep(0.1)
-    raise AssertionError(f"{marker!r} not in the log of {proc.args} within {timeout}s:\n{proc.log_tail()}")
+    raise AssertionError(
+        f"{marker!r} not in the log of {proc.args} within {timeout}s:\n{proc.log_tail()}"
+    )
 
 
 def stop(proc: ManagedProcess) -> None:
@@ -92,6 +98,44 @@ def stop(proc: ManagedProcess) -> None:
         proc.kill_tree()
 
 
+MAIN_TOKEN = "main-api-token-" + "z" * 20
+# Short clocks so outages, backoffs and expired leases play out in seconds. Lease = max(sync_lease,
+# budget + 2 x timeout + 2) = 6 s: longer than any one row's sends, as in production.
+E2E_SYNC = {
+    "main_api_token": MAIN_TOKEN,
+    "sync_timeout": 1.0,
+    "sync_budget": 2.0,
+    "sync_attempts": 4,
+    "sync_backoff_max": 1.0,
+    "sync_interval": 1.0,
+    "sync_lease": 1.0,
+    "sync_concurrency": 16,
+    "sweep_interval": 3600.0,  # beat also schedules sweeps; nobody consumes queue sweep here
+}
+
+
+class Workers:
+    """Sync worker / beat processes of one test; all reaped at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[ManagedProcess] = []
+
+    def worker(self, settings: Settings, concurrency: int = 2) -> ManagedProcess:
+        proc = start_worker(settings_env(settings), self.log_dir, concurrency=concurrency)
+        self.procs.append(proc)
+        return proc
+
+    def beat(self, settings: Settings) -> ManagedProcess:
+        proc = start_beat(settings_env(settings), self.log_dir)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
 # -- producing transitions through the real path -------------------------------------------------
 DEPLOYMENT_WALK = (State.DEPLOYING, State.READY, State.DEGRADED, State.READY, State.DEGRADED)
 
@@ -101,8 +145,9 @@ async def register_fleet(ledger: Ledger, ids: Sequence[str], kind: Kind = Kind.D
         await register(ledger.engine, wid, kind, labels={"owner": "team-sync"})
 
 
-async def walk(ledger: Ledger, wid: str, states: Sequence[State], *, pause: float = 0.0,
-               seq_start: int = 1) -> list[int]:
+async def walk(
+    ledger: Ledger, wid: str, states: Sequence[State], *, pause: float = 0.0, seq_start: int = 1
+) -> list[int]:
     """Push `states` in order (seq from `seq_start`) through apply_observation; returns the transition ids."""
     ids = []
     for seq, state in enumerate(states, start=seq_start):
@@ -115,8 +160,14 @@ async def walk(ledger: Ledger, wid: str, states: Sequence[State], *, pause: floa
     return ids
 
 
-async def produce(ledger: Ledger, ids: Sequence[str], states: Sequence[State] = DEPLOYMENT_WALK,
-                  *, parallel: int = 8, pause: float = 0.0) -> dict[str, list[int]]:
+async def produce(
+    ledger: Ledger,
+    ids: Sequence[str],
+    states: Sequence[State] = DEPLOYMENT_WALK,
+    *,
+    parallel: int = 8,
+    pause: float = 0.0,
+) -> dict[str, list[int]]:
     """Walk every workload, `parallel` at a time, interleaving workloads like a real fleet."""
     sem = asyncio.Semaphore(parallel)
     out: dict[str, list[int]] = {}
@@ -146,10 +197,17 @@ async def outbox_rows(ledger: Ledger, **where: Any) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
-async def wait_outbox(ledger: Ledger, timeout: float, *, target: OutboxTarget = OutboxTarget.MAIN,
-                      pending: int = 0, what: str = "outbox drained", procs: Sequence[ManagedProcess] = ()) -> dict[str, int]:
+async def wait_outbox(
+    ledger: Ledger,
+    within: float,
+    *,
+    target: OutboxTarget = OutboxTarget.MAIN,
+    pending: int = 0,
+    what: str = "outbox drained",
+    procs: Sequence[ManagedProcess] = (),
+) -> dict[str, int]:
     """Bounded wait until `pending` rows of `target` are left; fails with worker logs otherwise."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     counts: dict[str, int] = {}
     while time.monotonic() < deadline:
         counts = await outbox_counts(ledger, target)
@@ -157,4 +215,4 @@ async def wait_outbox(ledger: Ledger, timeout: float, *, target: OutboxTarget = 
             return counts
         await asyncio.sleep(0.1)
     logs = "\n".join(f"--- {p.args[-8:]}\n{p.log_tail(3000)}" for p in procs)
-    raise AssertionError(f"{what}: not reached within {timeout}s: {counts}\n{logs}")
+    raise AssertionError(f"{what}: not reached within {within}s: {counts}\n{logs}")

@@ -45,15 +45,21 @@ class WebhookReceiver:
             await runner.cleanup()
 
     def events(self, workload_id: str | None = None) -> list[str]:
-        return [a["event"] for a in self.alerts if workload_id is None or a["workload_id"] == workload_id]
+        return [
+            a["event"]
+            for a in self.alerts
+            if workload_id is None or a["workload_id"] == workload_id
+        ]
 
-    async def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, count: int, within: float) -> None:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if len(self.alerts) >= count:
                 return
             await asyncio.sleep(0.05)
-        raise AssertionError(f"webhook: {len(self.alerts)} alerts after {timeout}s, wanted {count}: {self.alerts}")
+        raise AssertionError(
+            f"webhook: {len(self.alerts)} alerts after {within}s, wanted {count}: {self.alerts}"
+        )
 
     async def _receive(self, request: web.Request) -> web.Response:
         self.requests += 1
