@@ -221,12 +221,12 @@ class ConsumerSet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def owned(self) -> dict[int, str]:
-        """Shard -> consumer name, for the shards this process may apply right now."""
+        """Shard -> consumer name, for the shards whose apply loop runs here (a fenced shard's loop
+        may still be winding down, committing nothing; once it is gone from here, it is gone)."""
         return {
             shard.index: consumer.name
             for consumer in self._consumers
             for shard in consumer.shards.values()
-            if shard.active()
         }
 
     async def ensure_groups(self) -> None:
@@ -619,8 +619,8 @@ class ConsumerSet:
         metrics.STREAM_PENDING.set(stats.pending)
         metrics.STREAM_LAG.set(stats.lag or 0)
         trimmed = 0
-        for index in sorted(self.owned()):
-            trimmed += await self._trim(self.keys.heartbeat_shard(index))
+        for shard in [s for c in self._consumers for s in c.shards.values() if s.active()]:
+            trimmed += await self._trim(shard.stream)
         return trimmed
 
     async def _trim(self, stream: str) -> int:

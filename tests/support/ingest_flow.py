@@ -97,6 +97,25 @@ async def pending_by_consumer(redis: Redis, keys: Keys, shards: int = SHARDS) ->
     return totals
 
 
+async def lease_owners(redis: Redis, keys: Keys, shards: int = SHARDS) -> dict[int, str]:
+    """Shard -> consumer name holding its lease (the lease value is `name/incarnation`)."""
+    values = await redis.mget([keys.shard_lease(i) for i in range(shards)])
+    return {i: v.decode().rsplit("/", 1)[0] for i, v in enumerate(values) if v is not None}
+
+
+def workloads_on_shards(shards: int, per_shard: int, prefix: str = "w") -> dict[int, list[str]]:
+    """`per_shard` workload ids landing on each shard (ids found by trying names in order)."""
+    found: dict[int, list[str]] = {i: [] for i in range(shards)}
+    n = 0
+    while any(len(ids) < per_shard for ids in found.values()):
+        wid = f"{prefix}{n}"
+        ids = found[shard_of(wid, shards)]
+        if len(ids) < per_shard:
+            ids.append(wid)
+        n += 1
+    return found
+
+
 async def drained(redis: Redis, keys: Keys, shards: int = SHARDS) -> bool:
     """Every entry of every shard delivered to the group and acknowledged."""
     stats = await stream_stats(redis, keys, shards)
