@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from statusd import worker_runtime
 from statusd.settings import Settings
@@ -84,7 +84,12 @@ def create_celery(settings: Settings) -> Celery:
         broker_pool_limit=BROKER_POOL_LIMIT,
         broker_transport_options=_transport_options(settings),
         redis_max_connections=BROKER_MAX_CONNECTIONS,
-        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        # Each queue gets its own direct exchange and routing key. A bare Queue(name) is bound
+        # to the default exchange with the default key, so every queue would receive every task.
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            for name in QUEUES
+        ],
         task_default_queue="sweep",
         task_routes={
             SWEEP_TASK: {"queue": "sweep"},
