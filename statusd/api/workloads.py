@@ -14,7 +14,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd import liveness, registry, tokens
 from statusd.api import validation
@@ -25,9 +24,10 @@ from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, Transition, Workload
+from statusd.models import OutboxEntry, Transition, Workload
 from statusd.runtime import Runtime
 from statusd.sweeper.url_policy import check_status_url
+from statusd.sync.status import unsynced_workloads
 from statusd.transitions import Observation, Outcome, apply_observation
 
 log = structlog.get_logger("statusd.api")
@@ -50,22 +50,6 @@ def _path_id(request: web.Request) -> str:
     if not validation.WORKLOAD_ID_RE.fullmatch(workload_id):
         raise UnknownWorkload(f"workload {workload_id!r} is not registered")
     return workload_id
-
-
-async def _pending_sync(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
-    """Ids among `ids` that still have a main-DB outbox row waiting to be sent."""
-    if not ids:
-        return set()
-    rows = await conn.execute(
-        select(_O.c.workload_id)
-        .where(
-            _O.c.target == OutboxTarget.MAIN,
-            _O.c.status == OutboxStatus.PENDING,
-            _O.c.workload_id.in_(list(ids)),
-        )
-        .distinct()
-    )
-    return {str(r[0]) for r in rows}
 
 
 async def _redis_liveness(
@@ -113,7 +97,7 @@ async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
         ).first()
         if row is None:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
-        unsynced = await _pending_sync(conn, [workload_id])
+        unsynced = await unsynced_workloads(conn, [workload_id])
     live = await _redis_liveness(rt, [workload_id])
     return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC))[0]
 
@@ -194,7 +178,7 @@ async def list_page(
                 break
             ids = [r["id"] for r in rows]
             rendered = _render(
-                rt, rows, await _redis_liveness(rt, ids), await _pending_sync(conn, ids), now
+                rt, rows, await _redis_liveness(rt, ids), await unsynced_workloads(conn, ids), now
             )
             items += [i for i in rendered if q.stale is None or i["stale"] is q.stale]
             scanned += len(rows)

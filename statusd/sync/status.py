@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -19,30 +20,39 @@ from statusd.settings import Settings
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
 
-async def workload_synced(conn_or_engine: AsyncConnection | AsyncEngine, workload_id: str) -> bool:
-    """True when the main DB holds this workload's newest transition (nothing pending for it, and
-    its newest main-sync row is not a dead letter). A workload with no transitions is synced."""
+async def unsynced_workloads(conn: AsyncConnection, workload_ids: Sequence[str]) -> set[str]:
+    """The ids among `workload_ids` whose newest transition the main DB does not hold yet: a main
+    sync row still pending, or the newest one dead-lettered. One query for a whole API page."""
+    if not workload_ids:
+        return set()
     newest = (
-        select(func.max(_O.c.transition_id))
-        .where(_O.c.target == OutboxTarget.MAIN, _O.c.workload_id == workload_id)
-        .scalar_subquery()
+        select(_O.c.workload_id, func.max(_O.c.transition_id).label("newest"))
+        .where(_O.c.target == OutboxTarget.MAIN, _O.c.workload_id.in_(list(workload_ids)))
+        .group_by(_O.c.workload_id)
+        .subquery()
     )
     query = (
-        select(_O.c.id)
+        select(_O.c.workload_id)
+        .join(newest, newest.c.workload_id == _O.c.workload_id)
         .where(
             _O.c.target == OutboxTarget.MAIN,
-            _O.c.workload_id == workload_id,
             or_(
                 _O.c.status == OutboxStatus.PENDING,
-                and_(_O.c.status == OutboxStatus.DEAD, _O.c.transition_id == newest),
+                and_(_O.c.status == OutboxStatus.DEAD, _O.c.transition_id == newest.c.newest),
             ),
         )
-        .limit(1)
+        .distinct()
     )
+    return {str(row[0]) for row in await conn.execute(query)}
+
+
+async def workload_synced(conn_or_engine: AsyncConnection | AsyncEngine, workload_id: str) -> bool:
+    """True when the main DB holds this workload's newest transition (see unsynced_workloads).
+    A workload with no transitions is synced."""
     if isinstance(conn_or_engine, AsyncConnection):
-        return (await conn_or_engine.execute(query)).first() is None
+        return workload_id not in await unsynced_workloads(conn_or_engine, [workload_id])
     async with reading(conn_or_engine) as conn:
-        return (await conn.execute(query)).first() is None
+        return workload_id not in await unsynced_workloads(conn, [workload_id])
 
 
 async def outbox_stats(engine: AsyncEngine, settings: Settings | None = None) -> dict[str, Any]:
