@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -24,7 +25,26 @@ local v = redis.call('HGET', KEYS[1], 'version')
 if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end
 if v and tonumber(v) < tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'version', ARGV[2], 'generation', ARGV[3], 'kind', ARGV[4])
+if ARGV[6] ~= '' then
+  local cur = redis.call('HGET', KEYS[1], 'seq')
+  if (not cur) or tonumber(cur) < tonumber(ARGV[6]) then redis.call('HSET', KEYS[1], 'seq', ARGV[6]) end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# Consumers skip steady heartbeats without the database, so the newest seq they handled lives
+# here too; otherwise a late, older report could reach the database and win over a newer one.
+_BUMP_SEQS = """
+for i = 1, #KEYS do
+  local gen = redis.call('HGET', KEYS[i], 'generation')
+  if gen and gen == ARGV[2 * i - 1] then
+    local cur = redis.call('HGET', KEYS[i], 'seq')
+    if (not cur) or tonumber(cur) < tonumber(ARGV[2 * i]) then
+      redis.call('HSET', KEYS[i], 'seq', ARGV[2 * i])
+    end
+  end
+end
 return 1
 """
 
@@ -45,11 +65,15 @@ class CachedState:
     generation: int
     kind: Kind
     refused: frozenset[str]  # reported states already refused at this version
+    seq: int | None = None  # newest seq handled for this generation (applied, unchanged or skipped)
 
-    def makes_no_change(self, reported: str, generation: int) -> bool:
-        """True when applying `reported` could not change anything (skip the database)."""
+    def makes_no_change(self, reported: str, generation: int, seq: int | None = None) -> bool:
+        """True when applying `reported` could not change anything (skip the database): the same
+        state, a state already refused at this version, or a seq not newer than one handled."""
         if generation != self.generation:
             return False
+        if seq is not None and self.seq is not None and seq <= self.seq:
+            return True
         return reported == self.state.value or reported in self.refused
 
 
@@ -59,6 +83,7 @@ class StateCache:
         self._keys = keys
         self._store = redis.register_script(_STORE_IF_NEWER)
         self._refuse = redis.register_script(_MARK_REFUSED)
+        self._bump = redis.register_script(_BUMP_SEQS)
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
         ids = list(workload_ids)
@@ -79,12 +104,34 @@ class StateCache:
         await self._redis.delete(self._keys.state(workload_id))
 
     async def store(
-        self, workload_id: str, state: State, version: int, generation: int, kind: Kind
+        self,
+        workload_id: str,
+        state: State,
+        version: int,
+        generation: int,
+        kind: Kind,
+        seq: int | None = None,
     ) -> None:
         await self._store(
             keys=[self._keys.state(workload_id)],
-            args=[state.value, version, generation, kind.value, CACHE_TTL_S],
+            args=[
+                state.value,
+                version,
+                generation,
+                kind.value,
+                CACHE_TTL_S,
+                "" if seq is None else seq,
+            ],
         )
+
+    async def bump_seqs(self, newest: dict[str, tuple[int, int]], client: Any = None) -> None:
+        """Record the newest handled seq per workload {id: (generation, seq)}, never backward, only
+        into an entry of the same generation. `client` may be a pipeline (the consumers' ack)."""
+        if not newest:
+            return
+        keys = [self._keys.state(wid) for wid in newest]
+        args = [x for generation, seq in newest.values() for x in (generation, seq)]
+        await self._bump(keys=keys, args=args, client=client)
 
     async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
         await self._refuse(keys=[self._keys.state(workload_id)], args=[version, requested])
@@ -104,6 +151,7 @@ def _parse(row: dict[bytes | str, bytes | str]) -> CachedState | None:
             version=version,
             generation=int(fields["generation"]),
             kind=Kind(fields["kind"]),
+            seq=int(fields["seq"]) if fields.get("seq") else None,
             refused=frozenset(
                 k[8:] for k, v in fields.items() if k.startswith("refused:") and v == str(version)
             ),

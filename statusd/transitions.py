@@ -135,10 +135,13 @@ async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
     generation = int(row.generation)
     if transition is None:
         outcome = _OUTCOMES[judgement.verdict]
+        known_seq = (
+            obs.seq if outcome is Outcome.UNCHANGED and obs.seq is not None else row.last_seq
+        )
         if ledger.cache is not None:
             # Re-seed the cache after a miss, so the next steady heartbeat skips the database.
             await _best_effort(
-                ledger.cache.store(obs.workload_id, state, version, generation, kind)
+                ledger.cache.store(obs.workload_id, state, version, generation, kind, known_seq)
             )
             if outcome is Outcome.REFUSED:
                 await _best_effort(
@@ -160,7 +163,14 @@ async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
     new_version = version + 1
     if ledger.cache is not None:
         await _best_effort(
-            ledger.cache.store(obs.workload_id, obs.state, new_version, generation, kind)
+            ledger.cache.store(
+                obs.workload_id,
+                obs.state,
+                new_version,
+                generation,
+                kind,
+                obs.seq if obs.seq is not None else row.last_seq,
+            )
         )
     log.info(
         "transition",

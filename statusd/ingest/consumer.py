@@ -491,7 +491,7 @@ class ConsumerSet:
                 if (
                     index == 0
                     and cached is not None
-                    and cached.makes_no_change(report.status.value, report.generation)
+                    and cached.makes_no_change(report.status.value, report.generation, report.seq)
                 ):
                     self._outcomes["skipped"].inc()
                 else:
@@ -539,24 +539,28 @@ class ConsumerSet:
         """Ack handled entries (+ newest seq per workload); bury the ones that keep failing."""
         ack: list[bytes] = []
         newest: dict[str, int] = {}
+        generations: dict[str, int] = {}
         failed: dict[bytes, tuple[str, int]] = {
             eid: (error, batch.deliveries.get(eid, 1)) for eid, error in batch.malformed.items()
         }
         for w in batch.workloads.values():
             if w.handled_seq is not None:
                 newest[w.workload_id] = max(seq for _, seq in w.entries if seq <= w.handled_seq)
+                generations[w.workload_id] = w.reports[w.done_upto].generation
             for entry_id, seq in w.entries:
                 if w.handled_seq is not None and seq <= w.handled_seq:
                     ack.append(entry_id)  # handled, or superseded by a handled newer report
                 elif w.error is not None:
                     failed[entry_id] = (w.error, w.attempts)
-        await self._ack(shard, ack, newest)
+        await self._ack(shard, ack, newest, generations)
         if not shard.lease.valid():
             return  # burying is the holder's decision; the next holder retries them
         for entry_id, (error, deliveries) in failed.items():
             await self._bury(shard, entry_id, batch.raw[entry_id], error, deliveries)
 
-    async def _ack(self, shard: _Shard, ack: list[bytes], newest: dict[str, int]) -> None:
+    async def _ack(
+        self, shard: _Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
+    ) -> None:
         backoff = BACKOFF_START_S
         while ack or newest:
             try:
@@ -568,6 +572,15 @@ class ConsumerSet:
                             x for wid, seq in newest.items() for x in (wid, seq)
                         ]
                         await self._max_seq(keys=[self.keys.last_seq], args=args, client=pipe)
+                        # Skipped reports never reach the DB: the cache keeps their seq instead.
+                        await self.runtime.cache.bump_seqs(
+                            {
+                                w: (generations[w], seq)
+                                for w, seq in newest.items()
+                                if w in generations
+                            },
+                            client=pipe,
+                        )
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:
