@@ -68,11 +68,7 @@ class Settings(BaseSettings):
     consumers: int = Field(default=2, ge=0)  # consumer tasks inside each `serve` process
     consumer_batch: int = Field(default=500, ge=1)
     consumer_block_ms: int = Field(default=1000, ge=1)
-    claim_min_idle_ms: int = Field(
-        default=30_000, ge=100
-    )  # XAUTOCLAIM: an entry idle this long is orphaned
     max_deliveries: int = Field(default=5, ge=1)  # then the entry goes to the dead-letter stream
-    stream_maxlen: int = Field(default=1_000_000, ge=1000)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     max_batch_items: int = Field(default=500, ge=1)
     ingest_timeout: float = Field(default=2.0, gt=0)  # an append not stored by then answers 503
@@ -108,7 +104,6 @@ class Settings(BaseSettings):
         default=5, ge=1
     )  # per run; a later run retries what a run gave up on
     sync_interval: float = Field(default=10.0, gt=0)  # beat drains at least this often
-    sync_batch: int = Field(default=200, ge=1)
     # Added by the sync work: parallel sends (distinct workloads), the per-row retry budget inside
     # one run, the cap on the between-runs backoff, the claim lease (must outlive one row's sends)
     # and the debounce window of the post-commit kick.
