@@ -1,6 +1,6 @@
 """Polling containers' status endpoints, and what a poll's answer does to a workload.
 
-The container status contract (docs/readme/status-endpoint.md): `GET status_url` -> 200 with a
+The container status contract (README, "the status endpoint"): `GET status_url` -> 200 with a
 JSON object `{"status": STATE, "seq": int}`. Anything else is a failed poll: timeout, refused,
 reset, non-200 (redirects are not followed), a body over STATUSD_POLL_MAX_BYTES, or a body that is
 not that object. A hanging or garbage-spewing container costs one request slot for at most

@@ -1,6 +1,6 @@
 """Client for the platform's main API: one transition -> `PUT /workloads/{id}/status`.
 
-Contract (docs/readme/main-api.md): 2xx synced; 409 the main DB already holds this or a newer
+Contract (README, "Main-DB sync"): 2xx synced; 409 the main DB already holds this or a newer
 transition, also synced; other 4xx permanent (dead letter, response kept); 5xx, 429, timeouts and
 connection errors transient (retried). The Idempotency-Key is the transition id, so a re-send after
 a lost answer (timeout, reset, a worker killed mid-request) is harmless.
