@@ -61,7 +61,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check statusd tests $(wildcard bench)
 	$(BIN)/mypy
 
+# wrk drives the load when installed (a Python client can be slower than the server it measures).
 bench: $(VENV)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } \
+	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
 
 clean:

@@ -9,8 +9,8 @@ Scenarios (each a fresh server subprocess pinned to CPU 0; the load generator on
   batch      statusd POST /v1/heartbeats:batch, 100 items per request (heartbeats/s)
   workers    `statusd serve --workers N` (SO_REUSEPORT), if --workers > 1 (shares the CPUs with the load)
 
-The load generator is a small keep-alive HTTP/1.1 client on raw asyncio streams (wrk if installed
-is not required): `--concurrency` connections, each sending its next request as soon as the
+The load generator is wrk when installed (`make bench` installs it on Debian), else a small
+keep-alive HTTP/1.1 client on raw asyncio streams (which can itself be the bottleneck): `--concurrency` connections, each sending its next request as soon as the
 previous answer is read, for a fixed duration. Uses a dedicated redis-server it starts itself.
 No assertions: it prints req/s, heartbeats/s, p50/p99 and the ratios against both bare handlers.
 """
@@ -186,6 +186,65 @@ async def load(
     }
 
 
+WRK_SCRIPT = """
+local reqs = {}
+%s
+local n = #reqs
+local i = 0
+request = function()
+  i = i + 1
+  return reqs[(i %% n) + 1]
+end
+done = function(summary, latency, requests)
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    '{"requests": %%d, "seconds": %%f, "p50_ms": %%f, "p99_ms": %%f, "statuses": {"2xx": %%d, "error": %%d}}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.requests - bad, bad))
+end
+"""
+
+
+def load_with_wrk(
+    port: int, path: str, duration: float, concurrency: int, batch: int
+) -> dict[str, object]:
+    """The same requests as `load`, sent by wrk (C, one thread): the client is no longer the limit."""
+    lines = []
+    for raw in build_requests(path, batch):
+        head, body = raw.split(b"\r\n\r\n", 1)
+        token = next(h for h in head.split(b"\r\n") if h.startswith(b"Authorization")).split(b" ")[
+            -1
+        ]
+        lines.append(
+            f'reqs[#reqs + 1] = wrk.format("POST", "{path}", {{["Host"] = "127.0.0.1", ["Content-Type"] = "application/json", '
+            f'["Authorization"] = "Bearer {token.decode()}"}}, [==[{body.decode()}]==])'
+        )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % "\n".join(lines))
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, int(duration))}s",
+                "--latency",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration + 60,
+        )
+    finally:
+        os.unlink(script.name)
+    result: dict[str, object] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 # -- orchestration --------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -261,6 +320,8 @@ def run_scenario(
                 str(args.concurrency),
                 "--batch",
                 str(batch),
+                "--loader",
+                args.loader,
             ],
             capture_output=True,
             check=True,
@@ -296,14 +357,27 @@ def main() -> None:
     parser.add_argument("--state-dir", default="")
     parser.add_argument("--path", default="/v1/heartbeats")
     parser.add_argument("--batch", type=int, default=0)
+    parser.add_argument(
+        "--loader",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk when installed (the Python one can be the bottleneck)",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.redis, args.prefix, args.state_dir, args.workers)
         return
     if args.load:
-        import uvloop
+        if args.loader == "wrk":
+            result = load_with_wrk(
+                args.port, args.path, args.duration, args.concurrency, args.batch
+            )
+        else:
+            import uvloop
 
-        result = uvloop.run(load(args.port, args.path, args.duration, args.concurrency, args.batch))
+            result = uvloop.run(
+                load(args.port, args.path, args.duration, args.concurrency, args.batch)
+            )
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
         return
     report(args)
@@ -342,7 +416,8 @@ def report(args: argparse.Namespace) -> None:
         return rate(name) * int(results[name]["heartbeats_per_request"])  # type: ignore[call-overload]
 
     table = Table(
-        title=f"ingest, {args.duration:.0f} s each, {args.concurrency} connections, {os.cpu_count()} CPUs"
+        title=f"ingest, {args.duration:.0f} s each, {args.concurrency} connections, "
+        f"{os.cpu_count()} CPUs, load by {args.loader}"
     )
     for column in (
         "scenario",
@@ -370,7 +445,12 @@ def report(args: argparse.Namespace) -> None:
     console.print(table)
     console.print(
         "x bare / x pipeline: heartbeats/s relative to the bare handler and to one-pipeline-per-request, "
-        "measured in this same run. The load generator is Python too: the bare figure is bounded by it."
+        "measured in this same run."
+        + (
+            " The load generator is Python: the bare figure is bounded by it (install wrk)."
+            if args.loader == "python"
+            else ""
+        )
     )
 
 
