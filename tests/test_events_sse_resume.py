@@ -208,14 +208,13 @@ async def _hold_transition(conn: AsyncConnection, wid: str) -> int:
     return int(row.scalar_one())
 
 
-@pytest.fixture
-def pg_only(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite serializes writers: ids commit in order")
+# Only PostgreSQL commits ids out of order; SQLite serializes writers, so there is no SQLite variant.
+postgres_only = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
+@postgres_only
 async def test_high_water_waits_for_a_smaller_id_that_commits_late(
-    client: TestClient[Any, Any], pg_only: None
+    client: TestClient[Any, Any],
 ) -> None:
     rt = runtime_of(client)
     for wid in ("slow", "fast", "after"):
@@ -232,9 +231,8 @@ async def test_high_water_waits_for_a_smaller_id_that_commits_late(
     assert await hw.advance() == fast_id
 
 
-async def test_high_water_skips_a_rolled_back_id(
-    client: TestClient[Any, Any], pg_only: None
-) -> None:
+@postgres_only
+async def test_high_water_skips_a_rolled_back_id(client: TestClient[Any, Any]) -> None:
     rt = runtime_of(client)
     for wid in ("doomed", "fine"):
         await register(rt.engine, wid, Kind.TRAINING)
@@ -254,8 +252,9 @@ async def test_high_water_skips_a_rolled_back_id(
         await asyncio.sleep(0.05)
 
 
+@postgres_only
 async def test_sse_client_gets_both_in_id_order_after_out_of_order_commit(
-    client: TestClient[Any, Any], pg_only: None
+    client: TestClient[Any, Any],
 ) -> None:
     rt = runtime_of(client)
     hub = client.server.app[HUB]
