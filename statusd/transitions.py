@@ -255,38 +255,21 @@ async def _write_transition(
     )
     if updated.rowcount != 1:  # cannot happen while we hold the lock; refuse to write blind
         raise RuntimeError(f"lost the row lock on workload {obs.workload_id!r}")
-    transition_id = (
-        await conn.execute(
-            insert(_T)
-            .values(
-                workload_id=obs.workload_id,
-                generation=row.generation,
-                kind=kind,
-                from_state=state,
-                to_state=to,
-                source=obs.source,
-                reason=obs.reason,
-                actor=obs.actor,
-                seq=obs.seq,
-                observed_at=observed_at,
-                recorded_at=now,
-            )
-            .returning(_T.c.id)
-        )
-    ).scalar_one()
-    applied = AppliedTransition(
-        id=transition_id,
-        workload_id=obs.workload_id,
-        kind=kind,
-        from_state=state,
-        to_state=to,
-        source=obs.source,
-        reason=obs.reason,
-        seq=obs.seq,
-        observed_at=observed_at,
-        recorded_at=now,
-        labels=dict(row.labels or {}),
+    fields: dict[str, Any] = {
+        "workload_id": obs.workload_id,
+        "kind": kind,
+        "from_state": state,
+        "to_state": to,
+        "source": obs.source,
+        "reason": obs.reason,
+        "seq": obs.seq,
+        "observed_at": observed_at,
+        "recorded_at": now,
+    }
+    inserted = await conn.execute(
+        insert(_T).values(**fields, generation=row.generation, actor=obs.actor).returning(_T.c.id)
     )
+    applied = AppliedTransition(id=inserted.scalar_one(), labels=dict(row.labels or {}), **fields)
     await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks))
     return applied
 
