@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 from statusd.ingest.streams import ensure_groups
 from statusd.keys import Keys
 from statusd.settings import Settings
-from tests.conftest import settings_env
 from tests.support.api_client import api_client
 from tests.support.ingest_db_block import hold_write_lock
 from tests.support.ingest_flow import (
@@ -28,21 +27,14 @@ from tests.support.ingest_flow import (
     pending_by_consumer,
     register,
     send,
+    start_consumer,
     wait_for,
 )
-from tests.support.processes import ManagedProcess, start_statusd, stop_process
+from tests.support.processes import ManagedProcess, stop_process
 
 WORKLOADS = 12
 CHANGES = ["STARTING", "RUNNING", "STOPPING"]  # seq 1, 2, 3
 SHARDS = 4
-
-
-def consumer(settings: Settings, name: str, tmp_path: Path) -> ManagedProcess:
-    return start_statusd(
-        ["consume", "--consumers", "1", "--name", name],
-        env=settings_env(settings),
-        log_dir=tmp_path,
-    )
 
 
 async def test_a_killed_holders_pending_entries_are_applied_in_order_by_the_next(
@@ -62,7 +54,7 @@ async def test_a_killed_holders_pending_entries_are_applied_in_order_by_the_next
                         assert (await send(client, "/v1/heartbeats", token, wid, state, seq))[
                             0
                         ] == 202
-                procs.append(consumer(settings, "a", tmp_path))
+                procs.append(start_consumer(settings, "a", tmp_path))
 
                 async def a_holds_everything() -> bool:
                     assert procs[0].returncode is None, procs[0].log_tail()
@@ -75,7 +67,7 @@ async def test_a_killed_holders_pending_entries_are_applied_in_order_by_the_next
                 procs[0].kill_tree()  # SIGKILL: read, not committed, not acked
             assert await history.transitions() == []
 
-            procs.append(consumer(settings, "b", tmp_path))
+            procs.append(start_consumer(settings, "b", tmp_path))
 
             async def b_applied_everything() -> bool:
                 assert procs[1].returncode is None, procs[1].log_tail()

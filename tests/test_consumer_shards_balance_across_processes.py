@@ -17,21 +17,20 @@ from redis.asyncio import Redis
 from statusd.ingest.streams import ensure_groups
 from statusd.keys import Keys
 from statusd.settings import Settings
-from tests.conftest import settings_env
 from tests.support.api_client import api_client
-from tests.support.ingest_flow import History, drained, lease_owners, register, send, wait_for
-from tests.support.processes import ManagedProcess, start_statusd, stop_process
+from tests.support.ingest_flow import (
+    History,
+    drained,
+    lease_owners,
+    register,
+    send,
+    start_consumer,
+    wait_for,
+)
+from tests.support.processes import ManagedProcess, stop_process
 
 SHARDS = 8
 WORKLOADS = 40
-
-
-def consumer(settings: Settings, name: str, tmp_path: Path) -> ManagedProcess:
-    return start_statusd(
-        ["consume", "--consumers", "1", "--name", name],
-        env=settings_env(settings),
-        log_dir=tmp_path,
-    )
 
 
 async def test_two_consumer_processes_share_the_shards(
@@ -54,9 +53,9 @@ async def test_two_consumer_processes_share_the_shards(
         async with api_client(settings, consumers=0) as client:
             toks = {f"w{i}": await register(client, f"w{i}", "training") for i in range(WORKLOADS)}
             await ensure_groups(redis, keys, SHARDS)
-            procs.append(consumer(settings, "a", tmp_path))
+            procs.append(start_consumer(settings, "a", tmp_path))
             await wait_for(owned_by({"a:0": SHARDS}), timeout=60, what="A holding every shard")
-            procs.append(consumer(settings, "b", tmp_path))
+            procs.append(start_consumer(settings, "b", tmp_path))
             for wid, token in toks.items():  # in flight while the shards change hands
                 assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[0] == 202
             half = SHARDS // 2

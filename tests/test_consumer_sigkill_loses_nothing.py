@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 from statusd.ingest.streams import ensure_groups
 from statusd.keys import Keys
 from statusd.settings import Settings
-from tests.conftest import settings_env
 from tests.support.api_client import api_client
 from tests.support.ingest_db_block import hold_write_lock
 from tests.support.ingest_flow import (
@@ -32,23 +31,16 @@ from tests.support.ingest_flow import (
     pending_by_consumer,
     register,
     send,
+    start_consumer,
     wait_for,
 )
-from tests.support.processes import ManagedProcess, start_statusd, stop_process
+from tests.support.processes import ManagedProcess, stop_process
 
 WORKLOADS = 20
 
 
 async def pending_of(redis: Redis, keys: Keys, consumer: str) -> int:
     return (await pending_by_consumer(redis, keys)).get(consumer, 0)
-
-
-def consumer(settings: Settings, name: str, tmp_path: Path, **env: str) -> ManagedProcess:
-    return start_statusd(
-        ["consume", "--consumers", "1", "--name", name],
-        env={**settings_env(settings), **env},
-        log_dir=tmp_path,
-    )
 
 
 @pytest.mark.parametrize("window", ["blocked", "committed"])
@@ -75,7 +67,7 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
 
             if window == "blocked":
                 async with hold_write_lock(database_url):
-                    procs.append(consumer(settings, "a", tmp_path))
+                    procs.append(start_consumer(settings, "a", tmp_path))
                     for wid, token in toks.items():
                         assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[
                             0
@@ -84,7 +76,7 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
                     procs[0].kill_tree()  # SIGKILL while it waits for the lock: read, not acked
                 assert await history.transitions() == []
             else:
-                procs.append(consumer(settings, "a", tmp_path, **extra))
+                procs.append(start_consumer(settings, "a", tmp_path, **extra))
                 for wid, token in toks.items():
                     assert (await send(client, "/v1/heartbeats", token, wid, "RUNNING", 1))[
                         0
@@ -97,7 +89,7 @@ async def test_killed_consumer_entries_are_applied_once_by_another(
                 await wait_for(a_holds_all, timeout=30, what="A's entries still unacked")
                 procs[0].kill_tree()  # SIGKILL after the commit, before the ack
 
-            procs.append(consumer(settings, "b", tmp_path))
+            procs.append(start_consumer(settings, "b", tmp_path))
 
             async def all_running() -> bool:
                 states = await history.states()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
@@ -18,11 +19,23 @@ from statusd.ingest.streams import shard_of, stream_stats
 from statusd.keys import Keys
 from statusd.models import Transition, Workload
 from statusd.settings import Settings
+from tests.support.processes import ManagedProcess, start_statusd
 
 T = Transition.__table__  # type: ignore[attr-defined]
 W = Workload.__table__  # type: ignore[attr-defined]
 
 Client = TestClient[Any, Any] | ClientSession
+
+
+def start_consumer(settings: Settings, name: str, log_dir: Path, **env: str) -> ManagedProcess:
+    """A real `statusd consume` process (one consumer) with exactly these settings."""
+    from tests.conftest import settings_env
+
+    return start_statusd(
+        ["consume", "--consumers", "1", "--name", name],
+        env={**settings_env(settings), **env},
+        log_dir=log_dir,
+    )
 
 
 async def register(client: TestClient[Any, Any], wid: str, kind: str) -> str:
