@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.support.loopback import LoopbackServer
 
 CONTRACT_FIELDS = ("state", "previous", "changed_at", "transition_id", "source", "reason")
 
@@ -52,18 +53,12 @@ class Received:
     at: float
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class FakeMainAPI:
+class FakeMainAPI(LoopbackServer):
     """Start with `await api.start()`; `api.url` is STATUSD_MAIN_API_URL."""
 
     def __init__(self, token: str, *, port: int | None = None, seed: int = 1) -> None:
+        super().__init__(port)
         self.token = token
-        self.port = port or free_port()
         self.faults = Faults()
         self.random = random.Random(seed)
         self.received: list[
@@ -77,29 +72,13 @@ class FakeMainAPI:
         self.violations: list[str] = []
         self.in_flight: set[str] = set()
         self.max_in_flight = 0
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
 
-    @property
-    def running(self) -> bool:
-        return self._runner is not None
-
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_put("/workloads/{workload_id}/status", self._put_status)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
-        self._runner = runner
-
-    async def stop(self) -> None:
-        """Stop listening: new connections are refused until `start()`."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
 
     # -- what tests look at --------------------------------------------------------------------
     def total_accepted(self) -> int:

@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from statusd.redis_runtime import free_port as free_port  # tests import it from here
 
 DEFAULT_START_TIMEOUT_S = 90.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -49,13 +50,6 @@ def statusd_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "from statusd.cli import main; main()"]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -11,38 +11,27 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.support.main_api import free_port
+from tests.support.loopback import LoopbackServer
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """`await hook.start()`; `hook.url` goes into STATUSD_ALERT_WEBHOOKS."""
 
     def __init__(self, *, port: int | None = None, path: str = "/hook", seed: int = 7) -> None:
-        self.port = port or free_port()
+        super().__init__(port)
         self.path = path
         self.alerts: list[dict[str, Any]] = []  # accepted alert bodies, arrival order
         self.requests = 0
         self.error_ratio = 0.0
         self.reject_status: int | None = None  # answer this permanent 4xx to everything
         self.random = random.Random(seed)
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
+        return f"{self.base_url}{self.path}"
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(self.path, self._receive)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
-        self._runner = runner
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
 
     def events(self, workload_id: str | None = None) -> list[str]:
         return [
