@@ -126,7 +126,7 @@ SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "string", "format": "date-time"},
             "stale": {
                 "type": "boolean",
-                "description": "no sign of life within STATUSD_HEARTBEAT_TTL (never-seen: since registration); final states never",
+                "description": "no sign of life within STATUSD_HEARTBEAT_TTL (never seen: older than STATUSD_START_TIMEOUT); always in UNREACHABLE/LOST; final states never",
             },
             "synced": {
                 "type": "boolean",

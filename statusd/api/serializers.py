@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from statusd.lifecycle import FINAL_STATES, State
+from statusd.lifecycle import State
+from statusd.liveness import staleness
+from statusd.settings import Settings
 
 
 def iso(value: datetime | None) -> str | None:
@@ -33,18 +35,19 @@ class Liveness:
 
 
 def is_stale(
-    state: State, liveness: Liveness, registered_at: datetime, ttl_s: float, now: datetime
+    state: State, liveness: Liveness, registered_at: datetime, settings: Settings, now: datetime
 ) -> bool:
-    """No sign of life within STATUSD_HEARTBEAT_TTL.
-
-    A workload never seen counts from its registration (so a PENDING workload that never reported
-    goes stale one TTL after it was registered). Final states expect no heartbeats: never stale.
-    UNREACHABLE and LOST are stale by construction (no contact is what put them there).
-    """
-    if state in FINAL_STATES:
-        return False
-    reference = liveness.last_seen_at or registered_at
-    return (now - reference).total_seconds() > ttl_s
+    """The API's `stale`: statusd.liveness.staleness (shared with the stale report) says so."""
+    seen = liveness.last_seen_at.timestamp() if liveness.last_seen_at is not None else None
+    reason = staleness(
+        state,
+        seen,
+        registered_at.timestamp(),
+        heartbeat_ttl=settings.heartbeat_ttl,
+        start_timeout=settings.start_timeout,
+        now=now.timestamp(),
+    )
+    return reason is not None
 
 
 def workload_json(

@@ -82,9 +82,7 @@ def _render(
     for row in rows:
         seen, seq = live.get(row["id"], (None, None))
         merged = Liveness.merge(row, seen, seq)
-        stale = is_stale(
-            State(row["state"]), merged, row["created_at"], rt.settings.heartbeat_ttl, now
-        )
+        stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now)
         out.append(workload_json(row, merged, stale=stale, synced=row["id"] not in unsynced))
     return out
 
@@ -128,7 +126,7 @@ async def register_workload(request: web.Request) -> web.Response:
     out = workload_json(
         row,
         merged,
-        stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings.heartbeat_ttl, now),
+        stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
         synced=True,
     )
     out["heartbeat_token"] = tokens.issue(

@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -30,6 +29,7 @@ from sqlalchemy.engine import Row
 from statusd.db import reading
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
+from statusd.liveness import StaleReason, staleness
 from statusd.models import Workload
 from statusd.settings import Settings
 
@@ -57,13 +57,6 @@ class FilterError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-class StaleReason(StrEnum):
-    LOST = "lost"
-    UNREACHABLE = "unreachable"
-    STALE = "stale"  # no sign of life within STATUSD_HEARTBEAT_TTL
-    NEVER_SEEN = "never_seen"  # PENDING past STATUSD_START_TIMEOUT without any sign of life
 
 
 _RANK = {
@@ -287,20 +280,18 @@ def _item(
     db_seen = row.last_seen_at.timestamp() if row.last_seen_at is not None else None
     redis_seen = cand.seen.get(row.id, fresh.get(row.id))
     seen = max((t for t in (db_seen, redis_seen) if t is not None), default=None)
-    if state is State.LOST:
-        reason = StaleReason.LOST
-    elif state is State.UNREACHABLE:
-        reason = StaleReason.UNREACHABLE
-    elif seen is not None:
-        if now - seen < settings.heartbeat_ttl:
-            return None  # a poll recorded in SQL is fresher than the Redis score
-        reason = StaleReason.STALE
-    else:
-        registered = cand.pending.get(row.id, row.created_at.timestamp())
-        if now - registered < settings.start_timeout:
-            return None
-        reason = StaleReason.NEVER_SEEN
-    since = seen if seen is not None else cand.pending.get(row.id, row.created_at.timestamp())
+    registered = cand.pending.get(row.id, row.created_at.timestamp())
+    reason = staleness(
+        state,
+        seen,
+        registered,
+        heartbeat_ttl=settings.heartbeat_ttl,
+        start_timeout=settings.start_timeout,
+        now=now,
+    )
+    if reason is None:
+        return None  # e.g. a poll recorded in SQL is fresher than the Redis score
+    since = seen if seen is not None else registered
     return StaleItem(
         id=row.id,
         kind=str(Kind(row.kind)),
