@@ -1,14 +1,16 @@
 """Liveness bookkeeping in Redis (no SQL on the hot path): who was seen when, who is still PENDING.
 
-Ingest writes `last_seen` in the same pipeline as its XADD; the sweeper reads both sorted sets to
-find stale workloads without scanning the SQL table.
+Ingest records `last_seen` in the same script call as its XADDs; polls record it here; the sweeper
+reads both sorted sets to find stale workloads without scanning the SQL table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, State
@@ -68,13 +70,33 @@ async def forget(redis: Redis, keys: Keys, workload_id: str) -> None:
         await pipe.execute()
 
 
-async def mark_seen(
-    redis: Redis, keys: Keys, workload_id: str, at: float, seq: int | None = None
-) -> None:
-    """A sign of life outside the ingest pipeline (a successful poll)."""
+# The newest seq observed per workload, never backward: consumers (after a batch) and polls both
+# record into it, and a late or replayed report must not lower it.
+NEWEST_SEQ_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+
+def newest_seq_recorder(redis: Redis) -> AsyncScript:
+    """The script above, registered on `redis`; call it as
+    `await rec(keys=[keys.last_seq], args=[id, seq, id, seq, ...], client=pipe_or_none)`."""
+    return redis.register_script(NEWEST_SEQ_SCRIPT)
+
+
+async def mark_seen(redis: Redis, keys: Keys, seen: Mapping[str, tuple[float, int | None]]) -> None:
+    """Signs of life outside ingest (successful polls): {workload id: (unix time, seq or None)}."""
+    if not seen:
+        return
+    seqs = [x for wid, (_, seq) in seen.items() if seq is not None for x in (wid, seq)]
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(keys.last_seen, {workload_id: at})
-        pipe.zrem(keys.pending_since, workload_id)
-        if seq is not None:
-            pipe.hset(keys.last_seq, workload_id, seq)
+        pipe.zadd(keys.last_seen, {wid: at for wid, (at, _) in seen.items()})
+        pipe.zrem(keys.pending_since, *seen)
+        if seqs:
+            await newest_seq_recorder(redis)(keys=[keys.last_seq], args=seqs, client=pipe)
         await pipe.execute()

@@ -96,8 +96,8 @@ async def test_liveness_from_redis_is_merged_and_drives_stale(
 ) -> None:
     keys = Keys(settings.redis_prefix)
     now = time.time()
-    await liveness.mark_seen(redis, keys, "a-train-1", now, seq=41)
-    await liveness.mark_seen(redis, keys, "b-nb-1", now - 10 * settings.heartbeat_ttl, seq=7)
+    await liveness.mark_seen(redis, keys, {"a-train-1": (now, 41)})
+    await liveness.mark_seen(redis, keys, {"b-nb-1": (now - 10 * settings.heartbeat_ttl, 7)})
     fresh = await (await client.get("/v1/workloads/a-train-1")).json()
     assert fresh["last_seq"] == 41 and fresh["stale"] is False
     assert fresh["last_seen_at"] is not None

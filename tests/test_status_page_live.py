@@ -81,7 +81,7 @@ async def test_a_workload_going_unreachable_appears_without_reload(
         await register(rt.engine, wid, kind, labels={"owner": "alice"})
         await on_registered(rt.redis, rt.keys, wid, now)
         await apply_observation(rt.ledger, Observation(wid, state, Source.PUSH, seq=1))
-        await mark_seen(rt.redis, rt.keys, wid, now)
+        await mark_seen(rt.redis, rt.keys, {wid: (now, None)})
     base = str(client.make_url("/"))
 
     async with chromium(tmp_path) as browser:

@@ -54,6 +54,7 @@ from statusd.ingest.leases import Lease, LeaseBook
 from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
 from statusd.ingest.streams import ensure_groups, stream_stats
 from statusd.lifecycle import Source
+from statusd.liveness import newest_seq_recorder
 from statusd.runtime import Runtime
 from statusd.state_cache import CachedState
 from statusd.transitions import Observation, apply_observation
@@ -63,17 +64,6 @@ log = structlog.get_logger("statusd.consumer")
 BACKOFF_START_S = 0.1
 BACKOFF_CAP_S = 5.0
 POISON_RETRY_S = 0.05  # between in-process retries of a failing (non-transient) entry
-
-# Keep the newest seq per workload without going backward (a replayed dead letter is older).
-_MAX_SEQ = """
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
 
 _REDIS_DOWN = (RedisUnavailable, RedisConnectionError, RedisTimeoutError)
 
@@ -173,7 +163,7 @@ class ConsumerSet:
         # SQLite has one writer at a time: parallel applies would only fight over the lock.
         slots = 1 if self.settings.is_sqlite else max(1, self.settings.db_pool_size)
         self._db_slots = asyncio.Semaphore(slots)
-        self._max_seq = self.redis.register_script(_MAX_SEQ)
+        self._max_seq = newest_seq_recorder(self.redis)  # a replayed dead letter is older
         self._tasks: list[asyncio.Task[None]] = []
         self._shard_tasks: set[asyncio.Task[None]] = set()
         self._outcomes = {

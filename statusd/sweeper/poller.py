@@ -28,6 +28,7 @@ import orjson
 import structlog
 from sqlalchemy import bindparam, update
 
+from statusd import liveness
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload, UnsafeStatusURL
 from statusd.lifecycle import CONTACT_STATES, Kind, Source, State, reportable_states
@@ -267,16 +268,8 @@ async def _poll_held(rt: Runtime, held: Sequence[str], report: PollReport) -> No
     good = {wid: a for wid, a in answers.items() if a.ok}
     report.ok, report.failed = len(good), len(answers) - len(good)
 
-    # Liveness first, what liveness.mark_seen does but for the whole chunk in one pipeline: even
-    # an observation the lifecycle ignores (stale seq) proves life.
-    if good:
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            for wid, a in good.items():
-                pipe.zadd(rt.keys.last_seen, {wid: now_wall})
-                pipe.zrem(rt.keys.pending_since, wid)
-                if a.seq is not None:
-                    pipe.hset(rt.keys.last_seq, wid, a.seq)
-            await pipe.execute()
+    # Liveness first: even an observation the lifecycle ignores (stale seq) proves life.
+    await liveness.mark_seen(rt.redis, rt.keys, {wid: (now_wall, a.seq) for wid, a in good.items()})
     failures = await _record_bookkeeping(rt, rows, answers, now)
 
     for wid, a in answers.items():

@@ -44,7 +44,7 @@ async def add(
         obs = Observation(wid, state, Source.PUSH, seq=seq, observed_at=pushed_at)
         await apply_observation(rt.ledger, obs)
     if seen_ago is not None:
-        await mark_seen(rt.redis, rt.keys, wid, now - seen_ago)
+        await mark_seen(rt.redis, rt.keys, {wid: (now - seen_ago, None)})
     for state in contact:
         await apply_observation(
             rt.ledger, Observation(wid, state, Source.SWEEPER, reason="test: no contact")
