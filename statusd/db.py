@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from statusd.errors import StorageUnavailable
+from statusd.errors import StatusdError, StorageUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READONLY_OPTION = "statusd_readonly"
@@ -134,8 +134,10 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         async with engine.begin() as conn:
             yield conn
+    except StatusdError:
+        raise  # already says what failed (e.g. RedisUnavailable from inside the transaction)
     except Exception as exc:
-        if is_transient_db_error(exc) and not isinstance(exc, StorageUnavailable):
+        if is_transient_db_error(exc):
             raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
         raise
 
@@ -147,7 +149,9 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.connect() as conn:
             await conn.execution_options(**{READONLY_OPTION: True})
             yield conn
+    except StatusdError:
+        raise  # already says what failed (e.g. RedisUnavailable from inside the transaction)
     except Exception as exc:
-        if is_transient_db_error(exc) and not isinstance(exc, StorageUnavailable):
+        if is_transient_db_error(exc):
             raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
         raise

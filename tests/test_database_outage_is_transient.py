@@ -45,3 +45,28 @@ async def test_sqlite_file_moved_away(tmp_path: Path, sqlite_url: str) -> None:
         )
     finally:
         await engine.dispose()
+
+
+async def test_redis_down_inside_a_transaction_is_reported_as_redis(sqlite_url: str) -> None:
+    """A state change invalidates the Redis cache inside the DB transaction; with Redis down the
+    error must name Redis (503 redis_unavailable), not the healthy database."""
+    from redis.asyncio import Redis
+
+    from statusd.errors import RedisUnavailable
+    from statusd.keys import Keys
+    from statusd.lifecycle import Kind, Source, State
+    from statusd.redis_runtime import free_port
+    from statusd.registry import register
+    from statusd.state_cache import StateCache
+    from statusd.transitions import Ledger, Observation, apply_observation
+
+    engine = create_engine(sqlite_url)
+    dead = Redis(port=free_port(), socket_connect_timeout=0.5)  # nothing listens there
+    try:
+        await register(engine, "t1", Kind.TRAINING)
+        ledger = Ledger(engine=engine, cache=StateCache(dead, Keys("t:")))
+        with pytest.raises(RedisUnavailable):
+            await apply_observation(ledger, Observation("t1", State.RUNNING, Source.API))
+    finally:
+        await dead.aclose()
+        await engine.dispose()
