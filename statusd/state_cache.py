@@ -1,8 +1,10 @@
 """Redis cache of each workload's current state, so consumers skip heartbeats that change nothing.
 
-Kept true by `statusd.transitions` alone: it deletes the entry before a state-changing commit and
-writes the new one after, with a compare-on-version so a slow writer never puts an older state
-back. A missing entry only means "ask the database"; it is never wrong, just absent.
+State and version are written by `statusd.transitions` alone: before a state-changing commit it
+replaces the entry with a tombstone at the new version, and after the commit it writes the new
+state, with a compare-on-version so a slow writer never puts an older state back. Consumers only
+raise the entry's newest handled seq (`bump_seqs`); registration and deletion drop the entry. A
+missing entry (or a tombstone) only means "ask the database"; it is never wrong, just absent.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+_TOMBSTONE = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+# Long enough for the commit and its write-back; short, because a rolled-back change leaves it.
+TOMBSTONE_TTL_S = 60
 
 # Consumers skip steady heartbeats without the database, so the newest seq they handled lives
 # here too; otherwise a late, older report could reach the database and win over a newer one.
@@ -84,6 +95,7 @@ class StateCache:
         self._store = redis.register_script(_STORE_IF_NEWER)
         self._refuse = redis.register_script(_MARK_REFUSED)
         self._bump = redis.register_script(_BUMP_SEQS)
+        self._tombstone = redis.register_script(_TOMBSTONE)
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
         ids = list(workload_ids)
@@ -100,8 +112,13 @@ class StateCache:
                 out[wid] = parsed
         return out
 
-    async def invalidate(self, workload_id: str) -> None:
-        await self._redis.delete(self._keys.state(workload_id))
+    async def invalidate(self, workload_id: str, next_version: int) -> None:
+        """Before a state-changing commit: drop the entry, leaving a tombstone at the version
+        about to be written, so a slower writer's store of an older version cannot bring the old
+        state back before the commit's own store lands (a tombstone has no state: a miss)."""
+        await self._tombstone(
+            keys=[self._keys.state(workload_id)], args=[next_version, TOMBSTONE_TTL_S]
+        )
 
     async def store(
         self,

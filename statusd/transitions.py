@@ -124,12 +124,14 @@ async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
             # Same state, newer seq: remember the seq, or a late older report (seq between the
             # last applied change and this one) could still change state and win over it.
             await conn.execute(
-                update(_W).where(_W.c.id == obs.workload_id).values(last_seq=obs.seq)
+                update(_W)
+                .where(_W.c.id == obs.workload_id, _W.c.version == version)
+                .values(last_seq=obs.seq)
             )
         elif judgement.verdict is Verdict.APPLY:
             # Invalidate before the commit: if we die between commit and write-back, the entry is
             # simply absent (consumers ask the DB), never stale.
-            await _cache_call(ledger, "invalidate", obs.workload_id)
+            await _invalidate_cache(ledger, obs.workload_id, version + 1)
             transition = await _write_transition(conn, ledger, row, obs, kind, state, observed_at)
 
     generation = int(row.generation)
@@ -339,11 +341,11 @@ def alert_payload(t: AppliedTransition, event: str) -> dict[str, object]:
     }
 
 
-async def _cache_call(ledger: Ledger, op: str, workload_id: str) -> None:
+async def _invalidate_cache(ledger: Ledger, workload_id: str, next_version: int) -> None:
     if ledger.cache is None:
         return
     try:
-        await getattr(ledger.cache, op)(workload_id)
+        await ledger.cache.invalidate(workload_id, next_version)
     except Exception as exc:  # any Redis failure: refuse the change rather than risk a stale cache
         raise RedisUnavailable(
             f"redis unavailable while invalidating the state cache: {exc}"

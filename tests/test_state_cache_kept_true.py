@@ -40,7 +40,7 @@ async def test_cache_miss_is_reseeded_and_refusals_are_remembered(cached_ledger:
     assert cache is not None
     await register(cached_ledger.engine, "t1", Kind.TRAINING)
     await apply_observation(cached_ledger, Observation("t1", State.RUNNING, Source.PUSH, seq=1))
-    await cache.invalidate("t1")
+    await cache.invalidate("t1", 1)  # a miss at the current version
     result = await apply_observation(
         cached_ledger, Observation("t1", State.RUNNING, Source.PUSH, seq=2)
     )
@@ -59,3 +59,18 @@ async def test_an_older_version_never_overwrites_a_newer_one(cached_ledger: Ledg
     await cache.store("d1", State.DEGRADED, 5, 1, Kind.DEPLOYMENT)
     await cache.store("d1", State.READY, 4, 1, Kind.DEPLOYMENT)  # a slow writer, late
     assert (await cache.get_many(["d1"]))["d1"].state is State.DEGRADED
+
+
+async def test_a_slow_older_store_cannot_resurrect_the_state_a_commit_is_replacing(
+    cached_ledger: Ledger,
+) -> None:
+    """invalidate(v+1) before the commit; a concurrent writer's late store(v) is refused; the
+    commit's own store(v+1) lands. Before the tombstone, the late store(v) won until then."""
+    cache = cached_ledger.cache
+    assert cache is not None
+    await cache.store("n2", State.READY, 3, 1, Kind.NOTEBOOK)
+    await cache.invalidate("n2", 4)  # READY -> IDLE is about to commit as version 4
+    await cache.store("n2", State.READY, 3, 1, Kind.NOTEBOOK)  # an unchanged observation, late
+    assert await cache.get_many(["n2"]) == {}, "the old state came back while IDLE was committing"
+    await cache.store("n2", State.IDLE, 4, 1, Kind.NOTEBOOK)
+    assert (await cache.get_many(["n2"]))["n2"].state is State.IDLE
