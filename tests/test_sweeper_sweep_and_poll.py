@@ -206,3 +206,22 @@ async def test_deregistered_and_unknown_ids_leave_the_liveness_sets(
     result, _ = await cycle(rt)
     assert result.dropped == 2 and result.enqueued == 0
     assert await rt.redis.zcard(rt.keys.last_seen) == 0
+
+
+async def test_failures_of_an_earlier_stale_spell_do_not_carry_over(
+    rt: Runtime, peer: StatusPeer
+) -> None:
+    await seed(rt, "flaky", State.RUNNING, peer.url("flaky"))
+    peer.fail("flaky", 503)
+    await cycle(rt)
+    assert (await row(rt, "flaky")).poll_failures == 1
+    # It heartbeats again (only Redis hears of it), then goes quiet for longer than the TTL.
+    await liveness.mark_seen(rt.redis, rt.keys, {"flaky": (time.time(), None)})
+    await asyncio.sleep(1.1)  # STATUSD_HEARTBEAT_TTL=1
+    await cycle(rt)
+    second = await row(rt, "flaky")
+    # One failed poll of a new spell, not the second in a row: STATUSD_UNREACHABLE_AFTER=2.
+    assert (second.state, second.poll_failures) == (State.RUNNING, 1)
+    await cycle(rt)  # no sign of life since: now it is two in a row
+    third = await row(rt, "flaky")
+    assert (third.state, third.poll_failures) == (State.UNREACHABLE, 2)

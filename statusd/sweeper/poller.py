@@ -10,8 +10,11 @@ Outcomes, per workload of one `poll` task:
 - good answer: a sign of life in Redis (liveness.mark_seen) and an Observation with source `pull`
   through apply_observation, so a training stuck in RUNNING whose endpoint says SUCCEEDED becomes
   SUCCEEDED; poll_failures back to 0;
-- failure: poll_failures + 1 (bookkeeping columns only, never `state`); at
-  STATUSD_UNREACHABLE_AFTER in a row, UNREACHABLE (source `sweeper`, reason = the last error);
+- failure: poll_failures + 1 (bookkeeping columns only, never `state`), or 1 when the workload
+  was seen (a heartbeat, in Redis `last_seen`) after its last poll: heartbeats never reach the
+  database, so that is where a new stale spell starts counting afresh. At
+  STATUSD_UNREACHABLE_AFTER failed polls with no sign of life in between, UNREACHABLE (source
+  `sweeper`, reason = the last error);
   UNREACHABLE for STATUSD_LOST_AFTER seconds, LOST. No status_url at all: UNREACHABLE at once.
 """
 
@@ -202,11 +205,31 @@ async def _poll_all(rows: Sequence[WorkloadRow], settings: Settings) -> dict[str
         return dict(await asyncio.gather(*(one(session, r) for r in rows)))
 
 
+async def _seen_since_last_poll(rt: Runtime, rows: Sequence[WorkloadRow]) -> set[str]:
+    """Ids seen (Redis `last_seen`) after their last poll: their failure count starts over.
+
+    Heartbeats only reach Redis, so a row's poll_failures may be left over from an earlier stale
+    spell; a sign of life after that spell's last poll means the count no longer applies."""
+    polled = [r for r in rows if r.last_poll_at is not None]
+    if not polled:
+        return set()
+    scores = await rt.redis.zmscore(rt.keys.last_seen, [r.id for r in polled])
+    return {
+        r.id
+        for r, score in zip(polled, scores, strict=True)
+        if score is not None and r.last_poll_at is not None and score > r.last_poll_at.timestamp()
+    }
+
+
 async def _record_bookkeeping(
     rt: Runtime, rows: dict[str, WorkloadRow], answers: dict[str, PollAnswer], at: datetime
 ) -> dict[str, int]:
     """poll_failures / last_poll_error / last_poll_at in one executemany; returns new failure counts."""
-    failures = {wid: 0 if a.ok else rows[wid].poll_failures + 1 for wid, a in answers.items()}
+    fresh = await _seen_since_last_poll(rt, [rows[wid] for wid, a in answers.items() if not a.ok])
+    failures = {
+        wid: 0 if a.ok else (0 if wid in fresh else rows[wid].poll_failures) + 1
+        for wid, a in answers.items()
+    }
     params = [
         {
             "b_id": wid,

@@ -44,6 +44,7 @@ class WorkloadRow:
     poll_failures: int
     state_changed_at: datetime
     deleted: bool
+    last_poll_at: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -104,6 +105,7 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
         _W.c.poll_failures,
         _W.c.state_changed_at,
         _W.c.deleted_at,
+        _W.c.last_poll_at,
     )
     async with reading(engine) as conn:
         for start in range(0, len(ids), SQL_IN_CHUNK):
@@ -118,6 +120,7 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
                     poll_failures=int(r.poll_failures or 0),
                     state_changed_at=r.state_changed_at,
                     deleted=r.deleted_at is not None,
+                    last_poll_at=r.last_poll_at,
                 )
     return out
 
