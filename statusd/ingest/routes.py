@@ -98,9 +98,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         body = await _read_capped(request, ingest.max_body)
         claims = claims_from_header(request.headers.get("Authorization"), ingest.secret)
         heartbeat = check_heartbeat(decode_json(body), claims)
-        stored = await ingest.writer.append((heartbeat,))
-        if not stored[0]:
-            raise NotStored("redis refused the append")
+        await ingest.writer.append((heartbeat,))
     except Rejected as exc:
         return _rejected(exc)
     except NotStored as exc:
@@ -135,7 +133,7 @@ def _batch_items(doc: object, max_items: int) -> list[Any]:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    """Many heartbeats, each with its own token; one result per item, one pipeline for the lot.
+    """Many heartbeats, each with its own token; one result per item, one flush for the lot.
 
     200 with `results[i] = {"status": 202}` or `{"status": 4xx, "error", "message", "field"?}`;
     503 (+ Retry-After) when Redis did not confirm the appends (items marked 503 were not stored).
@@ -164,25 +162,21 @@ async def post_batch(request: web.Request) -> web.Response:
             _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
             results.append({"status": exc.status, **exc.as_json()})
     unavailable: NotStored | None = None
+    accepted = 0
     if good:
         try:
-            stored = await ingest.writer.append(good)
+            await ingest.writer.append(good)  # one flush for the lot: all stored, or none
+            accepted = len(good)
+            metrics.HEARTBEATS_ACCEPTED.inc(accepted)
         except NotStored as exc:
-            unavailable, stored = exc, [False] * len(good)
-        for slot, ok in zip(slots, stored, strict=True):
-            if not ok:
+            unavailable = exc
+            _REJECTED["redis_unavailable"].inc(len(good))
+            for slot in slots:
                 results[slot] = {
                     "status": 503,
                     "error": "redis_unavailable",
                     "message": "not stored, retry",
                 }
-        accepted = sum(stored)
-        metrics.HEARTBEATS_ACCEPTED.inc(accepted)
-        if accepted < len(good):
-            _REJECTED["redis_unavailable"].inc(len(good) - accepted)
-            unavailable = unavailable or NotStored("redis refused some appends")
-    else:
-        accepted = 0
     _LATENCY_BATCH.observe(time.perf_counter() - started)
     body_out: dict[str, object] = {
         "accepted": accepted,

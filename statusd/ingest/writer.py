@@ -1,11 +1,11 @@
-"""Group commit: the appends of concurrent requests share ONE Redis pipeline per event-loop turn.
+"""Group commit: the appends of concurrent requests share ONE Redis round trip per event-loop turn.
 
 Why: the per-request Redis round trip, not HTTP, is what limits ingest (FIELD-NOTES: ~36k req/s
 bare, ~10k with one awaited pipeline per request; the cost is client-side Python per pipeline).
 So requests do not talk to Redis themselves. Each one queues its heartbeats and awaits a future;
 a flush scheduled with `call_soon` (it runs after every handler that was ready in this loop turn)
-takes everything queued and stores it with ONE script call per 1,000 heartbeats, then resolves
-each request's future with its own results.
+takes everything queued and stores it with one script call per 1,000 heartbeats (pipelined),
+then resolves each request's future.
 
 Why a script and not N x XADD in a pipeline: redis-py packs every command in Python (~15 encode
 calls per XADD); profiling showed that packing as the largest cost of the whole handler. The
@@ -17,9 +17,10 @@ Guarantees:
 - a request hears "stored" only when the script that carried its entry returned; any failure
   (Redis down, pool exhausted, timeout, OOM, a script error) is reported as not stored
   (the handler answers 503; a retry duplicates at worst, and consumers drop duplicate seqs);
-- nothing waits longer than `timeout`: the flush is bounded and so is each request's wait;
+- no request waits unboundedly: a flush is bounded by `timeout`, and a job still queued past its
+  deadline is answered 503 without being sent (so a 503 never covers an entry stored later);
 - at most `max_inflight` flushes are in flight, so the hot path never needs more than that
-  many pooled connections (the pool is shared with the consumers).
+  many pooled connections (the pool is shared with the consumers);
 - seq and generation travel as strings: Lua numbers are doubles and seq may exceed 2^53.
 """
 
@@ -48,13 +49,18 @@ class NotStored(Exception):
 
 
 class _Job:
-    __slots__ = ("heartbeats", "received_ms", "future")
+    __slots__ = ("heartbeats", "received_ms", "deadline", "future")
 
     def __init__(
-        self, heartbeats: Sequence[Heartbeat], received_ms: int, future: asyncio.Future[list[bool]]
+        self,
+        heartbeats: Sequence[Heartbeat],
+        received_ms: int,
+        deadline: float,
+        future: asyncio.Future[None],
     ) -> None:
         self.heartbeats = heartbeats
         self.received_ms = received_ms
+        self.deadline = deadline  # loop time after which it is answered 503 instead of sent
         self.future = future
 
 
@@ -95,41 +101,53 @@ class StreamWriter:
         max_inflight: int = 2,
     ) -> None:
         self._redis = redis
-        self._streams = shard_streams(keys, shards)
         self._shards = shards
-        self._last_seen = keys.last_seen
-        self._pending_since = keys.pending_since
+        # The script's KEYS: the shard streams, then last_seen, then pending_since.
+        self._script_keys = [*shard_streams(keys, shards), keys.last_seen, keys.pending_since]
         self._timeout = timeout
         self._max_inflight = max_inflight
         self._queue: list[_Job] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
 
-    async def append(self, heartbeats: Sequence[Heartbeat]) -> list[bool]:
-        """Store `heartbeats`; per heartbeat True when its entry is in the stream.
+    async def append(self, heartbeats: Sequence[Heartbeat]) -> None:
+        """Return once every one of `heartbeats` is in its stream; raise NotStored otherwise.
 
-        Raises NotStored when the whole flush failed or did not finish within the timeout.
+        No timer per request (it showed in the profile): a job still queued at its deadline is
+        failed when the next flush starts, and a flush is itself bounded by the timeout, so the
+        wait is bounded (about two timeouts at most) and no 503 is given for an entry stored later.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[bool]] = loop.create_future()
-        self._queue.append(_Job(heartbeats, int(time.time() * 1000), future))
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.append(
+            _Job(heartbeats, int(time.time() * 1000), loop.time() + self._timeout, future)
+        )
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._start_flush)
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError:
-            raise NotStored(f"redis did not confirm the append within {self._timeout}s") from None
+        await future
 
     def _start_flush(self) -> None:
         self._scheduled = False
         if not self._queue or len(self._inflight) >= self._max_inflight:
             return  # a finishing flush reschedules us
-        jobs, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._flush(jobs))
-        self._inflight.add(task)
-        task.add_done_callback(self._flushed)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queued, self._queue = self._queue, []
+        jobs: list[_Job] = []
+        for job in queued:
+            if job.future.done():
+                continue  # the client went away (handler cancelled): nothing to answer
+            if job.deadline <= now:
+                job.future.set_exception(
+                    NotStored(f"redis did not take the append within {self._timeout}s")
+                )
+            else:
+                jobs.append(job)
+        if jobs:
+            task = loop.create_task(self._flush(jobs))
+            self._inflight.add(task)
+            task.add_done_callback(self._flushed)
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -140,7 +158,7 @@ class StreamWriter:
     async def _flush(self, jobs: list[_Job]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                results = await self._execute(jobs)
+                await self._execute(jobs)
         except Exception as exc:  # every failure is "not stored" (503), never a 500 or a hang
             error = NotStored(f"redis unavailable: {type(exc).__name__}: {exc}")
             log.warning(
@@ -152,18 +170,13 @@ class StreamWriter:
                 if not job.future.done():
                     job.future.set_exception(error)
             return
-        offset = 0
         for job in jobs:
-            n = len(job.heartbeats)
             if not job.future.done():
-                job.future.set_result(
-                    [not isinstance(r, BaseException) for r in results[offset : offset + n]]
-                )
-            offset += n
+                job.future.set_result(None)
 
-    async def _execute(self, jobs: list[_Job]) -> list[object]:
+    async def _execute(self, jobs: list[_Job]) -> None:
         now = repr(time.time())
-        streams, shards, crc32 = self._streams, self._shards, zlib.crc32
+        shards, crc32 = self._shards, zlib.crc32
         entries: list[tuple[int, str, str, str, str, int, str | bool]] = []
         for job in jobs:
             for hb in job.heartbeats:
@@ -181,22 +194,29 @@ class StreamWriter:
                         hb.detail if hb.detail is not None else False,
                     )
                 )
-        keys = [*streams, self._last_seen, self._pending_since]
+        chunks = [
+            orjson.dumps(entries[i : i + SCRIPT_CHUNK])
+            for i in range(0, len(entries), SCRIPT_CHUNK)
+        ]
+        try:
+            await self._send(chunks, now)
+        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load once, send again
+            await self._redis.script_load(APPEND_SCRIPT)
+            await self._send(chunks, now)
+
+    async def _send(self, chunks: list[bytes], now: str) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for i in range(0, len(entries), SCRIPT_CHUNK):
-                chunk = orjson.dumps(entries[i : i + SCRIPT_CHUNK])
-                pipe.execute_command("EVALSHA", APPEND_SHA, len(keys), *keys, chunk, now)
-            try:
-                await pipe.execute()
-            except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load once, send again
-                await self._redis.script_load(APPEND_SCRIPT)
-                for i in range(0, len(entries), SCRIPT_CHUNK):
-                    chunk = orjson.dumps(entries[i : i + SCRIPT_CHUNK])
-                    pipe.execute_command("EVALSHA", APPEND_SHA, len(keys), *keys, chunk, now)
-                await pipe.execute()
-        return [True] * len(entries)
+            for chunk in chunks:
+                pipe.execute_command(
+                    "EVALSHA", APPEND_SHA, len(self._script_keys), *self._script_keys, chunk, now
+                )
+            await pipe.execute()
 
     async def close(self) -> None:
-        """Let in-flight flushes finish (they are bounded by the timeout)."""
+        """Let in-flight flushes finish (bounded by the timeout); answer what is still queued 503."""
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        queued, self._queue = self._queue, []
+        for job in queued:
+            if not job.future.done():
+                job.future.set_exception(NotStored("statusd is shutting down"))
