@@ -136,6 +136,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"STATUSD_POLL_ALLOW_NETS: {net!r} is not a CIDR network") from exc
         return value
 
+    @field_validator("main_api_url", "alert_webhooks")
+    @classmethod
+    def _http_urls(cls, value: str | list[str] | None) -> object:
+        """Sync destinations must be http(s) URLs with a host: anything else could never deliver."""
+        from urllib.parse import urlsplit
+
+        single = isinstance(value, str)
+        name = "STATUSD_MAIN_API_URL" if single else "STATUSD_ALERT_WEBHOOKS"
+        for url in [value] if isinstance(value, str) else value or []:
+            if not url and single:
+                continue  # empty: main-DB sync off, as when unset
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{name}: {url!r} is not an http(s) URL with a host")
+        return value
+
     # -- derived --------------------------------------------------------------------------------
     @property
     def allow_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

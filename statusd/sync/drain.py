@@ -225,7 +225,7 @@ class Outbox:
                 "attempts": row.attempts + attempts,
                 "response_status": delivery.status,
                 "response_body": delivery.body,
-                "last_error": f"permanent: HTTP {delivery.status}",
+                "last_error": delivery.error or f"permanent: HTTP {delivery.status}",
             },
         )
 

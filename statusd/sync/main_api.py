@@ -1,9 +1,10 @@
 """Client for the platform's main API: one transition -> `PUT /workloads/{id}/status`.
 
 Contract (README, "Main-DB sync"): 2xx synced; 409 the main DB already holds this or a newer
-transition, also synced; other 4xx permanent (dead letter, response kept); 5xx, 429, timeouts and
-connection errors transient (retried). The Idempotency-Key is the transition id, so a re-send after
-a lost answer (timeout, reset, a worker killed mid-request) is harmless.
+transition, also synced; everything else as statusd.sync.delivery.verdict_for says (408, 429,
+5xx, timeouts and connection errors transient; other 4xx and an unusable URL permanent). The
+Idempotency-Key is the transition id, so a re-send after a lost answer (timeout, reset, a worker
+killed mid-request) is harmless.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict, clip
+from statusd.sync.delivery import Delivery, send, verdict_for
 
 
 class MainApiClient:
@@ -39,7 +40,7 @@ class MainApiClient:
         }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        status, body = await send(
+        answer = await send(
             self.session,
             "PUT",
             self.url_for(workload_id),
@@ -47,27 +48,6 @@ class MainApiClient:
             headers,
             self.timeout,
         )
-        if 200 <= status < 300 or status == 409:
-            return Delivery(Verdict.DELIVERED, status, clip(body))
-        if status == 429 or status >= 500:
-            raise TransientDeliveryError(f"main API answered {status}", status, clip(body))
-        return Delivery(Verdict.DEAD, status, clip(body))
-
-
-async def send(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    data: bytes,
-    headers: dict[str, str],
-    client_timeout: aiohttp.ClientTimeout,
-) -> tuple[int, str]:
-    """One HTTP request; any network-level failure becomes a TransientDeliveryError."""
-    try:
-        async with session.request(
-            method, url, data=data, headers=headers, timeout=client_timeout
-        ) as resp:
-            return resp.status, await resp.text(errors="replace")
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        # Refused, reset, DNS, a timeout: the peer may be fine a moment later.
-        raise TransientDeliveryError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if isinstance(answer, Delivery):
+            return answer
+        return verdict_for("main API", *answer, also_delivered=(409,))

@@ -1,7 +1,8 @@
 """Alert webhooks: POST the outbox row's payload (Slack-compatible `text` + fields) to its URL.
 
-2xx delivered; 408 and 429 and 5xx and network failures transient (retried by the drain); any
-other 4xx permanent (dead letter: a wrong URL or a revoked hook will not heal by itself).
+statusd.sync.delivery.verdict_for decides: 2xx delivered; 408, 429, 5xx and network failures
+transient (retried by the drain); any other 4xx, and a URL that can never work, permanent (dead
+letter: a wrong URL or a revoked hook will not heal by itself).
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict, clip
-from statusd.sync.main_api import send
-
-RETRYABLE_4XX = frozenset({408, 429})
+from statusd.sync.delivery import Delivery, send, verdict_for
 
 
 class WebhookClient:
@@ -27,11 +25,7 @@ class WebhookClient:
     async def post_alert(self, url: str, payload: dict[str, Any]) -> Delivery:
         """POST one alert. Returns DELIVERED/DEAD; raises TransientDeliveryError to retry."""
         headers = {"Content-Type": "application/json"}
-        status, body = await send(
-            self.session, "POST", url, orjson.dumps(payload), headers, self.timeout
-        )
-        if 200 <= status < 300:
-            return Delivery(Verdict.DELIVERED, status, clip(body))
-        if status >= 500 or status in RETRYABLE_4XX:
-            raise TransientDeliveryError(f"webhook answered {status}", status, clip(body))
-        return Delivery(Verdict.DEAD, status, clip(body))
+        answer = await send(self.session, "POST", url, orjson.dumps(payload), headers, self.timeout)
+        if isinstance(answer, Delivery):
+            return answer
+        return verdict_for("webhook", *answer)
