@@ -86,10 +86,6 @@ def reportable_states(kind: Kind) -> frozenset[State]:
     return frozenset(_RANK[kind])
 
 
-def is_final(state: State) -> bool:
-    return state in FINAL_STATES
-
-
 def may_move(kind: Kind, current: State, to: State) -> bool:
     """True when the kind's table allows current -> to (for kind states only)."""
     ranks = _RANK[kind]

@@ -151,7 +151,7 @@ def replay_cmd(
         str | None, typer.Option("--id", help="Replay only this dead letter (default: all).")
     ] = None,
 ) -> None:
-    """Append dead letters to the heartbeat stream again (consumers judge them by seq)."""
+    """Append dead letters to their workload's shard stream again (consumers judge them by seq)."""
     from rich.console import Console
 
     from statusd.ingest.dead_letters import replay

@@ -52,7 +52,7 @@ from statusd.errors import RedisUnavailable, UnknownWorkload
 from statusd.ingest import dead_letters
 from statusd.ingest.leases import Lease, LeaseBook
 from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
-from statusd.ingest.streams import ensure_groups, stream_stats
+from statusd.ingest.streams import ensure_groups, stream_stats, text
 from statusd.lifecycle import Source
 from statusd.liveness import newest_seq_recorder
 from statusd.runtime import Runtime
@@ -197,18 +197,15 @@ class ConsumerSet:
     async def stop(self, grace: float = 10.0) -> None:
         """Finish the batches in hand (up to `grace` seconds), release the leases, then return."""
         self._stopping.set()
-        tasks = [*self._shard_tasks, *self._tasks]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + grace
+        # Steering first: once it is done no shard can be acquired, so the shard loops awaited
+        # next are all of them (none would be left to release its lease after the pools close).
+        await _finish(self._tasks, grace)
+        await _finish(
+            list(self._shard_tasks), max(0.0, deadline - asyncio.get_running_loop().time())
+        )
         self._tasks.clear()
         log.info("consumers.stopped", name=self.name)
-
-    async def wait(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def owned(self) -> dict[int, str]:
         """Shard -> consumer name, for the shards whose apply loop runs here (a fenced shard's loop
@@ -237,8 +234,6 @@ class ConsumerSet:
             while not self._stopping.is_set():
                 try:
                     await self._steer_once(consumer)
-                except asyncio.CancelledError:
-                    raise
                 except (RedisError, OSError) as exc:
                     # Unrenewed leases run out by themselves: the shard loops stop committing.
                     log.warning("consumer.steer_failed", consumer=consumer.name, error=str(exc))
@@ -268,7 +263,7 @@ class ConsumerSet:
         # Start at a per-consumer offset so consumers racing for free shards rarely collide.
         offset = zlib.crc32(consumer.name.encode()) % self.shards
         for step in range(self.shards):
-            if len(active) >= share:
+            if len(active) >= share or self._stopping.is_set():
                 break
             index = (offset + step) % self.shards
             if index in consumer.shards:
@@ -298,8 +293,6 @@ class ConsumerSet:
                     await self._shard_step(consumer, shard)
                     backoff = BACKOFF_START_S
                     continue
-                except asyncio.CancelledError:
-                    raise
                 except LeaseLost:
                     break
                 except ResponseError as exc:
@@ -607,8 +600,6 @@ class ConsumerSet:
         while not self._stopping.is_set():
             try:
                 await self.housekeep_once()
-            except asyncio.CancelledError:
-                raise
             except (RedisError, OSError) as exc:
                 log.warning("housekeeping.redis_unavailable", error=str(exc))
             except Exception:
@@ -635,24 +626,30 @@ class ConsumerSet:
             groups = await self.redis.xinfo_groups(stream)
         except ResponseError:  # no such key yet
             return 0
-        info = next((g for g in groups if _text(g["name"]) == group), None)
+        info = next((g for g in groups if text(g["name"]) == group), None)
         if info is None:
             return 0
-        threshold = _text(info["last-delivered-id"])
+        threshold = text(info["last-delivered-id"])
         if threshold in ("0-0", ""):
             return 0
         if int(info["pending"]):
             summary = await self.redis.xpending(stream, group)
             oldest = summary.get("min")
             if oldest is not None:
-                threshold = min(threshold, _text(oldest), key=_id_key)
+                threshold = min(threshold, text(oldest), key=_id_key)
         return int(await self.redis.xtrim(stream, minid=threshold, approximate=True))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+async def _finish(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Wait up to `grace` seconds for `tasks`, then cancel what is left and wait for that too."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

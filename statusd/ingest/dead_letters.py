@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from statusd import metrics
-from statusd.ingest.streams import shard_of
+from statusd.ingest.streams import shard_of, text
 from statusd.keys import Keys
 
 META_FIELDS = ("error", "original_id", "deliveries", "dead_at")
@@ -30,10 +30,6 @@ class DeadLetter:
     deliveries: int
     dead_at_ms: int
     fields: dict[str, str]  # the original entry's fields
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 async def bury(
@@ -51,7 +47,7 @@ async def bury(
         dead.pop(name.encode(), None)
     dead.update(
         error=error[:2000],
-        original_id=_text(entry_id),
+        original_id=text(entry_id),
         deliveries=deliveries,
         dead_at=int(time.time() * 1000),
     )
@@ -63,10 +59,10 @@ async def bury(
 
 
 def _parse(entry_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {text(k): text(v) for k, v in raw.items()}
     meta = {name: fields.pop(name, "") for name in META_FIELDS}
     return DeadLetter(
-        id=_text(entry_id),
+        id=text(entry_id),
         original_id=meta["original_id"],
         error=meta["error"],
         deliveries=int(meta["deliveries"] or 0),
@@ -103,5 +99,5 @@ async def replay(
             pipe.xadd(keys.heartbeat_shard(shard), letter.fields)  # type: ignore[arg-type]
             pipe.xdel(keys.dead_letters, dead_id)
             new_id, _ = await pipe.execute()
-        new_ids.append(_text(new_id))
+        new_ids.append(text(new_id))
     return new_ids

@@ -49,8 +49,9 @@ class StreamStats:
         return asdict(self)
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def text(value: object) -> str:
+    """A Redis reply field as str (replies are bytes unless decode_responses is set)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 async def stream_stats(redis: Redis, keys: Keys, shards: int) -> StreamStats:
@@ -71,8 +72,8 @@ async def stream_stats(redis: Redis, keys: Keys, shards: int) -> StreamStats:
         if isinstance(groups, BaseException):  # no such key: nothing ingested on this shard
             continue
         for group in groups:
-            info = {_text(k): v for k, v in group.items()}
-            if _text(info.get("name", "")) != keys.consumer_group:
+            info = {text(k): v for k, v in group.items()}
+            if text(info.get("name", "")) != keys.consumer_group:
                 continue
             any_group = True
             shard_lag = info.get("lag")

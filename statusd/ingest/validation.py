@@ -116,16 +116,14 @@ def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | 
 
 
 def check_heartbeat(
-    obj: object, claims: TokenClaims | None, *, allowed: frozenset[str] = ALLOWED
+    obj: object, claims: TokenClaims, *, allowed: frozenset[str] = ALLOWED
 ) -> Heartbeat:
-    """Check one heartbeat object against its token's claims (None: check fields only).
+    """Check one heartbeat object against its token's claims.
 
     Order: shape and types (422 naming the field), then the token speaks for this workload (403),
     then the status exists for the token's kind (422, field "status").
     """
     workload_id, status, seq, detail = _fields(obj, allowed)
-    if claims is None:
-        return Heartbeat(workload_id, status, seq, detail, 0)
     if claims.workload_id != workload_id:
         raise Rejected(403, "forbidden", "this token speaks for another workload", "workload_id")
     if status not in _REPORTABLE[claims.kind]:
