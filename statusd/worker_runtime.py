@@ -12,10 +12,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import structlog
+
 from statusd.runtime import Runtime, open_runtime
 from statusd.settings import Settings
 
 T = TypeVar("T")
+log = structlog.get_logger("statusd.worker")
 
 _loop: asyncio.AbstractEventLoop | None = None
 _runtime: Runtime | None = None
@@ -47,10 +50,32 @@ def run(fn: Callable[[Runtime], Awaitable[T]]) -> T:
     global _runtime
     loop = _event_loop()
     if _runtime is None:
-        _runtime = loop.run_until_complete(
-            open_runtime(settings(), redis_max_connections=WORKER_REDIS_CONNECTIONS)
+        _runtime = run_on(
+            loop, open_runtime(settings(), redis_max_connections=WORKER_REDIS_CONNECTIONS)
         )
-    return loop.run_until_complete(fn(_runtime))
+    return run_on(loop, fn(_runtime))
+
+
+def run_on(loop: asyncio.AbstractEventLoop, aw: Awaitable[T]) -> T:
+    """`loop.run_until_complete(aw)` that never leaves `aw` pending on the loop.
+
+    Celery's SoftTimeLimitExceeded is raised from a signal handler: it can escape
+    run_until_complete while the coroutine is suspended, and the coroutine would then resume in
+    the middle of the next task run on this loop. So on any exception out of the loop the task is
+    cancelled and run until it has unwound (its finally blocks release leases and locks)."""
+    task = asyncio.ensure_future(aw, loop=loop)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            try:
+                loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # failed while unwinding: the first error is the one to raise
+                log.warning("worker.cancel_failed", error=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def reset() -> None:

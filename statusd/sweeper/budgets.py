@@ -18,14 +18,19 @@ from statusd.sweeper.leases import HOLD_FRACTION
 # kill a task that is making progress.
 DB_SLACK_S = 30.0
 SWEEP_SOFT_S = 60.0  # finding stale workloads is two ZRANGEBYSCOREs and bulk SELECTs
+# The asyncio deadline inside a task fires this long before Celery's soft limit, so the task
+# unwinds on its own (leases released, sweep lock given back) and the soft limit is only a backstop.
+DEADLINE_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class Budgets:
-    poll_soft_s: float  # asyncio deadline inside the poll task, and Celery's soft limit
+    poll_deadline_s: float  # asyncio deadline inside the poll task
+    poll_soft_s: float  # Celery's soft limit: the deadline + DEADLINE_MARGIN_S
     poll_hard_s: float  # Celery kills the child after this
     lease_ms: int  # a queued or running poll holds its workloads this long at most
-    sweep_soft_s: float
+    sweep_deadline_s: float  # asyncio deadline inside the sweep task
+    sweep_soft_s: float  # Celery's soft limit of the sweep task
     sweep_hard_s: float
     hold_ms: int  # cool-down after a poll: at most one poll per sweep interval
 
@@ -33,13 +38,16 @@ class Budgets:
 def budgets(settings: Settings) -> Budgets:
     """The time limits and lease TTLs for these settings."""
     waves = math.ceil(settings.poll_chunk / settings.poll_concurrency)
-    poll_soft = settings.poll_timeout * waves + DB_SLACK_S
-    poll_hard = poll_soft + 15.0
+    poll_deadline = settings.poll_timeout * waves + DB_SLACK_S
+    poll_soft = poll_deadline + DEADLINE_MARGIN_S
+    poll_hard = poll_soft + 10.0
     return Budgets(
+        poll_deadline_s=poll_deadline,
         poll_soft_s=poll_soft,
         poll_hard_s=poll_hard,
         # Covers time waiting in the queue behind other chunks as well as the run itself.
         lease_ms=int(max(120.0, 3 * poll_hard) * 1000),
+        sweep_deadline_s=SWEEP_SOFT_S - DEADLINE_MARGIN_S,
         sweep_soft_s=SWEEP_SOFT_S,
         sweep_hard_s=SWEEP_SOFT_S + 30.0,
         hold_ms=int(settings.sweep_interval * HOLD_FRACTION * 1000),

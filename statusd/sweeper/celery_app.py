@@ -103,7 +103,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_annotations={
-            POLL_TASK: {"soft_time_limit": b.poll_soft_s + 5, "time_limit": b.poll_hard_s},
+            POLL_TASK: {"soft_time_limit": b.poll_soft_s, "time_limit": b.poll_hard_s},
             SWEEP_TASK: {"soft_time_limit": b.sweep_soft_s, "time_limit": b.sweep_hard_s},
         },
         # Results are never read: state lives in the database, not in a result backend.

@@ -271,7 +271,7 @@ async def run_poll(rt: Runtime, ids: Sequence[str], token: str) -> PollReport:
     held = await leases.confirm(rt.redis, rt.keys, list(ids), token, b.lease_ms)
     report.leased = len(held)
     try:
-        async with asyncio.timeout(b.poll_soft_s):
+        async with asyncio.timeout(b.poll_deadline_s):
             await _poll_held(rt, held, report)
     finally:
         # Keep each lease as a cool-down until one sweep interval after this poll started.

@@ -12,6 +12,7 @@ is enqueued every interval.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -173,14 +174,17 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
     """`sweep` with every knob taken from the runtime's settings."""
     settings = rt.settings
     b = budgets(settings)
-    return await sweep(
-        rt.redis,
-        rt.engine,
-        rt.keys,
-        heartbeat_ttl=settings.heartbeat_ttl,
-        start_timeout=settings.start_timeout,
-        poll_chunk=settings.poll_chunk,
-        lease_ms=b.lease_ms,
-        lock_ms=int(b.sweep_hard_s * 1000),
-        token=token,
-    )
+    # Below Celery's soft limit: the sweep unwinds here (lock released) rather than being
+    # interrupted by a signal at an arbitrary point.
+    async with asyncio.timeout(b.sweep_deadline_s):
+        return await sweep(
+            rt.redis,
+            rt.engine,
+            rt.keys,
+            heartbeat_ttl=settings.heartbeat_ttl,
+            start_timeout=settings.start_timeout,
+            poll_chunk=settings.poll_chunk,
+            lease_ms=b.lease_ms,
+            lock_ms=int(b.sweep_hard_s * 1000),
+            token=token,
+        )
