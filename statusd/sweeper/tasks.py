@@ -15,6 +15,7 @@ from celery import Task, shared_task
 
 from statusd import worker_runtime
 from statusd.metrics import POLL_QUEUE_DEPTH, SWEEP_DURATION, SWEEP_STALE
+from statusd.sweeper import leases
 from statusd.sweeper.celery_app import POLL_TASK, QUEUES, SWEEP_TASK
 from statusd.sweeper.poller import run_poll
 from statusd.sweeper.sweep import run_sweep
@@ -30,8 +31,7 @@ def sweep(self: Task) -> dict[str, Any]:
     if result.skipped:
         log.info("sweep.skipped", reason="another sweep holds the lock")
         return {"skipped": True}
-    for chunk in result.chunks:
-        poll.apply_async(args=[chunk, token])
+    _enqueue(result.chunks, token)
     SWEEP_DURATION.observe(result.duration_s)
     SWEEP_STALE.set(result.stale)
     _record_queue_depths(self)
@@ -61,6 +61,27 @@ def poll(self: Task, ids: Sequence[str], token: str) -> dict[str, int]:
     }
     log.info("poll.done", **summary)
     return summary
+
+
+def _enqueue(chunks: Sequence[Sequence[str]], token: str) -> None:
+    """One `poll` message per chunk. If the broker fails part way, the chunks not sent give
+    their leases back at once: held, they would keep those workloads unpolled for a lease TTL."""
+    sent = 0
+    try:
+        for chunk in chunks:
+            poll.apply_async(args=[chunk, token])
+            sent += 1
+    except BaseException:
+        log.warning("sweep.enqueue_failed", sent=sent, unsent_chunks=len(chunks) - sent)
+        _release_unsent([wid for rest in chunks[sent:] for wid in rest], token)
+        raise
+
+
+def _release_unsent(ids: Sequence[str], token: str) -> None:
+    try:
+        worker_runtime.run(lambda rt: leases.release(rt.redis, rt.keys, ids, token))
+    except Exception as exc:  # the leases then expire on their own
+        log.warning("sweep.release_failed", workloads=len(ids), error=str(exc))
 
 
 def _record_queue_depths(task: Task) -> None:
