@@ -22,7 +22,9 @@ from statusd.sweeper.budgets import budgets
 QUEUES = ("sweep", "poll", "sync")
 SWEEP_TASK = "statusd.sweeper.sweep"
 POLL_TASK = "statusd.sweeper.poll"
+SYNC_DRAIN_TASK = "statusd.sync.drain"
 SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
+SYNC_QUEUE = "sync"
 TASK_MODULES = ("statusd.sweeper.tasks", "statusd.sync.tasks")
 # Broker connections per process. Managed Redis caps connections; workers that grew their pools
 # without bound have taken a production pipeline down before (FIELD-NOTES).
@@ -94,7 +96,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             SWEEP_TASK: {"queue": "sweep"},
             POLL_TASK: {"queue": "poll"},
-            "statusd.sync.*": {"queue": "sync"},
+            "statusd.sync.*": {"queue": SYNC_QUEUE},
         },
         # Reliability: a task is acknowledged after it ran, and a worker killed mid-task gives its
         # message back; one message prefetched per process so a slow poll chunk never holds

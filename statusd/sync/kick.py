@@ -20,12 +20,10 @@ from redis.asyncio import Redis
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES
 from statusd.settings import Settings
+from statusd.sweeper.celery_app import SYNC_DRAIN_TASK, SYNC_QUEUE, create_celery
 from statusd.transitions import AppliedTransition, TransitionListener
 
 log = structlog.get_logger("statusd.sync")
-
-DRAIN_TASK = "statusd.sync.drain"
-SYNC_QUEUE = "sync"
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -42,8 +40,6 @@ def _thread() -> ThreadPoolExecutor:
 
 def celery_for(settings: Settings) -> Celery:
     """A producer-only Celery app per (process, broker), built once: send_task by name only."""
-    from statusd.sweeper.celery_app import create_celery
-
     key = (os.getpid(), settings.effective_broker_url)  # a forked child builds its own connections
     with _lock:
         app = _apps.get(key)
@@ -57,7 +53,7 @@ def enqueue_drain(
 ) -> None:
     """Blocking: publish one `statusd.sync.drain` task on queue `sync`."""
     celery_for(settings).send_task(
-        DRAIN_TASK,
+        SYNC_DRAIN_TASK,
         kwargs={"workload_id": workload_id},
         queue=SYNC_QUEUE,
         countdown=countdown or None,
@@ -69,6 +65,14 @@ def enqueue_drain(
             "interval_max": 0.5,
         },
     )
+
+
+async def claim_window(redis: Redis, keys: Keys, settings: Settings) -> bool:
+    """Win the debounce window (`keys.sync_kick`, SET NX PX): only the winner sends a drain task.
+
+    Shared by the post-commit kick and a drain continuing itself, so however many transitions
+    and drains there are, at most one drain is sent per window."""
+    return bool(await redis.set(keys.sync_kick, b"1", nx=True, px=settings.sync_kick_debounce_ms))
 
 
 def _logged(future: Future[None]) -> None:
@@ -92,7 +96,7 @@ def sync_kick_listener(settings: Settings, redis: Redis, keys: Keys) -> Transiti
     async def kick(t: AppliedTransition) -> None:
         if not settings.main_api_url and not ({t.from_state, t.to_state} & CONTACT_STATES):
             return  # only alert rows would be waiting, and only contact changes write those
-        if not await redis.set(keys.sync_kick, b"1", nx=True, px=window_ms):
+        if not await claim_window(redis, keys, settings):
             return  # a drain is already scheduled for the end of this window
         future = _thread().submit(enqueue_drain, settings, window_ms / 1000)
         future.add_done_callback(_logged)
