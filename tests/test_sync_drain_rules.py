@@ -105,6 +105,8 @@ async def test_permanent_4xx_is_dead_lettered_without_blocking_the_next_and_repl
     assert await workload_synced(ledger.engine, "good")
     stats = await outbox_stats(ledger.engine)
     assert stats["dead_letters"] == 3 and stats["targets"]["main"]["dead"] == 3
+    # The count uses the same rule as workload_synced: "bad" (newest dead) is unsynced.
+    assert stats["workloads_unsynced"] == 1
 
     api.faults.reject = {}
     assert await retry_dead(ledger.engine, workload_id="bad") == 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import reading
@@ -20,30 +20,35 @@ from statusd.settings import Settings
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
 
+def _unsynced_query(workload_ids: Sequence[str] | None) -> Select[Any]:
+    """Distinct ids (among `workload_ids`, or all) whose newest transition the main DB does not
+    hold yet: a main sync row still pending, or the newest one dead-lettered."""
+    newest = select(_O.c.workload_id, func.max(_O.c.transition_id).label("newest")).where(
+        _O.c.target == OutboxTarget.MAIN
+    )
+    if workload_ids is not None:
+        newest = newest.where(_O.c.workload_id.in_(list(workload_ids)))
+    latest = newest.group_by(_O.c.workload_id).subquery()
+    return (
+        select(_O.c.workload_id)
+        .join(latest, latest.c.workload_id == _O.c.workload_id)
+        .where(
+            _O.c.target == OutboxTarget.MAIN,
+            or_(
+                _O.c.status == OutboxStatus.PENDING,
+                and_(_O.c.status == OutboxStatus.DEAD, _O.c.transition_id == latest.c.newest),
+            ),
+        )
+        .distinct()
+    )
+
+
 async def unsynced_workloads(conn: AsyncConnection, workload_ids: Sequence[str]) -> set[str]:
     """The ids among `workload_ids` whose newest transition the main DB does not hold yet: a main
     sync row still pending, or the newest one dead-lettered. One query for a whole API page."""
     if not workload_ids:
         return set()
-    newest = (
-        select(_O.c.workload_id, func.max(_O.c.transition_id).label("newest"))
-        .where(_O.c.target == OutboxTarget.MAIN, _O.c.workload_id.in_(list(workload_ids)))
-        .group_by(_O.c.workload_id)
-        .subquery()
-    )
-    query = (
-        select(_O.c.workload_id)
-        .join(newest, newest.c.workload_id == _O.c.workload_id)
-        .where(
-            _O.c.target == OutboxTarget.MAIN,
-            or_(
-                _O.c.status == OutboxStatus.PENDING,
-                and_(_O.c.status == OutboxStatus.DEAD, _O.c.transition_id == newest.c.newest),
-            ),
-        )
-        .distinct()
-    )
-    return {str(row[0]) for row in await conn.execute(query)}
+    return {str(row[0]) for row in await conn.execute(_unsynced_query(workload_ids))}
 
 
 async def workload_synced(conn_or_engine: AsyncConnection | AsyncEngine, workload_id: str) -> bool:
@@ -69,12 +74,9 @@ async def outbox_stats(engine: AsyncEngine, settings: Settings | None = None) ->
                 .group_by(_O.c.target, _O.c.status)
             )
         ).all()
-        unsynced_workloads = (
-            await conn.execute(
-                select(func.count(func.distinct(_O.c.workload_id))).where(
-                    _O.c.target == OutboxTarget.MAIN, _O.c.status == OutboxStatus.PENDING
-                )
-            )
+        # The same rule as unsynced_workloads (pending, or the newest main row dead), counted.
+        unsynced_count = (
+            await conn.execute(select(func.count()).select_from(_unsynced_query(None).subquery()))
         ).scalar_one()
     targets: dict[str, dict[str, Any]] = {
         t.value: {"pending": 0, "dead": 0, "oldest_age_s": None} for t in OutboxTarget
@@ -93,7 +95,7 @@ async def outbox_stats(engine: AsyncEngine, settings: Settings | None = None) ->
         "depth": sum(e["pending"] for e in targets.values()),
         "oldest_unsynced_age_s": max(ages) if ages else None,
         "dead_letters": sum(e["dead"] for e in targets.values()),
-        "workloads_unsynced": int(unsynced_workloads),
+        "workloads_unsynced": int(unsynced_count),
         "targets": targets,
     }
     if settings is not None:
