@@ -85,9 +85,16 @@ def reset() -> None:
 
 
 def shutdown() -> None:
+    """Worker (process) shutdown: close the runtime and the loop, then let queued sync kicks go
+    out and close their producer connections (transitions applied here kick a drain)."""
     global _loop, _runtime
-    if _loop is not None and _runtime is not None and not _loop.is_closed():
-        _loop.run_until_complete(_runtime.close())
-    if _loop is not None and not _loop.is_closed():
-        _loop.close()
-    _loop, _runtime = None, None
+    from statusd.sync import kick  # not at import: kick -> celery_app -> this module
+
+    try:
+        if _loop is not None and _runtime is not None and not _loop.is_closed():
+            _loop.run_until_complete(_runtime.close())
+        if _loop is not None and not _loop.is_closed():
+            _loop.close()
+        _loop, _runtime = None, None
+    finally:
+        kick.close()
