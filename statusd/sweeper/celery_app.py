@@ -8,7 +8,6 @@ it programmatically. The module-level `app` exists only for `celery -A statusd.s
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +31,21 @@ BROKER_POOL_LIMIT = 4
 BROKER_MAX_CONNECTIONS = 10
 
 
-def _available(module: str) -> bool:
-    """A task module of another area may not exist yet; a missing include would crash the worker."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """What beat sends. Each message expires after two intervals: a backlog of sweeps that a dead
     worker never ran is useless once a newer one is queued."""
-    schedule: dict[str, dict[str, Any]] = {
+    return {
         "sweep": {
             "task": SWEEP_TASK,
             "schedule": settings.sweep_interval,
             "options": {"queue": "sweep", "expires": max(2 * settings.sweep_interval, 1.0)},
-        }
-    }
-    if _available("statusd.sync.tasks"):
-        schedule["sync-drain-due"] = {
+        },
+        "sync-drain-due": {
             "task": SYNC_DRAIN_DUE_TASK,
             "schedule": settings.sync_interval,
-            "options": {"queue": "sync", "expires": max(2 * settings.sync_interval, 1.0)},
-        }
-    return schedule
+            "options": {"queue": SYNC_QUEUE, "expires": max(2 * settings.sync_interval, 1.0)},
+        },
+    }
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -79,13 +68,12 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 def create_celery(settings: Settings) -> Celery:
     """The Celery app for these settings (broker, queues, routes, reliability, beat schedule)."""
     b = budgets(settings)
-    app = Celery("statusd", include=[m for m in TASK_MODULES if _available(m)])
+    app = Celery("statusd", include=list(TASK_MODULES))
     app.conf.update(
         broker_url=settings.effective_broker_url,
         broker_connection_retry_on_startup=True,
         broker_pool_limit=BROKER_POOL_LIMIT,
         broker_transport_options=_transport_options(settings),
-        redis_max_connections=BROKER_MAX_CONNECTIONS,
         # Each queue gets its own direct exchange and routing key. A bare Queue(name) is bound
         # to the default exchange with the default key, so every queue would receive every task.
         task_queues=[

@@ -408,12 +408,11 @@ async def drain(
     workload_ids: Sequence[str] | None = None,
     max_rows: int | None = None,
     max_seconds: float | None = None,
-    owner: str | None = None,
 ) -> DrainReport:
     """Drain due outbox rows until none is eligible (or the row/time limit is reached)."""
     connector = aiohttp.TCPConnector(limit=settings.sync_concurrency)
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
-        drainer = Drainer(engine, settings, session, owner or new_owner())
+        drainer = Drainer(engine, settings, session, new_owner())
         report = await drainer.run(
             workload_ids=workload_ids, max_rows=max_rows, max_seconds=max_seconds
         )

@@ -48,13 +48,10 @@ def celery_for(settings: Settings) -> Celery:
         return app
 
 
-def enqueue_drain(
-    settings: Settings, countdown: float = 0.0, workload_id: str | None = None
-) -> None:
-    """Blocking: publish one `statusd.sync.drain` task on queue `sync`."""
+def enqueue_drain(settings: Settings, countdown: float = 0.0) -> None:
+    """Blocking: publish one `statusd.sync.drain` task (everything due) on queue `sync`."""
     celery_for(settings).send_task(
         SYNC_DRAIN_TASK,
-        kwargs={"workload_id": workload_id},
         queue=SYNC_QUEUE,
         countdown=countdown or None,
         retry=True,
