@@ -45,7 +45,6 @@ class StatusServer:
         self.port = 0
         self.inflight: dict[str, int] = defaultdict(int)
         self.max_inflight: dict[str, int] = defaultdict(int)
-        self.total_requests = 0
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -78,7 +77,6 @@ class StatusServer:
         container = self.containers.get(wid)
         if container is None:
             return web.json_response({"error": "unknown"}, status=404)
-        self.total_requests += 1
         container.polls.append(time.monotonic())
         self.inflight[wid] += 1
         self.max_inflight[wid] = max(self.max_inflight[wid], self.inflight[wid])
