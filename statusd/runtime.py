@@ -6,6 +6,7 @@ wired the same way (cache, post-commit listeners) whichever process applies it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -53,7 +54,7 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
     """Open the engine and Redis pool and build the Ledger with its post-commit listeners."""
     from statusd.oncall.events import publish_listener
     from statusd.oncall.instrument import instrument_runtime
-    from statusd.sync.kick import sync_kick_listener
+    from statusd.sync import kick
 
     redis = create_redis(
         redis_url_or_fail(settings), redis_max_connections or settings.redis_max_connections
@@ -63,7 +64,10 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
     cache = StateCache(redis, keys)
     ledger = Ledger(engine=engine, cache=cache, alert_webhooks=tuple(settings.alert_webhooks))
     ledger.listeners.append(publish_listener(redis, keys))
-    ledger.listeners.append(sync_kick_listener(settings, redis, keys))
+    ledger.listeners.append(kick.sync_kick_listener(settings, redis, keys))
     runtime = Runtime(settings, engine, redis, keys, cache, ledger)
+    # Queued kicks are sent and the producer's broker connections closed (it is rebuilt lazily
+    # if another runtime in this process kicks again).
+    runtime.on_close.append(lambda: asyncio.to_thread(kick.close))
     instrument_runtime(runtime)  # transition counter + this process's metrics push (on-call)
     return runtime
