@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -175,6 +176,40 @@ async def test_shutdown_ends_open_streams_promptly(settings: Settings) -> None:
                 assert not app[HUB].streams
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_db_down_at_hub_start_is_503_then_the_stream_starts_from_now(
+    client: TestClient[Any, Any], database_url: str
+) -> None:
+    """Unknown high-water mark: 503, never "0" (which would replay the whole history)."""
+    rt = runtime_of(client)
+    await register(rt.engine, "h1", Kind.TRAINING)
+    history = await drive(rt, "h1", State.STARTING, State.RUNNING)
+    path = Path(database_url.split("///", 1)[1])
+    away = path.with_name(path.name + ".away")
+    await asyncio.to_thread(path.rename, away)
+    await rt.engine.dispose()  # pooled connections would keep reading the moved file
+    try:
+        for url in ("/v1/events", "/v1/reports/transitions"):
+            async with client.get(url) as down:
+                assert down.status == 503, f"{url}: {down.status}"
+                assert (await down.json())["error"] == "database_unavailable"
+    finally:
+        await asyncio.to_thread(away.rename, path)
+    hub = client.server.app[HUB]
+    deadline = time.monotonic() + DEADLINE_S
+    while hub.high_water.mark is None:  # the hub retries on its own
+        assert time.monotonic() < deadline, "the hub never established the high-water mark"
+        await asyncio.sleep(0.05)
+    recent = await client.get("/v1/reports/transitions")
+    assert recent.status == 200 and (await recent.json())["last_id"] == history[-1]
+    async with client.get("/v1/events") as resp:
+        assert resp.status == 200
+        reader = EventReader(resp)
+        new = await drive(rt, "h1", State.SUCCEEDED, seq0=3)
+        events = await reader.take(1)
+    assert [e["id"] for e in events] == new  # from "now": the history is not replayed
 
 
 async def _collect_while(resp: ClientResponse, action: Any, n: int) -> list[dict[str, Any]]:

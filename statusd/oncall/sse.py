@@ -25,6 +25,7 @@ from aiohttp import web
 
 from statusd.api.errors import BadRequest
 from statusd.app_keys import RUNTIME
+from statusd.errors import StorageUnavailable
 from statusd.lifecycle import Kind
 from statusd.oncall.feed import PAGE, FeedFilter, HighWater, read_after
 from statusd.runtime import Runtime
@@ -47,29 +48,44 @@ class EventHub:
         self._ready = asyncio.Event()
 
     async def mark(self) -> int:
-        """The current safe upper bound (starts the hub on first use)."""
+        """The current safe upper bound (starts the hub on first use).
+
+        Raises StorageUnavailable (HTTP 503) while the mark is not known yet (the database was
+        unreachable since the hub started): answering 0 would replay the whole history.
+        """
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="statusd-events-hub")
         await self._ready.wait()
-        return self.high_water.mark or 0
+        if self.high_water.mark is None:
+            raise StorageUnavailable("events: the database is not reachable; retry shortly")
+        return self.high_water.mark
 
     async def _run(self) -> None:
+        """Keep the mark moving; retry Redis and the database independently while either is down."""
         pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)
         subscribed = False
         try:
             while not self.closing:
-                try:
-                    if not subscribed:
+                if not subscribed:
+                    try:
                         await pubsub.subscribe(self.runtime.keys.events_channel)
                         subscribed = True
+                    except Exception as exc:  # Redis down: the 1 s poll still moves the mark
+                        log.warning("events.hub_error", error=f"{type(exc).__name__}: {exc}")
+                try:
                     await self._advance()
+                except Exception as exc:  # DB down: retry next round, streams keep pinging
+                    log.warning("events.hub_error", error=f"{type(exc).__name__}: {exc}")
+                finally:
+                    self._ready.set()  # mark() answers now (503 while the mark is unknown)
+                if not subscribed:
+                    await asyncio.sleep(POLL_FALLBACK_S)
+                    continue
+                try:
                     await _wait_for_hint(pubsub, POLL_FALLBACK_S)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # Redis or DB down: keep polling, streams keep pinging
+                except Exception as exc:
                     log.warning("events.hub_error", error=f"{type(exc).__name__}: {exc}")
                     subscribed = False
-                    self._ready.set()
                     await asyncio.sleep(POLL_FALLBACK_S)
         finally:
             with contextlib.suppress(Exception):
@@ -78,7 +94,6 @@ class EventHub:
     async def _advance(self) -> None:
         before = self.high_water.mark
         await self.high_water.advance()
-        self._ready.set()
         if self.high_water.mark != before:
             async with self.changed:
                 self.changed.notify_all()
