@@ -32,6 +32,8 @@ from statusd.runtime import Runtime
 
 log = structlog.get_logger("statusd.oncall")
 POLL_FALLBACK_S = 1.0
+# Writing to a client that left (aiohttp's ClientConnectionResetError is a ConnectionResetError).
+CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class EventHub:
@@ -117,8 +119,11 @@ class EventHub:
             self.changed.notify_all()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # asyncio.wait never raises the task's outcome, so a cancellation of close() itself
+            # still propagates; the hub's own cancellation (or error) is consumed here.
+            await asyncio.wait([self._task])
+            if not self._task.cancelled() and (exc := self._task.exception()) is not None:
+                log.warning("events.hub_error", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _wait_for_hint(pubsub: Any, seconds: float) -> None:
@@ -178,8 +183,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 2000\n\n")
         async for chunk in _events(hub, runtime, flt, cursor, request):
             await response.write(chunk)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client went away, or the server is stopping: nothing to report
+    except CLIENT_GONE:
+        pass  # the client went away: nothing to report (cancellation propagates)
     except Exception as exc:
         log.warning("events.stream_error", error=f"{type(exc).__name__}: {exc}")
     finally:
