@@ -148,7 +148,10 @@ async def list_page(
 
     Keyset pagination on id (WHERE id > cursor ORDER BY id): stable while rows come and go, no
     OFFSET scans. `stale` lives in Redis, so that filter runs on each SQL page; to still fill the
-    page, up to STALE_SCAN_PAGES pages' worth of rows are scanned before a short page is returned.
+    page, up to STALE_SCAN_PAGES full pages (`limit` rows each: one SQL query, one Redis round trip
+    and one outbox query per page) are scanned before a short page is returned. When the page fills
+    part-way through a scanned page, the cursor is the last row returned, so the rest is scanned
+    again next time; otherwise it is the last row scanned.
     """
     query = select(_W).where(_W.c.deleted_at.is_(None))
     if q.kind is not None:
@@ -167,20 +170,24 @@ async def list_page(
     now = datetime.now(UTC)
     async with reading(rt.engine) as conn:
         while len(items) < q.limit and scanned < budget:
-            want = q.limit - len(items)
             page_query = query if after is None else query.where(_W.c.id > after)
-            # One row more than needed tells whether another page exists without a COUNT.
-            fetched = [dict(r._mapping) for r in await conn.execute(page_query.limit(want + 1))]
-            rows, more = fetched[:want], len(fetched) > want
+            # One row more than a page tells whether another exists without a COUNT.
+            fetched = [dict(r._mapping) for r in await conn.execute(page_query.limit(q.limit + 1))]
+            rows, more = fetched[: q.limit], len(fetched) > q.limit
             if not rows:
                 break
             ids = [r["id"] for r in rows]
             rendered = _render(
                 rt, rows, await _redis_liveness(rt, ids), await unsynced_workloads(conn, ids), now
             )
-            items += [i for i in rendered if q.stale is None or i["stale"] is q.stale]
             scanned += len(rows)
-            after = ids[-1]
+            for index, item in enumerate(rendered):
+                after = item["id"]
+                if q.stale is None or item["stale"] is q.stale:
+                    items.append(item)
+                    if len(items) == q.limit:
+                        more = more or index < len(rendered) - 1  # rows left in this page
+                        break
             if not more:
                 break
     return items, validation.encode_cursor(after) if more and after is not None else None
