@@ -101,6 +101,18 @@ async def test_forward_skip_is_allowed_and_repeat_is_unchanged(
     assert await history(client, "nb") == [("PENDING", "READY", "api")]
 
 
+async def test_post_answers_the_same_transition_as_the_history(
+    client: TestClient[Any, Any],
+) -> None:
+    """One serializer: the POST response is the history row, generation and actor included."""
+    await register(client, "same", "training")
+    status, body = await move(client, "same", "RUNNING", reason="kick")
+    assert status == 200, body
+    items = (await (await client.get("/v1/workloads/same/transitions")).json())["items"]
+    assert body["transition"] == items[-1]
+    assert body["transition"]["generation"] == 1 and body["transition"]["actor"] == "api"
+
+
 async def test_backward_and_after_final_are_409_and_recorded(
     client: TestClient[Any, Any], settings: Settings
 ) -> None:

@@ -30,6 +30,7 @@ import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.api.serializers import transition_json
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind
 from statusd.models import Transition
@@ -149,19 +150,8 @@ class FeedFilter:
 
 
 def event_payload(row: Any) -> dict[str, Any]:
-    """One transition as the SSE `data:` JSON (and in /v1/reports/transitions)."""
-    return {
-        "id": int(row.id),
-        "workload_id": row.workload_id,
-        "kind": str(Kind(row.kind)),
-        "from": str(row.from_state),
-        "to": str(row.to_state),
-        "source": str(row.source),
-        "reason": row.reason,
-        "seq": row.seq,
-        "observed_at": row.observed_at.isoformat(),
-        "recorded_at": row.recorded_at.isoformat(),
-    }
+    """One transition as the SSE `data:` JSON (and in /v1/reports/transitions): the API's shape."""
+    return transition_json(row._mapping)
 
 
 async def read_after(
