@@ -32,11 +32,9 @@ def api_token_ok(request: web.Request, *, allow_cookie: bool = False) -> bool:
     )
 
 
-def require_api_token(handler: Handler) -> Handler:
-    """Decorate a handler: 401 JSON unless `Authorization: Bearer <STATUSD_API_TOKEN>`."""
-
+def _token_required(handler: Handler, *, allow_cookie: bool) -> Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
-        if not api_token_ok(request):
+        if not api_token_ok(request, allow_cookie=allow_cookie):
             return error_response(
                 401,
                 "unauthorized",
@@ -47,3 +45,13 @@ def require_api_token(handler: Handler) -> Handler:
     checked.__name__ = handler.__name__
     checked.__doc__ = handler.__doc__
     return checked
+
+
+def require_api_token(handler: Handler) -> Handler:
+    """Decorate a handler: 401 JSON unless `Authorization: Bearer <STATUSD_API_TOKEN>`."""
+    return _token_required(handler, allow_cookie=False)
+
+
+def require_api_token_or_cookie(handler: Handler) -> Handler:
+    """Like require_api_token, but the status page's `statusd_token` cookie is accepted too."""
+    return _token_required(handler, allow_cookie=True)

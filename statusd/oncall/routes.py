@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from statusd.api.auth import Handler, api_token_ok
-from statusd.api.errors import BadRequest, error_response, json_response
+from statusd.api.auth import require_api_token_or_cookie
+from statusd.api.errors import BadRequest, json_response
 from statusd.app_keys import RUNTIME
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
@@ -30,22 +30,6 @@ from statusd.oncall.summary import fleet_summary
 MAX_RECENT = 500
 
 
-def token_or_cookie(handler: Handler) -> Handler:
-    """401 JSON unless the API token comes as `Authorization: Bearer` or the page's cookie."""
-
-    async def checked(request: web.Request) -> web.StreamResponse:
-        if not api_token_ok(request, allow_cookie=True):
-            return error_response(
-                401,
-                "unauthorized",
-                "missing or wrong API token: send Authorization: Bearer <STATUSD_API_TOKEN>",
-            )
-        return await handler(request)
-
-    checked.__name__, checked.__doc__ = handler.__name__, handler.__doc__
-    return checked
-
-
 def stale_filter(request: web.Request) -> StaleFilter:
     """kind (repeatable or comma list), label k:v (repeatable, all must match), older_than."""
     try:
@@ -58,7 +42,7 @@ def stale_filter(request: web.Request) -> StaleFilter:
         raise BadRequest(str(exc), field=exc.field, status=400) from None
 
 
-@token_or_cookie
+@require_api_token_or_cookie
 async def get_stale(request: web.Request) -> web.Response:
     """GET /v1/reports/stale[?kind=&label=k:v&older_than=5m&format=json|csv]."""
     fmt = request.query.get("format", "json").lower()
@@ -82,13 +66,13 @@ async def get_stale(request: web.Request) -> web.Response:
     )
 
 
-@token_or_cookie
+@require_api_token_or_cookie
 async def get_summary(request: web.Request) -> web.Response:
     """GET /v1/reports/summary: counts per kind x state, stale counts, sync backlog, stream lag."""
     return json_response(await fleet_summary(request.app[RUNTIME]))
 
 
-@token_or_cookie
+@require_api_token_or_cookie
 async def get_recent_transitions(request: web.Request) -> web.Response:
     """GET /v1/reports/transitions?limit=50: newest first; `last_id` is where /v1/events resumes."""
     raw = request.query.get("limit", "50")
@@ -101,7 +85,7 @@ async def get_recent_transitions(request: web.Request) -> web.Response:
     return json_response({"items": items, "count": len(items), "last_id": mark})
 
 
-@token_or_cookie
+@require_api_token_or_cookie
 async def get_events(request: web.Request) -> web.StreamResponse:
     """GET /v1/events: SSE of committed transitions (?kind=, ?workload_id=, Last-Event-ID)."""
     return await sse.stream_events(request)
