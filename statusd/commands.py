@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -21,8 +20,11 @@ from rich.table import Table
 from statusd.errors import ConfigError, StatusdError
 from statusd.settings import Settings
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from statusd.dev_secrets import DevSecrets
+    from statusd.runtime import Runtime
     from statusd.supervisor import Supervisor
 
 out = Console(soft_wrap=True)  # paths and tokens stay on one line, copy-pasteable
@@ -81,8 +83,6 @@ def run_migrations(database_url: str) -> None:
     path = sqlite_path(url)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # Alembic announces each of its plugins at INFO; keep `up`'s output to what matters.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     config = Config(str(alembic_ini()))
     config.attributes["database_url"] = database_url
     try:
@@ -141,7 +141,8 @@ workloads_app = typer.Typer(
 )
 
 
-async def _with_runtime(settings: Settings, work: Any) -> Any:
+async def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Open a Runtime (database + Redis) for one CLI verb, run `work` on it, and close it."""
     from statusd.runtime import open_runtime
 
     runtime = await open_runtime(settings, redis_max_connections=4)
@@ -178,12 +179,12 @@ def workloads_list(
             params.add(name, value)
     if stale is not None:
         params.add("stale", "true" if stale else "false")
-    for item in label or []:
-        params.add("label", item)
+    for pair in label or []:
+        params.add("label", pair)
     settings = load_settings()
     with operator_errors():
         query = parse_workload_query(params)
-        items, next_cursor = asyncio.run(_with_runtime(settings, lambda rt: list_page(rt, query)))
+        items, next_cursor = asyncio.run(with_runtime(settings, lambda rt: list_page(rt, query)))
     if as_json:
         _print_json({"items": items, "next_cursor": next_cursor})
         return
@@ -230,7 +231,7 @@ def workloads_show(
 
     settings = load_settings()
     with operator_errors():
-        workload, history = asyncio.run(_with_runtime(settings, work))
+        workload, history = asyncio.run(with_runtime(settings, work))
     if as_json:
         _print_json({**workload, "transitions": history})
         return

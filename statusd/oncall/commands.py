@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from statusd.commands import fail, load_settings, operator_errors
+from statusd.commands import fail, load_settings, operator_errors, with_runtime
 from statusd.oncall.reports import (
     FilterError,
     StaleFilter,
@@ -31,9 +30,8 @@ from statusd.oncall.reports import (
     stale_report,
     to_csv,
 )
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime
 
-T = TypeVar("T")
 report_app = typer.Typer(
     name="report", help="On-call reports: stale workloads, fleet summary.", no_args_is_help=True
 )
@@ -44,20 +42,6 @@ class Format(StrEnum):
     TABLE = "table"
     JSON = "json"
     CSV = "csv"
-
-
-def _with_runtime(fn: Callable[[Runtime], Awaitable[T]]) -> T:
-    settings = load_settings()
-
-    async def run() -> T:
-        runtime = await open_runtime(settings, redis_max_connections=4)
-        try:
-            return await fn(runtime)
-        finally:
-            await runtime.close()
-
-    with operator_errors():
-        return asyncio.run(run())
 
 
 def _age(seconds: float) -> str:
@@ -131,7 +115,9 @@ def stale(
     async def run(rt: Runtime) -> list[StaleItem]:
         return await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
 
-    items = _with_runtime(run)
+    settings = load_settings()
+    with operator_errors():
+        items = asyncio.run(with_runtime(settings, run))
     if fmt is Format.JSON:
         body = {
             "items": [i.as_dict() for i in items],
@@ -155,7 +141,9 @@ def summary(
     """Workloads per kind x state, stale counts, sync backlog, heartbeat stream lag, queue depths."""
     from statusd.oncall.summary import fleet_summary
 
-    data = _with_runtime(fleet_summary)
+    settings = load_settings()
+    with operator_errors():
+        data = asyncio.run(with_runtime(settings, fleet_summary))
     if as_json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
