@@ -25,7 +25,7 @@ from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import StorageUnavailable, TransitionRefused, UnknownWorkload
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import OutboxEntry, Transition, Workload
+from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
 from statusd.sweeper.url_policy import check_status_url
 from statusd.sync.status import unsynced_workloads
@@ -35,7 +35,6 @@ log = structlog.get_logger("statusd.api")
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 _T = Transition.__table__  # type: ignore[attr-defined]
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
 # A `stale` filter is applied after the SQL page (staleness lives in Redis); to still return full
 # pages, the list scans ahead up to this many pages' worth of rows before answering a short page.

@@ -170,9 +170,7 @@ def _chunks(items: Sequence[str], size: int = SQL_IN_CHUNK) -> Iterable[Sequence
         yield items[start : start + size]
 
 
-async def _rows(
-    settings: Settings, engine: Any, flt: StaleFilter, ids: Sequence[str]
-) -> list[Row[Any]]:
+async def _rows(engine: Any, flt: StaleFilter, ids: Sequence[str]) -> list[Row[Any]]:
     kinds = list(flt.kinds or tuple(Kind))
     live = [_W.c.deleted_at.is_(None), _W.c.state.notin_(list(FINAL_STATES))]
     rows: dict[str, Row[Any]] = {}
@@ -248,7 +246,7 @@ async def stale_report(
     """Every live workload that is stale, never seen past its start timeout, UNREACHABLE or LOST."""
     now = time.time() if now is None else now
     cand = await _redis_candidates(redis, keys, settings, now)
-    rows = await _rows(settings, engine, flt, [*cand.seen, *cand.pending])
+    rows = await _rows(engine, flt, [*cand.seen, *cand.pending])
     if await _redis_is_incomplete(redis, keys, engine):
         known = {r.id for r in rows}
         rows += [

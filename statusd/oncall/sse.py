@@ -7,8 +7,9 @@ A lost pub/sub message therefore costs at most a second, never an event.
 
 Each event: `id: <transition id>`, `event: transition`, `data: {...}`. A client that reconnects
 with `Last-Event-ID` (EventSource does it by itself) or `?last_event_id=` resumes right after it.
-Comment lines `: ping` keep idle connections (and proxies) alive. Streams are registered so
-app shutdown ends them promptly instead of waiting out the server's shutdown timeout.
+Comment lines `: ping` keep idle connections (and proxies) alive. Open streams are tracked in
+`hub.streams`; app shutdown (close_hub) wakes every one of them through the hub so each ends
+promptly instead of waiting out the server's shutdown timeout.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class EventHub:
     async def close(self) -> None:
         """End every stream and the hub task (app shutdown)."""
         self.closing = True
+        log.info("events.closing", open_streams=len(self.streams))
         async with self.changed:
             self.changed.notify_all()
         if self._task is not None:
