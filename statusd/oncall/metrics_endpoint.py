@@ -36,7 +36,8 @@ async def refresh_scrape_gauges(runtime: Runtime) -> None:
     try:
         stream = await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
         STREAM_LENGTH.set(stream.length)
-        STREAM_LAG.set(stream.lag or 0)
+        # No consumer group yet (lag None): nothing was ever delivered, the whole stream lags.
+        STREAM_LAG.set(stream.lag if stream.lag is not None else stream.length)
         STREAM_PENDING.set(stream.pending)
     except Exception as exc:
         log.warning("metrics.stream_stats_failed", error=f"{type(exc).__name__}: {exc}")
