@@ -139,7 +139,7 @@ async def test_history_pages_oldest_first(client: TestClient[Any, Any]) -> None:
         ).status == 200
     seen: list[str] = []
     after = 0
-    while True:
+    for _ in range(10):  # 5 rows at 2 a page: 3 pages; more means paging never ends
         body = await (
             await client.get(f"/v1/workloads/b-nb-2/transitions?limit=2&after={after}")
         ).json()
@@ -147,4 +147,6 @@ async def test_history_pages_oldest_first(client: TestClient[Any, Any]) -> None:
         if body["next_after"] is None:
             break
         after = body["next_after"]
+    else:
+        raise AssertionError(f"history paging did not end; seen {seen}")
     assert seen == ["STARTING", "READY", "IDLE", "READY", "IDLE"]
