@@ -72,8 +72,12 @@ class Browser:
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         ident = next(self._ids)
         await self.ws.send_json({"id": ident, "method": method, "params": params})
+        end = time.monotonic() + START_DEADLINE_S  # overall: console chatter cannot extend it
         while True:
-            msg = await asyncio.wait_for(self.ws.receive_json(), START_DEADLINE_S)
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{method}: no reply within {START_DEADLINE_S}s")
+            msg = await asyncio.wait_for(self.ws.receive_json(), remaining)
             if msg.get("method") == "Runtime.consoleAPICalled":
                 self.console.append(
                     " ".join(
