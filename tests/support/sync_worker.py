@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -89,13 +90,16 @@ def wait_log(proc: ManagedProcess, marker: str, timeout: float) -> None:
 
 def stop(proc: ManagedProcess) -> None:
     """Warm shutdown (SIGTERM), then reap whatever is left."""
+    unclean: AssertionError | None = None
     try:
         if proc.returncode is None:
             stop_process(proc, signal.SIGTERM, timeout=20)
-    except AssertionError:
-        pass
+    except AssertionError as exc:
+        unclean = exc  # reported below; teardown itself must not fail
     finally:
         proc.kill_tree()
+    if unclean is not None:
+        print(f"warning: warm shutdown of {proc.args} failed: {unclean}", file=sys.stderr)
 
 
 MAIN_TOKEN = "main-api-token-" + "z" * 20
