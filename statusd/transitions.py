@@ -78,6 +78,8 @@ class AppliedTransition:
     seq: int | None
     observed_at: datetime
     recorded_at: datetime
+    generation: int
+    actor: str | None
     labels: dict[str, str]
 
 
@@ -267,10 +269,10 @@ async def _write_transition(
         "seq": obs.seq,
         "observed_at": observed_at,
         "recorded_at": now,
+        "generation": row.generation,
+        "actor": obs.actor,
     }
-    inserted = await conn.execute(
-        insert(_T).values(**fields, generation=row.generation, actor=obs.actor).returning(_T.c.id)
-    )
+    inserted = await conn.execute(insert(_T).values(**fields).returning(_T.c.id))
     applied = AppliedTransition(id=inserted.scalar_one(), labels=dict(row.labels or {}), **fields)
     await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks))
     return applied

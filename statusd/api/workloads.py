@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,13 +23,13 @@ from statusd.api.errors import json_response
 from statusd.api.serializers import Liveness, is_stale, transition_json, workload_json
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
-from statusd.errors import StorageUnavailable, TransitionRefused, UnknownWorkload
+from statusd.errors import TransitionRefused, UnknownWorkload
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
 from statusd.sweeper.url_policy import check_status_url
 from statusd.sync.status import unsynced_workloads
-from statusd.transitions import AppliedTransition, Observation, Outcome, apply_observation
+from statusd.transitions import Observation, Outcome, apply_observation
 
 log = structlog.get_logger("statusd.api")
 
@@ -215,21 +215,6 @@ async def delete_workload(request: web.Request) -> web.Response:
     )
 
 
-async def _applied_row(rt: Runtime, t: AppliedTransition) -> Mapping[str, Any]:
-    """The committed history row of `t` (it carries the generation and actor the record lacks).
-
-    Falls back to the applied record if the read fails: the transition is committed either way.
-    """
-    try:
-        async with reading(rt.engine) as conn:
-            row = (await conn.execute(select(_T).where(_T.c.id == t.id))).first()
-        if row is not None:
-            return dict(row._mapping)
-    except StorageUnavailable:
-        log.warning("transition.readback_failed", transition_id=t.id)
-    return {**{f.name: getattr(t, f.name) for f in fields(t)}, "actor": "api", "generation": None}
-
-
 @require_api_token
 async def post_transition(request: web.Request) -> web.Response:
     """POST /v1/workloads/{id}/transitions: a backend-driven change, judged by the lifecycle."""
@@ -247,7 +232,8 @@ async def post_transition(request: web.Request) -> web.Response:
             rule=result.rule,
         )
     if result.outcome is Outcome.APPLIED and result.transition is not None:
-        transition = transition_json(await _applied_row(rt, result.transition))
+        # The applied record carries every history field: no read-back of the committed row.
+        transition = transition_json(asdict(result.transition))
         return json_response(
             {"outcome": "applied", "state": result.state.value, "transition": transition}
         )
