@@ -65,6 +65,22 @@ class Keys:
     def sweep_lock(self) -> str:
         return f"{self.prefix}lock:sweep"
 
+    # -- self-watch (statusd.selfwatch): statusd's own health, read by /readyz, /metrics, the page --
+    @property
+    def sweep_last_success(self) -> str:
+        """String: unix seconds at which the last sweep finished without error."""
+        return f"{self.prefix}sweep:last_success"
+
+    @property
+    def ingest_listening(self) -> str:
+        """Sorted set: ingest process id -> unix seconds of its last "I am accepting" beat (~1/s)."""
+        return f"{self.prefix}ingest:listening"
+
+    @property
+    def disruption(self) -> str:
+        """Hash: disruption mode (active 0/1, since, stale, tracked), written by the sweeper."""
+        return f"{self.prefix}disruption"
+
     # -- sync / events --
     @property
     def sync_kick(self) -> str:

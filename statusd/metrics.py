@@ -27,6 +27,11 @@ INGEST_LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+INGEST_LAST_ACCEPT = Gauge(
+    "statusd_ingest_last_accept_timestamp_seconds",
+    "Unix time at which this process last stored a heartbeat (202)",
+    multiprocess_mode="max",
+)
 STREAM_LENGTH = Gauge("statusd_stream_length", "Entries in the heartbeat stream")
 STREAM_LAG = Gauge(
     "statusd_stream_lag", "Entries not yet delivered to the consumer group (scale-out signal)"
