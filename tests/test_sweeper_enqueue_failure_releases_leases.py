@@ -1,40 +1,44 @@
 """A broker failure part way through a sweep's enqueuing gives back the leases of the chunks that
-were not sent (else those workloads would wait a whole lease TTL unpolled)."""
+were not sent (else those workloads would wait a whole lease TTL unpolled). Leases are real, in
+the real Redis; only the broker send is made to fail."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
-from statusd.sweeper import tasks
+from statusd import worker_runtime
+from statusd.settings import Settings
+from statusd.sweeper import leases, tasks
+from tests.support.task_runtime import task_runtime
 
 
-def test_unsent_chunks_release_their_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsent_chunks_release_their_leases(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[list[str]] = []
-    released: list[tuple[list[str], str]] = []
 
     def apply_async(args: list[Any]) -> None:
         if len(sent) == 1:
             raise ConnectionError("broker gone")
         sent.append(args[0])
 
-    async def release(redis: Any, keys: Any, ids: list[str], token: str, keep_ms: int = 0) -> int:
-        released.append((list(ids), token))
-        return len(ids)
-
-    def run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        class Rt:
-            redis = keys = None
-
-        return asyncio.run(fn(Rt()))  # type: ignore[arg-type]
-
     monkeypatch.setattr(tasks.poll, "apply_async", apply_async)
-    monkeypatch.setattr(tasks.leases, "release", release)
-    monkeypatch.setattr(tasks.worker_runtime, "run", run)
-    with pytest.raises(ConnectionError):
-        tasks._enqueue([["a", "b"], ["c", "d"], ["e"]], "sweep-t")
+    ids = ["a", "b", "c", "d", "e"]
+    with task_runtime(settings, monkeypatch):
+        taken = worker_runtime.run(
+            lambda rt: leases.take(rt.redis, rt.keys, ids, "sweep-t", 60_000)
+        )
+        assert taken == ids
+        with pytest.raises(ConnectionError):
+            tasks._enqueue([["a", "b"], ["c", "d"], ["e"]], "sweep-t")
+
+        async def holders(rt: Any) -> list[Any]:
+            redis: Redis = rt.redis
+            return [await redis.get(rt.keys.poll_lease(wid)) for wid in ids]
+
+        held = worker_runtime.run(holders)
     assert sent == [["a", "b"]]
-    assert released == [(["c", "d", "e"], "sweep-t")]
+    assert held == [b"sweep-t", b"sweep-t", None, None, None]

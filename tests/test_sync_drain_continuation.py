@@ -1,58 +1,35 @@
 """During a backlog, drains must not multiply: beat's drain_due never continues itself, and a
-`drain` that ran out of time sends one continuation only if it wins the kick's debounce window."""
+`drain` that ran out of time sends one continuation only if it wins the kick's debounce window
+(a real SET NX PX on the real Redis)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from statusd.settings import Settings
 from statusd.sync import tasks
 from statusd.sync.drain import DrainReport
-
-
-class FakeRedis:
-    def __init__(self) -> None:
-        self.held: set[str] = set()
-
-    async def set(self, key: str, value: bytes, *, nx: bool, px: int) -> bool:
-        assert nx and px > 0
-        if key in self.held:
-            return False
-        self.held.add(key)
-        return True
-
-
-class FakeRuntime:
-    def __init__(self, redis: FakeRedis) -> None:
-        self.redis = redis
-        self.engine = None
-        self.settings = type("S", (), {"sync_interval": 1.0, "sync_kick_debounce_ms": 200})()
-        self.keys = type("K", (), {"sync_kick": "kick"})()
+from tests.support.task_runtime import task_runtime
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every drain always runs out of time (a backlog); records the continuations sent."""
-    runtime = FakeRuntime(FakeRedis())
+def sent(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Every drain always runs out of time (a backlog); records the continuations sent.
+
+    The debounce window is long enough that every call below falls in the same window."""
     messages: list[dict[str, Any]] = []
 
     async def backlog(*args: Any, **kwargs: Any) -> DrainReport:
         return DrainReport(claimed=10, delivered=10, stopped_early=True)
 
-    async def no_stats(*args: Any) -> None:
-        return None
-
-    def run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        return asyncio.run(fn(runtime))  # type: ignore[arg-type]
-
     monkeypatch.setattr(tasks, "drain", backlog)
-    monkeypatch.setattr(tasks, "outbox_stats", no_stats)
-    monkeypatch.setattr(tasks.worker_runtime, "run", run)
     monkeypatch.setattr(tasks.drain_task, "apply_async", lambda **kw: messages.append(kw))
-    return messages
+    windowed = settings.model_copy(update={"sync_kick_debounce_ms": 60_000})
+    with task_runtime(windowed, monkeypatch):
+        yield messages
 
 
 def test_drain_due_never_starts_a_chain(sent: list[dict[str, Any]]) -> None:
