@@ -18,8 +18,9 @@ help:
 	@echo "make bench  - ingest benchmark"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
 
-# The virtualenv, rebuilt only when pyproject.toml changes (repeated runs start at once).
-$(VENV)/.installed: pyproject.toml
+# The virtualenv, rebuilt only when a pyproject.toml changes (repeated runs start at once). The
+# statusd-client distribution (clients/python) goes in too: its tests are part of the suite.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statusd needs Python 3.11+, found " + sys.version.split()[0])'
 	@if [ ! -x $(BIN)/python ]; then \
 	  if ! $(PYTHON) -m venv $(VENV); then \
@@ -29,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	    else echo "python3 -m venv failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)" >&2; exit 1; fi; \
 	  fi; \
 	fi
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./clients/python
 	@touch $@
 
 run: $(VENV)/.installed
@@ -57,9 +58,10 @@ test: $(VENV)/.installed system-deps
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$code
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check statusd tests $(wildcard bench)
-	$(BIN)/ruff format --check statusd tests $(wildcard bench)
+	$(BIN)/ruff check statusd tests $(wildcard bench) clients/python
+	$(BIN)/ruff format --check statusd tests $(wildcard bench) clients/python
 	$(BIN)/mypy
+	cd clients/python && ../../$(BIN)/mypy
 
 # wrk drives the load when installed (a Python client can be slower than the server it measures).
 bench: $(VENV)/.installed
