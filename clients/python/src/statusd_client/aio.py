@@ -18,7 +18,7 @@ import contextlib
 import logging
 from types import TracebackType
 
-from statusd_client.core import Core, exit_report, from_environment, sigterm_report
+from statusd_client.core import Core, from_environment, sigterm_report
 from statusd_client.heartbeater import (
     DEFAULT_FINAL_TIMEOUT_S,
     DEFAULT_INTERVAL_S,
@@ -100,13 +100,9 @@ class AsyncHeartbeater:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        desired = self._core.desired
-        current = desired.report if desired is not None else None
-        report = exit_report(current, exc, self._on_error, self._on_stop)
+        report = self._core.closing_report(exc, self._on_error, self._on_stop)
         if report is None:
             return
-        if desired is not None and report == desired.report and self._core.pending() is None:
-            return  # already refused once
         try:
             await self._final(report)
         except Exception:

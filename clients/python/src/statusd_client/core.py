@@ -112,6 +112,16 @@ class Core:
             return None
         return desired
 
+    def closing_report(
+        self, exc: BaseException | None, on_error: str | None, on_stop: str | None
+    ) -> Report | None:
+        """The exit report (see `exit_report`), or None if there is none or statusd refused it."""
+        desired = self.desired
+        report = exit_report(desired.report if desired else None, exc, on_error, on_stop)
+        if desired is not None and report == desired.report and self.pending() is None:
+            return None  # statusd refused exactly this report already: once is enough
+        return report
+
     def send(self, report: Report) -> Outcome:
         """One blocking attempt (the async variant runs it in a thread). Logs what it must."""
         body = heartbeat_body(self.workload_id, report, next_seq())

@@ -20,7 +20,7 @@ import threading
 import time
 from types import TracebackType
 
-from statusd_client.core import Core, Desired, exit_report, from_environment, sigterm_report
+from statusd_client.core import Core, Desired, from_environment, sigterm_report
 from statusd_client.sigterm import SigtermHook
 from statusd_client.transport import Refused, Transient
 
@@ -117,13 +117,9 @@ class Heartbeater:
         self.close(exc)
 
     def _send_exit_report(self, exc: BaseException | None) -> None:
-        desired = self._core.desired
-        current = desired.report if desired is not None else None
-        report = exit_report(current, exc, self._on_error, self._on_stop)
+        report = self._core.closing_report(exc, self._on_error, self._on_stop)
         if report is None:
             return
-        if desired is not None and report == desired.report and self._core.pending() is None:
-            return  # statusd refused exactly this report already: once is enough
         try:
             self._core.send_final(report, self._final_timeout)
         except Exception:  # never let reporting turn a clean exit into a crash
