@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
-SYSTEM_PACKAGES := redis-server chromium chromium-driver
+SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2
 
 .PHONY: help run test lint bench clean system-deps
 
@@ -36,12 +36,14 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/statusd up
 
-# Tests need a redis-server binary and, for the status-page test, Chromium + chromedriver.
+# Tests need a redis-server binary, for the status-page test Chromium + chromedriver, and for the
+# bare-machine test `ip` (iproute2) to make a network namespace.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
