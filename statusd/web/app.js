@@ -62,7 +62,7 @@ function renderSummary(summary) {
 
 function renderStale(report) {
   const rows = report.items.map((item) => el("tr", { "data-id": item.id, "data-state": item.state },
-    el("td", {}, item.id), el("td", {}, item.kind),
+    el("td", {}, el("a", { href: `/workloads/${encodeURIComponent(item.id)}` }, item.id)), el("td", {}, item.kind),
     el("td", { class: `state-${item.state}` }, item.state), el("td", {}, item.reason),
     el("td", { class: "num" }, duration(item.stale_for_s)), el("td", {}, item.last_seen_at ? shortTime(item.last_seen_at) : "never"),
     el("td", { class: "num" }, item.poll_failures), el("td", {}, item.last_poll_error || ""),
