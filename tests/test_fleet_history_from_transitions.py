@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import insert, update
 
-from statusd.db import create_engine, transaction
-from statusd.lifecycle import Kind, Source, State
+from statusd.db import create_engine
+from statusd.lifecycle import Kind, State
 from statusd.models import Transition, Workload
 from statusd.oncall.fleet_history import (
     Move,
@@ -22,9 +21,10 @@ from statusd.oncall.fleet_history import (
     reconstruct,
     sample_times,
 )
-from statusd.registry import deregister, register
+from statusd.registry import deregister
 from statusd.settings import Settings
 from tests.support.api_client import api_client
+from tests.support.history import record_story
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -90,26 +90,9 @@ async def engine(database_url: str) -> AsyncIterator[Any]:
 
 
 async def _story(engine: Any, wid: str, kind: Kind, created: datetime, path: list[State]) -> None:
-    """Register `wid` at `created`, then record one move per 10 minutes along `path`."""
-    await register(engine, wid, kind)
-    async with transaction(engine) as conn:
-        await conn.execute(update(_W).where(_W.c.id == wid).values(created_at=created))
-        state = State.PENDING
-        for i, target in enumerate(path):
-            when = created + timedelta(minutes=10 * (i + 1))
-            await conn.execute(
-                insert(_T).values(
-                    workload_id=wid,
-                    kind=kind,
-                    from_state=state,
-                    to_state=target,
-                    source=Source.PUSH,
-                    observed_at=when,
-                    recorded_at=when,
-                )
-            )
-            state = target
-        await conn.execute(update(_W).where(_W.c.id == wid).values(state=state))
+    """Register `wid` at `created`, then one move per 10 minutes along `path`."""
+    moves = [(created + timedelta(minutes=10 * (i + 1)), s) for i, s in enumerate(path)]
+    await record_story(engine, wid, kind, created, moves)
 
 
 async def test_history_read_from_the_database_matches_the_stories(engine: Any) -> None:

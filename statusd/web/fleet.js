@@ -4,7 +4,7 @@
 
 (() => {
   const { el, getJSON, HttpError, shortTime, labelsText, workloadHref, marks, follow, followBanners } = window.statusd;
-  const PAGE = 50;
+  const PAGE = 50; // rows per page unless the address says ?limit=
   const REFRESH_MS = 15000; // staleness grows with time alone: re-read the page periodically
   const form = () => document.getElementById("filters");
   let cursors = [null]; // cursors[i] opens page i; the last one is the page shown
@@ -48,9 +48,11 @@
   async function load() {
     const ticket = ++loading; // a slow answer to an older query must not overwrite a newer one
     const params = filterParams();
+    const limit = new URLSearchParams(window.location.search).get("limit");
+    if (limit) params.set("limit", limit); // kept in the address as given
     const shareable = params.toString();
     window.history.replaceState(null, "", `/workloads${shareable ? "?" + shareable : ""}`);
-    params.set("limit", String(PAGE));
+    if (!limit) params.set("limit", String(PAGE));
     const cursor = cursors[cursors.length - 1];
     if (cursor) params.set("cursor", cursor);
     const error = document.getElementById("fleet-error");

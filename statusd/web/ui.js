@@ -54,7 +54,6 @@ window.statusd = (() => {
     if (w.stale) found.push("stale");
     if (w.flapping === true) found.push("flapping");
     if (w.silenced === true) found.push("silenced");
-    if (w.synced === false) found.push("unsynced");
     return found.map((m) => el("span", { class: `mark mark-${m}`, "data-mark": m }, m));
   }
 

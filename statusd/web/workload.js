@@ -66,7 +66,7 @@
     document.getElementById("w-id").textContent = w.id;
     const state = document.getElementById("w-state");
     state.textContent = w.state;
-    state.className = `state state-${w.state}`;
+    state.className = `state state-pill s-${w.state}`;
     state.dataset.state = w.state;
     document.getElementById("w-marks").replaceChildren(...marks(w));
     facts("w-facts", [["kind", w.kind], ["state since", shortTime(w.state_changed_at)],
