@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from importlib import resources
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -42,7 +43,7 @@ def not_found_page(workload_id: str) -> str:
 <body><header><h1><a href="/">statusd</a></h1></header>
 <main><section id="not-found"><h2>No workload {shown}</h2>
 <p>No workload with this id is registered (never registered, or deregistered).</p>
-<p><a href="/workloads?id_prefix={html.escape(workload_id[:40], quote=True)}">Search the fleet</a>
+<p><a href="/workloads?id_prefix={html.escape(quote(workload_id[:40], safe=""))}">Search the fleet</a>
  · <a href="/">back to the overview</a></p></section></main></body></html>"""
 
 

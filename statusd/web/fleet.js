@@ -83,15 +83,19 @@
   function reload(fromFirstPage) {
     if (fromFirstPage) cursors = [null];
     clearTimeout(refreshTimer);
+    dueAt = Infinity;
     load().catch((err) => console.warn(err)).finally(() => {
-      clearTimeout(refreshTimer);
-      refreshTimer = setTimeout(() => reload(false), REFRESH_MS);
+      soon(REFRESH_MS);
     });
   }
 
+  let dueAt = Infinity;
   function soon(ms) {
+    // Throttle, not debounce: under a steady stream of events a debounce would never fire.
+    if (Date.now() + ms >= dueAt) return;
     clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(() => reload(false), ms);
+    dueAt = Date.now() + ms;
+    refreshTimer = setTimeout(() => { dueAt = Infinity; reload(false); }, ms);
   }
 
   function onTransition(t) {

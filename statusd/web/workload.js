@@ -52,6 +52,11 @@
     const axis = svg("g", { class: "axis", "aria-hidden": "true" },
       svg("text", { x: 0, y: HEIGHT + 14 }, shortTime(bands[0].start)),
       svg("text", { x: WIDTH, y: HEIGHT + 14, "text-anchor": "end" }, `now (${clock(now)} UTC)`));
+    for (const f of [0.25, 0.5, 0.75]) { // a few ticks so a band's time can be read off the axis
+      const t = new Date(t0 + f * (t1 - t0));
+      axis.append(svg("line", { class: "tick", x1: f * WIDTH, x2: f * WIDTH, y1: HEIGHT, y2: HEIGHT + 4 }),
+        svg("text", { x: f * WIDTH, y: HEIGHT + 14, "text-anchor": "middle" }, clock(t)));
+    }
     const picture = svg("svg", { id: "timeline-svg", viewBox: `0 0 ${WIDTH} ${HEIGHT + AXIS}`, role: "img",
       "aria-label": `Timeline of ${workloadId}: ${bands.map((b) => b.state).join(", then ")}` },
       svg("title", {}, `State timeline of ${workloadId}`), group, axis);
@@ -112,9 +117,14 @@
     render(await getJSON(`/v1/reports/workloads/${encodeURIComponent(workloadId)}`));
   }
 
+  let dueAt = Infinity;
   function soon(ms) {
+    // Throttle, not debounce: a burst of events must not keep pushing the re-read away.
+    if (Date.now() + ms >= dueAt) return;
     clearTimeout(refreshTimer);
+    dueAt = Date.now() + ms;
     refreshTimer = setTimeout(() => {
+      dueAt = Infinity;
       refresh().catch((err) => console.warn(err)).finally(() => soon(15000)); // "now" moves on
     }, ms);
   }
