@@ -178,6 +178,7 @@ async def test_fleet_list_filters_search_and_live_rows(
         assert await browser.evaluate("window.__noReload") == "still here"
         await browser.evaluate("document.getElementById('f-clear').click(); true")
         await rows_become(browser, everyone)
+        assert browser.console == []  # no script logged a failure (fetch, render, stream)
         shot = await browser.screenshot(ARTIFACTS / "status-page-fleet.png")
 
         # Pages: keyset cursors forward, a stack of them back.
@@ -274,6 +275,7 @@ async def test_workload_page_timeline_matches_the_history_and_follows_it(
             await browser.evaluate("document.getElementById('w-state').textContent") == "DEGRADED"
         )
         assert await browser.evaluate("window.__noReload") == "still here"
+        assert browser.console == []  # no script logged a failure (fetch, render, stream)
         shot = await browser.screenshot(ARTIFACTS / "status-page-workload.png")
         assert shot.stat().st_size > 10_000
 
@@ -345,6 +347,7 @@ async def test_overview_draws_the_fleet_picture_from_the_history(
         assert "LOST 5" in legend
         await browser.wait_for("document.getElementById('live').dataset.state === 'open'")
         await browser.wait_for("document.querySelectorAll('#counts tbody tr').length === 3")
+        assert browser.console == []  # no script logged a failure (fetch, render, stream)
         shot = await browser.screenshot(ARTIFACTS / "status-page-overview.png")
         assert shot.stat().st_size > 10_000
 
@@ -357,5 +360,6 @@ async def test_overview_draws_the_fleet_picture_from_the_history(
             "UNREACHABLE",
             "LOST",
         ]
+        assert browser.console == []  # no script logged a failure (fetch, render, stream)
         shot = await browser.screenshot(ARTIFACTS / "status-page-workload-history.png")
     assert shot.stat().st_size > 10_000
