@@ -283,6 +283,19 @@ async def test_workload_page_timeline_matches_the_history_and_follows_it(
         await browser.wait_for("document.getElementById('not-found') !== null")
         assert "No workload no-such-workload" in await browser.evaluate("document.body.textContent")
 
+        # Deregistered: the page stays, says so, and the last band ends at the deregistration.
+        assert (await client.delete("/v1/workloads/dep-search")).status == 200
+        await browser.navigate(base + "workloads/dep-search")
+        notice = await browser.wait_for(
+            "!document.getElementById('w-deregistered').hidden"
+            " && document.getElementById('w-deregistered').textContent"
+        )
+        assert notice.startswith("Deregistered at ")
+        assert await browser.evaluate(f"{BANDS}.map(g => g.dataset.state)") == ["PENDING", "READY"]
+        assert " to now " not in await browser.evaluate(
+            f"{BANDS}[1].querySelector('title').textContent"
+        )
+
 
 def batch_stories(now: datetime) -> dict[str, tuple[Kind, datetime, list[tuple[datetime, State]]]]:
     """A lively last hour: trainings that finish or go silent, services that wobble."""

@@ -186,3 +186,33 @@ async def test_selfwatch_reports_disruption_and_a_stalled_sweeper(
     long_ago = now - (selfwatch.STALLED_AFTER_INTERVALS + 1) * rt.settings.sweep_interval
     await selfwatch.record_sweep_success(rt.redis, rt.keys, long_ago)
     assert (await (await client.get("/v1/reports/selfwatch")).json())["sweeper"]["stalled"]
+
+
+async def test_a_deregistered_workload_keeps_its_story_and_a_new_generation_starts_over(
+    client: TestClient[Any, Any],
+) -> None:
+    rt = client.server.app[RUNTIME]
+    await _registered(client, "nb-9", Kind.NOTEBOOK)
+    for state, seq in ((State.STARTING, 1), (State.READY, 2)):
+        obs = Observation("nb-9", state, Source.PUSH, seq=seq)
+        assert (await apply_observation(rt.ledger, obs)).outcome is Outcome.APPLIED
+    assert (await client.delete("/v1/workloads/nb-9")).status == 200
+
+    story = await (await client.get("/v1/reports/workloads/nb-9")).json()
+    assert story["deregistered_at"] is not None and story["workload"]["state"] == "READY"
+    assert [b["state"] for b in story["timeline"]] == ["PENDING", "STARTING", "READY"]
+    assert story["timeline"][-1]["end"] == story["deregistered_at"]  # not "still in it"
+    assert (await client.get("/workloads/nb-9", headers=COOKIE)).status == 200
+
+    # Registered again: a new generation, PENDING again. The table keeps the old history; the
+    # timeline tells this registration's story only.
+    await _registered(client, "nb-9", Kind.NOTEBOOK)
+    story = await (await client.get("/v1/reports/workloads/nb-9")).json()
+    assert story["deregistered_at"] is None and story["workload"]["generation"] == 2
+    assert story["timeline"] == []
+    assert [t["to"] for t in story["transitions"]] == ["STARTING", "READY"]
+    obs = Observation("nb-9", State.STARTING, Source.PUSH, seq=1)
+    assert (await apply_observation(rt.ledger, obs)).outcome is Outcome.APPLIED
+    story = await (await client.get("/v1/reports/workloads/nb-9")).json()
+    assert [b["state"] for b in story["timeline"]] == ["PENDING", "STARTING"]
+    assert story["timeline"][0]["start"] == story["workload"]["created_at"]

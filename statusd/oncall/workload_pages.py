@@ -1,7 +1,7 @@
 """The status page's workload views (HTML shells; their scripts read the JSON with the cookie):
 
 - GET /workloads: the fleet list (filters by kind, state, label, stale; search by id prefix);
-- GET /workloads/{id}: one workload's page, or a 404 page when no such workload is registered.
+- GET /workloads/{id}: one workload's page, or a 404 page when the id was never registered.
 
 Not signed in: a redirect to / (the sign-in form). The shells are static files from statusd/web;
 no data is templated into them, so nothing a workload reports can inject markup.
@@ -20,7 +20,7 @@ from statusd.app_keys import RUNTIME
 from statusd.errors import UnknownWorkload
 from statusd.oncall.page import SECURITY_HEADERS
 from statusd.oncall.page_api import workload_id_of
-from statusd.oncall.workload_story import workload_exists
+from statusd.oncall.workload_story import workload_known
 
 
 def _signed_in(request: web.Request) -> bool:
@@ -42,7 +42,7 @@ def not_found_page(workload_id: str) -> str:
 <link rel="stylesheet" href="/static/workloads.css"></head>
 <body><header><h1><a href="/">statusd</a></h1></header>
 <main><section id="not-found"><h2>No workload {shown}</h2>
-<p>No workload with this id is registered (never registered, or deregistered).</p>
+<p>No workload with this id was ever registered.</p>
 <p><a href="/workloads?id_prefix={html.escape(quote(workload_id[:40], safe=""))}">Search the fleet</a>
  · <a href="/">back to the overview</a></p></section></main></body></html>"""
 
@@ -55,12 +55,13 @@ async def fleet_page(request: web.Request) -> web.Response:
 
 
 async def workload_page(request: web.Request) -> web.Response:
-    """GET /workloads/{id}: the workload's page, or 404 (HTML) when it is not registered."""
+    """GET /workloads/{id}: the workload's page (deregistered ones too: their history is kept),
+    or 404 (HTML) when the id was never registered."""
     if not _signed_in(request):
         raise web.HTTPSeeOther("/")
     workload_id = request.match_info["id"]
     try:
-        known = await workload_exists(request.app[RUNTIME], workload_id_of(request))
+        known = await workload_known(request.app[RUNTIME], workload_id_of(request))
     except UnknownWorkload:
         known = False
     if not known:

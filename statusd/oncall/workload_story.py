@@ -16,12 +16,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd.api.serializers import iso, transition_json
+from statusd.api.serializers import Liveness, iso, transition_json, workload_json
 from statusd.api.workloads import load_workload
 from statusd.db import reading
+from statusd.errors import UnknownWorkload
 from statusd.lifecycle import Source, State
 from statusd.models import OutboxEntry, OutboxStatus, RefusedObservation, Transition, Workload
 from statusd.runtime import Runtime
+from statusd.sync.status import unsynced_workloads
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 _T = Transition.__table__  # type: ignore[attr-defined]
@@ -51,13 +53,18 @@ class Band:
 
 
 def timeline(
-    created_at: datetime, transitions: Sequence[Mapping[str, Any]], *, complete: bool
+    created_at: datetime,
+    transitions: Sequence[Mapping[str, Any]],
+    *,
+    complete: bool,
+    until: datetime | None = None,
 ) -> list[Band]:
     """State bands from history rows (oldest first: id, from_state, to_state, recorded_at).
 
     With the complete history, the first band is the state it was registered in (the first
     move's `from`), from registration on; with only the newest rows, the picture starts at the
     first row shown. A re-registration resets created_at, so an earlier start is never invented.
+    The last band lasts until `until` (deregistration), or stays open (None: still in it).
     """
     bands: list[Band] = []
     if not transitions:
@@ -66,7 +73,7 @@ def timeline(
     if complete and created_at < first["recorded_at"]:
         bands.append(Band(State(first["from_state"]), created_at, first["recorded_at"], None))
     for row, following in zip(transitions, [*transitions[1:], None], strict=True):
-        end = following["recorded_at"] if following is not None else None
+        end = following["recorded_at"] if following is not None else until
         bands.append(Band(State(row["to_state"]), row["recorded_at"], end, int(row["id"])))
     return bands
 
@@ -138,18 +145,34 @@ async def _sync(conn: AsyncConnection, workload_id: str) -> dict[str, Any]:
     }
 
 
-async def workload_exists(rt: Runtime, workload_id: str) -> bool:
-    """Registered and not deregistered (what GET /v1/workloads/{id} would find)."""
+async def workload_known(rt: Runtime, workload_id: str) -> bool:
+    """Registered now or once (a deregistered workload keeps its row and its history)."""
     async with reading(rt.engine) as conn:
-        found = await conn.execute(
-            select(_W.c.id).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None))
-        )
+        found = await conn.execute(select(_W.c.id).where(_W.c.id == workload_id))
         return found.first() is not None
 
 
+async def _workload(rt: Runtime, workload_id: str) -> tuple[dict[str, Any], datetime | None]:
+    """The workload as the API shows it, and when it was deregistered (None: it is tracked)."""
+    try:
+        return await load_workload(rt, workload_id), None
+    except UnknownWorkload:
+        pass
+    # Deregistered: statusd no longer tracks its liveness, but on-call still asks what happened.
+    async with reading(rt.engine) as conn:
+        row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).first()
+        if row is None:
+            raise UnknownWorkload(f"workload {workload_id!r} was never registered")
+        synced = workload_id not in await unsynced_workloads(conn, [workload_id])
+    fields = dict(row._mapping)
+    liveness = Liveness.merge(fields, None, None)
+    return workload_json(fields, liveness, stale=False, synced=synced), fields["deleted_at"]
+
+
 async def workload_story(rt: Runtime, workload_id: str) -> dict[str, Any]:
-    """Everything the workload page shows. Raises UnknownWorkload (404) for unknown ids."""
-    workload = await load_workload(rt, workload_id)
+    """Everything the workload page shows, deregistered workloads included (their history is
+    kept). Raises UnknownWorkload (404) for ids never registered."""
+    workload, deregistered_at = await _workload(rt, workload_id)
     async with reading(rt.engine) as conn:
         row = (
             await conn.execute(
@@ -170,9 +193,19 @@ async def workload_story(rt: Runtime, workload_id: str) -> dict[str, Any]:
         sync = await _sync(conn, workload_id)
     complete = len(history) <= MAX_TRANSITIONS
     shown = list(reversed(history[:MAX_TRANSITIONS]))  # oldest first
+    # The timeline tells the current registration's story (a re-registration starts PENDING
+    # again); the table keeps every generation. An older generation in view means this one's
+    # history is all there.
+    generation = workload["generation"]
+    current = [t for t in shown if t["generation"] == generation]
+    whole = complete or len(current) < len(shown)
     return {
         "workload": workload,
-        "timeline": [b.as_dict() for b in timeline(row.created_at, shown, complete=complete)],
+        "deregistered_at": iso(deregistered_at),
+        "timeline": [
+            b.as_dict()
+            for b in timeline(row.created_at, current, complete=whole, until=deregistered_at)
+        ],
         "transitions": [transition_json(r) for r in shown],
         "transitions_complete": complete,
         "refused": [refused_json(r) for r in refused[:MAX_REFUSED]],

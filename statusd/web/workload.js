@@ -33,7 +33,8 @@
     }
     const now = new Date();
     const t0 = new Date(bands[0].start).getTime();
-    const t1 = Math.max(now.getTime(), t0 + 1000);
+    const last = bands[bands.length - 1];
+    const t1 = Math.max(last.end ? new Date(last.end).getTime() : now.getTime(), t0 + 1000); // ends at deregistration
     const x = (t) => ((t - t0) / (t1 - t0)) * WIDTH;
     const group = svg("g", { role: "list", "aria-label": "state bands, oldest first" });
     bands.forEach((b, index) => {
@@ -51,7 +52,8 @@
     });
     const axis = svg("g", { class: "axis", "aria-hidden": "true" },
       svg("text", { x: 0, y: HEIGHT + 14 }, shortTime(bands[0].start)),
-      svg("text", { x: WIDTH, y: HEIGHT + 14, "text-anchor": "end" }, `now (${clock(now)} UTC)`));
+      svg("text", { x: WIDTH, y: HEIGHT + 14, "text-anchor": "end" },
+        last.end ? `deregistered ${shortTime(last.end)}` : `now (${clock(now)} UTC)`));
     for (const f of [0.25, 0.5, 0.75]) { // a few ticks so a band's time can be read off the axis
       const t = new Date(t0 + f * (t1 - t0));
       axis.append(svg("line", { class: "tick", x1: f * WIDTH, x2: f * WIDTH, y1: HEIGHT, y2: HEIGHT + 4 }),
@@ -74,6 +76,10 @@
     state.className = `state state-pill s-${w.state}`;
     state.dataset.state = w.state;
     document.getElementById("w-marks").replaceChildren(...marks(w));
+    const gone = document.getElementById("w-deregistered");
+    gone.hidden = !s.deregistered_at;
+    gone.textContent = s.deregistered_at
+      ? `Deregistered at ${shortTime(s.deregistered_at)}: statusd no longer tracks it; its history is kept.` : "";
     facts("w-facts", [["kind", w.kind], ["state since", shortTime(w.state_changed_at)],
       ["last seen", shortTime(w.last_seen_at)], ["last seq", w.last_seq], ["labels", labelsText(w.labels)],
       ["status url", w.status_url], ["registered", shortTime(w.created_at)], ["generation", w.generation]]);
