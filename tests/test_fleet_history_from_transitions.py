@@ -100,14 +100,27 @@ async def test_history_read_from_the_database_matches_the_stories(engine: Any) -
     await _story(engine, "dep-1", Kind.DEPLOYMENT, ago(35), [State.DEPLOYING, State.READY])
     await _story(engine, "gone-1", Kind.NOTEBOOK, ago(90), [])
     await deregister(engine, "gone-1")  # deregistered now: counted until now, gone at now
+    # Quiet through the window (its only move is older): counted by the database's GROUP BY.
+    await _story(engine, "old-1", Kind.TRAINING, ago(130), [State.RUNNING])
     samples = await fleet_history(engine, now=NOW, window_s=3600, step_s=300)
     assert len(samples) == 13
-    assert at(samples, 60) == {State.PENDING: 1}  # only gone-1 existed
-    assert at(samples, 40) == {State.PENDING: 2}  # train-1 registered 45m ago
-    assert at(samples, 30) == {State.RUNNING: 1, State.PENDING: 2}  # dep-1 registered 35m ago
-    assert at(samples, 20) == {State.SUCCEEDED: 1, State.DEPLOYING: 1, State.PENDING: 1}
+    assert at(samples, 60) == {State.PENDING: 1, State.RUNNING: 1}  # gone-1 and old-1
+    assert at(samples, 40) == {State.PENDING: 2, State.RUNNING: 1}  # train-1 registered 45m ago
+    # dep-1 registered 35m ago; train-1 RUNNING since 35m ago
+    assert at(samples, 30) == {State.RUNNING: 2, State.PENDING: 2}
+    assert at(samples, 20) == {
+        State.SUCCEEDED: 1,
+        State.DEPLOYING: 1,
+        State.PENDING: 1,
+        State.RUNNING: 1,
+    }
     # deregister() stamped deleted_at with the real clock, after NOW: still counted at NOW.
-    assert at(samples, 0) == {State.SUCCEEDED: 1, State.READY: 1, State.PENDING: 1}
+    assert at(samples, 0) == {
+        State.SUCCEEDED: 1,
+        State.READY: 1,
+        State.PENDING: 1,
+        State.RUNNING: 1,
+    }
 
     by_kind = await fleet_history(engine, now=NOW, window_s=3600, step_s=300, kind=Kind.DEPLOYMENT)
     assert at(by_kind, 30) == {State.PENDING: 1} and at(by_kind, 0) == {State.READY: 1}

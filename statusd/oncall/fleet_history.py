@@ -12,16 +12,16 @@ Served as GET /v1/reports/history (the status page's fleet picture).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from statusd.db import reading
+from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind, State
 from statusd.models import Transition, Workload
 
@@ -73,38 +73,45 @@ def sample_times(now: datetime, window_s: float, step_s: float) -> list[datetime
 
 
 def reconstruct(
-    workloads: Iterable[WorkloadNow], moves: Iterable[Move], times: Sequence[datetime]
+    workloads: Iterable[WorkloadNow],
+    moves: Iterable[Move],
+    times: Sequence[datetime],
+    *,
+    quiet: Mapping[State, int] | None = None,
 ) -> list[Sample]:
     """Counts by state at each of `times` (ascending, none after the rows were read).
 
-    `moves` must hold every transition recorded after times[0], in any order.
+    `moves` must hold every transition recorded after times[0], in any order. `quiet` adds
+    workloads that existed through the whole window without a move: counted at every sample.
     """
     state: dict[str, State] = {}
-    counts: Counter[State] = Counter()
-    events: list[tuple[datetime, _Event, int, str, State | None]] = []
+    counts: Counter[State] = Counter(quiet or {})
+    # (unix time, -kind, order, id, state before): plain tuples sort fast, newest first after
+    # the reverse; at one instant a deletion is undone first, then moves newest first (higher
+    # order = later id), then the creation. Ties never reach the State (ids are unique per kind).
+    events: list[tuple[float, int, int, str, State | None]] = []
     for w in workloads:
         state[w.id] = w.state
         if w.deleted_at is None:
             counts[w.state] += 1
         else:
-            events.append((w.deleted_at, _Event.DELETED, 0, w.id, None))
-        events.append((w.created_at, _Event.CREATED, 0, w.id, None))
+            events.append((w.deleted_at.timestamp(), -_Event.DELETED, 0, w.id, None))
+        events.append((w.created_at.timestamp(), -_Event.CREATED, 0, w.id, None))
     for order, m in enumerate(moves):
         if m.workload_id in state:  # history of an id whose row is gone entirely: nothing to undo
-            events.append((m.at, _Event.MOVED, order, m.workload_id, m.from_state))
-    # Newest first; at one instant, moves newest first (higher order = later id).
-    events.sort(key=lambda e: (e[0], -e[1], e[2]), reverse=True)
+            events.append((m.at.timestamp(), -_Event.MOVED, order, m.workload_id, m.from_state))
+    events.sort(reverse=True)
 
     samples: list[Sample] = []
-    pending = sorted(times, reverse=True)
     i = 0
-    for at in pending:
+    for at in sorted(times, reverse=True):
         # Undo everything that happened after `at`: what is left is the fleet at `at`.
-        while i < len(events) and events[i][0] > at:
+        limit = at.timestamp()
+        while i < len(events) and events[i][0] > limit:
             _, what, _, wid, before = events[i]
-            if what is _Event.DELETED:
+            if what == -_Event.DELETED:
                 counts[state[wid]] += 1
-            elif what is _Event.CREATED:
+            elif what == -_Event.CREATED:
                 counts[state[wid]] -= 1
             elif before is not None:
                 counts[state[wid]] -= 1
@@ -119,32 +126,57 @@ def reconstruct(
 async def fleet_history(
     engine: AsyncEngine, *, now: datetime, window_s: float, step_s: float, kind: Kind | None = None
 ) -> list[Sample]:
-    """Counts by state over the last `window_s` seconds, one sample every `step_s`."""
+    """Counts by state over the last `window_s` seconds, one sample every `step_s`.
+
+    Workloads that existed through the window and never moved in it are counted by the database
+    (GROUP BY state); only the ones with something to undo come back as rows.
+    """
     times = sample_times(now, window_s, step_s)
     start = times[0]
-    wq = select(_W.c.id, _W.c.state, _W.c.created_at, _W.c.deleted_at).where(
-        or_(_W.c.deleted_at.is_(None), _W.c.deleted_at > start), _W.c.created_at <= now
-    )
+    moved = select(_T.c.workload_id).where(_T.c.recorded_at > start)
     tq = (
         select(_T.c.workload_id, _T.c.from_state, _T.c.to_state, _T.c.recorded_at)
         .where(_T.c.recorded_at > start)
         .order_by(_T.c.id)
     )
+    quiet_q = (
+        select(_W.c.state, func.count())
+        .where(
+            _W.c.deleted_at.is_(None),
+            _W.c.created_at <= start,
+            _W.c.id.not_in(moved.scalar_subquery()),
+        )
+        .group_by(_W.c.state)
+    )
+    active_q = select(_W.c.id, _W.c.state, _W.c.created_at, _W.c.deleted_at).where(
+        or_(_W.c.deleted_at.is_(None), _W.c.deleted_at > start),
+        _W.c.created_at <= now,
+        or_(
+            _W.c.created_at > start,
+            _W.c.deleted_at.is_not(None),
+            _W.c.id.in_(moved.scalar_subquery()),
+        ),
+    )
     if kind is not None:
-        wq = wq.where(_W.c.kind == kind)
         tq = tq.where(_T.c.kind == kind)
-    # One read transaction: the rows and the moves agree with each other (PostgreSQL snapshot,
-    # SQLite's single writer).
+        quiet_q = quiet_q.where(_W.c.kind == kind)
+        active_q = active_q.where(_W.c.kind == kind)
     async with reading(engine) as conn:
+        if not is_sqlite(engine.url):
+            # One snapshot for the three reads: a transition committing in between must not be
+            # seen by one and missed by another. (SQLite has one writer; WAL readers see a
+            # consistent database per statement, and a commit in between costs one sample.)
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+        quiet = {State(st): int(n) for st, n in await conn.execute(quiet_q)}
         workloads = [
             WorkloadNow(r.id, State(r.state), r.created_at, r.deleted_at)
-            for r in await conn.execute(wq)
+            for r in await conn.execute(active_q)
         ]
         moves = [
             Move(r.workload_id, State(r.from_state), State(r.to_state), r.recorded_at)
             for r in await conn.execute(tq)
         ]
-    return reconstruct(workloads, moves, times)
+    return reconstruct(workloads, moves, times, quiet=quiet)
 
 
 def history_json(samples: Sequence[Sample], window_s: float, step_s: float) -> dict[str, Any]:
