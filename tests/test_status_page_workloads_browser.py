@@ -223,6 +223,16 @@ async def test_workload_page_timeline_matches_the_history_and_follows_it(
         )
         await browser.wait_for("window.location.pathname === '/workloads/train-resnet'")
         await browser.wait_for("document.getElementById('w-id').textContent === 'train-resnet'")
+        # ...and so does a row of the recent transitions.
+        await browser.navigate(base)
+        await browser.wait_for(
+            "document.querySelector('#transitions li[data-workload=\"dep-api\"] a') !== null"
+        )
+        await browser.evaluate(
+            "document.querySelector('#transitions li[data-workload=\"dep-api\"] a').click(); true"
+        )
+        await browser.wait_for("window.location.pathname === '/workloads/dep-api'")
+        await browser.wait_for("document.getElementById('w-id').textContent === 'dep-api'")
 
         await browser.navigate(base + "workloads/dep-api")
         await browser.wait_for(f"{BANDS}.length === {len(expected)}")

@@ -75,9 +75,10 @@ function renderStale(report) {
 }
 
 function transitionItem(t, fresh) {
-  const text = `${shortTime(t.recorded_at)}  ${t.kind} ${t.workload_id}: ` +
-    `${t.from} → ${t.to} (${t.source}${t.reason ? ": " + t.reason : ""})`;
-  return el("li", { "data-id": t.id, "data-workload": t.workload_id, "data-to": t.to, class: fresh ? "new" : "" }, text);
+  const link = el("a", { href: `/workloads/${encodeURIComponent(t.workload_id)}` }, t.workload_id);
+  return el("li", { "data-id": t.id, "data-workload": t.workload_id, "data-to": t.to, class: fresh ? "new" : "" },
+    `${shortTime(t.recorded_at)}  ${t.kind} `, link,
+    `: ${t.from} → ${t.to} (${t.source}${t.reason ? ": " + t.reason : ""})`);
 }
 
 async function refreshReports() {
