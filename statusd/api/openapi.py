@@ -269,7 +269,7 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
         "get": _op(
             "api",
-            "List workloads (keyset pagination on id)",
+            "List workloads (keyset pagination on id; API token or page cookie)",
             API_TOKEN,
             {
                 "200": _json(_ref("WorkloadPage"), "a page"),
@@ -298,6 +298,12 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
                 LIMIT_PARAM,
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "id_prefix",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{0,200}$"},
+                    "description": "only ids starting with this (case-sensitive): the page's search",
+                },
             ],
         ),
     },
@@ -445,6 +451,64 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[LIMIT_PARAM],
         ),
     },
+    "/v1/reports/workloads/{id}": {
+        "get": _op(
+            "oncall",
+            "One workload's story: workload, timeline bands, transitions, refused observations,"
+            " polls, sync (API token or page cookie)",
+            API_TOKEN,
+            {"200": {"description": "the story"}, "404": _error("not registered"), **COMMON_ERRORS},
+            parameters=[ID_PARAM],
+        ),
+    },
+    "/v1/reports/history": {
+        "get": _op(
+            "oncall",
+            "Counts by state at each step of a recent window, rebuilt from the transition history"
+            " (API token or page cookie)",
+            API_TOKEN,
+            {
+                "200": {"description": "samples, oldest first; the last is now"},
+                "400": _error("bad query parameter"),
+                **COMMON_ERRORS,
+            },
+            parameters=[
+                {"name": "window", "in": "query", "schema": {"type": "string", "default": "1h"}},
+                {"name": "step", "in": "query", "schema": {"type": "string", "default": "1m"}},
+                {"name": "kind", "in": "query", "schema": _ref("Kind")},
+            ],
+        ),
+    },
+    "/v1/reports/selfwatch": {
+        "get": _op(
+            "oncall",
+            "statusd's own health for the page's banners: disruption mode, sweeper stalled"
+            " (API token or page cookie)",
+            API_TOKEN,
+            {"200": {"description": "disruption and sweeper"}, **COMMON_ERRORS},
+        ),
+    },
+    "/workloads": {
+        "get": _op(
+            "oncall",
+            "Status page: the fleet list (HTML; signed-in cookie, else redirect to /)",
+            PUBLIC,
+            {"200": {"description": "HTML"}, "303": {"description": "not signed in"}},
+        ),
+    },
+    "/workloads/{id}": {
+        "get": _op(
+            "oncall",
+            "Status page: one workload (HTML; signed-in cookie, else redirect to /)",
+            PUBLIC,
+            {
+                "200": {"description": "HTML"},
+                "303": {"description": "not signed in"},
+                "404": {"description": "HTML: no such workload"},
+            },
+            parameters=[ID_PARAM],
+        ),
+    },
     "/login": {
         "post": _op(
             "oncall",
@@ -464,7 +528,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/static/{name}": {
         "get": _op(
             "oncall",
-            "Status page assets (app.js, style.css)",
+            "Status page assets (app.js, style.css, ui.js, fleet.js, workload.js, overview.js,"
+            " workloads.css)",
             PUBLIC,
             {"200": {"description": "JavaScript or CSS"}, "404": _error("no such asset")},
             parameters=[

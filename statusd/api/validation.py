@@ -299,9 +299,13 @@ class WorkloadQuery:
     labels: dict[str, str] = field(default_factory=dict)
     limit: int = DEFAULT_LIMIT
     after: str | None = None
+    id_prefix: str | None = None  # the status page's search box: ids starting with this
 
 
-WORKLOAD_QUERY_PARAMS = frozenset({"kind", "state", "stale", "label", "limit", "cursor"})
+WORKLOAD_QUERY_PARAMS = frozenset(
+    {"kind", "state", "stale", "label", "limit", "cursor", "id_prefix"}
+)
+ID_PREFIX_RE = re.compile(r"[A-Za-z0-9._:-]{0,200}")
 
 
 def parse_workload_query(query: MultiMapping[str]) -> WorkloadQuery:
@@ -321,6 +325,12 @@ def parse_workload_query(query: MultiMapping[str]) -> WorkloadQuery:
             raise _query_error(f"label {key!r} filtered with two different values", "label")
         labels[key] = value
     cursor = _single(query, "cursor")
+    id_prefix = _single(query, "id_prefix")
+    if id_prefix is not None and not ID_PREFIX_RE.fullmatch(id_prefix):
+        raise _query_error(
+            f"id_prefix may hold only the characters of a workload id, not {id_prefix!r}",
+            "id_prefix",
+        )
     return WorkloadQuery(
         kind=_kind(kind_raw, "kind", status=400, error="invalid_query")
         if kind_raw is not None
@@ -332,6 +342,7 @@ def parse_workload_query(query: MultiMapping[str]) -> WorkloadQuery:
         labels=labels,
         limit=parse_limit(query),
         after=decode_cursor(cursor) if cursor else None,
+        id_prefix=id_prefix or None,
     )
 
 

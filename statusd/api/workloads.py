@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from statusd import liveness, registry, tokens
 from statusd.api import validation
-from statusd.api.auth import require_api_token
+from statusd.api.auth import require_api_token, require_api_token_or_cookie
 from statusd.api.errors import json_response
 from statusd.api.serializers import Liveness, is_stale, transition_json, workload_json
 from statusd.app_keys import RUNTIME
@@ -160,6 +160,9 @@ async def list_page(
         query = query.where(_W.c.state == q.state)
     for key, value in q.labels.items():
         query = query.where(_W.c.labels[key].as_string() == value)
+    if q.id_prefix is not None:
+        # substr, not LIKE: SQLite's LIKE ignores case, and ids are case-sensitive.
+        query = query.where(func.substr(_W.c.id, 1, len(q.id_prefix)) == q.id_prefix)
     query = query.order_by(_W.c.id)
 
     items: list[dict[str, Any]] = []
@@ -193,7 +196,7 @@ async def list_page(
     return items, validation.encode_cursor(after) if more and after is not None else None
 
 
-@require_api_token
+@require_api_token_or_cookie  # read-only: the status page's fleet list uses it with its cookie
 async def list_workloads(request: web.Request) -> web.Response:
     """GET /v1/workloads: filters, keyset pagination on id (opaque cursor, never OFFSET)."""
     items, next_cursor = await list_page(

@@ -17,6 +17,9 @@ from statusd.api.auth import COOKIE_NAME, api_token_ok
 from statusd.app_keys import SETTINGS
 
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+# The workload views (statusd.oncall.workload_pages): fleet list, workload page, overview extras.
+ASSETS |= {n: "text/javascript" for n in ("ui.js", "fleet.js", "workload.js", "overview.js")}
+ASSETS["workloads.css"] = "text/css"
 COOKIE_MAX_AGE_S = 12 * 3600  # a shift
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",

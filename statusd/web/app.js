@@ -62,7 +62,7 @@ function renderSummary(summary) {
 
 function renderStale(report) {
   const rows = report.items.map((item) => el("tr", { "data-id": item.id, "data-state": item.state },
-    el("td", {}, item.id), el("td", {}, item.kind),
+    el("td", {}, el("a", { href: `/workloads/${encodeURIComponent(item.id)}` }, item.id)), el("td", {}, item.kind),
     el("td", { class: `state-${item.state}` }, item.state), el("td", {}, item.reason),
     el("td", { class: "num" }, duration(item.stale_for_s)), el("td", {}, item.last_seen_at ? shortTime(item.last_seen_at) : "never"),
     el("td", { class: "num" }, item.poll_failures), el("td", {}, item.last_poll_error || ""),
@@ -75,9 +75,10 @@ function renderStale(report) {
 }
 
 function transitionItem(t, fresh) {
-  const text = `${shortTime(t.recorded_at)}  ${t.kind} ${t.workload_id}: ` +
-    `${t.from} → ${t.to} (${t.source}${t.reason ? ": " + t.reason : ""})`;
-  return el("li", { "data-id": t.id, "data-workload": t.workload_id, "data-to": t.to, class: fresh ? "new" : "" }, text);
+  const link = el("a", { href: `/workloads/${encodeURIComponent(t.workload_id)}` }, t.workload_id);
+  return el("li", { "data-id": t.id, "data-workload": t.workload_id, "data-to": t.to, class: fresh ? "new" : "" },
+    `${shortTime(t.recorded_at)}  ${t.kind} `, link,
+    `: ${t.from} → ${t.to} (${t.source}${t.reason ? ": " + t.reason : ""})`);
 }
 
 async function refreshReports() {
