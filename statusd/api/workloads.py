@@ -112,7 +112,14 @@ async def register_workload(request: web.Request) -> web.Response:
         rt.engine, reg.id, reg.kind, status_url=reg.status_url, labels=reg.labels
     )
     try:
-        await liveness.on_registered(rt.redis, rt.keys, reg.id, time.time())
+        await liveness.on_registered(
+            rt.redis,
+            rt.keys,
+            reg.id,
+            time.time(),
+            generation=int(row["generation"]),
+            shards=rt.settings.stream_shards,
+        )
     except Exception:
         # Without its PENDING clock the sweeper would never notice it: undo, let the caller retry.
         log.warning("workload.register_liveness_failed", workload_id=reg.id)
@@ -208,7 +215,7 @@ async def delete_workload(request: web.Request) -> web.Response:
     rt = _runtime(request)
     workload_id = _path_id(request)
     row = await registry.deregister(rt.engine, workload_id)
-    await liveness.forget(rt.redis, rt.keys, workload_id)
+    await liveness.forget(rt.redis, rt.keys, workload_id, shards=rt.settings.stream_shards)
     log.info("workload.deregistered", workload_id=workload_id)
     return json_response(
         {"id": workload_id, "deleted": True, "deleted_at": row["deleted_at"].isoformat()}
