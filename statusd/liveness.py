@@ -23,6 +23,12 @@ class StaleReason(StrEnum):
     NEVER_SEEN = "never_seen"  # PENDING past STATUSD_START_TIMEOUT without any sign of life
 
 
+def silence_counts(now: float, deaf_until: float | None) -> bool:
+    """Whether silence (no heartbeat, a failed poll) can mean anything now: not while we could not
+    have heard it (statusd.hearing.Hearing.deaf_until)."""
+    return deaf_until is None or now >= deaf_until
+
+
 def staleness(
     state: State,
     last_seen: float | None,
@@ -32,6 +38,7 @@ def staleness(
     start_timeout: float,
     now: float,
     deaf_until: float | None = None,
+    heard_until: float | None = None,
 ) -> StaleReason | None:
     """Why a workload needs attention, or None. The one rule the API (`stale`), the stale report
     and the sweeper (its Redis queries and whether a failed poll counts) share; times are unix
@@ -43,6 +50,8 @@ def staleness(
     `heartbeat_ttl` is the silence allowed now (statusd.hearing.Hearing.silence_ttl: at least
     the paced interval the workloads were told plus grace). Until `deaf_until` (ingest was down,
     or statusd just started: statusd.hearing) silence proves nothing: we could not have heard.
+    Silence is counted up to `heard_until` at most (the last moment ingest was known to listen),
+    so the first seconds of an ingest outage, before it is noticed, count for nothing either.
     """
     if state in FINAL_STATES:
         return None
@@ -50,11 +59,12 @@ def staleness(
         return StaleReason.LOST
     if state is State.UNREACHABLE:
         return StaleReason.UNREACHABLE
-    if deaf_until is not None and now < deaf_until:
+    if not silence_counts(now, deaf_until):
         return None
+    until = now if heard_until is None else min(now, heard_until)
     if last_seen is not None:
-        return StaleReason.STALE if now - last_seen > heartbeat_ttl else None
-    return StaleReason.NEVER_SEEN if now - registered_at > start_timeout else None
+        return StaleReason.STALE if until - last_seen > heartbeat_ttl else None
+    return StaleReason.NEVER_SEEN if until - registered_at > start_timeout else None
 
 
 # Generations only grow (registry.register): a rebuild that read an older one from the database

@@ -366,7 +366,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "A container's heartbeat (202 once stored in the Redis stream)",
             HEARTBEAT_TOKEN,
             {
-                "202": {"description": "accepted"},
+                "202": {
+                    "description": 'accepted: {"status": "accepted", "next_heartbeat_s": n}, '
+                    "send the next heartbeat after n seconds (server pacing)"
+                },
                 "403": _error("token is for another workload"),
                 **BODY_ERRORS,
                 **COMMON_ERRORS,
@@ -383,7 +386,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "Many heartbeats at once, one result per item",
             PUBLIC,
             {
-                "200": {"description": "per-item results"},
+                "200": {"description": "per-item results; accepted items carry next_heartbeat_s"},
                 **BODY_ERRORS,
                 "503": COMMON_ERRORS["503"],
             },

@@ -24,6 +24,7 @@ from statusd.api.serializers import Liveness, is_stale, transition_json, workloa
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
+from statusd.hearing import Hearing, read_hearing
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
@@ -77,12 +78,13 @@ def _render(
     live: Mapping[str, tuple[float | None, int | None]],
     unsynced: set[str],
     now: datetime,
+    hearing: Hearing | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         seen, seq = live.get(row["id"], (None, None))
         merged = Liveness.merge(row, seen, seq)
-        stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now)
+        stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now, hearing)
         out.append(workload_json(row, merged, stale=stale, synced=row["id"] not in unsynced))
     return out
 
@@ -97,7 +99,8 @@ async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
         unsynced = await unsynced_workloads(conn, [workload_id])
     live = await _redis_liveness(rt, [workload_id])
-    return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC))[0]
+    hearing = await read_hearing(rt.redis, rt.keys)
+    return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC), hearing)[0]
 
 
 @require_api_token
@@ -175,6 +178,7 @@ async def list_page(
     scanned = 0
     more = False
     now = datetime.now(UTC)
+    hearing = await read_hearing(rt.redis, rt.keys)
     async with reading(rt.engine) as conn:
         while len(items) < q.limit and scanned < budget:
             page_query = query if after is None else query.where(_W.c.id > after)
@@ -185,7 +189,12 @@ async def list_page(
                 break
             ids = [r["id"] for r in rows]
             rendered = _render(
-                rt, rows, await _redis_liveness(rt, ids), await unsynced_workloads(conn, ids), now
+                rt,
+                rows,
+                await _redis_liveness(rt, ids),
+                await unsynced_workloads(conn, ids),
+                now,
+                hearing,
             )
             scanned += len(rows)
             for index, item in enumerate(rendered):

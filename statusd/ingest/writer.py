@@ -40,6 +40,7 @@ from redis.exceptions import NoScriptError
 from statusd.ingest.streams import shard_streams
 from statusd.ingest.validation import Heartbeat
 from statusd.keys import Keys
+from statusd.metrics import INGEST_LAST_ACCEPT
 
 log = structlog.get_logger("statusd.ingest")
 
@@ -183,6 +184,8 @@ class StreamWriter:
                 if not job.future.done():
                     job.future.set_exception(error)
             return
+        # Once per flush, not per request: who watches the watcher reads it (statusd.selfwatch).
+        INGEST_LAST_ACCEPT.set(time.time())
         for job in jobs:
             if not job.future.done():
                 job.future.set_result(None)
