@@ -150,9 +150,16 @@ class Fleet:
         }
         sent: dict[str, State] = {}
         next_at = start
+        pace = cfg.interval
+        rng = random.Random(cfg.seed)
         while True:
             t, mono = self.now(), time.monotonic()
             interval = self.api.next_heartbeat_s or cfg.interval
+            if interval != pace:
+                # Told a new pace: spread over it afresh (jitter), as a real fleet would, rather
+                # than keep the old phases, which would turn a longer interval into bursts.
+                pace = interval
+                due = {wid: mono + rng.uniform(0, interval) for wid in due}
             beats: list[Beat] = []
             for c in self.containers.values():
                 if not (c.token and c.heartbeating(t)):
