@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
 from statusd.settings import Settings
-from statusd.simulate.control import Beat, StatusdAPI
+from statusd.simulate.control import Beat, ControlError, StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.slow
 TTL, INTERVAL = 4.0, 0.5
 FLEET = 100
 LONELY = "train-000"  # goes silent when Redis loses its data; its endpoint says SUCCEEDED
+FINISHER = "train-099"  # reports SUCCEEDED by heartbeat after the loss: consumers work again
 SLACK = 30.0  # processes on a busy 2-core box: bounded waits, never timing assertions
 
 
@@ -98,6 +100,17 @@ async def test_redis_restarted_empty_rebuilds_liveness(
         data.stop()
 
 
+async def _workload(api: StatusdAPI, wid: str) -> dict[str, Any]:
+    """The workload as the API shows it; {} for a 503 (pooled connections to the old Redis are
+    found dead one by one after the restart: the API answers 503 + Retry-After, clients retry)."""
+    try:
+        return await api.workload(wid)
+    except ControlError as exc:
+        if "HTTP 503" not in str(exc):
+            raise
+        return {}
+
+
 async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: StatusPeer) -> None:
     keys = Keys(settings.redis_prefix)
     ids = [f"train-{n:03d}" for n in range(FLEET)]
@@ -143,8 +156,8 @@ async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: Stat
                 await redis.aclose()
 
             await wait_until(
-                lambda: api.workload(LONELY),
-                lambda w: w["state"] == "SUCCEEDED",
+                lambda: _workload(api, LONELY),
+                lambda w: w.get("state") == "SUCCEEDED",
                 within=TTL + 2 * INTERVAL + SLACK,
                 what="the silent training SUCCEEDED by pull",
             )
@@ -152,8 +165,25 @@ async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: Stat
             assert ("SUCCEEDED", "pull") in [(t["to"], t["source"]) for t in history]
             assert time.monotonic() - lost_at >= TTL  # polled one TTL after the rebuild, not before
 
-            # The 99 that kept heartbeating: nobody stale, nobody ever moved by the sweeper.
-            for w in ids[1:]:
+            # The consumers came back too (the group was recreated, not crash-looped on NOGROUP):
+            # a change of state pushed now is applied.
+            alive.discard(FINISHER)
+            finished = [Beat(FINISHER, tokens[FINISHER], State.SUCCEEDED, 10**9)]
+            await wait_until(
+                lambda: api.heartbeat(finished),
+                lambda accepted: accepted == 1,  # a 503 (retry) is possible, never a 4xx
+                within=SLACK,
+                what="the SUCCEEDED heartbeat stored",
+            )
+            await wait_until(
+                lambda: _workload(api, FINISHER),
+                lambda w: w.get("state") == "SUCCEEDED",
+                within=SLACK,
+                what="a pushed change applied after the loss",
+            )
+
+            # The 98 that kept heartbeating: nobody stale, nobody ever moved by the sweeper.
+            for w in ids[1:-1]:
                 shown = await api.workload(w)
                 assert (shown["state"], shown["stale"]) == ("RUNNING", False), shown
                 assert all(t["source"] != "sweeper" for t in await api.transitions(w)), w

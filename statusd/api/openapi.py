@@ -229,6 +229,11 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string"},
             "checks": {"type": "object", "additionalProperties": {"type": "string"}},
             "down": {"type": "array", "items": {"type": "string"}},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "problems that do not make it unready (a stalled sweeper)",
+            },
         },
     },
 }
@@ -240,7 +245,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/readyz": {
         "get": _op(
             "api",
-            "Redis and the database answer",
+            "Redis and the database answer (a stalled sweeper is a warning, not a 503)",
             PUBLIC,
             {
                 "200": _json(_ref("Readiness"), "ready"),
