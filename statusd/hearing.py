@@ -67,7 +67,7 @@ return {since, redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])}
 def paced_interval(tracked: int, settings: Settings) -> float:
     """Seconds a workload is told to wait before its next heartbeat (>= TTL / 3)."""
     interval = max(settings.heartbeat_ttl / 3, tracked / settings.max_heartbeats_per_s)
-    return math.ceil(round(interval / PACE_STEP_S, 6)) * PACE_STEP_S
+    return round(math.ceil(round(interval / PACE_STEP_S, 6)) * PACE_STEP_S, 3)
 
 
 def silence_ttl(tracked: int, settings: Settings) -> float:
@@ -130,7 +130,7 @@ class Pace:
     def update(self, tracked: int) -> None:
         interval = paced_interval(tracked, self._settings)
         if interval != self.interval:
-            self.interval = round(interval, 3)
+            self.interval = interval
             self.accepted_body = orjson.dumps(
                 {"status": "accepted", "next_heartbeat_s": self.interval}
             )
