@@ -44,7 +44,7 @@ FORGET_PROCESS_S = 3600.0
 PACE_STEP_S = 0.1  # announced intervals are rounded up to this
 
 # KEYS: ingest_listening, ingest_listening_since, last_seen, pending_since.
-# ARGV: process id, now, gap. Returns {listening_since, tracked}.
+# ARGV: process id, now, gap, forget-after. Returns {listening_since, tracked}.
 BEAT_SCRIPT = """
 local now, gap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
