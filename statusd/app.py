@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from statusd.app_keys import RUNTIME, SETTINGS
+from statusd.recovery import ensure_liveness_at_start
 from statusd.runtime import open_runtime
 from statusd.settings import Settings
 
@@ -14,6 +15,7 @@ from statusd.settings import Settings
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = await open_runtime(app[SETTINGS])
     app[RUNTIME] = runtime
+    await ensure_liveness_at_start(runtime)  # Redis lost its data: rebuild before serving
     yield
     await runtime.close()
 

@@ -6,7 +6,14 @@ Redis) never see each other's keys.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+
+def shard_of(workload_id: str, shards: int) -> int:
+    """The stream shard of a workload: stable across processes and restarts (crc32, not hash()).
+    Here, beside the keys, because per-shard keys (streams, generations) are named by it."""
+    return zlib.crc32(workload_id.encode()) % shards
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,18 @@ class Keys:
         """Hash: workload id -> newest seq observed (applied or not)."""
         return f"{self.prefix}seq"
 
+    def generations(self, shard: int) -> str:
+        """Hash, one per stream shard: workload id -> current registration generation. Ingest's
+        script reads it so an older generation's heartbeat is no sign of life (per shard, so one
+        script call stays within one shard's data once keys are hash-tagged for Redis Cluster)."""
+        return f"{self.prefix}gen:{shard}"
+
+    @property
+    def liveness_built(self) -> str:
+        """String: unix seconds of the last liveness rebuild from the database. Its absence means
+        Redis lost its data (statusd.recovery rebuilds then)."""
+        return f"{self.prefix}liveness:built"
+
     def state(self, workload_id: str) -> str:
         """Hash: cached current state of a workload (state, version, generation, refused:*)."""
         return f"{self.prefix}state:{workload_id}"
@@ -75,6 +94,12 @@ class Keys:
     def ingest_listening(self) -> str:
         """Sorted set: ingest process id -> unix seconds of its last "I am accepting" beat (~1/s)."""
         return f"{self.prefix}ingest:listening"
+
+    @property
+    def ingest_listening_since(self) -> str:
+        """String: unix seconds since which some ingest process has been accepting without a gap
+        (statusd.hearing); silence before it plus the startup grace proves nothing."""
+        return f"{self.prefix}ingest:listening_since"
 
     @property
     def disruption(self) -> str:

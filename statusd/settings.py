@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     heartbeat_ttl: float = Field(default=30.0, gt=0)
+    # After ingest was down (or at a statusd start) silence counts only after this many seconds of
+    # listening again; unset: the heartbeat TTL (statusd.hearing).
+    startup_grace: float | None = Field(default=None, ge=0)
+    # Server-paced heartbeats: the 202 tells each workload when to send the next one so that the
+    # fleet's aggregate rate stays under this (statusd.hearing.paced_interval).
+    max_heartbeats_per_s: float = Field(default=2000.0, gt=0)
     state_dir: Path = Path(".statusd")  # dev secrets file, embedded Redis data, pid files
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
@@ -156,6 +162,10 @@ class Settings(BaseSettings):
     @property
     def allow_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(net, strict=False) for net in self.poll_allow_nets]
+
+    @property
+    def effective_startup_grace(self) -> float:
+        return self.heartbeat_ttl if self.startup_grace is None else self.startup_grace
 
     @property
     def is_sqlite(self) -> bool:

@@ -130,7 +130,8 @@ async def test_tokens_missing_invalid_or_for_another_workload(
     resp = await client.post(
         "/v1/heartbeats", data=body(), headers={"Authorization": f"Bearer {toks['t1']}"}
     )
-    assert resp.status == 202 and (await resp.json()) == {"status": "accepted"}
+    assert resp.status == 202
+    assert (await resp.json()) == {"status": "accepted", "next_heartbeat_s": 10.0}  # TTL 30 / 3
     assert await stream_length(redis, keys) == 1
 
 

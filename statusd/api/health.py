@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 
 import structlog
 from aiohttp import web
 from sqlalchemy import text
 
+from statusd import selfwatch
 from statusd.api.errors import error_response, json_response
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
+from statusd.runtime import Runtime
 
 log = structlog.get_logger("statusd.api")
 
@@ -55,11 +58,38 @@ async def readyz(request: web.Request) -> web.Response:
     down = [
         name for name, err in (("redis", redis_error), ("database", db_error)) if err is not None
     ]
+    warnings: list[str] = []
+    if redis_error is None:
+        # Reported, never a 503: pulling ingest out of the load balancer because the sweeper is
+        # down would turn one fault into two.
+        checks["sweeper"] = await _sweeper_check(rt)
+        if checks["sweeper"] != "ok":
+            warnings.append(f"sweeper {checks['sweeper']}")
     if not down:
-        return json_response({"status": "ready", "checks": checks})
+        return json_response({"status": "ready", "checks": checks, "warnings": warnings})
     log.warning("readyz.not_ready", down=down)
     return error_response(
         503, "not_ready", f"not ready: {' and '.join(down)} down", down=down, checks=checks
+    )
+
+
+async def _sweeper_check(rt: Runtime) -> str:
+    """ "ok", or "stalled: ..." when no sweep finished for selfwatch.STALLED_AFTER_INTERVALS."""
+    try:
+        last = await asyncio.wait_for(
+            selfwatch.last_sweep_success(rt.redis, rt.keys), REDIS_TIMEOUT_S
+        )
+    except Exception as exc:  # Redis trouble is the redis check's to report
+        return f"unknown: {type(exc).__name__}"
+    interval = rt.settings.sweep_interval
+    now = time.time()
+    if not selfwatch.sweeper_stalled(last, sweep_interval=interval, now=now):
+        return "ok"
+    if last is None:
+        return "stalled: no sweep has finished yet"
+    return (
+        f"stalled: last sweep finished {now - last:.0f}s ago "
+        f"(more than {selfwatch.STALLED_AFTER_INTERVALS} x {interval:g}s)"
     )
 
 

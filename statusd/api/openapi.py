@@ -229,6 +229,11 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string"},
             "checks": {"type": "object", "additionalProperties": {"type": "string"}},
             "down": {"type": "array", "items": {"type": "string"}},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "problems that do not make it unready (a stalled sweeper)",
+            },
         },
     },
 }
@@ -240,7 +245,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/readyz": {
         "get": _op(
             "api",
-            "Redis and the database answer",
+            "Redis and the database answer (a stalled sweeper is a warning, not a 503)",
             PUBLIC,
             {
                 "200": _json(_ref("Readiness"), "ready"),
@@ -372,7 +377,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "A container's heartbeat (202 once stored in the Redis stream)",
             HEARTBEAT_TOKEN,
             {
-                "202": {"description": "accepted"},
+                "202": {
+                    "description": 'accepted: {"status": "accepted", "next_heartbeat_s": n}, '
+                    "send the next heartbeat after n seconds (server pacing)"
+                },
                 "403": _error("token is for another workload"),
                 **BODY_ERRORS,
                 **COMMON_ERRORS,
@@ -389,7 +397,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "Many heartbeats at once, one result per item",
             PUBLIC,
             {
-                "200": {"description": "per-item results"},
+                "200": {"description": "per-item results; accepted items carry next_heartbeat_s"},
                 **BODY_ERRORS,
                 "503": COMMON_ERRORS["503"],
             },

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from statusd.hearing import Hearing
 from statusd.lifecycle import State
 from statusd.liveness import staleness
 from statusd.settings import Settings
@@ -35,17 +36,25 @@ class Liveness:
 
 
 def is_stale(
-    state: State, liveness: Liveness, registered_at: datetime, settings: Settings, now: datetime
+    state: State,
+    liveness: Liveness,
+    registered_at: datetime,
+    settings: Settings,
+    now: datetime,
+    hearing: Hearing | None = None,
 ) -> bool:
-    """The API's `stale`: statusd.liveness.staleness (shared with the stale report) says so."""
+    """The API's `stale`: statusd.liveness.staleness (shared with the stale report) says so.
+    With `hearing`: the paced silence allowed, and nothing stale by silence while we were deaf."""
     seen = liveness.last_seen_at.timestamp() if liveness.last_seen_at is not None else None
     reason = staleness(
         state,
         seen,
         registered_at.timestamp(),
-        heartbeat_ttl=settings.heartbeat_ttl,
+        heartbeat_ttl=hearing.silence_ttl(settings) if hearing else settings.heartbeat_ttl,
         start_timeout=settings.start_timeout,
         now=now.timestamp(),
+        deaf_until=hearing.deaf_until(settings, now.timestamp()) if hearing else None,
+        heard_until=hearing.heard_until if hearing else None,
     )
     return reason is not None
 

@@ -24,6 +24,7 @@ from statusd.api.serializers import Liveness, is_stale, transition_json, workloa
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
+from statusd.hearing import Hearing, read_hearing
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
@@ -77,12 +78,13 @@ def _render(
     live: Mapping[str, tuple[float | None, int | None]],
     unsynced: set[str],
     now: datetime,
+    hearing: Hearing | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         seen, seq = live.get(row["id"], (None, None))
         merged = Liveness.merge(row, seen, seq)
-        stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now)
+        stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now, hearing)
         out.append(workload_json(row, merged, stale=stale, synced=row["id"] not in unsynced))
     return out
 
@@ -97,7 +99,8 @@ async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
         unsynced = await unsynced_workloads(conn, [workload_id])
     live = await _redis_liveness(rt, [workload_id])
-    return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC))[0]
+    hearing = await read_hearing(rt.redis, rt.keys)
+    return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC), hearing)[0]
 
 
 @require_api_token
@@ -112,7 +115,14 @@ async def register_workload(request: web.Request) -> web.Response:
         rt.engine, reg.id, reg.kind, status_url=reg.status_url, labels=reg.labels
     )
     try:
-        await liveness.on_registered(rt.redis, rt.keys, reg.id, time.time())
+        await liveness.on_registered(
+            rt.redis,
+            rt.keys,
+            reg.id,
+            time.time(),
+            generation=int(row["generation"]),
+            shards=rt.settings.stream_shards,
+        )
     except Exception:
         # Without its PENDING clock the sweeper would never notice it: undo, let the caller retry.
         log.warning("workload.register_liveness_failed", workload_id=reg.id)
@@ -171,6 +181,7 @@ async def list_page(
     scanned = 0
     more = False
     now = datetime.now(UTC)
+    hearing = await read_hearing(rt.redis, rt.keys)
     async with reading(rt.engine) as conn:
         while len(items) < q.limit and scanned < budget:
             page_query = query if after is None else query.where(_W.c.id > after)
@@ -181,7 +192,12 @@ async def list_page(
                 break
             ids = [r["id"] for r in rows]
             rendered = _render(
-                rt, rows, await _redis_liveness(rt, ids), await unsynced_workloads(conn, ids), now
+                rt,
+                rows,
+                await _redis_liveness(rt, ids),
+                await unsynced_workloads(conn, ids),
+                now,
+                hearing,
             )
             scanned += len(rows)
             for index, item in enumerate(rendered):
@@ -211,7 +227,7 @@ async def delete_workload(request: web.Request) -> web.Response:
     rt = _runtime(request)
     workload_id = _path_id(request)
     row = await registry.deregister(rt.engine, workload_id)
-    await liveness.forget(rt.redis, rt.keys, workload_id)
+    await liveness.forget(rt.redis, rt.keys, workload_id, shards=rt.settings.stream_shards)
     log.info("workload.deregistered", workload_id=workload_id)
     return json_response(
         {"id": workload_id, "deleted": True, "deleted_at": row["deleted_at"].isoformat()}

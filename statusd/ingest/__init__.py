@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from statusd.app_keys import RUNTIME
+from statusd.hearing import ListeningBeat, Pace
 from statusd.ingest.consumer import ConsumerSet
 from statusd.ingest.routes import INGEST, Ingest, add_routes
 from statusd.ingest.writer import StreamWriter
@@ -35,13 +36,19 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
             timeout=settings.ingest_timeout,
             max_inflight=settings.ingest_pipelines,
         )
+        pace = Pace(settings)
         app[INGEST] = Ingest(
             writer=writer,
             secret=settings.secret_bytes,
             max_body=settings.max_body_bytes,
             max_items=settings.max_batch_items,
+            pace=pace,
         )
+        # "This process is accepting": the sweeper judges silence only while some ingest was.
+        beat = ListeningBeat(runtime.redis, runtime.keys, pace)
+        beat.start()
         yield
+        await beat.stop()
         await writer.close()
 
     app.cleanup_ctx.append(writer_ctx)

@@ -67,6 +67,7 @@ def consume(
 ) -> None:
     """Apply heartbeats from the stream (no HTTP); stops cleanly on SIGTERM/SIGINT."""
     from statusd.ingest.consumer import ConsumerSet
+    from statusd.recovery import ensure_liveness_at_start
 
     settings = _settings()
 
@@ -78,6 +79,7 @@ def consume(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await ensure_liveness_at_start(runtime)
         await consumer_set.ensure_groups()
         consumer_set.start()
         await stop.wait()

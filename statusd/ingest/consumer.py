@@ -82,6 +82,10 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+# Outcomes of reports that are not the registration's own: never recorded as its last_seq.
+_NOT_COUNTED = frozenset({"wrong_generation", "unknown"})
+
+
 class LeaseLost(Exception):
     """The shard's lease expired or was taken: commit nothing more for it."""
 
@@ -99,7 +103,10 @@ class _Workload:
     retry: bool = False  # failed, not yet max_deliveries times
     transient: bool = False
     fenced: bool = False  # the lease ran out before its next apply
-    handled_seq: int | None = None
+    handled_seq: int | None = None  # newest report handled (its entries and older can be acked)
+    # Newest seq that counts as this registration's (recorded as the workload's last_seq): an
+    # older generation's or a deregistered workload's report is acked but is no sign of life.
+    counted_seq: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -477,9 +484,12 @@ class ConsumerSet:
                     and cached.makes_no_change(report.status.value, report.generation, report.seq)
                 ):
                     self._outcomes["skipped"].inc()
+                    w.counted_seq = report.seq
                 else:
                     outcome = await self._apply(shard, report)
                     self._outcomes[outcome].inc()
+                    if outcome not in _NOT_COUNTED:
+                        w.counted_seq = report.seq
                 w.done_upto = index
                 w.handled_seq = report.seq
         except LeaseLost:
@@ -527,9 +537,11 @@ class ConsumerSet:
             eid: (error, batch.deliveries.get(eid, 1)) for eid, error in batch.malformed.items()
         }
         for w in batch.workloads.values():
-            if w.handled_seq is not None:
-                newest[w.workload_id] = max(seq for _, seq in w.entries if seq <= w.handled_seq)
-                generations[w.workload_id] = w.reports[w.done_upto].generation
+            if w.counted_seq is not None:
+                newest[w.workload_id] = w.counted_seq
+                generations[w.workload_id] = next(
+                    r.generation for r in w.reports if r.seq == w.counted_seq
+                )
             for entry_id, seq in w.entries:
                 if w.handled_seq is not None and seq <= w.handled_seq:
                     ack.append(entry_id)  # handled, or superseded by a handled newer report

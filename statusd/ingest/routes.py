@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from statusd import metrics
+from statusd.hearing import Pace
 from statusd.ingest.validation import (
     Heartbeat,
     Rejected,
@@ -30,7 +31,6 @@ HEARTBEATS_PATH = "/v1/heartbeats"
 BATCH_PATH = "/v1/heartbeats:batch"  # aiohttp takes the colon literally (a plain resource)
 RETRY_AFTER_S = "1"
 
-_ACCEPTED = orjson.dumps({"status": "accepted"})
 _REASONS = {  # error code -> HEARTBEATS_REJECTED reason
     "unauthorized": "unauthorized",
     "forbidden": "forbidden",
@@ -52,6 +52,7 @@ class Ingest:
     secret: bytes
     max_body: int
     max_items: int
+    pace: Pace  # the 202's `next_heartbeat_s`, refreshed by the listening beat (statusd.hearing)
 
 
 INGEST = web.AppKey("ingest", Ingest)
@@ -106,7 +107,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     finally:
         _LATENCY_SINGLE.observe(time.perf_counter() - started)
     metrics.HEARTBEATS_ACCEPTED.inc()
-    return web.Response(body=_ACCEPTED, status=202, content_type="application/json")
+    return web.Response(body=ingest.pace.accepted_body, status=202, content_type="application/json")
 
 
 def _batch_items(doc: object, max_items: int) -> list[Any]:
@@ -153,11 +154,12 @@ async def post_batch(request: web.Request) -> web.Response:
     results: list[dict[str, object]] = []
     good: list[Heartbeat] = []
     slots: list[int] = []
+    next_heartbeat_s = ingest.pace.interval
     for item in items:
         try:
             good.append(check_batch_item(item, ingest.secret))
             slots.append(len(results))
-            results.append({"status": 202})
+            results.append({"status": 202, "next_heartbeat_s": next_heartbeat_s})
         except Rejected as exc:
             _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
             results.append({"status": exc.status, **exc.as_json()})

@@ -8,18 +8,14 @@ length / lag / pending goes through `stream_stats`, which sums the shards.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from statusd.keys import Keys
+from statusd.keys import Keys, shard_of
 
-
-def shard_of(workload_id: str, shards: int) -> int:
-    """The shard of a workload: stable across processes and restarts (crc32, not hash())."""
-    return zlib.crc32(workload_id.encode()) % shards
+__all__ = ["shard_of", "shard_streams", "ensure_groups", "stream_stats", "StreamStats", "text"]
 
 
 def shard_streams(keys: Keys, shards: int) -> list[str]:

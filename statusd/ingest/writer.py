@@ -10,7 +10,7 @@ then resolves each request's future.
 Why a script and not N x XADD in a pipeline: redis-py packs every command in Python (~15 encode
 calls per XADD); profiling showed that packing as the largest cost of the whole handler. The
 script receives the flush as one orjson-encoded argument and does the XADDs (each to its
-workload's shard stream), the last-seen ZADD and the PENDING ZREM inside Redis, which idles at
+workload's shard stream), the generation check, the last-seen ZADD and the PENDING ZREM inside Redis, which idles at
 ~10% CPU under full ingest load (FIELD-NOTES). `bench/ingest.py` measures the difference.
 
 Guarantees:
@@ -40,6 +40,7 @@ from redis.exceptions import NoScriptError
 from statusd.ingest.streams import shard_streams
 from statusd.ingest.validation import Heartbeat
 from statusd.keys import Keys
+from statusd.metrics import INGEST_LAST_ACCEPT
 
 log = structlog.get_logger("statusd.ingest")
 
@@ -64,12 +65,17 @@ class _Job:
         self.future = future
 
 
-# KEYS: the shard streams, then last_seen, then pending_since. ARGV[1]: a JSON array of
-# [shard (1-based), workload_id, generation, status, seq, received_at_ms, detail or false];
-# ARGV[2]: now (the last-seen score). The field names are the consumers' contract
-# (statusd.ingest.reports.parse_entry reads them).
+# KEYS: the N shard streams, the N shards' generation hashes, then last_seen, then pending_since.
+# ARGV[1]: a JSON array of [shard (1-based), workload_id, generation, status, seq, received_at_ms,
+# detail or false]; ARGV[2]: now (the last-seen score). The field names are the consumers'
+# contract (statusd.ingest.reports.parse_entry reads them).
+# Every entry is appended (the consumer records an old generation's report as refused), but only
+# the current generation's heartbeat is a sign of life: a deleted registration's container must
+# not keep the new one looking alive. An id without a recorded generation (registered before
+# generations were recorded, or Redis lost them before statusd.recovery rebuilt them) counts.
 APPEND_SCRIPT = """
 local entries = cjson.decode(ARGV[1])
+local shards = (#KEYS - 2) / 2
 local seen, pending = KEYS[#KEYS - 1], KEYS[#KEYS]
 for _, e in ipairs(entries) do
   if e[7] then
@@ -79,8 +85,11 @@ for _, e in ipairs(entries) do
     redis.call('XADD', KEYS[e[1]], '*', 'workload_id', e[2], 'generation', e[3], 'status', e[4],
       'seq', e[5], 'received_at', e[6])
   end
-  redis.call('ZADD', seen, ARGV[2], e[2])
-  redis.call('ZREM', pending, e[2])
+  local current = redis.call('HGET', KEYS[shards + e[1]], e[2])
+  if (not current) or current == e[3] then
+    redis.call('ZADD', seen, ARGV[2], e[2])
+    redis.call('ZREM', pending, e[2])
+  end
 end
 return #entries
 """
@@ -102,8 +111,13 @@ class StreamWriter:
     ) -> None:
         self._redis = redis
         self._shards = shards
-        # The script's KEYS: the shard streams, then last_seen, then pending_since.
-        self._script_keys = [*shard_streams(keys, shards), keys.last_seen, keys.pending_since]
+        # The script's KEYS: the shard streams, their generation hashes, last_seen, pending_since.
+        self._script_keys = [
+            *shard_streams(keys, shards),
+            *(keys.generations(i) for i in range(shards)),
+            keys.last_seen,
+            keys.pending_since,
+        ]
         self._timeout = timeout
         self._max_inflight = max_inflight
         self._queue: list[_Job] = []
@@ -170,6 +184,8 @@ class StreamWriter:
                 if not job.future.done():
                     job.future.set_exception(error)
             return
+        # Once per flush, not per request: who watches the watcher reads it (statusd.selfwatch).
+        INGEST_LAST_ACCEPT.set(time.time())
         for job in jobs:
             if not job.future.done():
                 job.future.set_result(None)

@@ -27,6 +27,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Row
 
 from statusd.db import reading
+from statusd.hearing import Hearing, read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
 from statusd.liveness import StaleReason, staleness
@@ -245,6 +246,8 @@ async def stale_report(
 ) -> list[StaleItem]:
     """Every live workload that is stale, never seen past its start timeout, UNREACHABLE or LOST."""
     now = time.time() if now is None else now
+    # The candidate queries below use the plain TTL (a superset); `_item` applies the full rule.
+    hearing = await read_hearing(redis, keys)
     cand = await _redis_candidates(redis, keys, settings, now)
     rows = await _rows(engine, flt, [*cand.seen, *cand.pending])
     if await _redis_is_incomplete(redis, keys, engine):
@@ -263,7 +266,7 @@ async def stale_report(
     items = [
         item
         for row in rows
-        if (item := _item(row, cand, fresh, settings, now)) is not None
+        if (item := _item(row, cand, fresh, settings, now, hearing)) is not None
         and flt.matches_labels(item.labels)
         and item.stale_for_s >= flt.older_than_s
     ]
@@ -272,7 +275,12 @@ async def stale_report(
 
 
 def _item(
-    row: Row[Any], cand: _Candidates, fresh: dict[str, float], settings: Settings, now: float
+    row: Row[Any],
+    cand: _Candidates,
+    fresh: dict[str, float],
+    settings: Settings,
+    now: float,
+    hearing: Hearing,
 ) -> StaleItem | None:
     state = State(row.state)
     db_seen = row.last_seen_at.timestamp() if row.last_seen_at is not None else None
@@ -283,9 +291,11 @@ def _item(
         state,
         seen,
         registered,
-        heartbeat_ttl=settings.heartbeat_ttl,
+        heartbeat_ttl=hearing.silence_ttl(settings),
         start_timeout=settings.start_timeout,
         now=now,
+        deaf_until=hearing.deaf_until(settings, now),
+        heard_until=hearing.heard_until,
     )
     if reason is None:
         return None  # e.g. a poll recorded in SQL is fresher than the Redis score

@@ -38,7 +38,13 @@ def simulate(
     kinds: Annotated[str, typer.Option(help="Comma-separated kinds, assigned round-robin.")] = (
         "training,notebook,deployment"
     ),
-    interval: Annotated[float, typer.Option(min=0.05, help="Heartbeat interval (s).")] = 1.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            help="Heartbeat interval (s) until statusd answers with its own pace (next_heartbeat_s).",
+        ),
+    ] = 1.0,
     duration: Annotated[
         float, typer.Option(min=1.0, help="Length of the lifecycle walk (s).")
     ] = 30.0,

@@ -58,6 +58,8 @@ class StatusdAPI:
         self._sem = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._batch = True  # switched off if the server has no batch route
+        # The server's pace: `next_heartbeat_s` of the newest accepted heartbeat (None: not told).
+        self.next_heartbeat_s: float | None = None
 
     async def __aenter__(self) -> StatusdAPI:
         self._session = aiohttp.ClientSession(
@@ -145,11 +147,17 @@ class StatusdAPI:
                 return None
             if isinstance(doc, dict):
                 accepted += int(doc.get("accepted", 0))
+                self._note_pace(doc.get("results") or [])
         return accepted
+
+    def _note_pace(self, results: Sequence[Any]) -> None:
+        for result in results:
+            if isinstance(result, dict) and "next_heartbeat_s" in result:
+                self.next_heartbeat_s = float(result["next_heartbeat_s"])
 
     async def _heartbeat_one(self, b: Beat) -> int:
         try:
-            status, _ = await self._json(
+            status, doc = await self._json(
                 "POST",
                 "/v1/heartbeats",
                 {"workload_id": b.workload_id, "status": b.status.value, "seq": b.seq},
@@ -157,6 +165,8 @@ class StatusdAPI:
             )
         except aiohttp.ClientError:
             return 0
+        if status == 202:
+            self._note_pace([doc])
         return 1 if status == 202 else 0
 
     async def states(self, label: str) -> dict[str, State]:

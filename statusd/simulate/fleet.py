@@ -97,6 +97,7 @@ class Fleet:
         self._t0 = time.monotonic()
         self.server = StatusServer(self.containers, self.now)
         self._beats: asyncio.Task[None] | None = None
+        self.sent_heartbeats = 0  # heartbeats sent so far (to measure the aggregate rate)
 
     @property
     def label(self) -> str:
@@ -137,26 +138,44 @@ class Fleet:
         self._beats = asyncio.create_task(self._beat_loop(), name="simulate-heartbeats")
 
     async def _beat_loop(self) -> None:
+        """Each container heartbeats at the server's pace (`next_heartbeat_s`; the configured
+        interval until told), and at once when its state changes, as a well-behaved client does.
+        First beats are spread over one interval, not sent in one burst."""
         cfg = self.config
-        slots: list[list[SimContainer]] = [[] for _ in range(TICKS_PER_INTERVAL)]
-        for n, c in enumerate(self.containers.values()):
-            slots[n % TICKS_PER_INTERVAL].append(c)
         tick = cfg.interval / TICKS_PER_INTERVAL
-        n = 0
-        next_at = time.monotonic()
+        start = time.monotonic()
+        due = {
+            c.id: start + (n % TICKS_PER_INTERVAL) * tick
+            for n, c in enumerate(self.containers.values())
+        }
+        sent: dict[str, State] = {}
+        next_at = start
+        pace = cfg.interval
+        rng = random.Random(cfg.seed)
         while True:
-            t = self.now()
-            beats = [
-                Beat(c.id, c.token or "", c.true_state(t), c.next_seq())
-                for c in slots[n % TICKS_PER_INTERVAL]
-                if c.token and c.heartbeating(t)
-            ]
+            t, mono = self.now(), time.monotonic()
+            interval = self.api.next_heartbeat_s or cfg.interval
+            if interval != pace:
+                # Told a new pace: spread over it afresh (jitter), as a real fleet would, rather
+                # than keep the old phases, which would turn a longer interval into bursts.
+                pace = interval
+                due = {wid: mono + rng.uniform(0, interval) for wid in due}
+            beats: list[Beat] = []
+            for c in self.containers.values():
+                if not (c.token and c.heartbeating(t)):
+                    continue
+                state = c.true_state(t)
+                if mono >= due[c.id] or sent.get(c.id) is not state:
+                    beats.append(Beat(c.id, c.token, state, c.next_seq()))
+                    sent[c.id] = state
+                    # Keep each container's phase (no drift into one burst), never catch up.
+                    due[c.id] = max(due[c.id] + interval, mono + interval / 2)
             if beats:
                 try:
                     await self.api.heartbeat(beats)
+                    self.sent_heartbeats += len(beats)
                 except Exception as exc:  # keep beating: a real fleet does not stop on one error
                     log.warning("simulate.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
-            n += 1
             next_at += tick
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 

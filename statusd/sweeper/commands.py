@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -51,9 +52,11 @@ def worker(
     schedule: Annotated[Path | None, typer.Option("--schedule", help=SCHEDULE_HELP)] = None,
 ) -> None:
     """Run a Celery worker for the sweeper (and sync) queues."""
+    from statusd.recovery import check_at_start
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
     settings = _settings()
+    asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
     app = create_celery(settings)
     argv = [
         "worker",

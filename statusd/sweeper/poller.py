@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, update
 from statusd import liveness
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload, UnsafeStatusURL
+from statusd.hearing import read_hearing
 from statusd.lifecycle import CONTACT_STATES, Kind, Source, State, reportable_states
 from statusd.metrics import POLLS
 from statusd.models import Workload, utcnow
@@ -222,12 +223,18 @@ async def _seen_since_last_poll(rt: Runtime, rows: Sequence[WorkloadRow]) -> set
 
 
 async def _record_bookkeeping(
-    rt: Runtime, rows: dict[str, WorkloadRow], answers: dict[str, PollAnswer], at: datetime
+    rt: Runtime,
+    rows: dict[str, WorkloadRow],
+    answers: dict[str, PollAnswer],
+    at: datetime,
+    *,
+    counted: bool = True,
 ) -> dict[str, int]:
-    """poll_failures / last_poll_error / last_poll_at in one executemany; returns new failure counts."""
+    """poll_failures / last_poll_error / last_poll_at in one executemany; returns new failure counts.
+    Not `counted`: failures are recorded (error, time) but the count does not grow."""
     fresh = await _seen_since_last_poll(rt, [rows[wid] for wid, a in answers.items() if not a.ok])
     failures = {
-        wid: 0 if a.ok else (0 if wid in fresh else rows[wid].poll_failures) + 1
+        wid: 0 if a.ok else (0 if wid in fresh else rows[wid].poll_failures) + (1 if counted else 0)
         for wid, a in answers.items()
     }
     params = [
@@ -293,7 +300,11 @@ async def _poll_held(rt: Runtime, held: Sequence[str], report: PollReport) -> No
 
     # Liveness first: even an observation the lifecycle ignores (stale seq) proves life.
     await liveness.mark_seen(rt.redis, rt.keys, {wid: (now_wall, a.seq) for wid, a in good.items()})
-    failures = await _record_bookkeeping(rt, rows, answers, now)
+    # While ingest is (or just was) down, a failed poll is no evidence: it neither counts toward
+    # UNREACHABLE nor moves anyone (statusd.hearing); good answers above are applied all the same.
+    hearing = await read_hearing(rt.redis, rt.keys)
+    counts = liveness.silence_counts(now_wall, hearing.deaf_until(settings, now_wall))
+    failures = await _record_bookkeeping(rt, rows, answers, now, counted=counts)
 
     for wid, a in answers.items():
         row = rows[wid]
@@ -304,7 +315,7 @@ async def _poll_held(rt: Runtime, held: Sequence[str], report: PollReport) -> No
                 )
                 report.applied += await _apply(rt, obs)
                 continue
-            verdict = contact_verdict(row, failures[wid], now, settings)
+            verdict = contact_verdict(row, failures[wid], now, settings) if counts else None
             if verdict is not None:
                 reason = a.error or a.outcome
                 if verdict is State.LOST:

@@ -22,10 +22,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd import selfwatch
 from statusd.db import reading
+from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, Kind, State
 from statusd.models import Workload
+from statusd.recovery import ensure_liveness
 from statusd.runtime import Runtime
 from statusd.sweeper import leases
 from statusd.sweeper.budgets import budgets
@@ -146,6 +149,7 @@ async def sweep(
     lease_ms: int,
     lock_ms: int,
     token: str,
+    heard_until: float | None = None,
 ) -> SweepResult:
     """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does)."""
     started = time.monotonic()
@@ -154,7 +158,9 @@ async def sweep(
         result.skipped = True
         return result
     try:
-        ids = await stale_candidates(redis, keys, time.time(), heartbeat_ttl, start_timeout)
+        # Silence counts only up to the last moment ingest was listening (statusd.hearing).
+        now = time.time() if heard_until is None else min(time.time(), heard_until)
+        ids = await stale_candidates(redis, keys, now, heartbeat_ttl, start_timeout)
         result.stale = len(ids)
         rows = await load_rows(engine, ids) if ids else {}
         done = [wid for wid in ids if wid not in rows or rows[wid].done]
@@ -177,14 +183,21 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
     # Below Celery's soft limit: the sweep unwinds here (lock released) rather than being
     # interrupted by a signal at an arbitrary point.
     async with asyncio.timeout(b.sweep_deadline_s):
-        return await sweep(
+        await ensure_liveness(rt)  # Redis lost its data: rebuild the view before reading it
+        hearing = await read_hearing(rt.redis, rt.keys)
+        result = await sweep(
             rt.redis,
             rt.engine,
             rt.keys,
-            heartbeat_ttl=settings.heartbeat_ttl,
+            # Paced workloads were told to wait longer than the TTL: not stale for obeying.
+            heartbeat_ttl=hearing.silence_ttl(settings),
             start_timeout=settings.start_timeout,
             poll_chunk=settings.poll_chunk,
             lease_ms=b.lease_ms,
             lock_ms=int(b.sweep_hard_s * 1000),
             token=token,
+            heard_until=hearing.heard_until,
         )
+    if not result.skipped:
+        await selfwatch.record_sweep_success(rt.redis, rt.keys, time.time())
+    return result

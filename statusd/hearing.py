@@ -1,0 +1,183 @@
+"""What statusd could have heard: ingest's "I am listening" beat, and the pace it asks of workloads.
+
+Silence only proves something over time during which ingest was accepting. Each ingest (`serve`)
+process beats into `keys.ingest_listening` about every second; the same script keeps
+`keys.ingest_listening_since`, the start of the current unbroken listening spell (a gap of more
+than LISTEN_GAP_S without any process's beat starts a new one). Until STATUSD_STARTUP_GRACE
+(default: the heartbeat TTL) of listening has passed, nothing is stale by silence
+(statusd.liveness.staleness's `deaf_until`), and a failed poll does not count toward UNREACHABLE.
+
+Server pacing (Nomad's rate-scaled heartbeat TTL): a workload is told to send its next heartbeat
+after max(TTL / 3, tracked / STATUSD_MAX_HEARTBEATS_PER_S) seconds, so the fleet's aggregate rate
+stays under the cap; the silence allowed is that interval plus the grace the default interval has
+(two thirds of the TTL), so nobody is stale for obeying. `tracked` is the size of the liveness sets
+(last_seen + pending_since), read by the beat once a second, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from statusd.keys import Keys
+from statusd.settings import Settings
+
+log = structlog.get_logger("statusd.hearing")
+
+LISTEN_BEAT_S = 1.0
+# No ingest beat for longer than this: ingest was down (a couple of beats missed, with room for a
+# loaded event loop).
+LISTEN_GAP_S = 3.0
+# A process that has not beaten for this long is gone: its entry is dropped by the others' beats.
+# Never all of them: the newest entry stays, so "ingest is down" is still known during an outage.
+FORGET_PROCESS_S = 3600.0
+PACE_STEP_S = 0.1  # announced intervals are rounded up to this
+
+# KEYS: ingest_listening, ingest_listening_since, last_seen, pending_since.
+# ARGV: process id, now, gap, forget-after. Returns {listening_since, tracked}.
+BEAT_SCRIPT = """
+local now, gap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local since = redis.call('GET', KEYS[2])
+if #newest == 0 then
+  -- never listened here before: a new install (or Redis lost its data, and statusd.recovery gives
+  -- every workload a fresh sign of life): no silence to excuse
+  if not since then since = '0' end
+  redis.call('SET', KEYS[2], since)
+elseif (not since) or tonumber(newest[2]) < now - gap then
+  since = ARGV[2]
+  redis.call('SET', KEYS[2], since)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
+return {since, redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])}
+"""
+
+
+def paced_interval(tracked: int, settings: Settings) -> float:
+    """Seconds a workload is told to wait before its next heartbeat (>= TTL / 3)."""
+    interval = max(settings.heartbeat_ttl / 3, tracked / settings.max_heartbeats_per_s)
+    return round(math.ceil(round(interval / PACE_STEP_S, 6)) * PACE_STEP_S, 3)
+
+
+def silence_ttl(tracked: int, settings: Settings) -> float:
+    """Silence allowed before a seen workload is stale: the told interval plus 2/3 of the TTL
+    (equal to STATUSD_HEARTBEAT_TTL while the fleet is small enough not to be paced)."""
+    return paced_interval(tracked, settings) + settings.heartbeat_ttl * 2 / 3
+
+
+@dataclass(frozen=True, slots=True)
+class Hearing:
+    """Ingest's listening record and the fleet size, as read from Redis at one moment."""
+
+    last_beat: float | None  # newest beat of any ingest process; None: no ingest ever beat here
+    listening_since: float  # start of the current unbroken listening spell
+    tracked: int  # workloads in the liveness sets
+
+    def deaf_until(self, settings: Settings, now: float) -> float | None:
+        """Until when silence proves nothing (None: never deaf). While no ingest is listening,
+        that is forever; then STATUSD_STARTUP_GRACE after listening resumed."""
+        if self.last_beat is None:
+            return None  # no ingest ever ran against this Redis (a sweeper-only setup)
+        if now - self.last_beat > LISTEN_GAP_S:
+            return math.inf
+        return self.listening_since + settings.effective_startup_grace
+
+    @property
+    def heard_until(self) -> float | None:
+        """The last moment ingest is known to have listened (None: no ingest ever beat here)."""
+        return None if self.last_beat is None else self.last_beat + LISTEN_BEAT_S
+
+    def silence_ttl(self, settings: Settings) -> float:
+        return silence_ttl(self.tracked, settings)
+
+
+async def read_hearing(redis: Redis, keys: Keys) -> Hearing:
+    """One round trip: the newest listening beat, the listening spell, the fleet size."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrevrange(keys.ingest_listening, 0, 0, withscores=True)
+        pipe.get(keys.ingest_listening_since)
+        pipe.zcard(keys.last_seen)
+        pipe.zcard(keys.pending_since)
+        newest, since, seen, pending = await pipe.execute()
+    return Hearing(
+        last_beat=float(newest[0][1]) if newest else None,
+        listening_since=float(since) if since is not None else 0.0,
+        tracked=int(seen) + int(pending),
+    )
+
+
+class Pace:
+    """This ingest process's answer to an accepted heartbeat: built once per change of the paced
+    interval, so the hot path only reads an attribute (no Redis round trip per request)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.interval = 0.0
+        self.accepted_body = b""
+        self.update(0)
+
+    def update(self, tracked: int) -> None:
+        interval = paced_interval(tracked, self._settings)
+        if interval != self.interval:
+            self.interval = interval
+            self.accepted_body = orjson.dumps(
+                {"status": "accepted", "next_heartbeat_s": self.interval}
+            )
+
+
+class ListeningBeat:
+    """The background task of an ingest process: beat, and refresh the pace, every second."""
+
+    def __init__(self, redis: Redis, keys: Keys, pace: Pace) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._pace = pace
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._script = redis.register_script(BEAT_SCRIPT)
+        self._task: asyncio.Task[None] | None = None
+
+    async def beat(self, now: float) -> None:
+        keys = self._keys
+        _, tracked = await self._script(
+            keys=[
+                keys.ingest_listening,
+                keys.ingest_listening_since,
+                keys.last_seen,
+                keys.pending_since,
+            ],
+            args=[self.process_id, repr(now), LISTEN_GAP_S, FORGET_PROCESS_S],
+        )
+        self._pace.update(int(tracked))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-listening-beat")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat(time.time())
+            except (RedisError, OSError) as exc:  # Redis down: ingest answers 503 anyway
+                log.warning("ingest.listening_beat_failed", error=str(exc))
+            await asyncio.sleep(LISTEN_BEAT_S)
+
+    async def stop(self) -> None:
+        """Stop beating. The entry stays: a stopped ingest must still read as "was listening
+        until then", so the sweeper knows an outage started."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
