@@ -27,7 +27,7 @@ from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, Kind, State
 from statusd.models import Workload
 from statusd.runtime import Runtime
-from statusd.sweeper import leases
+from statusd.sweeper import disruption, leases
 from statusd.sweeper.budgets import budgets
 
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -177,7 +177,7 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
     # Below Celery's soft limit: the sweep unwinds here (lock released) rather than being
     # interrupted by a signal at an arbitrary point.
     async with asyncio.timeout(b.sweep_deadline_s):
-        return await sweep(
+        result = await sweep(
             rt.redis,
             rt.engine,
             rt.keys,
@@ -188,3 +188,8 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
             lock_ms=int(b.sweep_hard_s * 1000),
             token=token,
         )
+        if not result.skipped:
+            # Judged before the polls are enqueued, so they already see a disruption this sweep
+            # found (statusd.sweeper.disruption); stale = the candidates still tracked.
+            await disruption.judge(rt, result.stale - result.dropped)
+        return result
