@@ -30,6 +30,7 @@ from tests.support.sync_worker import Workers, outbox_rows, register_fleet, wait
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytest_plugins = ("tests.support.sync_fixtures",)
+pytestmark = pytest.mark.slow  # real worker + beat, and a quiet flap window to wait out
 
 FLAP_WINDOW = 8.0  # seconds: six quick flaps fit in it, and the quiet window passes in the test
 SETTLE = 60.0  # bound on alert delivery by the worker on a busy machine
