@@ -49,6 +49,8 @@ CSV_FIELDS = (
     "poll_failures",
     "last_poll_error",
     "labels",
+    "flapping",
+    "silenced",
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
