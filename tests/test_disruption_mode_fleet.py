@@ -1,5 +1,5 @@
 """Disruption mode end to end: the API (with consumers), a real `statusd worker` (sweep, poll,
-sync) and beat, 200 heartbeating workloads with status endpoints on loopback, a real webhook
+sync) and two beats, 200 heartbeating workloads with status endpoints on loopback, a real webhook
 receiver; on SQLite and PostgreSQL.
 
 - 60% of the fleet falls silent at once (heartbeats stop, endpoints answer 503): disruption mode,
@@ -94,6 +94,7 @@ def stack(fleet_settings: Settings, tmp_path: Path) -> Iterator[str]:
         running_api(env, tmp_path) as url,
         running_worker(env, tmp_path, queues="sweep,poll,sync", concurrency=2),
         running_beat(env, tmp_path),
+        running_beat(env, tmp_path),  # two beats by mistake: still one alert per flip
     ):
         yield url
 
