@@ -188,3 +188,27 @@ class OutboxEntry(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_column=_ts())
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
     synced_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class Silence(SQLModel, table=True):
+    """An operator's "don't page me about these until then" (POST /v1/silences).
+
+    Kept in the database, not Redis: a Redis flush must not wake on-call up for workloads someone
+    deliberately silenced. Every set matcher must match (AND); at least one is set (the API checks).
+    Expired rows are kept (they are history, and tiny); DELETE removes a row for good.
+    """
+
+    __tablename__ = "silences"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    match_kind: Kind | None = Field(
+        default=None, sa_column=Column(_enum(Kind, "kind"), nullable=True)
+    )
+    match_label_key: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    match_label_value: str | None = Field(
+        default=None, sa_column=Column(String(500), nullable=True)
+    )
+    match_id: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    until: datetime = Field(sa_column=_ts(nullable=False, index=True))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.alerting import FlapPolicy
 from statusd.db import create_engine
 from statusd.errors import ConfigError
 from statusd.keys import Keys
@@ -62,7 +63,12 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     keys = Keys(settings.redis_prefix)
     cache = StateCache(redis, keys)
-    ledger = Ledger(engine=engine, cache=cache, alert_webhooks=tuple(settings.alert_webhooks))
+    ledger = Ledger(
+        engine=engine,
+        cache=cache,
+        alert_webhooks=tuple(settings.alert_webhooks),
+        flap_policy=FlapPolicy(settings.flap_max, settings.flap_window),
+    )
     ledger.listeners.append(publish_listener(redis, keys))
     ledger.listeners.append(kick.sync_kick_listener(settings, redis, keys))
     runtime = Runtime(settings, engine, redis, keys, cache, ledger)

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_POLL_ALLOW_NETS)
     )
 
+    # -- verdicts under doubt (issue 10: disruption mode, flap damping) --------------------------
+    # Disruption: more than this fraction of the tracked non-final workloads stale at once (and at
+    # least disruption_min of them) is more likely our fault or the network's: no UNREACHABLE/LOST.
+    disruption_fraction: float = Field(default=0.5, gt=0, le=1)
+    disruption_min: int = Field(default=20, ge=1)
+    # Flapping: more than flap_max recoveries from UNREACHABLE within flap_window seconds.
+    flap_max: int = Field(default=3, ge=1)
+    flap_window: float = Field(default=600.0, gt=0)
+
     # -- main-DB sync ---------------------------------------------------------------------------
     main_api_url: str | None = None
     main_api_token: SecretStr | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -22,9 +22,11 @@ import structlog
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from statusd import metrics
+from statusd import metrics, silences
+from statusd.alerting import AlertEvent, FlapPolicy, alert_event, contact_event
 from statusd.db import is_sqlite, transaction
 from statusd.errors import RedisUnavailable, UnknownWorkload
+from statusd.flaps import flap_times
 from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
 from statusd.models import (
     OutboxEntry,
@@ -102,6 +104,7 @@ class Ledger:
     engine: AsyncEngine
     cache: StateCache | None = None
     alert_webhooks: Sequence[str] = ()
+    flap_policy: FlapPolicy = field(default_factory=FlapPolicy)
     listeners: list[TransitionListener] = field(default_factory=list)
 
 
@@ -274,12 +277,39 @@ async def _write_transition(
     }
     inserted = await conn.execute(insert(_T).values(**fields).returning(_T.c.id))
     applied = AppliedTransition(id=inserted.scalar_one(), labels=dict(row.labels or {}), **fields)
-    await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks))
+    event = None
+    if ledger.alert_webhooks and contact_event(state, to) is not None:
+        event = await _alert_event(conn, ledger.flap_policy, applied)
+    await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks, event))
     return applied
 
 
-def _outbox_rows(t: AppliedTransition, webhooks: Sequence[str]) -> list[dict[str, object]]:
-    """Outbox rows for one transition: always the main-DB sync; alerts on contact lost/regained."""
+async def _alert_event(
+    conn: AsyncConnection, policy: FlapPolicy, t: AppliedTransition
+) -> AlertEvent | None:
+    """Read what the alert decision needs (silences in force, recent flaps) in this transaction."""
+    in_force = await silences.active_in(conn, t.recorded_at)
+    earlier = await flap_times(
+        conn,
+        {t.workload_id: t.generation},
+        t.recorded_at - timedelta(seconds=policy.lookback_s),
+        before_transition=t.id,
+    )
+    return alert_event(
+        t.from_state,
+        t.to_state,
+        at=t.recorded_at.timestamp(),
+        silenced=silences.silenced(in_force, t.workload_id, t.kind, t.labels),
+        earlier_flaps=earlier.get(t.workload_id, []),
+        policy=policy,
+    )
+
+
+def _outbox_rows(
+    t: AppliedTransition, webhooks: Sequence[str], event: AlertEvent | None
+) -> list[dict[str, object]]:
+    """Outbox rows for one transition: always the main-DB sync; one alert per webhook when the
+    alert decision (statusd.alerting.alert_event) names an event."""
     now = utcnow()
     base = {
         "transition_id": t.id,
@@ -304,10 +334,8 @@ def _outbox_rows(t: AppliedTransition, webhooks: Sequence[str]) -> list[dict[str
             },
         }
     ]
-    entering = t.to_state in CONTACT_STATES
-    recovering = t.from_state in CONTACT_STATES and t.to_state not in CONTACT_STATES
-    if webhooks and (entering or recovering):
-        payload = alert_payload(t, "recovered" if recovering else t.to_state.value.lower())
+    if webhooks and event is not None:
+        payload = alert_payload(t, event)
         rows += [
             {**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload}
             for url in webhooks
@@ -315,23 +343,27 @@ def _outbox_rows(t: AppliedTransition, webhooks: Sequence[str]) -> list[dict[str
     return rows
 
 
-def alert_payload(t: AppliedTransition, event: str) -> dict[str, object]:
+def alert_payload(t: AppliedTransition, event: AlertEvent) -> dict[str, object]:
     """A JSON alert that Slack-compatible webhooks render (`text`) and machines parse (the rest)."""
     icon = {
         "unreachable": ":warning:",
         "lost": ":rotating_light:",
         "recovered": ":white_check_mark:",
+        "flapping": ":repeat:",
     }.get(event, "")
     owner = t.labels.get("owner")
+    flapping = (
+        " and flapping (further flaps are not alerted)" if event is AlertEvent.FLAPPING else ""
+    )
     text = (
         f"{icon} statusd: {t.kind.value} `{t.workload_id}` is {t.to_state.value} "
-        f"(was {t.from_state.value})"
+        f"(was {t.from_state.value}){flapping}"
         + (f", owner {owner}" if owner else "")
         + (f": {t.reason}" if t.reason else "")
     )
     return {
         "text": text.strip(),
-        "event": event,
+        "event": event.value,
         "workload_id": t.workload_id,
         "kind": t.kind.value,
         "state": t.to_state.value,

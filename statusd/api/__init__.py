@@ -11,10 +11,11 @@ def setup_api(app: web.Application) -> None:
     The error middleware goes on the whole app (ingest and on-call routes too): every failure
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
-    from statusd.api import health, openapi, workloads
+    from statusd.api import health, openapi, silences, workloads
     from statusd.api.errors import error_middleware
 
     app.middlewares.append(error_middleware)
     health.add_routes(app)
     openapi.add_routes(app)
     workloads.add_routes(app)
+    silences.add_routes(app)

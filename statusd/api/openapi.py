@@ -136,6 +136,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "bumped on each re-registration of the id",
             },
+            "flapping": {
+                "type": "boolean",
+                "description": "more than STATUSD_FLAP_MAX recoveries from UNREACHABLE within STATUSD_FLAP_WINDOW; its flaps raise no alerts",
+            },
+            "silenced": {
+                "type": "boolean",
+                "description": "a silence (POST /v1/silences) covers it: tracked, no alerts",
+            },
         },
     },
     "RegisteredWorkload": {
@@ -221,6 +229,39 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "a node agent's report for many containers; each item carries its own token",
         "properties": {"items": {"type": "array", "maxItems": 500}},
+    },
+    "SilenceMatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "description": "every matcher given must match",
+        "properties": {
+            "kind": _ref("Kind"),
+            "label": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,100}:.*$"},
+            "id": _ref("WorkloadId"),
+        },
+    },
+    "SilenceRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["match", "until", "reason"],
+        "properties": {
+            "match": _ref("SilenceMatch"),
+            "until": {"type": "string", "format": "date-time", "description": "in the future"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+        },
+    },
+    "Silence": {
+        "type": "object",
+        "required": ["id", "match", "until", "reason", "created_at", "active"],
+        "properties": {
+            "id": {"type": "string"},
+            "match": _ref("SilenceMatch"),
+            "until": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "active": {"type": "boolean", "description": "until is still ahead"},
+        },
     },
     "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
     "Readiness": {
@@ -369,6 +410,49 @@ PATHS: dict[str, dict[str, Any]] = {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("TransitionRequest")}},
             },
+        ),
+    },
+    "/v1/silences": {
+        "post": _op(
+            "api",
+            "Silence the alerts of matching workloads until a time (they stay tracked and shown)",
+            API_TOKEN,
+            {"201": _json(_ref("Silence"), "created"), **BODY_ERRORS, **COMMON_ERRORS},
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("SilenceRequest")}},
+            },
+        ),
+        "get": _op(
+            "api",
+            "Silences, latest end first (?active=true: only those in force)",
+            API_TOKEN,
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "items": {"type": "array", "items": _ref("Silence")},
+                            "count": {"type": "integer"},
+                        },
+                    },
+                    "the silences",
+                ),
+                "400": _error("bad query parameter"),
+                **COMMON_ERRORS,
+            },
+            parameters=[{"name": "active", "in": "query", "schema": {"type": "boolean"}}],
+        ),
+    },
+    "/v1/silences/{id}": {
+        "delete": _op(
+            "api",
+            "End a silence now",
+            API_TOKEN,
+            {"200": {"description": "deleted"}, "404": _error("no such silence"), **COMMON_ERRORS},
+            parameters=[
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
         ),
     },
     "/v1/heartbeats": {

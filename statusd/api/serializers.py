@@ -60,7 +60,13 @@ def is_stale(
 
 
 def workload_json(
-    row: Mapping[str, Any], liveness: Liveness, *, stale: bool, synced: bool
+    row: Mapping[str, Any],
+    liveness: Liveness,
+    *,
+    stale: bool,
+    synced: bool,
+    flapping: bool = False,
+    silenced: bool = False,
 ) -> dict[str, Any]:
     """The public shape of a workload (GET /v1/workloads/{id}, list items, registration)."""
     return {
@@ -76,6 +82,8 @@ def workload_json(
         "stale": stale,
         "synced": synced,
         "generation": int(row["generation"]),
+        "flapping": flapping,
+        "silenced": silenced,
     }
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd import liveness, registry, tokens
+from statusd import flaps, liveness, registry, silences, tokens
 from statusd.api import validation
 from statusd.api.auth import require_api_token, require_api_token_or_cookie
 from statusd.api.errors import json_response
@@ -72,35 +73,67 @@ async def _redis_liveness(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Marks:
+    """Per-page flags read from the database: unsynced, flapping and silenced ids."""
+
+    unsynced: set[str]
+    flapping: set[str]
+    silenced: set[str]
+
+
+async def _marks(
+    rt: Runtime, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], now: datetime
+) -> _Marks:
+    ids = [r["id"] for r in rows]
+    return _Marks(
+        unsynced=await unsynced_workloads(conn, ids),
+        flapping=await flaps.flapping_ids(conn, rows, rt.ledger.flap_policy, now),
+        silenced=silences.silenced_ids(await silences.active_in(conn, now), rows),
+    )
+
+
 def _render(
     rt: Runtime,
     rows: Iterable[Mapping[str, Any]],
     live: Mapping[str, tuple[float | None, int | None]],
-    unsynced: set[str],
+    marks: _Marks,
     now: datetime,
     hearing: Hearing | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for row in rows:
-        seen, seq = live.get(row["id"], (None, None))
+        wid = row["id"]
+        seen, seq = live.get(wid, (None, None))
         merged = Liveness.merge(row, seen, seq)
         stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now, hearing)
-        out.append(workload_json(row, merged, stale=stale, synced=row["id"] not in unsynced))
+        out.append(
+            workload_json(
+                row,
+                merged,
+                stale=stale,
+                synced=wid not in marks.unsynced,
+                flapping=wid in marks.flapping,
+                silenced=wid in marks.silenced,
+            )
+        )
     return out
 
 
 async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
     """One registered workload as the API shows it. Raises UnknownWorkload."""
+    now = datetime.now(UTC)
     async with reading(rt.engine) as conn:
         row = (
             await conn.execute(select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None)))
         ).first()
         if row is None:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
-        unsynced = await unsynced_workloads(conn, [workload_id])
+        rows = [dict(row._mapping)]
+        marks = await _marks(rt, conn, rows, now)
     live = await _redis_liveness(rt, [workload_id])
     hearing = await read_hearing(rt.redis, rt.keys)
-    return _render(rt, [dict(row._mapping)], live, unsynced, datetime.now(UTC), hearing)[0]
+    return _render(rt, rows, live, marks, now, hearing)[0]
 
 
 @require_api_token
@@ -133,11 +166,14 @@ async def register_workload(request: web.Request) -> web.Response:
     )
     now = datetime.now(UTC)
     merged = Liveness(None, None)
+    async with reading(rt.engine) as conn:
+        silenced = silences.silenced_ids(await silences.active_in(conn, now), [row])
     out = workload_json(
         row,
         merged,
         stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
         synced=True,
+        silenced=reg.id in silenced,
     )
     out["heartbeat_token"] = tokens.issue(
         rt.settings.secret_bytes, reg.id, Kind(row["kind"]), int(row["generation"])
@@ -195,7 +231,7 @@ async def list_page(
                 rt,
                 rows,
                 await _redis_liveness(rt, ids),
-                await unsynced_workloads(conn, ids),
+                await _marks(rt, conn, rows, now),
                 now,
                 hearing,
             )

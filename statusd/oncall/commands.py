@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from statusd.commands import fail, load_settings, operator_errors, with_runtime
@@ -24,6 +25,8 @@ from statusd.oncall.reports import (
     FilterError,
     StaleFilter,
     StaleItem,
+    disruption_banner,
+    disruption_json,
     parse_duration,
     parse_kinds,
     parse_label,
@@ -31,6 +34,7 @@ from statusd.oncall.reports import (
     to_csv,
 )
 from statusd.runtime import Runtime
+from statusd.selfwatch import Disruption, read_disruption
 
 report_app = typer.Typer(
     name="report", help="On-call reports: stale workloads, fleet summary.", no_args_is_help=True
@@ -77,7 +81,13 @@ def _table(items: list[StaleItem]) -> Table:
             i.id,
             i.kind,
             f"[{_STYLE.get(i.state, '')}]{i.state}[/]" if i.state in _STYLE else i.state,
-            i.reason,
+            ", ".join(
+                [
+                    i.reason,
+                    *(["flapping"] if i.flapping else []),
+                    *(["silenced"] if i.silenced else []),
+                ]
+            ),
             _age(i.stale_for_s),
             i.last_seen_at or "never",
             str(i.poll_failures),
@@ -112,25 +122,33 @@ def stale(
     except FilterError as exc:
         fail(str(exc))
 
-    async def run(rt: Runtime) -> list[StaleItem]:
-        return await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
+    async def run(rt: Runtime) -> tuple[list[StaleItem], Disruption]:
+        items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
+        return items, await read_disruption(rt.redis, rt.keys)
 
     settings = load_settings()
     with operator_errors():
-        items = asyncio.run(with_runtime(settings, run))
+        items, disruption = asyncio.run(with_runtime(settings, run))
+    banner = disruption_banner(disruption)
     if fmt is Format.JSON:
         body = {
             "items": [i.as_dict() for i in items],
             "count": len(items),
             "generated_at": datetime.now(UTC).isoformat(),
+            "disruption": disruption_json(disruption),
         }
         sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif fmt is Format.CSV:
+        if banner:  # stdout stays pure CSV for the scripts that read it
+            sys.stderr.write(banner + "\n")
         sys.stdout.write(to_csv(items))
-    elif items:
-        out.print(_table(items))
     else:
-        out.print("[green]Nothing is stale.[/]")
+        if banner:
+            out.print(f"[bold white on red] {escape(banner)} [/]")
+        if items:
+            out.print(_table(items))
+        else:
+            out.print("[green]Nothing is stale.[/]")
     raise typer.Exit(1 if items else 0)
 
 

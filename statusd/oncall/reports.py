@@ -18,7 +18,7 @@ import io
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,12 +26,15 @@ from redis.asyncio import Redis
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Row
 
+from statusd import flaps, silences
+from statusd.alerting import FlapPolicy
 from statusd.db import reading
 from statusd.hearing import Hearing, read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
 from statusd.liveness import StaleReason, staleness
 from statusd.models import Workload
+from statusd.selfwatch import Disruption
 from statusd.settings import Settings
 
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -47,6 +50,8 @@ CSV_FIELDS = (
     "poll_failures",
     "last_poll_error",
     "labels",
+    "flapping",
+    "silenced",
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -130,6 +135,8 @@ class StaleItem:
     poll_failures: int  # consecutive failed polls
     last_poll_error: str | None
     state_since: str  # when it entered its current state (state_changed_at)
+    flapping: bool = False  # statusd.alerting: its flaps raise no alerts
+    silenced: bool = False  # a silence covers it: tracked, no alerts
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -271,7 +278,28 @@ async def stale_report(
         and item.stale_for_s >= flt.older_than_s
     ]
     items.sort(key=lambda i: (_RANK[StaleReason(i.reason)], -i.stale_for_s, i.id))
-    return items
+    return await _marked(engine, settings, rows, items, now)
+
+
+async def _marked(
+    engine: Any, settings: Settings, rows: Sequence[Row[Any]], items: list[StaleItem], now: float
+) -> list[StaleItem]:
+    """The items with their `flapping` and `silenced` flags (from the database)."""
+    if not items:
+        return items
+    listed = {i.id for i in items}
+    mappings = [dict(r._mapping) for r in rows if r.id in listed]
+    at = datetime.fromtimestamp(now, UTC)
+    policy = FlapPolicy(settings.flap_max, settings.flap_window)
+    async with reading(engine) as conn:
+        flapping = await flaps.flapping_ids(conn, mappings, policy, at)
+        silenced = silences.silenced_ids(await silences.active_in(conn, at), mappings)
+    return [
+        replace(i, flapping=i.id in flapping, silenced=i.id in silenced)
+        if i.id in flapping or i.id in silenced
+        else i
+        for i in items
+    ]
 
 
 def _item(
@@ -311,6 +339,28 @@ def _item(
         poll_failures=int(row.poll_failures or 0),
         last_poll_error=row.last_poll_error,
         state_since=row.state_changed_at.isoformat(),
+    )
+
+
+def disruption_json(d: Disruption) -> dict[str, Any]:
+    """Disruption mode as the stale report carries it (`"disruption"` in its JSON)."""
+    return {
+        "active": d.active,
+        "since": _iso(d.since),
+        "stale": d.stale,
+        "tracked": d.tracked,
+        "fraction": round(d.fraction, 4),
+    }
+
+
+def disruption_banner(d: Disruption) -> str | None:
+    """One line for people, or None when the mode is off."""
+    if not d.active:
+        return None
+    return (
+        f"DISRUPTION MODE since {_iso(d.since)}: {d.stale} of {d.tracked} workloads "
+        f"({d.fraction:.0%}) silent at once. statusd suspects itself or the network and marks "
+        "nobody UNREACHABLE or LOST until it ends."
     )
 
 

@@ -19,6 +19,7 @@ from statusd.oncall.metrics_endpoint import metrics
 from statusd.oncall.reports import (
     FilterError,
     StaleFilter,
+    disruption_json,
     parse_duration,
     parse_kinds,
     parse_label,
@@ -26,6 +27,7 @@ from statusd.oncall.reports import (
     to_csv,
 )
 from statusd.oncall.summary import fleet_summary
+from statusd.selfwatch import read_disruption
 
 MAX_RECENT = 500
 
@@ -62,6 +64,7 @@ async def get_stale(request: web.Request) -> web.Response:
             "items": [i.as_dict() for i in items],
             "count": len(items),
             "generated_at": datetime.now(UTC).isoformat(),
+            "disruption": disruption_json(await read_disruption(rt.redis, rt.keys)),
         }
     )
 

@@ -39,6 +39,7 @@ from statusd.lifecycle import CONTACT_STATES, Kind, Source, State, reportable_st
 from statusd.metrics import POLLS
 from statusd.models import Workload, utcnow
 from statusd.runtime import Runtime
+from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
 from statusd.sweeper import leases
 from statusd.sweeper.budgets import budgets
@@ -168,6 +169,7 @@ class PollReport:
     ok: int = 0
     failed: int = 0
     applied: int = 0  # state changes made (pull observations and sweeper verdicts)
+    held_back: int = 0  # UNREACHABLE/LOST verdicts not applied: disruption mode
 
 
 def contact_verdict(
@@ -305,6 +307,9 @@ async def _poll_held(rt: Runtime, held: Sequence[str], report: PollReport) -> No
     hearing = await read_hearing(rt.redis, rt.keys)
     counts = liveness.silence_counts(now_wall, hearing.deaf_until(settings, now_wall))
     failures = await _record_bookkeeping(rt, rows, answers, now, counted=counts)
+    # Disruption mode (statusd.sweeper.disruption): most of the fleet is silent at once, more
+    # likely our fault or the network's. Good answers still apply; failures convict nobody.
+    suspect_ourselves = (await read_disruption(rt.redis, rt.keys)).active
 
     for wid, a in answers.items():
         row = rows[wid]
@@ -316,7 +321,9 @@ async def _poll_held(rt: Runtime, held: Sequence[str], report: PollReport) -> No
                 report.applied += await _apply(rt, obs)
                 continue
             verdict = contact_verdict(row, failures[wid], now, settings) if counts else None
-            if verdict is not None:
+            if verdict is not None and suspect_ourselves:
+                report.held_back += 1
+            elif verdict is not None:
                 reason = a.error or a.outcome
                 if verdict is State.LOST:
                     reason = f"unreachable for {settings.lost_after:g}s; last error: {reason}"

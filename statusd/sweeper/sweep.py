@@ -30,7 +30,7 @@ from statusd.lifecycle import FINAL_STATES, Kind, State
 from statusd.models import Workload
 from statusd.recovery import ensure_liveness
 from statusd.runtime import Runtime
-from statusd.sweeper import leases
+from statusd.sweeper import disruption, leases
 from statusd.sweeper.budgets import budgets
 
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -198,6 +198,10 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
             token=token,
             heard_until=hearing.heard_until,
         )
+        if not result.skipped:
+            # Judged before the polls are enqueued, so they already see a disruption this sweep
+            # found (statusd.sweeper.disruption); stale = the candidates still tracked.
+            await disruption.judge(rt, result.stale - result.dropped)
     if not result.skipped:
         await selfwatch.record_sweep_success(rt.redis, rt.keys, time.time())
     return result
