@@ -42,14 +42,10 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     async def backlog(*args: Any, **kwargs: Any) -> DrainReport:
         return DrainReport(claimed=10, delivered=10, stopped_early=True)
 
-    async def no_stats(*args: Any) -> None:
-        return None
-
     def run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
         return asyncio.run(fn(runtime))  # type: ignore[arg-type]
 
     monkeypatch.setattr(tasks, "drain", backlog)
-    monkeypatch.setattr(tasks, "outbox_stats", no_stats)
     monkeypatch.setattr(tasks.worker_runtime, "run", run)
     monkeypatch.setattr(tasks.drain_task, "apply_async", lambda **kw: messages.append(kw))
     return messages
