@@ -4,6 +4,7 @@
   in one scrape of either, and the group's directory is gone once it stops.
 - `consume`: its own counters, and no fleet figures (those are the API process kind's only).
 - a prefork Celery worker: the task counters of its children on the main process's port.
+- `statusd up`: the API and the worker on one host, each on its own metrics port.
 
 Real processes on loopback, PostgreSQL (several processes write at once), bounded waits.
 """
@@ -11,7 +12,9 @@ Real processes on loopback, PostgreSQL (several processes write at once), bounde
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,7 @@ from tests.support.celery_procs import broker, running_worker
 from tests.support.processes import (
     free_port,
     running_statusd,
+    start_statusd,
     stop_process,
     wait_for_http,
 )
@@ -153,3 +157,45 @@ def test_prefork_worker_children_counted_on_the_main_process_port(
             assert stop_process(worker, signal.SIGTERM, timeout=30) == 0
         assert not group_dir.exists()
         celery.close()
+
+
+def two_free_ports() -> int:
+    """A port p with p + 1 free as well (for `statusd up`: API metrics on p, the worker's on p+1)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_up_gives_the_api_and_the_worker_their_own_metrics_ports(tmp_path: Path) -> None:
+    port, metrics = free_port(), two_free_ports()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATUSD_")}
+    env.update(
+        STATUSD_STATE_DIR=str(tmp_path / "state"),
+        STATUSD_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'statusd.db'}",
+        STATUSD_PORT=str(port),
+        STATUSD_METRICS_PORT=str(metrics),
+        STATUSD_LOG_FORMAT="json",
+    )
+    proc = start_statusd(["up", "--embedded-redis"], env=env, cwd=tmp_path, log_dir=tmp_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=90)
+        api, _ = scrape_until(
+            f"http://127.0.0.1:{metrics}/metrics", lambda s: ("statusd_disruption", ()) in s
+        )
+        assert value(api, "statusd_fleet_read_success", part="workloads") == 1
+        # The worker (beat included) sweeps every STATUSD_SWEEP_INTERVAL: its port shows it.
+        worker, _ = scrape_until(
+            f"http://127.0.0.1:{metrics + 1}/metrics",
+            lambda s: value(s, "statusd_sweep_duration_seconds_count") >= 1,
+            timeout=90,
+        )
+        assert ("statusd_disruption", ()) not in worker  # fleet figures: the API's only
+        assert stop_process(proc, signal.SIGINT, timeout=60) == 0
+    finally:
+        proc.kill_tree()

@@ -58,6 +58,10 @@ def worker(
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
     if not multiproc.active():
+        if multiproc.ENV in os.environ:  # set, yet not seen by prometheus_client: never loop
+            raise typer.BadParameter(
+                f"{multiproc.ENV} must be set before statusd starts, not by a wrapper in-process"
+            )
         # The prefork children inherit this process's metric objects, and prometheus_client
         # (already imported by the CLI) fixed them as in-memory values. Run this same command
         # once more, in place (same pid), with PROMETHEUS_MULTIPROC_DIR set from the start.
