@@ -7,6 +7,7 @@ a known state; STATUSD_METRICS_PORT moves it off the API port and STATUSD_METRIC
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from statusd.db import reading
 from statusd.models import OutboxEntry, OutboxStatus
 from statusd.selfwatch import Disruption, record_sweep_success, write_disruption
 from statusd.settings import Settings
+from statusd.sweeper.celery_app import POLL_TASK, create_celery
 from tests.support.api_client import api_client, bearer
-from tests.support.celery_procs import broker
+from tests.support.celery_procs import broker, rabbitmq_vhost, require_rabbitmq
 from tests.support.processes import free_port
 from tests.support.scrape import Samples, parse, value
 
@@ -240,3 +242,25 @@ async def test_metrics_port_moves_metrics_off_the_api_port_behind_a_token(
     assert ("statusd_stream_lag", ()) in got  # the API process kind carries the fleet figures
     assert value(got, "statusd_fleet_read_success", part="workloads") == 1
     assert ("statusd_heartbeats_accepted_total", ()) in got
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_queue_depths_on_a_rabbitmq_broker(make_settings: Callable[..., Settings]) -> None:
+    require_rabbitmq()
+    with rabbitmq_vhost() as amqp_url:
+        settings = make_settings(broker_url=amqp_url)
+        celery = create_celery(settings)
+        try:
+            for _ in range(3):  # nobody consumes: they wait in `poll` (declared by the send)
+                await asyncio.to_thread(
+                    celery.send_task, POLL_TASK, args=[[], "no-token"], queue="poll"
+                )
+        finally:
+            celery.close()
+        async with api_client(settings) as client:
+            got = await scrape(client)
+    assert value(got, "statusd_fleet_read_success", part="queues") == 1
+    assert value(got, "statusd_celery_queue_depth", queue="poll") == 3
+    # Not declared yet on this vhost: 0, not an error.
+    assert ("statusd_celery_queue_depth", (("queue", "sweep"),)) in got
+    assert value(got, "statusd_celery_queue_depth", queue="sweep") == 0
