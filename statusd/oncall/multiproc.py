@@ -43,6 +43,8 @@ def start_group(group: ProcessGroup) -> Path:
     earlier runs' files too."""
     chosen = os.environ.get(ENV)
     path = Path(chosen) if chosen else group_dir(group)
+    if not chosen:
+        _remove_orphans()
     if path.exists():
         # Only prometheus_client's files (`<kind>_<pid>.db`), and not this process's own: a
         # re-executed worker has already opened its files by the time it gets here.
@@ -52,6 +54,24 @@ def start_group(group: ProcessGroup) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.environ[ENV] = str(path)
     return path
+
+
+def _remove_orphans() -> None:
+    """Directories of groups whose parent was killed (SIGKILL, OOM) and could not clean up."""
+    for stale in Path(tempfile.gettempdir()).glob("statusd-metrics-*-*"):
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def end_group(group: ProcessGroup, path: Path) -> None:
