@@ -11,14 +11,17 @@ Real processes on loopback, PostgreSQL (several processes write at once), bounde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
@@ -63,6 +66,25 @@ def per_process(group_dir: Path, kind: str, sample: str) -> dict[int, float]:
     return found
 
 
+def wait_for_listeners(parent: int, port: int, count: int, timeout: float = 60.0) -> None:
+    """Until `count` children of `parent` listen on `port` (/readyz answers when the first does)."""
+    deadline = time.monotonic() + timeout
+    listening: set[int] = set()
+    while time.monotonic() < deadline:
+        listening = set()
+        for child in psutil.Process(parent).children():
+            with contextlib.suppress(psutil.Error):
+                if any(
+                    c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                    for c in child.net_connections("tcp")
+                ):
+                    listening.add(child.pid)
+        if len(listening) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"only {sorted(listening)} listen on {port} after {timeout}s")
+
+
 @postgres_only
 def test_serve_workers_share_one_scrape_and_consume_has_its_own(
     make_settings: Callable[..., Settings], tmp_path: Path
@@ -87,6 +109,7 @@ def test_serve_workers_share_one_scrape_and_consume_has_its_own(
         ) as consume,
     ):
         wait_for_http(f"http://127.0.0.1:{consume_metrics}/metrics", proc=consume)
+        wait_for_listeners(serve.pid, api_port, 2)  # else the first one takes every heartbeat
         request = urllib.request.Request(
             f"{api}/v1/workloads",
             data=json.dumps({"id": "mp-1", "kind": "training"}).encode(),
