@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -30,13 +30,14 @@ from statusd.sweeper.celery_app import SWEEP_TASK, create_celery
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_worker
 from tests.support.processes import (
+    ManagedProcess,
     free_port,
     running_statusd,
     start_statusd,
     stop_process,
     wait_for_http,
 )
-from tests.support.scrape import get, scrape_until, total, value
+from tests.support.scrape import free_ports, get, scrape_until, total, value
 
 postgres_only = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 HEARTBEATS = 40
@@ -89,7 +90,7 @@ def wait_for_listeners(parent: int, port: int, count: int, timeout: float = 60.0
 def test_serve_workers_share_one_scrape_and_consume_has_its_own(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    api_port, serve_metrics, consume_metrics = free_port(), free_port(), free_port()
+    api_port, serve_metrics, consume_metrics = free_ports(3)
     scratch = tmp_path / "tmp"  # TMPDIR: where the serve group keeps its metrics directory
     scratch.mkdir()
     env = {**settings_env(make_settings(consumer_block_ms=100)), "TMPDIR": str(scratch)}
@@ -151,10 +152,11 @@ def test_serve_workers_share_one_scrape_and_consume_has_its_own(
 def test_prefork_worker_children_counted_on_the_main_process_port(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    port, secret = free_port(), "worker-metrics-token-0123456789"
+    secret = "worker-metrics-token-0123456789"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     with broker("redis", tmp_path) as broker_url:
+        port = free_port()  # after the broker bound its own
         settings = make_settings(broker_url=broker_url, metrics_port=port, metrics_token=secret)
         env = {**settings_env(settings), "TMPDIR": str(scratch)}
         url = f"http://127.0.0.1:{port}/metrics"
@@ -196,7 +198,10 @@ def two_free_ports() -> int:
 
 
 def test_up_gives_the_api_and_the_worker_their_own_metrics_ports(tmp_path: Path) -> None:
-    port, metrics = free_port(), two_free_ports()
+    metrics = two_free_ports()
+    port = free_port()
+    while port in (metrics, metrics + 1):  # not bound yet, so free_port may hand it out again
+        port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATUSD_")}
     env.update(
         STATUSD_STATE_DIR=str(tmp_path / "state"),
@@ -208,17 +213,32 @@ def test_up_gives_the_api_and_the_worker_their_own_metrics_ports(tmp_path: Path)
     proc = start_statusd(["up", "--embedded-redis"], env=env, cwd=tmp_path, log_dir=tmp_path)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=90)
-        api, _ = scrape_until(
-            f"http://127.0.0.1:{metrics}/metrics", lambda s: ("statusd_disruption", ()) in s
-        )
-        assert value(api, "statusd_fleet_read_success", part="workloads") == 1
-        # The worker (beat included) sweeps every STATUSD_SWEEP_INTERVAL: its port shows it.
-        worker, _ = scrape_until(
-            f"http://127.0.0.1:{metrics + 1}/metrics",
-            lambda s: value(s, "statusd_sweep_duration_seconds_count") >= 1,
-            timeout=90,
-        )
-        assert ("statusd_disruption", ()) not in worker  # fleet figures: the API's only
+        with _with_log(proc):
+            _scrape_both(metrics)
         assert stop_process(proc, signal.SIGINT, timeout=60) == 0
     finally:
         proc.kill_tree()
+
+
+@contextlib.contextmanager
+def _with_log(proc: ManagedProcess) -> Iterator[None]:
+    """A failed wait says what `statusd up` and its children logged."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- statusd up log ---\n{proc.log_tail(8000)}") from None
+
+
+def _scrape_both(metrics: int) -> None:
+    """The API's port has the fleet figures; the port after it, the worker's sweeps."""
+    api, _ = scrape_until(
+        f"http://127.0.0.1:{metrics}/metrics", lambda s: ("statusd_disruption", ()) in s
+    )
+    assert value(api, "statusd_fleet_read_success", part="workloads") == 1
+    # The worker (beat included) sweeps every STATUSD_SWEEP_INTERVAL: its port shows it.
+    worker, _ = scrape_until(
+        f"http://127.0.0.1:{metrics + 1}/metrics",
+        lambda s: value(s, "statusd_sweep_duration_seconds_count") >= 1,
+        timeout=90,
+    )
+    assert ("statusd_disruption", ()) not in worker  # fleet figures: the API's only

@@ -25,8 +25,8 @@ from statusd.settings import Settings
 from tests.conftest import settings_env
 from tests.support.celery_procs import broker, running_worker
 from tests.support.databases import ON_CI
-from tests.support.processes import free_port, running_statusd, wait_for_http
-from tests.support.scrape import get, scrape_until
+from tests.support.processes import running_statusd, wait_for_http
+from tests.support.scrape import free_ports, get, scrape_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -160,8 +160,9 @@ def test_dashboard_is_a_grafana_dashboard_over_a_chosen_prometheus() -> None:
 @pytest.fixture
 def exported(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[set[str]]:
     """Metric families declared by scrapes of a real `serve`, `consume` and `worker`."""
-    api_port, ports = free_port(), {kind: free_port() for kind in ("serve", "consume", "worker")}
     with broker("redis", tmp_path) as broker_url:
+        api_port, *chosen = free_ports(4)  # after the broker bound its own
+        ports = dict(zip(("serve", "consume", "worker"), chosen, strict=True))
         settings = make_settings(broker_url=broker_url)
         env = settings_env(settings)
         # The sweeper's success is a signal in Redis (written by a sweep; set here directly so

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -65,3 +67,15 @@ def scrape_until(
                 return samples, body
         time.sleep(0.3)
     raise AssertionError(f"{url}: condition not met within {timeout}s; last answer {last}")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (held together while chosen, so never the same one
+    twice, as separate free_port() calls can be when nothing has bound the first yet)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
