@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
-SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2
+SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus
 
 .PHONY: help run test lint bench clean system-deps
 
@@ -36,19 +36,27 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/statusd up
 
-# Tests need a redis-server binary, for the status-page test Chromium + chromedriver, and for the
-# bare-machine test `ip` (iproute2) to make a network namespace.
+# Tests need a redis-server binary, for the status-page test Chromium + chromedriver, for the
+# bare-machine test `ip` (iproute2) to make a network namespace, and for the monitoring pack's
+# test promtool (Debian's `prometheus` package; the Prometheus server and node exporter it may
+# start are stopped and disabled: the tests need only promtool).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
 	    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(SYSTEM_PACKAGES); } \
 	      || echo "warning: could not install$$missing; the tests that need them will fail" >&2; \
+	    case "$$missing" in *prometheus*) \
+	      for unit in prometheus prometheus-node-exporter; do \
+	        { systemctl disable --now $$unit || service $$unit stop; } >/dev/null 2>&1 || true; \
+	      done;; \
+	    esac; \
 	  else \
 	    echo "missing system packages:$$missing -- install them, e.g. sudo apt-get install -y $(SYSTEM_PACKAGES)" >&2; \
 	  fi; \

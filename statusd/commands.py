@@ -369,7 +369,11 @@ def _supervise(
     with sup:
         sup.start("api", [*cmd, "serve", "--host", base.host, "--port", str(base.port)])
         if "worker" in verbs:
-            sup.start("worker", [*cmd, "worker", "--beat"])
+            # Both listen on this host: the worker's /metrics takes the next port.
+            metrics = {}
+            if base.metrics_port:
+                metrics = {"STATUSD_METRICS_PORT": str(base.metrics_port + 1)}
+            sup.start("worker", [*cmd, "worker", "--beat"], env=metrics)
         else:
             err.print(
                 "[yellow]warning:[/] `statusd worker` is not available in this build; skipped"

@@ -116,21 +116,3 @@ class Keys:
     def events_channel(self) -> str:
         """Pub/sub channel: a transition was committed (wake-up only; the DB is the truth)."""
         return f"{self.prefix}events"
-
-    @property
-    def metrics_prefix(self) -> str:
-        return f"{self.prefix}metrics:"
-
-    @property
-    def metrics_processes(self) -> str:
-        """Sorted set: process id -> time of its last metrics push (for /metrics)."""
-        return f"{self.metrics_prefix}procs"
-
-    def metrics_process(self, process_id: str) -> str:
-        """String: one process's latest metrics snapshot (JSON)."""
-        return f"{self.metrics_prefix}proc:{process_id}"
-
-    @property
-    def metrics_retired(self) -> str:
-        """Hash: counters of processes that are gone, so fleet totals never go backward."""
-        return f"{self.metrics_prefix}retired"

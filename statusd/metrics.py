@@ -1,13 +1,16 @@
-"""Prometheus metrics, defined once. Areas import and update them; /metrics exposes them.
+"""Prometheus metrics of one statusd process, defined once. Areas import and update them.
 
-Multi-process: `serve --workers N` and Celery workers are separate processes (often on other
-hosts). Each process that opens a Runtime pushes its samples to Redis every
-STATUSD_METRICS_PUSH_INTERVAL seconds; GET /metrics sums them into one scrape
-(statusd.oncall.metrics_fleet). So: update these objects in any process, never build a registry.
+The Prometheus way: each process exposes its own metrics and Prometheus sums them.
+- `serve --workers N` and the prefork Celery workers share prometheus_client's multiprocess
+  directory (statusd.oncall.multiproc): one scrape of the process group covers all of it. So a
+  gauge here needs an explicit `multiprocess_mode` saying how the group's values combine.
+- Fleet-wide figures (stream lag, outbox, Celery queues, workloads by state, the sweeper's and
+  disruption signals) are not here: the API process computes them from Redis and the database
+  at scrape time (statusd.oncall.fleet_collector), so they are never stale and never doubled.
 
 Scale-out signals for an autoscaler: `statusd_stream_lag` (consumers behind ingest: more
 consumers / `serve` processes) and `statusd_celery_queue_depth{queue}` (workers behind: more
-Celery workers for that queue). Both are computed at scrape time from Redis.
+Celery workers for that queue).
 """
 
 from __future__ import annotations
@@ -32,11 +35,6 @@ INGEST_LAST_ACCEPT = Gauge(
     "Unix time at which this process last stored a heartbeat (202)",
     multiprocess_mode="max",
 )
-STREAM_LENGTH = Gauge("statusd_stream_length", "Entries in the heartbeat stream")
-STREAM_LAG = Gauge(
-    "statusd_stream_lag", "Entries not yet delivered to the consumer group (scale-out signal)"
-)
-STREAM_PENDING = Gauge("statusd_stream_pending", "Entries delivered but not acknowledged")
 CONSUMER_APPLIED = Counter(
     "statusd_consumer_entries_total", "Stream entries handled by consumers", ["outcome"]
 )
@@ -54,17 +52,13 @@ REFUSED = Counter("statusd_refused_observations_total", "Refused observations", 
 SWEEP_DURATION = Histogram(
     "statusd_sweep_duration_seconds", "Duration of one sweep (finding stale workloads)"
 )
-SWEEP_STALE = Gauge("statusd_sweep_stale_workloads", "Stale workloads found by the last sweep")
-POLLS = Counter("statusd_polls_total", "Polls of container status endpoints", ["outcome"])
-POLL_QUEUE_DEPTH = Gauge(
-    "statusd_celery_queue_depth", "Messages waiting in a Celery queue", ["queue"]
+SWEEP_STALE = Gauge(
+    "statusd_sweep_stale_workloads",
+    "Stale workloads found by the last sweep",
+    multiprocess_mode="mostrecent",  # whichever worker child swept last
 )
+POLLS = Counter("statusd_polls_total", "Polls of container status endpoints", ["outcome"])
 
 # -- sync / alerts --
-OUTBOX_DEPTH = Gauge("statusd_outbox_depth", "Outbox rows not yet synced", ["target"])
-OUTBOX_OLDEST_AGE = Gauge(
-    "statusd_outbox_oldest_age_seconds", "Age of the oldest unsynced outbox row", ["target"]
-)
-OUTBOX_DEAD = Gauge("statusd_outbox_dead", "Outbox rows dead-lettered", ["target"])
 SYNC_SENDS = Counter("statusd_sync_sends_total", "Main-API sends", ["outcome"])
 ALERTS_SENT = Counter("statusd_alerts_sent_total", "Alert webhook deliveries", ["event", "outcome"])

@@ -31,7 +31,7 @@ class Runtime:
     keys: Keys
     cache: StateCache
     ledger: Ledger
-    # Run first by close(): per-process helpers that need the pools (the metrics pusher's last push).
+    # Run first by close(): per-process helpers that need the pools (queued sync kicks).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -75,5 +75,5 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
     # Queued kicks are sent and the producer's broker connections closed (it is rebuilt lazily
     # if another runtime in this process kicks again).
     runtime.on_close.append(lambda: asyncio.to_thread(kick.close))
-    instrument_runtime(runtime)  # transition counter + this process's metrics push (on-call)
+    instrument_runtime(runtime)  # the transition counter (on-call)
     return runtime

@@ -4,6 +4,11 @@
 them (SO_REUSEPORT), so one Python process per core handles ingest. The parent only supervises:
 SIGINT/SIGTERM are passed on, and if one server dies the others are stopped and the exit is
 non-zero, so a process manager restarts the whole set rather than running it half-sized.
+
+Metrics: the N processes are one prometheus_client multiprocess group (statusd.oncall.multiproc).
+The parent empties the group's directory and sets PROMETHEUS_MULTIPROC_DIR before spawning (the
+children are fresh interpreters, so they import prometheus_client with it set); any child answers
+/metrics for all of them, and the parent marks each exited child dead.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
+from statusd.oncall import multiproc
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.serving")
@@ -68,6 +74,7 @@ def serve(settings: Settings, *, workers: int = 1, consumers: int | None = None)
         serve_one(settings, consumers=consumers, reuse_port=False)
         return 0
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited loops or pools
+    metrics_dir = multiproc.start_group(multiproc.ProcessGroup.SERVE)
     children: list[BaseProcess] = []
     stopping = False
 
@@ -100,6 +107,9 @@ def serve(settings: Settings, *, workers: int = 1, consumers: int | None = None)
             if child.is_alive():
                 child.kill()
                 child.join(5)
+            if child.pid is not None:
+                multiproc.process_exited(child.pid, metrics_dir)
+        multiproc.end_group(multiproc.ProcessGroup.SERVE, metrics_dir)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0 if stopping else 1

@@ -134,7 +134,13 @@ class Settings(BaseSettings):
     events_max_holdback: float = Field(
         default=30.0, gt=0
     )  # SSE: skip a never-committing id after this
-    metrics_push_interval: float = Field(default=5.0, gt=0)  # each process -> Redis, for /metrics
+
+    # -- metrics (statusd.oncall.metrics_endpoint) ------------------------------------------------
+    # Unset: /metrics is served on the API port (serve only). Set: every process kind (serve,
+    # consume, worker) serves its own /metrics on this port and the API port no longer has it.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Set: /metrics answers 401 without `Authorization: Bearer <token>` (on whichever port).
+    metrics_token: SecretStr | None = None
 
     @field_validator("poll_allow_nets", "alert_webhooks", mode="before")
     @classmethod

@@ -76,11 +76,19 @@ class Supervisor:
     _signal: int | None = None
     _previous: dict[int, Any] = field(default_factory=dict)
 
-    def start(self, name: str, args: Sequence[str], *, oneshot: bool = False) -> Child:
-        """Start a child. A `oneshot` child (the demo fleet) may finish; the others must not."""
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        oneshot: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> Child:
+        """Start a child (with `env` on top of the shared environment). A `oneshot` child (the
+        demo fleet) may finish; the others must not."""
         popen = subprocess.Popen(
             list(args),
-            env=dict(self.env),
+            env={**self.env, **(env or {})},
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509  (single-threaded here)

@@ -514,9 +514,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/metrics": {
         "get": _op(
             "oncall",
-            "Prometheus metrics",
+            "Prometheus metrics of this process and the fleet-wide figures; here only while "
+            "STATUSD_METRICS_PORT is unset (Bearer STATUSD_METRICS_TOKEN when that is set)",
             PUBLIC,
-            {"200": {"description": "Prometheus text format"}},
+            {
+                "200": {"description": "Prometheus text format"},
+                "401": {"description": "STATUSD_METRICS_TOKEN is set and was not sent"},
+            },
         ),
     },
     "/": {

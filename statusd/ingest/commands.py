@@ -65,8 +65,13 @@ def consume(
         ),
     ] = None,
 ) -> None:
-    """Apply heartbeats from the stream (no HTTP); stops cleanly on SIGTERM/SIGINT."""
+    """Apply heartbeats from the stream (no HTTP); stops cleanly on SIGTERM/SIGINT.
+
+    With STATUSD_METRICS_PORT set, serves this process's /metrics there."""
+    from contextlib import AsyncExitStack
+
     from statusd.ingest.consumer import ConsumerSet
+    from statusd.oncall.metrics_endpoint import metrics_listener
     from statusd.recovery import ensure_liveness_at_start
 
     settings = _settings()
@@ -80,10 +85,15 @@ def consume(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await ensure_liveness_at_start(runtime)
-        await consumer_set.ensure_groups()
-        consumer_set.start()
-        await stop.wait()
-        await consumer_set.stop()  # before the runtime closes the pools the consumers use
+        async with AsyncExitStack() as listeners:
+            if settings.metrics_port is not None:  # its own figures only: the fleet's are serve's
+                await listeners.enter_async_context(
+                    metrics_listener(settings, runtime, with_fleet=False)
+                )
+            await consumer_set.ensure_groups()
+            consumer_set.start()
+            await stop.wait()
+            await consumer_set.stop()  # before the runtime closes the pools the consumers use
 
     _run(lambda: _with_runtime(settings, work))
 

@@ -52,7 +52,7 @@ from statusd.errors import RedisUnavailable, UnknownWorkload
 from statusd.ingest import dead_letters
 from statusd.ingest.leases import Lease, LeaseBook
 from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
-from statusd.ingest.streams import ensure_groups, stream_stats, text
+from statusd.ingest.streams import ensure_groups, text
 from statusd.lifecycle import Source
 from statusd.liveness import newest_seq_recorder
 from statusd.runtime import Runtime
@@ -619,11 +619,8 @@ class ConsumerSet:
             await self._pause(self.settings.consumer_housekeeping_s)
 
     async def housekeep_once(self) -> int:
-        """Update the stream gauges and trim the shards held here; returns the trimmed count."""
-        stats = await stream_stats(self.redis, self.keys, self.shards)
-        metrics.STREAM_LENGTH.set(stats.length)
-        metrics.STREAM_PENDING.set(stats.pending)
-        metrics.STREAM_LAG.set(stats.lag or 0)
+        """Trim the shards held here; returns the trimmed count. (The stream's length and lag are
+        computed at scrape time by the API process: statusd.oncall.fleet_collector.)"""
         trimmed = 0
         for shard in [s for c in self._consumers for s in c.shards.values() if s.active()]:
             trimmed += await self._trim(shard.stream)

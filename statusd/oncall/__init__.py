@@ -22,8 +22,9 @@ async def _event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_oncall(app: web.Application) -> None:
-    """Register the on-call routes, the event hub, and stream shutdown."""
+    """Register the on-call routes, /metrics (or its listener), the event hub, stream shutdown."""
     from statusd.oncall import page, page_api, routes, workload_pages
+    from statusd.oncall.metrics_endpoint import setup_metrics
     from statusd.oncall.sse import close_hub
 
     app.cleanup_ctx.append(_event_hub_ctx)  # after the runtime's: it needs the runtime open
@@ -32,3 +33,4 @@ def setup_oncall(app: web.Application) -> None:
     page.add_routes(app)
     page_api.add_routes(app)
     workload_pages.add_routes(app)
+    setup_metrics(app)

@@ -1,4 +1,4 @@
-"""How far behind the pipelines are: Celery queue depths (Redis reads); the heartbeat stream's
+"""How far behind the pipelines are: Celery queue depths (Redis or RabbitMQ); the heartbeat stream's
 lag is summed over its shards by statusd.ingest.streams.stream_stats.
 
 These are the scale-out signals: `lag` grows when consumers cannot keep up with ingest, a Celery
@@ -7,6 +7,7 @@ queue grows when workers cannot keep up with sweeps, polls or syncs.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,8 +24,31 @@ async def celery_queue_depths(broker: Redis, queues: tuple[str, ...] = QUEUES) -
     return {name: int(depth) for name, depth in zip(queues, depths, strict=True)}
 
 
+AMQP_TIMEOUT_S = 5.0  # a scrape must not hang on a broker that does not answer
+
+
+def amqp_queue_depths(url: str, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
+    """Messages ready per Celery queue on a RabbitMQ broker (a passive declare reports the count;
+    a queue no worker declared yet counts 0). Blocking: run it in a thread."""
+    from amqp.exceptions import NotFound
+    from kombu.connection import Connection
+
+    depths: dict[str, int] = {}
+    with Connection(url, connect_timeout=AMQP_TIMEOUT_S) as conn:  # type: ignore[no-untyped-call]
+        conn.ensure_connection(max_retries=1)
+        for name in queues:
+            channel = conn.channel()
+            try:
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except NotFound:  # the broker closes the channel on a missing queue
+                depths[name] = 0
+            finally:
+                channel.close()
+    return depths
+
+
 async def broker_queue_depths(runtime: Any) -> dict[str, int] | None:
-    """Celery queue depths when the broker is Redis (None for RabbitMQ: use its own metrics)."""
+    """Celery queue depths on the broker (Redis or RabbitMQ); None for another transport."""
     from statusd.errors import ConfigError
     from statusd.redis_runtime import create_redis
 
@@ -34,6 +58,8 @@ async def broker_queue_depths(runtime: Any) -> dict[str, int] | None:
         url = None
     if url is None or url == runtime.settings.redis_url:
         return await celery_queue_depths(runtime.redis)
+    if url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return await asyncio.to_thread(amqp_queue_depths, url)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return None
     broker = create_redis(url, 2)

@@ -1,74 +1,116 @@
-"""GET /metrics: the whole fleet in Prometheus text format, in one scrape.
+"""GET /metrics of one statusd process (or process group), the Prometheus way.
 
-Counters and histograms of every statusd process (API, consumers, Celery workers) come through
-Redis (statusd.oncall.metrics_fleet). Backlog gauges are computed here, at scrape time, from the
-source of truth: heartbeat stream length / consumer-group lag / pending entries, outbox depth /
-oldest age / dead letters, Celery queue depths. No authentication (like most exporters): bind
-the port to a private network or put it behind the same proxy rules as the API.
+- Each process kind exposes its own metrics; Prometheus scrapes each and does the summing.
+  A multiprocess group (`serve --workers N`, a prefork Celery worker) answers for all its
+  processes (statusd.oncall.multiproc).
+- The API process kind (`statusd serve`) also exports the fleet-wide figures, read from Redis
+  and the database at scrape time (statusd.oncall.fleet_collector). Other kinds do not, so
+  Prometheus never sees them twice from one host's process kinds.
+- Where: on the API port when STATUSD_METRICS_PORT is unset; on its own listener when it is set
+  (then the public port, which tenant containers reach, has no /metrics at all).
+- STATUSD_METRICS_TOKEN, when set, is required as `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
 
-import structlog
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
-from statusd.app_keys import RUNTIME
-from statusd.ingest.streams import stream_stats
-from statusd.metrics import POLL_QUEUE_DEPTH, STREAM_LAG, STREAM_LENGTH, STREAM_PENDING
-from statusd.oncall.backlog import broker_queue_depths
-from statusd.oncall.metrics_fleet import (
-    FleetCollector,
-    Snapshot,
-    fleet_snapshots,
-    local_snapshot,
-    merge,
-)
+from statusd.api.errors import error_response
+from statusd.app_keys import RUNTIME, SETTINGS
+from statusd.oncall import multiproc
+from statusd.oncall.fleet_collector import FleetCollector, read_fleet
 from statusd.runtime import Runtime
+from statusd.settings import Settings
 
-log = structlog.get_logger("statusd.metrics")
-
-
-async def refresh_scrape_gauges(runtime: Runtime) -> None:
-    """Set the backlog gauges from Redis and the database; a part that fails is logged and skipped."""
-    from statusd.sync.status import outbox_stats  # sets the outbox gauges itself
-
-    try:
-        stream = await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
-        STREAM_LENGTH.set(stream.length)
-        # No consumer group yet (lag None): nothing was ever delivered, the whole stream lags.
-        STREAM_LAG.set(stream.lag if stream.lag is not None else stream.length)
-        STREAM_PENDING.set(stream.pending)
-    except Exception as exc:
-        log.warning("metrics.stream_stats_failed", error=f"{type(exc).__name__}: {exc}")
-    try:
-        await outbox_stats(runtime.engine, runtime.settings)
-    except Exception as exc:
-        log.warning("metrics.outbox_stats_failed", error=f"{type(exc).__name__}: {exc}")
-    try:
-        for queue, depth in ((await broker_queue_depths(runtime)) or {}).items():
-            POLL_QUEUE_DEPTH.labels(queue=queue).set(depth)
-    except Exception as exc:
-        log.warning("metrics.queue_depth_failed", error=f"{type(exc).__name__}: {exc}")
+METRICS_PATH = "/metrics"
+WITH_FLEET = web.AppKey("metrics_with_fleet", bool)
 
 
-async def render_fleet(runtime: Runtime) -> bytes:
-    """The merged exposition text (falls back to this process alone when Redis is down)."""
-    await refresh_scrape_gauges(runtime)
-    others: list[Snapshot] = []
-    retired: dict[str, float] = {}
-    stale_after = max(3 * runtime.settings.metrics_push_interval, 30.0)
-    try:
-        others, retired = await fleet_snapshots(runtime.redis, runtime.keys, stale_after)
-    except Exception as exc:
-        log.warning("metrics.fleet_read_failed", error=f"{type(exc).__name__}: {exc}")
-    merged = merge(local_snapshot(with_scrape_time=True), others, retired)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(merged))
-    return generate_latest(registry)
+def token_ok(authorization: str | None, token: SecretStr | None) -> bool:
+    """True when no token is configured, or the header carries it (constant-time compare)."""
+    if token is None or not token.get_secret_value():
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def render(runtime: Runtime | None) -> bytes:
+    """This process's (or group's) metrics, plus the fleet figures when `runtime` is given."""
+    body = generate_latest(multiproc.exposition_registry())
+    if runtime is None:
+        return body
+    fleet = CollectorRegistry(auto_describe=False)
+    fleet.register(FleetCollector(await read_fleet(runtime)))
+    return body + generate_latest(fleet)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
     """GET /metrics."""
-    body = await render_fleet(request.app[RUNTIME])
+    if not token_ok(request.headers.get("Authorization"), request.app[SETTINGS].metrics_token):
+        refused = error_response(
+            401, "unauthorized", "/metrics needs `Authorization: Bearer <STATUSD_METRICS_TOKEN>`"
+        )
+        refused.headers["WWW-Authenticate"] = 'Bearer realm="statusd-metrics"'
+        return refused
+    runtime = request.app[RUNTIME] if request.app[WITH_FLEET] else None
+    body = await render(runtime)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_metrics_route(app: web.Application, *, with_fleet: bool) -> None:
+    """/metrics on `app` (which holds SETTINGS, and RUNTIME when `with_fleet`)."""
+    app[WITH_FLEET] = with_fleet
+    app.router.add_get(METRICS_PATH, metrics, allow_head=False)
+
+
+@asynccontextmanager
+async def metrics_listener(
+    settings: Settings, runtime: Runtime, *, with_fleet: bool
+) -> AsyncIterator[int]:
+    """Serve /metrics on STATUSD_METRICS_PORT (host STATUSD_HOST) while inside; yields the
+    bound port. A multiprocess group's members share the port (SO_REUSEPORT): whichever answers
+    reports the whole group."""
+    if settings.metrics_port is None:
+        raise ValueError("metrics_listener needs STATUSD_METRICS_PORT")
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[RUNTIME] = runtime
+    add_metrics_route(app, with_fleet=with_fleet)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.host, settings.metrics_port, reuse_port=multiproc.active() or None
+    )
+    await site.start()
+    try:
+        yield _bound_port(runner, settings.metrics_port)
+    finally:
+        await runner.cleanup()
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured
+
+
+async def metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx of the API app: its metrics listener, with the fleet figures."""
+    async with metrics_listener(app[SETTINGS], app[RUNTIME], with_fleet=True):
+        yield
+
+
+def setup_metrics(app: web.Application) -> None:
+    """The API app's /metrics: its own listener when STATUSD_METRICS_PORT is set, else a route."""
+    if app[SETTINGS].metrics_port is None:
+        add_metrics_route(app, with_fleet=True)
+    else:
+        app.cleanup_ctx.append(metrics_listener_ctx)  # after the runtime's: it reads through it

@@ -1,4 +1,6 @@
-"""On-call HTTP routes: stale report, summary, recent transitions, live events, metrics.
+"""On-call HTTP routes: stale report, summary, recent transitions, live events.
+
+/metrics is wired by statusd.oncall.metrics_endpoint.setup_metrics (its own port, maybe).
 
 The JSON endpoints accept the API token as a Bearer header or, for the status page, as the
 HttpOnly `statusd_token` cookie (SameSite=Strict, so other sites cannot ride on it).
@@ -15,7 +17,6 @@ from statusd.api.errors import BadRequest, json_response
 from statusd.app_keys import RUNTIME
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
-from statusd.oncall.metrics_endpoint import metrics
 from statusd.oncall.reports import (
     FilterError,
     StaleFilter,
@@ -99,4 +100,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/reports/summary", get_summary, allow_head=False)
     app.router.add_get("/v1/reports/transitions", get_recent_transitions, allow_head=False)
     app.router.add_get("/v1/events", get_events, allow_head=False)
-    app.router.add_get("/metrics", metrics, allow_head=False)

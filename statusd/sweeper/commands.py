@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -51,13 +52,28 @@ def worker(
     ] = 0,
     schedule: Annotated[Path | None, typer.Option("--schedule", help=SCHEDULE_HELP)] = None,
 ) -> None:
-    """Run a Celery worker for the sweeper (and sync) queues."""
+    """Run a Celery worker for the sweeper (and sync) queues.
+
+    With STATUSD_METRICS_PORT set, the main process serves /metrics for all its prefork children."""
+    from statusd.oncall import multiproc
     from statusd.recovery import check_at_start
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
+    if not multiproc.active():
+        if multiproc.ENV in os.environ:  # set, yet not seen by prometheus_client: never loop
+            raise typer.BadParameter(
+                f"{multiproc.ENV} must be set before statusd starts, not by a wrapper in-process"
+            )
+        # The prefork children inherit this process's metric objects, and prometheus_client
+        # (already imported by the CLI) fixed them as in-memory values. Run this same command
+        # once more, in place (same pid), with PROMETHEUS_MULTIPROC_DIR set from the start.
+        multiproc.start_group(multiproc.ProcessGroup.WORKER)
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    metrics_dir = multiproc.start_group(multiproc.ProcessGroup.WORKER)
     settings = _settings()
     asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
     app = create_celery(settings)
+    _attach_metrics(settings)
     argv = [
         "worker",
         f"--queues={_queues(queues)}",
@@ -69,7 +85,39 @@ def worker(
     ]
     if beat:
         argv += ["--beat", f"--schedule={schedule or schedule_file(settings)}"]
-    app.worker_main(argv)
+    try:
+        app.worker_main(argv)
+    finally:
+        multiproc.end_group(multiproc.ProcessGroup.WORKER, metrics_dir)
+
+
+def _attach_metrics(settings: Settings) -> None:
+    """Worker signal hooks for metrics: each prefork child marks itself dead on its way out; the
+    main process runs the /metrics listener (started once the pool exists, so no child inherits
+    a thread it does not have) and closes it on shutdown."""
+    from celery import signals
+
+    from statusd.oncall import multiproc
+    from statusd.oncall.metrics_thread import MetricsThread
+
+    listener: list[MetricsThread] = []
+
+    def child_exiting(**_: Any) -> None:
+        multiproc.process_exited(os.getpid())
+
+    def ready(**_: Any) -> None:
+        if settings.metrics_port is not None and not listener:
+            listener.append(
+                MetricsThread(settings.host, settings.metrics_port, settings.metrics_token).start()
+            )
+
+    def shutdown(**_: Any) -> None:
+        while listener:
+            listener.pop().stop()
+
+    signals.worker_process_shutdown.connect(child_exiting, weak=False)
+    signals.worker_ready.connect(ready, weak=False)
+    signals.worker_shutdown.connect(shutdown, weak=False)
 
 
 def beat(

@@ -14,9 +14,9 @@ import structlog
 from celery import Task, shared_task
 
 from statusd import worker_runtime
-from statusd.metrics import POLL_QUEUE_DEPTH, SWEEP_DURATION, SWEEP_STALE
+from statusd.metrics import SWEEP_DURATION, SWEEP_STALE
 from statusd.sweeper import leases
-from statusd.sweeper.celery_app import POLL_TASK, QUEUES, SWEEP_TASK
+from statusd.sweeper.celery_app import POLL_TASK, SWEEP_TASK
 from statusd.sweeper.poller import run_poll
 from statusd.sweeper.sweep import run_sweep
 
@@ -34,7 +34,6 @@ def sweep(self: Task) -> dict[str, Any]:
     _enqueue(result.chunks, token)
     SWEEP_DURATION.observe(result.duration_s)
     SWEEP_STALE.set(result.stale)
-    _record_queue_depths(self)
     summary = {
         "stale": result.stale,
         "dropped": result.dropped,
@@ -83,15 +82,3 @@ def _release_unsent(ids: Sequence[str], token: str) -> None:
         worker_runtime.run(lambda rt: leases.release(rt.redis, rt.keys, ids, token))
     except Exception as exc:  # the leases then expire on their own
         log.warning("sweep.release_failed", workloads=len(ids), error=str(exc))
-
-
-def _record_queue_depths(task: Task) -> None:
-    """Messages waiting per queue (the scale-out signal); best effort, never fails a sweep."""
-    try:
-        with task.app.connection_for_read() as conn:
-            channel = conn.default_channel
-            for queue in QUEUES:
-                declared = channel.queue_declare(queue=queue, passive=True)
-                POLL_QUEUE_DEPTH.labels(queue=queue).set(declared.message_count)
-    except Exception as exc:  # a queue not declared yet, a broker blip: metrics only
-        log.debug("sweep.queue_depth_unavailable", error=f"{type(exc).__name__}: {exc}")

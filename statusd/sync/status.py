@@ -1,7 +1,7 @@
 """How far behind the outbox is: depth, oldest unsynced age, dead letters, per-workload `synced`.
 
-`outbox_stats` also sets the outbox gauges (statusd.metrics), so whoever reports it (the
-`statusd sync status` CLI, `/metrics`, the summary report) refreshes them.
+Read by the `statusd sync status` CLI, the summary report and, at scrape time, the fleet
+collector behind /metrics (statusd.oncall.fleet_collector).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import reading
-from statusd.metrics import OUTBOX_DEAD, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
 from statusd.settings import Settings
 
@@ -86,10 +85,6 @@ async def outbox_stats(engine: AsyncEngine, settings: Settings | None = None) ->
         entry[OutboxStatus(status).value] = int(count)
         if OutboxStatus(status) is OutboxStatus.PENDING and oldest is not None:
             entry["oldest_age_s"] = round(max(0.0, (now - oldest).total_seconds()), 3)
-    for name, entry in targets.items():
-        OUTBOX_DEPTH.labels(target=name).set(entry["pending"])
-        OUTBOX_DEAD.labels(target=name).set(entry["dead"])
-        OUTBOX_OLDEST_AGE.labels(target=name).set(entry["oldest_age_s"] or 0.0)
     ages = [e["oldest_age_s"] for e in targets.values() if e["oldest_age_s"] is not None]
     stats: dict[str, Any] = {
         "depth": sum(e["pending"] for e in targets.values()),

@@ -22,7 +22,6 @@ from statusd.runtime import Runtime
 from statusd.sweeper.celery_app import SYNC_DRAIN_DUE_TASK, SYNC_DRAIN_TASK, SYNC_QUEUE
 from statusd.sync.drain import drain
 from statusd.sync.kick import claim_window
-from statusd.sync.status import outbox_stats
 
 log = structlog.get_logger("statusd.sync")
 
@@ -34,7 +33,7 @@ def _run_seconds(rt: Runtime) -> float:
 
 
 async def _drain(
-    rt: Runtime, workload_id: str | None, *, refresh_stats: bool, may_continue: bool
+    rt: Runtime, workload_id: str | None, *, may_continue: bool
 ) -> tuple[dict[str, Any], bool]:
     """One bounded drain; returns its report and whether this run should send a continuation."""
     report = await drain(
@@ -43,8 +42,6 @@ async def _drain(
         workload_ids=[workload_id] if workload_id else None,
         max_seconds=_run_seconds(rt),
     )
-    if refresh_stats:
-        await outbox_stats(rt.engine, rt.settings)
     continues = (
         may_continue and report.stopped_early and await claim_window(rt.redis, rt.keys, rt.settings)
     )
@@ -55,9 +52,7 @@ async def _drain(
 def drain_task(workload_id: str | None = None) -> dict[str, Any]:
     """Drain now (one workload, or everything due). Continues itself if its time ran out and no
     other drain is already sent for this debounce window."""
-    result, continues = worker_runtime.run(
-        lambda rt: _drain(rt, workload_id, refresh_stats=False, may_continue=True)
-    )
+    result, continues = worker_runtime.run(lambda rt: _drain(rt, workload_id, may_continue=True))
     if continues:
         drain_task.apply_async(kwargs={"workload_id": workload_id}, queue=SYNC_QUEUE)
     return result
@@ -65,8 +60,6 @@ def drain_task(workload_id: str | None = None) -> dict[str, Any]:
 
 @shared_task(name=SYNC_DRAIN_DUE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def drain_due_task() -> dict[str, Any]:
-    """Beat: drain everything due, and refresh the outbox gauges. The next beat continues it."""
-    result, _ = worker_runtime.run(
-        lambda rt: _drain(rt, None, refresh_stats=True, may_continue=False)
-    )
+    """Beat: drain everything due. The next beat continues it."""
+    result, _ = worker_runtime.run(lambda rt: _drain(rt, None, may_continue=False))
     return result
