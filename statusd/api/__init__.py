@@ -12,9 +12,11 @@ def setup_api(app: web.Application) -> None:
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
     from statusd.api import health, openapi, workloads
+    from statusd.api.auth import session_middleware
     from statusd.api.errors import error_middleware
 
     app.middlewares.append(error_middleware)
+    app.middlewares.append(session_middleware)  # inside the error boundary
     health.add_routes(app)
     openapi.add_routes(app)
     workloads.add_routes(app)

@@ -23,10 +23,11 @@ async def _event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup_oncall(app: web.Application) -> None:
     """Register the on-call routes, the event hub, and stream shutdown."""
-    from statusd.oncall import page, routes
+    from statusd.oncall import login, page, routes
     from statusd.oncall.sse import close_hub
 
     app.cleanup_ctx.append(_event_hub_ctx)  # after the runtime's: it needs the runtime open
     app.on_shutdown.append(close_hub)  # before the server waits for handlers: end streams now
     routes.add_routes(app)
     page.add_routes(app)
+    login.add_routes(app)
