@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     session_ttl: float = Field(default=12 * 3600.0, ge=60)
     # Peers whose X-Forwarded-Proto is believed (CIDRs; default none: only a TLS socket is HTTPS).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A connection must deliver its request line and headers this long after it opened or after
+    # its previous response (also the idle keep-alive limit); the body, this long after those.
+    header_timeout: float = Field(default=15.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("poll_allow_nets", "alert_webhooks", "trusted_proxies", mode="before")
     @classmethod

@@ -7,11 +7,12 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from statusd.api.deadlines import BodyTimeout
 from statusd.errors import (
     RedisUnavailable,
     StatusdError,
@@ -71,12 +72,36 @@ def _map(exc: Exception) -> web.Response:
     raise exc
 
 
+def _client_gone(request: web.Request, exc: Exception) -> web.Response:
+    """The client hung up mid-request: routine on a fleet (crashes, restarts), so DEBUG, no trace.
+
+    Nobody reads the answer; it only lets aiohttp finish the request quietly."""
+    log.debug(
+        "request.client_gone",
+        path=request.path,
+        method=request.method,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    return error_response(400, "client_gone", "the client closed the connection mid-request")
+
+
+def _body_timeout(exc: BodyTimeout) -> web.Response:
+    response = error_response(408, "body_timeout", str(exc), field="body")
+    response.force_close()  # the rest of the body may still trickle in: do not wait for it
+    return response
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """The one error boundary: every failure leaves as JSON naming the problem."""
     try:
         return await handler(request)
+    except BodyTimeout as exc:
+        return _body_timeout(exc)
+    except (ConnectionResetError, ClientConnectionResetError) as exc:
+        return _client_gone(request, exc)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             return error_response(
