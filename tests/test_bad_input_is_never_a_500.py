@@ -39,6 +39,16 @@ async def test_login_multipart_without_boundary_is_400(client: TestClient[Any, A
     await assert_json_error(resp, 400, "body")
 
 
+async def test_login_multipart_with_a_bad_part_header_is_400(client: TestClient[Any, Any]) -> None:
+    """Found by the generated-input test: aiohttp's InvalidHeader escaped as a 500."""
+    resp = await client.post(
+        "/login",
+        data=b"--b\r\n[{}, []]--b--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    await assert_json_error(resp, 400, "body")
+
+
 async def test_login_multipart_with_a_broken_body_is_400(client: TestClient[Any, Any]) -> None:
     resp = await client.post(
         "/login",

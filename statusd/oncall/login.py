@@ -12,6 +12,7 @@ import time
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from statusd.api import sessions
 from statusd.api.auth import COOKIE_NAME, LEGACY_COOKIE_NAME, SESSION, token_matches
@@ -27,7 +28,7 @@ async def form_token(request: web.Request) -> str | None:
     """The form's `token` field (url-encoded or multipart); 400 naming the body if unparseable."""
     try:
         form = await request.post()
-    except ValueError as exc:  # aiohttp: "boundary missed", a truncated or malformed multipart
+    except (ValueError, HttpProcessingError) as exc:  # "boundary missed", bad part headers...
         raise BadRequest(
             f"form body cannot be parsed: {exc}", field="body", status=400, error="malformed_form"
         ) from None
