@@ -85,6 +85,12 @@ def _client_gone(request: web.Request, exc: Exception) -> web.Response:
     return error_response(400, "client_gone", "the client closed the connection mid-request")
 
 
+def _unhandled(request: web.Request) -> web.Response:
+    """A bug: logged with its traceback (call inside `except`), answered 500 JSON."""
+    log.exception("api.unhandled", path=request.path, method=request.method)
+    return error_response(500, "internal", "internal error; it has been logged")
+
+
 def _body_timeout(exc: BodyTimeout) -> web.Response:
     response = error_response(408, "body_timeout", str(exc), field="body")
     response.force_close()  # the rest of the body may still trickle in: do not wait for it
@@ -101,6 +107,8 @@ async def error_middleware(
     except BodyTimeout as exc:
         return _body_timeout(exc)
     except (ConnectionResetError, ClientConnectionResetError) as exc:
+        if request.transport is not None and not request.transport.is_closing():
+            return _unhandled(request)  # the client is still there: a reset on our side, a bug
         return _client_gone(request, exc)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -111,5 +119,4 @@ async def error_middleware(
     except (StatusdError, RedisError) as exc:
         return _map(exc)
     except Exception:
-        log.exception("api.unhandled", path=request.path, method=request.method)
-        return error_response(500, "internal", "internal error; it has been logged")
+        return _unhandled(request)
