@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from statusd.api import sessions
 from statusd.api.auth import COOKIE_NAME
+from statusd.app import create_app
 from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET
@@ -132,3 +138,42 @@ async def test_secure_flag_follows_https_through_a_trusted_proxy(
     async with api_client(make_settings(trusted_proxies=trusted)) as client:
         _, jar = await login(client, **{"X-Forwarded-Proto": forwarded})
         assert bool(jar[COOKIE_NAME]["secure"]) is secure
+
+
+def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts around a throwaway certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, ssl.create_default_context(cafile=str(cert))
+
+
+async def test_secure_flag_on_a_direct_tls_connection(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    server = TestServer(create_app(make_settings(), consumers=0), host="127.0.0.1", scheme="https")
+    await server.start_server(ssl=server_tls)
+    try:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                server.make_url("/login"),
+                data={"token": TEST_API_TOKEN},
+                ssl=client_tls,
+                allow_redirects=False,
+            )
+            assert resp.status == 303, await resp.text()
+            assert resp.cookies[COOKIE_NAME]["secure"]
+            resp.release()
+    finally:
+        await server.close()
