@@ -106,6 +106,11 @@ class Keys:
         """Hash: disruption mode (active 0/1, since, stale, tracked), written by the sweeper."""
         return f"{self.prefix}disruption"
 
+    # -- status-page sessions (statusd.api.sessions) --
+    def session(self, session_id: str) -> str:
+        """String with TTL: a live status-page session; deleting it revokes the cookie (logout)."""
+        return f"{self.prefix}session:{session_id}"
+
     # -- sync / events --
     @property
     def sync_kick(self) -> str:

@@ -42,6 +42,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def serve_one(settings: Settings, *, consumers: int | None, reuse_port: bool) -> None:
     """Serve until SIGINT/SIGTERM in this process (aiohttp runs the cleanup contexts on the way out)."""
+    from statusd.api.deadlines import server_options
     from statusd.app import create_app
     from statusd.logs import configure_logging
 
@@ -60,6 +61,7 @@ def serve_one(settings: Settings, *, consumers: int | None, reuse_port: bool) ->
         access_log=None,  # one log line per heartbeat would cost more than the heartbeat
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         handle_signals=True,
+        **server_options(settings),  # header/keep-alive read deadline
     )
     log.info("serve.stopped", port=settings.port)
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from statusd.errors import ConfigError
@@ -142,19 +142,30 @@ class Settings(BaseSettings):
     # Set: /metrics answers 401 without `Authorization: Bearer <token>` (on whichever port).
     metrics_token: SecretStr | None = None
 
-    @field_validator("poll_allow_nets", "alert_webhooks", mode="before")
+    # -- hardening (HTTP edge) -------------------------------------------------------------------
+    # Status-page sessions live this long (server-side in Redis, and the signed cookie's expiry).
+    session_ttl: float = Field(default=12 * 3600.0, ge=60)
+    # Peers whose X-Forwarded-Proto is believed (CIDRs; default none: only a TLS socket is HTTPS).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A connection must deliver its request line and headers this long after it opened or after
+    # its previous response (also the idle keep-alive limit); the body, this long after those.
+    header_timeout: float = Field(default=15.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("poll_allow_nets", "alert_webhooks", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("poll_allow_nets")
+    @field_validator("poll_allow_nets", "trusted_proxies")
     @classmethod
-    def _nets(cls, value: list[str]) -> list[str]:
+    def _nets(cls, value: list[str], info: ValidationInfo) -> list[str]:
         for net in value:
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError as exc:
-                raise ValueError(f"STATUSD_POLL_ALLOW_NETS: {net!r} is not a CIDR network") from exc
+                name = f"STATUSD_{(info.field_name or '').upper()}"
+                raise ValueError(f"{name}: {net!r} is not a CIDR network") from exc
         return value
 
     @field_validator("main_api_url", "alert_webhooks")
@@ -181,6 +192,10 @@ class Settings(BaseSettings):
     @property
     def effective_startup_grace(self) -> float:
         return self.heartbeat_ttl if self.startup_grace is None else self.startup_grace
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(net, strict=False) for net in self.trusted_proxies]
 
     @property
     def is_sqlite(self) -> bool:

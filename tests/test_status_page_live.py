@@ -59,8 +59,11 @@ async def test_login_sets_an_httponly_strict_cookie_that_the_json_endpoints_acce
         and "SameSite=Strict" in set_cookie
     )
 
+    session = right.cookies[COOKIE_NAME].value
+    assert TEST_API_TOKEN not in set_cookie  # the cookie is a signed session id, not the token
+
     client.session.cookie_jar.clear()  # from here on, only the cookie we send by hand
-    cookie = {"Cookie": f"{COOKIE_NAME}={TEST_API_TOKEN}", "Authorization": ""}
+    cookie = {"Cookie": f"{COOKIE_NAME}={session}", "Authorization": ""}
     assert 'id="stale-table"' in await (await client.get("/", headers=cookie)).text()
     for path in ("/v1/reports/stale", "/v1/reports/summary", "/v1/reports/transitions"):
         assert (await client.get(path, headers=cookie)).status == 200, path

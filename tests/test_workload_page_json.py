@@ -27,7 +27,6 @@ from tests.support.api_client import api_client
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
-COOKIE = {"Cookie": f"{COOKIE_NAME}={TEST_API_TOKEN}", "Authorization": ""}
 ANONYMOUS = {"Authorization": ""}
 
 
@@ -37,13 +36,27 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
         yield c
 
 
+@pytest.fixture
+async def cookie(client: TestClient[Any, Any]) -> dict[str, str]:
+    """Headers of a signed-in page: the session cookie /login hands out, and no bearer token."""
+    resp = await client.post(
+        "/login", data={"token": TEST_API_TOKEN}, headers=ANONYMOUS, allow_redirects=False
+    )
+    assert resp.status == 303, await resp.text()
+    session = resp.cookies[COOKIE_NAME].value
+    client.session.cookie_jar.clear()  # only the cookie each request sends by hand
+    return {"Cookie": f"{COOKIE_NAME}={session}", "Authorization": ""}
+
+
 async def _registered(client: TestClient[Any, Any], wid: str, kind: Kind, **kw: Any) -> None:
     rt = client.server.app[RUNTIME]
     await register(rt.engine, wid, kind, **kw)
     await on_registered(rt.redis, rt.keys, wid, time.time())
 
 
-async def test_a_workloads_story_tells_what_happened(client: TestClient[Any, Any]) -> None:
+async def test_a_workloads_story_tells_what_happened(
+    client: TestClient[Any, Any], cookie: dict[str, str]
+) -> None:
     rt = client.server.app[RUNTIME]
     await _registered(client, "train-7", Kind.TRAINING, labels={"team": "vision"})
     for state, seq in ((State.STARTING, 1), (State.RUNNING, 2)):
@@ -66,7 +79,7 @@ async def test_a_workloads_story_tells_what_happened(client: TestClient[Any, Any
             .values(poll_failures=2, last_poll_error="connect timeout")
         )
 
-    resp = await client.get("/v1/reports/workloads/train-7", headers=COOKIE)
+    resp = await client.get("/v1/reports/workloads/train-7", headers=cookie)
     assert resp.status == 200, await resp.text()
     story = await resp.json()
     assert story["workload"]["id"] == "train-7" and story["workload"]["state"] == "UNREACHABLE"
@@ -107,26 +120,29 @@ async def test_a_workload_with_no_history_has_no_bands_and_is_synced(
 
 async def test_unknown_workloads_are_404_as_json_and_as_a_page(
     client: TestClient[Any, Any],
+    cookie: dict[str, str],
 ) -> None:
     for wid in ("nobody", "bad%20id"):
         resp = await client.get(f"/v1/reports/workloads/{wid}")
         assert resp.status == 404 and (await resp.json())["error"] == "not_found"
-    page = await client.get("/workloads/nobody-here", headers=COOKIE)
+    page = await client.get("/workloads/nobody-here", headers=cookie)
     assert page.status == 404 and page.content_type == "text/html"
     assert "No workload nobody-here" in await page.text()
     assert "Content-Security-Policy" in page.headers
     # Markup in an id is shown as text, never run.
-    evil = await client.get("/workloads/%3Cscript%3Ealert(1)%3C%2Fscript%3E", headers=COOKIE)
+    evil = await client.get("/workloads/%3Cscript%3Ealert(1)%3C%2Fscript%3E", headers=cookie)
     assert evil.status == 404 and "<script>" not in await evil.text()
 
 
-async def test_pages_and_their_json_need_the_sign_in(client: TestClient[Any, Any]) -> None:
+async def test_pages_and_their_json_need_the_sign_in(
+    client: TestClient[Any, Any], cookie: dict[str, str]
+) -> None:
     await _registered(client, "dep-1", Kind.DEPLOYMENT)
     for path in ("/workloads", "/workloads/dep-1", "/workloads/nobody"):
         resp = await client.get(path, headers=ANONYMOUS, allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"] == "/", path
     for path in ("/workloads", "/workloads/dep-1"):
-        resp = await client.get(path, headers=COOKIE)
+        resp = await client.get(path, headers=cookie)
         assert resp.status == 200 and "Content-Security-Policy" in resp.headers, path
     for path in (
         "/v1/reports/workloads/dep-1",
@@ -134,7 +150,7 @@ async def test_pages_and_their_json_need_the_sign_in(client: TestClient[Any, Any
         "/v1/reports/selfwatch",
         "/v1/workloads",
     ):
-        assert (await client.get(path, headers=COOKIE)).status == 200, path
+        assert (await client.get(path, headers=cookie)).status == 200, path
         assert (await client.get(path, headers=ANONYMOUS)).status == 401, path
     for name in ("ui.js", "fleet.js", "workload.js", "overview.js", "workloads.css"):
         assert (await client.get(f"/static/{name}", headers=ANONYMOUS)).status == 200, name
@@ -190,6 +206,7 @@ async def test_selfwatch_reports_disruption_and_a_stalled_sweeper(
 
 async def test_a_deregistered_workload_keeps_its_story_and_a_new_generation_starts_over(
     client: TestClient[Any, Any],
+    cookie: dict[str, str],
 ) -> None:
     rt = client.server.app[RUNTIME]
     await _registered(client, "nb-9", Kind.NOTEBOOK)
@@ -202,7 +219,7 @@ async def test_a_deregistered_workload_keeps_its_story_and_a_new_generation_star
     assert story["deregistered_at"] is not None and story["workload"]["state"] == "READY"
     assert [b["state"] for b in story["timeline"]] == ["PENDING", "STARTING", "READY"]
     assert story["timeline"][-1]["end"] == story["deregistered_at"]  # not "still in it"
-    assert (await client.get("/workloads/nb-9", headers=COOKIE)).status == 200
+    assert (await client.get("/workloads/nb-9", headers=cookie)).status == 200
 
     # Registered again: a new generation, PENDING again. The table keeps the old history; the
     # timeline tells this registration's story only.

@@ -12,9 +12,13 @@ def setup_api(app: web.Application) -> None:
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
     from statusd.api import health, openapi, silences, workloads
+    from statusd.api.auth import session_middleware
+    from statusd.api.deadlines import body_deadline_middleware
     from statusd.api.errors import error_middleware
 
     app.middlewares.append(error_middleware)
+    app.middlewares.append(body_deadline_middleware)  # inside the boundary: 408 is JSON too
+    app.middlewares.append(session_middleware)
     health.add_routes(app)
     openapi.add_routes(app)
     workloads.add_routes(app)

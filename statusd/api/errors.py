@@ -7,11 +7,12 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from statusd.api.deadlines import BodyTimeout
 from statusd.errors import (
     RedisUnavailable,
     StatusdError,
@@ -71,12 +72,44 @@ def _map(exc: Exception) -> web.Response:
     raise exc
 
 
+def _client_gone(request: web.Request, exc: Exception) -> web.Response:
+    """The client hung up mid-request: routine on a fleet (crashes, restarts), so DEBUG, no trace.
+
+    Nobody reads the answer; it only lets aiohttp finish the request quietly."""
+    log.debug(
+        "request.client_gone",
+        path=request.path,
+        method=request.method,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    return error_response(400, "client_gone", "the client closed the connection mid-request")
+
+
+def _unhandled(request: web.Request) -> web.Response:
+    """A bug: logged with its traceback (call inside `except`), answered 500 JSON."""
+    log.exception("api.unhandled", path=request.path, method=request.method)
+    return error_response(500, "internal", "internal error; it has been logged")
+
+
+def _body_timeout(exc: BodyTimeout) -> web.Response:
+    response = error_response(408, "body_timeout", str(exc), field="body")
+    response.force_close()  # the rest of the body may still trickle in: do not wait for it
+    return response
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """The one error boundary: every failure leaves as JSON naming the problem."""
     try:
         return await handler(request)
+    except BodyTimeout as exc:
+        return _body_timeout(exc)
+    except (ConnectionResetError, ClientConnectionResetError) as exc:
+        if request.transport is not None and not request.transport.is_closing():
+            return _unhandled(request)  # the client is still there: a reset on our side, a bug
+        return _client_gone(request, exc)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             return error_response(
@@ -86,5 +119,4 @@ async def error_middleware(
     except (StatusdError, RedisError) as exc:
         return _map(exc)
     except Exception:
-        log.exception("api.unhandled", path=request.path, method=request.method)
-        return error_response(500, "internal", "internal error; it has been logged")
+        return _unhandled(request)

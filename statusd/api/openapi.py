@@ -48,6 +48,23 @@ LIMIT_PARAM = {
     "in": "query",
     "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
 }
+KIND_FILTER_PARAM = {"name": "kind", "in": "query", "schema": _ref("Kind")}
+# Filters and resume point shared by /v1/events and /v1/reports/transitions.
+STREAM_PARAMS = [
+    KIND_FILTER_PARAM,
+    {"name": "workload_id", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "last_event_id",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        "description": "resume after this transition id (or the Last-Event-ID header)",
+    },
+]
+LOGIN_FORM = {
+    "type": "object",
+    "required": ["token"],
+    "properties": {"token": {"type": "string", "description": "STATUSD_API_TOKEN"}},
+}
 COMMON_ERRORS = {
     "401": _error("missing or wrong token"),
     "503": _error("Redis or the database is unreachable; retry after Retry-After seconds"),
@@ -220,6 +237,8 @@ SCHEMAS: dict[str, Any] = {
             "status": _ref("State"),
             "seq": {
                 "type": "integer",
+                "minimum": 0,
+                "maximum": 2**63 - 1,
                 "description": "per-workload increasing (a millisecond clock works)",
             },
             "detail": {"type": "string"},
@@ -390,7 +409,11 @@ PATHS: dict[str, dict[str, Any]] = {
             },
             parameters=[
                 ID_PARAM,
-                {"name": "after", "in": "query", "schema": {"type": "integer"}},
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                },
                 LIMIT_PARAM,
             ],
         ),
@@ -501,6 +524,24 @@ PATHS: dict[str, dict[str, Any]] = {
                 "400": _error("bad query parameter"),
                 **COMMON_ERRORS,
             },
+            parameters=[
+                KIND_FILTER_PARAM,
+                {
+                    "name": "label",
+                    "in": "query",
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                    "style": "form",
+                    "explode": True,
+                    "description": "key:value, repeatable (all must match)",
+                },
+                {
+                    "name": "older_than",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "a duration: 300, 90s, 5m, 1h30m, 2d",
+                },
+                {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
+            ],
         ),
     },
     "/v1/events": {
@@ -508,7 +549,15 @@ PATHS: dict[str, dict[str, Any]] = {
             "oncall",
             "Server-Sent Events of committed transitions (resume with Last-Event-ID)",
             API_TOKEN,
-            {"200": {"description": "text/event-stream"}, **COMMON_ERRORS},
+            {
+                "200": {
+                    "description": "one `transition` event per committed transition",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _error("bad query parameter or Last-Event-ID"),
+                **COMMON_ERRORS,
+            },
+            parameters=STREAM_PARAMS,
         ),
     },
     "/metrics": {
@@ -544,7 +593,14 @@ PATHS: dict[str, dict[str, Any]] = {
                 "400": _error("bad query parameter"),
                 **COMMON_ERRORS,
             },
-            parameters=[LIMIT_PARAM],
+            parameters=[
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                },
+                *STREAM_PARAMS,
+            ],
         ),
     },
     "/v1/reports/workloads/{id}": {
@@ -608,17 +664,30 @@ PATHS: dict[str, dict[str, Any]] = {
     "/login": {
         "post": _op(
             "oncall",
-            "Status page sign-in: form field `token`; sets the HttpOnly statusd_token cookie",
+            "Status page sign-in: form field `token` (the API token) opens a server-side session "
+            "and sets the HttpOnly, SameSite=Strict statusd_session cookie (a signed session id)",
             PUBLIC,
             {
                 "303": {"description": "signed in, redirect to /"},
+                "400": _error("the form body cannot be parsed"),
                 "401": {"description": "HTML form with an error"},
+                "503": COMMON_ERRORS["503"],
+            },
+            requestBody={
+                "required": True,
+                "content": {
+                    media: {"schema": LOGIN_FORM}
+                    for media in ("application/x-www-form-urlencoded", "multipart/form-data")
+                },
             },
         ),
     },
     "/logout": {
         "post": _op(
-            "oncall", "Status page sign-out", PUBLIC, {"303": {"description": "redirect to /"}}
+            "oncall",
+            "Status page sign-out: revokes the session server-side",
+            PUBLIC,
+            {"303": {"description": "redirect to /"}},
         ),
     },
     "/static/{name}": {

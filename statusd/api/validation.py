@@ -29,6 +29,10 @@ MAX_REASON = 1000
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 _CURSOR_PREFIX = "v1:"
+# Integer query parameters end up in SQL: keep them inside BIGINT (SQLite raises OverflowError
+# beyond it) and to ASCII digits (int() also takes "\u0661", "+1", " 1" and "1_0").
+MAX_INT64 = 2**63 - 1
+_QUERY_INT_RE = re.compile(r"[0-9]{1,19}")
 
 
 async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
@@ -250,19 +254,17 @@ def _single(query: MultiMapping[str], name: str) -> str | None:
     return values[0] if values else None
 
 
-def parse_limit(query: MultiMapping[str]) -> int:
+def parse_query_int(raw: str, name: str, *, low: int = 0, high: int = MAX_INT64) -> int:
+    """An integer query parameter (or header): ASCII digits, low..high; 400 naming `name` if not."""
+    value = int(raw) if _QUERY_INT_RE.fullmatch(raw) else None
+    if value is None or not low <= value <= high:
+        raise _query_error(f"{name} must be an integer {low}..{high}, not {raw[:40]!r}", name)
+    return value
+
+
+def parse_limit(query: MultiMapping[str], default: int = DEFAULT_LIMIT) -> int:
     raw = _single(query, "limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise _query_error(
-            f"limit must be an integer 1..{MAX_LIMIT}, not {raw!r}", "limit"
-        ) from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise _query_error(f"limit must be 1..{MAX_LIMIT}, not {limit}", "limit")
-    return limit
+    return default if raw is None else parse_query_int(raw, "limit", low=1, high=MAX_LIMIT)
 
 
 def encode_cursor(last_id: str) -> str:
@@ -353,14 +355,5 @@ def parse_history_query(query: MultiMapping[str]) -> tuple[int, int]:
     """GET /v1/workloads/{id}/transitions query -> (after transition id, limit)."""
     reject_unknown_params(query, HISTORY_QUERY_PARAMS)
     raw = _single(query, "after")
-    after = 0
-    if raw is not None:
-        try:
-            after = int(raw)
-        except ValueError:
-            raise _query_error(
-                f"after must be a transition id (integer), not {raw!r}", "after"
-            ) from None
-        if after < 0:
-            raise _query_error("after must be >= 0", "after")
+    after = 0 if raw is None else parse_query_int(raw, "after")
     return after, parse_limit(query)

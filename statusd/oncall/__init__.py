@@ -22,8 +22,8 @@ async def _event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_oncall(app: web.Application) -> None:
-    """Register the on-call routes, /metrics (or its listener), the event hub, stream shutdown."""
-    from statusd.oncall import page, page_api, routes, workload_pages
+    """Register the on-call routes, login, /metrics (or its listener), the event hub, stream shutdown."""
+    from statusd.oncall import login, page, page_api, routes, workload_pages
     from statusd.oncall.metrics_endpoint import setup_metrics
     from statusd.oncall.sse import close_hub
 
@@ -34,3 +34,4 @@ def setup_oncall(app: web.Application) -> None:
     page_api.add_routes(app)
     workload_pages.add_routes(app)
     setup_metrics(app)
+    login.add_routes(app)

@@ -1,26 +1,23 @@
 """GET / : the status page for humans (static HTML/JS/CSS from statusd/web, no build step).
 
-Login: GET / without a valid cookie shows a form; POST /login with the API token sets the HttpOnly,
-SameSite=Strict cookie `statusd_token` and redirects to /. The page's JavaScript then reads the
-JSON endpoints and /v1/events with that cookie (the token itself is never visible to scripts).
+Login: GET / without a valid session cookie shows a form; POST /login (statusd.oncall.login)
+trades the API token for a session and redirects to /. The page's JavaScript then reads the JSON
+endpoints and /v1/events with that cookie (neither it nor the token is visible to scripts).
 """
 
 from __future__ import annotations
 
-import hmac
 import html
 from importlib import resources
 
 from aiohttp import web
 
-from statusd.api.auth import COOKIE_NAME, api_token_ok
-from statusd.app_keys import SETTINGS
+from statusd.api.auth import api_token_ok
 
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 # The workload views (statusd.oncall.workload_pages): fleet list, workload page, overview extras.
 ASSETS |= {n: "text/javascript" for n in ("ui.js", "fleet.js", "workload.js", "overview.js")}
 ASSETS["workloads.css"] = "text/css"
-COOKIE_MAX_AGE_S = 12 * 3600  # a shift
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -56,40 +53,6 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=login_form(), content_type="text/html", headers=SECURITY_HEADERS)
 
 
-async def login(request: web.Request) -> web.Response:
-    """POST /login (form field `token`): sets the cookie and redirects to /, or 401 with the form."""
-    form = await request.post()
-    presented = str(form.get("token", ""))
-    token = request.app[SETTINGS].api_token
-    if token is None or not hmac.compare_digest(
-        presented.encode(), token.get_secret_value().encode()
-    ):
-        return web.Response(
-            text=login_form("That token is not valid."),
-            status=401,
-            content_type="text/html",
-            headers=SECURITY_HEADERS,
-        )
-    response = web.HTTPSeeOther("/")
-    response.set_cookie(
-        COOKIE_NAME,
-        presented,
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-        max_age=COOKIE_MAX_AGE_S,
-        path="/",
-    )
-    raise response
-
-
-async def logout(request: web.Request) -> web.Response:
-    """POST /logout: forget the cookie."""
-    response = web.HTTPSeeOther("/")
-    response.del_cookie(COOKIE_NAME, path="/")
-    raise response
-
-
 async def asset(request: web.Request) -> web.Response:
     """GET /static/{name}: the page's script and stylesheet (public: they hold no data)."""
     name = request.match_info["name"]
@@ -102,6 +65,4 @@ async def asset(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", index, allow_head=False)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name}", asset, allow_head=False)

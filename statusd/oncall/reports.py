@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -85,6 +86,8 @@ def parse_duration(text: str, field: str = "older_than") -> float:
                 field, f"{field}: {text!r} is not a duration (e.g. 300, 90s, 5m, 1h30m)"
             ) from None
         value = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if not math.isfinite(value):  # float() takes "nan" and "1e999"; neither is a duration
+        raise FilterError(field, f"{field}: {text!r} is not a finite duration")
     if value < 0:
         raise FilterError(field, f"{field}: must not be negative")
     return value

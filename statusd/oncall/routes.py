@@ -2,8 +2,8 @@
 
 /metrics is wired by statusd.oncall.metrics_endpoint.setup_metrics (its own port, maybe).
 
-The JSON endpoints accept the API token as a Bearer header or, for the status page, as the
-HttpOnly `statusd_token` cookie (SameSite=Strict, so other sites cannot ride on it).
+The JSON endpoints accept the API token as a Bearer header or, for the status page, the signed
+session cookie set by /login (statusd.oncall.login; HttpOnly, SameSite=Strict).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from aiohttp import web
 
 from statusd.api.auth import require_api_token_or_cookie
 from statusd.api.errors import BadRequest, json_response
+from statusd.api.validation import parse_query_int
 from statusd.app_keys import RUNTIME
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
@@ -80,12 +81,11 @@ async def get_summary(request: web.Request) -> web.Response:
 async def get_recent_transitions(request: web.Request) -> web.Response:
     """GET /v1/reports/transitions?limit=50: newest first; `last_id` is where /v1/events resumes."""
     raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RECENT:
-        raise BadRequest(f"limit: an integer from 1 to {MAX_RECENT}", field="limit", status=400)
+    limit = parse_query_int(raw, "limit", low=1, high=MAX_RECENT)
     flt, _ = sse.parse_stream_request(request)
     hub = request.app[sse.HUB]
     mark = await hub.mark()
-    items = await recent(request.app[RUNTIME].engine, mark, int(raw), flt)
+    items = await recent(request.app[RUNTIME].engine, mark, limit, flt)
     return json_response({"items": items, "count": len(items), "last_id": mark})
 
 

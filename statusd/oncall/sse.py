@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from statusd.api.errors import BadRequest
+from statusd.api.validation import parse_query_int
 from statusd.app_keys import RUNTIME
 from statusd.errors import StorageUnavailable
 from statusd.lifecycle import Kind
@@ -150,18 +151,7 @@ def parse_stream_request(request: web.Request) -> tuple[FeedFilter, int | None]:
             ) from None
     workload_id = request.query.get("workload_id") or None
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    last: int | None = None
-    if raw_last not in (None, ""):
-        try:
-            last = int(raw_last)
-            if last < 0:
-                raise ValueError
-        except ValueError:
-            raise BadRequest(
-                "last_event_id: must be a non-negative transition id",
-                field="last_event_id",
-                status=400,
-            ) from None
+    last = parse_query_int(raw_last, "last_event_id") if raw_last else None
     return FeedFilter(kind=kind, workload_id=workload_id), last
 
 

@@ -35,6 +35,7 @@ from statusd import liveness
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload, UnsafeStatusURL
 from statusd.hearing import read_hearing
+from statusd.ingest.validation import SEQ_LIMIT
 from statusd.lifecycle import CONTACT_STATES, Kind, Source, State, reportable_states
 from statusd.metrics import POLLS
 from statusd.models import Workload, utcnow
@@ -86,8 +87,8 @@ def parse_status(body: bytes, kind: Kind) -> tuple[State, int]:
         raise ValueError(f'"status" {status[:40]!r} is not a state') from exc
     if state not in reportable_states(kind):
         raise ValueError(f'"status" {state} is not a state a {kind} can report')
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise ValueError('"seq" is missing or not a non-negative integer')
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < SEQ_LIMIT:
+        raise ValueError('"seq" is missing or not an integer 0 <= seq < 2**63 (a BIGINT)')
     return state, seq
 
 
