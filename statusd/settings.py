@@ -83,7 +83,13 @@ class Settings(BaseSettings):
     consumer_pause_before_ack_s: float = Field(default=0.0, ge=0)
 
     # -- pull fallback --------------------------------------------------------------------------
-    broker_url: str | None = None  # default: the Redis above
+    # Celery's broker. Production: RabbitMQ (quorum queues) or a standalone Redis of its own;
+    # never a Redis Cluster, which kombu (Celery's transport) does not speak. Default: the Redis
+    # above, fine for one machine.
+    broker_url: str | None = None
+    # Beat leader lease: only the beat holding it sends; others wait as hot standbys and take
+    # over within about this long after the leader dies (statusd.sweeper.beat_leader).
+    beat_lease_ms: int = Field(default=10_000, ge=300)
     sweep_interval: float = Field(default=5.0, gt=0)
     poll_timeout: float = Field(default=2.0, gt=0)
     poll_concurrency: int = Field(default=100, ge=1)

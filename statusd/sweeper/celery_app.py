@@ -25,6 +25,7 @@ SYNC_DRAIN_TASK = "statusd.sync.drain"
 SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
 SYNC_QUEUE = "sync"
 TASK_MODULES = ("statusd.sweeper.tasks", "statusd.sync.tasks")
+BEAT_SCHEDULER = "statusd.sweeper.beat_leader:LeaderScheduler"
 # Broker connections per process. Managed Redis caps connections; workers that grew their pools
 # without bound have taken a production pipeline down before (FIELD-NOTES).
 BROKER_POOL_LIMIT = 4
@@ -109,6 +110,8 @@ def create_celery(settings: Settings) -> Celery:
         # would re-log (or drop) them as WARNING text.
         worker_redirect_stdouts=False,
         beat_schedule=beat_schedule(settings),
+        # Only the beat holding the Redis leader lease sends: a second beat is a hot standby.
+        beat_scheduler=BEAT_SCHEDULER,
         timezone="UTC",
     )
     worker_runtime.configure(settings)
