@@ -29,6 +29,13 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+class BrokerQueueType(StrEnum):
+    """How the Celery queues are declared on a RabbitMQ broker."""
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"  # replicated over the RabbitMQ cluster (Raft): survives a node loss
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # JSON when stderr is not a terminal, human-readable when it is
     JSON = "json"
@@ -87,6 +94,9 @@ class Settings(BaseSettings):
     # never a Redis Cluster, which kombu (Celery's transport) does not speak. Default: the Redis
     # above, fine for one machine.
     broker_url: str | None = None
+    # RabbitMQ only: `quorum` declares sweep / poll / sync as quorum queues. A queue's type is
+    # fixed when first declared: delete the classic queues before switching an existing vhost.
+    broker_queue_type: BrokerQueueType = BrokerQueueType.CLASSIC
     # Beat leader lease: only the beat holding it sends; others wait as hot standbys and take
     # over within about this long after the leader dies (statusd.sweeper.beat_leader).
     beat_lease_ms: int = Field(default=10_000, ge=300)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import statusd.metrics  # noqa: F401  (registers every statusd_ metric)
 from statusd.app import create_app
 from statusd.cli import app as cli
-from statusd.settings import Settings
+from statusd.settings import BrokerQueueType, Settings
 from statusd.sweeper.celery_app import QUEUES
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET
 from tests.support.manifests import (
@@ -77,6 +77,7 @@ def test_the_overlay_environment_loads_into_settings(
     settings = Settings()
     settings.require_secrets()  # long enough, not a known placeholder
     assert settings.effective_broker_url.startswith("amqp://")
+    assert settings.broker_queue_type is BrokerQueueType.QUORUM
     assert settings.database_url.startswith("postgresql://")
     assert str(settings.state_dir) == "/var/lib/statusd"
     assert settings.host == "0.0.0.0" and settings.port == 8080

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from statusd.commands import operator_errors
 from statusd.settings import Settings
 
 SCHEDULE_HELP = "Beat schedule file (default: <state_dir>/celerybeat-schedule)."
@@ -54,7 +55,8 @@ def worker(
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
     settings = _settings()
-    app = create_celery(settings)
+    with operator_errors():
+        app = create_celery(settings)
     argv = [
         "worker",
         f"--queues={_queues(queues)}",
@@ -76,7 +78,8 @@ def beat(
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
     settings = _settings()
-    app = create_celery(settings)
+    with operator_errors():
+        app = create_celery(settings)
     app.start(
         [
             "beat",
