@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_sync
 
+from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET, settings_env
 from tests.support.celery_procs import broker, running_beat
@@ -107,3 +109,20 @@ def test_a_leader_that_stalled_past_its_lease_sends_nothing_after_waking(
             wait_until("b keeps sending", lambda: sends(b) >= b_at_wake + 10, b)
             assert sends(a) == frozen_sends, "the stalled leader sent after its lease had passed"
             assert "beat.leader_lost" not in b.log_tail(10_000_000)
+
+
+def test_a_leader_stopped_cleanly_hands_over_without_waiting_for_the_lease(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with running_beat(env, tmp_path / "a") as a:
+        wait_until("a leads", lambda: "beat.leader_acquired" in a.log_tail(10_000_000), a)
+        with running_beat(env, tmp_path / "b") as b:
+            wait_until("b stands by", lambda: "beat.standby" in b.log_tail(10_000_000), b)
+            a.send(signal.SIGTERM)
+            assert a.wait(WAIT_S) == 0
+            assert "beat.leader_released" in a.log_tail(10_000_000)
+            # Released, not left to expire: the key is gone, or already the standby's.
+            with redis_sync.Redis.from_url(env["STATUSD_REDIS_URL"]) as client:
+                holder = client.get(Keys(env["STATUSD_REDIS_PREFIX"]).beat_leader)
+            assert holder is None or f":{a.pid}:" not in holder.decode(), holder
+            wait_until("b takes over", lambda: sends(b) >= 1, b)
