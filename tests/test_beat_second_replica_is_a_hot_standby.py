@@ -14,7 +14,7 @@ import redis as redis_sync
 from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET, settings_env
-from tests.support.celery_procs import broker, running_beat
+from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.processes import ManagedProcess
 
 LEASE_MS = 3000
@@ -126,3 +126,20 @@ def test_a_leader_stopped_cleanly_hands_over_without_waiting_for_the_lease(
                 holder = client.get(Keys(env["STATUSD_REDIS_PREFIX"]).beat_leader)
             assert holder is None or f":{a.pid}:" not in holder.decode(), holder
             wait_until("b takes over", lambda: sends(b) >= 1, b)
+
+
+def test_a_worker_with_embedded_beat_takes_part_in_the_same_election(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`statusd worker --beat` (what `statusd up` runs) uses the same lease as `statusd beat`."""
+    with running_worker(env, tmp_path / "w", queues="sync", concurrency=1, beat=True) as worker:
+        wait_until(
+            "the worker's beat leads",
+            lambda: "beat.leader_acquired" in worker.log_tail(10_000_000),
+            worker,
+        )
+        with running_beat(env, tmp_path / "b") as b:
+            wait_until("b stands by", lambda: "beat.standby" in b.log_tail(10_000_000), b)
+            before = sends(worker)
+            wait_until("the worker's beat sends", lambda: sends(worker) >= before + 10, worker)
+            assert sends(b) == 0
