@@ -69,7 +69,7 @@ bench: $(VENV)/.installed
 	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
 
-# Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on STATUSD_BENCH_PG.
+# Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.
 bench-scale: $(VENV)/.installed
 	$(BIN)/python bench/scale_out.py $(BENCH_ARGS)
 

@@ -301,8 +301,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small backlog, 3 s ingest runs")
     parser.add_argument(
         "--pg",
-        default=os.environ.get("STATUSD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="PostgreSQL admin URL: the script creates and drops its databases there",
+        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL admin URL (env BENCH_PG_URL): the script creates and drops its databases there",
     )
     args = parser.parse_args()
     size = QUICK if args.quick else FULL
