@@ -252,3 +252,21 @@ def test_metrics_ports_match_the_scrape_annotations(overlay: list[dict[str, Any]
         assert annotations["prometheus.io/port"] == port, name
         ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
         assert {"name": "metrics", "containerPort": METRICS_PORT} in ports, name
+
+
+def test_no_disruption_budget_blocks_a_node_drain(overlay: list[dict[str, Any]]) -> None:
+    """minAvailable must stay below the fewest replicas a Deployment can have (KEDA's floor)."""
+    floors = {
+        so["spec"]["scaleTargetRef"]["name"]: so["spec"]["minReplicaCount"]
+        for so in by_kind(overlay, "ScaledObject").values()
+    }
+    for dep_name, dep in by_kind(overlay, "Deployment").items():
+        floor = floors.get(dep_name, dep["spec"]["replicas"])
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        for pdb in by_kind(overlay, "PodDisruptionBudget").values():
+            if not selects(pdb["spec"]["selector"]["matchLabels"], labels):
+                continue
+            if "minAvailable" in pdb["spec"]:
+                assert pdb["spec"]["minAvailable"] < floor, f"{dep_name}: a drain would block"
+            else:
+                assert pdb["spec"]["maxUnavailable"] >= 1, dep_name

@@ -13,7 +13,9 @@ How:
   its lease only until the start of its last successful renewal + ttl - margin (a third of the
   ttl), on the local monotonic clock. A leader that stalled (GC pause, SIGSTOP, lost network)
   sends nothing once that deadline passed; to send again it must renew, which fails if another
-  beat took over meanwhile. So two beats never send in the same lease period.
+  beat took over meanwhile. What is left is a pause of more than the margin between the check
+  and the send a few microseconds later: then one message can still go out late. Sweeps and
+  drains are idempotent (poll leases, outbox claims), so the worst case is one extra sweep.
 - The leader renews every third of the ttl; a standby tries to take the lease every sixth, so
   it takes over at most ttl + ttl/6 after the leader's last renewal (SIGKILL, node lost), and
   at its next try after a clean stop, which releases the lease.
