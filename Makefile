@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
 SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus
 
-.PHONY: help run test lint bench clean system-deps
+.PHONY: help run test lint bench bench-scale clean system-deps
 
 help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
 	@echo "make test   - run the whole test suite (SQLite and PostgreSQL variants)"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make bench  - ingest benchmark"
+	@echo "make bench-scale - 1 vs 2 consume / serve processes (needs PostgreSQL on 127.0.0.1)"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
 
 # The virtualenv, rebuilt only when a pyproject.toml changes (repeated runs start at once). The
@@ -79,6 +80,10 @@ bench: $(VENV)/.installed
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } \
 	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
+
+# Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.
+bench-scale: $(VENV)/.installed
+	$(BIN)/python bench/scale_out.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

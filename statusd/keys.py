@@ -84,6 +84,11 @@ class Keys:
     def sweep_lock(self) -> str:
         return f"{self.prefix}lock:sweep"
 
+    @property
+    def beat_leader(self) -> str:
+        """String with TTL: the name of the one beat that sends scheduled tasks now."""
+        return f"{self.prefix}lock:beat"
+
     # -- self-watch (statusd.selfwatch): statusd's own health, read by /readyz, /metrics, the page --
     @property
     def sweep_last_success(self) -> str:

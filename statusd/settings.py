@@ -29,6 +29,13 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+class BrokerQueueType(StrEnum):
+    """How the Celery queues are declared on a RabbitMQ broker."""
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"  # replicated over the RabbitMQ cluster (Raft): survives a node loss
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # JSON when stderr is not a terminal, human-readable when it is
     JSON = "json"
@@ -89,7 +96,16 @@ class Settings(BaseSettings):
     consumer_pause_before_ack_s: float = Field(default=0.0, ge=0)
 
     # -- pull fallback --------------------------------------------------------------------------
-    broker_url: str | None = None  # default: the Redis above
+    # Celery's broker. Production: RabbitMQ (quorum queues) or a standalone Redis of its own;
+    # never a Redis Cluster, which kombu (Celery's transport) does not speak. Default: the Redis
+    # above, fine for one machine.
+    broker_url: str | None = None
+    # RabbitMQ only: `quorum` declares sweep / poll / sync as quorum queues. A queue's type is
+    # fixed when first declared: delete the classic queues before switching an existing vhost.
+    broker_queue_type: BrokerQueueType = BrokerQueueType.CLASSIC
+    # Beat leader lease: only the beat holding it sends; others wait as hot standbys and take
+    # over within about this long after the leader dies (statusd.sweeper.beat_leader).
+    beat_lease_ms: int = Field(default=10_000, ge=300)
     sweep_interval: float = Field(default=5.0, gt=0)
     poll_timeout: float = Field(default=2.0, gt=0)
     poll_concurrency: int = Field(default=100, ge=1)

@@ -15,7 +15,8 @@ from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
 from statusd import worker_runtime
-from statusd.settings import Settings
+from statusd.errors import ConfigError
+from statusd.settings import BrokerQueueType, Settings
 from statusd.sweeper.budgets import budgets
 
 QUEUES = ("sweep", "poll", "sync")
@@ -25,6 +26,8 @@ SYNC_DRAIN_TASK = "statusd.sync.drain"
 SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
 SYNC_QUEUE = "sync"
 TASK_MODULES = ("statusd.sweeper.tasks", "statusd.sync.tasks")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+BEAT_SCHEDULER = "statusd.sweeper.beat_leader:LeaderScheduler"
 # Broker connections per process. Managed Redis caps connections; workers that grew their pools
 # without bound have taken a production pipeline down before (FIELD-NOTES).
 BROKER_POOL_LIMIT = 4
@@ -46,6 +49,25 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"queue": SYNC_QUEUE, "expires": max(2 * settings.sync_interval, 1.0)},
         },
     }
+
+
+def task_queues(settings: Settings) -> list[Queue]:
+    """sweep, poll and sync, each on its own direct exchange; quorum queues when asked for.
+
+    With `x-queue-type: quorum` Celery detects the quorum queues itself and stops using global
+    QoS, which quorum queues refuse (worker_detect_quorum_queues, on by default)."""
+    arguments: dict[str, Any] | None = None
+    if settings.broker_queue_type is BrokerQueueType.QUORUM:
+        if not settings.effective_broker_url.startswith(AMQP_SCHEMES):
+            raise ConfigError(
+                "STATUSD_BROKER_QUEUE_TYPE=quorum needs a RabbitMQ broker (amqp://...); "
+                "a Redis broker has no queue types: unset it or set STATUSD_BROKER_URL."
+            )
+        arguments = {"x-queue-type": "quorum"}
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)  # type: ignore[no-untyped-call]
+        for name in QUEUES
+    ]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -76,10 +98,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options=_transport_options(settings),
         # Each queue gets its own direct exchange and routing key. A bare Queue(name) is bound
         # to the default exchange with the default key, so every queue would receive every task.
-        task_queues=[
-            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
-            for name in QUEUES
-        ],
+        task_queues=task_queues(settings),
         task_default_queue="sweep",
         task_routes={
             SWEEP_TASK: {"queue": "sweep"},
@@ -109,6 +128,8 @@ def create_celery(settings: Settings) -> Celery:
         # would re-log (or drop) them as WARNING text.
         worker_redirect_stdouts=False,
         beat_schedule=beat_schedule(settings),
+        # Only the beat holding the Redis leader lease sends: a second beat is a hot standby.
+        beat_scheduler=BEAT_SCHEDULER,
         timezone="UTC",
     )
     worker_runtime.configure(settings)

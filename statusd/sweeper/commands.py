@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from statusd.commands import operator_errors
 from statusd.settings import Settings
 
 SCHEDULE_HELP = "Beat schedule file (default: <state_dir>/celerybeat-schedule)."
@@ -72,7 +73,8 @@ def worker(
     metrics_dir = multiproc.start_group(multiproc.ProcessGroup.WORKER)
     settings = _settings()
     asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
-    app = create_celery(settings)
+    with operator_errors():
+        app = create_celery(settings)
     _attach_metrics(settings)
     argv = [
         "worker",
@@ -127,7 +129,8 @@ def beat(
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
     settings = _settings()
-    app = create_celery(settings)
+    with operator_errors():
+        app = create_celery(settings)
     app.start(
         [
             "beat",
