@@ -67,22 +67,12 @@ def staleness(
     return StaleReason.NEVER_SEEN if until - registered_at > start_timeout else None
 
 
-# Generations only grow (registry.register): a rebuild that read an older one from the database
-# must not overwrite the newer one a concurrent registration just recorded.
-NEWEST_GENERATION_SCRIPT = """
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
-
-
 def generation_recorder(redis: Redis) -> AsyncScript:
-    """Call as `await rec(keys=[keys.generations(shard)], args=[id, gen, ...], client=...)`."""
-    return redis.register_script(NEWEST_GENERATION_SCRIPT)
+    """Generations only grow (registry.register): a rebuild that read an older one from the
+    database must not overwrite the newer one a concurrent registration just recorded. The same
+    never-backward script as seqs; call as
+    `await rec(keys=[keys.generations(shard)], args=[id, gen, ...], client=...)`."""
+    return redis.register_script(NEVER_BACKWARD_SCRIPT)
 
 
 async def on_registered(
@@ -123,9 +113,10 @@ async def forget(redis: Redis, keys: Keys, workload_id: str, *, shards: int | No
         await pipe.execute()
 
 
-# The newest seq observed per workload, never backward: consumers (after a batch) and polls both
-# record into it, and a late or replayed report must not lower it.
-NEWEST_SEQ_SCRIPT = """
+# A hash of per-workload numbers that only grow: HSET each (id, n) pair unless the stored value
+# is already higher. Seqs (consumers and polls both record the newest observed; a late or
+# replayed report must not lower it) and registration generations use it.
+NEVER_BACKWARD_SCRIPT = """
 for i = 1, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
@@ -139,7 +130,7 @@ return 1
 def newest_seq_recorder(redis: Redis) -> AsyncScript:
     """The script above, registered on `redis`; call it as
     `await rec(keys=[keys.last_seq], args=[id, seq, id, seq, ...], client=pipe_or_none)`."""
-    return redis.register_script(NEWEST_SEQ_SCRIPT)
+    return redis.register_script(NEVER_BACKWARD_SCRIPT)
 
 
 async def mark_seen(redis: Redis, keys: Keys, seen: Mapping[str, tuple[float, int | None]]) -> None:

@@ -8,9 +8,7 @@ test's own (no persistence, so a restart is empty) and a separate broker Redis; 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,6 +26,7 @@ from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
+from tests.support.heartbeating import heartbeating
 from tests.support.redis_proc import RedisProcess
 
 pytestmark = pytest.mark.slow
@@ -45,30 +44,6 @@ async def peer() -> AsyncIterator[StatusPeer]:
     await p.start()
     yield p
     await p.stop()
-
-
-@contextlib.asynccontextmanager
-async def heartbeating(
-    api: StatusdAPI, tokens: dict[str, str], alive: set[str]
-) -> AsyncIterator[None]:
-    """Every workload in `alive` (mutable) heartbeats RUNNING about every 0.5 s, through outages."""
-    seqs = itertools.count(10)
-
-    async def loop() -> None:
-        while True:
-            seq = next(seqs)
-            beats = [Beat(w, tokens[w], State.RUNNING, seq) for w in sorted(alive)]
-            with contextlib.suppress(Exception):  # Redis down: 503s, the next round retries
-                await api.heartbeat(beats)
-            await asyncio.sleep(0.5)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_redis_restarted_empty_rebuilds_liveness(
@@ -121,7 +96,7 @@ async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: Stat
         for w in ids:
             peer.answer(w, "RUNNING")
         alive = set(ids)
-        async with heartbeating(api, tokens, alive):
+        async with heartbeating(api, tokens, alive, State.RUNNING):
             await wait_until(
                 lambda: api.states("fleet:loss"),
                 lambda s: sum(v is State.RUNNING for v in s.values()) == FLEET,

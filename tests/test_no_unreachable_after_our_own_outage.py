@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,12 @@ from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
 from statusd.settings import Settings
-from statusd.simulate.control import Beat, StatusdAPI
+from statusd.simulate.control import StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_wait import wait_until
+from tests.support.heartbeating import heartbeating
 from tests.support.ingest_flow import History
 from tests.support.processes import free_port
 
@@ -38,30 +38,6 @@ TTL, INTERVAL = 2.0, 0.5
 FLEET = 50
 OUTAGE_S = 3 * TTL  # how long statusd stays down: the scenario's length, not a wait
 SLACK = 30.0
-
-
-@contextlib.asynccontextmanager
-async def heartbeating(
-    api: StatusdAPI, tokens: dict[str, str], alive: set[str]
-) -> AsyncIterator[None]:
-    """Every workload in `alive` heartbeats about every 0.5 s and keeps trying while we are down."""
-    seqs = itertools.count(10)
-
-    async def loop() -> None:
-        while True:
-            seq = next(seqs)
-            beats = [Beat(w, tokens[w], State.READY, seq) for w in sorted(alive)]
-            with contextlib.suppress(Exception):  # connection refused while statusd is down
-                await api.heartbeat(beats)
-            await asyncio.sleep(0.5)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.contextmanager
@@ -102,7 +78,7 @@ async def test_our_outage_is_not_theirs(
                         tokens = {
                             w: await api.register(w, Kind.NOTEBOOK, None, {"f": "o"}) for w in ids
                         }
-                    async with heartbeating(api, tokens, alive):
+                    async with heartbeating(api, tokens, alive, State.READY):
                         with running_api(env, tmp_path, port=port):
                             await _all_ready(api)
                         # 1. Only ingest is down; the worker and beat keep sweeping.
@@ -112,7 +88,7 @@ async def test_our_outage_is_not_theirs(
                             assert await unreachable(history) == []
 
                 # 2. Every statusd process down for as long, then all of them back.
-                async with heartbeating(api, tokens, alive):
+                async with heartbeating(api, tokens, alive, State.READY):
                     await asyncio.sleep(OUTAGE_S)
                     with sweeper(env, tmp_path), running_api(env, tmp_path, port=port):
                         await _heard_again(api, ids, redis, settings)
