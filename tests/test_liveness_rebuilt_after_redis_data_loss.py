@@ -159,6 +159,11 @@ async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: Stat
 
             # The 98 that kept heartbeating: nobody stale, nobody ever moved by the sweeper.
             for w in ids[1:-1]:
-                shown = await api.workload(w)
+                shown = await wait_until(
+                    lambda w=w: _workload(api, w),
+                    bool,
+                    within=SLACK,
+                    what=f"{w} readable (a 503 from a dead pooled connection is retried)",
+                )
                 assert (shown["state"], shown["stale"]) == ("RUNNING", False), shown
                 assert all(t["source"] != "sweeper" for t in await api.transitions(w)), w
