@@ -77,7 +77,7 @@ async def test_rejected_transitions_are_dead_letters_until_replayed(
     again = cli(settings, "retry-dead", "--id", str(dead[0]["id"]))
     assert again.returncode == 0 and "1 dead letter" in again.stdout
     await main_api.wait_until(
-        lambda: len(main_api.rejected) == 6, 30, "the replayed row refused again"
+        lambda: len(main_api.rejected) == 6, 60, "the replayed row refused again"
     )
     await wait_outbox(rt.ledger, 30, what="replayed row settled")
 
