@@ -143,7 +143,7 @@ workloads_app = typer.Typer(
 
 async def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open a Runtime (database + Redis) for one CLI verb, run `work` on it, and close it."""
-    from statusd.runtime import open_runtime
+    from statusd.wiring import open_runtime
 
     runtime = await open_runtime(settings, redis_max_connections=4)
     try:

@@ -37,8 +37,9 @@ from statusd.keys import Keys, shard_of
 from statusd.lifecycle import FINAL_STATES, State
 from statusd.liveness import generation_recorder
 from statusd.models import Workload
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime
 from statusd.settings import Settings
+from statusd.wiring import open_runtime
 
 log = structlog.get_logger("statusd.recovery")
 _W = Workload.__table__  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
-    from statusd.runtime import open_runtime
+    from statusd.wiring import open_runtime
 
     runtime = await open_runtime(settings)
     try:

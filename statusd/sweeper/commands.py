@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from statusd import worker_runtime
 from statusd.commands import operator_errors
 from statusd.settings import Settings
 
@@ -75,6 +76,7 @@ def worker(
     asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
     with operator_errors():
         app = create_celery(settings)
+    worker_runtime.attach_to_worker(settings)
     _attach_metrics(settings)
     argv = [
         "worker",
@@ -131,6 +133,7 @@ def beat(
     settings = _settings()
     with operator_errors():
         app = create_celery(settings)
+    worker_runtime.configure(settings)  # the leader lease (beat_leader) reads them
     app.start(
         [
             "beat",
