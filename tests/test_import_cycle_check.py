@@ -66,3 +66,26 @@ def test_a_layered_package_passes(tmp_path: Path) -> None:
     write(pkg / "top" / "cli.py", "def main():\n    from pkg.top import mid\n")
     result = run_check(pkg)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_lower_layer_importing_upward_is_found(tmp_path: Path) -> None:
+    # Named statusd, so statusd's layers apply: runtime (core) must not reach the sync area.
+    pkg = tmp_path / "statusd"
+    write(pkg / "__init__.py", "")
+    write(pkg / "runtime.py", "def open():\n    from statusd.sync import kick\n    return kick\n")
+    write(pkg / "sync" / "__init__.py", "")
+    write(pkg / "sync" / "kick.py", "from statusd.runtime import open\n")
+    result = run_check(pkg)
+    assert result.returncode == 1
+    assert (
+        "upward import: statusd.runtime (core) imports statusd.sync.kick (areas)" in result.stdout
+    )
+
+
+def test_a_module_in_no_layer_is_found(tmp_path: Path) -> None:
+    pkg = tmp_path / "statusd"
+    write(pkg / "__init__.py", "")
+    write(pkg / "helpers.py", "")
+    result = run_check(pkg)
+    assert result.returncode == 1
+    assert "statusd.helpers: in no layer" in result.stdout

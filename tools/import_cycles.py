@@ -11,8 +11,13 @@ guards, function bodies). Importing `a.b.c` also runs `a/__init__.py` and `a/b/_
 those are edges too. A function-level import is still fine for start-up cost (the CLI loads an
 area only for its verbs): it just may not close a loop.
 
+Layers: for a package listed in LAYERS, every module sits in one layer (longest prefix wins)
+and may import only from its own layer or a lower one, so "lower layers never import upward"
+(STYLE.md, docs/architecture.md) is checked, not hoped for. A module in no layer is an error
+too: a new module is placed on purpose.
+
 Usage: python tools/import_cycles.py [PACKAGE_DIR ...]   (default: statusd)
-Exit 0 when there is no cycle; 1 and one line per cycle otherwise.
+Exit 0 when there is no cycle and no upward import; 1 and one line per problem otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +26,94 @@ import ast
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+# Lowest first. Prefixes are module names relative to the package ("" is the package itself).
+LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "statusd": [
+        (
+            "foundation",  # no I/O of their own: configuration, names, rules, shapes
+            (
+                "",
+                "errors",
+                "settings",
+                "settings_loader",
+                "keys",
+                "task_names",
+                "lifecycle",
+                "metrics",
+                "logs",
+                "tokens",
+                "models",
+                "selfwatch",
+                "dev_secrets",
+                "supervisor",
+            ),
+        ),
+        (
+            "core",  # storage and the one state writer, and the pools they run on
+            (
+                "db",
+                "redis_runtime",
+                "state_cache",
+                "liveness",
+                "hearing",
+                "alerting",
+                "flaps",
+                "silences",
+                "registry",
+                "transitions",
+                "runtime",
+            ),
+        ),
+        (
+            "areas",  # what statusd does: each may use the core and the other areas
+            ("api", "ingest", "oncall", "sweeper", "sync", "simulate", "recovery", "app_keys"),
+        ),
+        (
+            "composition",  # wires listeners, builds apps and processes, runs tasks, the CLI
+            (
+                "wiring",
+                "worker_runtime",
+                "sweeper.tasks",
+                "sweeper.beat_leader",
+                "sync.tasks",
+                "app",
+                "serving",
+                "cli",
+            ),
+        ),
+    ]
+}
+
+
+def layer_of(package: str, module: str) -> int | None:
+    """Index of `module`'s layer in LAYERS[package] (longest matching prefix), None if unplaced."""
+    relative = module[len(package) + 1 :] if module != package else ""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for index, (_, prefixes) in enumerate(LAYERS[package]):
+        for prefix in prefixes:
+            matches = relative == prefix or (prefix and relative.startswith(prefix + "."))
+            if matches and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), index)
+    return None if best is None else best[1]
+
+
+def upward_imports(package: str, edges: dict[str, set[str]]) -> list[str]:
+    """One line per module outside every layer and per import of a higher layer."""
+    names = [name for name, _ in LAYERS[package]]
+    problems: list[str] = []
+    for module in sorted(edges):
+        mine = layer_of(package, module)
+        if mine is None:
+            problems.append(f"{module}: in no layer (add it to LAYERS in tools/import_cycles.py)")
+            continue
+        for target in sorted(edges[module]):
+            theirs = layer_of(package, target)
+            if theirs is not None and theirs > mine:
+                problems.append(
+                    f"upward import: {module} ({names[mine]}) imports {target} ({names[theirs]})"
+                )
+    return problems
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -148,8 +241,12 @@ def main(argv: list[str]) -> int:
             print(
                 f"import cycle ({len(component)} modules): " + " -> ".join(a_path(edges, component))
             )
+        if root.name in LAYERS:
+            for problem in upward_imports(root.name, edges):
+                failed = True
+                print(problem)
     if not failed:
-        print(f"import cycles: 0 ({', '.join(str(r) for r in roots)})")
+        print(f"import cycles: 0, upward imports: 0 ({', '.join(str(r) for r in roots)})")
     return 1 if failed else 0
 
 
