@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from statusd.cli.common import fail, load_settings, operator_errors, with_runtime
+from statusd.errors import BadInput
 from statusd.oncall.reports import (
-    FilterError,
     StaleFilter,
     StaleItem,
     disruption_banner,
@@ -119,7 +119,7 @@ def stale(
             labels=tuple(parse_label(v) for v in label or []),
             older_than_s=parse_duration(older_than, "--older-than"),
         )
-    except FilterError as exc:
+    except BadInput as exc:
         fail(str(exc))
 
     async def run(rt: Runtime) -> tuple[list[StaleItem], Disruption]:

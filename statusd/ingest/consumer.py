@@ -42,15 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from statusd import metrics
-from statusd.db import is_transient_db_error
-from statusd.errors import RedisUnavailable, UnknownWorkload
+from statusd.errors import StatusdError, UnknownWorkload, is_transient
 from statusd.ingest import dead_letters
 from statusd.ingest.leases import Lease, LeaseBook
+from statusd.ingest.outcomes import NOT_COUNTED, ConsumeOutcome, outcome_counters
 from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
 from statusd.ingest.streams import ensure_groups, text
 from statusd.lifecycle import Source
@@ -65,28 +62,8 @@ BACKOFF_START_S = 0.1
 BACKOFF_CAP_S = 5.0
 POISON_RETRY_S = 0.05  # between in-process retries of a failing (non-transient) entry
 
-_REDIS_DOWN = (RedisUnavailable, RedisConnectionError, RedisTimeoutError)
 
-
-def is_transient(exc: BaseException) -> bool:
-    """The store is unavailable (retry the same batch later), as opposed to this entry is bad."""
-    if is_transient_db_error(exc):  # walks the cause chain, knows PostgreSQL's SQLSTATEs
-        return True
-    seen: BaseException | None = exc
-    for _ in range(6):
-        if seen is None:
-            return False
-        if isinstance(seen, _REDIS_DOWN):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-# Outcomes of reports that are not the registration's own: never recorded as its last_seq.
-_NOT_COUNTED = frozenset({"wrong_generation", "unknown"})
-
-
-class LeaseLost(Exception):
+class LeaseLost(StatusdError):
     """The shard's lease expired or was taken: commit nothing more for it."""
 
 
@@ -173,21 +150,7 @@ class ConsumerSet:
         self._max_seq = newest_seq_recorder(self.redis)  # a replayed dead letter is older
         self._tasks: list[asyncio.Task[None]] = []
         self._shard_tasks: set[asyncio.Task[None]] = set()
-        self._outcomes = {
-            name: metrics.CONSUMER_APPLIED.labels(outcome=name)
-            for name in (
-                "applied",
-                "unchanged",
-                "stale_seq",
-                "refused",
-                "wrong_generation",
-                "unknown",
-                "skipped",
-                "collapsed",
-                "dead_letter",
-                "failed",
-            )
-        }
+        self._outcomes = outcome_counters()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -425,7 +388,9 @@ class ConsumerSet:
             # (a consumer that kept dying on this entry): a crash loop ends in the dead letters.
             earlier = max(deliveries.get(eid, 1) for eid, _ in mine) - 1
             batch.workloads[wid] = _Workload(wid, planned, mine, attempts=earlier)
-        self._outcomes["collapsed"].inc(len(reports) - sum(len(p) for p in plan.values()))
+        self._outcomes[ConsumeOutcome.COLLAPSED].inc(
+            len(reports) - sum(len(p) for p in plan.values())
+        )
         return batch
 
     # -- applying ----------------------------------------------------------------------------
@@ -483,12 +448,12 @@ class ConsumerSet:
                     and cached is not None
                     and cached.makes_no_change(report.status.value, report.generation, report.seq)
                 ):
-                    self._outcomes["skipped"].inc()
+                    self._outcomes[ConsumeOutcome.SKIPPED].inc()
                     w.counted_seq = report.seq
                 else:
                     outcome = await self._apply(shard, report)
                     self._outcomes[outcome].inc()
-                    if outcome not in _NOT_COUNTED:
+                    if outcome not in NOT_COUNTED:
                         w.counted_seq = report.seq
                 w.done_upto = index
                 w.handled_seq = report.seq
@@ -505,10 +470,10 @@ class ConsumerSet:
                 log.warning("consumer.apply_failed", workload_id=w.workload_id, error=error)
                 return
             w.error = error
-            self._outcomes["failed"].inc()
+            self._outcomes[ConsumeOutcome.FAILED].inc()
             log.error("consumer.apply_failed", workload_id=w.workload_id, error=w.error)
 
-    async def _apply(self, shard: _Shard, report: Report) -> str:
+    async def _apply(self, shard: _Shard, report: Report) -> ConsumeOutcome:
         observation = Observation(
             report.workload_id,
             report.status,
@@ -525,8 +490,8 @@ class ConsumerSet:
             try:
                 result = await apply_observation(self.runtime.ledger, observation)
             except UnknownWorkload:
-                return "unknown"  # counted and dropped: a deleted workload's container talking
-        return result.outcome.value
+                return ConsumeOutcome.UNKNOWN  # a deleted workload's container talking
+        return ConsumeOutcome(result.outcome.value)
 
     async def _settle(self, shard: _Shard, batch: _Batch) -> None:
         """Ack handled entries (+ newest seq per workload); bury the ones that keep failing."""
@@ -602,7 +567,7 @@ class ConsumerSet:
         except (RedisError, OSError) as exc:
             log.warning("consumer.bury_failed", entry_id=entry_id.decode(), error=str(exc))
             return  # still pending: taken over (and retried) by the next holder
-        self._outcomes["dead_letter"].inc()
+        self._outcomes[ConsumeOutcome.DEAD_LETTER].inc()
         log.error(
             "consumer.dead_letter", entry_id=entry_id.decode(), error=error, deliveries=deliveries
         )
