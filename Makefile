@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus
 help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
 	@echo "make test   - run the whole test suite (SQLite and PostgreSQL variants)"
-	@echo "make lint   - ruff check, ruff format --check, mypy"
+	@echo "make lint   - ruff check, ruff format --check, mypy, import-cycle check"
 	@echo "make bench  - ingest benchmark"
 	@echo "make bench-scale - 1 vs 2 consume / serve processes (needs PostgreSQL on 127.0.0.1)"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
@@ -69,9 +69,10 @@ test: $(VENV)/.installed system-deps
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$code
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check statusd tests $(wildcard bench) clients/python
-	$(BIN)/ruff format --check statusd tests $(wildcard bench) clients/python
+	$(BIN)/ruff check statusd tests tools $(wildcard bench) clients/python
+	$(BIN)/ruff format --check statusd tests tools $(wildcard bench) clients/python
 	$(BIN)/mypy
+	$(BIN)/python tools/import_cycles.py statusd
 	cd clients/python && ../../$(BIN)/mypy
 
 # wrk drives the load when installed (a Python client can be slower than the server it measures).

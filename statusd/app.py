@@ -8,8 +8,8 @@ from aiohttp import web
 
 from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.recovery import ensure_liveness_at_start
-from statusd.runtime import open_runtime
 from statusd.settings import Settings
+from statusd.wiring import open_runtime
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:

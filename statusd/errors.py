@@ -1,12 +1,42 @@
-"""Error hierarchy. One root, small subclasses; retryability lives on the error."""
+"""Error hierarchy. One root, small subclasses; retryability lives on the error.
+
+`is_transient` is the one place that decides "retry later" versus "this is bad": it walks the
+cause chain, so a driver error wrapped at a boundary (`raise StorageUnavailable(...) from exc`)
+and a raw one reaching a caller are judged alike.
+"""
 
 from __future__ import annotations
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# How far down a cause chain to look: drivers wrap two or three deep; a loop must still end.
+CAUSE_CHAIN_DEPTH = 6
+
 
 class StatusdError(Exception):
-    """Root of every error statusd raises on purpose."""
+    """Root of every error statusd raises on purpose. `transient`: retrying later may succeed."""
 
     transient: bool = False
+
+
+class BadInput(StatusdError):
+    """Input statusd cannot accept (API body or query, heartbeat, report filter, CLI option).
+
+    `status` is the HTTP code, `error` the machine-readable code, `field` names the culprit; the
+    API answers `as_json()` with `status`, the CLI prints the message."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, status: int = 422, error: str = "invalid"
+    ) -> None:
+        super().__init__(message)
+        self.message, self.field, self.status, self.error = message, field, status, error
+
+    def as_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"error": self.error, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
 
 
 class ConfigError(StatusdError):
@@ -47,3 +77,21 @@ class InvalidToken(StatusdError):
 
 class UnsafeStatusURL(StatusdError):
     """A status_url that the poller must never fetch (scheme, or address outside the allow-list)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The store or a peer is unavailable (retry the same work later), as opposed to "bad".
+
+    Transient: a StatusdError that says so (StorageUnavailable: the database boundary wraps its
+    driver's connection-level failures in it; RedisUnavailable; a peer's 5xx), Redis connection
+    or timeout errors and OS-level errors (sockets, files), anywhere in the cause chain."""
+    seen: BaseException | None = exc
+    for _ in range(CAUSE_CHAIN_DEPTH):
+        if seen is None:
+            return False
+        if isinstance(seen, StatusdError) and seen.transient:
+            return True
+        if isinstance(seen, RedisConnectionError | RedisTimeoutError | OSError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -37,7 +37,7 @@ from statusd.keys import Keys, shard_of
 from statusd.lifecycle import FINAL_STATES, State
 from statusd.liveness import generation_recorder
 from statusd.models import Workload
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime, open_pools
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.recovery")
@@ -131,7 +131,7 @@ async def ensure_liveness_at_start(rt: Runtime) -> None:
 async def check_at_start(settings: Settings) -> None:
     """`ensure_liveness_at_start` for a process that has no runtime open yet (`statusd worker`)."""
     try:
-        rt = await open_runtime(settings, redis_max_connections=4)
+        rt = await open_pools(settings, redis_max_connections=4)  # reads and rebuilds: no listeners
     except Exception as exc:  # the worker reports its own configuration problems when it starts
         log.warning("liveness.check_failed", error=f"{type(exc).__name__}: {exc}")
         return

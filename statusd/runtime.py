@@ -1,12 +1,12 @@
-"""The composition root outside HTTP: one place that opens (and closes) what a process needs.
+"""The pools a process needs: one place that opens (and closes) them.
 
-Used by the API app, the consumers, the Celery workers and the CLI alike, so a transition is
-wired the same way (cache, post-commit listeners) whichever process applies it.
+Only pools and what is built straight on them (keys, state cache, ledger). The post-commit
+listeners are attached by `statusd.wiring`, which the API app, the consumers, the Celery workers
+and the CLI all use, so a transition is wired the same way whichever process applies it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -51,12 +51,8 @@ def redis_url_or_fail(settings: Settings) -> str:
     return url
 
 
-async def open_runtime(settings: Settings, *, redis_max_connections: int | None = None) -> Runtime:
-    """Open the engine and Redis pool and build the Ledger with its post-commit listeners."""
-    from statusd.oncall.events import publish_listener
-    from statusd.oncall.instrument import instrument_runtime
-    from statusd.sync import kick
-
+async def open_pools(settings: Settings, *, redis_max_connections: int | None = None) -> Runtime:
+    """Open the engine and Redis pool and build the Ledger, with no listeners yet (see wiring)."""
     redis = create_redis(
         redis_url_or_fail(settings), redis_max_connections or settings.redis_max_connections
     )
@@ -69,11 +65,4 @@ async def open_runtime(settings: Settings, *, redis_max_connections: int | None 
         alert_webhooks=tuple(settings.alert_webhooks),
         flap_policy=FlapPolicy(settings.flap_max, settings.flap_window),
     )
-    ledger.listeners.append(publish_listener(redis, keys))
-    ledger.listeners.append(kick.sync_kick_listener(settings, redis, keys))
-    runtime = Runtime(settings, engine, redis, keys, cache, ledger)
-    # Queued kicks are sent and the producer's broker connections closed (it is rebuilt lazily
-    # if another runtime in this process kicks again).
-    runtime.on_close.append(lambda: asyncio.to_thread(kick.close))
-    instrument_runtime(runtime)  # the transition counter (on-call)
-    return runtime
+    return Runtime(settings, engine, redis, keys, cache, ledger)

@@ -3,19 +3,25 @@
 Celery tasks are sync; statusd's I/O is async. Each worker process keeps a single loop and opens
 the Runtime (engine, bounded Redis pool) once, lazily, instead of per task: a pool per task would
 churn connections, and managed Redis caps them. `reset()` runs after fork (worker_process_init)
-so a child never reuses its parent's sockets.
+so a child never reuses its parent's sockets. The `worker` command attaches these hooks
+(`attach_to_worker`); building the Celery app alone (an API process sending tasks) does not.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
+from celery import signals
 
-from statusd.runtime import Runtime, open_runtime
+from statusd.logs import configure_logging
+from statusd.runtime import Runtime
 from statusd.settings import Settings
+from statusd.settings_loader import load_settings
+from statusd.sync import kick
+from statusd.wiring import open_runtime
 
 T = TypeVar("T")
 log = structlog.get_logger("statusd.worker")
@@ -27,15 +33,35 @@ WORKER_REDIS_CONNECTIONS = 8  # per worker process: bounded, so N workers never 
 
 
 def configure(settings: Settings) -> None:
+    """Hand this process its settings (the `worker` and `beat` commands do, from the CLI loader)."""
     global _settings
     _settings = settings
 
 
 def settings() -> Settings:
+    """This process's settings; loaded from the environment if no command handed them over
+    (a worker started as `celery -A statusd.sweeper.celery_app worker`)."""
     global _settings
     if _settings is None:
-        _settings = Settings()
+        _settings = load_settings()
     return _settings
+
+
+def attach_to_worker(settings: Settings) -> None:
+    """Worker signal hooks: a forked child starts afresh; every process closes its runtime."""
+    configure(settings)
+    signals.worker_process_init.connect(_child_started, weak=False)
+    signals.worker_process_shutdown.connect(_child_stopping, weak=False)
+    signals.worker_shutdown.connect(_child_stopping, weak=False)  # solo pool: no children
+
+
+def _child_started(**_: Any) -> None:
+    reset()  # a forked child must not reuse its parent's loop or sockets
+    configure_logging(settings())
+
+
+def _child_stopping(**_: Any) -> None:
+    shutdown()
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -88,8 +114,6 @@ def shutdown() -> None:
     """Worker (process) shutdown: close the runtime and the loop, then let queued sync kicks go
     out and close their producer connections (transitions applied here kick a drain)."""
     global _loop, _runtime
-    from statusd.sync import kick  # not at import: kick -> celery_app -> this module
-
     try:
         if _loop is not None and _runtime is not None and not _loop.is_closed():
             _loop.run_until_complete(_runtime.close())

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     from statusd.lifecycle import Kind, Source, State
     from statusd.logs import configure_logging
     from statusd.registry import register
-    from statusd.runtime import open_runtime
+    from statusd.wiring import open_runtime
     from statusd.settings import Settings
     from statusd.transitions import Observation, apply_observation
 

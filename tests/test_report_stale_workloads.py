@@ -12,8 +12,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime
 from statusd.settings import Settings
+from statusd.wiring import open_runtime
 from tests.conftest import settings_env
 from tests.support.api_client import api_client
 from tests.support.oncall_fleet import Fleet, build_fleet

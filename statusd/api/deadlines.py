@@ -19,12 +19,13 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from statusd.app_keys import SETTINGS
+from statusd.errors import StatusdError
 from statusd.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BodyTimeout(TimeoutError):
+class BodyTimeout(StatusdError, TimeoutError):
     """The request body did not arrive within STATUSD_BODY_TIMEOUT (answered 408)."""
 
 

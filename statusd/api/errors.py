@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from statusd.api.deadlines import BodyTimeout
 from statusd.errors import (
+    BadInput,
     RedisUnavailable,
     StatusdError,
     StorageUnavailable,
@@ -41,18 +42,8 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> web.R
     return json_response({"error": error, "message": message, **extra}, status, headers)
 
 
-class BadRequest(StatusdError):
-    """Input the API cannot accept; `status` is the HTTP code, `field` names the culprit."""
-
-    def __init__(
-        self, message: str, *, field: str | None = None, status: int = 422, error: str = "invalid"
-    ) -> None:
-        super().__init__(message)
-        self.field, self.status, self.error = field, status, error
-
-
 def _map(exc: Exception) -> web.Response:
-    if isinstance(exc, BadRequest):
+    if isinstance(exc, BadInput):
         extra = {"field": exc.field} if exc.field else {}
         return error_response(exc.status, exc.error, str(exc), **extra)
     if isinstance(exc, UnknownWorkload):

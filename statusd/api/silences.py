@@ -17,8 +17,9 @@ from aiohttp import web
 from statusd import silences
 from statusd.api import validation
 from statusd.api.auth import require_api_token
-from statusd.api.errors import BadRequest, json_response
+from statusd.api.errors import json_response
 from statusd.app_keys import RUNTIME
+from statusd.errors import BadInput
 from statusd.lifecycle import Kind
 from statusd.models import utcnow
 from statusd.silences import Matcher
@@ -31,8 +32,8 @@ SILENCE_QUERY_PARAMS = frozenset({"active"})
 MAX_SILENCE_REASON = 1000
 
 
-def _invalid(message: str, field: str, error: str = "invalid_value") -> BadRequest:
-    return BadRequest(message, field=field, status=422, error=error)
+def _invalid(message: str, field: str, error: str = "invalid_value") -> BadInput:
+    return BadInput(message, field=field, status=422, error=error)
 
 
 def _match_string(match: Mapping[str, Any], name: str) -> str | None:
@@ -132,7 +133,7 @@ async def list_silences(request: web.Request) -> web.Response:
     validation.reject_unknown_params(request.query, SILENCE_QUERY_PARAMS)
     raw = request.query.get("active")
     if raw is not None and raw not in ("true", "false"):
-        raise BadRequest("active must be true or false", field="active", status=400)
+        raise BadInput("active must be true or false", field="active", status=400)
     rt = request.app[RUNTIME]
     now = utcnow()
     items = await silences.list_all(rt.engine, active_only=raw == "true")
@@ -145,9 +146,7 @@ async def delete_silence(request: web.Request) -> web.Response:
     silence_id = request.match_info["id"]
     rt = request.app[RUNTIME]
     if len(silence_id) > 36 or not await silences.remove(rt.engine, silence_id):
-        raise BadRequest(
-            f"no silence {silence_id[:40]!r}", field="id", status=404, error="not_found"
-        )
+        raise BadInput(f"no silence {silence_id[:40]!r}", field="id", status=404, error="not_found")
     log.info("silence.deleted", silence_id=silence_id)
     return json_response({"id": silence_id, "deleted": True})
 

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from statusd.api.errors import BadRequest
+from statusd.errors import BadInput
 from statusd.lifecycle import Kind, State
 
 WORKLOAD_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -52,7 +52,7 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
-        raise BadRequest(
+        raise BadInput(
             "request body is empty: send a JSON object",
             field="body",
             status=400,
@@ -61,11 +61,11 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(
+        raise BadInput(
             f"body is not valid JSON: {exc}", field="body", status=400, error="malformed_json"
         ) from exc
     if not isinstance(body, dict):
-        raise BadRequest(
+        raise BadInput(
             f"body must be a JSON object, not {_json_type(body)}",
             field="body",
             status=422,
@@ -74,8 +74,8 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
     return body
 
 
-def _too_large(max_bytes: int) -> BadRequest:
-    return BadRequest(
+def _too_large(max_bytes: int) -> BadInput:
+    return BadInput(
         f"body is larger than {max_bytes} bytes (STATUSD_MAX_BODY_BYTES)",
         field="body",
         status=413,
@@ -100,7 +100,7 @@ def _json_type(value: object) -> str:
 def reject_unknown_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
     for name in body:
         if name not in allowed:
-            raise BadRequest(
+            raise BadInput(
                 f"unknown field {name!r}; allowed: {', '.join(sorted(allowed))}",
                 field=name,
                 error="unknown_field",
@@ -112,17 +112,17 @@ def _string(
 ) -> str | None:
     if name not in body or body[name] is None:
         if required:
-            raise BadRequest(f"field {name!r} is required", field=name, error="missing_field")
+            raise BadInput(f"field {name!r} is required", field=name, error="missing_field")
         return None
     value = body[name]
     if not isinstance(value, str):
-        raise BadRequest(
+        raise BadInput(
             f"field {name!r} must be a string, not {_json_type(value)}",
             field=name,
             error="invalid_type",
         )
     if max_len is not None and len(value) > max_len:
-        raise BadRequest(
+        raise BadInput(
             f"field {name!r} is longer than {max_len} characters", field=name, error="invalid_value"
         )
     return value
@@ -130,7 +130,7 @@ def _string(
 
 def parse_workload_id(value: str, field_name: str = "id") -> str:
     if not WORKLOAD_ID_RE.fullmatch(value):
-        raise BadRequest(
+        raise BadInput(
             f"{field_name!r} must be 1-200 characters of A-Z a-z 0-9 . _ : -",
             field=field_name,
             error="invalid_value",
@@ -142,7 +142,7 @@ def _kind(value: str, field_name: str, status: int = 422, error: str = "invalid_
     try:
         return Kind(value)
     except ValueError:
-        raise BadRequest(
+        raise BadInput(
             f"unknown kind {value!r}; one of {', '.join(k.value for k in Kind)}",
             field=field_name,
             status=status,
@@ -154,7 +154,7 @@ def _state(value: str, field_name: str, status: int = 422, error: str = "invalid
     try:
         return State(value)
     except ValueError:
-        raise BadRequest(
+        raise BadInput(
             f"unknown state {value!r}; one of {', '.join(s.value for s in State)}",
             field=field_name,
             status=status,
@@ -167,28 +167,28 @@ def _labels(body: Mapping[str, Any]) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadRequest(
+        raise BadInput(
             f"field 'labels' must be an object, not {_json_type(value)}",
             field="labels",
             error="invalid_type",
         )
     if len(value) > MAX_LABELS:
-        raise BadRequest(f"at most {MAX_LABELS} labels", field="labels", error="invalid_value")
+        raise BadInput(f"at most {MAX_LABELS} labels", field="labels", error="invalid_value")
     for key, item in value.items():
         if not LABEL_KEY_RE.fullmatch(key):
-            raise BadRequest(
+            raise BadInput(
                 f"label key {key!r} must be 1-100 characters of A-Z a-z 0-9 . _ / -",
                 field=f"labels.{key}",
                 error="invalid_value",
             )
         if not isinstance(item, str):
-            raise BadRequest(
+            raise BadInput(
                 f"label {key!r} must be a string, not {_json_type(item)}",
                 field=f"labels.{key}",
                 error="invalid_type",
             )
         if len(item) > MAX_LABEL_VALUE:
-            raise BadRequest(
+            raise BadInput(
                 f"label {key!r} is longer than {MAX_LABEL_VALUE} characters",
                 field=f"labels.{key}",
                 error="invalid_value",
@@ -235,8 +235,8 @@ def parse_transition_request(body: Mapping[str, Any]) -> TransitionRequest:
 # -- query strings ------------------------------------------------------------------------------
 
 
-def _query_error(message: str, name: str) -> BadRequest:
-    return BadRequest(message, field=name, status=400, error="invalid_query")
+def _query_error(message: str, name: str) -> BadInput:
+    return BadInput(message, field=name, status=400, error="invalid_query")
 
 
 def reject_unknown_params(query: MultiMapping[str], allowed: frozenset[str]) -> None:

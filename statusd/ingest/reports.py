@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from statusd.errors import StatusdError
 from statusd.lifecycle import State
 
 
-class MalformedEntry(Exception):
+class MalformedEntry(StatusdError):
     """A stream entry whose fields cannot be a heartbeat (written by something other than ingest)."""
 
 

@@ -16,10 +16,10 @@ import orjson
 from aiohttp import web
 
 from statusd import metrics
+from statusd.errors import BadInput
 from statusd.hearing import Pace
 from statusd.ingest.validation import (
     Heartbeat,
-    Rejected,
     check_batch_item,
     check_heartbeat,
     claims_from_header,
@@ -65,7 +65,7 @@ def _json(body: object, status: int, retry: bool = False) -> web.Response:
     )
 
 
-def _rejected(exc: Rejected) -> web.Response:
+def _rejected(exc: BadInput) -> web.Response:
     _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
     return _json(exc.as_json(), exc.status)
 
@@ -81,13 +81,15 @@ def _unavailable(exc: NotStored, count: int = 1) -> web.Response:
 
 async def _read_capped(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
-        raise Rejected(413, "body_too_large", f"body is larger than {cap} bytes")
+        raise BadInput(f"body is larger than {cap} bytes", status=413, error="body_too_large")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise Rejected(413, "body_too_large", f"body is larger than {cap} bytes") from None
+        raise BadInput(
+            f"body is larger than {cap} bytes", status=413, error="body_too_large"
+        ) from None
     if len(body) > cap:
-        raise Rejected(413, "body_too_large", f"body is larger than {cap} bytes")
+        raise BadInput(f"body is larger than {cap} bytes", status=413, error="body_too_large")
     return body
 
 
@@ -100,7 +102,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         claims = claims_from_header(request.headers.get("Authorization"), ingest.secret)
         heartbeat = check_heartbeat(decode_json(body), claims)
         await ingest.writer.append((heartbeat,))
-    except Rejected as exc:
+    except BadInput as exc:
         return _rejected(exc)
     except NotStored as exc:
         return _unavailable(exc)
@@ -112,23 +114,31 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 def _batch_items(doc: object, max_items: int) -> list[Any]:
     if type(doc) is not dict:
-        raise Rejected(
-            422, "invalid_body", 'a batch must be a JSON object {"items": [...]}', "body"
+        raise BadInput(
+            'a batch must be a JSON object {"items": [...]}',
+            field="body",
+            status=422,
+            error="invalid_body",
         )
     unknown = sorted(k for k in doc if k != "items")
     if unknown:
-        raise Rejected(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+        raise BadInput(
+            f"unknown field {unknown[0]!r}", field=unknown[0], status=422, error="unknown_field"
+        )
     items = doc.get("items")
     if type(items) is not list or not items:
-        raise Rejected(
-            422, "invalid_value", "items must be a non-empty list of heartbeats", "items"
+        raise BadInput(
+            "items must be a non-empty list of heartbeats",
+            field="items",
+            status=422,
+            error="invalid_value",
         )
     if len(items) > max_items:
-        raise Rejected(
-            413,
-            "body_too_large",
+        raise BadInput(
             f"at most {max_items} items per batch ({len(items)} sent)",
-            "items",
+            field="items",
+            status=413,
+            error="body_too_large",
         )
     return items
 
@@ -145,10 +155,12 @@ async def post_batch(request: web.Request) -> web.Response:
         body = await _read_capped(request, ingest.max_body * ingest.max_items)
         items = _batch_items(decode_json(body), ingest.max_items)
         if len(body) > ingest.max_body * len(items):  # the cap is proportional to the items
-            raise Rejected(
-                413, "body_too_large", f"body is larger than {ingest.max_body} bytes per item"
+            raise BadInput(
+                f"body is larger than {ingest.max_body} bytes per item",
+                status=413,
+                error="body_too_large",
             )
-    except Rejected as exc:
+    except BadInput as exc:
         _LATENCY_BATCH.observe(time.perf_counter() - started)
         return _rejected(exc)
     results: list[dict[str, object]] = []
@@ -160,7 +172,7 @@ async def post_batch(request: web.Request) -> web.Response:
             good.append(check_batch_item(item, ingest.secret))
             slots.append(len(results))
             results.append({"status": 202, "next_heartbeat_s": next_heartbeat_s})
-        except Rejected as exc:
+        except BadInput as exc:
             _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
             results.append({"status": exc.status, **exc.as_json()})
     unavailable: NotStored | None = None

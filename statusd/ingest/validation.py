@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from statusd.errors import InvalidToken
+from statusd.errors import BadInput, InvalidToken
 from statusd.lifecycle import Kind, reportable_states
 from statusd.tokens import TokenClaims, verify
 
@@ -28,20 +28,6 @@ _REPORTABLE: dict[Kind, frozenset[str]] = {
 }
 
 
-class Rejected(Exception):
-    """A heartbeat refused at ingest: HTTP status, machine code, message, the field at fault."""
-
-    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message, self.field = status, error, message, field
-
-    def as_json(self) -> dict[str, object]:
-        body: dict[str, object] = {"error": self.error, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
-
-
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """One checked heartbeat, ready to append; `generation` comes from the token."""
@@ -54,63 +40,87 @@ class Heartbeat:
 
 
 def decode_json(body: bytes) -> object:
-    """The JSON document in `body`; Rejected(400) when it is not JSON."""
+    """The JSON document in `body`; BadInput(400) when it is not JSON."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Rejected(400, "malformed_json", f"body is not valid JSON: {exc}", "body") from None
+        raise BadInput(
+            f"body is not valid JSON: {exc}", field="body", status=400, error="malformed_json"
+        ) from None
 
 
 def claims_from_header(header: str | None, secret: bytes) -> TokenClaims:
-    """Claims of `Authorization: Bearer <token>`; Rejected(401) when missing or not ours."""
+    """Claims of `Authorization: Bearer <token>`; BadInput(401) when missing or not ours."""
     if not header or not header.startswith("Bearer "):
-        raise Rejected(401, "unauthorized", "missing `Authorization: Bearer <heartbeat token>`")
+        raise BadInput(
+            "missing `Authorization: Bearer <heartbeat token>`", status=401, error="unauthorized"
+        )
     return claims_from_token(header[7:].strip(), secret)
 
 
 def claims_from_token(token: object, secret: bytes) -> TokenClaims:
     if not isinstance(token, str) or not token:
-        raise Rejected(401, "unauthorized", "missing heartbeat token", "token")
+        raise BadInput("missing heartbeat token", field="token", status=401, error="unauthorized")
     try:
         return verify(secret, token)
     except InvalidToken as exc:
-        raise Rejected(401, "unauthorized", f"invalid heartbeat token: {exc}") from None
+        raise BadInput(
+            f"invalid heartbeat token: {exc}", status=401, error="unauthorized"
+        ) from None
 
 
 def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | None]:
     """Shape and types of one heartbeat object (422 naming the field)."""
     if type(obj) is not dict:
-        raise Rejected(422, "invalid_body", "a heartbeat must be a JSON object", "body")
+        raise BadInput(
+            "a heartbeat must be a JSON object", field="body", status=422, error="invalid_body"
+        )
     keys = obj.keys()
     if not keys <= allowed:
         extra = sorted(k for k in keys if k not in allowed)[0]
-        raise Rejected(422, "unknown_field", f"unknown field {extra!r}", extra)
+        raise BadInput(f"unknown field {extra!r}", field=extra, status=422, error="unknown_field")
     if not keys >= REQUIRED:
         missing = sorted(REQUIRED - keys)[0]
-        raise Rejected(422, "missing_field", f"field {missing!r} is required", missing)
+        raise BadInput(
+            f"field {missing!r} is required", field=missing, status=422, error="missing_field"
+        )
     workload_id, status, seq = obj["workload_id"], obj["status"], obj["seq"]
     detail = obj.get("detail")
     if type(workload_id) is not str:
-        raise Rejected(422, "invalid_type", "workload_id must be a string", "workload_id")
+        raise BadInput(
+            "workload_id must be a string", field="workload_id", status=422, error="invalid_type"
+        )
     if not workload_id or len(workload_id) > MAX_WORKLOAD_ID:
-        raise Rejected(
-            422,
-            "invalid_value",
+        raise BadInput(
             f"workload_id must be 1..{MAX_WORKLOAD_ID} characters",
-            "workload_id",
+            field="workload_id",
+            status=422,
+            error="invalid_value",
         )
     if type(status) is not str:
-        raise Rejected(422, "invalid_type", "status must be a string (a state name)", "status")
+        raise BadInput(
+            "status must be a string (a state name)",
+            field="status",
+            status=422,
+            error="invalid_type",
+        )
     if type(seq) is not int:  # `type is` on purpose: true/false are ints to isinstance
-        raise Rejected(422, "invalid_type", "seq must be an integer", "seq")
+        raise BadInput("seq must be an integer", field="seq", status=422, error="invalid_type")
     if seq < 0 or seq >= SEQ_LIMIT:
-        raise Rejected(422, "invalid_value", "seq must be >= 0 and < 2**63", "seq")
+        raise BadInput(
+            "seq must be >= 0 and < 2**63", field="seq", status=422, error="invalid_value"
+        )
     if detail is not None:
         if type(detail) is not str:
-            raise Rejected(422, "invalid_type", "detail must be a string", "detail")
+            raise BadInput(
+                "detail must be a string", field="detail", status=422, error="invalid_type"
+            )
         if len(detail) > MAX_DETAIL_BYTES // 4 and len(detail.encode()) > MAX_DETAIL_BYTES:
-            raise Rejected(
-                422, "invalid_value", f"detail is longer than {MAX_DETAIL_BYTES} bytes", "detail"
+            raise BadInput(
+                f"detail is longer than {MAX_DETAIL_BYTES} bytes",
+                field="detail",
+                status=422,
+                error="invalid_value",
             )
     return workload_id, status, seq, detail
 
@@ -125,14 +135,19 @@ def check_heartbeat(
     """
     workload_id, status, seq, detail = _fields(obj, allowed)
     if claims.workload_id != workload_id:
-        raise Rejected(403, "forbidden", "this token speaks for another workload", "workload_id")
+        raise BadInput(
+            "this token speaks for another workload",
+            field="workload_id",
+            status=403,
+            error="forbidden",
+        )
     if status not in _REPORTABLE[claims.kind]:
         states = ", ".join(sorted(_REPORTABLE[claims.kind]))
-        raise Rejected(
-            422,
-            "invalid_value",
+        raise BadInput(
             f"status {status!r} is not a state of a {claims.kind.value} ({states})",
-            "status",
+            field="status",
+            status=422,
+            error="invalid_value",
         )
     return Heartbeat(workload_id, status, seq, detail, claims.generation)
 
@@ -140,6 +155,8 @@ def check_heartbeat(
 def check_batch_item(item: object, secret: bytes) -> Heartbeat:
     """One item of a batch: its own token (401), then the same checks as a single heartbeat."""
     if type(item) is not dict:
-        raise Rejected(422, "invalid_body", "an item must be a JSON object", "body")
+        raise BadInput(
+            "an item must be a JSON object", field="body", status=422, error="invalid_body"
+        )
     claims = claims_from_token(item.get("token"), secret)
     return check_heartbeat(item, claims, allowed=BATCH_ALLOWED)

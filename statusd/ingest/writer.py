@@ -37,6 +37,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from statusd.errors import StatusdError
 from statusd.ingest.streams import shard_streams
 from statusd.ingest.validation import Heartbeat
 from statusd.keys import Keys
@@ -45,8 +46,10 @@ from statusd.metrics import INGEST_LAST_ACCEPT
 log = structlog.get_logger("statusd.ingest")
 
 
-class NotStored(Exception):
+class NotStored(StatusdError):
     """The append did not (provably) reach Redis: answer 503, the client retries."""
+
+    transient = True
 
 
 class _Job:

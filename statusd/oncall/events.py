@@ -1,4 +1,4 @@
-"""Live transition events (SSE). Owned by the on-call work; the listener is wired by statusd.runtime."""
+"""Live transition events (SSE). Owned by the on-call work; the listener is wired by statusd.wiring."""
 
 from __future__ import annotations
 

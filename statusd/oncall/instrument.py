@@ -1,4 +1,4 @@
-"""Per-process metrics wiring, applied by statusd.runtime.open_runtime to every Runtime.
+"""Per-process transition counter, attached to every Runtime by statusd.wiring.
 
 It counts each applied transition (statusd_transitions_total{kind,from_state,to_state,source})
 in a post-commit listener, so statusd.transitions stays about state. Each process exposes its
@@ -7,13 +7,8 @@ own metrics (statusd.oncall.metrics_endpoint); nothing is pushed anywhere.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from statusd.metrics import TRANSITIONS
 from statusd.transitions import AppliedTransition, TransitionListener
-
-if TYPE_CHECKING:
-    from statusd.runtime import Runtime
 
 
 def count_transitions() -> TransitionListener:
@@ -28,8 +23,3 @@ def count_transitions() -> TransitionListener:
         ).inc()
 
     return count
-
-
-def instrument_runtime(runtime: Runtime) -> None:
-    """Add the transition counter to `runtime`."""
-    runtime.ledger.listeners.append(count_transitions())

@@ -16,9 +16,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from statusd.api import sessions
 from statusd.api.auth import COOKIE_NAME, LEGACY_COOKIE_NAME, SESSION, token_matches
-from statusd.api.errors import BadRequest
 from statusd.api.proxies import came_over_https
 from statusd.app_keys import RUNTIME
+from statusd.errors import BadInput
 from statusd.oncall.page import SECURITY_HEADERS, login_form
 
 log = structlog.get_logger("statusd.oncall")
@@ -29,7 +29,7 @@ async def form_token(request: web.Request) -> str | None:
     try:
         form = await request.post()
     except (ValueError, HttpProcessingError) as exc:  # "boundary missed", bad part headers...
-        raise BadRequest(
+        raise BadInput(
             f"form body cannot be parsed: {exc}", field="body", status=400, error="malformed_form"
         ) from None
     token = form.get("token")

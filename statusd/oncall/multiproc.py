@@ -8,7 +8,7 @@ Two traps, both handled here:
 - `PROMETHEUS_MULTIPROC_DIR` must be in the environment before prometheus_client is first
   imported: a metric created earlier keeps its in-memory value. `serve --workers` spawns fresh
   interpreters (set it in the parent before spawning); the Celery worker forks, so `statusd
-  worker` re-executes itself once with the variable set (statusd.sweeper.commands).
+  worker` re-executes itself once with the variable set (statusd.cli.worker).
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from aiohttp import web
 
 from statusd import selfwatch
 from statusd.api.auth import require_api_token_or_cookie
-from statusd.api.errors import BadRequest, json_response
+from statusd.api.errors import json_response
 from statusd.api.validation import WORKLOAD_ID_RE, reject_unknown_params
 from statusd.app_keys import RUNTIME
-from statusd.errors import UnknownWorkload
+from statusd.errors import BadInput, UnknownWorkload
 from statusd.lifecycle import Kind
 from statusd.oncall.fleet_history import (
     MAX_SAMPLES,
@@ -26,7 +26,7 @@ from statusd.oncall.fleet_history import (
     fleet_history,
     history_json,
 )
-from statusd.oncall.reports import FilterError, parse_duration
+from statusd.oncall.reports import parse_duration
 from statusd.oncall.workload_story import workload_story
 
 HISTORY_PARAMS = frozenset({"window", "step", "kind"})
@@ -48,12 +48,9 @@ async def get_workload_story(request: web.Request) -> web.Response:
 
 
 def _duration(request: web.Request, name: str, default: str) -> float:
-    try:
-        value = parse_duration(request.query.get(name) or default, name)
-    except FilterError as exc:
-        raise BadRequest(str(exc), field=exc.field, status=400) from None
+    value = parse_duration(request.query.get(name) or default, name)  # BadInput (400) if bad
     if value <= 0:
-        raise BadRequest(f"{name}: must be more than 0", field=name, status=400)
+        raise BadInput(f"{name}: must be more than 0", field=name, status=400)
     return value
 
 
@@ -64,11 +61,9 @@ async def get_history(request: web.Request) -> web.Response:
     window = _duration(request, "window", DEFAULT_WINDOW)
     step = _duration(request, "step", DEFAULT_STEP)
     if window > MAX_WINDOW_S:
-        raise BadRequest(
-            f"window: at most {MAX_WINDOW_S // 86400} days", field="window", status=400
-        )
+        raise BadInput(f"window: at most {MAX_WINDOW_S // 86400} days", field="window", status=400)
     if window / step > MAX_SAMPLES:
-        raise BadRequest(
+        raise BadInput(
             f"step: window/step must be at most {MAX_SAMPLES} samples", field="step", status=400
         )
     kind: Kind | None = None
@@ -76,7 +71,7 @@ async def get_history(request: web.Request) -> web.Response:
         try:
             kind = Kind(raw_kind)
         except ValueError:
-            raise BadRequest(
+            raise BadInput(
                 f"kind: {raw_kind!r} is not one of {', '.join(Kind)}", field="kind", status=400
             ) from None
     samples = await fleet_history(

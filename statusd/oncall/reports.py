@@ -30,6 +30,7 @@ from sqlalchemy.engine import Row
 from statusd import flaps, silences
 from statusd.alerting import FlapPolicy
 from statusd.db import reading
+from statusd.errors import BadInput
 from statusd.hearing import Hearing, read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
@@ -58,14 +59,6 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-class FilterError(ValueError):
-    """A report filter that cannot be understood; `field` names the parameter."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 _RANK = {
     StaleReason.LOST: 0,
     StaleReason.UNREACHABLE: 1,
@@ -75,34 +68,36 @@ _RANK = {
 
 
 def parse_duration(text: str, field: str = "older_than") -> float:
-    """Seconds from `300`, `90s`, `5m`, `1h30m`, `2d`. Raises FilterError naming `field`."""
+    """Seconds from `300`, `90s`, `5m`, `1h30m`, `2d`. Raises BadInput naming `field`."""
     raw = text.strip().lower()
     try:
         value = float(raw)
     except ValueError:
         parts = _DURATION.findall(raw)
         if not parts or "".join(n + u for n, u in parts) != raw:
-            raise FilterError(
-                field, f"{field}: {text!r} is not a duration (e.g. 300, 90s, 5m, 1h30m)"
+            raise BadInput(
+                f"{field}: {text!r} is not a duration (e.g. 300, 90s, 5m, 1h30m)",
+                field=field,
+                status=400,
             ) from None
         value = sum(float(n) * _UNIT_S[u] for n, u in parts)
     if not math.isfinite(value):  # float() takes "nan" and "1e999"; neither is a duration
-        raise FilterError(field, f"{field}: {text!r} is not a finite duration")
+        raise BadInput(f"{field}: {text!r} is not a finite duration", field=field, status=400)
     if value < 0:
-        raise FilterError(field, f"{field}: must not be negative")
+        raise BadInput(f"{field}: must not be negative", field=field, status=400)
     return value
 
 
 def parse_label(text: str) -> tuple[str, str]:
-    """`owner:alice` -> ("owner", "alice"). Raises FilterError(field="label")."""
+    """`owner:alice` -> ("owner", "alice"). Raises BadInput(field="label")."""
     key, sep, value = text.partition(":")
     if not sep or not key.strip():
-        raise FilterError("label", f"label: {text!r} is not key:value")
+        raise BadInput(f"label: {text!r} is not key:value", field="label", status=400)
     return key.strip(), value.strip()
 
 
 def parse_kinds(values: Iterable[str]) -> tuple[Kind, ...]:
-    """Kinds from repeated and/or comma-separated values. Raises FilterError(field="kind")."""
+    """Kinds from repeated and/or comma-separated values. Raises BadInput(field="kind")."""
     kinds: list[Kind] = []
     for value in values:
         for part in value.split(","):
@@ -112,7 +107,9 @@ def parse_kinds(values: Iterable[str]) -> tuple[Kind, ...]:
                 kinds.append(Kind(part.strip().lower()))
             except ValueError:
                 known = ", ".join(k.value for k in Kind)
-                raise FilterError("kind", f"kind: {part!r} is not one of {known}") from None
+                raise BadInput(
+                    f"kind: {part!r} is not one of {known}", field="kind", status=400
+                ) from None
     return tuple(dict.fromkeys(kinds))
 
 

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from statusd.api.auth import require_api_token_or_cookie
-from statusd.api.errors import BadRequest, json_response
+from statusd.api.errors import json_response
 from statusd.api.validation import parse_query_int
 from statusd.app_keys import RUNTIME
+from statusd.errors import BadInput
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
 from statusd.oncall.reports import (
-    FilterError,
     StaleFilter,
     disruption_json,
     parse_duration,
@@ -36,14 +36,11 @@ MAX_RECENT = 500
 
 def stale_filter(request: web.Request) -> StaleFilter:
     """kind (repeatable or comma list), label k:v (repeatable, all must match), older_than."""
-    try:
-        return StaleFilter(
-            kinds=parse_kinds(request.query.getall("kind", [])),
-            labels=tuple(parse_label(v) for v in request.query.getall("label", [])),
-            older_than_s=parse_duration(request.query.get("older_than") or "0"),
-        )
-    except FilterError as exc:
-        raise BadRequest(str(exc), field=exc.field, status=400) from None
+    return StaleFilter(  # a bad filter raises BadInput (400) naming the parameter
+        kinds=parse_kinds(request.query.getall("kind", [])),
+        labels=tuple(parse_label(v) for v in request.query.getall("label", [])),
+        older_than_s=parse_duration(request.query.get("older_than") or "0"),
+    )
 
 
 @require_api_token_or_cookie
@@ -51,7 +48,7 @@ async def get_stale(request: web.Request) -> web.Response:
     """GET /v1/reports/stale[?kind=&label=k:v&older_than=5m&format=json|csv]."""
     fmt = request.query.get("format", "json").lower()
     if fmt not in ("json", "csv"):
-        raise BadRequest("format: must be json or csv", field="format", status=400)
+        raise BadInput("format: must be json or csv", field="format", status=400)
     flt = stale_filter(request)
     rt = request.app[RUNTIME]
     items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)

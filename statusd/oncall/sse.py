@@ -24,10 +24,9 @@ import orjson
 import structlog
 from aiohttp import web
 
-from statusd.api.errors import BadRequest
 from statusd.api.validation import parse_query_int
 from statusd.app_keys import RUNTIME
-from statusd.errors import StorageUnavailable
+from statusd.errors import BadInput, StorageUnavailable
 from statusd.lifecycle import Kind
 from statusd.oncall.feed import PAGE, FeedFilter, HighWater, read_after
 from statusd.runtime import Runtime
@@ -140,13 +139,13 @@ HUB = web.AppKey("statusd_event_hub", EventHub)
 
 
 def parse_stream_request(request: web.Request) -> tuple[FeedFilter, int | None]:
-    """Filters and resume point of a stream request. Raises BadRequest naming the field."""
+    """Filters and resume point of a stream request. Raises BadInput naming the field."""
     kind: Kind | None = None
     if raw_kind := request.query.get("kind"):
         try:
             kind = Kind(raw_kind.strip().lower())
         except ValueError:
-            raise BadRequest(
+            raise BadInput(
                 f"kind: {raw_kind!r} is not one of {', '.join(Kind)}", field="kind", status=400
             ) from None
     workload_id = request.query.get("workload_id") or None

@@ -17,13 +17,14 @@ from typing import Any
 import aiohttp
 import orjson
 
+from statusd.errors import StatusdError
 from statusd.lifecycle import Kind, State
 
 BATCH_LIMIT = 500  # items per POST /v1/heartbeats:batch (the ingest cap)
 PAGE = 500  # GET /v1/workloads limit
 
 
-class ControlError(Exception):
+class ControlError(StatusdError):
     """statusd answered something the simulator cannot work with (the message says what)."""
 
 

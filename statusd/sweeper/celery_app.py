@@ -2,7 +2,9 @@
 
 Tasks are referred to by name so areas (sweeper, sync) add theirs without importing each other.
 Build the app with `create_celery(settings)`; `statusd worker` / `statusd beat` do that and start
-it programmatically. The module-level `app` exists only for `celery -A statusd.sweeper.celery_app`
+it programmatically. Building it configures nothing else in the process: an API process that only
+sends tasks gets no worker hooks (the `worker` command attaches those, statusd.worker_runtime).
+Queue and task names live in the leaf statusd.task_names (re-exported here). The module-level `app` exists only for `celery -A statusd.sweeper.celery_app`
 (Flower, `celery inspect`): it is built from the environment on first access, never at import.
 """
 
@@ -11,21 +13,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from statusd import worker_runtime
 from statusd.errors import ConfigError
 from statusd.settings import BrokerQueueType, Settings
+from statusd.settings_loader import load_settings
 from statusd.sweeper.budgets import budgets
+from statusd.task_names import (
+    POLL_TASK,
+    QUEUES,
+    SWEEP_TASK,
+    SYNC_DRAIN_DUE_TASK,
+    SYNC_DRAIN_TASK,
+    SYNC_QUEUE,
+    TASK_MODULES,
+)
 
-QUEUES = ("sweep", "poll", "sync")
-SWEEP_TASK = "statusd.sweeper.sweep"
-POLL_TASK = "statusd.sweeper.poll"
-SYNC_DRAIN_TASK = "statusd.sync.drain"
-SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
-SYNC_QUEUE = "sync"
-TASK_MODULES = ("statusd.sweeper.tasks", "statusd.sync.tasks")
+__all__ = [
+    "POLL_TASK",
+    "QUEUES",
+    "SWEEP_TASK",
+    "SYNC_DRAIN_DUE_TASK",
+    "SYNC_DRAIN_TASK",
+    "SYNC_QUEUE",
+    "TASK_MODULES",
+    "create_celery",
+    "schedule_file",
+]
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 BEAT_SCHEDULER = "statusd.sweeper.beat_leader:LeaderScheduler"
 # Broker connections per process. Managed Redis caps connections; workers that grew their pools
@@ -132,10 +147,6 @@ def create_celery(settings: Settings) -> Celery:
         beat_scheduler=BEAT_SCHEDULER,
         timezone="UTC",
     )
-    worker_runtime.configure(settings)
-    signals.worker_process_init.connect(_child_started, weak=False)
-    signals.worker_process_shutdown.connect(_child_stopping, weak=False)
-    signals.worker_shutdown.connect(_child_stopping, weak=False)  # solo pool: no children
     return app
 
 
@@ -143,18 +154,6 @@ def schedule_file(settings: Settings) -> Path:
     """Beat's schedule state, under the state dir (created on demand)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return settings.state_dir / "celerybeat-schedule"
-
-
-def _child_started(**_: Any) -> None:
-    # A forked child must not reuse its parent's loop or sockets.
-    worker_runtime.reset()
-    from statusd.logs import configure_logging
-
-    configure_logging(worker_runtime.settings())
-
-
-def _child_stopping(**_: Any) -> None:
-    worker_runtime.shutdown()
 
 
 _app: Celery | None = None
@@ -165,6 +164,6 @@ def __getattr__(name: str) -> Celery:
     global _app
     if name == "app":
         if _app is None:
-            _app = create_celery(Settings())
+            _app = create_celery(load_settings())
         return _app
     raise AttributeError(name)

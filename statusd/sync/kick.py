@@ -1,4 +1,4 @@
-"""Prompt outbox drain after a new transition. Owned by the sync work; wired by statusd.runtime.
+"""Prompt outbox drain after a new transition. Owned by the sync work; wired by statusd.wiring.
 
 Debounced in Redis (SET NX PX on `keys.sync_kick`): in a burst, one kick per window, for every
 process together. The drain task is sent with a countdown of one window, so it runs after every
@@ -20,7 +20,8 @@ from redis.asyncio import Redis
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES
 from statusd.settings import Settings
-from statusd.sweeper.celery_app import SYNC_DRAIN_TASK, SYNC_QUEUE, create_celery
+from statusd.sweeper.celery_app import create_celery
+from statusd.task_names import SYNC_DRAIN_TASK, SYNC_QUEUE
 from statusd.transitions import AppliedTransition, TransitionListener
 
 log = structlog.get_logger("statusd.sync")

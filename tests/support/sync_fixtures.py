@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.sync import kick
+from statusd.wiring import open_runtime
 from tests.support.main_api import FakeMainAPI
 from tests.support.sync_worker import E2E_SYNC, MAIN_TOKEN, Workers, broker_db
 

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 import pytest
 
 from statusd import worker_runtime
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime
 from statusd.settings import Settings
+from statusd.wiring import open_runtime
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""CLI verbs of statusd.sync: `statusd sync status | retry-dead | drain`."""
+"""Sync verbs: `statusd sync status | retry-dead | drain`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.cli.common import load_settings
 from statusd.db import create_engine
 from statusd.errors import StatusdError
 from statusd.settings import Settings
@@ -30,7 +31,8 @@ class OutputFormat(StrEnum):
 
 
 def _with_engine(fn: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
-    settings = Settings()
+    """An engine only (these verbs need no Redis), with sync's own one-line error format."""
+    settings = load_settings()
 
     async def run() -> T:
         engine = create_engine(
@@ -123,7 +125,7 @@ def retry_dead(
     console.print(f"{count} dead letter(s) back to pending")
     if count:
         try:
-            enqueue_drain(Settings())
+            enqueue_drain(load_settings())
             console.print("drain requested (queue sync)")
         except Exception as exc:  # no broker here: the next beat drain_due picks them up
             console.print(
@@ -139,11 +141,9 @@ def drain_once(
     ] = None,
 ) -> None:
     """Drain due outbox rows once, in this process (no worker needed), and print what happened."""
-    from statusd.logs import configure_logging
     from statusd.sync.drain import drain
 
-    settings = Settings()
-    configure_logging(settings)
+    load_settings(logging=True)
     report = _with_engine(
         lambda s, engine: drain(
             engine, s, workload_ids=[workload] if workload else None, max_rows=max_rows

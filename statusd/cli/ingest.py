@@ -1,50 +1,20 @@
-"""CLI verbs of statusd.ingest: `consume` and `dead-letters list|replay`."""
+"""Ingest verbs: `consume` and `dead-letters list|replay`."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
+from statusd.cli.common import load_settings, run_loop, with_runtime
 from statusd.runtime import Runtime
-from statusd.settings import Settings
-
-T = TypeVar("T")
 
 dead_letters_app = typer.Typer(
     help="Heartbeat entries that kept failing: list them, replay them.", no_args_is_help=True
 )
-
-
-def _settings() -> Settings:
-    from statusd.logs import configure_logging
-
-    settings = Settings()
-    configure_logging(settings)
-    return settings
-
-
-def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
-        import uvloop
-
-        return uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(main())
-
-
-async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
-    from statusd.runtime import open_runtime
-
-    runtime = await open_runtime(settings)
-    try:
-        return await work(runtime)
-    finally:
-        await runtime.close()
 
 
 def consume(
@@ -74,7 +44,7 @@ def consume(
     from statusd.oncall.metrics_endpoint import metrics_listener
     from statusd.recovery import ensure_liveness_at_start
 
-    settings = _settings()
+    settings = load_settings(logging=True)
 
     async def work(runtime: Runtime) -> None:
         consumer_set = ConsumerSet(
@@ -95,7 +65,7 @@ def consume(
             await stop.wait()
             await consumer_set.stop()  # before the runtime closes the pools the consumers use
 
-    _run(lambda: _with_runtime(settings, work))
+    run_loop(lambda: with_runtime(settings, work, redis_max_connections=None))
 
 
 @dead_letters_app.command("list")
@@ -113,10 +83,12 @@ def list_cmd(
 
     from statusd.ingest.dead_letters import list_dead_letters
 
-    settings = _settings()
-    letters = _run(
-        lambda: _with_runtime(
-            settings, lambda rt: list_dead_letters(rt.redis, rt.keys, count=count)
+    settings = load_settings(logging=True)
+    letters = run_loop(
+        lambda: with_runtime(
+            settings,
+            lambda rt: list_dead_letters(rt.redis, rt.keys, count=count),
+            redis_max_connections=None,
         )
     )
     if as_json:
@@ -168,11 +140,12 @@ def replay_cmd(
 
     from statusd.ingest.dead_letters import replay
 
-    settings = _settings()
-    new_ids = _run(
-        lambda: _with_runtime(
+    settings = load_settings(logging=True)
+    new_ids = run_loop(
+        lambda: with_runtime(
             settings,
             lambda rt: replay(rt.redis, rt.keys, shards=settings.stream_shards, entry_id=entry_id),
+            redis_max_connections=None,
         )
     )
     if entry_id is not None and not new_ids:

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from statusd.cli.common import load_settings
 from statusd.lifecycle import Kind
-from statusd.settings import Settings
 from statusd.simulate.control import StatusdAPI, token_from_dev_secrets
 from statusd.simulate.faults import Fault, parse_faults
 from statusd.simulate.fleet import Fleet, FleetConfig, Summary
@@ -67,7 +67,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Run N simulated workload containers on loopback against statusd, then check every state."""
-    settings = Settings()
+    settings = load_settings()
     try:
         mix = parse_faults(faults)
     except ValueError as exc:
@@ -159,3 +159,8 @@ def _print_summary(summary: Summary) -> None:
         if summary.ok
         else f"[red]{len(summary.mismatches)} mismatches[/]"
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `simulate` to the statusd CLI."""
+    app.command("simulate")(simulate)

@@ -1,6 +1,6 @@
 """CLI verbs of statusd.oncall: `statusd report stale` and `statusd report summary`.
 
-Both read the database and Redis directly (statusd.runtime.open_runtime with the STATUSD_*
+Both read the database and Redis directly (statusd.cli.common.with_runtime, STATUSD_*
 settings), so they work from any host that has those settings, even while the API is down.
 `report stale` exits 0 when nothing is stale and 1 when something is (2: configuration error),
 so it drops into cron and scripts; `--format json|csv` for machines, a rich table for people.
@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from statusd.commands import fail, load_settings, operator_errors, with_runtime
+from statusd.cli.common import fail, load_settings, operator_errors, with_runtime
+from statusd.errors import BadInput
 from statusd.oncall.reports import (
-    FilterError,
     StaleFilter,
     StaleItem,
     disruption_banner,
@@ -119,7 +119,7 @@ def stale(
             labels=tuple(parse_label(v) for v in label or []),
             older_than_s=parse_duration(older_than, "--older-than"),
         )
-    except FilterError as exc:
+    except BadInput as exc:
         fail(str(exc))
 
     async def run(rt: Runtime) -> tuple[list[StaleItem], Disruption]:

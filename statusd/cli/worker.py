@@ -1,4 +1,4 @@
-"""CLI verbs of statusd.sweeper: `worker`, `beat`, `simulate`."""
+"""Celery verbs: `worker` (attaches the worker hooks) and `beat`."""
 
 from __future__ import annotations
 
@@ -11,23 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from statusd.commands import operator_errors
+from statusd import worker_runtime
+from statusd.cli.common import load_settings, operator_errors
 from statusd.settings import Settings
+from statusd.task_names import QUEUES
 
 SCHEDULE_HELP = "Beat schedule file (default: <state_dir>/celerybeat-schedule)."
 
 
-def _settings() -> Settings:
-    from statusd.logs import configure_logging
-
-    settings = Settings()
-    configure_logging(settings)
-    return settings
-
-
 def _queues(raw: str) -> str:
-    from statusd.sweeper.celery_app import QUEUES
-
     names = [q.strip() for q in raw.split(",") if q.strip()]
     unknown = sorted(set(names) - set(QUEUES))
     if not names or unknown:
@@ -71,10 +63,11 @@ def worker(
         multiproc.start_group(multiproc.ProcessGroup.WORKER)
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     metrics_dir = multiproc.start_group(multiproc.ProcessGroup.WORKER)
-    settings = _settings()
+    settings = load_settings(logging=True)
     asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
     with operator_errors():
         app = create_celery(settings)
+    worker_runtime.attach_to_worker(settings)
     _attach_metrics(settings)
     argv = [
         "worker",
@@ -128,9 +121,10 @@ def beat(
     """Run the beat scheduler alone (it sends `sweep` every STATUSD_SWEEP_INTERVAL seconds)."""
     from statusd.sweeper.celery_app import create_celery, schedule_file
 
-    settings = _settings()
+    settings = load_settings(logging=True)
     with operator_errors():
         app = create_celery(settings)
+    worker_runtime.configure(settings)  # the leader lease (beat_leader) reads them
     app.start(
         [
             "beat",
@@ -141,9 +135,6 @@ def beat(
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's verbs to the statusd CLI."""
-    from statusd.simulate.cli import simulate
-
+    """Add `worker` and `beat` to the statusd CLI."""
     app.command("worker")(worker)
     app.command("beat")(beat)
-    app.command("simulate")(simulate)

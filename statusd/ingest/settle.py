@@ -1,0 +1,107 @@
+"""Settling a batch: ack what was handled (after the DB commit), bury what keeps failing.
+
+The ack pipeline also records each workload's newest seq (`keys.last_seq`, never backward) and
+bumps the state cache's seq, because a skipped report never reaches the database. Burying is
+the lease holder's decision: a holder that lost its lease leaves the entries pending."""
+
+from __future__ import annotations
+
+import structlog
+from redis.exceptions import RedisError
+
+from statusd.ingest import dead_letters
+from statusd.ingest.batch_plan import Batch
+from statusd.ingest.consumer_context import BACKOFF_CAP_S, BACKOFF_START_S, ConsumerContext, Shard
+from statusd.ingest.outcomes import ConsumeOutcome
+from statusd.liveness import newest_seq_recorder
+
+log = structlog.get_logger("statusd.consumer")
+
+
+class Settler:
+    """Acks and dead letters for the batches of one ConsumerSet."""
+
+    def __init__(self, ctx: ConsumerContext) -> None:
+        self.ctx = ctx
+        self._max_seq = newest_seq_recorder(ctx.redis)  # a replayed dead letter is older
+
+    async def settle(self, shard: Shard, batch: Batch) -> None:
+        """Ack handled entries (+ newest seq per workload); bury the ones that keep failing."""
+        ack: list[bytes] = []
+        newest: dict[str, int] = {}
+        generations: dict[str, int] = {}
+        failed: dict[bytes, tuple[str, int]] = {
+            eid: (error, batch.deliveries.get(eid, 1)) for eid, error in batch.malformed.items()
+        }
+        for w in batch.workloads.values():
+            if w.counted_seq is not None:
+                newest[w.workload_id] = w.counted_seq
+                generations[w.workload_id] = next(
+                    r.generation for r in w.reports if r.seq == w.counted_seq
+                )
+            for entry_id, seq in w.entries:
+                if w.handled_seq is not None and seq <= w.handled_seq:
+                    ack.append(entry_id)  # handled, or superseded by a handled newer report
+                elif w.error is not None:
+                    failed[entry_id] = (w.error, w.attempts)
+        await self._ack(shard, ack, newest, generations)
+        if not shard.lease.valid():
+            return  # burying is the holder's decision; the next holder retries them
+        for entry_id, (error, deliveries) in failed.items():
+            await self._bury(shard, entry_id, batch.raw[entry_id], error, deliveries)
+
+    async def _ack(
+        self, shard: Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
+    ) -> None:
+        ctx = self.ctx
+        backoff = BACKOFF_START_S
+        while ack or newest:
+            try:
+                async with ctx.redis.pipeline(transaction=False) as pipe:
+                    if ack:
+                        pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
+                    if newest:
+                        args: list[str | int] = [
+                            x for wid, seq in newest.items() for x in (wid, seq)
+                        ]
+                        await self._max_seq(keys=[ctx.keys.last_seq], args=args, client=pipe)
+                        # Skipped reports never reach the DB: the cache keeps their seq instead.
+                        await ctx.runtime.cache.bump_seqs(
+                            {
+                                w: (generations[w], seq)
+                                for w, seq in newest.items()
+                                if w in generations
+                            },
+                            client=pipe,
+                        )
+                    await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving
+                # up is too (the entries stay pending and the next holder takes them over).
+                if ctx.stopping.is_set() or not shard.lease.valid():
+                    return
+                log.warning("consumer.ack_failed", error=str(exc), retry_in=backoff)
+                await ctx.pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+
+    async def _bury(
+        self,
+        shard: Shard,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        error: str,
+        deliveries: int,
+    ) -> None:
+        ctx = self.ctx
+        try:
+            await dead_letters.bury(
+                ctx.redis, ctx.keys, shard.stream, entry_id, fields, error, deliveries
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("consumer.bury_failed", entry_id=entry_id.decode(), error=str(exc))
+            return  # still pending: taken over (and retried) by the next holder
+        ctx.outcomes[ConsumeOutcome.DEAD_LETTER].inc()
+        log.error(
+            "consumer.dead_letter", entry_id=entry_id.decode(), error=error, deliveries=deliveries
+        )
