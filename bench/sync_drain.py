@@ -64,6 +64,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the peer subprocess accepts connections (bounded)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("peer did not start") from None
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def main_api(delay_ms: float, error_ratio: float = 0.0) -> Iterator[str]:
     port = free_port()
@@ -71,15 +84,7 @@ def main_api(delay_ms: float, error_ratio: float = 0.0) -> Iterator[str]:
         [sys.executable, __file__, "--serve", str(port), str(delay_ms), str(error_ratio)], cwd=ROOT
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("main API peer did not start") from None
-                time.sleep(0.05)
+        wait_listening(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -208,9 +213,16 @@ async def plain_put_loop(base: str, rows: list[tuple[str, int]], concurrency: in
 async def statusd_drain(
     base: str, url: str, rows: list[tuple[str, int]], concurrency: int, error_ratio: float = 0.0
 ) -> dict[str, Any]:
+    import logging
+
+    import structlog
+
     from statusd.db import create_engine
     from statusd.settings import Settings
     from statusd.sync.drain import drain
+
+    # Not one WARNING line per injected 5xx retry on the bench's terminal.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
     settings = Settings(
         database_url=url,
