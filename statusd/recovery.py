@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from redis.asyncio import Redis
@@ -43,16 +44,25 @@ from statusd.settings import Settings
 log = structlog.get_logger("statusd.recovery")
 _W = Workload.__table__  # type: ignore[attr-defined]
 REBUILD_CHUNK = 1000  # workloads per Redis pipeline
+# A registration commits to the database before the API adds the id to the liveness sets, so
+# during a burst of registrations the sets briefly hold fewer ids than the database. Only
+# workloads registered longer ago than this are compared (a real loss is still seen, at most this
+# much later), else every burst would log a false "Redis lost its data" and rebuild.
+REGISTRATION_GRACE_S = 10.0
 
 
 def _tracked() -> ColumnElement[bool]:
     return and_(_W.c.deleted_at.is_(None), _W.c.state.not_in([s.value for s in FINAL_STATES]))
 
 
-async def tracked_count(engine: AsyncEngine) -> int:
-    """Registered, non-final workloads: those the sweeper must be able to see."""
+async def tracked_count(engine: AsyncEngine, *, registered_before: datetime | None = None) -> int:
+    """Registered, non-final workloads (the sweeper must be able to see them); with
+    `registered_before`, only those registered earlier."""
+    where = _tracked()
+    if registered_before is not None:
+        where = and_(where, _W.c.created_at < registered_before)
     async with reading(engine) as conn:
-        result = await conn.execute(select(func.count()).select_from(_W).where(_tracked()))
+        result = await conn.execute(select(func.count()).select_from(_W).where(where))
         return int(result.scalar_one())
 
 
@@ -65,10 +75,12 @@ async def liveness_missing(redis: Redis, keys: Keys, engine: AsyncEngine) -> str
         built, seen, pending = await pipe.execute()
     if not built:
         return "the rebuild marker is gone (Redis lost its data, or never built)"
-    tracked = await tracked_count(engine)
+    settled = datetime.now(UTC) - timedelta(seconds=REGISTRATION_GRACE_S)
+    tracked = await tracked_count(engine, registered_before=settled)
     if int(seen) + int(pending) < tracked:
         return (
-            f"the liveness sets hold {int(seen) + int(pending)} ids for {tracked} tracked workloads"
+            f"the liveness sets hold {int(seen) + int(pending)} ids for {tracked} tracked "
+            f"workloads registered over {REGISTRATION_GRACE_S:g}s ago"
         )
     return None
 
