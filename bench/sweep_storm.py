@@ -120,8 +120,8 @@ def settings_for(db_url: str, redis_url: str, prefix: str) -> Any:
 
 def worker(db_url: str, redis_url: str, prefix: str) -> None:
     """One worker process: runs `run_poll` on each chunk pushed to the bench queue, in turn."""
-    from statusd.runtime import open_runtime
     from statusd.sweeper.poller import run_poll
+    from statusd.wiring import open_runtime
 
     async def main() -> None:
         rt = await open_runtime(settings_for(db_url, redis_url, prefix))
@@ -188,8 +188,8 @@ async def seed(settings: Any, base: str, n: int) -> None:
 
 
 async def statusd_sweep(settings: Any, n: int, workers: int) -> dict[str, Any]:
-    from statusd.runtime import open_runtime
     from statusd.sweeper.sweep import run_sweep
+    from statusd.wiring import open_runtime
 
     prefix = settings.redis_prefix
     procs = [

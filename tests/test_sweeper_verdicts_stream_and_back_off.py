@@ -17,12 +17,13 @@ from statusd import liveness, registry
 from statusd.db import reading, transaction
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Workload, utcnow
-from statusd.runtime import Runtime, open_runtime
+from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.sweeper.budgets import budgets, unreachable_repoll_s
 from statusd.sweeper.poller import run_poll
 from statusd.sweeper.sweep import run_sweep
 from statusd.transitions import Observation, apply_observation
+from statusd.wiring import open_runtime
 from tests.support.fleet_peer import StatusPeer
 
 _W = Workload.__table__  # type: ignore[attr-defined]
