@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from statusd.errors import StatusdError, StorageUnavailable
+from statusd.errors import StatusdError, StorageUnavailable, is_transient
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READONLY_OPTION = "statusd_readonly"
@@ -88,56 +87,16 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-# PostgreSQL SQLSTATEs that mean "the server will not talk to us right now", not "this is bad":
-# 08 connection exceptions, 57P admin/crash shutdown and cannot-connect-now, 53300 too many
-# connections, 55000 on connect when a database has ALLOW_CONNECTIONS false, 40001/40P01
-# serialization failure and deadlock (the transaction is safe to retry as a whole).
-_PG_TRANSIENT_PREFIXES = ("08", "57P", "53300", "40001", "40P01")
-
-
-def _pg_transient(exc: BaseException) -> bool:
-    state = getattr(exc, "sqlstate", None)
-    if not isinstance(state, str):
-        return False
-    if state.startswith(_PG_TRANSIENT_PREFIXES):
-        return True
-    return state == "55000" and "accepting connections" in str(exc)
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """Connection-level failures (server gone, file moved, lock timeout): retry later, not poison.
-
-    Looks through the cause chain: drivers' errors arrive wrapped by SQLAlchemy, or raw on connect.
-    """
-    seen: BaseException | None = exc
-    for _ in range(6):
-        if seen is None:
-            return False
-        if isinstance(
-            seen,
-            (StorageUnavailable, OperationalError, InterfaceError, ConnectionError, TimeoutError),
-        ):
-            return True
-        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
-            return True
-        if isinstance(seen, SATimeoutError) or _pg_transient(seen):
-            return True  # SATimeoutError: the pool had no connection within pool_timeout
-        if isinstance(seen, OSError):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
-    return False
-
-
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One DB transaction; connection-level failures surface as StorageUnavailable."""
     try:
         async with engine.begin() as conn:
             yield conn
-    except StatusdError:
-        raise  # already says what failed (e.g. RedisUnavailable from inside the transaction)
+    except (StatusdError, RedisError):
+        raise  # already says what failed (e.g. Redis, down, from inside the transaction)
     except Exception as exc:
-        if is_transient_db_error(exc):
+        if is_transient(exc):  # the one cause-chain walk (statusd.errors)
             raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
         raise
 
@@ -149,9 +108,9 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.connect() as conn:
             await conn.execution_options(**{READONLY_OPTION: True})
             yield conn
-    except StatusdError:
-        raise  # already says what failed (e.g. RedisUnavailable from inside the transaction)
+    except (StatusdError, RedisError):
+        raise  # already says what failed (e.g. Redis, down, from inside the transaction)
     except Exception as exc:
-        if is_transient_db_error(exc):
+        if is_transient(exc):  # the one cause-chain walk (statusd.errors)
             raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
         raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 # How far down a cause chain to look: drivers wrap two or three deep; a loop must still end.
 CAUSE_CHAIN_DEPTH = 6
@@ -79,19 +81,49 @@ class UnsafeStatusURL(StatusdError):
     """A status_url that the poller must never fetch (scheme, or address outside the allow-list)."""
 
 
+# PostgreSQL SQLSTATEs that mean "the server will not talk to us right now", not "this is bad":
+# 08 connection exceptions, 57P admin/crash shutdown and cannot-connect-now, 53300 too many
+# connections, 55000 on connect when a database has ALLOW_CONNECTIONS false, 40001/40P01
+# serialization failure and deadlock (the transaction is safe to retry as a whole).
+_PG_TRANSIENT_PREFIXES = ("08", "57P", "53300", "40001", "40P01")
+# Connection-level failures of the database (server gone, file moved, SQLite lock timeout) and of
+# Redis, and OS-level errors (sockets, files; ConnectionError and TimeoutError are OSErrors).
+_TRANSIENT_TYPES = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OperationalError,
+    InterfaceError,
+    SATimeoutError,  # the SQLAlchemy pool had no connection within pool_timeout
+    OSError,
+)
+
+
+def _pg_transient(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None)
+    if not isinstance(state, str):
+        return False
+    if state.startswith(_PG_TRANSIENT_PREFIXES):
+        return True
+    return state == "55000" and "accepting connections" in str(exc)
+
+
 def is_transient(exc: BaseException) -> bool:
     """The store or a peer is unavailable (retry the same work later), as opposed to "bad".
 
-    Transient: a StatusdError that says so (StorageUnavailable: the database boundary wraps its
-    driver's connection-level failures in it; RedisUnavailable; a peer's 5xx), Redis connection
-    or timeout errors and OS-level errors (sockets, files), anywhere in the cause chain."""
+    Transient, anywhere in the cause chain: a StatusdError that says so (StorageUnavailable,
+    RedisUnavailable, a peer's 5xx); Redis connection or timeout errors; the database's
+    connection-level failures (SQLAlchemy's OperationalError/InterfaceError, an invalidated
+    connection, a pool timeout, a PostgreSQL SQLSTATE above); OS-level errors. The walk follows
+    SQLAlchemy's `.orig` too: drivers' errors arrive wrapped by SQLAlchemy, or raw on connect."""
     seen: BaseException | None = exc
     for _ in range(CAUSE_CHAIN_DEPTH):
         if seen is None:
             return False
         if isinstance(seen, StatusdError) and seen.transient:
             return True
-        if isinstance(seen, RedisConnectionError | RedisTimeoutError | OSError):
+        if isinstance(seen, _TRANSIENT_TYPES) or _pg_transient(seen):
             return True
-        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
     return False

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from statusd.cli.common import load_settings, operator_errors, out, with_runtime
-from statusd.errors import ConfigError
+from statusd.errors import ConfigError, is_transient
 from statusd.logs import configure_logging
 from statusd.runtime import Runtime
 
@@ -38,7 +38,7 @@ def run_migrations(database_url: str) -> None:
     from alembic.config import Config
     from sqlalchemy.engine import make_url
 
-    from statusd.db import is_transient_db_error, normalize_url, sqlite_path
+    from statusd.db import normalize_url, sqlite_path
 
     url = normalize_url(database_url)
     path = sqlite_path(url)
@@ -49,7 +49,7 @@ def run_migrations(database_url: str) -> None:
     try:
         command.upgrade(config, "head")
     except Exception as exc:
-        if is_transient_db_error(exc) or isinstance(exc, OSError):
+        if is_transient(exc):  # OSErrors (a socket refused, a file) included
             shown = make_url(database_url).render_as_string(hide_password=True)
             raise ConfigError(
                 f"cannot reach the database {shown} to migrate it ({type(exc).__name__}: {exc}). "
