@@ -47,6 +47,7 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "selfwatch",
                 "dev_secrets",
                 "supervisor",
+                "schema",  # the HTTP input/output models and the limits they share
             ),
         ),
         (

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import ClientConnectionResetError, web
+from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,6 +34,15 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def model_response(
+    body: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A response model (statusd.schema.responses) as the JSON answer."""
+    return web.Response(
+        body=body.model_dump_json(), status=status, content_type="application/json", headers=headers
     )
 
 

@@ -1,4 +1,5 @@
-"""Rows -> JSON for the status API, and the one definition of `stale` the API shows."""
+"""Rows -> the API's response models (statusd.schema.responses), and the one definition of
+`stale` the API shows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from statusd.hearing import Hearing
 from statusd.lifecycle import State
 from statusd.liveness import staleness
+from statusd.schema import responses
 from statusd.settings import Settings
 
 
@@ -59,6 +61,34 @@ def is_stale(
     return reason is not None
 
 
+def workload_out(
+    row: Mapping[str, Any],
+    liveness: Liveness,
+    *,
+    stale: bool,
+    synced: bool,
+    flapping: bool = False,
+    silenced: bool = False,
+) -> responses.Workload:
+    """The public shape of a workload (GET /v1/workloads/{id}, list items, registration)."""
+    return responses.Workload(
+        id=row["id"],
+        kind=row["kind"],
+        state=row["state"],
+        labels=dict(row.get("labels") or {}),
+        status_url=row.get("status_url"),
+        last_seen_at=iso(liveness.last_seen_at),
+        last_seq=liveness.last_seq,
+        state_changed_at=iso(row["state_changed_at"]) or "",
+        created_at=iso(row["created_at"]) or "",
+        stale=stale,
+        synced=synced,
+        generation=int(row["generation"]),
+        flapping=flapping,
+        silenced=silenced,
+    )
+
+
 def workload_json(
     row: Mapping[str, Any],
     liveness: Liveness,
@@ -68,38 +98,31 @@ def workload_json(
     flapping: bool = False,
     silenced: bool = False,
 ) -> dict[str, Any]:
-    """The public shape of a workload (GET /v1/workloads/{id}, list items, registration)."""
-    return {
-        "id": row["id"],
-        "kind": str(row["kind"]),
-        "state": str(row["state"]),
-        "labels": dict(row.get("labels") or {}),
-        "status_url": row.get("status_url"),
-        "last_seen_at": iso(liveness.last_seen_at),
-        "last_seq": liveness.last_seq,
-        "state_changed_at": iso(row["state_changed_at"]),
-        "created_at": iso(row["created_at"]),
-        "stale": stale,
-        "synced": synced,
-        "generation": int(row["generation"]),
-        "flapping": flapping,
-        "silenced": silenced,
-    }
+    """`workload_out` as JSON-ready data (the list pages filter and page on it)."""
+    out = workload_out(
+        row, liveness, stale=stale, synced=synced, flapping=flapping, silenced=silenced
+    )
+    return out.model_dump(mode="json")
+
+
+def transition_out(row: Mapping[str, Any]) -> responses.Transition:
+    """One history row (GET/POST /v1/workloads/{id}/transitions)."""
+    return responses.Transition(
+        id=int(row["id"]),
+        workload_id=row["workload_id"],
+        generation=int(row["generation"]) if row.get("generation") is not None else None,
+        kind=row["kind"],
+        from_state=row["from_state"],
+        to=row["to_state"],
+        source=row["source"],
+        reason=row.get("reason"),
+        actor=row.get("actor"),
+        seq=row.get("seq"),
+        observed_at=iso(row["observed_at"]) or "",
+        recorded_at=iso(row["recorded_at"]) or "",
+    )
 
 
 def transition_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One history row (GET/POST /v1/workloads/{id}/transitions)."""
-    return {
-        "id": int(row["id"]),
-        "workload_id": row["workload_id"],
-        "generation": int(row["generation"]) if row.get("generation") is not None else None,
-        "kind": str(row["kind"]),
-        "from": str(row["from_state"]),
-        "to": str(row["to_state"]),
-        "source": str(row["source"]),
-        "reason": row.get("reason"),
-        "actor": row.get("actor"),
-        "seq": row.get("seq"),
-        "observed_at": iso(row["observed_at"]),
-        "recorded_at": iso(row["recorded_at"]),
-    }
+    """`transition_out` as JSON-ready data (the feed, the story and the CLI embed it)."""
+    return transition_out(row).model_dump(mode="json")

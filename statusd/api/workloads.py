@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from statusd import flaps, liveness, registry, silences, tokens
 from statusd.api import validation
 from statusd.api.auth import require_api_token, require_api_token_or_cookie
-from statusd.api.errors import json_response
-from statusd.api.serializers import Liveness, is_stale, transition_json, workload_json
+from statusd.api.errors import json_response, model_response
+from statusd.api.serializers import Liveness, is_stale, transition_out, workload_json, workload_out
+from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
@@ -29,6 +30,10 @@ from statusd.hearing import Hearing, read_hearing
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
+from statusd.schema import responses
+from statusd.schema.bad_input import parse_body, parse_query
+from statusd.schema.bodies import RegisterRequest, TransitionRequest
+from statusd.schema.queries import HistoryQuery, WorkloadQuery, encode_cursor
 from statusd.sweeper.url_policy import check_status_url
 from statusd.sync.status import unsynced_workloads
 from statusd.transitions import Observation, Outcome, apply_observation
@@ -45,13 +50,6 @@ STALE_SCAN_PAGES = 10
 
 def _runtime(request: web.Request) -> Runtime:
     return request.app[RUNTIME]
-
-
-def _path_id(request: web.Request) -> str:
-    workload_id = request.match_info["id"]
-    if not validation.WORKLOAD_ID_RE.fullmatch(workload_id):
-        raise UnknownWorkload(f"workload {workload_id!r} is not registered")
-    return workload_id
 
 
 async def _redis_liveness(
@@ -141,11 +139,12 @@ async def register_workload(request: web.Request) -> web.Response:
     """POST /v1/workloads -> 201 with the workload and its heartbeat_token."""
     rt = _runtime(request)
     body = await validation.read_json_object(request, rt.settings.max_body_bytes)
-    reg = validation.parse_registration(body)
-    if reg.status_url is not None:
-        await check_status_url(reg.status_url, rt.settings.allow_networks)
+    reg = parse_body(RegisterRequest, body)
+    status_url = reg.status_url or None  # "" means none
+    if status_url is not None:
+        await check_status_url(status_url, rt.settings.allow_networks)
     row = await registry.register(
-        rt.engine, reg.id, reg.kind, status_url=reg.status_url, labels=reg.labels
+        rt.engine, reg.id, reg.kind, status_url=status_url, labels=dict(reg.labels or {})
     )
     try:
         await liveness.on_registered(
@@ -168,28 +167,27 @@ async def register_workload(request: web.Request) -> web.Response:
     merged = Liveness(None, None)
     async with reading(rt.engine) as conn:
         silenced = silences.silenced_ids(await silences.active_in(conn, now), [row])
-    out = workload_json(
+    out = workload_out(
         row,
         merged,
         stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
         synced=True,
         silenced=reg.id in silenced,
     )
-    out["heartbeat_token"] = tokens.issue(
+    token = tokens.issue(
         rt.settings.secret_bytes, reg.id, Kind(row["kind"]), int(row["generation"])
     )
-    return json_response(out, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
+    registered = responses.RegisteredWorkload(**dict(out), heartbeat_token=token)
+    return model_response(registered, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
 
 
 @require_api_token
 async def get_workload(request: web.Request) -> web.Response:
     """GET /v1/workloads/{id}."""
-    return json_response(await load_workload(_runtime(request), _path_id(request)))
+    return json_response(await load_workload(_runtime(request), path_workload_id(request)))
 
 
-async def list_page(
-    rt: Runtime, q: validation.WorkloadQuery
-) -> tuple[list[dict[str, Any]], str | None]:
+async def list_page(rt: Runtime, q: WorkloadQuery) -> tuple[list[dict[str, Any]], str | None]:
     """One page of workloads matching `q` and the cursor of the next page (None at the end).
 
     Keyset pagination on id (WHERE id > cursor ORDER BY id): stable while rows come and go, no
@@ -245,14 +243,14 @@ async def list_page(
                         break
             if not more:
                 break
-    return items, validation.encode_cursor(after) if more and after is not None else None
+    return items, encode_cursor(after) if more and after is not None else None
 
 
 @require_api_token_or_cookie  # read-only: the status page's fleet list uses it with its cookie
 async def list_workloads(request: web.Request) -> web.Response:
     """GET /v1/workloads: filters, keyset pagination on id (opaque cursor, never OFFSET)."""
     items, next_cursor = await list_page(
-        _runtime(request), validation.parse_workload_query(request.query)
+        _runtime(request), parse_query(WorkloadQuery, request.query)
     )
     return json_response({"items": items, "next_cursor": next_cursor})
 
@@ -261,12 +259,12 @@ async def list_workloads(request: web.Request) -> web.Response:
 async def delete_workload(request: web.Request) -> web.Response:
     """DELETE /v1/workloads/{id}: stop tracking it; history stays."""
     rt = _runtime(request)
-    workload_id = _path_id(request)
+    workload_id = path_workload_id(request)
     row = await registry.deregister(rt.engine, workload_id)
     await liveness.forget(rt.redis, rt.keys, workload_id, shards=rt.settings.stream_shards)
     log.info("workload.deregistered", workload_id=workload_id)
-    return json_response(
-        {"id": workload_id, "deleted": True, "deleted_at": row["deleted_at"].isoformat()}
+    return model_response(
+        responses.Deleted(id=workload_id, deleted_at=row["deleted_at"].isoformat())
     )
 
 
@@ -274,9 +272,9 @@ async def delete_workload(request: web.Request) -> web.Response:
 async def post_transition(request: web.Request) -> web.Response:
     """POST /v1/workloads/{id}/transitions: a backend-driven change, judged by the lifecycle."""
     rt = _runtime(request)
-    workload_id = _path_id(request)
+    workload_id = path_workload_id(request)
     body = await validation.read_json_object(request, rt.settings.max_body_bytes)
-    wanted = validation.parse_transition_request(body)
+    wanted = parse_body(TransitionRequest, body)
     result = await apply_observation(
         rt.ledger,
         Observation(workload_id, wanted.to, Source.API, reason=wanted.reason, actor="api"),
@@ -286,14 +284,14 @@ async def post_transition(request: web.Request) -> web.Response:
             f"{workload_id}: {result.state.value} -> {wanted.to.value} refused ({result.rule})",
             rule=result.rule,
         )
+    transition = None
     if result.outcome is Outcome.APPLIED and result.transition is not None:
         # The applied record carries every history field: no read-back of the committed row.
-        transition = transition_json(asdict(result.transition))
-        return json_response(
-            {"outcome": "applied", "state": result.state.value, "transition": transition}
+        transition = transition_out(asdict(result.transition))
+    return model_response(
+        responses.TransitionResult(
+            outcome=result.outcome.value, state=result.state, transition=transition
         )
-    return json_response(
-        {"outcome": result.outcome.value, "state": result.state.value, "transition": None}
     )
 
 
@@ -301,8 +299,9 @@ async def post_transition(request: web.Request) -> web.Response:
 async def list_transitions(request: web.Request) -> web.Response:
     """GET /v1/workloads/{id}/transitions: history, oldest first (?after=<transition id>&limit=)."""
     rt = _runtime(request)
-    workload_id = _path_id(request)
-    after, limit = validation.parse_history_query(request.query)
+    workload_id = path_workload_id(request)
+    query = parse_query(HistoryQuery, request.query)
+    after, limit = query.after, query.limit
     async with reading(rt.engine) as conn:
         exists = (await conn.execute(select(_W.c.id).where(_W.c.id == workload_id))).first()
         if exists is None:  # deregistered workloads keep their history; never-registered ones 404
@@ -317,9 +316,9 @@ async def list_transitions(request: web.Request) -> web.Response:
             )
         ]
     more = len(rows) > limit
-    items = [transition_json(r) for r in rows[:limit]]
-    return json_response(
-        {"items": items, "next_after": items[-1]["id"] if more and items else None}
+    items = [transition_out(r) for r in rows[:limit]]
+    return model_response(
+        responses.TransitionPage(items=items, next_after=items[-1].id if more and items else None)
     )
 
 

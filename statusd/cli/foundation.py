@@ -119,8 +119,9 @@ def workloads_list(
     """List workloads (same filters as GET /v1/workloads)."""
     from multidict import MultiDict
 
-    from statusd.api.validation import parse_workload_query
     from statusd.api.workloads import list_page
+    from statusd.schema.bad_input import parse_query
+    from statusd.schema.queries import WorkloadQuery
 
     params: MultiDict[str] = MultiDict(limit=str(limit))
     for name, value in (("kind", kind), ("state", state)):
@@ -132,7 +133,7 @@ def workloads_list(
         params.add("label", pair)
     settings = load_settings()
     with operator_errors():
-        query = parse_workload_query(params)
+        query = parse_query(WorkloadQuery, params)
         items, next_cursor = asyncio.run(with_runtime(settings, lambda rt: list_page(rt, query)))
     if as_json:
         _print_json({"items": items, "next_cursor": next_cursor})

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from multidict import MultiDict
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -23,17 +24,16 @@ from rich.table import Table
 from statusd.cli.common import fail, load_settings, operator_errors, with_runtime
 from statusd.errors import BadInput
 from statusd.oncall.reports import (
-    StaleFilter,
     StaleItem,
     disruption_banner,
     disruption_json,
-    parse_duration,
-    parse_kinds,
-    parse_label,
+    stale_filter,
     stale_report,
     to_csv,
 )
 from statusd.runtime import Runtime
+from statusd.schema.bad_input import parse_query
+from statusd.schema.queries import StaleQuery
 from statusd.selfwatch import Disruption, read_disruption
 
 report_app = typer.Typer(
@@ -114,13 +114,14 @@ def stale(
 ) -> None:
     """Stale, UNREACHABLE and LOST workloads, worst first. Exit 1 when there is any, 0 when none."""
     try:
-        flt = StaleFilter(
-            kinds=parse_kinds(kind or []),
-            labels=tuple(parse_label(v) for v in label or []),
-            older_than_s=parse_duration(older_than, "--older-than"),
-        )
+        # The same query model as GET /v1/reports/stale: one rule for kinds, labels, durations.
+        params: MultiDict[str] = MultiDict(older_than=older_than)
+        params.extend(("kind", v) for v in kind or [])
+        params.extend(("label", v) for v in label or [])
+        flt = stale_filter(parse_query(StaleQuery, params))
     except BadInput as exc:
-        fail(str(exc))
+        option = f"--{exc.field or 'older_than'}".replace("_", "-")
+        fail(f"{option}: {exc}")
 
     async def run(rt: Runtime) -> tuple[list[StaleItem], Disruption]:
         items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)

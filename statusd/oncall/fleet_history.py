@@ -28,9 +28,6 @@ from statusd.models import Transition, Workload
 _W = Workload.__table__  # type: ignore[attr-defined]
 _T = Transition.__table__  # type: ignore[attr-defined]
 
-MAX_SAMPLES = 360  # a picture wider than this says nothing more, and costs memory per request
-MAX_WINDOW_S = 7 * 86400
-
 
 @dataclass(frozen=True, slots=True)
 class WorkloadNow:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,12 +28,12 @@ from sqlalchemy.engine import Row
 from statusd import flaps, silences
 from statusd.alerting import FlapPolicy
 from statusd.db import reading
-from statusd.errors import BadInput
 from statusd.hearing import Hearing, read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
 from statusd.liveness import StaleReason, staleness
 from statusd.models import Workload
+from statusd.schema.queries import StaleQuery
 from statusd.selfwatch import Disruption
 from statusd.settings import Settings
 
@@ -55,8 +53,6 @@ CSV_FIELDS = (
     "flapping",
     "silenced",
 )
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 _RANK = {
@@ -67,52 +63,6 @@ _RANK = {
 }
 
 
-def parse_duration(text: str, field: str = "older_than") -> float:
-    """Seconds from `300`, `90s`, `5m`, `1h30m`, `2d`. Raises BadInput naming `field`."""
-    raw = text.strip().lower()
-    try:
-        value = float(raw)
-    except ValueError:
-        parts = _DURATION.findall(raw)
-        if not parts or "".join(n + u for n, u in parts) != raw:
-            raise BadInput(
-                f"{field}: {text!r} is not a duration (e.g. 300, 90s, 5m, 1h30m)",
-                field=field,
-                status=400,
-            ) from None
-        value = sum(float(n) * _UNIT_S[u] for n, u in parts)
-    if not math.isfinite(value):  # float() takes "nan" and "1e999"; neither is a duration
-        raise BadInput(f"{field}: {text!r} is not a finite duration", field=field, status=400)
-    if value < 0:
-        raise BadInput(f"{field}: must not be negative", field=field, status=400)
-    return value
-
-
-def parse_label(text: str) -> tuple[str, str]:
-    """`owner:alice` -> ("owner", "alice"). Raises BadInput(field="label")."""
-    key, sep, value = text.partition(":")
-    if not sep or not key.strip():
-        raise BadInput(f"label: {text!r} is not key:value", field="label", status=400)
-    return key.strip(), value.strip()
-
-
-def parse_kinds(values: Iterable[str]) -> tuple[Kind, ...]:
-    """Kinds from repeated and/or comma-separated values. Raises BadInput(field="kind")."""
-    kinds: list[Kind] = []
-    for value in values:
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            try:
-                kinds.append(Kind(part.strip().lower()))
-            except ValueError:
-                known = ", ".join(k.value for k in Kind)
-                raise BadInput(
-                    f"kind: {part!r} is not one of {known}", field="kind", status=400
-                ) from None
-    return tuple(dict.fromkeys(kinds))
-
-
 @dataclass(frozen=True, slots=True)
 class StaleFilter:
     kinds: tuple[Kind, ...] = ()  # empty: every kind
@@ -121,6 +71,11 @@ class StaleFilter:
 
     def matches_labels(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.labels)
+
+
+def stale_filter(query: StaleQuery) -> StaleFilter:
+    """The report's filter from its query (GET /v1/reports/stale, `statusd report stale`)."""
+    return StaleFilter(kinds=query.kinds, labels=query.labels, older_than_s=query.older_than)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,45 +14,29 @@ from aiohttp import web
 
 from statusd.api.auth import require_api_token_or_cookie
 from statusd.api.errors import json_response
-from statusd.api.validation import parse_query_int
 from statusd.app_keys import RUNTIME
-from statusd.errors import BadInput
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
 from statusd.oncall.reports import (
-    StaleFilter,
     disruption_json,
-    parse_duration,
-    parse_kinds,
-    parse_label,
+    stale_filter,
     stale_report,
     to_csv,
 )
 from statusd.oncall.summary import fleet_summary
+from statusd.schema.bad_input import parse_query
+from statusd.schema.queries import RecentQuery, StaleQuery
 from statusd.selfwatch import read_disruption
-
-MAX_RECENT = 500
-
-
-def stale_filter(request: web.Request) -> StaleFilter:
-    """kind (repeatable or comma list), label k:v (repeatable, all must match), older_than."""
-    return StaleFilter(  # a bad filter raises BadInput (400) naming the parameter
-        kinds=parse_kinds(request.query.getall("kind", [])),
-        labels=tuple(parse_label(v) for v in request.query.getall("label", [])),
-        older_than_s=parse_duration(request.query.get("older_than") or "0"),
-    )
 
 
 @require_api_token_or_cookie
 async def get_stale(request: web.Request) -> web.Response:
     """GET /v1/reports/stale[?kind=&label=k:v&older_than=5m&format=json|csv]."""
-    fmt = request.query.get("format", "json").lower()
-    if fmt not in ("json", "csv"):
-        raise BadInput("format: must be json or csv", field="format", status=400)
-    flt = stale_filter(request)
+    query = parse_query(StaleQuery, request.query)  # a bad filter: 400 naming the parameter
+    flt = stale_filter(query)
     rt = request.app[RUNTIME]
     items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
-    if fmt == "csv":
+    if query.format == "csv":
         return web.Response(
             text=to_csv(items),
             content_type="text/csv",
@@ -77,12 +61,11 @@ async def get_summary(request: web.Request) -> web.Response:
 @require_api_token_or_cookie
 async def get_recent_transitions(request: web.Request) -> web.Response:
     """GET /v1/reports/transitions?limit=50: newest first; `last_id` is where /v1/events resumes."""
-    raw = request.query.get("limit", "50")
-    limit = parse_query_int(raw, "limit", low=1, high=MAX_RECENT)
-    flt, _ = sse.parse_stream_request(request)
+    query = parse_query(RecentQuery, request.query, **sse.last_event_header(request))
+    flt = sse.feed_filter(query)
     hub = request.app[sse.HUB]
     mark = await hub.mark()
-    items = await recent(request.app[RUNTIME].engine, mark, limit, flt)
+    items = await recent(request.app[RUNTIME].engine, mark, query.limit, flt)
     return json_response({"items": items, "count": len(items), "last_id": mark})
 
 

@@ -24,12 +24,12 @@ import orjson
 import structlog
 from aiohttp import web
 
-from statusd.api.validation import parse_query_int
 from statusd.app_keys import RUNTIME
-from statusd.errors import BadInput, StorageUnavailable
-from statusd.lifecycle import Kind
+from statusd.errors import StorageUnavailable
 from statusd.oncall.feed import PAGE, FeedFilter, HighWater, read_after
 from statusd.runtime import Runtime
+from statusd.schema.bad_input import parse_query
+from statusd.schema.queries import StreamQuery
 
 log = structlog.get_logger("statusd.oncall")
 POLL_FALLBACK_S = 1.0
@@ -138,20 +138,20 @@ async def _wait_for_hint(pubsub: Any, seconds: float) -> None:
 HUB = web.AppKey("statusd_event_hub", EventHub)
 
 
+def last_event_header(request: web.Request) -> dict[str, str]:
+    """The Last-Event-ID header as a query override (EventSource sends it on reconnect)."""
+    header = request.headers.get("Last-Event-ID")
+    return {"last_event_id": header} if header else {}
+
+
+def feed_filter(query: StreamQuery) -> FeedFilter:
+    return FeedFilter(kind=query.kind, workload_id=query.workload_id or None)
+
+
 def parse_stream_request(request: web.Request) -> tuple[FeedFilter, int | None]:
     """Filters and resume point of a stream request. Raises BadInput naming the field."""
-    kind: Kind | None = None
-    if raw_kind := request.query.get("kind"):
-        try:
-            kind = Kind(raw_kind.strip().lower())
-        except ValueError:
-            raise BadInput(
-                f"kind: {raw_kind!r} is not one of {', '.join(Kind)}", field="kind", status=400
-            ) from None
-    workload_id = request.query.get("workload_id") or None
-    raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    last = parse_query_int(raw_last, "last_event_id") if raw_last else None
-    return FeedFilter(kind=kind, workload_id=workload_id), last
+    query = parse_query(StreamQuery, request.query, **last_event_header(request))
+    return feed_filter(query), query.last_event_id
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:

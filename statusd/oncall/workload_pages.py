@@ -16,10 +16,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from statusd.api.auth import api_token_ok
+from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.errors import UnknownWorkload
 from statusd.oncall.page import SECURITY_HEADERS
-from statusd.oncall.page_api import workload_id_of
 from statusd.oncall.workload_story import workload_known
 
 
@@ -61,7 +61,7 @@ async def workload_page(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/")
     workload_id = request.match_info["id"]
     try:
-        known = await workload_known(request.app[RUNTIME], workload_id_of(request))
+        known = await workload_known(request.app[RUNTIME], path_workload_id(request))
     except UnknownWorkload:
         known = False
     if not known:

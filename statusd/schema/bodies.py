@@ -1,0 +1,116 @@
+"""Request bodies: what POST routes accept. Unknown fields are refused (extra="forbid")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from statusd.lifecycle import Kind, State
+from statusd.schema.rules import MAX_DETAIL_BYTES, MAX_INT64, MAX_REASON, MAX_STATUS_URL
+from statusd.schema.types import AwareTime, LabelPair, Labels, WorkloadId, split_label
+
+
+class Body(BaseModel):
+    """A JSON object body: every field known, nothing coerced across JSON types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisterRequest(Body):
+    id: WorkloadId
+    kind: Kind
+    status_url: Annotated[str, Field(max_length=MAX_STATUS_URL)] | None = Field(
+        default=None,
+        description="http(s) URL inside STATUSD_POLL_ALLOW_NETS (checked after DNS)",
+    )
+    labels: Labels | None = None
+
+
+class TransitionRequest(Body):
+    to: State
+    reason: Annotated[str, Field(max_length=MAX_REASON)] | None = None
+
+
+class SilenceMatch(Body):
+    """Every matcher given must match; at least one."""
+
+    kind: Kind | None = None
+    label: LabelPair | None = Field(default=None, description="key:value")
+    id: WorkloadId | None = None
+
+    @model_validator(mode="after")
+    def _names_something(self) -> SilenceMatch:
+        if self.kind is None and self.label is None and self.id is None:
+            raise PydanticCustomError(
+                "invalid_value", "match is empty: a silence must name a kind, a label or an id"
+            )
+        return self
+
+    @property
+    def label_pair(self) -> tuple[str, str] | None:
+        return split_label(self.label) if self.label is not None else None
+
+
+class SilenceRequest(Body):
+    match: SilenceMatch
+    until: AwareTime = Field(description="in the future")
+    reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON)] = Field(
+        description="who silenced it and why"
+    )
+
+    @field_validator("until")
+    @classmethod
+    def _in_the_future(cls, until: datetime, info: ValidationInfo) -> datetime:
+        now = (info.context or {}).get("now")
+        if now is not None and until <= now:
+            raise PydanticCustomError(
+                "invalid_value", "until is in the past: a silence must end in the future"
+            )
+        return until
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, reason: str) -> str:
+        if not reason.strip():
+            raise PydanticCustomError(
+                "invalid_value", "reason must not be blank (who silenced it and why)"
+            )
+        return reason
+
+
+# -- heartbeats: the ingest hot path checks these by hand (statusd.ingest.validation, measured
+# faster); these models state the same rules from the same constants for the OpenAPI document,
+# and tests/test_heartbeat_schema_agrees_with_ingest.py holds the two together.
+
+
+class Heartbeat(Body):
+    workload_id: WorkloadId
+    status: State = Field(description="a state the token's kind can report")
+    seq: int = Field(
+        ge=0, le=MAX_INT64, description="per-workload increasing (a millisecond clock works)"
+    )
+    detail: str | None = Field(
+        default=None,
+        max_length=MAX_DETAIL_BYTES,
+        description=f"at most {MAX_DETAIL_BYTES} bytes once UTF-8 encoded",
+    )
+
+
+class BatchHeartbeat(Heartbeat):
+    token: str = Field(min_length=1, description="this workload's heartbeat_token")
+
+
+class HeartbeatBatch(Body):
+    """A node agent's report for many containers; each item carries its own token. The item
+    count is capped by STATUSD_MAX_BATCH_ITEMS: `batch_json_schema` writes it into the schema."""
+
+    items: list[BatchHeartbeat] = Field(min_length=1)
+
+
+def batch_max_items(schema: dict[str, Any], max_items: int) -> dict[str, Any]:
+    """HeartbeatBatch's JSON schema with the configured STATUSD_MAX_BATCH_ITEMS as maxItems."""
+    items = dict(schema["properties"]["items"], maxItems=max_items)
+    return {**schema, "properties": {**schema["properties"], "items": items}}

@@ -1,0 +1,188 @@
+"""Query strings: what GET routes accept. Unknown parameters are refused (extra="forbid"); a
+parameter given twice is refused unless its field is a list (statusd.schema.bad_input)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from statusd.lifecycle import Kind, State
+from statusd.schema.rules import (
+    DEFAULT_LIMIT,
+    DEFAULT_RECENT_LIMIT,
+    MAX_HISTORY_SAMPLES,
+    MAX_HISTORY_WINDOW_S,
+    WORKLOAD_ID_RE,
+)
+from statusd.schema.types import (
+    Duration,
+    IdPrefix,
+    KindList,
+    KindParam,
+    LabelPair,
+    Limit,
+    QueryInt,
+    split_label,
+)
+
+_CURSOR_PREFIX = "v1:"
+
+
+def encode_cursor(last_id: str) -> str:
+    """Opaque keyset cursor: the last id of a page (clients must not build or parse it)."""
+    return base64.urlsafe_b64encode((_CURSOR_PREFIX + last_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> str | None:
+    """The id a cursor names, or None when this API did not issue it."""
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    last_id = text[len(_CURSOR_PREFIX) :]
+    if not text.startswith(_CURSOR_PREFIX) or not WORKLOAD_ID_RE.fullmatch(last_id):
+        return None
+    return last_id
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for key, value in map(split_label, pairs):
+        if labels.setdefault(key, value) != value:
+            raise PydanticCustomError(
+                "invalid_value", "label '{key}' filtered with two different values", {"key": key}
+            )
+    return labels
+
+
+class WorkloadQuery(Query):
+    """GET /v1/workloads."""
+
+    kind: KindParam | None = None
+    state: State | None = None
+    stale: bool | None = Field(
+        default=None,
+        description="applied after the SQL page; a page may hold fewer than `limit` items",
+    )
+    label: list[LabelPair] = Field(
+        default_factory=list, description="key:value, repeatable (all must match)"
+    )
+    limit: Limit = DEFAULT_LIMIT
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page")
+    id_prefix: IdPrefix | None = Field(
+        default=None, description="only ids starting with this (case-sensitive): the page's search"
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _one_value_per_key(cls, pairs: list[str]) -> list[str]:
+        _labels(pairs)
+        return pairs
+
+    @field_validator("cursor")
+    @classmethod
+    def _issued_here(cls, cursor: str | None) -> str | None:
+        if cursor and decode_cursor(cursor) is None:
+            raise PydanticCustomError("invalid_value", "cursor is not one this API issued")
+        return cursor
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return _labels(self.label)
+
+    @property
+    def after(self) -> str | None:
+        """The id the page starts after (from the cursor)."""
+        return decode_cursor(self.cursor) if self.cursor else None
+
+
+class HistoryQuery(Query):
+    """GET /v1/workloads/{id}/transitions."""
+
+    after: QueryInt = Field(default=0, description="a transition id: next_after of the last page")
+    limit: Limit = DEFAULT_LIMIT
+
+
+class SilenceQuery(Query):
+    """GET /v1/silences."""
+
+    active: bool | None = Field(default=None, description="only the silences in force")
+
+
+class StaleQuery(Query):
+    """GET /v1/reports/stale (and `statusd report stale`)."""
+
+    kind: KindList = Field(default_factory=list, description="repeatable or a comma list")
+    label: list[LabelPair] = Field(
+        default_factory=list, description="key:value, repeatable (all must match)"
+    )
+    older_than: Duration = Field(default=0.0, description="minimum silence")
+    format: Literal["json", "csv"] = "json"
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        return tuple(dict.fromkeys(self.kind))
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return tuple(split_label(pair) for pair in self.label)
+
+
+class StreamQuery(Query):
+    """GET /v1/events: filters and the resume point (the Last-Event-ID header wins)."""
+
+    kind: KindParam | None = None
+    workload_id: str | None = None
+    last_event_id: QueryInt | None = Field(
+        default=None, description="resume after this transition id (or the Last-Event-ID header)"
+    )
+
+
+class RecentQuery(StreamQuery):
+    """GET /v1/reports/transitions: newest first, the same filters as the stream."""
+
+    limit: Limit = DEFAULT_RECENT_LIMIT
+
+
+class FleetHistoryQuery(Query):
+    """GET /v1/reports/history: counts by state at each step of the window."""
+
+    window: Duration = Field(default=3600.0, description="how far back (default 1h)")
+    step: Duration = Field(default=60.0, description="one sample per step (default 1m)")
+    kind: KindParam | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: float) -> float:
+        if window <= 0:
+            raise PydanticCustomError("invalid_value", "window must be more than 0")
+        if window > MAX_HISTORY_WINDOW_S:
+            raise PydanticCustomError(
+                "invalid_value", f"window is at most {MAX_HISTORY_WINDOW_S // 86400} days"
+            )
+        return window
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, step: float, info: ValidationInfo) -> float:
+        if step <= 0:
+            raise PydanticCustomError("invalid_value", "step must be more than 0")
+        window = info.data.get("window")
+        if window is not None and window / step > MAX_HISTORY_SAMPLES:
+            raise PydanticCustomError(
+                "invalid_value", f"window/step must be at most {MAX_HISTORY_SAMPLES} samples"
+            )
+        return step
