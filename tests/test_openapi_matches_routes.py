@@ -8,10 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from statusd.api.openapi import DOCUMENT, PATHS, documented_routes
+from statusd.api.openapi import documented_routes, openapi_document
 from statusd.app import create_app
 from statusd.settings import Settings
 from tests.support.api_client import api_client
+
+DOCUMENT = openapi_document(500)
+PATHS: dict[str, dict[str, Any]] = DOCUMENT["paths"]
 
 
 def registered_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -83,8 +86,14 @@ def test_document_is_openapi_31_with_resolvable_refs() -> None:
                 ), path
 
 
-async def test_served_document_equals_the_data(make_settings: Callable[..., Settings]) -> None:
-    async with api_client(make_settings()) as client:
+async def test_served_document_is_generated_with_the_apps_settings(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(max_batch_items=37)
+    async with api_client(settings) as client:
         resp = await client.get("/v1/openapi.json")
         assert resp.status == 200 and resp.content_type == "application/json"
-        assert await resp.json() == DOCUMENT
+        served = await resp.json()
+    assert served == openapi_document(37)
+    batch = served["components"]["schemas"]["HeartbeatBatch"]["properties"]["items"]
+    assert batch["maxItems"] == 37  # STATUSD_MAX_BATCH_ITEMS, not a constant

@@ -105,7 +105,7 @@ class BatchHeartbeat(Heartbeat):
 
 class HeartbeatBatch(Body):
     """A node agent's report for many containers; each item carries its own token. The item
-    count is capped by STATUSD_MAX_BATCH_ITEMS: `batch_json_schema` writes it into the schema."""
+    count is capped by STATUSD_MAX_BATCH_ITEMS: `batch_max_items` writes it into the schema."""
 
     items: list[BatchHeartbeat] = Field(min_length=1)
 
@@ -114,3 +114,9 @@ def batch_max_items(schema: dict[str, Any], max_items: int) -> dict[str, Any]:
     """HeartbeatBatch's JSON schema with the configured STATUSD_MAX_BATCH_ITEMS as maxItems."""
     items = dict(schema["properties"]["items"], maxItems=max_items)
     return {**schema, "properties": {**schema["properties"], "items": items}}
+
+
+class LoginForm(Body):
+    """POST /login, as a form (application/x-www-form-urlencoded or multipart/form-data)."""
+
+    token: str = Field(description="STATUSD_API_TOKEN")

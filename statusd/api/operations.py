@@ -1,0 +1,370 @@
+"""Every HTTP route statusd serves, as typed data: who serves it, what it takes, what it answers.
+
+The OpenAPI document (statusd.api.openapi) is generated from this table and the schema's models
+(statusd.schema); tests/test_openapi_matches_routes.py walks the aiohttp router so a route
+added, moved or dropped shows up here or fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from statusd.schema import bodies, queries, responses
+
+
+class Area(StrEnum):
+    API = "api"
+    INGEST = "ingest"
+    ONCALL = "oncall"
+
+
+class Auth(StrEnum):
+    API_TOKEN = "apiToken"
+    HEARTBEAT_TOKEN = "heartbeatToken"
+    PUBLIC = "public"
+
+
+class PathParam(StrEnum):
+    """What a `{name}` in a path holds."""
+
+    WORKLOAD_ID = "workload id"
+    TEXT = "text"
+
+
+# Error statuses most routes share, with what each means there.
+UNAVAILABLE = {503: "Redis or the database is unreachable; retry after Retry-After seconds"}
+COMMON = {401: "missing or wrong token", **UNAVAILABLE}
+BODY = {
+    400: "malformed JSON",
+    413: "body larger than STATUSD_MAX_BODY_BYTES",
+    422: "unknown field, wrong type or bad value; `field` names it",
+}
+QUERY = {400: "bad query parameter; `field` names it"}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    area: Area
+    summary: str
+    auth: Auth
+    ok: int
+    answer: type[BaseModel] | str  # a response model, or a description of a non-JSON answer
+    errors: dict[int, str] = field(default_factory=dict)
+    body: type[BaseModel] | None = None
+    form: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    path_params: dict[str, PathParam] = field(default_factory=dict)
+    media: str = "application/json"  # of a non-model answer (text/event-stream, text/html...)
+    other: dict[int, str] = field(default_factory=dict)  # non-error, non-JSON answers (303)
+
+
+_ID = {"id": PathParam.WORKLOAD_ID}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/healthz", Area.API, "Process is up", Auth.PUBLIC, 200, responses.Health),
+    Operation(
+        "GET",
+        "/readyz",
+        Area.API,
+        "Redis and the database answer (a stalled sweeper is a warning, not a 503)",
+        Auth.PUBLIC,
+        200,
+        responses.Readiness,
+        errors={503: "names what is down (a Readiness body)"},
+    ),
+    Operation(
+        "GET", "/v1/openapi.json", Area.API, "This document", Auth.PUBLIC, 200, "OpenAPI 3.1 JSON"
+    ),
+    Operation(
+        "POST",
+        "/v1/workloads",
+        Area.API,
+        "Register a workload (PENDING); returns its heartbeat token",
+        Auth.API_TOKEN,
+        201,
+        responses.RegisteredWorkload,
+        errors={409: "id already registered", **BODY, **COMMON},
+        body=bodies.RegisterRequest,
+    ),
+    Operation(
+        "GET",
+        "/v1/workloads",
+        Area.API,
+        "List workloads (keyset pagination on id; API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        responses.WorkloadPage,
+        errors={**QUERY, **COMMON},
+        query=queries.WorkloadQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/workloads/{id}",
+        Area.API,
+        "One workload with merged liveness, stale and synced",
+        Auth.API_TOKEN,
+        200,
+        responses.Workload,
+        errors={404: "not registered", **COMMON},
+        path_params=_ID,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/workloads/{id}",
+        Area.API,
+        "Deregister (history kept)",
+        Auth.API_TOKEN,
+        200,
+        responses.Deleted,
+        errors={404: "not registered", **COMMON},
+        path_params=_ID,
+    ),
+    Operation(
+        "GET",
+        "/v1/workloads/{id}/transitions",
+        Area.API,
+        "History, oldest first",
+        Auth.API_TOKEN,
+        200,
+        responses.TransitionPage,
+        errors={**QUERY, 404: "never registered", **COMMON},
+        query=queries.HistoryQuery,
+        path_params=_ID,
+    ),
+    Operation(
+        "POST",
+        "/v1/workloads/{id}/transitions",
+        Area.API,
+        "Backend-driven change (a user pressed stop: STOPPING)",
+        Auth.API_TOKEN,
+        200,
+        responses.TransitionResult,
+        errors={
+            404: "not registered",
+            409: "the lifecycle refused it; `rule` says why (recorded)",
+            **BODY,
+            **COMMON,
+        },
+        body=bodies.TransitionRequest,
+        path_params=_ID,
+    ),
+    Operation(
+        "POST",
+        "/v1/silences",
+        Area.API,
+        "Silence the alerts of matching workloads until a time (they stay tracked and shown)",
+        Auth.API_TOKEN,
+        201,
+        responses.Silence,
+        errors={**BODY, **COMMON},
+        body=bodies.SilenceRequest,
+    ),
+    Operation(
+        "GET",
+        "/v1/silences",
+        Area.API,
+        "Silences, latest end first (?active=true: only those in force)",
+        Auth.API_TOKEN,
+        200,
+        responses.SilencePage,
+        errors={**QUERY, **COMMON},
+        query=queries.SilenceQuery,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/silences/{id}",
+        Area.API,
+        "End a silence now",
+        Auth.API_TOKEN,
+        200,
+        responses.Deleted,
+        errors={404: "no such silence", **COMMON},
+        path_params={"id": PathParam.TEXT},
+    ),
+    Operation(
+        "POST",
+        "/v1/heartbeats",
+        Area.INGEST,
+        "A container's heartbeat (202 once stored in the Redis stream)",
+        Auth.HEARTBEAT_TOKEN,
+        202,
+        responses.Accepted,
+        errors={403: "token is for another workload", **BODY, **COMMON},
+        body=bodies.Heartbeat,
+    ),
+    Operation(
+        "POST",
+        "/v1/heartbeats:batch",
+        Area.INGEST,
+        "Many heartbeats at once (at most STATUSD_MAX_BATCH_ITEMS), one result per item",
+        Auth.PUBLIC,
+        200,
+        "per-item results; accepted items carry next_heartbeat_s",
+        errors={**BODY, **UNAVAILABLE},
+        body=bodies.HeartbeatBatch,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/stale",
+        Area.ONCALL,
+        "Stale, UNREACHABLE and LOST workloads, worst first (JSON or ?format=csv)",
+        Auth.API_TOKEN,
+        200,
+        "the report",
+        errors={**QUERY, **COMMON},
+        query=queries.StaleQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/events",
+        Area.ONCALL,
+        "Server-Sent Events of committed transitions (resume with Last-Event-ID)",
+        Auth.API_TOKEN,
+        200,
+        "one `transition` event per committed transition",
+        errors={400: "bad query parameter or Last-Event-ID", **COMMON},
+        query=queries.StreamQuery,
+        media="text/event-stream",
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        Area.ONCALL,
+        "Prometheus metrics of this process and the fleet-wide figures; here only while "
+        "STATUSD_METRICS_PORT is unset (Bearer STATUSD_METRICS_TOKEN when that is set)",
+        Auth.PUBLIC,
+        200,
+        "Prometheus text format",
+        media="text/plain",
+        other={401: "STATUSD_METRICS_TOKEN is set and was not sent"},
+    ),
+    Operation(
+        "GET",
+        "/",
+        Area.ONCALL,
+        "Status page for humans",
+        Auth.PUBLIC,
+        200,
+        "HTML",
+        media="text/html",
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/summary",
+        Area.ONCALL,
+        "Counts per kind x state, stale counts, sync backlog, stream lag (API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        "the summary",
+        errors=COMMON,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/transitions",
+        Area.ONCALL,
+        "Newest transitions first; `last_id` is where /v1/events resumes (API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        "recent transitions",
+        errors={**QUERY, **COMMON},
+        query=queries.RecentQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/workloads/{id}",
+        Area.ONCALL,
+        "One workload's story: workload, timeline bands, transitions, refused observations,"
+        " polls, sync (API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        "the story",
+        errors={404: "not registered", **COMMON},
+        path_params=_ID,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/history",
+        Area.ONCALL,
+        "Counts by state at each step of a recent window, rebuilt from the transition history"
+        " (API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        "samples, oldest first; the last is now",
+        errors={**QUERY, **COMMON},
+        query=queries.FleetHistoryQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/selfwatch",
+        Area.ONCALL,
+        "statusd's own health for the page's banners: disruption mode, sweeper stalled"
+        " (API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        "disruption and sweeper",
+        errors=COMMON,
+    ),
+    Operation(
+        "GET",
+        "/workloads",
+        Area.ONCALL,
+        "Status page: the fleet list (HTML; signed-in cookie, else redirect to /)",
+        Auth.PUBLIC,
+        200,
+        "HTML",
+        media="text/html",
+        other={303: "not signed in"},
+    ),
+    Operation(
+        "GET",
+        "/workloads/{id}",
+        Area.ONCALL,
+        "Status page: one workload (HTML; signed-in cookie, else redirect to /)",
+        Auth.PUBLIC,
+        200,
+        "HTML",
+        media="text/html",
+        other={303: "not signed in", 404: "HTML: no such workload"},
+        path_params=_ID,
+    ),
+    Operation(
+        "POST",
+        "/login",
+        Area.ONCALL,
+        "Status page sign-in: form field `token` (the API token) opens a server-side session "
+        "and sets the HttpOnly, SameSite=Strict statusd_session cookie (a signed session id)",
+        Auth.PUBLIC,
+        303,
+        "signed in, redirect to /",
+        errors={400: "the form body cannot be parsed", **UNAVAILABLE},
+        form=bodies.LoginForm,
+        other={401: "HTML form with an error"},
+    ),
+    Operation(
+        "POST",
+        "/logout",
+        Area.ONCALL,
+        "Status page sign-out: revokes the session server-side",
+        Auth.PUBLIC,
+        303,
+        "redirect to /",
+    ),
+    Operation(
+        "GET",
+        "/static/{name}",
+        Area.ONCALL,
+        "Status page assets (app.js, style.css, ui.js, fleet.js, workload.js, overview.js,"
+        " workloads.css)",
+        Auth.PUBLIC,
+        200,
+        "JavaScript or CSS",
+        errors={404: "no such asset"},
+        media="text/plain",
+        path_params={"name": PathParam.TEXT},
+    ),
+)
