@@ -14,11 +14,14 @@ import orjson
 
 from statusd.errors import BadInput, InvalidToken
 from statusd.lifecycle import Kind, reportable_states
+from statusd.schema.rules import MAX_DETAIL_BYTES, MAX_WORKLOAD_ID, SEQ_LIMIT, WORKLOAD_ID_RE
 from statusd.tokens import TokenClaims, verify
 
-MAX_DETAIL_BYTES = 1024
-MAX_WORKLOAD_ID = 200  # the workloads.id column width
-SEQ_LIMIT = 2**63  # seq is a BIGINT in the database
+# The limits are the schema's (statusd.schema.rules), stated once: the OpenAPI Heartbeat schema
+# (statusd.schema.bodies.Heartbeat) is generated from the same constants, and
+# tests/test_heartbeat_schema_agrees_with_ingest.py holds this checker and that schema together.
+# Hand-written rather than the pydantic model because it measured faster on this hot path
+# (bench/heartbeat_validation.py, docs/benchmarks.md).
 
 REQUIRED = frozenset({"workload_id", "status", "seq"})
 ALLOWED = REQUIRED | {"detail"}
@@ -90,9 +93,9 @@ def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | 
         raise BadInput(
             "workload_id must be a string", field="workload_id", status=422, error="invalid_type"
         )
-    if not workload_id or len(workload_id) > MAX_WORKLOAD_ID:
+    if WORKLOAD_ID_RE.fullmatch(workload_id) is None:
         raise BadInput(
-            f"workload_id must be 1..{MAX_WORKLOAD_ID} characters",
+            f"workload_id must be 1..{MAX_WORKLOAD_ID} characters of A-Z a-z 0-9 . _ : -",
             field="workload_id",
             status=422,
             error="invalid_value",

@@ -124,7 +124,9 @@ class StaleQuery(Query):
     label: list[LabelPair] = Field(
         default_factory=list, description="key:value, repeatable (all must match)"
     )
-    older_than: Duration = Field(default=0.0, description="minimum silence")
+    older_than: Duration = Field(
+        default=0.0, description="minimum silence", json_schema_extra={"default": "0"}
+    )
     format: Literal["json", "csv"] = "json"
 
     @field_validator("format", mode="before")
@@ -160,8 +162,12 @@ class RecentQuery(StreamQuery):
 class FleetHistoryQuery(Query):
     """GET /v1/reports/history: counts by state at each step of the window."""
 
-    window: Duration = Field(default=3600.0, description="how far back (default 1h)")
-    step: Duration = Field(default=60.0, description="one sample per step (default 1m)")
+    window: Duration = Field(
+        default=3600.0, description="how far back", json_schema_extra={"default": "1h"}
+    )
+    step: Duration = Field(
+        default=60.0, description="one sample per step", json_schema_extra={"default": "1m"}
+    )
     kind: KindParam | None = None
 
     @field_validator("window")

@@ -62,8 +62,9 @@ def _ascii_digits(value: object) -> object:
     return value
 
 
-QueryInt = Annotated[int, BeforeValidator(_ascii_digits), Field(ge=0, le=MAX_INT64)]
-Limit = Annotated[int, BeforeValidator(_ascii_digits), Field(ge=1, le=MAX_LIMIT)]
+# Bounds before the validator: pydantic then states them as minimum/maximum in the JSON schema.
+QueryInt = Annotated[int, Field(ge=0, le=MAX_INT64), BeforeValidator(_ascii_digits)]
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(_ascii_digits)]
 
 
 def _kind_text(value: object) -> object:

@@ -35,11 +35,11 @@ from statusd import liveness
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload, UnsafeStatusURL
 from statusd.hearing import read_hearing
-from statusd.ingest.validation import SEQ_LIMIT
 from statusd.lifecycle import CONTACT_STATES, Kind, Source, State, reportable_states
 from statusd.metrics import POLLS
 from statusd.models import Workload, utcnow
 from statusd.runtime import Runtime
+from statusd.schema.rules import SEQ_LIMIT
 from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
 from statusd.sweeper import leases
