@@ -15,6 +15,8 @@ from statusd.cli.common import load_settings, operator_errors, out, with_runtime
 from statusd.errors import ConfigError, is_transient
 from statusd.logs import configure_logging
 from statusd.runtime import Runtime
+from statusd.schema.bad_input import parse_query
+from statusd.schema.queries import WorkloadQuery
 
 # -- migrate --------------------------------------------------------------------------------------
 
@@ -120,8 +122,6 @@ def workloads_list(
     from multidict import MultiDict
 
     from statusd.api.workloads import list_page
-    from statusd.schema.bad_input import parse_query
-    from statusd.schema.queries import WorkloadQuery
 
     params: MultiDict[str] = MultiDict(limit=str(limit))
     for name, value in (("kind", kind), ("state", state)):
