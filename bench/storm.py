@@ -167,14 +167,27 @@ async def _push(api: str, tokens: dict[str, str], status: str, seq: int) -> None
 
 
 async def _wait_state(db: asyncpg.Connection, state: str, n: int, within: float) -> float:
-    """Seconds until `n` workloads are in `state` (polled every 20 ms)."""
+    """Seconds until `n` storm workloads are in `state` (polled every 20 ms)."""
     start = time.monotonic()
     while time.monotonic() - start < within:
-        done = await db.fetchval("SELECT count(*) FROM workloads WHERE state = $1", state)
+        done = await db.fetchval(
+            "SELECT count(*) FROM workloads WHERE state = $1 AND id LIKE 'storm-%'", state
+        )
         if done >= n:
             return time.monotonic() - start
         await asyncio.sleep(0.02)
     raise SystemExit(f"only {done}/{n} workloads reached {state} within {within}s")
+
+
+async def copy_for_baseline(db: asyncpg.Connection) -> list[str]:
+    """The baseline's own rows: a copy of every storm workload, RUNNING, under another id."""
+    await db.execute(
+        "INSERT INTO workloads (id, kind, state, generation, version, labels, last_seq,"
+        " state_changed_at, created_at, poll_failures) SELECT 'base-' || id, kind, state,"
+        " generation, version, labels, last_seq, state_changed_at, created_at, poll_failures"
+        " FROM workloads WHERE id LIKE 'storm-%'"
+    )
+    return [r["id"] for r in await db.fetch("SELECT id FROM workloads WHERE id LIKE 'base-%'")]
 
 
 async def baseline(database_url: str, ids: list[str]) -> float:
@@ -185,7 +198,7 @@ async def baseline(database_url: str, ids: list[str]) -> float:
     assert pool is not None
     try:
         async with pool.acquire() as conn:  # back to RUNNING first (not timed)
-            await conn.execute("UPDATE workloads SET state = 'RUNNING'")
+            await conn.execute("UPDATE workloads SET state = 'RUNNING' WHERE id LIKE 'base-%'")
         todo = list(ids)
 
         async def worker() -> None:
@@ -232,7 +245,23 @@ async def baseline(database_url: str, ids: list[str]) -> float:
         await pool.close()
 
 
-async def run(workloads: int, with_sync: bool = False) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU the process used so far (Linux /proc): load-independent cost."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _profile(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
+    """py-spy (if installed in this venv) sampling the serve process while the storm runs."""
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    args = [spy, "record", "-p", str(pid), "-o", str(out), "-d", str(seconds), "-r", "200"]
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
+    return subprocess.Popen([*args, "--format", fmt])
+
+
+async def run(
+    workloads: int, with_sync: bool = False, profile: Path | None = None
+) -> dict[str, Any]:
     """Measure the storm (and the baseline) once; returns rates, ratio, goal and notes."""
     from statusd.redis_runtime import EmbeddedRedis
 
@@ -283,16 +312,27 @@ async def run(workloads: int, with_sync: bool = False) -> dict[str, Any]:
                         tokens = await _register(api, ids)
                         await _push(api, tokens, "RUNNING", 1)
                         await _wait_state(db, "RUNNING", workloads, within=1800)
-                        start = time.monotonic()
+                        base_ids = await copy_for_baseline(db)
+                        # Baseline before and after the storm: the machine's load drifts.
+                        base_rates = [await baseline(database_url, base_ids)]
+                        profiler = _profile(serve, profile, seconds=60) if profile else None
+                        start, cpu = time.monotonic(), _cpu_seconds(serve)
                         await _push(api, tokens, "SUCCEEDED", 2)
                         await _wait_state(db, "SUCCEEDED", workloads, within=1800)
                         seconds = time.monotonic() - start
+                        cpu_ms = (_cpu_seconds(serve) - cpu) * 1000 / workloads
+                        if profiler is not None:
+                            profiler.send_signal(2)  # py-spy writes its profile on SIGINT
+                            await asyncio.to_thread(profiler.wait, 60)
+                        base_rates.append(await baseline(database_url, base_ids))
                         rows = await db.fetchval(
                             "SELECT count(*) FROM transitions WHERE to_state = 'SUCCEEDED'"
+                            " AND workload_id LIKE 'storm-%'"
                         )
                         outbox = await db.fetchval(
                             "SELECT count(*) FROM outbox o JOIN transitions t"
                             " ON t.id = o.transition_id WHERE t.to_state = 'SUCCEEDED'"
+                            " AND t.workload_id LIKE 'storm-%'"
                         )
                         if rows != workloads or outbox != workloads:
                             raise SystemExit(
@@ -301,9 +341,8 @@ async def run(workloads: int, with_sync: bool = False) -> dict[str, Any]:
                             )
                     finally:
                         await db.close()
-                    del serve
                 statusd_rate = workloads / seconds
-                base_rate = await baseline(database_url, ids)
+                base_rate = sum(base_rates) / len(base_rates)
         finally:
             redis.stop()
     ratio = statusd_rate / base_rate
@@ -316,8 +355,11 @@ async def run(workloads: int, with_sync: bool = False) -> dict[str, Any]:
         "notes": (
             f"{workloads} RUNNING -> SUCCEEDED heartbeats via POST /v1/heartbeats:batch ({BATCH} per "
             f"request), one `statusd serve`, PostgreSQL, {variant}; applied in {seconds:.1f} s "
-            f"(until the DB says all SUCCEEDED); baseline: asyncpg, {BASELINE_CONNECTIONS} "
-            f"connections, lock + UPDATE + history + outbox per transaction; {os.cpu_count()} CPUs"
+            f"(until the DB says all SUCCEEDED), serve CPU {cpu_ms:.2f} ms per transition "
+            f"(ingest included); baseline: asyncpg, {BASELINE_CONNECTIONS} "
+            f"connections, lock + UPDATE + history + outbox per transaction, on copies of the "
+            f"rows, mean of a run before and after the storm "
+            f"({', '.join(f'{r:,.0f}/s' for r in base_rates)}); {os.cpu_count()} CPUs"
         ),
     }
 
@@ -328,8 +370,9 @@ def main() -> None:
     )
     parser.add_argument("--workloads", type=int, default=20_000)
     parser.add_argument("--with-sync", action="store_true", help="a sync worker drains beside it")
+    parser.add_argument("--profile", type=Path, help="py-spy the serve process into this file")
     args = parser.parse_args()
-    result = asyncio.run(run(args.workloads, with_sync=args.with_sync))
+    result = asyncio.run(run(args.workloads, with_sync=args.with_sync, profile=args.profile))
     for key, value in result.items():
         print(f"{key}: {value}")
 
