@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import RowMapping, String, any_, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd.db import is_sqlite
@@ -26,7 +27,7 @@ _O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
 # Everything a judgement or a write-back needs; the write-back rewrites every mutable one, so a
 # batch has one UPDATE shape whatever each workload's verdict was.
-_LOCKED = select(
+_LOCK_COLUMNS = (
     _W.c.id,
     _W.c.kind,
     _W.c.state,
@@ -38,11 +39,21 @@ _LOCKED = select(
     _W.c.last_seen_at,
     _W.c.poll_failures,
     _W.c.state_changed_at,
-).where(_W.c.id.in_(bindparam("ids", expanding=True)), _W.c.deleted_at.is_(None))
-# Rows are locked in id order, so two batches that share workloads (a shard changing hands)
-# wait for each other instead of deadlocking. SQLite: BEGIN IMMEDIATE already holds the write lock.
-_LOCK_PG = _LOCKED.order_by(_W.c.id).with_for_update()
-_LOCK_SQLITE = _LOCKED
+)
+# PostgreSQL gets the ids as one array parameter (`= ANY`): the statement text is the same for
+# every batch size, where an expanding IN is re-rendered per call. Rows are locked in id order,
+# so two batches that share workloads (a shard changing hands) wait for each other instead of
+# deadlocking. SQLite: BEGIN IMMEDIATE already holds the write lock.
+_IDS_PG = bindparam("ids", type_=ARRAY(String))
+_LOCK_PG = (
+    select(*_LOCK_COLUMNS)
+    .where(_W.c.id == any_(_IDS_PG), _W.c.deleted_at.is_(None))
+    .order_by(_W.c.id)
+    .with_for_update()
+)
+_LOCK_SQLITE = select(*_LOCK_COLUMNS).where(
+    _W.c.id.in_(bindparam("ids", expanding=True)), _W.c.deleted_at.is_(None)
+)
 
 _WRITE_BACK = (
     update(_W)
@@ -67,16 +78,20 @@ WRITE_BACK_FIELDS = (
     "state_changed_at",
 )
 
-_VERSIONS = select(_W.c.id, _W.c.version).where(_W.c.id.in_(bindparam("ids", expanding=True)))
+_VERSIONS_PG = select(_W.c.id, _W.c.version).where(_W.c.id == any_(_IDS_PG))
+_VERSIONS_SQLITE = select(_W.c.id, _W.c.version).where(
+    _W.c.id.in_(bindparam("ids", expanding=True))
+)
 _INSERT_TRANSITIONS = insert(_T).returning(_T.c.id, sort_by_parameter_order=True)
 _INSERT_OUTBOX = insert(_O)
 _INSERT_REFUSALS = insert(_R)
 
 
-async def lock_workloads(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Any]:
+async def lock_workloads(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, RowMapping]:
     """Lock the registered (not deleted) workloads among `ids` for this transaction: id -> row."""
     query = _LOCK_SQLITE if is_sqlite(conn.engine.url) else _LOCK_PG
-    return {row.id: row for row in await conn.execute(query, {"ids": list(ids)})}
+    result = await conn.execute(query, {"ids": list(ids)})
+    return {row["id"]: row for row in result.mappings()}
 
 
 async def write_back(
@@ -98,7 +113,8 @@ async def write_back(
         ],
     )
     want = {wid: new["version"] for wid, _, new in rows}
-    have = dict((await conn.execute(_VERSIONS, {"ids": list(want)})).tuples().all())
+    query = _VERSIONS_SQLITE if is_sqlite(conn.engine.url) else _VERSIONS_PG
+    have = dict((await conn.execute(query, {"ids": list(want)})).tuples().all())
     lost = sorted(wid for wid, version in want.items() if have.get(wid) != version)
     if lost:
         raise RuntimeError(f"lost the row lock on workload(s) {lost[:5]!r}")

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd import metrics
@@ -184,7 +185,7 @@ async def _commit(
     return plan.answers
 
 
-def _judge_all(observations: Sequence[Observation], locked: dict[str, Any]) -> _Plan:
+def _judge_all(observations: Sequence[Observation], locked: dict[str, RowMapping]) -> _Plan:
     """Pure: each observation judged against the state the previous ones left (no I/O)."""
     plan = _Plan()
     now = utcnow()
@@ -196,11 +197,11 @@ def _judge_all(observations: Sequence[Observation], locked: dict[str, Any]) -> _
         row = plan.rows.get(obs.workload_id)
         if row is None:
             row = plan.rows[obs.workload_id] = _Locked(
-                Kind(found.kind),
-                int(found.generation),
-                dict(found.labels or {}),
-                int(found.version),
-                {k: getattr(found, k) for k in WRITE_BACK_FIELDS},
+                Kind(found["kind"]),
+                int(found["generation"]),
+                dict(found["labels"] or {}),
+                int(found["version"]),
+                {k: found[k] for k in WRITE_BACK_FIELDS},
             )
         if row.failed is not None:
             plan.answers.append(row.failed)
