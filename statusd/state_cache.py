@@ -9,7 +9,7 @@ missing entry (or a tombstone) only means "ask the database"; it is never wrong,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,44 @@ class StateCache:
                 "" if seq is None else seq,
             ],
         )
+
+    async def invalidate_many(self, next_versions: dict[str, int]) -> None:
+        """`invalidate` for a batch about to commit {id: version it writes}: one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wid, version in next_versions.items():
+                await self._tombstone(
+                    keys=[self._keys.state(wid)], args=[version, TOMBSTONE_TTL_S], client=pipe
+                )
+            await pipe.execute()
+
+    async def store_many(
+        self,
+        entries: Sequence[tuple[str, State, int, int, Kind, int | None]],
+        refused: Sequence[tuple[str, int, str]] = (),
+    ) -> None:
+        """After a batch's commit, one round trip: `store` each (id, state, version, generation,
+        kind, seq), then `mark_refused` each (id, version, requested state)."""
+        if not entries and not refused:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wid, state, version, generation, kind, seq in entries:
+                await self._store(
+                    keys=[self._keys.state(wid)],
+                    args=[
+                        state.value,
+                        version,
+                        generation,
+                        kind.value,
+                        CACHE_TTL_S,
+                        "" if seq is None else seq,
+                    ],
+                    client=pipe,
+                )
+            for wid, version, requested in refused:
+                await self._refuse(
+                    keys=[self._keys.state(wid)], args=[version, requested], client=pipe
+                )
+            await pipe.execute()
 
     async def bump_seqs(self, newest: dict[str, tuple[int, int]], client: Any = None) -> None:
         """Record the newest handled seq per workload {id: (generation, seq)}, never backward, only

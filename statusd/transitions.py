@@ -1,100 +1,72 @@
 """The one place a workload's state changes.
 
-`apply_observation` judges an observation with the lifecycle table (statusd.lifecycle.judge) and,
-in ONE database transaction, writes the new state, the transition row and its outbox rows (main-DB
-sync, alerts), or records the refusal. Heartbeats (push), polls (pull), the sweeper and the
-platform backend (api) all come through here; nothing else in the project updates `state`.
+`apply_observations` judges observations with the lifecycle table (statusd.lifecycle.judge) and,
+in ONE database transaction per batch, writes each workload's new state, its transition rows and
+their outbox rows (main-DB sync, alerts), or records the refusals. Heartbeats (push), polls
+(pull), the sweeper and the platform backend (api) all come through here (`apply_observation` is
+a batch of one); nothing else in the project updates `state`.
 
-Concurrency: the workload row is locked for the whole transaction (SELECT ... FOR UPDATE on
-PostgreSQL; BEGIN IMMEDIATE on SQLite takes the database write lock), and the UPDATE is also
-conditional on the version read, so even a missed lock can never produce a lost update.
+Concurrency: every workload of the batch is locked for the whole transaction (SELECT ... FOR
+UPDATE in id order on PostgreSQL; BEGIN IMMEDIATE on SQLite takes the database write lock), and
+the UPDATE is also conditional on the version read, so even a missed lock can never produce a
+lost update. Observations of one workload are judged in the order given, each against the state
+the previous one left. A batch commits whole or not at all; when it fails for a reason that is
+not transient (a value the database refuses), the rest is retried one observation per
+transaction, so one poison workload fails alone and nothing is applied twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from statusd import metrics, silences
-from statusd.alerting import AlertEvent, FlapPolicy, alert_event, contact_event
-from statusd.db import is_sqlite, transaction
-from statusd.errors import RedisUnavailable, UnknownWorkload
-from statusd.flaps import flap_times
+from statusd import metrics
+from statusd.alerting import FlapPolicy, contact_event
+from statusd.db import transaction
+from statusd.errors import RedisUnavailable, StatusdError, UnknownWorkload
 from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
-from statusd.models import (
-    OutboxEntry,
-    OutboxTarget,
-    RefusedObservation,
-    Transition,
-    Workload,
-    utcnow,
-)
+from statusd.models import utcnow
 from statusd.state_cache import StateCache
+from statusd.transition_outbox import alert_payload, outbox_rows, read_alert_event
+from statusd.transition_sql import (
+    WRITE_BACK_FIELDS,
+    insert_outbox,
+    insert_refusals,
+    insert_transitions,
+    lock_workloads,
+    write_back,
+)
+from statusd.transition_types import (
+    AppliedTransition,
+    Observation,
+    Outcome,
+    Result,
+    TransitionListener,
+)
+
+__all__ = [
+    "AppliedTransition",
+    "Ledger",
+    "Observation",
+    "Outcome",
+    "Result",
+    "TransitionListener",
+    "alert_payload",
+    "apply_observation",
+    "apply_observations",
+]
 
 log = structlog.get_logger("statusd.transitions")
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
-_R = RefusedObservation.__table__  # type: ignore[attr-defined]
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """Something someone saw or asked for: `workload_id` is (or should be) in `state`."""
-
-    workload_id: str
-    state: State
-    source: Source
-    seq: int | None = None  # containers' per-workload increasing counter; None for api/sweeper
-    observed_at: datetime | None = None
-    reason: str | None = None
-    actor: str | None = None  # who: "heartbeat", "node:<agent>", "api", "sweeper", ...
-    generation: int | None = None  # the token's registration generation; None = current
-
-
-class Outcome(StrEnum):
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"
-    STALE_SEQ = "stale_seq"
-    REFUSED = "refused"
-    WRONG_GENERATION = "wrong_generation"  # a token from before a DELETE + re-register
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedTransition:
-    id: int
-    workload_id: str
-    kind: Kind
-    from_state: State
-    to_state: State
-    source: Source
-    reason: str | None
-    seq: int | None
-    observed_at: datetime
-    recorded_at: datetime
-    generation: int
-    actor: str | None
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    outcome: Outcome
-    state: State  # the workload's state after this observation
-    version: int
-    rule: str = ""  # REFUSED / STALE_SEQ: the rule, in words
-    transition: AppliedTransition | None = None
-
-
-TransitionListener = Callable[[AppliedTransition], Awaitable[None]]
+# Called inside the transaction, before the first read and right before the commit; raising
+# aborts the batch (the consumers' lease fencing: a holder that lost its shard commits nothing).
+Guard = Callable[[], None]
 
 
 @dataclass
@@ -110,161 +82,192 @@ class Ledger:
 
 async def apply_observation(ledger: Ledger, obs: Observation) -> Result:
     """Judge `obs` and write the verdict. Raises UnknownWorkload, StorageUnavailable, RedisUnavailable."""
-    observed_at = obs.observed_at or utcnow()
+    (result,) = await apply_observations(ledger, [obs])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+async def apply_observations(
+    ledger: Ledger, observations: Sequence[Observation], *, guard: Guard | None = None
+) -> list[Result | Exception]:
+    """Judge and write a batch; one answer per observation, in order.
+
+    An answer is a Result, UnknownWorkload (not registered, or deleted), or the error that kept
+    that observation (and the later ones of its workload) from being written. Transient failures
+    (StorageUnavailable, RedisUnavailable) and whatever `guard` raises are raised instead: nothing
+    of the batch was committed then, and the whole batch may be retried."""
+    if not observations:
+        return []
+    try:
+        return await _commit(ledger, observations, guard)
+    except StatusdError:
+        raise  # transient, or the guard's: nothing committed, the caller decides
+    except Exception as exc:
+        if len(observations) == 1:
+            return [exc]
+        log.warning("transition.batch_failed", error=f"{type(exc).__name__}: {exc}")
+    # Retry the rest one observation per transaction: the poison fails alone.
+    answers: list[Result | Exception] = []
+    failed: dict[str, Exception] = {}
+    for obs in observations:
+        earlier = failed.get(obs.workload_id)
+        if earlier is not None:  # keep the workload's order: nothing after its failure
+            answers.append(earlier)
+            continue
+        try:
+            (answer,) = await _commit(ledger, [obs], guard)
+        except StatusdError:
+            raise
+        except Exception as exc:
+            answer = exc
+        if isinstance(answer, Exception) and not isinstance(answer, UnknownWorkload):
+            failed[obs.workload_id] = answer
+        answers.append(answer)
+    return answers
+
+
+@dataclass
+class _Locked:
+    """A locked workload row as the batch's observations move it, and what to write back."""
+
+    kind: Kind
+    generation: int
+    labels: dict[str, str]
+    read_version: int
+    values: dict[str, Any]  # the WRITE_BACK_FIELDS, current
+    dirty: bool = False
+    touched: bool = False  # the state cache gets this workload's final state
+    failed: Exception | None = None
+
+    @property
+    def state(self) -> State:
+        return State(self.values["state"])
+
+
+@dataclass
+class _Plan:
+    answers: list[Result | Exception] = field(default_factory=list)
+    rows: dict[str, _Locked] = field(default_factory=dict)
+    # (index of the observation, version it makes, transition row)
+    transitions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    refused_marks: list[tuple[str, int, str]] = field(default_factory=list)
+    refused_logs: list[tuple[Observation, _Locked, State, str]] = field(default_factory=list)
+
+
+async def _commit(
+    ledger: Ledger, observations: Sequence[Observation], guard: Guard | None
+) -> list[Result | Exception]:
+    ids = list(dict.fromkeys(o.workload_id for o in observations))
     async with transaction(ledger.engine) as conn:
-        row = await _lock_workload(conn, obs.workload_id)
+        if guard is not None:
+            guard()
+        locked = await lock_workloads(conn, ids)
+        plan = _judge_all(observations, locked)
+        applying = {
+            wid: int(row.values["version"])
+            for wid, row in plan.rows.items()
+            if row.values["version"] != row.read_version
+        }
+        # Invalidate before the commit: if we die between commit and write-back, the entries are
+        # simply absent (consumers ask the DB), never stale.
+        await _invalidate_cache(ledger, applying)
+        await write_back(
+            conn,
+            [(wid, row.read_version, row.values) for wid, row in plan.rows.items() if row.dirty],
+        )
+        applied = await _write_history(conn, ledger, observations, plan)
+        await insert_refusals(conn, plan.refusals)
+        if guard is not None:
+            guard()
+    await _after_commit(ledger, plan, applied)
+    return plan.answers
+
+
+def _judge_all(observations: Sequence[Observation], locked: dict[str, RowMapping]) -> _Plan:
+    """Pure: each observation judged against the state the previous ones left (no I/O)."""
+    plan = _Plan()
+    now = utcnow()
+    for index, obs in enumerate(observations):
+        found = locked.get(obs.workload_id)
+        if found is None:
+            plan.answers.append(UnknownWorkload(f"workload {obs.workload_id!r} is not registered"))
+            continue
+        row = plan.rows.get(obs.workload_id)
         if row is None:
-            raise UnknownWorkload(f"workload {obs.workload_id!r} is not registered")
-        kind, state, version = Kind(row.kind), State(row.state), int(row.version)
-        if obs.generation is not None and obs.generation != row.generation:
-            return Result(
-                Outcome.WRONG_GENERATION, state, version, "token generation is not current"
+            row = plan.rows[obs.workload_id] = _Locked(
+                Kind(found["kind"]),
+                int(found["generation"]),
+                dict(found["labels"] or {}),
+                int(found["version"]),
+                {k: found[k] for k in WRITE_BACK_FIELDS},
             )
-        prior = State(row.prior_state) if row.prior_state else None
-        judgement = judge(Current(kind, state, prior, row.last_seq), obs.state, obs.source, obs.seq)
-        transition: AppliedTransition | None = None
-        if judgement.verdict is Verdict.REFUSED:
-            await _record_refusal(conn, obs, state, version, judgement.rule, observed_at)
-        elif judgement.verdict is Verdict.UNCHANGED and obs.seq is not None:
+        if row.failed is not None:
+            plan.answers.append(row.failed)
+            continue
+        try:
+            plan.answers.append(_judge_one(plan, index, obs, row, now))
+        except Exception as exc:  # a row this code cannot read: this workload only
+            row.failed = exc
+            plan.answers.append(exc)
+    return plan
+
+
+def _judge_one(plan: _Plan, index: int, obs: Observation, row: _Locked, now: datetime) -> Result:
+    values = row.values
+    state, version = row.state, int(values["version"])
+    if obs.generation is not None and obs.generation != row.generation:
+        return Result(Outcome.WRONG_GENERATION, state, version, "token generation is not current")
+    row.touched = True
+    prior = State(values["prior_state"]) if values["prior_state"] else None
+    judgement = judge(
+        Current(row.kind, state, prior, values["last_seq"]), obs.state, obs.source, obs.seq
+    )
+    observed_at = obs.observed_at or now
+    if judgement.verdict is Verdict.REFUSED:
+        plan.refusals.append(
+            {
+                "workload_id": obs.workload_id,
+                "current_state": state,
+                "requested_state": obs.state.value,
+                "source": obs.source,
+                "actor": obs.actor,
+                "rule": judgement.rule,
+                "reason": obs.reason,
+                "seq": obs.seq,
+                "workload_version": version,
+                "observed_at": observed_at,
+                "recorded_at": now,
+            }
+        )
+        plan.refused_marks.append((obs.workload_id, version, obs.state.value))
+        plan.refused_logs.append((obs, row, state, judgement.rule))
+        return Result(Outcome.REFUSED, state, version, judgement.rule)
+    if judgement.verdict is Verdict.UNCHANGED:
+        if obs.seq is not None:
             # Same state, newer seq: remember the seq, or a late older report (seq between the
             # last applied change and this one) could still change state and win over it.
-            await conn.execute(
-                update(_W)
-                .where(_W.c.id == obs.workload_id, _W.c.version == version)
-                .values(last_seq=obs.seq)
-            )
-        elif judgement.verdict is Verdict.APPLY:
-            # Invalidate before the commit: if we die between commit and write-back, the entry is
-            # simply absent (consumers ask the DB), never stale.
-            await _invalidate_cache(ledger, obs.workload_id, version + 1)
-            transition = await _write_transition(conn, ledger, row, obs, kind, state, observed_at)
-
-    generation = int(row.generation)
-    if transition is None:
-        outcome = _OUTCOMES[judgement.verdict]
-        known_seq = (
-            obs.seq if outcome is Outcome.UNCHANGED and obs.seq is not None else row.last_seq
-        )
-        if ledger.cache is not None:
-            # Re-seed the cache after a miss, so the next steady heartbeat skips the database.
-            await _best_effort(
-                ledger.cache.store(obs.workload_id, state, version, generation, kind, known_seq)
-            )
-            if outcome is Outcome.REFUSED:
-                await _best_effort(
-                    ledger.cache.mark_refused(obs.workload_id, version, obs.state.value)
-                )
-        if outcome is Outcome.REFUSED:
-            metrics.REFUSED.labels(kind=kind.value, source=obs.source.value).inc()
-            log.info(
-                "transition.refused",
-                workload_id=obs.workload_id,
-                kind=kind.value,
-                state=state.value,
-                requested=obs.state.value,
-                source=obs.source.value,
-                rule=judgement.rule,
-            )
-        return Result(outcome, state, version, judgement.rule)
-
-    new_version = version + 1
-    if ledger.cache is not None:
-        await _best_effort(
-            ledger.cache.store(
-                obs.workload_id,
-                obs.state,
-                new_version,
-                generation,
-                kind,
-                obs.seq if obs.seq is not None else row.last_seq,
-            )
-        )
-    log.info(
-        "transition",
-        workload_id=obs.workload_id,
-        kind=kind.value,
-        transition_id=transition.id,
-        **{"from": state.value, "to": obs.state.value},
-        source=obs.source.value,
-        reason=obs.reason,
-        seq=obs.seq,
-    )
-    for listener in ledger.listeners:
-        await _best_effort(listener(transition))
-    return Result(Outcome.APPLIED, obs.state, new_version, transition=transition)
-
-
-_OUTCOMES = {
-    Verdict.UNCHANGED: Outcome.UNCHANGED,
-    Verdict.STALE_SEQ: Outcome.STALE_SEQ,
-    Verdict.REFUSED: Outcome.REFUSED,
-}
-
-
-async def _record_refusal(
-    conn: AsyncConnection,
-    obs: Observation,
-    state: State,
-    version: int,
-    rule: str,
-    observed_at: datetime,
-) -> None:
-    await conn.execute(
-        insert(_R).values(
-            workload_id=obs.workload_id,
-            current_state=state,
-            requested_state=obs.state.value,
-            source=obs.source,
-            actor=obs.actor,
-            rule=rule,
-            reason=obs.reason,
-            seq=obs.seq,
-            workload_version=version,
-            observed_at=observed_at,
-            recorded_at=utcnow(),
-        )
-    )
-
-
-async def _lock_workload(conn: AsyncConnection, workload_id: str) -> Row[Any] | None:
-    query = select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None))
-    if not is_sqlite(conn.engine.url):
-        query = query.with_for_update()  # SQLite: BEGIN IMMEDIATE already holds the write lock
-    return (await conn.execute(query)).first()
-
-
-async def _write_transition(
-    conn: AsyncConnection,
-    ledger: Ledger,
-    row: Row[Any],
-    obs: Observation,
-    kind: Kind,
-    state: State,
-    observed_at: datetime,
-) -> AppliedTransition:
-    now = utcnow()
+            values["last_seq"] = obs.seq
+            row.dirty = True
+        return Result(Outcome.UNCHANGED, state, version, judgement.rule)
+    if judgement.verdict is Verdict.STALE_SEQ:
+        return Result(Outcome.STALE_SEQ, state, version, judgement.rule)
     to = obs.state
     # Entering UNREACHABLE/LOST remembers where the workload was, so recovery is judged from it.
-    prior = (row.prior_state or state) if to in CONTACT_STATES else None
-    values: dict[str, object] = {
-        "state": to,
-        "prior_state": prior,
-        "version": row.version + 1,
-        "state_changed_at": now,
-    }
+    values["prior_state"] = (prior or state) if to in CONTACT_STATES else None
+    values["state"] = to
+    values["version"] = version + 1
+    values["state_changed_at"] = now
     if obs.seq is not None:
         values["last_seq"] = obs.seq
     if obs.source in (Source.PUSH, Source.PULL):
         values["last_seen_at"] = observed_at
         values["poll_failures"] = 0
-    updated = await conn.execute(
-        update(_W).where(_W.c.id == obs.workload_id, _W.c.version == row.version).values(**values)
-    )
-    if updated.rowcount != 1:  # cannot happen while we hold the lock; refuse to write blind
-        raise RuntimeError(f"lost the row lock on workload {obs.workload_id!r}")
+    row.dirty = True
     fields: dict[str, Any] = {
         "workload_id": obs.workload_id,
-        "kind": kind,
+        "kind": row.kind,
         "from_state": state,
         "to_state": to,
         "source": obs.source,
@@ -275,111 +278,80 @@ async def _write_transition(
         "generation": row.generation,
         "actor": obs.actor,
     }
-    inserted = await conn.execute(insert(_T).values(**fields).returning(_T.c.id))
-    applied = AppliedTransition(id=inserted.scalar_one(), labels=dict(row.labels or {}), **fields)
-    event = None
-    if ledger.alert_webhooks and contact_event(state, to) is not None:
-        event = await _alert_event(conn, ledger.flap_policy, applied)
-    await conn.execute(insert(_O), _outbox_rows(applied, ledger.alert_webhooks, event))
+    plan.transitions.append((index, version + 1, fields))
+    return Result(Outcome.APPLIED, to, version + 1)  # transition filled in once it has an id
+
+
+async def _write_history(
+    conn: AsyncConnection, ledger: Ledger, observations: Sequence[Observation], plan: _Plan
+) -> list[AppliedTransition]:
+    """Transition rows (one INSERT), then their outbox rows (one INSERT), in observation order."""
+    ids = await insert_transitions(conn, [fields for _, _, fields in plan.transitions])
+    applied: list[AppliedTransition] = []
+    outbox: list[dict[str, object]] = []
+    for (index, version, fields), tid in zip(plan.transitions, ids, strict=True):
+        labels = plan.rows[observations[index].workload_id].labels
+        t = AppliedTransition(id=tid, labels=labels, **fields)
+        plan.answers[index] = Result(Outcome.APPLIED, t.to_state, version, transition=t)
+        event = None
+        if ledger.alert_webhooks and contact_event(t.from_state, t.to_state) is not None:
+            # Reads this transaction's own earlier rows too: flaps within one batch count.
+            event = await read_alert_event(conn, ledger.flap_policy, t)
+        outbox += outbox_rows(t, ledger.alert_webhooks, event)
+        applied.append(t)
+    await insert_outbox(conn, outbox)
     return applied
 
 
-async def _alert_event(
-    conn: AsyncConnection, policy: FlapPolicy, t: AppliedTransition
-) -> AlertEvent | None:
-    """Read what the alert decision needs (silences in force, recent flaps) in this transaction."""
-    in_force = await silences.active_in(conn, t.recorded_at)
-    earlier = await flap_times(
-        conn,
-        {t.workload_id: t.generation},
-        t.recorded_at - timedelta(seconds=policy.lookback_s),
-        before_transition=t.id,
-    )
-    return alert_event(
-        t.from_state,
-        t.to_state,
-        at=t.recorded_at.timestamp(),
-        silenced=silences.silenced(in_force, t.workload_id, t.kind, t.labels),
-        earlier_flaps=earlier.get(t.workload_id, []),
-        policy=policy,
-    )
-
-
-def _outbox_rows(
-    t: AppliedTransition, webhooks: Sequence[str], event: AlertEvent | None
-) -> list[dict[str, object]]:
-    """Outbox rows for one transition: always the main-DB sync; one alert per webhook when the
-    alert decision (statusd.alerting.alert_event) names an event."""
-    now = utcnow()
-    base = {
-        "transition_id": t.id,
-        "workload_id": t.workload_id,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-        "status": "pending",
-    }
-    rows: list[dict[str, object]] = [
-        {
-            **base,
-            "target": OutboxTarget.MAIN,
-            "destination": "",
-            "payload": {
-                "state": t.to_state.value,
-                "previous": t.from_state.value,
-                "changed_at": t.recorded_at.isoformat(),
-                "transition_id": t.id,
-                "source": t.source.value,
-                "reason": t.reason,
-            },
-        }
-    ]
-    if webhooks and event is not None:
-        payload = alert_payload(t, event)
-        rows += [
-            {**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload}
-            for url in webhooks
+async def _after_commit(ledger: Ledger, plan: _Plan, applied: list[AppliedTransition]) -> None:
+    """Post-commit work: one Redis round trip for the cache, then logs, metrics and listeners."""
+    if ledger.cache is not None:
+        entries = [
+            (
+                wid,
+                row.state,
+                int(row.values["version"]),
+                row.generation,
+                row.kind,
+                row.values["last_seq"],
+            )
+            for wid, row in plan.rows.items()
+            if row.touched
         ]
-    return rows
+        # Re-seeds after a miss too, so the next steady heartbeat skips the database.
+        await _best_effort(ledger.cache.store_many(entries, plan.refused_marks))
+    for obs, row, state, rule in plan.refused_logs:
+        metrics.REFUSED.labels(kind=row.kind.value, source=obs.source.value).inc()
+        log.info(
+            "transition.refused",
+            workload_id=obs.workload_id,
+            kind=row.kind.value,
+            state=state.value,
+            requested=obs.state.value,
+            source=obs.source.value,
+            rule=rule,
+        )
+    for t in applied:
+        log.info(
+            "transition",
+            workload_id=t.workload_id,
+            kind=t.kind.value,
+            transition_id=t.id,
+            **{"from": t.from_state.value, "to": t.to_state.value},
+            source=t.source.value,
+            reason=t.reason,
+            seq=t.seq,
+        )
+    if applied:
+        for listener in ledger.listeners:
+            await _best_effort(listener(applied))
 
 
-def alert_payload(t: AppliedTransition, event: AlertEvent) -> dict[str, object]:
-    """A JSON alert that Slack-compatible webhooks render (`text`) and machines parse (the rest)."""
-    icon = {
-        "unreachable": ":warning:",
-        "lost": ":rotating_light:",
-        "recovered": ":white_check_mark:",
-        "flapping": ":repeat:",
-    }.get(event, "")
-    owner = t.labels.get("owner")
-    flapping = (
-        " and flapping (further flaps are not alerted)" if event is AlertEvent.FLAPPING else ""
-    )
-    text = (
-        f"{icon} statusd: {t.kind.value} `{t.workload_id}` is {t.to_state.value} "
-        f"(was {t.from_state.value}){flapping}"
-        + (f", owner {owner}" if owner else "")
-        + (f": {t.reason}" if t.reason else "")
-    )
-    return {
-        "text": text.strip(),
-        "event": event.value,
-        "workload_id": t.workload_id,
-        "kind": t.kind.value,
-        "state": t.to_state.value,
-        "previous": t.from_state.value,
-        "transition_id": t.id,
-        "changed_at": t.recorded_at.isoformat(),
-        "labels": t.labels,
-        "reason": t.reason,
-    }
-
-
-async def _invalidate_cache(ledger: Ledger, workload_id: str, next_version: int) -> None:
-    if ledger.cache is None:
+async def _invalidate_cache(ledger: Ledger, next_versions: dict[str, int]) -> None:
+    if ledger.cache is None or not next_versions:
         return
     try:
-        await ledger.cache.invalidate(workload_id, next_version)
+        await ledger.cache.invalidate_many(next_versions)
     except Exception as exc:  # any Redis failure: refuse the change rather than risk a stale cache
         raise RedisUnavailable(
             f"redis unavailable while invalidating the state cache: {exc}"

@@ -1,8 +1,10 @@
 """Applying a planned batch: each workload's reports in seq order, retried in-process.
 
 - the first report is skipped when the Redis state cache says it changes nothing (steady
-  heartbeats write no SQL); the rest go through `apply_observation`;
-- the lease is checked before every apply (fencing): a holder that lost it commits nothing more;
+  heartbeats write no SQL); the rest of the batch goes through `apply_observations` at once:
+  one transaction for the whole batch (a poison report is retried apart by it);
+- the lease is checked right before the first read and right before the commit (fencing): a
+  holder that lost it commits nothing more;
 - the database or Redis unavailable (`statusd.errors.is_transient`): nothing counts as a failed
   delivery, the same batch is retried with capped backoff;
 - anything else (poison): that workload is retried until `max_deliveries`, then its entries go
@@ -24,7 +26,7 @@ from statusd.ingest.reports import Report
 from statusd.ingest.settle import Settler
 from statusd.lifecycle import Source
 from statusd.state_cache import CachedState
-from statusd.transitions import Observation, apply_observation
+from statusd.transitions import Observation, Result, apply_observations
 
 log = structlog.get_logger("statusd.consumer")
 
@@ -58,9 +60,7 @@ class BatchApplier:
             else:
                 for w in todo:
                     w.transient = w.retry = w.fenced = False
-                await asyncio.gather(
-                    *(self._apply_workload(shard, w, cached.get(w.workload_id)) for w in todo)
-                )
+                await self._apply_all(shard, todo, cached)
                 transient = any(w.transient for w in todo)
                 retry = any(w.retry for w in todo)
                 if any(w.fenced for w in todo):
@@ -86,59 +86,98 @@ class BatchApplier:
         if not shard.lease.valid():
             raise LeaseLost(f"shard {shard.index}")
 
-    async def _apply_workload(
-        self, shard: Shard, w: WorkloadPlan, cached: CachedState | None
+    async def _apply_all(
+        self, shard: Shard, todo: list[WorkloadPlan], cached: dict[str, CachedState]
     ) -> None:
-        outcomes = self.ctx.outcomes
-        try:
-            for index in range(w.done_upto + 1, len(w.reports)):
-                report = w.reports[index]
-                if (
-                    index == 0
-                    and cached is not None
-                    and cached.makes_no_change(report.status.value, report.generation, report.seq)
-                ):
-                    outcomes[ConsumeOutcome.SKIPPED].inc()
-                    w.counted_seq = report.seq
-                else:
-                    outcome = await self._apply(shard, report)
-                    outcomes[outcome].inc()
-                    if outcome not in NOT_COUNTED:
-                        w.counted_seq = report.seq
-                w.done_upto = index
-                w.handled_seq = report.seq
-        except LeaseLost:
-            w.fenced = True
-        except Exception as exc:
-            if is_transient(exc):
-                w.transient = True
-                return
-            w.attempts += 1
-            error = f"{type(exc).__name__}: {exc}"
-            if w.attempts < self.ctx.settings.max_deliveries:
-                w.retry = True
-                log.warning("consumer.apply_failed", workload_id=w.workload_id, error=error)
-                return
-            w.error = error
-            outcomes[ConsumeOutcome.FAILED].inc()
-            log.error("consumer.apply_failed", workload_id=w.workload_id, error=w.error)
+        """Apply every workload's remaining reports in one transaction (statusd.transitions
+        retries the rest one by one if a poison report fails it), then record each outcome."""
+        pending = self._skip_steady(todo, cached)
+        if not pending:
+            return
 
-    async def _apply(self, shard: Shard, report: Report) -> ConsumeOutcome:
-        observation = Observation(
-            report.workload_id,
-            report.status,
-            Source.PUSH,
-            seq=report.seq,
-            reason=report.detail,
-            actor="heartbeat",
-            generation=report.generation,
-        )
-        async with self.ctx.db_slots:
-            # Fencing: checked after waiting for a slot, right before the transaction.
+        def fence() -> None:  # checked right before the first read and right before the commit
             if not shard.lease.valid():
                 raise LeaseLost(f"shard {shard.index}")
-            try:
-                result = await apply_observation(self.ctx.runtime.ledger, observation)
-            except UnknownWorkload:
-                return ConsumeOutcome.UNKNOWN  # a deleted workload's container talking
-        return ConsumeOutcome(result.outcome.value)
+
+        try:
+            async with self.ctx.db_slots:
+                answers = await apply_observations(
+                    self.ctx.runtime.ledger,
+                    [_observation(w.reports[index]) for w, index in pending],
+                    guard=fence,
+                )
+        except LeaseLost:
+            for w in todo:
+                w.fenced = True
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise  # apply_observations answers a poison observation; anything else is a bug
+            for w in todo:
+                w.transient = True
+            return
+        for (w, index), answer in zip(pending, answers, strict=True):
+            self._record(w, index, answer)
+
+    def _skip_steady(
+        self, todo: list[WorkloadPlan], cached: dict[str, CachedState]
+    ) -> list[tuple[WorkloadPlan, int]]:
+        """(workload, report index) of every report to apply; a first report that the state cache
+        says changes nothing is handled here, without SQL (steady heartbeats)."""
+        pending: list[tuple[WorkloadPlan, int]] = []
+        for w in todo:
+            start = w.done_upto + 1
+            first = w.reports[start]
+            state = cached.get(w.workload_id)
+            if (
+                start == 0
+                and state is not None
+                and state.makes_no_change(first.status.value, first.generation, first.seq)
+            ):
+                self.ctx.outcomes[ConsumeOutcome.SKIPPED].inc()
+                w.counted_seq = w.handled_seq = first.seq
+                w.done_upto = start
+                start += 1
+            pending += [(w, index) for index in range(start, len(w.reports))]
+        return pending
+
+    def _record(self, w: WorkloadPlan, index: int, answer: Result | Exception) -> None:
+        if w.done_upto >= index or w.retry or w.error is not None:
+            return  # an earlier report of this workload failed: this one waits for it
+        if isinstance(answer, UnknownWorkload):
+            outcome = ConsumeOutcome.UNKNOWN  # a deleted workload's container talking
+        elif isinstance(answer, Exception):
+            self._failed(w, answer)
+            return
+        else:
+            outcome = ConsumeOutcome(answer.outcome.value)
+        self.ctx.outcomes[outcome].inc()
+        report = w.reports[index]
+        if outcome not in NOT_COUNTED:
+            w.counted_seq = report.seq
+        w.done_upto = index
+        w.handled_seq = report.seq
+
+    def _failed(self, w: WorkloadPlan, exc: Exception) -> None:
+        """A poison report: retried until max_deliveries, then its entries go to the dead letters."""
+        w.attempts += 1
+        error = f"{type(exc).__name__}: {exc}"
+        if w.attempts < self.ctx.settings.max_deliveries:
+            w.retry = True
+            log.warning("consumer.apply_failed", workload_id=w.workload_id, error=error)
+            return
+        w.error = error
+        self.ctx.outcomes[ConsumeOutcome.FAILED].inc()
+        log.error("consumer.apply_failed", workload_id=w.workload_id, error=w.error)
+
+
+def _observation(report: Report) -> Observation:
+    return Observation(
+        report.workload_id,
+        report.status,
+        Source.PUSH,
+        seq=report.seq,
+        reason=report.detail,
+        actor="heartbeat",
+        generation=report.generation,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 
 from statusd.keys import Keys
@@ -9,9 +11,10 @@ from statusd.transitions import AppliedTransition, TransitionListener
 
 
 def publish_listener(redis: Redis, keys: Keys) -> TransitionListener:
-    """Post-commit: wake SSE streams (a hint only; they read committed rows from the DB)."""
+    """Post-commit: wake SSE streams (a hint only; they read committed rows from the DB), once
+    per committed batch with its newest transition id."""
 
-    async def publish(t: AppliedTransition) -> None:
-        await redis.publish(keys.events_channel, str(t.id))
+    async def publish(batch: Sequence[AppliedTransition]) -> None:
+        await redis.publish(keys.events_channel, str(max(t.id for t in batch)))
 
     return publish

@@ -7,6 +7,8 @@ own metrics (statusd.oncall.metrics_endpoint); nothing is pushed anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from statusd.metrics import TRANSITIONS
 from statusd.transitions import AppliedTransition, TransitionListener
 
@@ -14,12 +16,13 @@ from statusd.transitions import AppliedTransition, TransitionListener
 def count_transitions() -> TransitionListener:
     """Post-commit: one increment per committed transition."""
 
-    async def count(t: AppliedTransition) -> None:
-        TRANSITIONS.labels(
-            kind=t.kind.value,
-            from_state=t.from_state.value,
-            to_state=t.to_state.value,
-            source=t.source.value,
-        ).inc()
+    async def count(batch: Sequence[AppliedTransition]) -> None:
+        for t in batch:
+            TRANSITIONS.labels(
+                kind=t.kind.value,
+                from_state=t.from_state.value,
+                to_state=t.to_state.value,
+                source=t.source.value,
+            ).inc()
 
     return count

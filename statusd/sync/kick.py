@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
@@ -86,13 +87,15 @@ def sync_kick_listener(settings: Settings, redis: Redis, keys: Keys) -> Transiti
     window_ms = settings.sync_kick_debounce_ms
     if not settings.main_api_url and not settings.alert_webhooks:
 
-        async def nothing_to_send(t: AppliedTransition) -> None:
+        async def nothing_to_send(batch: Sequence[AppliedTransition]) -> None:
             return None  # sync disabled and no webhooks: rows stay pending, nothing to drain
 
         return nothing_to_send
 
-    async def kick(t: AppliedTransition) -> None:
-        if not settings.main_api_url and not ({t.from_state, t.to_state} & CONTACT_STATES):
+    async def kick(batch: Sequence[AppliedTransition]) -> None:
+        if not settings.main_api_url and not any(
+            {t.from_state, t.to_state} & CONTACT_STATES for t in batch
+        ):
             return  # only alert rows would be waiting, and only contact changes write those
         if not await claim_window(redis, keys, settings):
             return  # a drain is already scheduled for the end of this window

@@ -1,0 +1,109 @@
+"""What a transition leaves in the outbox: the main-DB sync row and any alert rows.
+
+Written by statusd.transitions in the transition's own DB transaction; the alert decision
+(statusd.alerting) reads silences and recent flaps in that same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from statusd import silences
+from statusd.alerting import AlertEvent, FlapPolicy, alert_event
+from statusd.flaps import flap_times
+from statusd.models import OutboxTarget, utcnow
+from statusd.transition_types import AppliedTransition
+
+
+async def read_alert_event(
+    conn: AsyncConnection, policy: FlapPolicy, t: AppliedTransition
+) -> AlertEvent | None:
+    """Read what the alert decision needs (silences in force, recent flaps) in this transaction."""
+    in_force = await silences.active_in(conn, t.recorded_at)
+    earlier = await flap_times(
+        conn,
+        {t.workload_id: t.generation},
+        t.recorded_at - timedelta(seconds=policy.lookback_s),
+        before_transition=t.id,
+    )
+    return alert_event(
+        t.from_state,
+        t.to_state,
+        at=t.recorded_at.timestamp(),
+        silenced=silences.silenced(in_force, t.workload_id, t.kind, t.labels),
+        earlier_flaps=earlier.get(t.workload_id, []),
+        policy=policy,
+    )
+
+
+def outbox_rows(
+    t: AppliedTransition, webhooks: Sequence[str], event: AlertEvent | None
+) -> list[dict[str, object]]:
+    """Outbox rows for one transition: always the main-DB sync; one alert per webhook when the
+    alert decision (statusd.alerting.alert_event) names an event."""
+    now = utcnow()
+    base = {
+        "transition_id": t.id,
+        "workload_id": t.workload_id,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "status": "pending",
+    }
+    rows: list[dict[str, object]] = [
+        {
+            **base,
+            "target": OutboxTarget.MAIN,
+            "destination": "",
+            "payload": {
+                "state": t.to_state.value,
+                "previous": t.from_state.value,
+                "changed_at": t.recorded_at.isoformat(),
+                "transition_id": t.id,
+                "source": t.source.value,
+                "reason": t.reason,
+            },
+        }
+    ]
+    if webhooks and event is not None:
+        payload = alert_payload(t, event)
+        rows += [
+            {**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload}
+            for url in webhooks
+        ]
+    return rows
+
+
+def alert_payload(t: AppliedTransition, event: AlertEvent) -> dict[str, object]:
+    """A JSON alert that Slack-compatible webhooks render (`text`) and machines parse (the rest)."""
+    icon = {
+        "unreachable": ":warning:",
+        "lost": ":rotating_light:",
+        "recovered": ":white_check_mark:",
+        "flapping": ":repeat:",
+    }.get(event, "")
+    owner = t.labels.get("owner")
+    flapping = (
+        " and flapping (further flaps are not alerted)" if event is AlertEvent.FLAPPING else ""
+    )
+    text = (
+        f"{icon} statusd: {t.kind.value} `{t.workload_id}` is {t.to_state.value} "
+        f"(was {t.from_state.value}){flapping}"
+        + (f", owner {owner}" if owner else "")
+        + (f": {t.reason}" if t.reason else "")
+    )
+    return {
+        "text": text.strip(),
+        "event": event.value,
+        "workload_id": t.workload_id,
+        "kind": t.kind.value,
+        "state": t.to_state.value,
+        "previous": t.from_state.value,
+        "transition_id": t.id,
+        "changed_at": t.recorded_at.isoformat(),
+        "labels": t.labels,
+        "reason": t.reason,
+    }

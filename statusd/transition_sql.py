@@ -1,0 +1,140 @@
+"""The SQL of statusd.transitions: statements built once, each run once per batch of rows.
+
+A transition storm is thousands of small writes of the same few shapes. Building a statement per
+row (and its cache key) cost more CPU than the database spent on it, so every statement here is a
+module constant with bind parameters (SQLAlchemy compiles it once per dialect and reuses it), and
+each is executed once per batch: one row-locking SELECT for every workload of the batch, one
+executemany UPDATE, one multi-row INSERT per table (RETURNING the transition ids in parameter
+order). What to write is decided in statusd.transitions; this module only writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping, String, any_, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from statusd.db import is_sqlite
+from statusd.models import OutboxEntry, RefusedObservation, Transition, Workload
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+_T = Transition.__table__  # type: ignore[attr-defined]
+_R = RefusedObservation.__table__  # type: ignore[attr-defined]
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+
+# Everything a judgement or a write-back needs; the write-back rewrites every mutable one, so a
+# batch has one UPDATE shape whatever each workload's verdict was.
+_LOCK_COLUMNS = (
+    _W.c.id,
+    _W.c.kind,
+    _W.c.state,
+    _W.c.prior_state,
+    _W.c.generation,
+    _W.c.version,
+    _W.c.labels,
+    _W.c.last_seq,
+    _W.c.last_seen_at,
+    _W.c.poll_failures,
+    _W.c.state_changed_at,
+)
+# PostgreSQL gets the ids as one array parameter (`= ANY`): the statement text is the same for
+# every batch size, where an expanding IN is re-rendered per call. Rows are locked in id order,
+# so two batches that share workloads (a shard changing hands) wait for each other instead of
+# deadlocking. SQLite: BEGIN IMMEDIATE already holds the write lock.
+_IDS_PG = bindparam("ids", type_=ARRAY(String))
+_LOCK_PG = (
+    select(*_LOCK_COLUMNS)
+    .where(_W.c.id == any_(_IDS_PG), _W.c.deleted_at.is_(None))
+    .order_by(_W.c.id)
+    .with_for_update()
+)
+_LOCK_SQLITE = select(*_LOCK_COLUMNS).where(
+    _W.c.id.in_(bindparam("ids", expanding=True)), _W.c.deleted_at.is_(None)
+)
+
+_WRITE_BACK = (
+    update(_W)
+    .where(_W.c.id == bindparam("b_id"), _W.c.version == bindparam("b_read_version"))
+    .values(
+        state=bindparam("b_state"),
+        prior_state=bindparam("b_prior_state"),
+        version=bindparam("b_version"),
+        last_seq=bindparam("b_last_seq"),
+        last_seen_at=bindparam("b_last_seen_at"),
+        poll_failures=bindparam("b_poll_failures"),
+        state_changed_at=bindparam("b_state_changed_at"),
+    )
+)
+WRITE_BACK_FIELDS = (
+    "state",
+    "prior_state",
+    "version",
+    "last_seq",
+    "last_seen_at",
+    "poll_failures",
+    "state_changed_at",
+)
+
+_VERSIONS_PG = select(_W.c.id, _W.c.version).where(_W.c.id == any_(_IDS_PG))
+_VERSIONS_SQLITE = select(_W.c.id, _W.c.version).where(
+    _W.c.id.in_(bindparam("ids", expanding=True))
+)
+_INSERT_TRANSITIONS = insert(_T).returning(_T.c.id, sort_by_parameter_order=True)
+_INSERT_OUTBOX = insert(_O)
+_INSERT_REFUSALS = insert(_R)
+
+
+async def lock_workloads(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, RowMapping]:
+    """Lock the registered (not deleted) workloads among `ids` for this transaction: id -> row."""
+    query = _LOCK_SQLITE if is_sqlite(conn.engine.url) else _LOCK_PG
+    result = await conn.execute(query, {"ids": list(ids)})
+    return {row["id"]: row for row in result.mappings()}
+
+
+async def write_back(
+    conn: AsyncConnection, rows: Sequence[tuple[str, int, dict[str, Any]]]
+) -> None:
+    """UPDATE each (id, version read, new values) conditional on the version read, then check.
+
+    The check is a read, not rowcount: executemany on asyncpg reports no per-row counts. It cannot
+    fail while we hold the row locks; if it ever does, the whole transaction is refused rather than
+    a transition written over a row it did not update (the version condition kept the row intact).
+    """
+    if not rows:
+        return
+    await conn.execute(
+        _WRITE_BACK,
+        [
+            {"b_id": wid, "b_read_version": read, **{f"b_{k}": new[k] for k in WRITE_BACK_FIELDS}}
+            for wid, read, new in rows
+        ],
+    )
+    want = {wid: new["version"] for wid, _, new in rows}
+    query = _VERSIONS_SQLITE if is_sqlite(conn.engine.url) else _VERSIONS_PG
+    have = dict((await conn.execute(query, {"ids": list(want)})).tuples().all())
+    lost = sorted(wid for wid, version in want.items() if have.get(wid) != version)
+    if lost:
+        raise RuntimeError(f"lost the row lock on workload(s) {lost[:5]!r}")
+
+
+async def insert_transitions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """History rows, one multi-row INSERT; their ids in the order of `rows`."""
+    if not rows:
+        return []
+    if len(rows) == 1:  # executemany's RETURNING needs insertmanyvalues; one row needs nothing
+        return [(await conn.execute(_INSERT_TRANSITIONS, rows[0])).scalar_one()]
+    return list((await conn.execute(_INSERT_TRANSITIONS, list(rows))).scalars().all())
+
+
+async def insert_outbox(conn: AsyncConnection, rows: Iterable[dict[str, Any]]) -> None:
+    listed = list(rows)
+    if listed:
+        await conn.execute(_INSERT_OUTBOX, listed)
+
+
+async def insert_refusals(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(_INSERT_REFUSALS, list(rows))
