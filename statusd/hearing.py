@@ -146,6 +146,9 @@ class ListeningBeat:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._script = redis.register_script(BEAT_SCRIPT)
         self._task: asyncio.Task[None] | None = None
+        # Checked by the loop too: a cancel that lands inside a redis-py call can come out as a
+        # timeout error (caught and logged below), and the loop must still end.
+        self._stopping = False
 
     async def beat(self, now: float) -> None:
         keys = self._keys
@@ -159,7 +162,7 @@ class ListeningBeat:
         self._task = asyncio.create_task(self._run(), name="ingest-listening-beat")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.beat(time.time())
             except (RedisError, OSError) as exc:  # Redis down: ingest answers 503 anyway
@@ -169,6 +172,7 @@ class ListeningBeat:
     async def stop(self) -> None:
         """Stop beating. The entry stays: a stopped ingest must still read as "was listening
         until then", so the sweeper knows an outage started."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             try:

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, State
+from statusd.redis_runtime import Script
 
 
 class StaleReason(StrEnum):
@@ -67,12 +67,12 @@ def staleness(
     return StaleReason.NEVER_SEEN if until - registered_at > start_timeout else None
 
 
-def generation_recorder(redis: Redis) -> AsyncScript:
+def generation_recorder(redis: Redis) -> Script:
     """Generations only grow (registry.register): a rebuild that read an older one from the
     database must not overwrite the newer one a concurrent registration just recorded. The same
     never-backward script as seqs; call as
     `await rec(keys=[keys.generations(shard)], args=[id, gen, ...], client=...)`."""
-    return redis.register_script(NEVER_BACKWARD_SCRIPT)
+    return Script(redis, NEVER_BACKWARD_SCRIPT)
 
 
 async def on_registered(
@@ -129,10 +129,10 @@ return 1
 """
 
 
-def newest_seq_recorder(redis: Redis) -> AsyncScript:
+def newest_seq_recorder(redis: Redis) -> Script:
     """The script above, registered on `redis`; call it as
     `await rec(keys=[keys.last_seq(shard)], args=[id, seq, ...], client=pipe_or_none)`."""
-    return redis.register_script(NEVER_BACKWARD_SCRIPT)
+    return Script(redis, NEVER_BACKWARD_SCRIPT)
 
 
 async def mark_seen(redis: Redis, keys: Keys, seen: Mapping[str, tuple[float, int | None]]) -> None:

@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +28,7 @@ from typing import Any, cast
 import redis as redis_sync
 import redis.cluster as redis_sync_cluster
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from statusd.errors import ConfigError
@@ -124,6 +124,24 @@ def open_sync_redis(
             ),
         )
     return redis_sync.Redis.from_url(url or "", max_connections=max_connections, **timeouts)
+
+
+class Script:
+    """A Lua script callable like redis-py's AsyncScript, `await script(keys=..., args=...,
+    client=pipe_or_none)`, that also works inside a Redis Cluster pipeline: redis-py's cluster
+    pipeline refuses `evalsha` (it cannot load a missing script mid-pipeline), so there the call
+    is queued as EVAL with the source (a few hundred bytes; Redis caches the compiled script)."""
+
+    def __init__(self, redis: Redis, source: str) -> None:
+        self._script = redis.register_script(source)
+        self._source = source
+
+    async def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
+        if isinstance(client, ClusterPipeline):
+            return client.execute_command("EVAL", self._source, len(keys), *keys, *args)
+        return await self._script(keys=keys, args=args, client=client)
 
 
 async def connected_replicas(redis: Redis) -> int:

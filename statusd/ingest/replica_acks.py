@@ -31,6 +31,7 @@ class ReplicaAcks:
         self._configured = configured
         self.required = configured or 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # a cancel inside a redis-py call may surface as its timeout
 
     async def refresh(self) -> None:
         if self._configured is not None:
@@ -45,7 +46,7 @@ class ReplicaAcks:
             self._task = asyncio.create_task(self._run(), name="ingest-replica-acks")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.refresh()
             except (RedisError, OSError) as exc:  # keep the last answer; ingest 503s anyway
@@ -53,6 +54,7 @@ class ReplicaAcks:
             await asyncio.sleep(REFRESH_S)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             try:

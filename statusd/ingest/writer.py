@@ -237,8 +237,10 @@ class StreamWriter:
             await self._send(calls, now)
 
     async def _load_script(self) -> None:
-        if isinstance(self._redis, RedisCluster):
-            await self._redis.script_load(APPEND_SCRIPT, target_nodes=RedisCluster.PRIMARIES)
+        if isinstance(self._redis, RedisCluster):  # every primary: any may own a shard now
+            await self._redis.execute_command(
+                "SCRIPT LOAD", APPEND_SCRIPT, target_nodes=RedisCluster.PRIMARIES
+            )
         else:
             await self._redis.script_load(APPEND_SCRIPT)
 
