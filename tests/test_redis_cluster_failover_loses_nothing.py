@@ -59,10 +59,12 @@ class Sender:
     """Bounded-concurrency HTTP to the two servers; a heartbeat answered 503 (not stored, or too
     few replicas) is sent again, to the other server, until it is stored."""
 
-    def __init__(self, http: aiohttp.ClientSession, bases: list[str]) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, bases: list[str], concurrency: int = CONCURRENCY
+    ) -> None:
         self.http = http
         self.bases = bases
-        self.limit = asyncio.Semaphore(CONCURRENCY)
+        self.limit = asyncio.Semaphore(concurrency)
         self.retried = 0
 
     async def register(self, n: int, wid: str) -> str:

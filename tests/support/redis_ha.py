@@ -248,9 +248,8 @@ class SentinelProcs:
         def known() -> bool:
             for s in self.sentinels:
                 with s.client() as c:
-                    info = c.execute_command("SENTINEL", "MASTER", self.name)
-                    fields = dict(zip(info[0::2], info[1::2], strict=True))
-                    if int(fields[b"num-other-sentinels"]) < 2 or int(fields[b"num-slaves"]) < 1:
+                    info = c.sentinel_master(self.name)  # parsed by redis-py into a dict
+                    if int(info["num-other-sentinels"]) < 2 or int(info["num-slaves"]) < 1:
                         return False
             return True
 
@@ -259,7 +258,7 @@ class SentinelProcs:
 
     def current_primary_port(self) -> int:
         with self.sentinels[0].client() as c:
-            _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+            _, port = c.sentinel_get_master_addr_by_name(self.name)
             return int(port)
 
     def stop(self) -> None:
