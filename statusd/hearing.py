@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from statusd.keys import Keys
+from statusd.liveness import tracked
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.hearing")
@@ -43,8 +44,8 @@ LISTEN_GAP_S = 3.0
 FORGET_PROCESS_S = 3600.0
 PACE_STEP_S = 0.1  # announced intervals are rounded up to this
 
-# KEYS: ingest_listening, ingest_listening_since, last_seen, pending_since.
-# ARGV: process id, now, gap, forget-after. Returns {listening_since, tracked}.
+# KEYS: ingest_listening, ingest_listening_since (one slot: the global tag). ARGV: process id,
+# now, gap, forget-after. Returns listening_since. The fleet size is read apart, shard by shard.
 BEAT_SCRIPT = """
 local now, gap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -60,7 +61,7 @@ elseif (not since) or tonumber(newest[2]) < now - gap then
 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
-return {since, redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])}
+return since
 """
 
 
@@ -107,9 +108,8 @@ async def read_hearing(redis: Redis, keys: Keys) -> Hearing:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrevrange(keys.ingest_listening, 0, 0, withscores=True)
         pipe.get(keys.ingest_listening_since)
-        pipe.zcard(keys.last_seen)
-        pipe.zcard(keys.pending_since)
-        newest, since, seen, pending = await pipe.execute()
+        newest, since = await pipe.execute()
+    seen, pending = await tracked(redis, keys)
     return Hearing(
         last_beat=float(newest[0][1]) if newest else None,
         listening_since=float(since) if since is not None else 0.0,
@@ -146,25 +146,23 @@ class ListeningBeat:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._script = redis.register_script(BEAT_SCRIPT)
         self._task: asyncio.Task[None] | None = None
+        # Checked by the loop too: a cancel that lands inside a redis-py call can come out as a
+        # timeout error (caught and logged below), and the loop must still end.
+        self._stopping = False
 
     async def beat(self, now: float) -> None:
         keys = self._keys
-        _, tracked = await self._script(
-            keys=[
-                keys.ingest_listening,
-                keys.ingest_listening_since,
-                keys.last_seen,
-                keys.pending_since,
-            ],
+        await self._script(
+            keys=[keys.ingest_listening, keys.ingest_listening_since],
             args=[self.process_id, repr(now), LISTEN_GAP_S, FORGET_PROCESS_S],
         )
-        self._pace.update(int(tracked))
+        self._pace.update(sum(await tracked(self._redis, keys)))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-listening-beat")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.beat(time.time())
             except (RedisError, OSError) as exc:  # Redis down: ingest answers 503 anyway
@@ -174,6 +172,7 @@ class ListeningBeat:
     async def stop(self) -> None:
         """Stop beating. The entry stays: a stopped ingest must still read as "was listening
         until then", so the sweeper knows an outage started."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             try:

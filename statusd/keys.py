@@ -2,12 +2,29 @@
 
 All of them start with `Settings.redis_prefix`, so tests (and two statusd installs sharing one
 Redis) never see each other's keys.
+
+Layout (Redis Cluster ready, the same on a single Redis): every per-workload key lives under its
+stream shard's hash tag, `<prefix>{s7}:hb`, `<prefix>{s7}:seen`, `<prefix>{s7}:st:<id>`..., so the
+ingest script, the consumers' ack pipeline and a registration's MULTI each touch ONE slot (Redis
+Cluster refuses a script or MULTI across slots). Process-wide keys (leases, locks, self-watch)
+share the global tag `<prefix>{g}:`. Readers of the liveness sets go shard by shard.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+# STATUSD_STREAM_SHARDS' default (settings.py reads it from here): Keys() without a shard count
+# (tests, tools) then names the same keys as a default-configured process.
+DEFAULT_STREAM_SHARDS = 16
+GLOBAL_TAG = "{g}"
+
+
+def shard_tag(shard: int) -> str:
+    """The Redis Cluster hash tag of one stream shard's keys."""
+    return f"{{s{shard}}}"
 
 
 def shard_of(workload_id: str, shards: int) -> int:
@@ -19,11 +36,30 @@ def shard_of(workload_id: str, shards: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "statusd:"
+    shards: int = DEFAULT_STREAM_SHARDS
+
+    def shard(self, workload_id: str) -> int:
+        """`shard_of` with this layout's shard count."""
+        return shard_of(workload_id, self.shards)
+
+    def by_shard(self, workload_ids: Iterable[str]) -> dict[int, list[str]]:
+        """Ids grouped by shard (each group's keys share one slot), in first-seen order."""
+        out: dict[int, list[str]] = {}
+        for wid in workload_ids:
+            out.setdefault(shard_of(wid, self.shards), []).append(wid)
+        return out
+
+    def _s(self, shard: int) -> str:
+        return f"{self.prefix}{{s{shard}}}:"
+
+    @property
+    def _g(self) -> str:
+        return f"{self.prefix}{GLOBAL_TAG}:"
 
     # -- push path --
     def heartbeat_shard(self, shard: int) -> str:
         """Stream of accepted heartbeats of one shard (workloads hashed over STATUSD_STREAM_SHARDS)."""
-        return f"{self.prefix}hb:{shard}"
+        return f"{self._s(shard)}hb"
 
     @property
     def consumer_group(self) -> str:
@@ -32,84 +68,82 @@ class Keys:
 
     def shard_lease(self, shard: int) -> str:
         """String with TTL: the consumer that alone applies this shard now."""
-        return f"{self.prefix}lease:shard:{shard}"
+        return f"{self._s(shard)}lease"
 
     @property
     def shard_consumers(self) -> str:
         """Sorted set: live consumer name -> last sign of life (ms); sizes each one's share."""
-        return f"{self.prefix}consumers"
+        return f"{self._g}consumers"
 
     @property
     def dead_letters(self) -> str:
         """Stream of heartbeat entries that kept failing, with the error; replayable."""
-        return f"{self.prefix}hb:dead"
+        return f"{self._g}hb:dead"
 
-    @property
-    def last_seen(self) -> str:
-        """Sorted set: workload id -> last sign of life (unix seconds). The sweeper reads it."""
-        return f"{self.prefix}seen"
+    def last_seen(self, shard: int) -> str:
+        """Sorted set, one per shard: workload id -> last sign of life (unix seconds). The
+        sweeper reads them."""
+        return f"{self._s(shard)}seen"
 
-    @property
-    def last_seq(self) -> str:
-        """Hash: workload id -> newest seq observed (applied or not)."""
-        return f"{self.prefix}seq"
+    def last_seq(self, shard: int) -> str:
+        """Hash, one per shard: workload id -> newest seq observed (applied or not)."""
+        return f"{self._s(shard)}seq"
 
     def generations(self, shard: int) -> str:
         """Hash, one per stream shard: workload id -> current registration generation. Ingest's
-        script reads it so an older generation's heartbeat is no sign of life (per shard, so one
-        script call stays within one shard's data once keys are hash-tagged for Redis Cluster)."""
-        return f"{self.prefix}gen:{shard}"
+        script reads it so an older generation's heartbeat is no sign of life."""
+        return f"{self._s(shard)}gen"
 
     @property
     def liveness_built(self) -> str:
         """String: unix seconds of the last liveness rebuild from the database. Its absence means
         Redis lost its data (statusd.recovery rebuilds then)."""
-        return f"{self.prefix}liveness:built"
+        return f"{self._g}liveness:built"
 
     def state(self, workload_id: str) -> str:
-        """Hash: cached current state of a workload (state, version, generation, refused:*)."""
-        return f"{self.prefix}state:{workload_id}"
+        """Hash: cached current state of a workload (state, version, generation, refused:*),
+        under its shard's tag (the consumers' seq bump touches a batch of them in one script)."""
+        return f"{self._s(self.shard(workload_id))}st:{workload_id}"
 
     # -- pull path --
-    @property
-    def pending_since(self) -> str:
-        """Sorted set: PENDING workload id -> registration time (start-timeout tracking)."""
-        return f"{self.prefix}pending"
+    def pending_since(self, shard: int) -> str:
+        """Sorted set, one per shard: PENDING workload id -> registration time (start timeout)."""
+        return f"{self._s(shard)}pending"
 
     def poll_lease(self, workload_id: str) -> str:
         """String with TTL: whoever holds it is polling this workload now."""
-        return f"{self.prefix}lease:poll:{workload_id}"
+        return f"{self._g}lease:poll:{workload_id}"
 
     @property
     def sweep_lock(self) -> str:
-        return f"{self.prefix}lock:sweep"
+        return f"{self._g}lock:sweep"
 
     @property
     def beat_leader(self) -> str:
         """String with TTL: the name of the one beat that sends scheduled tasks now."""
-        return f"{self.prefix}lock:beat"
+        return f"{self._g}lock:beat"
 
     # -- self-watch (statusd.selfwatch): statusd's own health, read by /readyz, /metrics, the page --
     @property
     def sweep_last_success(self) -> str:
         """String: unix seconds at which the last sweep finished without error."""
-        return f"{self.prefix}sweep:last_success"
+        return f"{self._g}sweep:last_success"
 
     @property
     def ingest_listening(self) -> str:
         """Sorted set: ingest process id -> unix seconds of its last "I am accepting" beat (~1/s)."""
-        return f"{self.prefix}ingest:listening"
+        return f"{self._g}ingest:listening"
 
     @property
     def ingest_listening_since(self) -> str:
         """String: unix seconds since which some ingest process has been accepting without a gap
         (statusd.hearing); silence before it plus the startup grace proves nothing."""
-        return f"{self.prefix}ingest:listening_since"
+        return f"{self._g}ingest:listening_since"
 
     @property
     def disruption(self) -> str:
         """Hash: disruption mode (active 0/1, since, stale, tracked), written by the sweeper."""
-        return f"{self.prefix}disruption"
+        return f"{self._g}disruption"
 
     # -- status-page sessions (statusd.api.sessions) --
     def session(self, session_id: str) -> str:
@@ -120,7 +154,7 @@ class Keys:
     @property
     def sync_kick(self) -> str:
         """Debounce key for the prompt outbox drain after a new transition."""
-        return f"{self.prefix}sync:kick"
+        return f"{self._g}sync:kick"
 
     @property
     def events_channel(self) -> str:

@@ -6,14 +6,14 @@ reads both sorted sets to find stale workloads without scanning the SQL table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
-from statusd.keys import Keys, shard_of
+from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, State
+from statusd.redis_runtime import Script
 
 
 class StaleReason(StrEnum):
@@ -67,12 +67,12 @@ def staleness(
     return StaleReason.NEVER_SEEN if until - registered_at > start_timeout else None
 
 
-def generation_recorder(redis: Redis) -> AsyncScript:
+def generation_recorder(redis: Redis) -> Script:
     """Generations only grow (registry.register): a rebuild that read an older one from the
     database must not overwrite the newer one a concurrent registration just recorded. The same
     never-backward script as seqs; call as
     `await rec(keys=[keys.generations(shard)], args=[id, gen, ...], client=...)`."""
-    return redis.register_script(NEVER_BACKWARD_SCRIPT)
+    return Script(redis, NEVER_BACKWARD_SCRIPT)
 
 
 async def on_registered(
@@ -86,30 +86,32 @@ async def on_registered(
 ) -> None:
     """A new registration: PENDING from `at` (start-timeout clock); no sign of life yet.
 
-    With `generation` and `shards`, the generation ingest counts as a sign of life is recorded
-    too (the API always passes them; without it, ingest counts any generation's heartbeat)."""
+    With `generation`, the generation ingest counts as a sign of life is recorded too (the API
+    always passes it; without it, ingest counts any generation's heartbeat). Every key is the
+    workload's shard's, so the MULTI stays in one slot. `shards` is accepted for old callers;
+    the shard count is the layout's (`keys.shards`)."""
+    shard = keys.shard(workload_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(keys.pending_since, {workload_id: at})
-        pipe.zrem(keys.last_seen, workload_id)
-        pipe.hdel(keys.last_seq, workload_id)
+        pipe.zadd(keys.pending_since(shard), {workload_id: at})
+        pipe.zrem(keys.last_seen(shard), workload_id)
+        pipe.hdel(keys.last_seq(shard), workload_id)
         pipe.delete(keys.state(workload_id))
-        if generation is not None and shards is not None:
-            shard_key = keys.generations(shard_of(workload_id, shards))
+        if generation is not None:
             await generation_recorder(redis)(
-                keys=[shard_key], args=[workload_id, generation], client=pipe
+                keys=[keys.generations(shard)], args=[workload_id, generation], client=pipe
             )
         await pipe.execute()
 
 
 async def forget(redis: Redis, keys: Keys, workload_id: str, *, shards: int | None = None) -> None:
-    """A deregistration: stop tracking liveness and drop the cached state."""
+    """A deregistration: stop tracking liveness and drop the cached state (one slot, one MULTI)."""
+    shard = keys.shard(workload_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(keys.pending_since, workload_id)
-        pipe.zrem(keys.last_seen, workload_id)
-        pipe.hdel(keys.last_seq, workload_id)
+        pipe.zrem(keys.pending_since(shard), workload_id)
+        pipe.zrem(keys.last_seen(shard), workload_id)
+        pipe.hdel(keys.last_seq(shard), workload_id)
         pipe.delete(keys.state(workload_id))
-        if shards is not None:
-            pipe.hdel(keys.generations(shard_of(workload_id, shards)), workload_id)
+        pipe.hdel(keys.generations(shard), workload_id)
         await pipe.execute()
 
 
@@ -127,20 +129,98 @@ return 1
 """
 
 
-def newest_seq_recorder(redis: Redis) -> AsyncScript:
+def newest_seq_recorder(redis: Redis) -> Script:
     """The script above, registered on `redis`; call it as
-    `await rec(keys=[keys.last_seq], args=[id, seq, id, seq, ...], client=pipe_or_none)`."""
-    return redis.register_script(NEVER_BACKWARD_SCRIPT)
+    `await rec(keys=[keys.last_seq(shard)], args=[id, seq, ...], client=pipe_or_none)`."""
+    return Script(redis, NEVER_BACKWARD_SCRIPT)
 
 
 async def mark_seen(redis: Redis, keys: Keys, seen: Mapping[str, tuple[float, int | None]]) -> None:
     """Signs of life outside ingest (successful polls): {workload id: (unix time, seq or None)}."""
     if not seen:
         return
-    seqs = [x for wid, (_, seq) in seen.items() if seq is not None for x in (wid, seq)]
+    record = newest_seq_recorder(redis)
+    # One pipeline, commands grouped by shard (in Redis Cluster each goes to its slot's node).
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(keys.last_seen, {wid: at for wid, (at, _) in seen.items()})
-        pipe.zrem(keys.pending_since, *seen)
-        if seqs:
-            await newest_seq_recorder(redis)(keys=[keys.last_seq], args=seqs, client=pipe)
+        for shard, ids in keys.by_shard(seen).items():
+            pipe.zadd(keys.last_seen(shard), {wid: seen[wid][0] for wid in ids})
+            pipe.zrem(keys.pending_since(shard), *ids)
+            seqs = [x for wid in ids if (seq := seen[wid][1]) is not None for x in (wid, seq)]
+            if seqs:
+                await record(keys=[keys.last_seq(shard)], args=seqs, client=pipe)
+        await pipe.execute()
+
+
+# -- reading the per-shard sets: every reader goes through these, shard by shard -------------
+
+
+async def tracked(redis: Redis, keys: Keys) -> tuple[int, int]:
+    """(ids in last_seen, ids in pending_since) summed over the shards, one pipeline."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.zcard(keys.last_seen(shard))
+            pipe.zcard(keys.pending_since(shard))
+        counts = await pipe.execute()
+    return sum(int(c) for c in counts[0::2]), sum(int(c) for c in counts[1::2])
+
+
+async def scores(
+    redis: Redis, keys: Keys, key_of: Callable[[int], str], workload_ids: Sequence[str]
+) -> list[float | None]:
+    """ZMSCORE of each id in its shard's set (`key_of` is `keys.last_seen` or
+    `keys.pending_since`), in the order of `workload_ids`."""
+    if not workload_ids:
+        return []
+    groups = keys.by_shard(workload_ids)
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard, ids in groups.items():
+            pipe.zmscore(key_of(shard), ids)
+        replies = await pipe.execute()
+    found: dict[str, float | None] = {}
+    for ids, values in zip(groups.values(), replies, strict=True):
+        found.update(zip(ids, (None if v is None else float(v) for v in values), strict=True))
+    return [found[wid] for wid in workload_ids]
+
+
+async def seqs(redis: Redis, keys: Keys, workload_ids: Sequence[str]) -> list[int | None]:
+    """Newest recorded seq of each id (HMGET of its shard's hash), in order."""
+    if not workload_ids:
+        return []
+    groups = keys.by_shard(workload_ids)
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard, ids in groups.items():
+            pipe.hmget(keys.last_seq(shard), ids)
+        replies = await pipe.execute()
+    found: dict[str, int | None] = {}
+    for ids, values in zip(groups.values(), replies, strict=True):
+        found.update(zip(ids, (None if v is None else int(v) for v in values), strict=True))
+    return [found[wid] for wid in workload_ids]
+
+
+async def at_most(
+    redis: Redis, keys: Keys, key_of: Callable[[int], str], max_score: float | str
+) -> list[tuple[str, float]]:
+    """(id, score) of every member scoring <= `max_score` (a number, or "(x" for < x) over all
+    shards' sets, oldest first."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.zrangebyscore(key_of(shard), "-inf", max_score, withscores=True)
+        replies = await pipe.execute()
+    out = [
+        (m.decode() if isinstance(m, bytes) else m, float(score))
+        for reply in replies
+        for m, score in reply
+    ]
+    out.sort(key=lambda pair: pair[1])
+    return out
+
+
+async def drop(redis: Redis, keys: Keys, key_of: Callable[[int], str], ids: Sequence[str]) -> None:
+    """ZREM the ids from their shards' sets (`key_of` is `keys.last_seen` or
+    `keys.pending_since`)."""
+    if not ids:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard, group in keys.by_shard(ids).items():
+            pipe.zrem(key_of(shard), *group)
         await pipe.execute()

@@ -35,6 +35,10 @@ INGEST_LAST_ACCEPT = Gauge(
     "Unix time at which this process last stored a heartbeat (202)",
     multiprocess_mode="max",
 )
+REDIS_WAIT_FAILURES = Counter(
+    "statusd_redis_wait_failures_total",
+    "Group-commit flushes answered 503 because fewer replicas than required acknowledged (WAIT)",
+)
 CONSUMER_APPLIED = Counter(
     "statusd_consumer_entries_total", "Stream entries handled by consumers", ["outcome"]
 )

@@ -24,7 +24,6 @@ generation, registration), which is all a rebuild needs.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -32,9 +31,10 @@ from redis.asyncio import Redis
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd import liveness
 from statusd.db import reading
 from statusd.ingest.streams import ensure_groups
-from statusd.keys import Keys, shard_of
+from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, State
 from statusd.liveness import generation_recorder
 from statusd.models import Workload
@@ -68,11 +68,8 @@ async def tracked_count(engine: AsyncEngine, *, registered_before: datetime | No
 
 async def liveness_missing(redis: Redis, keys: Keys, engine: AsyncEngine) -> str | None:
     """Why the liveness view must be rebuilt, or None when it looks whole."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.exists(keys.liveness_built)
-        pipe.zcard(keys.last_seen)
-        pipe.zcard(keys.pending_since)
-        built, seen, pending = await pipe.execute()
+    built = await redis.exists(keys.liveness_built)
+    seen, pending = await liveness.tracked(redis, keys)
     if not built:
         return "the rebuild marker is gone (Redis lost its data, or never built)"
     settled = datetime.now(UTC) - timedelta(seconds=REGISTRATION_GRACE_S)
@@ -94,18 +91,18 @@ async def rebuild(redis: Redis, keys: Keys, engine: AsyncEngine, *, shards: int,
     for start in range(0, len(rows), REBUILD_CHUNK):
         part = rows[start : start + REBUILD_CHUNK]
         never_seen = {
-            r.id: at for r in part if State(r.state) is State.PENDING and r.last_seen_at is None
+            r.id for r in part if State(r.state) is State.PENDING and r.last_seen_at is None
         }
-        seen = {r.id: at for r in part if r.id not in never_seen}
-        generations: dict[int, list[str | int]] = defaultdict(list)
-        for r in part:
-            generations[shard_of(r.id, shards)] += [r.id, int(r.generation)]
+        generation = {r.id: int(r.generation) for r in part}
+        # One pipeline per chunk, commands grouped by shard (each touches one slot).
         async with redis.pipeline(transaction=False) as pipe:
-            if seen:
-                pipe.zadd(keys.last_seen, seen, nx=True)
-            if never_seen:
-                pipe.zadd(keys.pending_since, never_seen, nx=True)
-            for shard, args in generations.items():
+            for shard, ids in keys.by_shard(r.id for r in part).items():
+                seen = {wid: at for wid in ids if wid not in never_seen}
+                if seen:
+                    pipe.zadd(keys.last_seen(shard), seen, nx=True)
+                if pending := {wid: at for wid in ids if wid in never_seen}:
+                    pipe.zadd(keys.pending_since(shard), pending, nx=True)
+                args = [x for wid in ids for x in (wid, generation[wid])]
                 await record_generations(keys=[keys.generations(shard)], args=args, client=pipe)
             await pipe.execute()
     await ensure_groups(redis, keys, shards)

@@ -1,4 +1,11 @@
-"""Redis connections for statusd: bounded pools, the default-URL rule, and the embedded server.
+"""Redis connections for statusd: bounded pools, the Redis modes, the default-URL rule, and the
+embedded server.
+
+Modes (STATUSD_REDIS_MODE, `open_redis` is the one place that reads it): standalone; cluster
+(redis-py's RedisCluster, started from any one node, discovers the rest and follows MOVED after a
+failover); sentinel (the primary's address asked of the sentinels on every new connection, so a
+promoted replica is found after a failover). The key layout (statusd.keys) keeps every script and
+MULTI inside one hash slot, which is what lets the same code run on all three.
 
 Default rule (STATUSD_REDIS_URL unset): use redis://127.0.0.1:6379/0 if a server answers there;
 otherwise `statusd up` starts an embedded one under the state dir: `redis-server` from PATH, else
@@ -13,12 +20,19 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
+import redis as redis_sync
+import redis.cluster as redis_sync_cluster
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from statusd.errors import ConfigError
+from statusd.settings import RedisMode, Settings
 
 DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
 
@@ -36,6 +50,109 @@ def create_redis(url: str, max_connections: int, *, socket_timeout: float = 5.0)
     # from_pool: the client owns the pool, so aclose() closes its connections too (with
     # Redis(connection_pool=...) it does not, and every process leaked its sockets at close).
     return Redis.from_pool(pool)
+
+
+def _sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
+    out = []
+    for address in settings.redis_sentinels:
+        host, _, port = address.rpartition(":")
+        out.append((host, int(port)))
+    return out
+
+
+def open_redis(
+    settings: Settings, url: str | None, max_connections: int, *, socket_timeout: float = 5.0
+) -> tuple[Redis, list[Callable[[], Awaitable[None]]]]:
+    """The client for STATUSD_REDIS_MODE, on bounded pools, and what else must be closed with it.
+
+    Cluster: RedisCluster is not a `Redis` subclass, but it speaks every command statusd sends
+    (pipelines, scripts and MULTI included, each within one slot by the key layout), so it is
+    handed down typed as `Redis`; tests/test_redis_cluster_* run the whole push path on it.
+    `max_connections` bounds each node's pool there (redis-py's cluster pools are per node).
+    """
+    if settings.redis_mode is RedisMode.CLUSTER:
+        if not url:
+            raise ConfigError("STATUSD_REDIS_MODE=cluster needs STATUSD_REDIS_URL (any one node)")
+        cluster = RedisCluster.from_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+        )
+        return cast(Redis, cluster), []
+    if settings.redis_mode is RedisMode.SENTINEL:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _sentinel_addresses(settings),
+            sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2.0,
+        )
+        master = sentinel.master_for(
+            settings.redis_sentinel_master or "",
+            max_connections=max_connections,
+            health_check_interval=30,
+        )
+        closers: list[Callable[[], Awaitable[None]]] = [c.aclose for c in sentinel.sentinels]
+        return cast(Redis, master), closers
+    if not url:
+        raise ConfigError("no Redis URL")
+    return create_redis(url, max_connections, socket_timeout=socket_timeout), []
+
+
+def open_sync_redis(
+    settings: Settings, url: str | None, max_connections: int, *, socket_timeout: float
+) -> redis_sync.Redis:
+    """`open_redis` for a synchronous caller (the beat's leader lease), same modes."""
+    timeouts: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+    }
+    if settings.redis_mode is RedisMode.CLUSTER:
+        cluster = redis_sync_cluster.RedisCluster.from_url(
+            url or "", max_connections=max_connections, **timeouts
+        )
+        return cast(redis_sync.Redis, cluster)
+    if settings.redis_mode is RedisMode.SENTINEL:
+        sync_sentinel = redis_sync.Sentinel(  # type: ignore[no-untyped-call]
+            _sentinel_addresses(settings), sentinel_kwargs=timeouts, **timeouts
+        )
+        return cast(
+            redis_sync.Redis,
+            sync_sentinel.master_for(  # type: ignore[no-untyped-call]
+                settings.redis_sentinel_master or "", max_connections=max_connections
+            ),
+        )
+    return redis_sync.Redis.from_url(url or "", max_connections=max_connections, **timeouts)
+
+
+class Script:
+    """A Lua script callable like redis-py's AsyncScript, `await script(keys=..., args=...,
+    client=pipe_or_none)`, that also works inside a Redis Cluster pipeline: redis-py's cluster
+    pipeline refuses `evalsha` (it cannot load a missing script mid-pipeline), so there the call
+    is queued as EVAL with the source (a few hundred bytes; Redis caches the compiled script)."""
+
+    def __init__(self, redis: Redis, source: str) -> None:
+        self._script = redis.register_script(source)
+        self._source = source
+
+    async def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
+        if isinstance(client, ClusterPipeline):
+            return client.execute_command("EVAL", self._source, len(keys), *keys, *args)
+        return await self._script(keys=keys, args=args, client=client)
+
+
+async def connected_replicas(redis: Redis) -> int:
+    """Replicas attached to the primary (the fewest over a cluster's primaries): a heartbeat is
+    only as safe as its least-replicated shard."""
+    if isinstance(redis, RedisCluster):
+        infos: Any = await redis.info("replication", target_nodes=RedisCluster.PRIMARIES)
+        counts = [int(info.get("connected_slaves", 0)) for info in infos.values()]
+        return min(counts, default=0)
+    info = await redis.info("replication")
+    return int(info.get("connected_slaves", 0))
 
 
 def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:

@@ -17,8 +17,8 @@ from statusd.alerting import FlapPolicy
 from statusd.db import create_engine
 from statusd.errors import ConfigError
 from statusd.keys import Keys
-from statusd.redis_runtime import create_redis, resolve_redis_url
-from statusd.settings import Settings
+from statusd.redis_runtime import open_redis, resolve_redis_url
+from statusd.settings import RedisMode, Settings
 from statusd.state_cache import StateCache
 from statusd.transitions import Ledger
 
@@ -33,15 +33,24 @@ class Runtime:
     ledger: Ledger
     # Run first by close(): per-process helpers that need the pools (queued sync kicks).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run after the Redis client is closed: what its mode opened besides (sentinel connections).
+    redis_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
         for hook in self.on_close:
             await hook()
         await self.redis.aclose()
+        for closer in self.redis_closers:
+            await closer()
         await self.engine.dispose()
 
 
-def redis_url_or_fail(settings: Settings) -> str:
+def redis_url_or_fail(settings: Settings) -> str | None:
+    """The Redis URL to connect to (None in sentinel mode: the sentinels name the primary)."""
+    if settings.redis_mode is RedisMode.SENTINEL:
+        return None
+    if settings.redis_mode is RedisMode.CLUSTER:
+        return settings.redis_url  # required by the settings; no local default for a cluster
     url = resolve_redis_url(settings.redis_url)
     if url is None:
         raise ConfigError(
@@ -53,11 +62,13 @@ def redis_url_or_fail(settings: Settings) -> str:
 
 async def open_pools(settings: Settings, *, redis_max_connections: int | None = None) -> Runtime:
     """Open the engine and Redis pool and build the Ledger, with no listeners yet (see wiring)."""
-    redis = create_redis(
-        redis_url_or_fail(settings), redis_max_connections or settings.redis_max_connections
+    redis, closers = open_redis(
+        settings,
+        redis_url_or_fail(settings),
+        redis_max_connections or settings.redis_max_connections,
     )
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.redis_prefix, settings.stream_shards)
     cache = StateCache(redis, keys)
     ledger = Ledger(
         engine=engine,
@@ -65,4 +76,4 @@ async def open_pools(settings: Settings, *, redis_max_connections: int | None = 
         alert_webhooks=tuple(settings.alert_webhooks),
         flap_policy=FlapPolicy(settings.flap_max, settings.flap_window),
     )
-    return Runtime(settings, engine, redis, keys, cache, ledger)
+    return Runtime(settings, engine, redis, keys, cache, ledger, redis_closers=closers)

@@ -10,10 +10,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from statusd.errors import ConfigError
+from statusd.keys import DEFAULT_STREAM_SHARDS
 
 DEFAULT_POLL_ALLOW_NETS = (
     "127.0.0.0/8",
@@ -34,6 +35,14 @@ class BrokerQueueType(StrEnum):
 
     CLASSIC = "classic"
     QUORUM = "quorum"  # replicated over the RabbitMQ cluster (Raft): survives a node loss
+
+
+class RedisMode(StrEnum):
+    """How statusd reaches its Redis (statusd.redis_runtime.create_redis builds the client)."""
+
+    STANDALONE = "standalone"  # one server at STATUSD_REDIS_URL (the zero-config default)
+    CLUSTER = "cluster"  # Redis Cluster; STATUSD_REDIS_URL names any one node
+    SENTINEL = "sentinel"  # the primary named STATUSD_REDIS_SENTINEL_MASTER, found via sentinels
 
 
 class LogFormat(StrEnum):
@@ -61,6 +70,13 @@ class Settings(BaseSettings):
         "statusd:"  # every key, stream and group starts with it (tests use their own)
     )
     redis_max_connections: int = Field(default=64, ge=4)
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    # sentinel mode: host:port,host:port,... and the monitored master's name
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str | None = None
+    # A group-commit flush answers 202 only after this many replicas acknowledged it (WAIT);
+    # unset: 1 when the primary has replicas, else 0; 0: off (statusd.ingest.replica_acks).
+    redis_min_replica_acks: int | None = Field(default=None, ge=0)
     api_token: SecretStr | None = None
     secret: SecretStr | None = None
     host: str = "127.0.0.1"
@@ -89,7 +105,7 @@ class Settings(BaseSettings):
     consumer_housekeeping_s: float = Field(default=5.0, gt=0)  # trim + stream gauges this often
     # Heartbeats are partitioned by workload over this many streams; each shard is applied by one
     # lease-holding consumer at a time, so a workload's reports are applied in stream order.
-    stream_shards: int = Field(default=16, ge=1)
+    stream_shards: int = Field(default=DEFAULT_STREAM_SHARDS, ge=1)
     shard_lease_ms: int = Field(default=10_000, ge=300)  # renewed every third; fenced before expiry
     # Test hook only (0 = off): sleep after the DB commit and before the XACK, so a test can SIGKILL
     # a consumer in exactly that window and prove the next consumer applies nothing twice.
@@ -168,7 +184,9 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=15.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
 
-    @field_validator("poll_allow_nets", "alert_webhooks", "trusted_proxies", mode="before")
+    @field_validator(
+        "poll_allow_nets", "alert_webhooks", "trusted_proxies", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -183,6 +201,28 @@ class Settings(BaseSettings):
                 name = f"STATUSD_{(info.field_name or '').upper()}"
                 raise ValueError(f"{name}: {net!r} is not a CIDR network") from exc
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_mode(self) -> Settings:
+        """Each mode's required settings, named in the one-line CLI error when missing."""
+        if self.redis_mode is RedisMode.SENTINEL:
+            if not self.redis_sentinels or not self.redis_sentinel_master:
+                raise ValueError(
+                    "STATUSD_REDIS_MODE=sentinel needs STATUSD_REDIS_SENTINELS (host:port,...) "
+                    "and STATUSD_REDIS_SENTINEL_MASTER"
+                )
+        elif self.redis_mode is RedisMode.CLUSTER and not self.redis_url:
+            raise ValueError("STATUSD_REDIS_MODE=cluster needs STATUSD_REDIS_URL (any one node)")
+        return self
 
     @field_validator("main_api_url", "alert_webhooks")
     @classmethod
@@ -246,8 +286,12 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         if self.broker_url:
             return self.broker_url
-        if self.redis_url:
+        # Celery's transport (kombu) speaks neither Redis Cluster nor our sentinel settings: only
+        # a standalone Redis may double as the broker.
+        if self.redis_url and self.redis_mode is RedisMode.STANDALONE:
             return self.redis_url
         raise ConfigError(
-            "No broker: set STATUSD_BROKER_URL or STATUSD_REDIS_URL (or run `statusd up`)."
+            "No broker: set STATUSD_BROKER_URL or STATUSD_REDIS_URL (or run `statusd up`); with "
+            "STATUSD_REDIS_MODE=cluster or sentinel, STATUSD_BROKER_URL (RabbitMQ or a standalone "
+            "Redis), since Celery's transport does not speak Redis Cluster."
         )

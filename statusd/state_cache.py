@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
+from statusd.redis_runtime import Script
 
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
@@ -92,10 +93,10 @@ class StateCache:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._store = redis.register_script(_STORE_IF_NEWER)
-        self._refuse = redis.register_script(_MARK_REFUSED)
-        self._bump = redis.register_script(_BUMP_SEQS)
-        self._tombstone = redis.register_script(_TOMBSTONE)
+        self._store = Script(redis, _STORE_IF_NEWER)
+        self._refuse = Script(redis, _MARK_REFUSED)
+        self._bump = Script(redis, _BUMP_SEQS)
+        self._tombstone = Script(redis, _TOMBSTONE)
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
         ids = list(workload_ids)

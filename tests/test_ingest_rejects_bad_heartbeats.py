@@ -139,7 +139,7 @@ async def test_an_accepted_heartbeat_is_one_entry_plus_last_seen(
     app: tuple[TestClient[Any, Any], dict[str, str], Keys], redis: Redis
 ) -> None:
     client, toks, keys = app
-    assert await redis.zscore(keys.pending_since, "t1") is not None
+    assert await redis.zscore(keys.pending_since(keys.shard("t1")), "t1") is not None
     resp = await client.post(
         "/v1/heartbeats",
         data=body(seq=7, detail="epoch 3"),
@@ -152,8 +152,8 @@ async def test_an_accepted_heartbeat_is_one_entry_plus_last_seen(
         fields[b"seq"] == b"7" and fields[b"generation"] == b"1" and fields[b"detail"] == b"epoch 3"
     )
     assert int(fields[b"received_at"]) > 0
-    assert await redis.zscore(keys.last_seen, "t1") is not None
-    assert await redis.zscore(keys.pending_since, "t1") is None
+    assert await redis.zscore(keys.last_seen(keys.shard("t1")), "t1") is not None
+    assert await redis.zscore(keys.pending_since(keys.shard("t1")), "t1") is None
 
 
 async def test_batch_answers_each_item_and_appends_only_the_good_ones(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from statusd import liveness
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
 from statusd.settings import Settings
@@ -117,7 +118,9 @@ async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: Stat
                 async def view() -> tuple[bool, float | None]:
                     with contextlib.suppress(Exception):
                         marker = await redis.exists(keys.liveness_built)
-                        return bool(marker), await redis.zscore(keys.last_seen, LONELY)
+                        return bool(marker), await redis.zscore(
+                            keys.last_seen(keys.shard(LONELY)), LONELY
+                        )
                     return False, None
 
                 await wait_until(
@@ -126,7 +129,7 @@ async def _scenario(url: str, settings: Settings, data: RedisProcess, peer: Stat
                     within=TTL + 2 * INTERVAL + SLACK,
                     what="the liveness view rebuilt (LONELY back in last_seen)",
                 )
-                assert await redis.zcard(keys.last_seen) >= FLEET
+                assert (await liveness.tracked(redis, keys))[0] >= FLEET
             finally:
                 await redis.aclose()
 

@@ -25,7 +25,7 @@ async def test_a_deleted_registrations_token_keeps_nobody_alive(
         old_token = await register(client, "train-7", "training")
         assert (await client.delete("/v1/workloads/train-7")).status == 200
         new_token = await register(client, "train-7", "training")
-        clock = await redis.zscore(keys.pending_since, "train-7")
+        clock = await redis.zscore(keys.pending_since(keys.shard("train-7")), "train-7")
         assert clock is not None
 
         # The old container keeps talking, with seqs far above anything the new one will send.
@@ -40,9 +40,9 @@ async def test_a_deleted_registrations_token_keeps_nobody_alive(
         assert (shown["generation"], shown["state"]) == (2, "PENDING")
         assert shown["last_seen_at"] is None
         assert shown["last_seq"] is None
-        assert await redis.zscore(keys.last_seen, "train-7") is None
-        assert await redis.hget(keys.last_seq, "train-7") is None
-        assert await redis.zscore(keys.pending_since, "train-7") == clock
+        assert await redis.zscore(keys.last_seen(keys.shard("train-7")), "train-7") is None
+        assert await redis.hget(keys.last_seq(keys.shard("train-7")), "train-7") is None
+        assert await redis.zscore(keys.pending_since(keys.shard("train-7")), "train-7") == clock
 
         # The current generation's first heartbeat is a sign of life and ends the PENDING clock.
         status, body = await send(client, "/v1/heartbeats", new_token, "train-7", "STARTING", 1)
@@ -51,4 +51,4 @@ async def test_a_deleted_registrations_token_keeps_nobody_alive(
         shown = await (await client.get("/v1/workloads/train-7")).json()
         assert (shown["state"], shown["last_seq"]) == ("STARTING", 1)
         assert shown["last_seen_at"] is not None
-        assert await redis.zscore(keys.pending_since, "train-7") is None
+        assert await redis.zscore(keys.pending_since(keys.shard("train-7")), "train-7") is None

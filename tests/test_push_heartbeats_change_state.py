@@ -77,7 +77,10 @@ async def test_each_kind_walks_its_lifecycle_by_heartbeats(
             assert {source for _, _, source, _ in history} == {"push"}
             got_seqs = [s for *_, s in history]
             assert got_seqs == sorted(got_seqs)  # applied in seq order
-        assert await redis.hget(keys.last_seq, "training-1") == str(seqs["training-1"]).encode()
+        assert (
+            await redis.hget(keys.last_seq(keys.shard("training-1")), "training-1")
+            == str(seqs["training-1"]).encode()
+        )
 
 
 async def test_batch_items_apply_and_bad_ones_do_not(

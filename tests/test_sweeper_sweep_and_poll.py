@@ -65,8 +65,8 @@ async def seed(
         await apply_observation(
             rt.ledger, Observation(wid, state, Source.PUSH, seq=1, actor="test")
         )
-        await rt.redis.zadd(rt.keys.last_seen, {wid: time.time() - seen_ago})
-        await rt.redis.zrem(rt.keys.pending_since, wid)
+        await rt.redis.zadd(rt.keys.last_seen(rt.keys.shard(wid)), {wid: time.time() - seen_ago})
+        await rt.redis.zrem(rt.keys.pending_since(rt.keys.shard(wid)), wid)
 
 
 async def row(rt: Runtime, wid: str) -> Any:
@@ -97,10 +97,10 @@ async def test_silent_training_whose_endpoint_says_succeeded_becomes_succeeded(
     assert (await row(rt, "silent")).state == State.SUCCEEDED
     assert (State.SUCCEEDED, Source.PULL, "") in await history(rt, "silent")
     # Final: the next sweep drops it from the liveness sets and never polls it again.
-    await rt.redis.zadd(rt.keys.last_seen, {"silent": time.time() - 100})
+    await rt.redis.zadd(rt.keys.last_seen(rt.keys.shard("silent")), {"silent": time.time() - 100})
     result, _ = await cycle(rt)
     assert result.dropped == 1 and result.enqueued == 0
-    assert await rt.redis.zscore(rt.keys.last_seen, "silent") is None
+    assert await rt.redis.zscore(rt.keys.last_seen(rt.keys.shard("silent")), "silent") is None
     assert len(peer.hits["silent"]) == 1
 
 
@@ -203,10 +203,13 @@ async def test_deregistered_and_unknown_ids_leave_the_liveness_sets(
 ) -> None:
     await seed(rt, "gone", State.RUNNING, peer.url("gone"))
     await registry.deregister(rt.engine, "gone")
-    await rt.redis.zadd(rt.keys.last_seen, {"never-registered": time.time() - 100})
+    await rt.redis.zadd(
+        rt.keys.last_seen(rt.keys.shard("never-registered")),
+        {"never-registered": time.time() - 100},
+    )
     result, _ = await cycle(rt)
     assert result.dropped == 2 and result.enqueued == 0
-    assert await rt.redis.zcard(rt.keys.last_seen) == 0
+    assert (await liveness.tracked(rt.redis, rt.keys))[0] == 0
 
 
 async def test_failures_of_an_earlier_stale_spell_do_not_carry_over(

@@ -6,6 +6,7 @@ input never writes. State changes go through statusd.transitions.apply_observati
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -58,17 +59,11 @@ async def _redis_liveness(
     """Live last-seen (unix s) and newest seq for each id, in one round trip."""
     if not ids:
         return {}
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.zmscore(rt.keys.last_seen, list(ids))
-        pipe.hmget(rt.keys.last_seq, list(ids))
-        scores, seqs = await pipe.execute()
-    return {
-        wid: (
-            float(score) if score is not None else None,
-            int(seq) if seq is not None else None,
-        )
-        for wid, score, seq in zip(ids, scores, seqs, strict=True)
-    }
+    scores, seqs = await asyncio.gather(
+        liveness.scores(rt.redis, rt.keys, rt.keys.last_seen, ids),
+        liveness.seqs(rt.redis, rt.keys, ids),
+    )
+    return {wid: (score, seq) for wid, score, seq in zip(ids, scores, seqs, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)

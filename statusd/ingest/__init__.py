@@ -10,6 +10,7 @@ from aiohttp import web
 from statusd.app_keys import RUNTIME
 from statusd.hearing import ListeningBeat, Pace
 from statusd.ingest.consumer import ConsumerSet
+from statusd.ingest.replica_acks import ReplicaAcks
 from statusd.ingest.routes import INGEST, Ingest, add_routes
 from statusd.ingest.writer import StreamWriter
 
@@ -29,12 +30,19 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
     async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
         runtime = app[RUNTIME]
         settings = runtime.settings
+        replica_acks = ReplicaAcks(runtime.redis, settings.redis_min_replica_acks)
+        try:
+            await replica_acks.refresh()
+        except Exception as exc:  # Redis down at startup: the refresh loop tries again
+            log.warning("ingest.replica_check_failed", error=str(exc))
+        replica_acks.start()
         writer = StreamWriter(
             runtime.redis,
             runtime.keys,
             shards=settings.stream_shards,
             timeout=settings.ingest_timeout,
             max_inflight=settings.ingest_pipelines,
+            replica_acks=replica_acks,
         )
         pace = Pace(settings)
         app[INGEST] = Ingest(
@@ -50,6 +58,7 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
         yield
         await beat.stop()
         await writer.close()
+        await replica_acks.stop()
 
     app.cleanup_ctx.append(writer_ctx)
     if consumers > 0:

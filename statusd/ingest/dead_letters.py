@@ -41,7 +41,12 @@ async def bury(
     error: str,
     deliveries: int,
 ) -> None:
-    """Move one pending entry of `stream` to the dead-letter stream and ack it, atomically (MULTI)."""
+    """Move one pending entry of `stream` to the dead-letter stream, then ack it.
+
+    Two steps, not a MULTI: the dead-letter stream is global and the shard stream is in its
+    shard's slot (Redis Cluster refuses a MULTI across slots). Copy first, ack second: a crash
+    between leaves the entry pending, so it is buried again (a duplicate letter, which a replay
+    makes harmless by seq), never lost."""
     dead: dict[Any, Any] = dict(fields)
     for name in META_FIELDS:
         dead.pop(name.encode(), None)
@@ -51,10 +56,8 @@ async def bury(
         deliveries=deliveries,
         dead_at=int(time.time() * 1000),
     )
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.dead_letters, dead)
-        pipe.xack(stream, keys.consumer_group, entry_id)
-        await pipe.execute()
+    await redis.xadd(keys.dead_letters, dead)
+    await redis.xack(stream, keys.consumer_group, entry_id)
     metrics.DEAD_LETTERS.labels(stream="heartbeats").inc()
 
 
@@ -82,8 +85,9 @@ async def replay(
 ) -> list[str]:
     """Re-append dead letters (one by id, or the oldest `count`) to their workloads' shard streams.
 
-    Returns the ids of the new stream entries. Each move is one MULTI (append + delete), so a
-    crash never loses a dead letter; at worst it is replayed twice, which seq makes harmless.
+    Returns the ids of the new stream entries. Each move appends first and deletes second (two
+    slots in Redis Cluster: no MULTI), so a crash never loses a dead letter; at worst it is
+    replayed twice, which seq makes harmless.
     """
     if entry_id is not None:
         rows: Any = await redis.xrange(keys.dead_letters, min=entry_id, max=entry_id)
@@ -95,9 +99,7 @@ async def replay(
         # The shard of its workload, so it is applied in order with that workload's other reports
         # (an entry without a workload id can only fail again; any shard will bury it).
         shard = shard_of(letter.fields.get("workload_id", ""), shards)
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(keys.heartbeat_shard(shard), letter.fields)  # type: ignore[arg-type]
-            pipe.xdel(keys.dead_letters, dead_id)
-            new_id, _ = await pipe.execute()
+        new_id = await redis.xadd(keys.heartbeat_shard(shard), letter.fields)  # type: ignore[arg-type]
+        await redis.xdel(keys.dead_letters, dead_id)
         new_ids.append(text(new_id))
     return new_ids

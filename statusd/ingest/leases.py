@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from statusd.redis_runtime import Script
+
 # Free, or still ours (our previous loop on this shard ended early, e.g. fenced by a slow renewal):
 # take it. Anyone else's: leave it.
 _ACQUIRE = """
@@ -90,10 +92,10 @@ class LeaseBook:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
-        self._check_in = redis.register_script(_CHECK_IN)
+        self._acquire = Script(redis, _ACQUIRE)
+        self._renew = Script(redis, _RENEW)
+        self._release = Script(redis, _RELEASE)
+        self._check_in = Script(redis, _CHECK_IN)
 
     async def acquire(self, key: str, owner: str, ttl_ms: int) -> Lease | None:
         """The lease when it was free (or already ours), else None."""

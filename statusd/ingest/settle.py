@@ -1,6 +1,6 @@
 """Settling a batch: ack what was handled (after the DB commit), bury what keeps failing.
 
-The ack pipeline also records each workload's newest seq (`keys.last_seq`, never backward) and
+The ack pipeline also records each workload's newest seq (`keys.last_seq(shard)`, never backward) and
 bumps the state cache's seq, because a skipped report never reaches the database. Burying is
 the lease holder's decision: a holder that lost its lease leaves the entries pending."""
 
@@ -60,18 +60,16 @@ class Settler:
                 async with ctx.redis.pipeline(transaction=False) as pipe:
                     if ack:
                         pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
-                    if newest:
-                        args: list[str | int] = [
-                            x for wid, seq in newest.items() for x in (wid, seq)
-                        ]
-                        await self._max_seq(keys=[ctx.keys.last_seq], args=args, client=pipe)
+                    # Per workload shard (= this shard, unless STATUSD_STREAM_SHARDS changed while
+                    # entries were queued): each script call stays in one slot.
+                    for wshard, ids in ctx.keys.by_shard(newest).items():
+                        args: list[str | int] = [x for wid in ids for x in (wid, newest[wid])]
+                        await self._max_seq(
+                            keys=[ctx.keys.last_seq(wshard)], args=args, client=pipe
+                        )
                         # Skipped reports never reach the DB: the cache keeps their seq instead.
                         await ctx.runtime.cache.bump_seqs(
-                            {
-                                w: (generations[w], seq)
-                                for w, seq in newest.items()
-                                if w in generations
-                            },
+                            {w: (generations[w], newest[w]) for w in ids if w in generations},
                             client=pipe,
                         )
                     await pipe.execute()

@@ -4,14 +4,15 @@ Why: the per-request Redis round trip, not HTTP, is what limits ingest (FIELD-NO
 bare, ~10k with one awaited pipeline per request; the cost is client-side Python per pipeline).
 So requests do not talk to Redis themselves. Each one queues its heartbeats and awaits a future;
 a flush scheduled with `call_soon` (it runs after every handler that was ready in this loop turn)
-takes everything queued and stores it with one script call per 1,000 heartbeats (pipelined),
-then resolves each request's future.
+takes everything queued and stores it with one script call per shard touched (per 1,000
+heartbeats at most; pipelined), then resolves each request's future.
 
 Why a script and not N x XADD in a pipeline: redis-py packs every command in Python (~15 encode
 calls per XADD); profiling showed that packing as the largest cost of the whole handler. The
-script receives the flush as one orjson-encoded argument and does the XADDs (each to its
-workload's shard stream), the generation check, the last-seen ZADD and the PENDING ZREM inside Redis, which idles at
-~10% CPU under full ingest load (FIELD-NOTES). `bench/ingest.py` measures the difference.
+script receives one shard's part of the flush as one orjson-encoded argument and does the XADDs,
+the generation check, the last-seen ZADD and the PENDING ZREM inside Redis, which idles at
+~10% CPU under full ingest load (FIELD-NOTES). `bench/ingest.py` measures the difference. Every
+key one call touches carries the shard's hash tag (statusd.keys), so it runs on Redis Cluster.
 
 Guarantees:
 - a request hears "stored" only when the script that carried its entry returned; any failure
@@ -21,6 +22,8 @@ Guarantees:
   deadline is answered 503 without being sent (so a 503 never covers an entry stored later);
 - at most `max_inflight` flushes are in flight, so the hot path never needs more than that
   many pooled connections (the pool is shared with the consumers);
+- with replicas (statusd.ingest.replica_acks), "stored" also means "on enough replicas": the
+  flush ends with WAIT on each connection that wrote, and too few acknowledgements is a 503;
 - seq and generation travel as strings: Lua numbers are doubles and seq may exceed 2^53.
 """
 
@@ -31,17 +34,19 @@ import hashlib
 import time
 import zlib
 from collections.abc import Sequence
+from typing import Any, cast
 
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from statusd.errors import StatusdError
-from statusd.ingest.streams import shard_streams
+from statusd.ingest.replica_acks import ReplicaAcks
 from statusd.ingest.validation import Heartbeat
 from statusd.keys import Keys
-from statusd.metrics import INGEST_LAST_ACCEPT
+from statusd.metrics import INGEST_LAST_ACCEPT, REDIS_WAIT_FAILURES
 
 log = structlog.get_logger("statusd.ingest")
 
@@ -68,30 +73,29 @@ class _Job:
         self.future = future
 
 
-# KEYS: the N shard streams, the N shards' generation hashes, then last_seen, then pending_since.
-# ARGV[1]: a JSON array of [shard (1-based), workload_id, generation, status, seq, received_at_ms,
-# detail or false]; ARGV[2]: now (the last-seen score). The field names are the consumers'
-# contract (statusd.ingest.reports.parse_entry reads them).
+# KEYS: ONE shard's stream, generations hash, last_seen and pending_since (one hash slot, so Redis
+# Cluster runs it; a flush sends one call per shard touched). ARGV[1]: a JSON array of
+# [workload_id, generation, status, seq, received_at_ms, detail or false]; ARGV[2]: now (the
+# last-seen score). The field names are the consumers' contract (statusd.ingest.reports.parse_entry).
 # Every entry is appended (the consumer records an old generation's report as refused), but only
 # the current generation's heartbeat is a sign of life: a deleted registration's container must
 # not keep the new one looking alive. An id without a recorded generation (registered before
 # generations were recorded, or Redis lost them before statusd.recovery rebuilt them) counts.
 APPEND_SCRIPT = """
 local entries = cjson.decode(ARGV[1])
-local shards = (#KEYS - 2) / 2
-local seen, pending = KEYS[#KEYS - 1], KEYS[#KEYS]
+local stream, gens, seen, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 for _, e in ipairs(entries) do
-  if e[7] then
-    redis.call('XADD', KEYS[e[1]], '*', 'workload_id', e[2], 'generation', e[3], 'status', e[4],
-      'seq', e[5], 'received_at', e[6], 'detail', e[7])
+  if e[6] then
+    redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
+      'seq', e[4], 'received_at', e[5], 'detail', e[6])
   else
-    redis.call('XADD', KEYS[e[1]], '*', 'workload_id', e[2], 'generation', e[3], 'status', e[4],
-      'seq', e[5], 'received_at', e[6])
+    redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
+      'seq', e[4], 'received_at', e[5])
   end
-  local current = redis.call('HGET', KEYS[shards + e[1]], e[2])
-  if (not current) or current == e[3] then
-    redis.call('ZADD', seen, ARGV[2], e[2])
-    redis.call('ZREM', pending, e[2])
+  local current = redis.call('HGET', gens, e[1])
+  if (not current) or current == e[2] then
+    redis.call('ZADD', seen, ARGV[2], e[1])
+    redis.call('ZREM', pending, e[1])
   end
 end
 return #entries
@@ -111,16 +115,24 @@ class StreamWriter:
         shards: int,
         timeout: float,
         max_inflight: int = 2,
+        replica_acks: ReplicaAcks | None = None,
     ) -> None:
         self._redis = redis
         self._shards = shards
-        # The script's KEYS: the shard streams, their generation hashes, last_seen, pending_since.
+        # Each shard's script KEYS (one slot): stream, generations, last_seen, pending_since.
         self._script_keys = [
-            *shard_streams(keys, shards),
-            *(keys.generations(i) for i in range(shards)),
-            keys.last_seen,
-            keys.pending_since,
+            (
+                keys.heartbeat_shard(i),
+                keys.generations(i),
+                keys.last_seen(i),
+                keys.pending_since(i),
+            )
+            for i in range(shards)
         ]
+        self._replica_acks = replica_acks
+        # WAIT's own timeout: half the flush budget, so a slow replica gives a clean 503 (with
+        # the count) before the flush's timeout cuts the call off.
+        self._wait_ms = max(1, int(timeout * 500))
         self._timeout = timeout
         self._max_inflight = max_inflight
         self._queue: list[_Job] = []
@@ -196,40 +208,83 @@ class StreamWriter:
     async def _execute(self, jobs: list[_Job]) -> None:
         now = repr(time.time())
         shards, crc32 = self._shards, zlib.crc32
-        entries: list[tuple[int, str, str, str, str, int, str | bool]] = []
+        by_shard: dict[int, list[tuple[str, str, str, str, int, str | bool]]] = {}
         for job in jobs:
             for hb in job.heartbeats:
-                # Inlined streams.shard_of (the hot path): same workload, same shard, always.
-                # Lua indexes from 1: KEYS[1..shards] are the shard streams.
-                shard = crc32(hb.workload_id.encode()) % shards + 1
-                entries.append(
-                    (
-                        shard,
-                        hb.workload_id,
-                        str(hb.generation),
-                        hb.status,
-                        str(hb.seq),
-                        job.received_ms,
-                        hb.detail if hb.detail is not None else False,
-                    )
+                # Inlined keys.shard_of (the hot path): same workload, same shard, always.
+                shard = crc32(hb.workload_id.encode()) % shards
+                entry = (
+                    hb.workload_id,
+                    str(hb.generation),
+                    hb.status,
+                    str(hb.seq),
+                    job.received_ms,
+                    hb.detail if hb.detail is not None else False,
                 )
-        chunks = [
-            orjson.dumps(entries[i : i + SCRIPT_CHUNK])
+                if (entries := by_shard.get(shard)) is None:
+                    by_shard[shard] = [entry]
+                else:
+                    entries.append(entry)
+        calls = [
+            (shard, orjson.dumps(entries[i : i + SCRIPT_CHUNK]))
+            for shard, entries in by_shard.items()
             for i in range(0, len(entries), SCRIPT_CHUNK)
         ]
         try:
-            await self._send(chunks, now)
+            await self._send(calls, now)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load once, send again
-            await self._redis.script_load(APPEND_SCRIPT)
-            await self._send(chunks, now)
+            await self._load_script()
+            await self._send(calls, now)
 
-    async def _send(self, chunks: list[bytes], now: str) -> None:
+    async def _load_script(self) -> None:
+        if isinstance(self._redis, RedisCluster):  # every primary: any may own a shard now
+            await self._redis.execute_command(
+                "SCRIPT LOAD", APPEND_SCRIPT, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            await self._redis.script_load(APPEND_SCRIPT)
+
+    async def _send(self, calls: list[tuple[int, bytes]], now: str) -> None:
+        """One pipeline: a script call per shard chunk, then, when replicas must acknowledge,
+        one WAIT per connection that wrote (per primary node in a cluster)."""
+        need = self._replica_acks.required if self._replica_acks is not None else 0
+        cluster = isinstance(self._redis, RedisCluster)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
+            for shard, chunk in calls:
                 pipe.execute_command(
-                    "EVALSHA", APPEND_SHA, len(self._script_keys), *self._script_keys, chunk, now
+                    "EVALSHA", APPEND_SHA, 4, *self._script_keys[shard], chunk, now
                 )
-            await pipe.execute()
+            nodes: dict[str, Any] = {}
+            owner: dict[int, str] = {}
+            if need and cluster:
+                # WAIT has no key: address it to the node each shard's stream lives on; a
+                # cluster pipeline sends one node's commands in order on one connection.
+                for shard, _ in calls:
+                    node = self._node_of(shard)
+                    nodes.setdefault(node.name, node)
+                    owner[shard] = node.name
+                for node in nodes.values():
+                    pipe.execute_command("WAIT", need, self._wait_ms, target_nodes=node)
+            elif need:
+                pipe.execute_command("WAIT", need, self._wait_ms)
+            replies = await pipe.execute()
+        if not need:
+            return
+        acks = [int(r) for r in replies[len(calls) :]]
+        # A slot that moved mid-flush (failover: the script was redirected) was not covered by
+        # the WAIT sent to its old node: unproven, so 503.
+        moved = any(self._node_of(shard).name != name for shard, name in owner.items())
+        if moved or min(acks, default=0) < need:
+            REDIS_WAIT_FAILURES.inc()
+            raise NotStored(
+                "a shard moved during the flush (failover)"
+                if moved
+                else f"only {min(acks, default=0)} of {need} required replicas acknowledged"
+            )
+
+    def _node_of(self, shard: int) -> Any:
+        cluster = cast(RedisCluster, self._redis)
+        return cluster.get_node_from_key(self._script_keys[shard][0])
 
     async def close(self) -> None:
         """Let in-flight flushes finish (bounded by the timeout); answer what is still queued 503."""

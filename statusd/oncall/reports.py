@@ -13,6 +13,7 @@ first (largest `stale_for_s`), then by id so the order is stable.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -25,7 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Row
 
-from statusd import flaps, silences
+from statusd import flaps, liveness, silences
 from statusd.alerting import FlapPolicy
 from statusd.db import reading
 from statusd.hearing import Hearing, read_hearing
@@ -110,22 +111,11 @@ def _iso(ts: float | None) -> str | None:
 async def _redis_candidates(
     redis: Redis, keys: Keys, settings: Settings, now: float
 ) -> _Candidates:
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrangebyscore(
-            keys.last_seen, "-inf", f"({now - settings.heartbeat_ttl}", withscores=True
-        )
-        pipe.zrangebyscore(
-            keys.pending_since, "-inf", f"({now - settings.start_timeout}", withscores=True
-        )
-        seen, pending = await pipe.execute()
-    return _Candidates(
-        seen={_s(m): float(s) for m, s in seen},
-        pending={_s(m): float(s) for m, s in pending},
+    seen, pending = await asyncio.gather(
+        liveness.at_most(redis, keys, keys.last_seen, f"({now - settings.heartbeat_ttl}"),
+        liveness.at_most(redis, keys, keys.pending_since, f"({now - settings.start_timeout}"),
     )
-
-
-def _s(member: bytes | str) -> str:
-    return member.decode() if isinstance(member, bytes) else member
+    return _Candidates(seen=dict(seen), pending=dict(pending))
 
 
 def _chunks(items: Sequence[str], size: int = SQL_IN_CHUNK) -> Iterable[Sequence[str]]:
@@ -152,10 +142,7 @@ async def _rows(engine: Any, flt: StaleFilter, ids: Sequence[str]) -> list[Row[A
 
 async def _redis_is_incomplete(redis: Redis, keys: Keys, engine: Any) -> bool:
     """True when Redis tracks fewer workloads than SQL has live ones (e.g. Redis lost its data)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.last_seen)
-        pipe.zcard(keys.pending_since)
-        tracked = sum(await pipe.execute())
+    tracked = sum(await liveness.tracked(redis, keys))
     async with reading(engine) as conn:
         live = (
             await conn.execute(
@@ -187,10 +174,11 @@ async def _sql_fallback(
     unknown: list[Row[Any]] = []
     for start in range(0, len(rows), SQL_IN_CHUNK):
         chunk = rows[start : start + SQL_IN_CHUNK]
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zmscore(keys.last_seen, [r.id for r in chunk])
-            pipe.zmscore(keys.pending_since, [r.id for r in chunk])
-            seen, pending = await pipe.execute()
+        ids = [r.id for r in chunk]
+        seen, pending = await asyncio.gather(
+            liveness.scores(redis, keys, keys.last_seen, ids),
+            liveness.scores(redis, keys, keys.pending_since, ids),
+        )
         unknown += [
             r for r, s, p in zip(chunk, seen, pending, strict=True) if s is None and p is None
         ]
@@ -223,7 +211,7 @@ async def stale_report(
     contact_ids = [r.id for r in rows if r.id not in cand.seen]
     fresh: dict[str, float] = {}
     if contact_ids:
-        scores = await redis.zmscore(keys.last_seen, contact_ids)
+        scores = await liveness.scores(redis, keys, keys.last_seen, contact_ids)
         fresh = {i: float(s) for i, s in zip(contact_ids, scores, strict=True) if s is not None}
     items = [
         item

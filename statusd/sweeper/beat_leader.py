@@ -40,6 +40,7 @@ from redis.lock import Lock
 
 from statusd import worker_runtime
 from statusd.keys import Keys
+from statusd.redis_runtime import open_sync_redis
 from statusd.runtime import redis_url_or_fail
 from statusd.settings import Settings
 
@@ -131,13 +132,10 @@ def leadership_for(settings: Settings) -> BeatLeadership:
     """The lease client for these settings (its own small pool: beat has no Runtime)."""
     url = redis_url_or_fail(settings)
     timeout_s = settings.beat_lease_ms / 3000  # a renewal slower than the margin is useless
-    client = redis_sync.Redis.from_url(
-        url,
-        max_connections=LEASE_REDIS_CONNECTIONS,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
+    client = open_sync_redis(settings, url, LEASE_REDIS_CONNECTIONS, socket_timeout=timeout_s)
+    return BeatLeadership(
+        client, Keys(settings.redis_prefix, settings.stream_shards), settings.beat_lease_ms
     )
-    return BeatLeadership(client, Keys(settings.redis_prefix), settings.beat_lease_ms)
 
 
 class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]  # celery ships no types

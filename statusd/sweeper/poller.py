@@ -217,7 +217,7 @@ async def _seen_since_last_poll(rt: Runtime, rows: Sequence[WorkloadRow]) -> set
     polled = [r for r in rows if r.last_poll_at is not None]
     if not polled:
         return set()
-    scores = await rt.redis.zmscore(rt.keys.last_seen, [r.id for r in polled])
+    scores = await liveness.scores(rt.redis, rt.keys, rt.keys.last_seen, [r.id for r in polled])
     return {
         r.id
         for r, score in zip(polled, scores, strict=True)

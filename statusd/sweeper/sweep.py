@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from statusd import selfwatch
+from statusd import liveness, selfwatch
 from statusd.db import reading
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
@@ -70,30 +70,28 @@ class SweepResult:
         return sum(len(c) for c in self.chunks)
 
 
-def _decode(values: Iterable[bytes | str]) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else v for v in values]
-
-
 async def stale_candidates(
     redis: Redis, keys: Keys, now: float, heartbeat_ttl: float, start_timeout: float
 ) -> list[str]:
-    """Ids with no sign of life for `heartbeat_ttl`, plus PENDING ones past `start_timeout`.
+    """Ids with no sign of life for `heartbeat_ttl`, plus PENDING ones past `start_timeout`,
+    read shard by shard (statusd.liveness).
 
     Oldest first, so a backlog is worked off in order."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrangebyscore(keys.last_seen, "-inf", now - heartbeat_ttl)
-        pipe.zrangebyscore(keys.pending_since, "-inf", now - start_timeout)
-        seen_raw, pending_raw = await pipe.execute()
-    stale = _decode(seen_raw)
+    stale = [
+        wid for wid, _ in await liveness.at_most(redis, keys, keys.last_seen, now - heartbeat_ttl)
+    ]
     seen_stale = set(stale)
-    pending = [p for p in _decode(pending_raw) if p not in seen_stale]
+    pending = [
+        wid
+        for wid, _ in await liveness.at_most(redis, keys, keys.pending_since, now - start_timeout)
+        if wid not in seen_stale
+    ]
     if pending:
         # A workload still in `pending_since` may have heartbeated since (ingest records it in
         # `last_seen`); it is only a candidate if that sign of life is old too.
-        scores = await redis.zmscore(keys.last_seen, pending)
+        scores = await liveness.scores(redis, keys, keys.last_seen, pending)
         fresh = [p for p, s in zip(pending, scores, strict=True) if s is not None]
-        if fresh:
-            await redis.zrem(keys.pending_since, *fresh)
+        await liveness.drop(redis, keys, keys.pending_since, fresh)
         pending = [p for p, s in zip(pending, scores, strict=True) if s is None]
     return stale + pending
 
@@ -131,11 +129,8 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
 
 async def forget_done(redis: Redis, keys: Keys, ids: Sequence[str]) -> None:
     """Final or deregistered: nothing will ever be learned by polling them again."""
-    if ids:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(keys.last_seen, *ids)
-            pipe.zrem(keys.pending_since, *ids)
-            await pipe.execute()
+    await liveness.drop(redis, keys, keys.last_seen, ids)
+    await liveness.drop(redis, keys, keys.pending_since, ids)
 
 
 async def sweep(
