@@ -354,6 +354,7 @@ async def statusd_run(
             "heartbeats": steady_beats,
             "heartbeats_per_s": round(steady_beats / steady_s, 1),
             "lag_p99_s": round(spread(lags)["p99"], 3) if lags else 0.0,
+            "lag_s": spread(lags) if lags else {},
             # serve + redis-server: the push path; all: with the worker and beat idling beside it
             "cpu_s_per_1000_heartbeats_serve_redis": round(
                 (cpu[0] + cpu[-1]) / max(1, steady_beats) * 1000, 4
