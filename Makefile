@@ -63,9 +63,10 @@ system-deps:
 	  fi; \
 	fi
 
-# Exit code 5 (no tests collected) is a failure: an empty run must never look green.
+# Exit code 5 (no tests collected) is a failure: an empty run must never look green. The 25
+# slowest tests are listed at the end, so a suite creeping past its time budget shows where.
 test: $(VENV)/.installed system-deps
-	@set +e; $(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider $(PYTEST_ARGS); code=$$?; \
+	@set +e; $(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider --durations=25 $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$code
 
 lint: $(VENV)/.installed

@@ -97,8 +97,14 @@ def env_for(
 
 
 @contextlib.contextmanager
-def processes(commands: list[tuple[list[str], dict[str, str]]], log_dir: Path) -> Iterator[None]:
-    """Start every command (own session, log file); SIGTERM then SIGKILL them all at the end."""
+def processes(
+    commands: list[tuple[list[str], dict[str, str]]],
+    log_dir: Path,
+    *,
+    started: list[int] | None = None,
+) -> Iterator[None]:
+    """Start every command (own session, log file); SIGTERM then SIGKILL them all at the end.
+    `started`, if given, receives the pids (for CPU accounting from /proc)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for n, (args, env) in enumerate(commands):
@@ -108,6 +114,8 @@ def processes(commands: list[tuple[list[str], dict[str, str]]], log_dir: Path) -
                         args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                     )
                 )
+                if started is not None:
+                    started.append(procs[-1].pid)
         yield
     finally:
         for proc in procs:
