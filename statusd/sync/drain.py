@@ -5,16 +5,17 @@ row of a workload is eligible, so N+1 is never sent before N is synced or dead-l
 row no longer blocks: it is not pending). Different workloads go out in parallel, bounded by
 `sync_concurrency`.
 
-Claiming is a lease, taken in a short transaction and committed BEFORE any network call, so no DB
-transaction or row lock is held while a peer is slow:
-- PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED picks rows nobody else is claiming right now, and
-  lease_owner/lease_until are set in the same transaction;
-- SQLite: BEGIN IMMEDIATE serializes claimers, and the UPDATE is conditional on the lease being
-  free (lease_until < now), so the claim is the same conditional update.
-A lease outlives one row's whole send (retry budget + one timeout), so a live worker never has
-its row taken; a worker killed mid-send leaves a lease that expires, and the row is re-sent with
-the same Idempotency-Key (the transition id): a duplicate the peer recognizes, never a loss.
-Results are recorded guarded by lease_owner: a worker that lost its lease writes nothing.
+Three loops share one run, and only two of them touch the database (statusd.sync.outbox):
+- claim: a batch of up to the free send slots, one statement, leased and committed BEFORE any
+  network call, so no DB transaction or row lock is held while a peer is slow;
+- send: up to `sync_concurrency` rows in flight, each with its own in-run retries; no DB at all;
+- record: results collected while the previous batch was being written, written together in one
+  transaction (group commit), each row guarded by its lease.
+So the DB work is per batch, not per row, and a run holds at most two pooled connections.
+A lease outlives one row's whole send (retry budget + one timeout) plus a record, so a live worker
+never has its row taken; a worker killed mid-send leaves a lease that expires, and the row is
+re-sent with the same Idempotency-Key (the transition id): a duplicate the peer recognizes, never
+a loss. A worker that lost its lease records nothing for that row.
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
     AsyncRetrying,
@@ -44,49 +43,28 @@ from tenacity import (
     wait_random,
 )
 
-from statusd.db import is_sqlite, transaction
 from statusd.errors import StorageUnavailable
 from statusd.metrics import ALERTS_SENT, SYNC_SENDS
-from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+from statusd.models import OutboxTarget, utcnow
 from statusd.settings import Settings
 from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict
 from statusd.sync.main_api import MainApiClient
+from statusd.sync.outbox import (
+    ClaimedRow,
+    Outbox,
+    Outcome,
+    Result,
+    dead_values,
+    deferred_values,
+    delivered_values,
+)
+from statusd.sync.run_state import DrainReport, RunState
 from statusd.sync.webhooks import WebhookClient
 
 log = structlog.get_logger("statusd.sync")
 
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
-
 RETRY_INITIAL_WAIT = 0.2  # seconds before the first in-run retry; doubles, with jitter
 RETRY_MAX_WAIT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    """One leased outbox row, as the sender needs it."""
-
-    id: int
-    transition_id: int
-    workload_id: str
-    target: OutboxTarget
-    destination: str
-    payload: dict[str, Any]
-    attempts: int
-
-
-@dataclass
-class DrainReport:
-    """What one drain run did (returned by the Celery tasks and `statusd sync drain`)."""
-
-    claimed: int = 0
-    delivered: int = 0
-    dead: int = 0
-    deferred: int = 0  # gave up for this run: attempts and next_attempt_at recorded
-    lease_lost: int = 0  # the result could not be recorded under our lease (expired, DB down)
-    stopped_early: bool = False  # deadline or row limit reached with work possibly left
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def new_owner() -> str:
@@ -96,7 +74,23 @@ def new_owner() -> str:
 
 def lease_seconds(settings: Settings) -> float:
     """The lease must outlive one row's sends: the retry budget, the last attempt, and slack."""
-    return max(settings.sync_lease, settings.sync_budget + 2 * settings.sync_timeout + 2)
+    return max(settings.sync_lease, row_send_bound(settings))
+
+
+def row_send_bound(settings: Settings) -> float:
+    """The longest one row's sends can take: the retry budget, the last attempt, and slack."""
+    return settings.sync_budget + 2 * settings.sync_timeout + 2
+
+
+def prefetch_window(settings: Settings) -> float:
+    """How long a row may wait, claimed but not yet sent, and still finish inside its lease.
+
+    Claiming the next batch while the current one is in flight keeps every send slot busy (a
+    claim is a DB round trip a freed slot would otherwise wait for). A row that waited longer
+    than this is given back instead of sent; with a lease no longer than one row's sends there
+    is no room to claim ahead, and claims only fill free slots.
+    """
+    return lease_seconds(settings) - row_send_bound(settings)
 
 
 def between_runs_backoff(total_attempts: int, per_run: int, cap: float) -> float:
@@ -110,138 +104,6 @@ def active_targets(settings: Settings) -> tuple[OutboxTarget, ...]:
     return (
         (OutboxTarget.ALERT, OutboxTarget.MAIN) if settings.main_api_url else (OutboxTarget.ALERT,)
     )
-
-
-class Outbox:
-    """The DB side of draining: claim under a lease, record results guarded by that lease."""
-
-    def __init__(self, engine: AsyncEngine, owner: str, lease: float) -> None:
-        self.engine = engine
-        self.owner = owner
-        self.lease = timedelta(seconds=lease)
-
-    async def claim(
-        self, limit: int, targets: Sequence[OutboxTarget], workload_ids: Sequence[str] | None = None
-    ) -> list[ClaimedRow]:
-        """Lease up to `limit` eligible rows (due, unleased, oldest pending of their workload)."""
-        now = utcnow()
-        older = _O.alias("older")
-        blocked = exists().where(
-            older.c.target == _O.c.target,
-            older.c.workload_id == _O.c.workload_id,
-            older.c.destination == _O.c.destination,
-            older.c.status == OutboxStatus.PENDING,
-            older.c.transition_id < _O.c.transition_id,
-        )
-        lease_free = or_(_O.c.lease_until.is_(None), _O.c.lease_until < now)
-        query = (
-            select(
-                _O.c.id,
-                _O.c.transition_id,
-                _O.c.workload_id,
-                _O.c.target,
-                _O.c.destination,
-                _O.c.payload,
-                _O.c.attempts,
-            )
-            .where(
-                _O.c.status == OutboxStatus.PENDING,
-                _O.c.target.in_(list(targets)),
-                _O.c.next_attempt_at <= now,
-                lease_free,
-                ~blocked,
-            )
-            .order_by(_O.c.next_attempt_at, _O.c.id)
-            .limit(limit)
-        )
-        if workload_ids is not None:
-            query = query.where(_O.c.workload_id.in_(list(workload_ids)))
-        if not is_sqlite(self.engine.url):
-            query = query.with_for_update(skip_locked=True, of=_O)
-        async with transaction(self.engine) as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return []
-            ids = [r.id for r in rows]
-            # The lease starts now, after any wait for the lock (SQLite's BEGIN IMMEDIATE can
-            # queue behind other writers): the whole lease is left for sending.
-            # Conditional on the lease still being free: on SQLite this IS the claim.
-            await conn.execute(
-                update(_O)
-                .where(_O.c.id.in_(ids), _O.c.status == OutboxStatus.PENDING, lease_free)
-                .values(lease_owner=self.owner, lease_until=utcnow() + self.lease)
-            )
-            mine = set(
-                (
-                    await conn.execute(
-                        select(_O.c.id).where(_O.c.id.in_(ids), _O.c.lease_owner == self.owner)
-                    )
-                ).scalars()
-            )
-        return [
-            ClaimedRow(
-                id=r.id,
-                transition_id=r.transition_id,
-                workload_id=r.workload_id,
-                target=OutboxTarget(r.target),
-                destination=r.destination,
-                payload=dict(r.payload or {}),
-                attempts=r.attempts,
-            )
-            for r in rows
-            if r.id in mine
-        ]
-
-    async def _record(self, row: ClaimedRow, values: dict[str, Any]) -> bool:
-        async with transaction(self.engine) as conn:
-            result = await conn.execute(
-                update(_O)
-                .where(
-                    _O.c.id == row.id,
-                    _O.c.lease_owner == self.owner,
-                    _O.c.status == OutboxStatus.PENDING,
-                )
-                .values(lease_owner=None, lease_until=None, **values)
-            )
-        return bool(result.rowcount == 1)
-
-    async def delivered(self, row: ClaimedRow, delivery: Delivery, attempts: int) -> bool:
-        return await self._record(
-            row,
-            {
-                "status": OutboxStatus.SYNCED,
-                "synced_at": utcnow(),
-                "attempts": row.attempts + attempts,
-                "response_status": delivery.status,
-                "response_body": delivery.body,
-            },
-        )
-
-    async def dead(self, row: ClaimedRow, delivery: Delivery, attempts: int) -> bool:
-        return await self._record(
-            row,
-            {
-                "status": OutboxStatus.DEAD,
-                "attempts": row.attempts + attempts,
-                "response_status": delivery.status,
-                "response_body": delivery.body,
-                "last_error": delivery.error or f"permanent: HTTP {delivery.status}",
-            },
-        )
-
-    async def defer(
-        self, row: ClaimedRow, error: TransientDeliveryError, attempts: int, delay: float
-    ) -> bool:
-        return await self._record(
-            row,
-            {
-                "attempts": row.attempts + attempts,
-                "next_attempt_at": utcnow() + timedelta(seconds=delay),
-                "last_error": str(error),
-                "response_status": error.status,
-                "response_body": error.body,
-            },
-        )
 
 
 class Drainer:
@@ -263,6 +125,7 @@ class Drainer:
             else None
         )
         self.webhooks = WebhookClient(session, settings.sync_timeout)
+        self.targets = active_targets(settings)
 
     async def run(
         self,
@@ -271,47 +134,60 @@ class Drainer:
         max_rows: int | None = None,
         max_seconds: float | None = None,
     ) -> DrainReport:
-        report = DrainReport()
-        targets = active_targets(self.settings)
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-        concurrency = self.settings.sync_concurrency
-        in_flight: set[asyncio.Task[str]] = set()
-        exhausted = False
+        state = RunState(self.settings.sync_concurrency, prefetch_window(self.settings))
         try:
             while True:
-                over = (max_rows is not None and report.claimed >= max_rows) or (
+                over = (max_rows is not None and state.report.claimed >= max_rows) or (
                     deadline is not None and time.monotonic() >= deadline
                 )
-                free = concurrency - len(in_flight)
-                if max_rows is not None:
-                    free = min(free, max_rows - report.claimed)
-                if not over and not exhausted and free > 0:
-                    rows = await self.outbox.claim(free, targets, workload_ids)
-                    report.claimed += len(rows)
-                    exhausted = len(rows) < free
-                    for row in rows:
-                        in_flight.add(asyncio.create_task(self._handle(row)))
-                elif over and not report.stopped_early:
-                    report.stopped_early = True
-                if not in_flight:
+                if over:
+                    state.report.stopped_early = True
+                    state.release_ready()  # what was claimed ahead goes back now, not on expiry
+                state.start_sends(self._handle)
+                limit = state.claim_limit(max_rows)
+                if state.claiming is None and not over and not state.exhausted and limit > 0:
+                    state.start_claim(limit, self.outbox.claim(limit, self.targets, workload_ids))
+                if state.recording is None and state.results:
+                    batch, state.results = state.results, []
+                    state.recording = asyncio.create_task(self._record(batch))
+                waiting = state.waiting()
+                if not waiting:
                     break
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                failures = [task.exception() for task in done if task.exception() is not None]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task.exception() is None:
-                        outcome = task.result()
-                        setattr(report, outcome, getattr(report, outcome) + 1)
-                if failures:  # a bug, or the DB gone while recording: stop claiming, surface it
-                    raise failures[0]  # type: ignore[misc]
-                # A finished row may unblock its workload's next one; new transitions may have landed.
-                exhausted = False
+                    state.finished(task)  # a failed claim or a bug in a send raises here
         finally:
-            if in_flight:  # an error while claiming: let the sends finish and record, then re-raise
-                await asyncio.gather(*in_flight, return_exceptions=True)
-        return report
+            await self._wind_down(state)
+        return state.report
 
-    async def _handle(self, row: ClaimedRow) -> str:
-        """Send one row with in-run retries and record the result. Returns a DrainReport field."""
+    async def _wind_down(self, state: RunState) -> None:
+        """After an error (claiming, a bug): let the sends finish, record what was sent, and
+        give back what was claimed but not sent."""
+        state.release_ready()
+        pending = [t for t in (*state.sends, state.claiming, state.recording) if t is not None]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        sent = [t.result() for t in state.sends if not t.cancelled() and t.exception() is None]
+        if sent or state.results:
+            await self._record([*state.results, *sent])
+
+    async def _record(self, batch: list[Result]) -> list[Outcome]:
+        try:
+            outcomes = await self.outbox.record(batch)
+        except StorageUnavailable as exc:
+            # The sends happened; the leases expire and the rows are re-sent with the same key.
+            log.warning("sync.record_failed", rows=len(batch), error=str(exc))
+            return [Outcome.LEASE_LOST] * len(batch)
+        for result, outcome in zip(batch, outcomes, strict=True):
+            if outcome is Outcome.LEASE_LOST:
+                log.warning(
+                    "sync.lease_lost", outbox_id=result.row.id, workload_id=result.row.workload_id
+                )
+        return outcomes
+
+    async def _handle(self, row: ClaimedRow) -> Result:
+        """Send one row with in-run retries; returns the result to record (no DB here)."""
         attempts = 0
         bound = log.bind(
             outbox_id=row.id,
@@ -335,34 +211,24 @@ class Drainer:
                     attempts += 1
                     delivery = await self._send(row)
         except TransientDeliveryError as exc:
+            total = row.attempts + attempts
             delay = between_runs_backoff(
-                row.attempts + attempts, self.settings.sync_attempts, self.settings.sync_backoff_max
+                total, self.settings.sync_attempts, self.settings.sync_backoff_max
             )
             bound.warning(
-                "sync.gave_up",
-                attempts=row.attempts + attempts,
-                retry_in_s=round(delay, 2),
-                error=str(exc),
+                "sync.gave_up", attempts=total, retry_in_s=round(delay, 2), error=str(exc)
             )
-            return await self._recorded(
-                row, self.outbox.defer(row, exc, attempts, delay), "deferred"
-            )
+            retry_at = utcnow() + timedelta(seconds=delay)
+            values = deferred_values(total, retry_at, exc.status, exc.body, str(exc))
+            return Result(row, Outcome.DEFERRED, values)
+        total = row.attempts + attempts
         if delivery.verdict is Verdict.DEAD:
             bound.error("sync.dead_letter", status=delivery.status, body=delivery.body[:200])
-            return await self._recorded(row, self.outbox.dead(row, delivery, attempts), "dead")
-        return await self._recorded(
-            row, self.outbox.delivered(row, delivery, attempts), "delivered"
-        )
-
-    async def _recorded(self, row: ClaimedRow, recording: Any, outcome: str) -> str:
-        try:
-            if await recording:
-                return outcome
-            log.warning("sync.lease_lost", outbox_id=row.id, workload_id=row.workload_id)
-        except StorageUnavailable as exc:
-            # The send happened; the lease expires and the row is re-sent with the same key.
-            log.warning("sync.record_failed", outbox_id=row.id, error=str(exc))
-        return "lease_lost"
+            error = delivery.error or f"permanent: HTTP {delivery.status}"
+            values = dead_values(total, delivery.status, delivery.body, error)
+            return Result(row, Outcome.DEAD, values)
+        values = delivered_values(total, delivery.status, delivery.body)
+        return Result(row, Outcome.DELIVERED, values)
 
     async def _send(self, row: ClaimedRow) -> Delivery:
         if row.target is OutboxTarget.MAIN:
