@@ -9,11 +9,13 @@ Three loops share one run, and only two of them touch the database (statusd.sync
 - claim: a batch of up to the free send slots, one statement, leased and committed BEFORE any
   network call, so no DB transaction or row lock is held while a peer is slow;
 - send: up to `sync_concurrency` rows in flight, each with its own in-run retries; no DB at all;
-- record: results collected while the previous batch was being written, written together in one
-  transaction (group commit), each row guarded by its lease.
+- write: results collected while the previous batch was being written, written together in one
+  transaction (group commit), each row guarded by its lease; the same transaction renews the
+  leases of the rows still held when one is running short.
 So the DB work is per batch, not per row, and a run holds at most two pooled connections.
-A lease outlives one row's whole send (retry budget + one timeout) plus a record, so a live worker
-never has its row taken; a worker killed mid-send leaves a lease that expires, and the row is
+A row's send never outlives its claim (statusd.sync.lease): an attempt starts only if it ends,
+timeout included, well before the row's lease does, so a live worker never has a row in flight
+that another may claim. A worker killed mid-send leaves a lease that expires, and the row is
 re-sent with the same Idempotency-Key (the transition id): a duplicate the peer recognizes, never
 a loss. A worker that lost its lease records nothing for that row.
 """
@@ -43,11 +45,18 @@ from tenacity import (
     wait_random,
 )
 
-from statusd.errors import StorageUnavailable
+from statusd.errors import StatusdError, StorageUnavailable
 from statusd.metrics import ALERTS_SENT, SYNC_SENDS
 from statusd.models import OutboxTarget, utcnow
 from statusd.settings import Settings
 from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict
+from statusd.sync.lease import (
+    RETRY_INITIAL_WAIT,
+    RETRY_JITTER,
+    RETRY_MAX_WAIT,
+    Lease,
+    lease_seconds,
+)
 from statusd.sync.main_api import MainApiClient
 from statusd.sync.outbox import (
     ClaimedRow,
@@ -58,39 +67,19 @@ from statusd.sync.outbox import (
     deferred_values,
     delivered_values,
 )
-from statusd.sync.run_state import DrainReport, RunState
+from statusd.sync.run_state import DrainReport, RunState, Write
 from statusd.sync.webhooks import WebhookClient
 
 log = structlog.get_logger("statusd.sync")
 
-RETRY_INITIAL_WAIT = 0.2  # seconds before the first in-run retry; doubles, with jitter
-RETRY_MAX_WAIT = 5.0
+
+class LeaseRunningOut(StatusdError):
+    """Not one more attempt: it could still be in flight when the row's lease ends."""
 
 
 def new_owner() -> str:
     """A lease owner id unique to one drain run: host, pid, random."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def lease_seconds(settings: Settings) -> float:
-    """The lease must outlive one row's sends: the retry budget, the last attempt, and slack."""
-    return max(settings.sync_lease, row_send_bound(settings))
-
-
-def row_send_bound(settings: Settings) -> float:
-    """The longest one row's sends can take: the retry budget, the last attempt, and slack."""
-    return settings.sync_budget + 2 * settings.sync_timeout + 2
-
-
-def prefetch_window(settings: Settings) -> float:
-    """How long a row may wait, claimed but not yet sent, and still finish inside its lease.
-
-    Claiming the next batch while the current one is in flight keeps every send slot busy (a
-    claim is a DB round trip a freed slot would otherwise wait for). A row that waited longer
-    than this is given back instead of sent; with a lease no longer than one row's sends there
-    is no room to claim ahead, and claims only fill free slots.
-    """
-    return lease_seconds(settings) - row_send_bound(settings)
 
 
 def between_runs_backoff(total_attempts: int, per_run: int, cap: float) -> float:
@@ -135,11 +124,14 @@ class Drainer:
         max_seconds: float | None = None,
     ) -> DrainReport:
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-        state = RunState(self.settings.sync_concurrency, prefetch_window(self.settings))
+        state = RunState(self.settings.sync_concurrency, self.outbox.lease.total_seconds())
         try:
             while True:
-                over = (max_rows is not None and state.report.claimed >= max_rows) or (
-                    deadline is not None and time.monotonic() >= deadline
+                now = time.monotonic()
+                over = (
+                    (max_rows is not None and state.report.claimed >= max_rows)
+                    or (deadline is not None and now >= deadline)
+                    or state.lease_starved
                 )
                 if over:
                     state.report.stopped_early = True
@@ -148,13 +140,22 @@ class Drainer:
                 limit = state.claim_limit(max_rows)
                 if state.claiming is None and not over and not state.exhausted and limit > 0:
                     state.start_claim(limit, self.outbox.claim(limit, self.targets, workload_ids))
-                if state.recording is None and state.results:
-                    batch, state.results = state.results, []
-                    state.recording = asyncio.create_task(self._record(batch))
+                renew_in = state.renewal_due(now)
+                if state.writing is None and (
+                    state.results or (renew_in is not None and renew_in <= 0)
+                ):
+                    state.start_write(self._write, now)
+                    renew_in = None
                 waiting = state.waiting()
                 if not waiting:
                     break
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                # Wake for a renewal even if no task finishes before it is due.
+                timeout = (
+                    max(0.0, renew_in) if renew_in is not None and state.writing is None else None
+                )
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done:
                     state.finished(task)  # a failed claim or a bug in a send raises here
         finally:
@@ -165,29 +166,34 @@ class Drainer:
         """After an error (claiming, a bug): let the sends finish, record what was sent, and
         give back what was claimed but not sent."""
         state.release_ready()
-        pending = [t for t in (*state.sends, state.claiming, state.recording) if t is not None]
+        pending = [t for t in (*state.sends, state.claiming, state.writing) if t is not None]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         sent = [t.result() for t in state.sends if not t.cancelled() and t.exception() is None]
         if sent or state.results:
-            await self._record([*state.results, *sent])
+            await self._write([*state.results, *sent], [])
 
-    async def _record(self, batch: list[Result]) -> list[Outcome]:
+    async def _write(self, batch: list[Result], renew: list[int]) -> Write:
         try:
-            outcomes = await self.outbox.record(batch)
+            outcomes, renewed = await self.outbox.write(batch, renew)
         except StorageUnavailable as exc:
             # The sends happened; the leases expire and the rows are re-sent with the same key.
+            # Held rows keep the deadlines they had: their sends stop starting attempts in time.
             log.warning("sync.record_failed", rows=len(batch), error=str(exc))
-            return [Outcome.LEASE_LOST] * len(batch)
+            return [Outcome.LEASE_LOST] * len(batch), None
         for result, outcome in zip(batch, outcomes, strict=True):
             if outcome is Outcome.LEASE_LOST:
                 log.warning(
                     "sync.lease_lost", outbox_id=result.row.id, workload_id=result.row.workload_id
                 )
-        return outcomes
+        return outcomes, renewed
 
-    async def _handle(self, row: ClaimedRow) -> Result:
-        """Send one row with in-run retries; returns the result to record (no DB here)."""
+    async def _handle(self, row: ClaimedRow, lease: Lease) -> Result:
+        """Send one row with in-run retries; returns the result to record (no DB here).
+
+        Before every attempt the row's lease is checked: an attempt that could still be running
+        when the lease ends is not started (the row goes back unsent, or is deferred if it was
+        tried already), so no other drainer can claim a row we have in flight."""
         attempts = 0
         bound = log.bind(
             outbox_id=row.id,
@@ -200,7 +206,7 @@ class Drainer:
             | stop_before_delay(self.settings.sync_budget),
             # Exponential with jitter (so a fleet of rows does not retry in lockstep).
             wait=wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
-            + wait_random(0, RETRY_INITIAL_WAIT),
+            + wait_random(0, RETRY_JITTER),
             retry=retry_if_exception(lambda exc: getattr(exc, "transient", False) is True),
             before_sleep=_log_before_sleep(bound),
             reraise=True,
@@ -208,8 +214,19 @@ class Drainer:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if not lease.may_start(self.settings.sync_timeout):
+                        raise LeaseRunningOut(row.id)
                     attempts += 1
                     delivery = await self._send(row)
+        except LeaseRunningOut:
+            if attempts == 0:
+                return Result(row, Outcome.RELEASED, {})
+            bound.warning("sync.lease_running_out", attempts=row.attempts + attempts)
+            retry_at = utcnow()  # not the peer's fault: due again at once, for whoever claims it
+            values = deferred_values(
+                row.attempts + attempts, retry_at, None, None, "lease running out"
+            )
+            return Result(row, Outcome.DEFERRED, values)
         except TransientDeliveryError as exc:
             total = row.attempts + attempts
             delay = between_runs_backoff(

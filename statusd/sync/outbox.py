@@ -14,8 +14,11 @@ RETURNING ...`, committed before any network call so no row lock is held while a
 Eligible: pending, due, lease free, and the OLDEST pending row of its (target, workload,
 destination): N+1 is never sent before N is synced or dead-lettered.
 
-Record: one transaction per batch, one UPDATE per row guarded by lease_owner and status, so a
-worker that lost its lease writes nothing for that row (and learns it from the row count).
+Write: one transaction per batch that records results (one UPDATE per outcome, each row guarded
+by lease_owner and status, so a worker that lost its lease writes nothing for that row) and renews
+the leases of the rows still held (claimed ahead, or sent and waiting), so record and renewal
+never take row locks against each other. Rows are locked in id order, like every other drainer's.
+How long a lease lasts and when a send may start under it: statusd.sync.lease.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Outcome(StrEnum):
     DEAD = "dead"
     DEFERRED = "deferred"  # gave up for this run: attempts and next_attempt_at recorded
     LEASE_LOST = "lease_lost"  # the result could not be recorded under our lease
-    RELEASED = "released"  # claimed ahead, not sent: the lease is given back
+    RELEASED = "released"  # claimed but not sent (no time left under its lease): given back
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +174,19 @@ class Outbox:
             _O.c.lease_owner == bindparam("owner"),
             _O.c.status == OutboxStatus.PENDING,
         )
+        # In id order, so two writers (ours and a claimer's re-check) lock rows in one order.
+        ours = ours.order_by(_O.c.id)
         self._ours = ours if self._sqlite else ours.with_for_update()
+        self._renew = (
+            update(_O)
+            .where(
+                _O.c.id.in_(bindparam("ids", expanding=True)),
+                _O.c.lease_owner == bindparam("owner"),
+                _O.c.status == OutboxStatus.PENDING,
+            )
+            .values(lease_until=bindparam("until"))
+            .returning(_O.c.id)
+        )
         self._claims: dict[tuple[tuple[OutboxTarget, ...], tuple[str, ...] | None], Any] = {}
 
     async def claim(
@@ -205,15 +220,21 @@ class Outbox:
             for r in rows
         ]
 
-    async def record(self, results: Sequence[Result]) -> list[Outcome]:
-        """Record a batch in one transaction; a row whose lease we lost comes back LEASE_LOST.
+    async def write(
+        self, results: Sequence[Result], renew: Sequence[int] = ()
+    ) -> tuple[list[Outcome], set[int]]:
+        """Record a batch and renew the leases of `renew`, in one transaction.
 
-        The rows still ours are locked first (SQLite: BEGIN IMMEDIATE holds the write lock), so
-        the guarded updates that follow, one executemany per outcome, cannot miss: which rows
-        were recorded is known without a per-row round trip.
+        Returns each result's outcome (LEASE_LOST for a row whose lease we lost) and the ids whose
+        lease was renewed (a missing id is no longer ours). The rows still ours are locked first
+        (SQLite: BEGIN IMMEDIATE holds the write lock), so the guarded updates that follow, one
+        executemany per outcome, cannot miss: which rows were recorded is known without a per-row
+        round trip. The new lease is counted from before the transaction, like a claim's.
         """
-        ids = [result.row.id for result in results]
+        ids = sorted({result.row.id for result in results} | set(renew))
+        renewed: set[int] = set()
         async with transaction(self.engine) as conn:
+            now = utcnow()
             ours = set(
                 (await conn.execute(self._ours, {"ids": ids, "owner": self.owner})).scalars()
             )
@@ -224,7 +245,12 @@ class Outbox:
                     by_outcome.setdefault(result.outcome, []).append(params)
             for outcome, params_list in by_outcome.items():
                 await conn.execute(_RECORD[outcome], params_list)
-        return [r.outcome if r.row.id in ours else Outcome.LEASE_LOST for r in results]
+            keep = sorted(ours.intersection(renew))
+            if keep:
+                params = {"ids": keep, "owner": self.owner, "until": now + self.lease}
+                renewed = set((await conn.execute(self._renew, params)).scalars())
+        outcomes = [r.outcome if r.row.id in ours else Outcome.LEASE_LOST for r in results]
+        return outcomes, renewed
 
 
 def delivered_values(attempts: int, status: int | None, body: str | None) -> dict[str, Any]:

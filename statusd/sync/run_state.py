@@ -1,7 +1,9 @@
-"""The bookkeeping of one drain run: rows claimed ahead, sends in flight, results to record.
+"""The bookkeeping of one drain run: rows claimed ahead, sends in flight, results to write, leases.
 
 statusd.sync.drain drives it; this module only says which row goes where, so the rules (claim in
-batches, claim ahead only within the lease, give back what will not be sent) read in one place.
+batches, claim ahead at most one batch, renew what is held, give back what will not be sent) read
+in one place. Every row the run holds, from its claim until its result is written, has a Lease
+(statusd.sync.lease) here; the sends read it before each attempt.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from statusd.sync.lease import RENEW_WHEN_LEFT, Lease
 from statusd.sync.outbox import ClaimedRow, Outcome, Result
 
 
@@ -25,30 +28,42 @@ class DrainReport:
     dead: int = 0
     deferred: int = 0  # gave up for this run: attempts and next_attempt_at recorded
     lease_lost: int = 0  # the result could not be recorded under our lease (expired, DB down)
-    released: int = 0  # claimed ahead but not sent (deadline, row limit, waited too long)
+    released: int = 0  # claimed but not sent (deadline, row limit, no time left in its lease)
     stopped_early: bool = False  # deadline or row limit reached with work possibly left
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# statusd.sync.outbox.Outbox.write's answer; renewed None: unknown (the write failed)
+Write = tuple[list[Outcome], set[int] | None]
+
+
 class RunState:
     """Where each claimed row of one run is: ready (claimed, not sent), sending, or sent."""
 
-    def __init__(self, concurrency: int, prefetch_window: float) -> None:
+    def __init__(self, concurrency: int, lease: float) -> None:
         self.report = DrainReport()
         self.concurrency = concurrency
-        # Claim ahead (up to one more batch) only when a row can wait and still finish in its lease.
-        self.window = prefetch_window
-        self.capacity = concurrency * 2 if prefetch_window > 0 else concurrency
-        self.ready: deque[tuple[ClaimedRow, float]] = deque()
+        self.lease = lease
+        # One batch claimed ahead keeps every send slot busy (a claim is a DB round trip a freed
+        # slot would otherwise wait for); the rows waiting are renewed like any held row.
+        self.capacity = concurrency * 2
+        self.ready: deque[ClaimedRow] = deque()
+        self.leases: dict[int, Lease] = {}  # every row held: ready, sending, or waiting to write
         self.sends: set[asyncio.Task[Result]] = set()
-        self.results: list[Result] = []  # sent (or given back), waiting for the next record batch
+        self.results: list[Result] = []  # sent (or given back), waiting for the next write
         self.claiming: asyncio.Task[list[ClaimedRow]] | None = None
-        self.recording: asyncio.Task[list[Outcome]] | None = None
+        self.writing: asyncio.Task[Write] | None = None
         self.exhausted = False  # the last claim found fewer rows than asked
+        # A claimed row was given back unsent, its lease too short to start: claims commit too
+        # late to be of use (a struggling database). The run stops instead of claiming again.
+        self.lease_starved = False
         self._asked = 0
         self._claim_started = 0.0
+        self._writing_ids: set[int] = set()  # results in the write under way
+        self._renewing: list[int] = []
+        self._renew_started = 0.0
 
     def claim_limit(self, max_rows: int | None) -> int:
         """How many rows to claim now (0: not now)."""
@@ -62,28 +77,58 @@ class RunState:
 
     def start_claim(self, limit: int, claim: Coroutine[Any, Any, list[ClaimedRow]]) -> None:
         self._asked = limit
-        # The lease starts inside the claim's transaction, so this start time is conservative.
+        # Taken before the claim's statement sets lease_until: our deadline is never the later.
         self._claim_started = time.monotonic()
         self.claiming = asyncio.create_task(claim)
 
-    def start_sends(self, handle: Callable[[ClaimedRow], Coroutine[Any, Any, Result]]) -> None:
-        now = time.monotonic()
+    def start_sends(
+        self, handle: Callable[[ClaimedRow, Lease], Coroutine[Any, Any, Result]]
+    ) -> None:
         while self.ready and len(self.sends) < self.concurrency:
-            row, claimed_at = self.ready.popleft()
-            if self.window > 0 and now - claimed_at > self.window:
-                self.results.append(Result(row, Outcome.RELEASED, {}))  # too late to finish
-                continue
-            self.sends.add(asyncio.create_task(handle(row)))
+            row = self.ready.popleft()
+            self.sends.add(asyncio.create_task(handle(row, self.leases[row.id])))
 
     def release_ready(self) -> None:
-        """Give back every row claimed but not sent (recorded with the next batch)."""
+        """Give back every row claimed but not sent (written with the next batch)."""
         while self.ready:
-            row, _ = self.ready.popleft()
-            self.results.append(Result(row, Outcome.RELEASED, {}))
+            self.results.append(Result(self.ready.popleft(), Outcome.RELEASED, {}))
+
+    def renewal_due(self, now: float) -> float | None:
+        """Seconds until the held rows need a renewal (<= 0: now); None when nothing is held.
+
+        Rows in the write under way are left out: that write ends their lease one way or the
+        other."""
+        deadlines = [
+            lease.deadline
+            for row_id, lease in self.leases.items()
+            if row_id not in self._writing_ids and lease.renewable and not lease.lost
+        ]
+        if not deadlines:
+            return None
+        return min(deadlines) - (1 - RENEW_WHEN_LEFT) * self.lease - now
+
+    def start_write(
+        self, write: Callable[[list[Result], list[int]], Coroutine[Any, Any, Write]], now: float
+    ) -> None:
+        """Write the waiting results, renewing every other held row if one is due."""
+        batch, self.results = self.results, []
+        self._writing_ids = {result.row.id for result in batch}
+        due = self.renewal_due(now)
+        self._renewing = (
+            [
+                row_id
+                for row_id, lease in self.leases.items()
+                if row_id not in self._writing_ids and lease.renewable and not lease.lost
+            ]
+            if due is not None and due <= 0
+            else []
+        )
+        self._renew_started = now
+        self.writing = asyncio.create_task(write(batch, self._renewing))
 
     def waiting(self) -> set[asyncio.Task[Any]]:
         tasks: set[asyncio.Task[Any]] = set(self.sends)
-        tasks.update(task for task in (self.claiming, self.recording) if task is not None)
+        tasks.update(task for task in (self.claiming, self.writing) if task is not None)
         return tasks
 
     def finished(self, task: asyncio.Task[Any]) -> None:
@@ -93,13 +138,41 @@ class RunState:
             rows: list[ClaimedRow] = task.result()
             self.report.claimed += len(rows)
             self.exhausted = len(rows) < self._asked
-            self.ready.extend((row, self._claim_started) for row in rows)
-        elif task is self.recording:
-            self.recording = None
-            for outcome in task.result():
+            deadline = self._claim_started + self.lease
+            for row in rows:
+                self.leases[row.id] = Lease(deadline)
+            self.ready.extend(rows)
+        elif task is self.writing:
+            self.writing = None
+            outcomes, renewed = task.result()
+            for outcome in outcomes:
                 setattr(self.report, outcome.value, getattr(self.report, outcome.value) + 1)
-            # A recorded row may unblock its workload's next one; new transitions may have landed.
+            self.renewed(renewed)
+            for row_id in self._writing_ids:
+                self.leases.pop(row_id, None)
+            self._writing_ids = set()
+            # A written row may unblock its workload's next one; new transitions may have landed.
             self.exhausted = False
         else:
             self.sends.discard(task)
-            self.results.append(task.result())
+            result: Result = task.result()
+            self.lease_starved = self.lease_starved or result.outcome is Outcome.RELEASED
+            self.results.append(result)
+
+    def renewed(self, renewed: set[int] | None) -> None:
+        """Apply a renewal: new deadlines for the rows renewed, the others are no longer ours.
+
+        None (the write failed): nothing is known, every row keeps the deadline it had and is
+        not renewed again (its send stops starting attempts in time; a later run takes it)."""
+        deadline = self._renew_started + self.lease
+        for row_id in self._renewing:
+            lease = self.leases.get(row_id)
+            if lease is None:
+                continue
+            if renewed is None:
+                lease.renewable = False  # its send stops starting attempts in time
+            elif row_id in renewed:
+                lease.deadline = max(lease.deadline, deadline)
+            else:
+                lease.lost = True
+        self._renewing = []
