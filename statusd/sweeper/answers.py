@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import structlog
 from sqlalchemy import bindparam, update
@@ -46,18 +47,34 @@ _W = Workload.__table__  # type: ignore[attr-defined]
 MAX_ERROR_CHARS = 500
 
 
+class PollOutcome(StrEnum):
+    """How one poll ended (the `outcome` label of statusd_polls_total)."""
+
+    OK = "ok"  # a valid status body: (status, seq)
+    TIMEOUT = "timeout"  # no whole answer within STATUSD_POLL_TIMEOUT
+    REFUSED = "refused"  # could not connect
+    RESET = "reset"  # the connection dropped mid-answer
+    HTTP_STATUS = "http_status"  # not 200 (and not a redirect)
+    REDIRECT = "redirect"  # 3xx: never followed
+    TOO_LARGE = "too_large"  # a body over STATUSD_POLL_MAX_BYTES
+    GARBAGE = "garbage"  # malformed HTTP, or a body that is not the status object
+    BLOCKED = "blocked"  # the URL or its address is not allowed (SSRF policy)
+    NO_URL = "no_url"  # no status_url registered
+    ERROR = "error"  # any other client-side failure
+
+
 @dataclass(frozen=True, slots=True)
 class PollAnswer:
-    """What one GET status_url produced: a (status, seq) or an error with its outcome label."""
+    """What one GET status_url produced: a (status, seq) or an error with its outcome."""
 
-    outcome: str  # ok | timeout | refused | reset | http_status | redirect | too_large | garbage | blocked | no_url | error
+    outcome: PollOutcome
     status: State | None = None
     seq: int | None = None
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.outcome is PollOutcome.OK
 
 
 @dataclass

@@ -26,13 +26,21 @@ from statusd.lifecycle import Kind, State, reportable_states
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.sweeper import leases
-from statusd.sweeper.answers import PollAnswer, PollReport, apply_answers
+from statusd.sweeper.answers import PollAnswer, PollOutcome, PollReport, apply_answers
 from statusd.sweeper.budgets import budgets
 from statusd.sweeper.sweep import WorkloadRow, load_rows
 from statusd.sweeper.url_policy import AllowListResolver, Network, check_syntax
 
 log = structlog.get_logger("statusd.sweeper")
-__all__ = ["PollAnswer", "PollReport", "parse_status", "poll_one", "poll_session", "run_poll"]
+__all__ = [
+    "PollAnswer",
+    "PollOutcome",
+    "PollReport",
+    "parse_status",
+    "poll_one",
+    "poll_session",
+    "run_poll",
+]
 USER_AGENT = "statusd-poller/1"
 
 
@@ -95,29 +103,35 @@ async def poll_one(
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
         ) as resp:
             if 300 <= resp.status < 400:
-                return PollAnswer("redirect", error=f"HTTP {resp.status} redirect (not followed)")
+                return PollAnswer(
+                    PollOutcome.REDIRECT, error=f"HTTP {resp.status} redirect (not followed)"
+                )
             if resp.status != 200:
-                return PollAnswer("http_status", error=f"HTTP {resp.status}")
+                return PollAnswer(PollOutcome.HTTP_STATUS, error=f"HTTP {resp.status}")
             body = await _read_capped(resp, max_bytes)
             if body is None:
-                return PollAnswer("too_large", error=f"body larger than {max_bytes} bytes")
+                return PollAnswer(
+                    PollOutcome.TOO_LARGE, error=f"body larger than {max_bytes} bytes"
+                )
     except UnsafeStatusURL as exc:
-        return PollAnswer("blocked", error=str(exc))
+        return PollAnswer(PollOutcome.BLOCKED, error=str(exc))
     except TimeoutError:
-        return PollAnswer("timeout", error=f"no answer within {timeout_s:g}s")
+        return PollAnswer(PollOutcome.TIMEOUT, error=f"no answer within {timeout_s:g}s")
     except aiohttp.ClientConnectorError as exc:
-        return PollAnswer("refused", error=f"cannot connect: {exc.os_error or exc}")
+        return PollAnswer(PollOutcome.REFUSED, error=f"cannot connect: {exc.os_error or exc}")
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError) as exc:
-        return PollAnswer("reset", error=f"connection dropped: {type(exc).__name__}: {exc}")
+        return PollAnswer(
+            PollOutcome.RESET, error=f"connection dropped: {type(exc).__name__}: {exc}"
+        )
     except aiohttp.ClientResponseError as exc:  # malformed HTTP
-        return PollAnswer("garbage", error=f"bad HTTP response: {exc.message}")
+        return PollAnswer(PollOutcome.GARBAGE, error=f"bad HTTP response: {exc.message}")
     except aiohttp.ClientError as exc:
-        return PollAnswer("error", error=f"{type(exc).__name__}: {exc}")
+        return PollAnswer(PollOutcome.ERROR, error=f"{type(exc).__name__}: {exc}")
     try:
         status, seq = parse_status(body, kind)
     except ValueError as exc:
-        return PollAnswer("garbage", error=f"bad status body: {exc}")
-    return PollAnswer("ok", status=status, seq=seq)
+        return PollAnswer(PollOutcome.GARBAGE, error=f"bad status body: {exc}")
+    return PollAnswer(PollOutcome.OK, status=status, seq=seq)
 
 
 def poll_session(allow: Sequence[Network], limit: int) -> aiohttp.ClientSession:
@@ -140,7 +154,9 @@ async def _poll_stream(
 
     async def one(session: aiohttp.ClientSession, row: WorkloadRow) -> None:
         if not row.status_url:
-            arrived.put_nowait((row.id, PollAnswer("no_url", error="no status_url registered")))
+            arrived.put_nowait(
+                (row.id, PollAnswer(PollOutcome.NO_URL, error="no status_url registered"))
+            )
             return
         async with sem:
             answer = await poll_one(

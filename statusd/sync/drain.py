@@ -49,7 +49,7 @@ from statusd.errors import StatusdError, StorageUnavailable
 from statusd.metrics import ALERTS_SENT, SYNC_SENDS
 from statusd.models import OutboxTarget, utcnow
 from statusd.settings import Settings
-from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict
+from statusd.sync.delivery import Delivery, SendOutcome, TransientDeliveryError, Verdict
 from statusd.sync.lease import (
     RETRY_INITIAL_WAIT,
     RETRY_JITTER,
@@ -254,22 +254,24 @@ class Drainer:
             try:
                 delivery = await self.main.put_status(row.workload_id, row.payload)
             except TransientDeliveryError:
-                SYNC_SENDS.labels(outcome="transient").inc()
+                SYNC_SENDS.labels(outcome=SendOutcome.TRANSIENT).inc()
                 raise
-            outcome = (
-                "dead"
-                if delivery.verdict is Verdict.DEAD
-                else ("conflict" if delivery.status == 409 else "synced")
-            )
+            if delivery.verdict is Verdict.DEAD:
+                outcome = SendOutcome.DEAD
+            elif delivery.status == 409:
+                outcome = SendOutcome.CONFLICT
+            else:
+                outcome = SendOutcome.SYNCED
             SYNC_SENDS.labels(outcome=outcome).inc()
             return delivery
         event = str(row.payload.get("event", "unknown"))
         try:
             delivery = await self.webhooks.post_alert(row.destination, row.payload)
         except TransientDeliveryError:
-            ALERTS_SENT.labels(event=event, outcome="transient").inc()
+            ALERTS_SENT.labels(event=event, outcome=SendOutcome.TRANSIENT).inc()
             raise
-        ALERTS_SENT.labels(event=event, outcome=delivery.verdict.value).inc()
+        sent = SendOutcome.DEAD if delivery.verdict is Verdict.DEAD else SendOutcome.DELIVERED
+        ALERTS_SENT.labels(event=event, outcome=sent).inc()
         return delivery
 
 
