@@ -8,7 +8,8 @@ PostgreSQL session per row).
 Claim: ONE statement, `UPDATE outbox SET lease_owner, lease_until WHERE id IN (eligible rows)
 RETURNING ...`, committed before any network call so no row lock is held while a peer is slow:
 - PostgreSQL: the eligible rows are picked `FOR UPDATE SKIP LOCKED` (two drainers never wait on
-  each other, and never claim the same row);
+  each other, and never claim the same row), walking ix_outbox_due and looking older rows up in
+  ix_outbox_workload_order, so a claim costs the batch it returns, not the backlog behind it;
 - SQLite: BEGIN IMMEDIATE serializes claimers, and the UPDATE is conditional on the lease being
   free (lease_until < now), so the claim is that conditional update.
 Eligible: pending, due, lease free, and the OLDEST pending row of its (target, workload,
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import any_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from statusd.db import is_sqlite, transaction
@@ -91,17 +92,24 @@ def _claim_statement(
             or_(pick.c.lease_until.is_(None), pick.c.lease_until < bindparam("now")),
             ~blocked,
         )
-        .order_by(pick.c.next_attempt_at, pick.c.id)
+        # next_attempt_at alone: the order of ix_outbox_due, so PostgreSQL walks that index and
+        # stops at `limit` (adding `id` made it sort every pending row on every claim).
+        .order_by(pick.c.next_attempt_at)
         .limit(bindparam("limit"))
     )
     if workload_ids is not None:
         eligible = eligible.where(pick.c.workload_id.in_(list(workload_ids)))
-    if not sqlite:
+    if sqlite:
+        picked = _O.c.id.in_(eligible)
+    else:
         eligible = eligible.with_for_update(skip_locked=True, of=pick)
+        # `id = ANY(ARRAY(subquery))`: the picked ids are computed once and looked up by primary
+        # key; `id IN (subquery)` was planned as a hash join over a scan of the whole outbox.
+        picked = _O.c.id == any_(func.array(eligible.scalar_subquery()))
     return (
         update(_O)
         .where(
-            _O.c.id.in_(eligible),
+            picked,
             # Re-checked on the row itself: on SQLite this conditional update IS the claim.
             _O.c.status == OutboxStatus.PENDING,
             or_(_O.c.lease_until.is_(None), _O.c.lease_until < bindparam("now")),

@@ -48,7 +48,7 @@ class RunState:
         self.lease = lease
         # One batch claimed ahead keeps every send slot busy (a claim is a DB round trip a freed
         # slot would otherwise wait for); the rows waiting are renewed like any held row.
-        self.capacity = concurrency * 2
+        self.capacity = concurrency * 4
         self.ready: deque[ClaimedRow] = deque()
         self.leases: dict[int, Lease] = {}  # every row held: ready, sending, or waiting to write
         self.sends: set[asyncio.Task[Result]] = set()
