@@ -42,6 +42,10 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
     rows = 300 if quick else 5000
     stale = 200 if quick else 5000
     return {
+        # >>> LEAD: the transition storm goes here (bench/storm.py, helper B's branch), e.g.
+        #     "transition storm": lambda: storm.run(300 if quick else 20_000),
+        #     with `import storm  # noqa: E402` next to the imports above. Same dict shape.
+        # <<<
         "sync drain": lambda: sync_drain.run(rows, 32, 5.0),
         "sync drain, 20% 5xx": lambda: sync_drain.run(rows, 32, 5.0, error_ratio=0.2),
         "sweep storm": lambda: sweep_storm.run(stale, 2),

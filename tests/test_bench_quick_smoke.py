@@ -29,7 +29,7 @@ def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Pa
     assert done.returncode == 0, done.stdout + done.stderr
     [written] = list(tmp_path.glob("*-quick.json"))
     results = json.loads(written.read_text())["results"]
-    assert set(results) == {"sync drain", "sync drain, 20% 5xx", "sweep storm"}
+    assert {"sync drain", "sync drain, 20% 5xx", "sweep storm"} <= set(results)
     assert results["sweep storm"]["applied"] == 180  # every answering endpoint's SUCCEEDED
     for name, figures in results.items():
         assert figures["ok"], (name, figures)

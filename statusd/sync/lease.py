@@ -16,7 +16,7 @@ had lapsed).
   (claims that commit later than their lease are a database in trouble: a later run retries).
 - Rows held for longer (claimed ahead, or sent and waiting to be recorded) get their leases
   renewed in one UPDATE with the next record (statusd.sync.outbox.Outbox.write), once any has
-  less than RENEW_WHEN_LEFT of its lease left.
+  been held RENEW_AFTER since its lease was last set.
 The slack covers what the client cannot see: a peer still processing a request the client timed
 out on, and clock skew between drainer hosts (`lease_until` is compared to each host's clock).
 """
@@ -35,7 +35,9 @@ CLAIM_TO_SEND = 2.0
 RETRY_INITIAL_WAIT = 0.2  # seconds before the first in-run retry; doubles, with jitter
 RETRY_MAX_WAIT = 5.0
 RETRY_JITTER = RETRY_INITIAL_WAIT  # up to this much random wait is added to every backoff sleep
-RENEW_WHEN_LEFT = 2 / 3  # renew held rows once one has less than this fraction of its lease left
+# Renew the held rows once one has been held this long since its claim or last renewal: early
+# enough that a row waiting for a send slot never falls short of the time an attempt needs.
+RENEW_AFTER = CLAIM_TO_SEND / 2
 
 
 def backoff_cap(retry: int) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from statusd.sync.lease import RENEW_WHEN_LEFT, Lease
+from statusd.sync.lease import RENEW_AFTER, Lease
 from statusd.sync.outbox import ClaimedRow, Outcome, Result
 
 
@@ -105,7 +105,7 @@ class RunState:
         ]
         if not deadlines:
             return None
-        return min(deadlines) - (1 - RENEW_WHEN_LEFT) * self.lease - now
+        return min(deadlines) - (self.lease - RENEW_AFTER) - now
 
     def start_write(
         self, write: Callable[[list[Result], list[int]], Coroutine[Any, Any, Write]], now: float
@@ -140,8 +140,14 @@ class RunState:
             self.exhausted = len(rows) < self._asked
             deadline = self._claim_started + self.lease
             for row in rows:
+                held = self.leases.get(row.id)
+                if held is not None:
+                    # Ours already (its lease had lapsed, and this claim took it again): the
+                    # claim extended it; it is queued or in flight once, never twice.
+                    held.deadline = max(held.deadline, deadline)
+                    continue
                 self.leases[row.id] = Lease(deadline)
-            self.ready.extend(rows)
+                self.ready.append(row)
         elif task is self.writing:
             self.writing = None
             outcomes, renewed = task.result()
