@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
 SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus
 
-.PHONY: help run test lint bench bench-scale clean system-deps
+.PHONY: help run test lint bench bench-quick bench-scale clean system-deps
 
 help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
@@ -82,6 +82,12 @@ bench: $(VENV)/.installed
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } \
 	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/writepath.py
+
+# The same scenarios at tiny sizes: a smoke run (tests/test_bench_quick_smoke.py runs the write path's).
+bench-quick: $(VENV)/.installed
+	$(BIN)/python bench/ingest.py --duration 1 --workers 1
+	$(BIN)/python bench/writepath.py --quick
 
 # Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.
 bench-scale: $(VENV)/.installed

@@ -11,7 +11,7 @@ leases loses them when the TTL runs out (or keeps them through redelivery: same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
@@ -94,3 +94,36 @@ async def take_sweep_lock(redis: Redis, keys: Keys, token: str, ttl_ms: int) -> 
 
 async def release_sweep_lock(redis: Redis, keys: Keys, token: str) -> None:
     await redis.eval(_RELEASE, 1, keys.sweep_lock, token, 0)
+
+
+# KEYS: lease keys; ARGV[1] = token, ARGV[i + 1] = keep ms of KEYS[i] (<= 0: delete).
+_RELEASE_EACH = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    if tonumber(ARGV[i + 1]) > 0 then
+      redis.call('PEXPIRE', key, ARGV[i + 1])
+    else
+      redis.call('DEL', key)
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+async def release_each(redis: Redis, keys: Keys, keep_ms: Mapping[str, int], token: str) -> int:
+    """Give back our leases, each kept (as a cool-down) its own number of ms longer."""
+    if not keep_ms:
+        return 0
+    ids = list(keep_ms)
+    return int(
+        await redis.eval(
+            _RELEASE_EACH,
+            len(ids),
+            *[keys.poll_lease(w) for w in ids],
+            token,
+            *[keep_ms[w] for w in ids],
+        )
+    )

@@ -58,6 +58,7 @@ def poll(self: Task, ids: Sequence[str], token: str) -> dict[str, int]:
         "failed": report.failed,
         "applied": report.applied,
         "held_back": report.held_back,
+        "backed_off": report.backed_off,
     }
     log.info("poll.done", **summary)
     return summary

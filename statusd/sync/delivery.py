@@ -27,6 +27,16 @@ class Verdict(StrEnum):
     DEAD = "dead"  # permanent refusal: kept as a dead letter with the response
 
 
+class SendOutcome(StrEnum):
+    """One send as the metrics count it (statusd_sync_sends_total, statusd_alerts_sent_total)."""
+
+    SYNCED = "synced"  # main API: 2xx
+    CONFLICT = "conflict"  # main API: 409, it already holds this or newer (counts as synced)
+    DELIVERED = "delivered"  # alert webhook: 2xx
+    DEAD = "dead"  # permanent refusal
+    TRANSIENT = "transient"  # retried (in this run or a later one)
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """The final answer of a peer for one row (transient failures raise instead)."""

@@ -5,16 +5,19 @@ row of a workload is eligible, so N+1 is never sent before N is synced or dead-l
 row no longer blocks: it is not pending). Different workloads go out in parallel, bounded by
 `sync_concurrency`.
 
-Claiming is a lease, taken in a short transaction and committed BEFORE any network call, so no DB
-transaction or row lock is held while a peer is slow:
-- PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED picks rows nobody else is claiming right now, and
-  lease_owner/lease_until are set in the same transaction;
-- SQLite: BEGIN IMMEDIATE serializes claimers, and the UPDATE is conditional on the lease being
-  free (lease_until < now), so the claim is the same conditional update.
-A lease outlives one row's whole send (retry budget + one timeout), so a live worker never has
-its row taken; a worker killed mid-send leaves a lease that expires, and the row is re-sent with
-the same Idempotency-Key (the transition id): a duplicate the peer recognizes, never a loss.
-Results are recorded guarded by lease_owner: a worker that lost its lease writes nothing.
+Three loops share one run, and only two of them touch the database (statusd.sync.outbox):
+- claim: a batch of up to the free send slots, one statement, leased and committed BEFORE any
+  network call, so no DB transaction or row lock is held while a peer is slow;
+- send: up to `sync_concurrency` rows in flight, each with its own in-run retries; no DB at all;
+- write: results collected while the previous batch was being written, written together in one
+  transaction (group commit), each row guarded by its lease; the same transaction renews the
+  leases of the rows still held when one is running short.
+So the DB work is per batch, not per row, and a run holds at most two pooled connections.
+A row's send never outlives its claim (statusd.sync.lease): an attempt starts only if it ends,
+timeout included, well before the row's lease does, so a live worker never has a row in flight
+that another may claim. A worker killed mid-send leaves a lease that expires, and the row is
+re-sent with the same Idempotency-Key (the transition id): a duplicate the peer recognizes, never
+a loss. A worker that lost its lease records nothing for that row.
 """
 
 from __future__ import annotations
@@ -26,13 +29,11 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
     AsyncRetrying,
@@ -44,59 +45,41 @@ from tenacity import (
     wait_random,
 )
 
-from statusd.db import is_sqlite, transaction
-from statusd.errors import StorageUnavailable
+from statusd.errors import StatusdError, StorageUnavailable
 from statusd.metrics import ALERTS_SENT, SYNC_SENDS
-from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+from statusd.models import OutboxTarget, utcnow
 from statusd.settings import Settings
-from statusd.sync.delivery import Delivery, TransientDeliveryError, Verdict
+from statusd.sync.delivery import Delivery, SendOutcome, TransientDeliveryError, Verdict
+from statusd.sync.lease import (
+    RETRY_INITIAL_WAIT,
+    RETRY_JITTER,
+    RETRY_MAX_WAIT,
+    Lease,
+    lease_seconds,
+)
 from statusd.sync.main_api import MainApiClient
+from statusd.sync.outbox import (
+    ClaimedRow,
+    Outbox,
+    Outcome,
+    Result,
+    dead_values,
+    deferred_values,
+    delivered_values,
+)
+from statusd.sync.run_state import DrainReport, RunState, Write
 from statusd.sync.webhooks import WebhookClient
 
 log = structlog.get_logger("statusd.sync")
 
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
-RETRY_INITIAL_WAIT = 0.2  # seconds before the first in-run retry; doubles, with jitter
-RETRY_MAX_WAIT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    """One leased outbox row, as the sender needs it."""
-
-    id: int
-    transition_id: int
-    workload_id: str
-    target: OutboxTarget
-    destination: str
-    payload: dict[str, Any]
-    attempts: int
-
-
-@dataclass
-class DrainReport:
-    """What one drain run did (returned by the Celery tasks and `statusd sync drain`)."""
-
-    claimed: int = 0
-    delivered: int = 0
-    dead: int = 0
-    deferred: int = 0  # gave up for this run: attempts and next_attempt_at recorded
-    lease_lost: int = 0  # the result could not be recorded under our lease (expired, DB down)
-    stopped_early: bool = False  # deadline or row limit reached with work possibly left
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class LeaseRunningOut(StatusdError):
+    """Not one more attempt: it could still be in flight when the row's lease ends."""
 
 
 def new_owner() -> str:
     """A lease owner id unique to one drain run: host, pid, random."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def lease_seconds(settings: Settings) -> float:
-    """The lease must outlive one row's sends: the retry budget, the last attempt, and slack."""
-    return max(settings.sync_lease, settings.sync_budget + 2 * settings.sync_timeout + 2)
 
 
 def between_runs_backoff(total_attempts: int, per_run: int, cap: float) -> float:
@@ -110,138 +93,6 @@ def active_targets(settings: Settings) -> tuple[OutboxTarget, ...]:
     return (
         (OutboxTarget.ALERT, OutboxTarget.MAIN) if settings.main_api_url else (OutboxTarget.ALERT,)
     )
-
-
-class Outbox:
-    """The DB side of draining: claim under a lease, record results guarded by that lease."""
-
-    def __init__(self, engine: AsyncEngine, owner: str, lease: float) -> None:
-        self.engine = engine
-        self.owner = owner
-        self.lease = timedelta(seconds=lease)
-
-    async def claim(
-        self, limit: int, targets: Sequence[OutboxTarget], workload_ids: Sequence[str] | None = None
-    ) -> list[ClaimedRow]:
-        """Lease up to `limit` eligible rows (due, unleased, oldest pending of their workload)."""
-        now = utcnow()
-        older = _O.alias("older")
-        blocked = exists().where(
-            older.c.target == _O.c.target,
-            older.c.workload_id == _O.c.workload_id,
-            older.c.destination == _O.c.destination,
-            older.c.status == OutboxStatus.PENDING,
-            older.c.transition_id < _O.c.transition_id,
-        )
-        lease_free = or_(_O.c.lease_until.is_(None), _O.c.lease_until < now)
-        query = (
-            select(
-                _O.c.id,
-                _O.c.transition_id,
-                _O.c.workload_id,
-                _O.c.target,
-                _O.c.destination,
-                _O.c.payload,
-                _O.c.attempts,
-            )
-            .where(
-                _O.c.status == OutboxStatus.PENDING,
-                _O.c.target.in_(list(targets)),
-                _O.c.next_attempt_at <= now,
-                lease_free,
-                ~blocked,
-            )
-            .order_by(_O.c.next_attempt_at, _O.c.id)
-            .limit(limit)
-        )
-        if workload_ids is not None:
-            query = query.where(_O.c.workload_id.in_(list(workload_ids)))
-        if not is_sqlite(self.engine.url):
-            query = query.with_for_update(skip_locked=True, of=_O)
-        async with transaction(self.engine) as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return []
-            ids = [r.id for r in rows]
-            # The lease starts now, after any wait for the lock (SQLite's BEGIN IMMEDIATE can
-            # queue behind other writers): the whole lease is left for sending.
-            # Conditional on the lease still being free: on SQLite this IS the claim.
-            await conn.execute(
-                update(_O)
-                .where(_O.c.id.in_(ids), _O.c.status == OutboxStatus.PENDING, lease_free)
-                .values(lease_owner=self.owner, lease_until=utcnow() + self.lease)
-            )
-            mine = set(
-                (
-                    await conn.execute(
-                        select(_O.c.id).where(_O.c.id.in_(ids), _O.c.lease_owner == self.owner)
-                    )
-                ).scalars()
-            )
-        return [
-            ClaimedRow(
-                id=r.id,
-                transition_id=r.transition_id,
-                workload_id=r.workload_id,
-                target=OutboxTarget(r.target),
-                destination=r.destination,
-                payload=dict(r.payload or {}),
-                attempts=r.attempts,
-            )
-            for r in rows
-            if r.id in mine
-        ]
-
-    async def _record(self, row: ClaimedRow, values: dict[str, Any]) -> bool:
-        async with transaction(self.engine) as conn:
-            result = await conn.execute(
-                update(_O)
-                .where(
-                    _O.c.id == row.id,
-                    _O.c.lease_owner == self.owner,
-                    _O.c.status == OutboxStatus.PENDING,
-                )
-                .values(lease_owner=None, lease_until=None, **values)
-            )
-        return bool(result.rowcount == 1)
-
-    async def delivered(self, row: ClaimedRow, delivery: Delivery, attempts: int) -> bool:
-        return await self._record(
-            row,
-            {
-                "status": OutboxStatus.SYNCED,
-                "synced_at": utcnow(),
-                "attempts": row.attempts + attempts,
-                "response_status": delivery.status,
-                "response_body": delivery.body,
-            },
-        )
-
-    async def dead(self, row: ClaimedRow, delivery: Delivery, attempts: int) -> bool:
-        return await self._record(
-            row,
-            {
-                "status": OutboxStatus.DEAD,
-                "attempts": row.attempts + attempts,
-                "response_status": delivery.status,
-                "response_body": delivery.body,
-                "last_error": delivery.error or f"permanent: HTTP {delivery.status}",
-            },
-        )
-
-    async def defer(
-        self, row: ClaimedRow, error: TransientDeliveryError, attempts: int, delay: float
-    ) -> bool:
-        return await self._record(
-            row,
-            {
-                "attempts": row.attempts + attempts,
-                "next_attempt_at": utcnow() + timedelta(seconds=delay),
-                "last_error": str(error),
-                "response_status": error.status,
-                "response_body": error.body,
-            },
-        )
 
 
 class Drainer:
@@ -263,6 +114,7 @@ class Drainer:
             else None
         )
         self.webhooks = WebhookClient(session, settings.sync_timeout)
+        self.targets = active_targets(settings)
 
     async def run(
         self,
@@ -271,47 +123,77 @@ class Drainer:
         max_rows: int | None = None,
         max_seconds: float | None = None,
     ) -> DrainReport:
-        report = DrainReport()
-        targets = active_targets(self.settings)
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-        concurrency = self.settings.sync_concurrency
-        in_flight: set[asyncio.Task[str]] = set()
-        exhausted = False
+        state = RunState(self.settings.sync_concurrency, self.outbox.lease.total_seconds())
         try:
             while True:
-                over = (max_rows is not None and report.claimed >= max_rows) or (
-                    deadline is not None and time.monotonic() >= deadline
+                now = time.monotonic()
+                over = (
+                    (max_rows is not None and state.report.claimed >= max_rows)
+                    or (deadline is not None and now >= deadline)
+                    or state.lease_starved
                 )
-                free = concurrency - len(in_flight)
-                if max_rows is not None:
-                    free = min(free, max_rows - report.claimed)
-                if not over and not exhausted and free > 0:
-                    rows = await self.outbox.claim(free, targets, workload_ids)
-                    report.claimed += len(rows)
-                    exhausted = len(rows) < free
-                    for row in rows:
-                        in_flight.add(asyncio.create_task(self._handle(row)))
-                elif over and not report.stopped_early:
-                    report.stopped_early = True
-                if not in_flight:
+                if over:
+                    state.report.stopped_early = True
+                    state.release_ready()  # what was claimed ahead goes back now, not on expiry
+                state.start_sends(self._handle)
+                limit = state.claim_limit(max_rows)
+                if state.claiming is None and not over and not state.exhausted and limit > 0:
+                    state.start_claim(limit, self.outbox.claim(limit, self.targets, workload_ids))
+                renew_in = state.renewal_due(now)
+                if state.writing is None and (
+                    state.results or (renew_in is not None and renew_in <= 0)
+                ):
+                    state.start_write(self._write, now)
+                    renew_in = None
+                waiting = state.waiting()
+                if not waiting:
                     break
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                failures = [task.exception() for task in done if task.exception() is not None]
+                # Wake for a renewal even if no task finishes before it is due.
+                timeout = (
+                    max(0.0, renew_in) if renew_in is not None and state.writing is None else None
+                )
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done:
-                    if task.exception() is None:
-                        outcome = task.result()
-                        setattr(report, outcome, getattr(report, outcome) + 1)
-                if failures:  # a bug, or the DB gone while recording: stop claiming, surface it
-                    raise failures[0]  # type: ignore[misc]
-                # A finished row may unblock its workload's next one; new transitions may have landed.
-                exhausted = False
+                    state.finished(task)  # a failed claim or a bug in a send raises here
         finally:
-            if in_flight:  # an error while claiming: let the sends finish and record, then re-raise
-                await asyncio.gather(*in_flight, return_exceptions=True)
-        return report
+            await self._wind_down(state)
+        return state.report
 
-    async def _handle(self, row: ClaimedRow) -> str:
-        """Send one row with in-run retries and record the result. Returns a DrainReport field."""
+    async def _wind_down(self, state: RunState) -> None:
+        """After an error (claiming, a bug): let the sends finish, record what was sent, and
+        give back what was claimed but not sent."""
+        state.release_ready()
+        pending = [t for t in (*state.sends, state.claiming, state.writing) if t is not None]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        sent = [t.result() for t in state.sends if not t.cancelled() and t.exception() is None]
+        if sent or state.results:
+            await self._write([*state.results, *sent], [])
+
+    async def _write(self, batch: list[Result], renew: list[int]) -> Write:
+        try:
+            outcomes, renewed = await self.outbox.write(batch, renew)
+        except StorageUnavailable as exc:
+            # The sends happened; the leases expire and the rows are re-sent with the same key.
+            # Held rows keep the deadlines they had: their sends stop starting attempts in time.
+            log.warning("sync.record_failed", rows=len(batch), error=str(exc))
+            return [Outcome.LEASE_LOST] * len(batch), None
+        for result, outcome in zip(batch, outcomes, strict=True):
+            if outcome is Outcome.LEASE_LOST:
+                log.warning(
+                    "sync.lease_lost", outbox_id=result.row.id, workload_id=result.row.workload_id
+                )
+        return outcomes, renewed
+
+    async def _handle(self, row: ClaimedRow, lease: Lease) -> Result:
+        """Send one row with in-run retries; returns the result to record (no DB here).
+
+        Before every attempt the row's lease is checked: an attempt that could still be running
+        when the lease ends is not started (the row goes back unsent, or is deferred if it was
+        tried already), so no other drainer can claim a row we have in flight."""
         attempts = 0
         bound = log.bind(
             outbox_id=row.id,
@@ -324,7 +206,7 @@ class Drainer:
             | stop_before_delay(self.settings.sync_budget),
             # Exponential with jitter (so a fleet of rows does not retry in lockstep).
             wait=wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
-            + wait_random(0, RETRY_INITIAL_WAIT),
+            + wait_random(0, RETRY_JITTER),
             retry=retry_if_exception(lambda exc: getattr(exc, "transient", False) is True),
             before_sleep=_log_before_sleep(bound),
             reraise=True,
@@ -332,37 +214,38 @@ class Drainer:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if not lease.may_start(self.settings.sync_timeout):
+                        raise LeaseRunningOut(row.id)
                     attempts += 1
                     delivery = await self._send(row)
+        except LeaseRunningOut:
+            if attempts == 0:
+                return Result(row, Outcome.RELEASED, {})
+            bound.warning("sync.lease_running_out", attempts=row.attempts + attempts)
+            retry_at = utcnow()  # not the peer's fault: due again at once, for whoever claims it
+            values = deferred_values(
+                row.attempts + attempts, retry_at, None, None, "lease running out"
+            )
+            return Result(row, Outcome.DEFERRED, values)
         except TransientDeliveryError as exc:
+            total = row.attempts + attempts
             delay = between_runs_backoff(
-                row.attempts + attempts, self.settings.sync_attempts, self.settings.sync_backoff_max
+                total, self.settings.sync_attempts, self.settings.sync_backoff_max
             )
             bound.warning(
-                "sync.gave_up",
-                attempts=row.attempts + attempts,
-                retry_in_s=round(delay, 2),
-                error=str(exc),
+                "sync.gave_up", attempts=total, retry_in_s=round(delay, 2), error=str(exc)
             )
-            return await self._recorded(
-                row, self.outbox.defer(row, exc, attempts, delay), "deferred"
-            )
+            retry_at = utcnow() + timedelta(seconds=delay)
+            values = deferred_values(total, retry_at, exc.status, exc.body, str(exc))
+            return Result(row, Outcome.DEFERRED, values)
+        total = row.attempts + attempts
         if delivery.verdict is Verdict.DEAD:
             bound.error("sync.dead_letter", status=delivery.status, body=delivery.body[:200])
-            return await self._recorded(row, self.outbox.dead(row, delivery, attempts), "dead")
-        return await self._recorded(
-            row, self.outbox.delivered(row, delivery, attempts), "delivered"
-        )
-
-    async def _recorded(self, row: ClaimedRow, recording: Any, outcome: str) -> str:
-        try:
-            if await recording:
-                return outcome
-            log.warning("sync.lease_lost", outbox_id=row.id, workload_id=row.workload_id)
-        except StorageUnavailable as exc:
-            # The send happened; the lease expires and the row is re-sent with the same key.
-            log.warning("sync.record_failed", outbox_id=row.id, error=str(exc))
-        return "lease_lost"
+            error = delivery.error or f"permanent: HTTP {delivery.status}"
+            values = dead_values(total, delivery.status, delivery.body, error)
+            return Result(row, Outcome.DEAD, values)
+        values = delivered_values(total, delivery.status, delivery.body)
+        return Result(row, Outcome.DELIVERED, values)
 
     async def _send(self, row: ClaimedRow) -> Delivery:
         if row.target is OutboxTarget.MAIN:
@@ -371,22 +254,24 @@ class Drainer:
             try:
                 delivery = await self.main.put_status(row.workload_id, row.payload)
             except TransientDeliveryError:
-                SYNC_SENDS.labels(outcome="transient").inc()
+                SYNC_SENDS.labels(outcome=SendOutcome.TRANSIENT).inc()
                 raise
-            outcome = (
-                "dead"
-                if delivery.verdict is Verdict.DEAD
-                else ("conflict" if delivery.status == 409 else "synced")
-            )
+            if delivery.verdict is Verdict.DEAD:
+                outcome = SendOutcome.DEAD
+            elif delivery.status == 409:
+                outcome = SendOutcome.CONFLICT
+            else:
+                outcome = SendOutcome.SYNCED
             SYNC_SENDS.labels(outcome=outcome).inc()
             return delivery
         event = str(row.payload.get("event", "unknown"))
         try:
             delivery = await self.webhooks.post_alert(row.destination, row.payload)
         except TransientDeliveryError:
-            ALERTS_SENT.labels(event=event, outcome="transient").inc()
+            ALERTS_SENT.labels(event=event, outcome=SendOutcome.TRANSIENT).inc()
             raise
-        ALERTS_SENT.labels(event=event, outcome=delivery.verdict.value).inc()
+        sent = SendOutcome.DEAD if delivery.verdict is Verdict.DEAD else SendOutcome.DELIVERED
+        ALERTS_SENT.labels(event=event, outcome=sent).inc()
         return delivery
 
 

@@ -1,0 +1,286 @@
+"""The DB side of draining the outbox: claim a batch under a lease, record a batch of results.
+
+Both sides are batched so a steady drain costs two short transactions per BATCH of rows, not three
+per row, and holds at most two pooled connections whatever STATUSD_SYNC_CONCURRENCY is (the
+senders never touch the database: a pool smaller than the concurrency used to open and close a
+PostgreSQL session per row).
+
+Claim: ONE statement, `UPDATE outbox SET lease_owner, lease_until WHERE id IN (eligible rows)
+RETURNING ...`, committed before any network call so no row lock is held while a peer is slow:
+- PostgreSQL: the eligible rows are picked `FOR UPDATE SKIP LOCKED` (two drainers never wait on
+  each other, and never claim the same row), walking ix_outbox_due and looking older rows up in
+  ix_outbox_workload_order, so a claim costs the batch it returns, not the backlog behind it;
+- SQLite: BEGIN IMMEDIATE serializes claimers, and the UPDATE is conditional on the lease being
+  free (lease_until < now), so the claim is that conditional update.
+Eligible: pending, due, lease free, and the OLDEST pending row of its (target, workload,
+destination): N+1 is never sent before N is synced or dead-lettered.
+
+Write: one transaction per batch that records results (one UPDATE per outcome, each row guarded
+by lease_owner and status, so a worker that lost its lease writes nothing for that row) and renews
+the leases of the rows still held (claimed ahead, or sent and waiting), so record and renewal
+never take row locks against each other. Rows are locked in id order, like every other drainer's.
+How long a lease lasts and when a send may start under it: statusd.sync.lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import any_, bindparam, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from statusd.db import is_sqlite, transaction
+from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+
+
+class Outcome(StrEnum):
+    """What became of one claimed row in this run (a DrainReport counter of the same name)."""
+
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    DEFERRED = "deferred"  # gave up for this run: attempts and next_attempt_at recorded
+    LEASE_LOST = "lease_lost"  # the result could not be recorded under our lease
+    RELEASED = "released"  # claimed but not sent (no time left under its lease): given back
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """One leased outbox row, as the sender needs it."""
+
+    id: int
+    transition_id: int
+    workload_id: str
+    target: OutboxTarget
+    destination: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A send's result, waiting to be recorded: the outcome and the columns it sets."""
+
+    row: ClaimedRow
+    outcome: Outcome
+    values: dict[str, Any]
+
+
+def _claim_statement(
+    targets: Sequence[OutboxTarget], workload_ids: Sequence[str] | None, sqlite: bool
+) -> Any:
+    pick = _O.alias("pick")
+    older = _O.alias("older")
+    blocked = exists().where(
+        older.c.target == pick.c.target,
+        older.c.workload_id == pick.c.workload_id,
+        older.c.destination == pick.c.destination,
+        older.c.status == OutboxStatus.PENDING,
+        older.c.transition_id < pick.c.transition_id,
+    )
+    eligible = (
+        select(pick.c.id)
+        .where(
+            pick.c.status == OutboxStatus.PENDING,
+            pick.c.target.in_(list(targets)),
+            pick.c.next_attempt_at <= bindparam("now"),
+            or_(pick.c.lease_until.is_(None), pick.c.lease_until < bindparam("now")),
+            ~blocked,
+        )
+        # next_attempt_at alone: the order of ix_outbox_due, so PostgreSQL walks that index and
+        # stops at `limit` (adding `id` made it sort every pending row on every claim).
+        .order_by(pick.c.next_attempt_at)
+        .limit(bindparam("limit"))
+    )
+    if workload_ids is not None:
+        eligible = eligible.where(pick.c.workload_id.in_(list(workload_ids)))
+    if sqlite:
+        picked = _O.c.id.in_(eligible)
+    else:
+        eligible = eligible.with_for_update(skip_locked=True, of=pick)
+        # `id = ANY(ARRAY(subquery))`: the picked ids are computed once and looked up by primary
+        # key; `id IN (subquery)` was planned as a hash join over a scan of the whole outbox.
+        picked = _O.c.id == any_(func.array(eligible.scalar_subquery()))
+    return (
+        update(_O)
+        .where(
+            picked,
+            # Re-checked on the row itself: on SQLite this conditional update IS the claim.
+            _O.c.status == OutboxStatus.PENDING,
+            or_(_O.c.lease_until.is_(None), _O.c.lease_until < bindparam("now")),
+        )
+        .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+        .returning(
+            _O.c.id,
+            _O.c.transition_id,
+            _O.c.workload_id,
+            _O.c.target,
+            _O.c.destination,
+            _O.c.payload,
+            _O.c.attempts,
+        )
+    )
+
+
+# One statement per outcome, built once: every row of that outcome reuses its compiled form.
+_GUARD = (
+    _O.c.id == bindparam("row_id"),
+    _O.c.lease_owner == bindparam("owner"),
+    _O.c.status == OutboxStatus.PENDING,
+)
+_RELEASE = {"lease_owner": None, "lease_until": None}
+_RECORD = {
+    Outcome.DELIVERED: update(_O)
+    .where(*_GUARD)
+    .values(
+        **_RELEASE,
+        status=OutboxStatus.SYNCED,
+        synced_at=bindparam("at"),
+        attempts=bindparam("attempts"),
+        response_status=bindparam("response_status"),
+        response_body=bindparam("response_body"),
+    ),
+    Outcome.DEAD: update(_O)
+    .where(*_GUARD)
+    .values(
+        **_RELEASE,
+        status=OutboxStatus.DEAD,
+        attempts=bindparam("attempts"),
+        response_status=bindparam("response_status"),
+        response_body=bindparam("response_body"),
+        last_error=bindparam("last_error"),
+    ),
+    Outcome.DEFERRED: update(_O)
+    .where(*_GUARD)
+    .values(
+        **_RELEASE,
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        response_status=bindparam("response_status"),
+        response_body=bindparam("response_body"),
+        last_error=bindparam("last_error"),
+    ),
+    Outcome.RELEASED: update(_O).where(*_GUARD).values(**_RELEASE),
+}
+
+
+class Outbox:
+    """Claims and records for one drain run (one lease owner)."""
+
+    def __init__(self, engine: AsyncEngine, owner: str, lease: float) -> None:
+        self.engine = engine
+        self.owner = owner
+        self.lease = timedelta(seconds=lease)
+        self._sqlite = is_sqlite(engine.url)
+        ours = select(_O.c.id).where(
+            _O.c.id.in_(bindparam("ids", expanding=True)),
+            _O.c.lease_owner == bindparam("owner"),
+            _O.c.status == OutboxStatus.PENDING,
+        )
+        # In id order, so two writers (ours and a claimer's re-check) lock rows in one order.
+        ours = ours.order_by(_O.c.id)
+        self._ours = ours if self._sqlite else ours.with_for_update()
+        self._renew = (
+            update(_O)
+            .where(
+                _O.c.id.in_(bindparam("ids", expanding=True)),
+                _O.c.lease_owner == bindparam("owner"),
+                _O.c.status == OutboxStatus.PENDING,
+            )
+            .values(lease_until=bindparam("until"))
+            .returning(_O.c.id)
+        )
+        self._claims: dict[tuple[tuple[OutboxTarget, ...], tuple[str, ...] | None], Any] = {}
+
+    async def claim(
+        self, limit: int, targets: Sequence[OutboxTarget], workload_ids: Sequence[str] | None = None
+    ) -> list[ClaimedRow]:
+        """Lease up to `limit` eligible rows in one statement."""
+        key = (tuple(targets), tuple(workload_ids) if workload_ids is not None else None)
+        statement = self._claims.get(key)
+        if statement is None:
+            statement = self._claims[key] = _claim_statement(targets, workload_ids, self._sqlite)
+        async with transaction(self.engine) as conn:
+            # Taken inside the transaction: SQLite's BEGIN IMMEDIATE may have queued behind other
+            # writers, and the whole lease is left for sending.
+            now = utcnow()
+            rows = (
+                await conn.execute(
+                    statement,
+                    {"now": now, "limit": limit, "owner": self.owner, "until": now + self.lease},
+                )
+            ).all()
+        return [
+            ClaimedRow(
+                id=r.id,
+                transition_id=r.transition_id,
+                workload_id=r.workload_id,
+                target=OutboxTarget(r.target),
+                destination=r.destination,
+                payload=dict(r.payload or {}),
+                attempts=r.attempts,
+            )
+            for r in rows
+        ]
+
+    async def write(
+        self, results: Sequence[Result], renew: Sequence[int] = ()
+    ) -> tuple[list[Outcome], set[int]]:
+        """Record a batch and renew the leases of `renew`, in one transaction.
+
+        Returns each result's outcome (LEASE_LOST for a row whose lease we lost) and the ids whose
+        lease was renewed (a missing id is no longer ours). The rows still ours are locked first
+        (SQLite: BEGIN IMMEDIATE holds the write lock), so the guarded updates that follow, one
+        executemany per outcome, cannot miss: which rows were recorded is known without a per-row
+        round trip. The new lease is counted from before the transaction, like a claim's.
+        """
+        ids = sorted({result.row.id for result in results} | set(renew))
+        renewed: set[int] = set()
+        async with transaction(self.engine) as conn:
+            now = utcnow()
+            ours = set(
+                (await conn.execute(self._ours, {"ids": ids, "owner": self.owner})).scalars()
+            )
+            by_outcome: dict[Outcome, list[dict[str, Any]]] = {}
+            for result in results:
+                if result.row.id in ours:
+                    params = {"row_id": result.row.id, "owner": self.owner, **result.values}
+                    by_outcome.setdefault(result.outcome, []).append(params)
+            for outcome, params_list in by_outcome.items():
+                await conn.execute(_RECORD[outcome], params_list)
+            keep = sorted(ours.intersection(renew))
+            if keep:
+                params = {"ids": keep, "owner": self.owner, "until": now + self.lease}
+                renewed = set((await conn.execute(self._renew, params)).scalars())
+        outcomes = [r.outcome if r.row.id in ours else Outcome.LEASE_LOST for r in results]
+        return outcomes, renewed
+
+
+def delivered_values(attempts: int, status: int | None, body: str | None) -> dict[str, Any]:
+    return {"at": utcnow(), "attempts": attempts, "response_status": status, "response_body": body}
+
+
+def dead_values(attempts: int, status: int | None, body: str | None, error: str) -> dict[str, Any]:
+    return {
+        "attempts": attempts,
+        "response_status": status,
+        "response_body": body,
+        "last_error": error,
+    }
+
+
+def deferred_values(
+    attempts: int, retry_at: datetime, status: int | None, body: str | None, error: str
+) -> dict[str, Any]:
+    return {
+        "attempts": attempts,
+        "next_attempt_at": retry_at,
+        "response_status": status,
+        "response_body": body,
+        "last_error": error,
+    }

@@ -1,0 +1,184 @@
+"""The bookkeeping of one drain run: rows claimed ahead, sends in flight, results to write, leases.
+
+statusd.sync.drain drives it; this module only says which row goes where, so the rules (claim in
+batches, claim ahead at most one batch, renew what is held, give back what will not be sent) read
+in one place. Every row the run holds, from its claim until its result is written, has a Lease
+(statusd.sync.lease) here; the sends read it before each attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from statusd.sync.lease import RENEW_AFTER, Lease
+from statusd.sync.outbox import ClaimedRow, Outcome, Result
+
+
+@dataclass
+class DrainReport:
+    """What one drain run did (returned by the Celery tasks and `statusd sync drain`)."""
+
+    claimed: int = 0
+    delivered: int = 0
+    dead: int = 0
+    deferred: int = 0  # gave up for this run: attempts and next_attempt_at recorded
+    lease_lost: int = 0  # the result could not be recorded under our lease (expired, DB down)
+    released: int = 0  # claimed but not sent (deadline, row limit, no time left in its lease)
+    stopped_early: bool = False  # deadline or row limit reached with work possibly left
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# statusd.sync.outbox.Outbox.write's answer; renewed None: unknown (the write failed)
+Write = tuple[list[Outcome], set[int] | None]
+
+
+class RunState:
+    """Where each claimed row of one run is: ready (claimed, not sent), sending, or sent."""
+
+    def __init__(self, concurrency: int, lease: float) -> None:
+        self.report = DrainReport()
+        self.concurrency = concurrency
+        self.lease = lease
+        # One batch claimed ahead keeps every send slot busy (a claim is a DB round trip a freed
+        # slot would otherwise wait for); the rows waiting are renewed like any held row.
+        self.capacity = concurrency * 4
+        self.ready: deque[ClaimedRow] = deque()
+        self.leases: dict[int, Lease] = {}  # every row held: ready, sending, or waiting to write
+        self.sends: set[asyncio.Task[Result]] = set()
+        self.results: list[Result] = []  # sent (or given back), waiting for the next write
+        self.claiming: asyncio.Task[list[ClaimedRow]] | None = None
+        self.writing: asyncio.Task[Write] | None = None
+        self.exhausted = False  # the last claim found fewer rows than asked
+        # A claimed row was given back unsent, its lease too short to start: claims commit too
+        # late to be of use (a struggling database). The run stops instead of claiming again.
+        self.lease_starved = False
+        self._asked = 0
+        self._claim_started = 0.0
+        self._writing_ids: set[int] = set()  # results in the write under way
+        self._renewing: list[int] = []
+        self._renew_started = 0.0
+
+    def claim_limit(self, max_rows: int | None) -> int:
+        """How many rows to claim now (0: not now)."""
+        room = self.capacity - len(self.sends) - len(self.ready)
+        if max_rows is not None:
+            room = min(room, max_rows - self.report.claimed)
+        # While rows are ready, wait for a quarter of the room: fewer, larger claims.
+        if self.ready and room < max(1, self.concurrency // 4):
+            return 0
+        return room
+
+    def start_claim(self, limit: int, claim: Coroutine[Any, Any, list[ClaimedRow]]) -> None:
+        self._asked = limit
+        # Taken before the claim's statement sets lease_until: our deadline is never the later.
+        self._claim_started = time.monotonic()
+        self.claiming = asyncio.create_task(claim)
+
+    def start_sends(
+        self, handle: Callable[[ClaimedRow, Lease], Coroutine[Any, Any, Result]]
+    ) -> None:
+        while self.ready and len(self.sends) < self.concurrency:
+            row = self.ready.popleft()
+            self.sends.add(asyncio.create_task(handle(row, self.leases[row.id])))
+
+    def release_ready(self) -> None:
+        """Give back every row claimed but not sent (written with the next batch)."""
+        while self.ready:
+            self.results.append(Result(self.ready.popleft(), Outcome.RELEASED, {}))
+
+    def renewal_due(self, now: float) -> float | None:
+        """Seconds until the held rows need a renewal (<= 0: now); None when nothing is held.
+
+        Rows in the write under way are left out: that write ends their lease one way or the
+        other."""
+        deadlines = [
+            lease.deadline
+            for row_id, lease in self.leases.items()
+            if row_id not in self._writing_ids and lease.renewable and not lease.lost
+        ]
+        if not deadlines:
+            return None
+        return min(deadlines) - (self.lease - RENEW_AFTER) - now
+
+    def start_write(
+        self, write: Callable[[list[Result], list[int]], Coroutine[Any, Any, Write]], now: float
+    ) -> None:
+        """Write the waiting results, renewing every other held row if one is due."""
+        batch, self.results = self.results, []
+        self._writing_ids = {result.row.id for result in batch}
+        due = self.renewal_due(now)
+        self._renewing = (
+            [
+                row_id
+                for row_id, lease in self.leases.items()
+                if row_id not in self._writing_ids and lease.renewable and not lease.lost
+            ]
+            if due is not None and due <= 0
+            else []
+        )
+        self._renew_started = now
+        self.writing = asyncio.create_task(write(batch, self._renewing))
+
+    def waiting(self) -> set[asyncio.Task[Any]]:
+        tasks: set[asyncio.Task[Any]] = set(self.sends)
+        tasks.update(task for task in (self.claiming, self.writing) if task is not None)
+        return tasks
+
+    def finished(self, task: asyncio.Task[Any]) -> None:
+        """Account for one finished task; a failed claim or a bug in a send raises here."""
+        if task is self.claiming:
+            self.claiming = None
+            rows: list[ClaimedRow] = task.result()
+            self.report.claimed += len(rows)
+            self.exhausted = len(rows) < self._asked
+            deadline = self._claim_started + self.lease
+            for row in rows:
+                held = self.leases.get(row.id)
+                if held is not None:
+                    # Ours already (its lease had lapsed, and this claim took it again): the
+                    # claim extended it; it is queued or in flight once, never twice.
+                    held.deadline = max(held.deadline, deadline)
+                    continue
+                self.leases[row.id] = Lease(deadline)
+                self.ready.append(row)
+        elif task is self.writing:
+            self.writing = None
+            outcomes, renewed = task.result()
+            for outcome in outcomes:
+                setattr(self.report, outcome.value, getattr(self.report, outcome.value) + 1)
+            self.renewed(renewed)
+            for row_id in self._writing_ids:
+                self.leases.pop(row_id, None)
+            self._writing_ids = set()
+            # A written row may unblock its workload's next one; new transitions may have landed.
+            self.exhausted = False
+        else:
+            self.sends.discard(task)
+            result: Result = task.result()
+            self.lease_starved = self.lease_starved or result.outcome is Outcome.RELEASED
+            self.results.append(result)
+
+    def renewed(self, renewed: set[int] | None) -> None:
+        """Apply a renewal: new deadlines for the rows renewed, the others are no longer ours.
+
+        None (the write failed): nothing is known, every row keeps the deadline it had and is
+        not renewed again (its send stops starting attempts in time; a later run takes it)."""
+        deadline = self._renew_started + self.lease
+        for row_id in self._renewing:
+            lease = self.leases.get(row_id)
+            if lease is None:
+                continue
+            if renewed is None:
+                lease.renewable = False  # its send stops starting attempts in time
+            elif row_id in renewed:
+                lease.deadline = max(lease.deadline, deadline)
+            else:
+                lease.lost = True
+        self._renewing = []

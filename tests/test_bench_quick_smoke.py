@@ -1,0 +1,42 @@
+"""`bench/writepath.py --quick` still runs end to end (tiny sizes), so `make bench` cannot rot.
+
+No timing assertions: only that every scenario finished, delivered everything, and reported the
+figures the table and docs/benchmarks.md are built from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.databases import PG_HOST, PG_PORT, PG_USER, ROOT, require_postgres
+
+
+def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
+    require_postgres()
+    env_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+    done = subprocess.run(
+        [sys.executable, "bench/writepath.py", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "BENCH_PG_URL": env_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [written] = list(tmp_path.glob("*-quick.json"))
+    results = json.loads(written.read_text())["results"]
+    assert {"sync drain", "sync drain, 20% 5xx", "sweep storm"} <= set(results)
+    assert results["sweep storm"]["applied"] == 180  # every answering endpoint's SUCCEEDED
+    for name, figures in results.items():
+        assert figures["ok"], (name, figures)
+        assert figures["ratio"] > 0
+    for name in ("sync drain", "sync drain, 20% 5xx"):
+        figures = results[name]
+        # The drain claims and records in batches on at most two pooled connections: no
+        # PostgreSQL session per row (before batching: about one per three rows).
+        assert figures["new_db_sessions"] <= 2, figures
+    assert "| sync drain |" in done.stdout  # the table
