@@ -3,6 +3,10 @@
     .venv/bin/python bench/writepath.py [--quick] [--out bench/results]
 
 Scenarios (each baseline measured in the same run, same machine, same loopback peer):
+  transition storm    20,000 RUNNING trainings report SUCCEEDED at once through the real ingest
+                      of a `statusd serve` vs plain asyncpg (lock + UPDATE + history + outbox, one
+                      transaction each, 10 connections) (bench/storm.py); also with a real
+                      `statusd worker` draining the outbox beside it (full runs only)
   sync drain          statusd.sync.drain over PostgreSQL outbox rows vs a plain aiohttp PUT loop,
                       32 in flight, main API answering in 5 ms (bench/sync_drain.py)
   sync drain, 20% 5xx the same with one answer in five a 503 (both retry; statusd with backoff)
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+import storm  # noqa: E402
 import sweep_storm  # noqa: E402
 import sync_drain  # noqa: E402
 
@@ -41,11 +46,14 @@ Scenario = Callable[[], Awaitable[dict[str, Any]]]
 def scenarios(quick: bool) -> dict[str, Scenario]:
     rows = 300 if quick else 5000
     stale = 200 if quick else 5000
+    storm_n = 300 if quick else 20_000
     return {
-        # >>> LEAD: the transition storm goes here (bench/storm.py, helper B's branch), e.g.
-        #     "transition storm": lambda: storm.run(300 if quick else 20_000),
-        #     with `import storm  # noqa: E402` next to the imports above. Same dict shape.
-        # <<<
+        "transition storm": lambda: storm.run(storm_n),
+        **(
+            {}
+            if quick
+            else {"transition storm, sync beside it": lambda: storm.run(storm_n, with_sync=True)}
+        ),
         "sync drain": lambda: sync_drain.run(rows, 32, 5.0),
         "sync drain, 20% 5xx": lambda: sync_drain.run(rows, 32, 5.0, error_ratio=0.2),
         "sweep storm": lambda: sweep_storm.run(stale, 2),

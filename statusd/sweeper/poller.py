@@ -21,9 +21,9 @@ import orjson
 import structlog
 
 from statusd.errors import UnsafeStatusURL
-from statusd.schema.rules import SEQ_LIMIT
 from statusd.lifecycle import Kind, State, reportable_states
 from statusd.runtime import Runtime
+from statusd.schema.rules import SEQ_LIMIT
 from statusd.settings import Settings
 from statusd.sweeper import leases
 from statusd.sweeper.answers import PollAnswer, PollOutcome, PollReport, apply_answers
