@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from statusd.api.auth import require_api_token_or_cookie
-from statusd.api.errors import json_response
+from statusd.api.errors import json_response, model_response
 from statusd.app_keys import RUNTIME
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
@@ -24,6 +24,7 @@ from statusd.oncall.reports import (
     to_csv,
 )
 from statusd.oncall.summary import fleet_summary
+from statusd.schema import responses
 from statusd.schema.bad_input import parse_query
 from statusd.schema.queries import RecentQuery, StaleQuery
 from statusd.selfwatch import read_disruption
@@ -42,14 +43,15 @@ async def get_stale(request: web.Request) -> web.Response:
             content_type="text/csv",
             headers={"Content-Disposition": 'inline; filename="stale.csv"'},
         )
-    return json_response(
-        {
-            "items": [i.as_dict() for i in items],
-            "count": len(items),
-            "generated_at": datetime.now(UTC).isoformat(),
-            "disruption": disruption_json(await read_disruption(rt.redis, rt.keys)),
-        }
+    report = responses.StaleReport(
+        items=[responses.StaleItem.model_validate(i.as_dict()) for i in items],
+        count=len(items),
+        generated_at=datetime.now(UTC).isoformat(),
+        disruption=responses.Disruption.model_validate(
+            disruption_json(await read_disruption(rt.redis, rt.keys))
+        ),
     )
+    return model_response(report)
 
 
 @require_api_token_or_cookie
