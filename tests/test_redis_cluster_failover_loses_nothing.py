@@ -34,7 +34,7 @@ CHANGES = ["STARTING", "RUNNING", "STOPPING", "SUCCEEDED"]
 CONCURRENCY = 64
 SHARDS = 16
 
-pytestmark = [pytest.mark.redis_ha, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.redis_ha, pytest.mark.slow, pytest.mark.timeout(360)]
 
 
 @pytest.fixture

@@ -130,9 +130,10 @@ class StreamWriter:
             for i in range(shards)
         ]
         self._replica_acks = replica_acks
-        # WAIT's own timeout: half the flush budget, so a slow replica gives a clean 503 (with
-        # the count) before the flush's timeout cuts the call off.
-        self._wait_ms = max(1, int(timeout * 500))
+        # WAIT's own timeout: a third of the flush budget, so a slow replica gives a clean 503
+        # (with the count) before the flush's timeout cuts the call off, even when a missing
+        # script (NOSCRIPT after a Redis restart) makes the flush send everything twice.
+        self._wait_ms = max(1, int(timeout * 1000 / 3))
         self._timeout = timeout
         self._max_inflight = max_inflight
         self._queue: list[_Job] = []

@@ -105,6 +105,22 @@ def _start(args: list[str], port: int, workdir: Path) -> _Server:
     return _Server(port, proc)
 
 
+def start_replica(primary_port: int, workdir: Path) -> _Server:
+    """A redis-server replicating the one on `primary_port` (linked once this returns)."""
+    server = _start(
+        [find_redis_server() or "redis-server", "--replicaof", "127.0.0.1", str(primary_port)],
+        free_port(),
+        workdir,
+    )
+
+    def linked() -> bool:
+        with server.client() as c:
+            return c.info("replication").get("master_link_status") == "up"
+
+    _wait(linked, "the replica linked")
+    return server
+
+
 @dataclass
 class RedisClusterProcs:
     base: Path
