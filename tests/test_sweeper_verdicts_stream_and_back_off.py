@@ -58,8 +58,8 @@ async def seed(rt: Runtime, wid: str, state: State, url: str) -> None:
     await registry.register(rt.engine, wid, Kind.TRAINING, status_url=url)
     await apply_observation(rt.ledger, Observation(wid, state, Source.PUSH, seq=1, actor="test"))
     await liveness.on_registered(rt.redis, rt.keys, wid, time.time() - 100)
-    await rt.redis.zadd(rt.keys.last_seen, {wid: time.time() - 100})
-    await rt.redis.zrem(rt.keys.pending_since, wid)
+    await rt.redis.zadd(rt.keys.last_seen(rt.keys.shard(wid)), {wid: time.time() - 100})
+    await rt.redis.zrem(rt.keys.pending_since(rt.keys.shard(wid)), wid)
 
 
 async def state_of(rt: Runtime, wid: str) -> State:
@@ -124,7 +124,9 @@ async def test_unreachable_is_backed_off_but_never_past_its_lost_deadline(
     while await rt.redis.exists(rt.keys.poll_lease("nearly-lost")):
         assert time.monotonic() < deadline, "the back-off outlived the LOST deadline"
         await asyncio.sleep(0.1)
-    await rt.redis.zadd(rt.keys.last_seen, {"nearly-lost": time.time() - 100})
+    await rt.redis.zadd(
+        rt.keys.last_seen(rt.keys.shard("nearly-lost")), {"nearly-lost": time.time() - 100}
+    )
     sweep = await run_sweep(rt, "sweep-lost")
     assert [w for c in sweep.chunks for w in c] == ["nearly-lost"]  # just-down still backed off
     await run_poll(rt, sweep.chunks[0], sweep.token)

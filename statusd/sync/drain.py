@@ -73,6 +73,13 @@ from statusd.sync.webhooks import WebhookClient
 log = structlog.get_logger("statusd.sync")
 
 
+# A failed write (database blip) is retried after these pauses, doubling, while the batch's rows
+# stay leased for at least WRITE_RETRY_ROOM more (a retry is one short transaction).
+WRITE_RETRY_FIRST = 0.1
+WRITE_RETRY_MAX = 2.0
+WRITE_RETRY_ROOM = 1.0
+
+
 class LeaseRunningOut(StatusdError):
     """Not one more attempt: it could still be in flight when the row's lease ends."""
 
@@ -171,16 +178,28 @@ class Drainer:
             await asyncio.gather(*pending, return_exceptions=True)
         sent = [t.result() for t in state.sends if not t.cancelled() and t.exception() is None]
         if sent or state.results:
-            await self._write([*state.results, *sent], [])
+            batch = [*state.results, *sent]
+            await self._write(batch, [], state.held_until(batch))
 
-    async def _write(self, batch: list[Result], renew: list[int]) -> Write:
-        try:
-            outcomes, renewed = await self.outbox.write(batch, renew)
-        except StorageUnavailable as exc:
-            # The sends happened; the leases expire and the rows are re-sent with the same key.
-            # Held rows keep the deadlines they had: their sends stop starting attempts in time.
-            log.warning("sync.record_failed", rows=len(batch), error=str(exc))
-            return [Outcome.LEASE_LOST] * len(batch), None
+    async def _write(self, batch: list[Result], renew: list[int], held_until: float) -> Write:
+        """Write a batch; a database blip is retried while every row is still under our lease.
+
+        The sends happened: giving up on the write means the leases expire and the rows are
+        re-sent (same Idempotency-Key, a duplicate the peer recognizes), so it is worth a few
+        retries first. Held rows keep the deadlines they had meanwhile: their sends stop
+        starting attempts in time."""
+        pause = WRITE_RETRY_FIRST
+        while True:
+            try:
+                outcomes, renewed = await self.outbox.write(batch, renew)
+                break
+            except StorageUnavailable as exc:
+                if time.monotonic() + pause + WRITE_RETRY_ROOM > held_until:
+                    log.warning("sync.record_failed", rows=len(batch), error=str(exc))
+                    return [Outcome.LEASE_LOST] * len(batch), None
+                log.warning("sync.record_retrying", rows=len(batch), sleep_s=pause, error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, WRITE_RETRY_MAX)
         for result, outcome in zip(batch, outcomes, strict=True):
             if outcome is Outcome.LEASE_LOST:
                 log.warning(

@@ -107,8 +107,15 @@ class RunState:
             return None
         return min(deadlines) - (self.lease - RENEW_AFTER) - now
 
+    def held_until(self, batch: list[Result]) -> float:
+        """The earliest lease deadline among `batch`'s rows (monotonic): until then, all are ours."""
+        deadlines = [self.leases[r.row.id].deadline for r in batch if r.row.id in self.leases]
+        return min(deadlines, default=0.0)
+
     def start_write(
-        self, write: Callable[[list[Result], list[int]], Coroutine[Any, Any, Write]], now: float
+        self,
+        write: Callable[[list[Result], list[int], float], Coroutine[Any, Any, Write]],
+        now: float,
     ) -> None:
         """Write the waiting results, renewing every other held row if one is due."""
         batch, self.results = self.results, []
@@ -124,7 +131,7 @@ class RunState:
             else []
         )
         self._renew_started = now
-        self.writing = asyncio.create_task(write(batch, self._renewing))
+        self.writing = asyncio.create_task(write(batch, self._renewing, self.held_until(batch)))
 
     def waiting(self) -> set[asyncio.Task[Any]]:
         tasks: set[asyncio.Task[Any]] = set(self.sends)

@@ -1,0 +1,62 @@
+"""The lease rule in numbers (pure, no I/O): a lease covers the wait for a first attempt, every
+attempt at its full timeout with the backoff sleeps between them (capped by the retry budget),
+and the slack; an attempt may start only if it ends LEASE_SLACK before the lease does."""
+
+from __future__ import annotations
+
+import pytest
+
+from statusd.settings import Settings
+from statusd.sync.lease import (
+    CLAIM_TO_SEND,
+    LEASE_SLACK,
+    Lease,
+    backoff_cap,
+    lease_seconds,
+    send_bound,
+)
+from tests.conftest import TEST_API_TOKEN, TEST_SECRET
+
+
+def make_settings(**values: float | int) -> Settings:
+    """Only the sync fields matter; nothing is opened."""
+    return Settings(
+        database_url="sqlite+aiosqlite:///unused.db",
+        secret=TEST_SECRET,
+        api_token=TEST_API_TOKEN,
+        **values,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("timeout", "attempts", "budget", "bound"),
+    [
+        (5.0, 5, 20.0, 25.0),  # the defaults: the budget caps it (budget + one timeout)
+        (1.0, 4, 2.0, 3.0),  # the end-to-end tests' settings
+        (1.0, 2, 60.0, 2.0 + backoff_cap(1)),  # few attempts: every attempt and the one sleep
+    ],
+)
+def test_the_send_bound_is_every_attempt_capped_by_the_budget(
+    timeout: float, attempts: int, budget: float, bound: float
+) -> None:
+    settings = make_settings(sync_timeout=timeout, sync_attempts=attempts, sync_budget=budget)
+    assert send_bound(settings) == pytest.approx(bound)
+    assert lease_seconds(settings) == pytest.approx(
+        max(settings.sync_lease, CLAIM_TO_SEND + bound + LEASE_SLACK)
+    )
+
+
+def test_sync_lease_is_only_a_floor() -> None:
+    short = make_settings(sync_timeout=1.0, sync_attempts=1, sync_budget=0.5, sync_lease=0.1)
+    assert lease_seconds(short) == pytest.approx(CLAIM_TO_SEND + 1.0 + LEASE_SLACK)
+    long = make_settings(sync_timeout=1.0, sync_attempts=1, sync_budget=0.5, sync_lease=600.0)
+    assert lease_seconds(long) == 600.0
+
+
+def test_an_attempt_starts_only_if_it_ends_before_the_lease_with_slack() -> None:
+    lease = Lease(deadline=100.0)
+    assert lease.may_start(5.0, now=100.0 - 5.0 - LEASE_SLACK)
+    assert not lease.may_start(5.0, now=100.0 - 5.0 - LEASE_SLACK + 0.001)
+    assert not lease.may_start(5.0, now=101.0)  # lapsed: never
+    lease.lost = True
+    assert not lease.may_start(5.0, now=0.0)  # no longer ours: never
