@@ -15,7 +15,8 @@ help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
 	@echo "make test   - run the whole test suite (SQLite and PostgreSQL variants)"
 	@echo "make lint   - ruff check, ruff format --check, mypy, import-cycle check"
-	@echo "make bench  - ingest benchmark"
+	@echo "make bench  - the whole pipeline: ingest, transition storm, sync drain, sweep storm,"
+	@echo "              steady state and detection latency, each against plain code (bench-quick: tiny)"
 	@echo "make bench-scale - 1 vs 2 consume / serve processes (needs PostgreSQL on 127.0.0.1)"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
 
@@ -83,11 +84,13 @@ bench: $(VENV)/.installed
 	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/writepath.py
+	$(BIN)/python bench/detection.py
 
 # The same scenarios at tiny sizes: a smoke run (tests/test_bench_quick_smoke.py runs the write path's).
 bench-quick: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py --duration 1 --workers 1
 	$(BIN)/python bench/writepath.py --quick
+	$(BIN)/python bench/detection.py --quick
 
 # Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.
 bench-scale: $(VENV)/.installed
