@@ -30,6 +30,9 @@ GARBAGE = (
 )
 
 
+STOP_DRAIN_S = 2.0  # at most this long for in-flight answers when the fleet stops
+
+
 class StatusServer:
     """Serves /w/{id}/status for the containers in `containers` (looked up on every request)."""
 
@@ -67,7 +70,13 @@ class StatusServer:
         # Let hanging handlers finish on their own first: cancelling them inside the runner's
         # shutdown leaves their connections unclosed.
         self._closing.set()
+        # Pollers may still be polling (the sweeper outlives the fleet in tests): wait, bounded,
+        # until the requests in flight have answered, so the runner's shutdown finds only idle
+        # connections to close and cancels no handler mid-response.
+        deadline = time.monotonic() + STOP_DRAIN_S
         await asyncio.sleep(0)
+        while sum(self.inflight.values()) > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 (bounded, shutdown only)
+            await asyncio.sleep(0.01)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
