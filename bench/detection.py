@@ -61,7 +61,6 @@ from statusd.keys import Keys  # noqa: E402
 SEED_TICK_S = 5.0
 SEED_ROWS_PER_TICK = 15
 BATCH = 500
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -165,24 +164,6 @@ async def heartbeat_loop(http: aiohttp.ClientSession, api: str, fleet: Fleet) ->
                     fleet.interval = float(result.get("next_heartbeat_s", fleet.interval))
         n += 1
         await asyncio.sleep(max(0.0, fleet.interval / slices - (time.monotonic() - started)))
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes and their (reaped or live) children, from /proc."""
-    total = 0.0
-    for pid in pids:
-        for proc in [pid, *_descendants(pid)]:
-            with contextlib.suppress(OSError, IndexError):
-                fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
-                total += sum(int(x) for x in fields[11:15]) / CLK_TCK
-    return total
-
-
-def _descendants(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return [d for c in children for d in (int(c), *_descendants(int(c)))]
-    return []
 
 
 async def db_rows(conn: asyncpg.Connection) -> int:
@@ -308,13 +289,13 @@ async def statusd_run(
                 await settled(conn, size, within=120 + size / 50)
                 await asyncio.sleep(fleet.interval)
                 rows0, sent0, t0 = await db_rows(conn), fleet.sent, time.monotonic()
-                cpu0 = [cpu_seconds([p]) for p in pids]
+                cpu0 = [scale_out.cpu_seconds([p]) for p in pids]
                 lags: list[float] = []
                 steady_s = max(timing.steady_s, 2 * fleet.interval)
                 while time.monotonic() - t0 < steady_s:
                     lags.append(await lag_seconds(redis, keys))
                     await asyncio.sleep(0.25)
-                cpu = [cpu_seconds([p]) - c for p, c in zip(pids, cpu0, strict=True)]
+                cpu = [scale_out.cpu_seconds([p]) - c for p, c in zip(pids, cpu0, strict=True)]
                 steady_beats = fleet.sent - sent0
                 steady_s = time.monotonic() - t0
                 rows = await db_rows(conn) - rows0

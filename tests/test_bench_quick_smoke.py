@@ -12,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.databases import PG_HOST, PG_PORT, PG_USER, ROOT, require_postgres
 
 
+@pytest.mark.slow
+@pytest.mark.scale
 def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
     require_postgres()
     env_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"

@@ -29,6 +29,7 @@ WINDOW_S = 30.0  # measured after the fleet has spread over the told interval
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_ten_thousand_obeying_workloads_stay_under_the_cap(
     make_settings: Callable[..., Settings], tmp_path: Path

@@ -46,6 +46,7 @@ def _sweep_stats(log_dir: Path) -> list[dict[str, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 async def test_two_thousand_containers_with_twenty_percent_faults(
     make_settings: Callable[..., Settings], broker_url: str, tmp_path: Path, redis: Redis
 ) -> None:
