@@ -1,13 +1,16 @@
 """Fleet steady state and detection latency, against the seed design, with real statusd processes.
 
-    .venv/bin/python bench/detection.py [--quick] [--workloads 1000,10000] [--pg URL]
+    .venv/bin/python bench/detection.py [--quick] [--workloads 1000,10000] [--consume N] [--pg URL]
 
 For each fleet size N (trainings on PostgreSQL, one `statusd serve`, one `statusd worker -c 2`,
-one `statusd beat`, a redis-server of its own, every status endpoint on one loopback server):
+one `statusd beat`, a redis-server of its own, every status endpoint on one loopback server;
+with `--consume N`, `serve --consumers 0` and N `statusd consume` processes apply the stream, as
+a busy production deployment runs them):
 
   steady     every workload heartbeats at the interval statusd tells it (`next_heartbeat_s`, the
              default TTL): stream lag p99 (sampled every 0.25 s), CPU per 1,000 heartbeats
-             (serve + worker + beat + redis-server, from /proc), Redis bytes per tracked workload
+             (serve [+ consume] + redis-server, and with worker + beat, from /proc), Redis bytes
+             per tracked workload
              (used_memory growth over the run / N) and SQL rows written per steady heartbeat
              (transitions + outbox rows; 0 is the design).
   detection  then 1% of the trainings (at least 10) finish silently (heartbeats stop, the endpoint
@@ -61,6 +64,7 @@ from statusd.keys import Keys  # noqa: E402
 SEED_TICK_S = 5.0
 SEED_ROWS_PER_TICK = 15
 BATCH = 500
+BUSY_RETRIES = 30  # a batch answered 503 this many times in a row ends the run
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Fleet:
     silent: set[str] = field(default_factory=set)
     interval: float = 1.0
     sent: int = 0
+    busy: int = 0  # batch requests answered 503 (and retried)
 
 
 def status_app(fleet: Fleet) -> web.Application:
@@ -155,15 +160,36 @@ async def heartbeat_loop(http: aiohttp.ClientSession, api: str, fleet: Fleet) ->
                         "seq": fleet.seq[wid],
                     }
                 )
-            async with http.post(f"{api}/v1/heartbeats:batch", json={"items": items}) as response:
-                doc = await response.json()
-                if response.status != 200:
-                    raise RuntimeError(f"heartbeats: HTTP {response.status} {doc}")
-                fleet.sent += int(doc["accepted"])
-                for result in doc.get("results", [])[:1]:
-                    fleet.interval = float(result.get("next_heartbeat_s", fleet.interval))
+            doc = await post_batch(http, api, fleet, items)
+            fleet.sent += int(doc["accepted"])
+            for result in doc.get("results", [])[:1]:
+                fleet.interval = float(result.get("next_heartbeat_s", fleet.interval))
         n += 1
         await asyncio.sleep(max(0.0, fleet.interval / slices - (time.monotonic() - started)))
+
+
+async def post_batch(
+    http: aiohttp.ClientSession, api: str, fleet: Fleet, items: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """POST one batch as a well-behaved agent does: a 503 (statusd shedding load) is retried after
+    its Retry-After, and counted; any other failure ends the run."""
+    for _ in range(BUSY_RETRIES):
+        async with http.post(f"{api}/v1/heartbeats:batch", json={"items": items}) as response:
+            doc: dict[str, Any] = await response.json()
+            if response.status == 200:
+                return doc
+            if response.status != 503:
+                raise RuntimeError(f"heartbeats: HTTP {response.status} {doc}")
+            fleet.busy += 1
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    raise RuntimeError(f"heartbeats: still 503 after {BUSY_RETRIES} tries: {doc}")
+
+
+def beating(beats: asyncio.Task[None]) -> None:
+    """The heartbeat loop must outlive every phase: if it died, say why now."""
+    if beats.done():
+        beats.result()  # raises what ended it
+        raise RuntimeError("the heartbeat loop ended")
 
 
 async def db_rows(conn: asyncpg.Connection) -> int:
@@ -268,7 +294,10 @@ async def statusd_run(
     redis_url: str,
     keys: Keys,
     api: str,
+    push: int,
 ) -> dict[str, Any]:
+    """`pids`: serve, the consume processes, worker, beat, redis-server; the first `push` of them
+    and redis-server are the push path."""
     fleet = Fleet(ids=[f"tr-{i:06d}" for i in range(size)])
     runner = web.AppRunner(status_app(fleet), access_log=None)
     await runner.setup()
@@ -293,6 +322,7 @@ async def statusd_run(
                 lags: list[float] = []
                 steady_s = max(timing.steady_s, 2 * fleet.interval)
                 while time.monotonic() - t0 < steady_s:
+                    beating(beats)
                     lags.append(await lag_seconds(redis, keys))
                     await asyncio.sleep(0.25)
                 cpu = [scale_out.cpu_seconds([p]) - c for p, c in zip(pids, cpu0, strict=True)]
@@ -320,6 +350,7 @@ async def statusd_run(
                     timing.sweep_interval + timing.poll_timeout
                 )
                 seen = await wait_verdicts(conn, want, since, within=3 * bound_dead + 30)
+                beating(beats)
             finally:
                 beats.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -334,11 +365,12 @@ async def statusd_run(
         "steady": {
             "heartbeats": steady_beats,
             "heartbeats_per_s": round(steady_beats / steady_s, 1),
+            "batches_answered_503": fleet.busy,
             "lag_p99_s": round(spread(lags)["p99"], 3) if lags else 0.0,
             "lag_s": spread(lags) if lags else {},
-            # serve + redis-server: the push path; all: with the worker and beat idling beside it
+            # serve (+ consume) + redis-server: the push path; all: with the worker and beat
             "cpu_s_per_1000_heartbeats_serve_redis": round(
-                (cpu[0] + cpu[-1]) / max(1, steady_beats) * 1000, 4
+                (sum(cpu[:push]) + cpu[-1]) / max(1, steady_beats) * 1000, 4
             ),
             "cpu_s_per_1000_heartbeats_all": round(sum(cpu) / max(1, steady_beats) * 1000, 4),
             "redis_bytes_per_workload": round(tracked_bytes / size),
@@ -390,16 +422,19 @@ async def seed_run(size: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def statusd_processes(
-    timing: Timing, redis_url: str, prefix: str, database_url: str, tmp: Path
+    timing: Timing, redis_url: str, prefix: str, database_url: str, tmp: Path, consume: int
 ) -> Iterator[tuple[dict[str, str], list[int], str]]:
+    """serve [consume x N] worker beat, in that order in the pids yielded."""
     port = ingest_bench.free_port()
     env = {
         **scale_out.env_for(redis_url, prefix, database_url, port, tmp / "state"),
         **timing.env(),
     }
     subprocess.run([*scale_out.statusd(), "migrate"], env=env, check=True, capture_output=True)
+    serve = [*scale_out.statusd(), "serve", *(["--consumers", "0"] if consume else [])]
     commands = [
-        ([*scale_out.statusd(), "serve"], env),
+        (serve, env),
+        *[([*scale_out.statusd(), "consume"], env)] * consume,
         ([*scale_out.statusd(), "worker", "-c", "2", "-Q", "sweep,poll"], env),
         ([*scale_out.statusd(), "beat", "--schedule", str(tmp / f"beat-{prefix}")], env),
     ]
@@ -410,7 +445,7 @@ def statusd_processes(
         yield env, pids, api
 
 
-def measure(sizes: list[int], timing: Timing, admin_url: str) -> dict[str, Any]:
+def measure(sizes: list[int], timing: Timing, admin_url: str, consume: int) -> dict[str, Any]:
     from statusd.redis_runtime import EmbeddedRedis
 
     out: dict[str, Any] = {"statusd": [], "seed": []}
@@ -434,7 +469,9 @@ def measure(sizes: list[int], timing: Timing, admin_url: str) -> dict[str, Any]:
                 print(f"-- statusd, {size:,} trainings ...", file=sys.stderr, flush=True)
                 with scale_out.fresh_database(admin_url) as db:
                     database_url = db.replace("postgresql://", "postgresql+asyncpg://")
-                    with statusd_processes(timing, redis_url, prefix, database_url, tmp) as (
+                    with statusd_processes(
+                        timing, redis_url, prefix, database_url, tmp, consume
+                    ) as (
                         _,
                         pids,
                         api,
@@ -450,6 +487,7 @@ def measure(sizes: list[int], timing: Timing, admin_url: str) -> dict[str, Any]:
                                     redis_url,
                                     Keys(prefix),
                                     api,
+                                    push=1 + consume,
                                 )
                             )
                         )
@@ -491,13 +529,19 @@ def main() -> int:
         "--pg",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
+    parser.add_argument(
+        "--consume",
+        type=int,
+        default=0,
+        help="N > 0: serve --consumers 0 beside N `statusd consume` processes (default: serve applies)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [int(x) for x in (args.workloads or ("300" if args.quick else "1000,10000")).split(",")]
     timing = QUICK if args.quick else FULL
     started = datetime.now(UTC)
     try:
-        result: dict[str, Any] = {"ok": True, **measure(sizes, timing, args.pg)}
+        result: dict[str, Any] = {"ok": True, **measure(sizes, timing, args.pg, args.consume)}
     except Exception as exc:  # a failed run is reported and exits non-zero; slowness never does
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         print(f"FAILED: {result['error']}", file=sys.stderr)
@@ -510,6 +554,7 @@ def main() -> int:
     )
     doc = {
         "started": started.isoformat(),
+        "consume_processes": args.consume,
         "timing": asdict(timing),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "result": result,
