@@ -4,15 +4,18 @@ Why: the per-request Redis round trip, not HTTP, is what limits ingest (FIELD-NO
 bare, ~10k with one awaited pipeline per request; the cost is client-side Python per pipeline).
 So requests do not talk to Redis themselves. Each one queues its heartbeats and awaits a future;
 a flush scheduled with `call_soon` (it runs after every handler that was ready in this loop turn)
-takes everything queued and stores it with one script call per shard touched (per 1,000
-heartbeats at most; pipelined), then resolves each request's future.
+takes everything queued and stores it with one script call (per 1,000 heartbeats at most;
+pipelined), then resolves each request's future. On Redis Cluster a call may touch one hash slot
+only, so there the flush sends one call per shard touched instead, in the same pipeline.
 
 Why a script and not N x XADD in a pipeline: redis-py packs every command in Python (~15 encode
 calls per XADD); profiling showed that packing as the largest cost of the whole handler. The
-script receives one shard's part of the flush as one orjson-encoded argument and does the XADDs,
+script receives the flush as one orjson-encoded argument, grouped by shard, and does the XADDs,
 the generation check, the last-seen ZADD and the PENDING ZREM inside Redis, which idles at
 ~10% CPU under full ingest load (FIELD-NOTES). `bench/ingest.py` measures the difference. Every
-key one call touches carries the shard's hash tag (statusd.keys), so it runs on Redis Cluster.
+key carries its shard's hash tag (statusd.keys), so a one-shard call runs on Redis Cluster. On a
+single Redis one call carries every shard of the flush: one call per shard cost ~11% of ingest's
+CPU in redis-py's packing and reply parsing at 64 concurrent requests (py-spy, 2026-11-30).
 
 Guarantees:
 - a request hears "stored" only when the script that carried its entry returned; any failure
@@ -57,6 +60,11 @@ class NotStored(StatusdError):
     transient = True
 
 
+# One heartbeat as the script reads it, and one script call: its shards and their entries (JSON).
+_Entry = tuple[str, str, str, str, int, str | bool]
+_Call = tuple[list[int], bytes]
+
+
 class _Job:
     __slots__ = ("heartbeats", "received_ms", "deadline", "future")
 
@@ -73,32 +81,38 @@ class _Job:
         self.future = future
 
 
-# KEYS: ONE shard's stream, generations hash, last_seen and pending_since (one hash slot, so Redis
-# Cluster runs it; a flush sends one call per shard touched). ARGV[1]: a JSON array of
-# [workload_id, generation, status, seq, received_at_ms, detail or false]; ARGV[2]: now (the
-# last-seen score). The field names are the consumers' contract (statusd.ingest.reports.parse_entry).
+# KEYS: for each shard of the call, its stream, generations hash, last_seen and pending_since
+# (four keys per shard, one hash slot per shard). ARGV[1]: a JSON array with, for each of those
+# shards in order, an array of [workload_id, generation, status, seq, received_at_ms, detail or
+# false]; ARGV[2]: now (the last-seen score). On Redis Cluster each call carries one shard, so it
+# touches one slot. The field names are the consumers' contract (statusd.ingest.reports.parse_entry).
 # Every entry is appended (the consumer records an old generation's report as refused), but only
 # the current generation's heartbeat is a sign of life: a deleted registration's container must
 # not keep the new one looking alive. An id without a recorded generation (registered before
 # generations were recorded, or Redis lost them before statusd.recovery rebuilt them) counts.
 APPEND_SCRIPT = """
-local entries = cjson.decode(ARGV[1])
-local stream, gens, seen, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-for _, e in ipairs(entries) do
-  if e[6] then
-    redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
-      'seq', e[4], 'received_at', e[5], 'detail', e[6])
-  else
-    redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
-      'seq', e[4], 'received_at', e[5])
+local groups = cjson.decode(ARGV[1])
+local n = 0
+for g, entries in ipairs(groups) do
+  local base = (g - 1) * 4
+  local stream, gens, seen, pending = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  for _, e in ipairs(entries) do
+    if e[6] then
+      redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
+        'seq', e[4], 'received_at', e[5], 'detail', e[6])
+    else
+      redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
+        'seq', e[4], 'received_at', e[5])
+    end
+    local current = redis.call('HGET', gens, e[1])
+    if (not current) or current == e[2] then
+      redis.call('ZADD', seen, ARGV[2], e[1])
+      redis.call('ZREM', pending, e[1])
+    end
   end
-  local current = redis.call('HGET', gens, e[1])
-  if (not current) or current == e[2] then
-    redis.call('ZADD', seen, ARGV[2], e[1])
-    redis.call('ZREM', pending, e[1])
-  end
+  n = n + #entries
 end
-return #entries
+return n
 """
 APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 SCRIPT_CHUNK = 1000  # heartbeats per script call: bounds how long one call holds Redis
@@ -130,6 +144,7 @@ class StreamWriter:
             for i in range(shards)
         ]
         self._replica_acks = replica_acks
+        self._cluster = isinstance(redis, RedisCluster)
         # WAIT's own timeout: a third of the flush budget, so a slow replica gives a clean 503
         # (with the count) before the flush's timeout cuts the call off, even when a missing
         # script (NOSCRIPT after a Redis restart) makes the flush send everything twice.
@@ -209,7 +224,7 @@ class StreamWriter:
     async def _execute(self, jobs: list[_Job]) -> None:
         now = repr(time.time())
         shards, crc32 = self._shards, zlib.crc32
-        by_shard: dict[int, list[tuple[str, str, str, str, int, str | bool]]] = {}
+        by_shard: dict[int, list[_Entry]] = {}
         for job in jobs:
             for hb in job.heartbeats:
                 # Inlined keys.shard_of (the hot path): same workload, same shard, always.
@@ -226,16 +241,32 @@ class StreamWriter:
                     by_shard[shard] = [entry]
                 else:
                     entries.append(entry)
-        calls = [
-            (shard, orjson.dumps(entries[i : i + SCRIPT_CHUNK]))
-            for shard, entries in by_shard.items()
-            for i in range(0, len(entries), SCRIPT_CHUNK)
-        ]
+        calls = self._calls(by_shard)
         try:
             await self._send(calls, now)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load once, send again
             await self._load_script()
             await self._send(calls, now)
+
+    def _calls(self, by_shard: dict[int, list[_Entry]]) -> list[_Call]:
+        """The script calls of one flush: one per shard on a cluster (one slot each), else as few
+        as SCRIPT_CHUNK allows; each call's shards are listed, with their entries, in order."""
+        calls: list[_Call] = []
+        shards: list[int] = []
+        groups: list[list[_Entry]] = []
+        size = 0
+        for shard, entries in by_shard.items():
+            for i in range(0, len(entries), SCRIPT_CHUNK):
+                part = entries[i : i + SCRIPT_CHUNK]
+                if groups and (self._cluster or size + len(part) > SCRIPT_CHUNK):
+                    calls.append((shards, orjson.dumps(groups)))
+                    shards, groups, size = [], [], 0
+                shards.append(shard)
+                groups.append(part)
+                size += len(part)
+        if groups:
+            calls.append((shards, orjson.dumps(groups)))
+        return calls
 
     async def _load_script(self) -> None:
         if isinstance(self._redis, RedisCluster):  # every primary: any may own a shard now
@@ -245,25 +276,25 @@ class StreamWriter:
         else:
             await self._redis.script_load(APPEND_SCRIPT)
 
-    async def _send(self, calls: list[tuple[int, bytes]], now: str) -> None:
-        """One pipeline: a script call per shard chunk, then, when replicas must acknowledge,
-        one WAIT per connection that wrote (per primary node in a cluster)."""
+    async def _send(self, calls: list[_Call], now: str) -> None:
+        """One pipeline: the script calls, then, when replicas must acknowledge, one WAIT per
+        connection that wrote (per primary node in a cluster)."""
         need = self._replica_acks.required if self._replica_acks is not None else 0
-        cluster = isinstance(self._redis, RedisCluster)
+        cluster = self._cluster
         async with self._redis.pipeline(transaction=False) as pipe:
-            for shard, chunk in calls:
-                pipe.execute_command(
-                    "EVALSHA", APPEND_SHA, 4, *self._script_keys[shard], chunk, now
-                )
+            for shards, payload in calls:
+                keys = [key for shard in shards for key in self._script_keys[shard]]
+                pipe.execute_command("EVALSHA", APPEND_SHA, len(keys), *keys, payload, now)
             nodes: dict[str, Any] = {}
             owner: dict[int, str] = {}
             if need and cluster:
                 # WAIT has no key: address it to the node each shard's stream lives on; a
                 # cluster pipeline sends one node's commands in order on one connection.
-                for shard, _ in calls:
-                    node = self._node_of(shard)
-                    nodes.setdefault(node.name, node)
-                    owner[shard] = node.name
+                for shards, _ in calls:
+                    for shard in shards:
+                        node = self._node_of(shard)
+                        nodes.setdefault(node.name, node)
+                        owner[shard] = node.name
                 for node in nodes.values():
                     pipe.execute_command("WAIT", need, self._wait_ms, target_nodes=node)
             elif need:
