@@ -26,17 +26,25 @@ async def raised_by(url: str, sql: str) -> BaseException:
     raise AssertionError(f"{sql!r} did not fail")
 
 
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """A fresh PostgreSQL database: SQLSTATEs are PostgreSQL's, there is no SQLite variant."""
+    template = request.getfixturevalue("postgres_template")
+    url: str = template.new_database()
+    request.addfinalizer(lambda: template.drop(url))
+    return url
+
+
+@pytest.mark.postgres
 async def test_postgres_serialization_failure_is_transient_and_bad_sql_is_not(
-    database_url: str,
+    postgres_url: str,
 ) -> None:
-    if not database_url.startswith("postgres"):
-        pytest.skip("SQLSTATEs are PostgreSQL's")
     raise_state = "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{}'; END $$"
-    assert is_transient(await raised_by(database_url, raise_state.format("40001")))
-    assert is_transient(await raised_by(database_url, raise_state.format("57P01")))
-    assert not is_transient(await raised_by(database_url, raise_state.format("55000")))
-    assert not is_transient(await raised_by(database_url, "SELECT 1/0"))
-    assert not is_transient(await raised_by(database_url, "SELECT * FROM no_such_table"))
+    assert is_transient(await raised_by(postgres_url, raise_state.format("40001")))
+    assert is_transient(await raised_by(postgres_url, raise_state.format("57P01")))
+    assert not is_transient(await raised_by(postgres_url, raise_state.format("55000")))
+    assert not is_transient(await raised_by(postgres_url, "SELECT 1/0"))
+    assert not is_transient(await raised_by(postgres_url, "SELECT * FROM no_such_table"))
 
 
 async def test_a_server_that_is_not_there_is_storage_unavailable() -> None:

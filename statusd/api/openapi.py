@@ -57,6 +57,8 @@ def _models() -> list[tuple[type[BaseModel], Mode]]:
                 found[model] = "validation"
         if not isinstance(op.answer, str):
             found[op.answer] = "serialization"
+        for model in op.error_bodies.values():
+            found[model] = "serialization"
     return list(found.items())
 
 
@@ -114,7 +116,7 @@ def _responses(op: Operation) -> dict[str, Any]:
     else:
         out[str(op.ok)] = _json(_ref(op.answer), op.summary)
     for status, description in op.errors.items():
-        out[str(status)] = _json(_ref(responses.Error), description)
+        out[str(status)] = _json(_ref(op.error_bodies.get(status, responses.Error)), description)
     for status, description in op.other.items():
         out[str(status)] = {"description": description}
     return out

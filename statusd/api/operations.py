@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from statusd.schema import bodies, queries, responses
+from statusd.schema import batch_results, bodies, queries, reports, responses, story
 
 
 class Area(StrEnum):
@@ -54,7 +54,8 @@ class Operation:
     auth: Auth
     ok: int
     answer: type[BaseModel] | str  # a response model, or a description of a non-JSON answer
-    errors: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)  # answered as responses.Error...
+    error_bodies: dict[int, type[BaseModel]] = field(default_factory=dict)  # ...unless named here
     body: type[BaseModel] | None = None
     form: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
@@ -204,8 +205,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "Many heartbeats at once (at most STATUSD_MAX_BATCH_ITEMS), one result per item",
         Auth.PUBLIC,
         200,
-        "per-item results; accepted items carry next_heartbeat_s",
-        errors={**BODY, **UNAVAILABLE},
+        batch_results.BatchResult,
+        errors={
+            **BODY,
+            503: "Redis did not confirm the append: the items marked 503 were not stored; "
+            "retry them after Retry-After seconds",
+        },
+        error_bodies={503: batch_results.BatchResult},
         body=bodies.HeartbeatBatch,
     ),
     Operation(
@@ -215,7 +221,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Stale, UNREACHABLE and LOST workloads, worst first (JSON, or text/csv with ?format=csv)",
         Auth.API_TOKEN,
         200,
-        responses.StaleReport,
+        reports.StaleReport,
         errors={**QUERY, **COMMON},
         query=queries.StaleQuery,
     ),
@@ -260,7 +266,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Counts per kind x state, stale counts, sync backlog, stream lag (API token or page cookie)",
         Auth.API_TOKEN,
         200,
-        "the summary",
+        reports.Summary,
         errors=COMMON,
     ),
     Operation(
@@ -270,7 +276,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Newest transitions first; `last_id` is where /v1/events resumes (API token or page cookie)",
         Auth.API_TOKEN,
         200,
-        "recent transitions",
+        reports.RecentTransitions,
         errors={**QUERY, **COMMON},
         query=queries.RecentQuery,
     ),
@@ -282,7 +288,7 @@ OPERATIONS: tuple[Operation, ...] = (
         " polls, sync (API token or page cookie)",
         Auth.API_TOKEN,
         200,
-        "the story",
+        story.WorkloadStory,
         errors={404: "not registered", **COMMON},
         path_params=_ID,
     ),
@@ -294,7 +300,7 @@ OPERATIONS: tuple[Operation, ...] = (
         " (API token or page cookie)",
         Auth.API_TOKEN,
         200,
-        "samples, oldest first; the last is now",
+        reports.FleetHistory,
         errors={**QUERY, **COMMON},
         query=queries.FleetHistoryQuery,
     ),
@@ -306,7 +312,7 @@ OPERATIONS: tuple[Operation, ...] = (
         " (API token or page cookie)",
         Auth.API_TOKEN,
         200,
-        "disruption and sweeper",
+        reports.SelfWatch,
         errors=COMMON,
     ),
     Operation(

@@ -162,7 +162,7 @@ def summary(
 
     settings = load_settings()
     with operator_errors():
-        data = asyncio.run(with_runtime(settings, fleet_summary))
+        data = asyncio.run(with_runtime(settings, fleet_summary)).model_dump(mode="json")
     if as_json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return

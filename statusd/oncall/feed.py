@@ -30,10 +30,11 @@ import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from statusd.api.serializers import transition_json
+from statusd.api.serializers import transition_json, transition_out
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind
 from statusd.models import Transition
+from statusd.schema import responses
 
 log = structlog.get_logger("statusd.oncall")
 _T = Transition.__table__  # type: ignore[attr-defined]
@@ -170,7 +171,7 @@ async def read_after(
 
 async def recent(
     engine: AsyncEngine, upto: int, limit: int, flt: FeedFilter
-) -> list[dict[str, Any]]:
+) -> list[responses.Transition]:
     """The newest `limit` transitions at or below `upto`, newest first."""
     query = select(_T).where(_T.c.id <= upto)
     if flt.kind is not None:
@@ -179,4 +180,4 @@ async def recent(
         query = query.where(_T.c.workload_id == flt.workload_id)
     async with reading(engine) as conn:
         rows = await conn.execute(query.order_by(_T.c.id.desc()).limit(limit))
-        return [event_payload(r) for r in rows]
+        return [transition_out(dict(r._mapping)) for r in rows]

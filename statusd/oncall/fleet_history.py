@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
-from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind, State
 from statusd.models import Transition, Workload
+from statusd.schema import reports
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 _T = Transition.__table__  # type: ignore[attr-defined]
@@ -176,15 +176,12 @@ async def fleet_history(
     return reconstruct(workloads, moves, times, quiet=quiet)
 
 
-def history_json(samples: Sequence[Sample], window_s: float, step_s: float) -> dict[str, Any]:
-    """The JSON shape of GET /v1/reports/history."""
+def history_out(samples: Sequence[Sample], window_s: float, step_s: float) -> reports.FleetHistory:
+    """What GET /v1/reports/history answers."""
     seen = {s for sample in samples for s in sample.counts}
-    return {
-        "window_s": window_s,
-        "step_s": step_s,
-        "states": [s.value for s in State if s in seen],  # lifecycle order, for a stable legend
-        "samples": [
-            {"at": s.at.isoformat(), "counts": {k.value: v for k, v in s.counts.items()}}
-            for s in samples
-        ],
-    }
+    return reports.FleetHistory(
+        window_s=window_s,
+        step_s=step_s,
+        states=[s for s in State if s in seen],  # lifecycle order, for a stable legend
+        samples=[reports.HistorySample(at=s.at.isoformat(), counts=s.counts) for s in samples],
+    )

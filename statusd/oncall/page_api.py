@@ -15,12 +15,13 @@ from aiohttp import web
 
 from statusd import selfwatch
 from statusd.api.auth import require_api_token_or_cookie
-from statusd.api.errors import json_response
+from statusd.api.errors import model_response
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
-from statusd.oncall.fleet_history import fleet_history, history_json
+from statusd.oncall.fleet_history import fleet_history, history_out
 from statusd.oncall.reports import disruption_json
 from statusd.oncall.workload_story import workload_story
+from statusd.schema import reports
 from statusd.schema.bad_input import parse_query
 from statusd.schema.queries import FleetHistoryQuery
 
@@ -28,7 +29,7 @@ from statusd.schema.queries import FleetHistoryQuery
 @require_api_token_or_cookie
 async def get_workload_story(request: web.Request) -> web.Response:
     """GET /v1/reports/workloads/{id}: workload, timeline bands, transitions, refused, polls, sync."""
-    return json_response(await workload_story(request.app[RUNTIME], path_workload_id(request)))
+    return model_response(await workload_story(request.app[RUNTIME], path_workload_id(request)))
 
 
 @require_api_token_or_cookie
@@ -43,7 +44,7 @@ async def get_history(request: web.Request) -> web.Response:
         step_s=step,
         kind=query.kind,
     )
-    return json_response(history_json(samples, window, step))
+    return model_response(history_out(samples, window, step))
 
 
 @require_api_token_or_cookie
@@ -54,18 +55,18 @@ async def get_selfwatch(request: web.Request) -> web.Response:
     disruption = await selfwatch.read_disruption(rt.redis, rt.keys)
     last = await selfwatch.last_sweep_success(rt.redis, rt.keys)
     interval = rt.settings.sweep_interval
-    return json_response(
-        {
-            "disruption": disruption_json(disruption),
-            "sweeper": {
-                "stalled": selfwatch.sweeper_stalled(last, sweep_interval=interval, now=now),
-                "last_success_at": _at(last),
-                "seconds_since_success": round(now - last, 3) if last is not None else None,
-                "sweep_interval_s": interval,
-                "stalled_after_s": selfwatch.STALLED_AFTER_INTERVALS * interval,
-            },
-            "generated_at": _at(now),
-        }
+    return model_response(
+        reports.SelfWatch(
+            disruption=reports.Disruption.model_validate(disruption_json(disruption)),
+            sweeper=reports.SweeperHealth(
+                stalled=selfwatch.sweeper_stalled(last, sweep_interval=interval, now=now),
+                last_success_at=_at(last),
+                seconds_since_success=round(now - last, 3) if last is not None else None,
+                sweep_interval_s=interval,
+                stalled_after_s=selfwatch.STALLED_AFTER_INTERVALS * interval,
+            ),
+            generated_at=_at(now) or "",
+        )
     )
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from statusd.api.auth import require_api_token_or_cookie
-from statusd.api.errors import json_response, model_response
+from statusd.api.errors import model_response
 from statusd.app_keys import RUNTIME
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
@@ -24,7 +24,7 @@ from statusd.oncall.reports import (
     to_csv,
 )
 from statusd.oncall.summary import fleet_summary
-from statusd.schema import responses
+from statusd.schema import reports
 from statusd.schema.bad_input import parse_query
 from statusd.schema.queries import RecentQuery, StaleQuery
 from statusd.selfwatch import read_disruption
@@ -43,11 +43,11 @@ async def get_stale(request: web.Request) -> web.Response:
             content_type="text/csv",
             headers={"Content-Disposition": 'inline; filename="stale.csv"'},
         )
-    report = responses.StaleReport(
-        items=[responses.StaleItem.model_validate(i.as_dict()) for i in items],
+    report = reports.StaleReport(
+        items=[reports.StaleItem.model_validate(i.as_dict()) for i in items],
         count=len(items),
         generated_at=datetime.now(UTC).isoformat(),
-        disruption=responses.Disruption.model_validate(
+        disruption=reports.Disruption.model_validate(
             disruption_json(await read_disruption(rt.redis, rt.keys))
         ),
     )
@@ -57,7 +57,7 @@ async def get_stale(request: web.Request) -> web.Response:
 @require_api_token_or_cookie
 async def get_summary(request: web.Request) -> web.Response:
     """GET /v1/reports/summary: counts per kind x state, stale counts, sync backlog, stream lag."""
-    return json_response(await fleet_summary(request.app[RUNTIME]))
+    return model_response(await fleet_summary(request.app[RUNTIME]))
 
 
 @require_api_token_or_cookie
@@ -68,7 +68,7 @@ async def get_recent_transitions(request: web.Request) -> web.Response:
     hub = request.app[sse.HUB]
     mark = await hub.mark()
     items = await recent(request.app[RUNTIME].engine, mark, query.limit, flt)
-    return json_response({"items": items, "count": len(items), "last_id": mark})
+    return model_response(reports.RecentTransitions(items=items, count=len(items), last_id=mark))
 
 
 @require_api_token_or_cookie

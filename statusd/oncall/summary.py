@@ -14,18 +14,19 @@ from sqlalchemy import func, select
 
 from statusd.db import reading
 from statusd.ingest.streams import stream_stats
-from statusd.lifecycle import Kind
+from statusd.lifecycle import Kind, State
 from statusd.models import Workload
 from statusd.oncall.backlog import broker_queue_depths
 from statusd.oncall.reports import stale_report
 from statusd.runtime import Runtime
+from statusd.schema import reports
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 
 
-async def state_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
+async def state_counts(runtime: Runtime) -> dict[Kind, dict[State, int]]:
     """{kind: {state: n}} of registered (not deleted) workloads; every kind is present."""
-    counts: dict[str, dict[str, int]] = {k.value: {} for k in Kind}
+    counts: dict[Kind, dict[State, int]] = {k: {} for k in Kind}
     async with reading(runtime.engine) as conn:
         rows = await conn.execute(
             select(_W.c.kind, _W.c.state, func.count())
@@ -33,7 +34,7 @@ async def state_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
             .group_by(_W.c.kind, _W.c.state)
         )
         for kind, state, n in rows:
-            counts[str(Kind(kind))][str(state)] = int(n)
+            counts[Kind(kind)][State(state)] = int(n)
     return counts
 
 
@@ -44,21 +45,22 @@ async def sync_backlog(runtime: Runtime) -> dict[str, Any]:
     return await outbox_stats(runtime.engine, runtime.settings)
 
 
-async def fleet_summary(runtime: Runtime) -> dict[str, Any]:
-    """Everything `report summary` shows, as JSON-ready data."""
+async def fleet_summary(runtime: Runtime) -> reports.Summary:
+    """Everything `report summary` shows (GET /v1/reports/summary answers it as it is)."""
     now = time.time()
     stale = await stale_report(
         runtime.settings, runtime.engine, runtime.redis, runtime.keys, now=now
     )
     by_reason = Counter(item.reason for item in stale)
-    by_kind = Counter(item.kind for item in stale)
-    return {
-        "generated_at": datetime.fromtimestamp(now, UTC).isoformat(),
-        "counts": await state_counts(runtime),
-        "stale": {"total": len(stale), "by_reason": dict(by_reason), "by_kind": dict(by_kind)},
-        "sync": await sync_backlog(runtime),
-        "stream": (
-            await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
-        ).as_dict(),
-        "celery_queues": await broker_queue_depths(runtime),
-    }
+    by_kind = Counter(Kind(item.kind) for item in stale)
+    stream = await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
+    return reports.Summary(
+        generated_at=datetime.fromtimestamp(now, UTC).isoformat(),
+        counts=await state_counts(runtime),
+        stale=reports.StaleCounts(
+            total=len(stale), by_reason=dict(by_reason), by_kind=dict(by_kind)
+        ),
+        sync=reports.SyncBacklog.model_validate(await sync_backlog(runtime)),
+        stream=reports.StreamLag.model_validate(stream.as_dict()),
+        celery_queues=await broker_queue_depths(runtime),
+    )

@@ -16,13 +16,21 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd.api.serializers import Liveness, iso, transition_json, workload_json
+from statusd.api.serializers import Liveness, iso, transition_out, workload_out
 from statusd.api.workloads import load_workload
 from statusd.db import reading
 from statusd.errors import UnknownWorkload
 from statusd.lifecycle import Source, State
-from statusd.models import OutboxEntry, OutboxStatus, RefusedObservation, Transition, Workload
+from statusd.models import (
+    OutboxEntry,
+    OutboxStatus,
+    OutboxTarget,
+    RefusedObservation,
+    Transition,
+    Workload,
+)
 from statusd.runtime import Runtime
+from statusd.schema import responses, story
 from statusd.sync.status import unsynced_workloads
 
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -43,13 +51,13 @@ class Band:
     end: datetime | None
     transition_id: int | None  # the transition that began it (None: registration)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "start": iso(self.start),
-            "end": iso(self.end),
-            "transition_id": self.transition_id,
-        }
+    def out(self) -> story.Band:
+        return story.Band(
+            state=self.state,
+            start=iso(self.start) or "",
+            end=iso(self.end),
+            transition_id=self.transition_id,
+        )
 
 
 def timeline(
@@ -89,32 +97,34 @@ async def _newest(conn: AsyncConnection, table: Any, workload_id: str, limit: in
     return [dict(r._mapping) for r in rows]
 
 
-def refused_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": int(row["id"]),
-        "current_state": str(row["current_state"]),
-        "requested_state": row["requested_state"],
-        "source": str(row["source"]),
-        "actor": row.get("actor"),
-        "rule": row["rule"],
-        "reason": row.get("reason"),
-        "seq": row.get("seq"),
-        "observed_at": iso(row["observed_at"]),
-        "recorded_at": iso(row["recorded_at"]),
-    }
+def refused_out(row: Mapping[str, Any]) -> story.Refused:
+    return story.Refused(
+        id=int(row["id"]),
+        current_state=row["current_state"],
+        requested_state=row["requested_state"],
+        source=row["source"],
+        actor=row.get("actor"),
+        rule=row["rule"],
+        reason=row.get("reason"),
+        seq=row.get("seq"),
+        observed_at=iso(row["observed_at"]) or "",
+        recorded_at=iso(row["recorded_at"]) or "",
+    )
 
 
-async def _sync(conn: AsyncConnection, workload_id: str) -> dict[str, Any]:
-    """Outbox rows of this workload per target and status, the newest error, last success."""
+async def _sync(
+    conn: AsyncConnection, workload_id: str
+) -> tuple[dict[OutboxTarget, story.TargetSync], story.SyncProblem | None]:
+    """Outbox rows of this workload per target and status, the newest error."""
     rows = await conn.execute(
         select(_O.c.target, _O.c.status, func.count(), func.max(_O.c.synced_at))
         .where(_O.c.workload_id == workload_id)
         .group_by(_O.c.target, _O.c.status)
     )
-    targets: dict[str, dict[str, Any]] = {}
+    targets: dict[OutboxTarget, dict[str, Any]] = {}
     for target, status, count, synced_at in rows:
         entry = targets.setdefault(
-            str(target), {"pending": 0, "synced": 0, "dead": 0, "last_synced_at": None}
+            OutboxTarget(target), {"pending": 0, "synced": 0, "dead": 0, "last_synced_at": None}
         )
         entry[OutboxStatus(status).value] = int(count)
         if synced_at is not None:
@@ -131,18 +141,18 @@ async def _sync(conn: AsyncConnection, workload_id: str) -> dict[str, Any]:
             .limit(1)
         )
     ).first()
-    return {
-        "targets": targets,
-        "last_error": None
+    last_error = (
+        None
         if problem is None
-        else {
-            "target": str(problem.target),
-            "status": str(problem.status),
-            "error": problem.last_error,
-            "attempts": int(problem.attempts),
-            "transition_id": int(problem.transition_id),
-        },
-    }
+        else story.SyncProblem(
+            target=problem.target,
+            status=problem.status,
+            error=problem.last_error,
+            attempts=int(problem.attempts),
+            transition_id=int(problem.transition_id),
+        )
+    )
+    return {t: story.TargetSync.model_validate(e) for t, e in targets.items()}, last_error
 
 
 async def workload_known(rt: Runtime, workload_id: str) -> bool:
@@ -152,10 +162,10 @@ async def workload_known(rt: Runtime, workload_id: str) -> bool:
         return found.first() is not None
 
 
-async def _workload(rt: Runtime, workload_id: str) -> tuple[dict[str, Any], datetime | None]:
+async def _workload(rt: Runtime, workload_id: str) -> tuple[responses.Workload, datetime | None]:
     """The workload as the API shows it, and when it was deregistered (None: it is tracked)."""
     try:
-        return await load_workload(rt, workload_id), None
+        return responses.Workload.model_validate(await load_workload(rt, workload_id)), None
     except UnknownWorkload:
         pass
     # Deregistered: statusd no longer tracks its liveness, but on-call still asks what happened.
@@ -166,10 +176,10 @@ async def _workload(rt: Runtime, workload_id: str) -> tuple[dict[str, Any], date
         synced = workload_id not in await unsynced_workloads(conn, [workload_id])
     fields = dict(row._mapping)
     liveness = Liveness.merge(fields, None, None)
-    return workload_json(fields, liveness, stale=False, synced=synced), fields["deleted_at"]
+    return workload_out(fields, liveness, stale=False, synced=synced), fields["deleted_at"]
 
 
-async def workload_story(rt: Runtime, workload_id: str) -> dict[str, Any]:
+async def workload_story(rt: Runtime, workload_id: str) -> story.WorkloadStory:
     """Everything the workload page shows, deregistered workloads included (their history is
     kept). Raises UnknownWorkload (404) for ids never registered."""
     workload, deregistered_at = await _workload(rt, workload_id)
@@ -190,32 +200,32 @@ async def workload_story(rt: Runtime, workload_id: str) -> dict[str, Any]:
                 )
             )
         ).scalar_one()
-        sync = await _sync(conn, workload_id)
+        targets, last_error = await _sync(conn, workload_id)
     complete = len(history) <= MAX_TRANSITIONS
     shown = list(reversed(history[:MAX_TRANSITIONS]))  # oldest first
     # The timeline tells the current registration's story (a re-registration starts PENDING
     # again); the table keeps every generation. An older generation in view means this one's
     # history is all there.
-    generation = workload["generation"]
+    generation = workload.generation
     current = [t for t in shown if t["generation"] == generation]
     whole = complete or len(current) < len(shown)
-    return {
-        "workload": workload,
-        "deregistered_at": iso(deregistered_at),
-        "timeline": [
-            b.as_dict()
+    return story.WorkloadStory(
+        workload=workload,
+        deregistered_at=iso(deregistered_at),
+        timeline=[
+            b.out()
             for b in timeline(row.created_at, current, complete=whole, until=deregistered_at)
         ],
-        "transitions": [transition_json(r) for r in shown],
-        "transitions_complete": complete,
-        "refused": [refused_json(r) for r in refused[:MAX_REFUSED]],
-        "refused_complete": len(refused) <= MAX_REFUSED,
-        "polls": {
-            "status_url": workload["status_url"],
-            "last_poll_at": iso(row.last_poll_at),
-            "poll_failures": int(row.poll_failures),
-            "last_poll_error": row.last_poll_error,
-            "transitions_from_polls": int(pulls),
-        },
-        "sync": {"synced": workload["synced"], **sync},
-    }
+        transitions=[transition_out(r) for r in shown],
+        transitions_complete=complete,
+        refused=[refused_out(r) for r in refused[:MAX_REFUSED]],
+        refused_complete=len(refused) <= MAX_REFUSED,
+        polls=story.Polls(
+            status_url=workload.status_url,
+            last_poll_at=iso(row.last_poll_at),
+            poll_failures=int(row.poll_failures),
+            last_poll_error=row.last_poll_error,
+            transitions_from_polls=int(pulls),
+        ),
+        sync=story.StorySync(synced=workload.synced, targets=targets, last_error=last_error),
+    )

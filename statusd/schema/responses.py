@@ -125,33 +125,3 @@ class Readiness(Answer):
 class Accepted(Answer):
     status: Literal["accepted"] = "accepted"
     next_heartbeat_s: float = Field(description="send the next heartbeat after this many seconds")
-
-
-class Disruption(Answer):
-    active: bool = Field(description="most of the fleet went silent at once: no LOST/UNREACHABLE")
-    since: IsoTime | None
-    stale: int
-    tracked: int
-    fraction: float
-
-
-class StaleItem(Answer):
-    id: WorkloadId
-    kind: Kind
-    state: State
-    reason: str = Field(description="lost, unreachable, stale or never_seen")
-    labels: Labels
-    last_seen_at: IsoTime | None = Field(description="None when never seen")
-    stale_for_s: float = Field(description="since the last sign of life (or registration)")
-    poll_failures: int = Field(description="consecutive failed polls")
-    last_poll_error: str | None
-    state_since: IsoTime
-    flapping: bool = False
-    silenced: bool = False
-
-
-class StaleReport(Answer):
-    items: list[StaleItem] = Field(description="worst first: LOST, UNREACHABLE, stale")
-    count: int
-    generated_at: IsoTime
-    disruption: Disruption
