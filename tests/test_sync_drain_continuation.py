@@ -33,6 +33,8 @@ from tests.support.main_api import FakeMainAPI
 from tests.support.sync_worker import register_fleet, walk
 
 pytest_plugins = ("tests.support.sync_fixtures",)
+# Each drain runs its full 30 s: scheduled with the long runs, first.
+pytestmark = pytest.mark.slow
 
 WORKLOADS = ("w1", "w2", "w3")
 RUN_S = tasks.RUN_SECONDS_MIN
