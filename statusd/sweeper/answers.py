@@ -86,6 +86,7 @@ class PollReport:
     applied: int = 0  # state changes made (pull observations and sweeper verdicts)
     held_back: int = 0  # UNREACHABLE/LOST verdicts not applied: disruption mode
     backed_off: int = 0  # left UNREACHABLE: next poll later than the next sweep (up to LOST)
+    taken: int = 0  # queued polls of later chunks this task took into its free slots
 
 
 def contact_verdict(
