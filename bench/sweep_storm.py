@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,7 +219,7 @@ async def statusd_sweep(settings: Any, n: int, workers: int) -> dict[str, Any]:
         result = await run_sweep(rt, f"sweep-bench-{time.monotonic_ns()}")
         for chunk in result.chunks:
             # "run" stands for the Celery task id the `poll` task passes (statusd.sweeper.tasks).
-            job = {"ids": chunk, "token": result.token, "run": f"bench-{len(chunk)}-{id(chunk)}"}
+            job = {"ids": chunk, "token": result.token, "run": uuid.uuid4().hex}
             await rt.redis.rpush(f"{prefix}bench:chunks", json.dumps(job))
         reports = []
         deadline = time.monotonic() + 600
