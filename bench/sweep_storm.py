@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,7 +136,7 @@ def worker(db_url: str, redis_url: str, prefix: str) -> None:
                 job = json.loads(popped[1])
                 if job is None:
                     return
-                report = await run_poll(rt, job["ids"], job["token"])
+                report = await run_poll(rt, job["ids"], job["token"], job["run"])
                 await rt.redis.rpush(f"{prefix}bench:done", json.dumps(report.__dict__))
         finally:
             await rt.close()
@@ -217,7 +218,8 @@ async def statusd_sweep(settings: Any, n: int, workers: int) -> dict[str, Any]:
         started = time.perf_counter()
         result = await run_sweep(rt, f"sweep-bench-{time.monotonic_ns()}")
         for chunk in result.chunks:
-            job = {"ids": chunk, "token": result.token}
+            # "run" stands for the Celery task id the `poll` task passes (statusd.sweeper.tasks).
+            job = {"ids": chunk, "token": result.token, "run": uuid.uuid4().hex}
             await rt.redis.rpush(f"{prefix}bench:chunks", json.dumps(job))
         reports = []
         deadline = time.monotonic() + 600

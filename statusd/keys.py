@@ -114,6 +114,21 @@ class Keys:
         """String with TTL: whoever holds it is polling this workload now."""
         return f"{self._g}lease:poll:{workload_id}"
 
+    def poll_queue(self, sweep_token: str) -> str:
+        """List with TTL: the ids one sweep leased, for poll tasks with free slots to take
+        (statusd.sweeper.leases.take_queued); an id in it may already be polled by its own task."""
+        return f"{self._g}queue:poll:{sweep_token}"
+
+    def poll_taken(self, sweep_token: str) -> str:
+        """Set with TTL: the ids of one sweep that a task other than their chunk's own took, so
+        that task does not retake them once their lease was released after the poll."""
+        return f"{self._g}taken:poll:{sweep_token}"
+
+    def poll_took(self, run_token: str) -> str:
+        """Set with TTL: the ids one poll task run took from its sweep's queue, so a redelivery
+        of that task (its worker was killed) polls them again too."""
+        return f"{self._g}took:poll:{run_token}"
+
     @property
     def sweep_lock(self) -> str:
         return f"{self._g}lock:sweep"

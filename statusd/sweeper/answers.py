@@ -3,12 +3,14 @@
 A `poll` task hands over whatever answers have arrived since the last batch (statusd.sweeper
 .poller), so a verdict is applied as soon as its own answer (or timeout) is in, not when the
 slowest endpoint of the chunk has answered. Per batch:
-- good answers: a sign of life in Redis (liveness.mark_seen) and an Observation with source `pull`
-  through apply_observation; poll_failures back to 0;
+- good answers: a sign of life in Redis (liveness.mark_seen) and an Observation with source `pull`;
+  poll_failures back to 0;
 - failures: poll_failures + 1 (bookkeeping columns only, never `state`), or 1 when the workload
   was seen (Redis `last_seen`) after its last poll; at STATUSD_UNREACHABLE_AFTER failed polls,
   UNREACHABLE (source `sweeper`, reason = the last error); UNREACHABLE for STATUSD_LOST_AFTER
   seconds, LOST. No status_url at all: UNREACHABLE at once.
+- the batch's observations and verdicts are written in one transaction (apply_observations:
+  rows locked in id order, a poison observation fails alone).
 - while ingest is (or just was) down, failures count for nothing (statusd.hearing); in disruption
   mode, UNREACHABLE/LOST verdicts are held back (statusd.sweeper.disruption). Both are read per
   batch, so a batch sees the newest judgement.
@@ -40,7 +42,7 @@ from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
 from statusd.sweeper.budgets import unreachable_repoll_s
 from statusd.sweeper.sweep import WorkloadRow
-from statusd.transitions import Observation, apply_observation
+from statusd.transitions import Observation, Result, apply_observations
 
 log = structlog.get_logger("statusd.sweeper")
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -86,6 +88,7 @@ class PollReport:
     applied: int = 0  # state changes made (pull observations and sweeper verdicts)
     held_back: int = 0  # UNREACHABLE/LOST verdicts not applied: disruption mode
     backed_off: int = 0  # left UNREACHABLE: next poll later than the next sweep (up to LOST)
+    taken: int = 0  # queued polls of later chunks this task took into its free slots
 
 
 def contact_verdict(
@@ -174,12 +177,35 @@ async def _record_bookkeeping(
     return failures
 
 
-async def _apply(rt: Runtime, obs: Observation) -> bool:
+async def _apply_one(rt: Runtime, obs: Observation) -> Result | Exception:
     try:
-        result = await apply_observation(rt.ledger, obs)
-    except UnknownWorkload:
-        return False  # deregistered while we polled: nothing to do
-    return result.transition is not None
+        (result,) = await apply_observations(rt.ledger, [obs])
+    except StatusdError as exc:
+        return exc
+    return result
+
+
+async def _apply_all(rt: Runtime, observations: Sequence[Observation]) -> dict[str, bool]:
+    """Write a batch's observations in one transaction (statusd.transitions.apply_observations);
+    returns per workload whether its state changed. A transient failure of the batch falls back
+    to one transaction per observation, so one workload's storage trouble stops no other."""
+    if not observations:
+        return {}
+    try:
+        results = await apply_observations(rt.ledger, observations)
+    except StatusdError as exc:
+        log.warning("poll.batch_apply_failed", observations=len(observations), error=str(exc))
+        results = [await _apply_one(rt, obs) for obs in observations]
+    changed: dict[str, bool] = {}
+    for obs, result in zip(observations, results, strict=True):
+        if isinstance(result, Exception):
+            if not isinstance(result, UnknownWorkload):  # unknown: deregistered while we polled
+                # The next sweep finds it stale again and retries.
+                log.warning("poll.apply_failed", workload_id=obs.workload_id, error=str(result))
+            changed[obs.workload_id] = False
+        else:
+            changed[obs.workload_id] = result.transition is not None
+    return changed
 
 
 async def apply_answers(
@@ -210,35 +236,34 @@ async def apply_answers(
     # likely our fault or the network's. Good answers still apply; failures convict nobody.
     suspect_ourselves = (await read_disruption(rt.redis, rt.keys)).active
 
-    backoff: dict[str, float] = {}
+    observations: list[Observation] = []
+    verdicts: dict[str, State | None] = {}  # failed polls: what each one's failure decided
     for wid, a in answers.items():
-        row = rows[wid]
-        try:
-            if a.ok and a.status is not None:
-                obs = Observation(
-                    wid, a.status, Source.PULL, seq=a.seq, actor="poller", observed_at=now
-                )
-                report.applied += await _apply(rt, obs)
-                continue
-            verdict = contact_verdict(row, failures[wid], now, settings) if counts else None
-            applied = False
-            if verdict is not None and suspect_ourselves:
-                report.held_back += 1
-            elif verdict is not None:
-                reason = a.error or a.outcome
-                if verdict is State.LOST:
-                    reason = f"unreachable for {settings.lost_after:g}s; last error: {reason}"
-                obs = Observation(
+        if a.ok and a.status is not None:
+            observations.append(
+                Observation(wid, a.status, Source.PULL, seq=a.seq, actor="poller", observed_at=now)
+            )
+            continue
+        verdict = contact_verdict(rows[wid], failures[wid], now, settings) if counts else None
+        verdicts[wid] = verdict
+        if verdict is not None and suspect_ourselves:
+            report.held_back += 1
+        elif verdict is not None:
+            reason = a.error or a.outcome
+            if verdict is State.LOST:
+                reason = f"unreachable for {settings.lost_after:g}s; last error: {reason}"
+            observations.append(
+                Observation(
                     wid, verdict, Source.SWEEPER, reason=reason, actor="sweeper", observed_at=now
                 )
-                applied = await _apply(rt, obs)
-                report.applied += applied
-            after = repoll_after(row, verdict, applied, now, settings)
-            if after is not None:
-                backoff[wid] = after
-        except StatusdError as exc:
-            # One workload's storage trouble must not stop the rest of the chunk; the next sweep
-            # finds it stale again and retries.
-            log.warning("poll.apply_failed", workload_id=wid, error=str(exc))
+            )
+    # The whole batch in one transaction: its verdicts land together, as soon as it arrived.
+    changed = await _apply_all(rt, observations)
+    report.applied += sum(changed.values())
+    backoff: dict[str, float] = {}
+    for wid, verdict in verdicts.items():
+        after = repoll_after(rows[wid], verdict, changed.get(wid, False), now, settings)
+        if after is not None:
+            backoff[wid] = after
     report.backed_off += len(backoff)
     return backoff

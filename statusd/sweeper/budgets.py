@@ -33,12 +33,18 @@ class Budgets:
     sweep_soft_s: float  # Celery's soft limit of the sweep task
     sweep_hard_s: float
     hold_ms: int  # cool-down after a poll: at most one poll per sweep interval
+    take_window_s: float  # a poll task takes queued polls of its sweep this long after it starts
 
 
 def budgets(settings: Settings) -> Budgets:
     """The time limits and lease TTLs for these settings."""
     waves = math.ceil(settings.poll_chunk / settings.poll_concurrency)
-    poll_deadline = settings.poll_timeout * waves + DB_SLACK_S
+    # A task takes queued polls of its sweep (statusd.sweeper.leases.take_queued) for one sweep
+    # interval, only into free slots, so each starts at once and ends within a poll timeout; by
+    # then the next sweep has queued its own. Its own chunk takes `waves` timeouts at most.
+    take_window = settings.sweep_interval
+    poll_deadline = max(settings.poll_timeout * waves, take_window + settings.poll_timeout)
+    poll_deadline += DB_SLACK_S
     poll_soft = poll_deadline + DEADLINE_MARGIN_S
     poll_hard = poll_soft + 10.0
     return Budgets(
@@ -51,6 +57,7 @@ def budgets(settings: Settings) -> Budgets:
         sweep_soft_s=SWEEP_SOFT_S,
         sweep_hard_s=SWEEP_SOFT_S + 30.0,
         hold_ms=int(settings.sweep_interval * HOLD_FRACTION * 1000),
+        take_window_s=take_window,
     )
 
 

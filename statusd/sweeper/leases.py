@@ -6,7 +6,17 @@ poll is queued or running) and hands the token to the `poll` task. The task conf
 the lease before polling, and afterwards does not simply delete it: it keeps it until one sweep
 interval (x `HOLD_FRACTION`) after the poll started. So whatever the number of beats, sweeps or
 workers, two polls of one workload start at least that far apart; a worker that dies holding
-leases loses them when the TTL runs out (or keeps them through redelivery: same token).
+leases loses them when the TTL runs out (or keeps them through redelivery: same run token).
+
+Taking queued polls: a sweep with several chunks also lists its leased ids in a queue
+(`Keys.poll_queue`). A running poll task holds its leases under its own run token (the sweep token
++ its task id). While it has free slots (its chunk down to its stragglers) it takes ids whose
+lease still holds the bare sweep token, i.e. queued and not started by anyone, from that queue
+(`take_queued`), switching those leases to its run token and marking them taken for the sweep
+(`Keys.poll_taken`). A chunk's own task then confirms only what still holds the sweep token or its
+own run token, never an id taken by another, so no workload is polled twice. Every id stays in
+exactly one Celery message; a task killed mid-run is redelivered with the same task id, so its run
+token and the ids it took (`Keys.poll_took`) come back with it and nothing it held is lost.
 """
 
 from __future__ import annotations
@@ -20,20 +30,42 @@ from statusd.keys import Keys
 # Kept below 1 so a beat that fires a few ms early is not refused a workload it should poll.
 HOLD_FRACTION = 0.9
 
-# KEYS: lease keys; ARGV[1] = token, ARGV[2] = ttl ms. Returns 1/0 per key: held by us now.
+# KEYS[1] = the sweep's taken set, KEYS[2..] = lease keys; ARGV[1] = sweep token, ARGV[2] = run
+# token, ARGV[3] = ttl ms, ARGV[4..] = the ids of KEYS[2..]. Returns 1/0 per lease key: held by
+# this run now (queued under the sweep token, already ours, or expired while queued; not one
+# another task took and has released since).
 _CONFIRM = """
 local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  if v == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-    out[i] = 1
-  elseif not v then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    out[i] = 1
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v == ARGV[1] or v == ARGV[2]
+     or ((not v) and redis.call('SISMEMBER', KEYS[1], ARGV[i + 2]) == 0) then
+    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+    out[i - 1] = 1
   else
-    out[i] = 0
+    out[i - 1] = 0
   end
+end
+return out
+"""
+
+# KEYS[1] = the sweep's taken set, KEYS[2] = the run's took set, KEYS[3..] = lease keys;
+# ARGV[1] = sweep token, ARGV[2] = run token, ARGV[3] = ttl ms, ARGV[4..] = the ids of KEYS[3..].
+# Only a lease still queued under the bare sweep token is taken: an absent one was released (or
+# expired: the next sweep has it), any other value is a run polling it.
+_TAKE = """
+local out = {}
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+    redis.call('SADD', KEYS[1], ARGV[i + 1])
+    redis.call('SADD', KEYS[2], ARGV[i + 1])
+    out[#out + 1] = ARGV[i + 1]
+  end
+end
+if #out > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 return out
 """
@@ -66,14 +98,68 @@ async def take(redis: Redis, keys: Keys, ids: Sequence[str], token: str, ttl_ms:
     return [wid for wid, ok in zip(ids, results, strict=True) if ok]
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def run_token(sweep_token: str, run_id: str) -> str:
+    """The token a poll task's leases hold while it runs: its sweep's token + its own id (the
+    Celery task id, which a redelivery keeps)."""
+    return f"{sweep_token}/{run_id}"
+
+
 async def confirm(
-    redis: Redis, keys: Keys, ids: Sequence[str], token: str, ttl_ms: int
+    redis: Redis, keys: Keys, ids: Sequence[str], token: str, ttl_ms: int, run: str
 ) -> list[str]:
-    """The ids whose lease `token` holds (or retakes, when it expired unclaimed), TTL refreshed."""
+    """The ids this run now holds (TTL refreshed): its own chunk's ids still queued under the
+    sweep `token` (or retaken when they expired unclaimed), plus those an earlier delivery of it
+    took (`Keys.poll_took`); an id another run took is not ours, even once released."""
+    took = sorted(_text(w) for w in await redis.smembers(keys.poll_took(run)))
+    ids = list(dict.fromkeys([*ids, *took]))
     if not ids:
         return []
-    flags = await redis.eval(_CONFIRM, len(ids), *[keys.poll_lease(w) for w in ids], token, ttl_ms)
+    leased = [keys.poll_lease(w) for w in ids]
+    flags = await redis.eval(
+        _CONFIRM, 1 + len(ids), keys.poll_taken(token), *leased, token, run, ttl_ms, *ids
+    )
     return [wid for wid, ok in zip(ids, flags, strict=True) if int(ok) == 1]
+
+
+async def queue(redis: Redis, keys: Keys, ids: Sequence[str], token: str, ttl_ms: int) -> None:
+    """List a sweep's leased ids for poll tasks with free slots to take (`take_queued`)."""
+    if not ids:
+        return
+    key = keys.poll_queue(token)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, *ids)
+        pipe.pexpire(key, ttl_ms)
+        await pipe.execute()
+
+
+async def take_queued(
+    redis: Redis, keys: Keys, token: str, run: str, count: int, ttl_ms: int
+) -> tuple[list[str], bool]:
+    """Take up to `count` ids of sweep `token` that no task has started yet, for run `run`.
+
+    Pops from the queue's tail: the chunks whose own tasks come last. Returns the ids taken and
+    whether the queue is empty now (nothing more will ever be taken from it)."""
+    key = keys.poll_queue(token)
+    out: list[str] = []
+    while len(out) < count:
+        raw: list[bytes | str] | None = await redis.rpop(key, count - len(out))  # type: ignore[assignment]
+        if not raw:
+            return out, True
+        popped = [_text(w) for w in raw]
+        leased = [keys.poll_lease(w) for w in popped]
+        sets = (keys.poll_taken(token), keys.poll_took(run))
+        got = await redis.eval(_TAKE, 2 + len(popped), *sets, *leased, token, run, ttl_ms, *popped)
+        out.extend(_text(w) for w in got)
+    return out, False
+
+
+async def forget_taken(redis: Redis, keys: Keys, run: str) -> None:
+    """The run is over (its leases released): a redelivery has nothing of it to redo."""
+    await redis.delete(keys.poll_took(run))
 
 
 async def release(

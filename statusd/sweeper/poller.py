@@ -8,13 +8,18 @@ STATUSD_POLL_TIMEOUT and never blocks the others (bounded concurrency, total tim
 
 A `poll` task streams: each answer joins the next batch as soon as it arrives, and each batch
 is applied at once (statusd.sweeper.answers), so one hanging endpoint holds back only itself.
+Nor does it hold the worker process's slots: a slot its chunk no longer needs takes a queued poll
+of a later chunk of the same sweep (statusd.sweeper.leases.take_queued), so a process whose chunk
+is down to its stragglers keeps polling until they end, instead of idling while they hang.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
@@ -145,78 +150,156 @@ def poll_session(allow: Sequence[Network], limit: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
-async def _poll_stream(
-    rows: Sequence[WorkloadRow], settings: Settings, arrived: asyncio.Queue[tuple[str, PollAnswer]]
-) -> None:
-    """Poll every row (bounded concurrency), putting each answer on `arrived` as it comes in."""
-    allow = settings.allow_networks
-    sem = asyncio.Semaphore(settings.poll_concurrency)
+class _Polls:
+    """A task's polls in flight under one concurrency budget: its own chunk first, then the
+    queued polls it takes into the slots its stragglers leave free. Each answer goes on `arrived`
+    as it comes in."""
 
-    async def one(session: aiohttp.ClientSession, row: WorkloadRow) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        arrived: asyncio.Queue[tuple[str, PollAnswer]],
+    ) -> None:
+        self._session, self._settings, self.arrived = session, settings, arrived
+        self._sem = asyncio.Semaphore(settings.poll_concurrency)
+        self.running: set[asyncio.Task[None]] = set()
+
+    @property
+    def free(self) -> int:
+        """Slots no poll holds or waits for: taken polls would start at once."""
+        return self._settings.poll_concurrency - len(self.running)
+
+    def start(self, rows: Iterable[WorkloadRow]) -> None:
+        for row in rows:
+            task = asyncio.create_task(self._one(row))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _one(self, row: WorkloadRow) -> None:
         if not row.status_url:
-            arrived.put_nowait(
+            self.arrived.put_nowait(
                 (row.id, PollAnswer(PollOutcome.NO_URL, error="no status_url registered"))
             )
             return
-        async with sem:
+        async with self._sem:
             answer = await poll_one(
-                session,
+                self._session,
                 row.status_url,
                 row.kind,
-                allow=allow,
-                timeout_s=settings.poll_timeout,
-                max_bytes=settings.poll_max_bytes,
+                allow=self._settings.allow_networks,
+                timeout_s=self._settings.poll_timeout,
+                max_bytes=self._settings.poll_max_bytes,
             )
-        arrived.put_nowait((row.id, answer))
+        self.arrived.put_nowait((row.id, answer))
 
-    async with poll_session(allow, settings.poll_concurrency) as session:
-        await asyncio.gather(*(one(session, r) for r in rows))
+    async def next_batch(self) -> dict[str, PollAnswer]:
+        """Everything that arrived, waiting for one answer if none has; surfaces a bug in a poll."""
+        while self.arrived.empty():
+            getting = asyncio.ensure_future(self.arrived.get())
+            done, _ = await asyncio.wait(
+                {getting, *self.running}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done - {getting}:
+                task.result()  # poll_one never raises for what a container does: this is a bug
+            if getting.done():
+                self.arrived.put_nowait(getting.result())
+            else:
+                getting.cancel()
+        batch: dict[str, PollAnswer] = {}
+        while not self.arrived.empty():
+            wid, answer = self.arrived.get_nowait()
+            batch[wid] = answer
+        return batch
+
+    async def cancel(self) -> None:
+        for task in self.running:
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
 
 
-async def run_poll(rt: Runtime, ids: Sequence[str], token: str) -> PollReport:
-    """Poll the workloads whose lease `token` holds, apply what was learned, release the leases."""
+@dataclass
+class _Run:
+    """One run of a poll task: its tokens, its window for taking queued polls, what it holds."""
+
+    rt: Runtime
+    token: str  # the sweep's
+    run: str  # leases.run_token: what this run's leases hold
+    take_until: float  # monotonic; no queued poll is taken after this
+    report: PollReport
+    started_at: dict[str, float] = field(default_factory=dict)  # id -> when its poll began
+    queue_empty: bool = False
+
+    async def take(self, count: int) -> dict[str, WorkloadRow]:
+        """Up to `count` queued polls of the sweep that no task has started (rows to poll)."""
+        if count <= 0 or self.queue_empty or time.monotonic() >= self.take_until:
+            return {}
+        b = budgets(self.rt.settings)
+        ids, self.queue_empty = await leases.take_queued(
+            self.rt.redis, self.rt.keys, self.token, self.run, count, b.lease_ms
+        )
+        now = time.monotonic()
+        self.started_at.update(dict.fromkeys(ids, now))
+        self.report.taken += len(ids)
+        rows = await load_rows(self.rt.engine, ids) if ids else {}
+        return {wid: r for wid, r in rows.items() if not r.done}
+
+
+async def run_poll(
+    rt: Runtime, ids: Sequence[str], token: str, run_id: str | None = None
+) -> PollReport:
+    """Poll the workloads whose lease `token` holds, apply what was learned, release the leases.
+
+    `run_id` names this run (the Celery task id: a redelivery keeps it and so redoes what a killed
+    run held); while slots are free the run also takes queued polls of the same sweep."""
     settings = rt.settings
     b = budgets(settings)
     report = PollReport()
     started = time.monotonic()
-    held = await leases.confirm(rt.redis, rt.keys, list(ids), token, b.lease_ms)
+    run = _Run(
+        rt,
+        token,
+        leases.run_token(token, run_id or uuid.uuid4().hex),
+        started + b.take_window_s,
+        report,
+    )
+    held = await leases.confirm(rt.redis, rt.keys, list(ids), token, b.lease_ms, run.run)
     report.leased = len(held)
+    run.started_at.update(dict.fromkeys(held, started))
     backoff: dict[str, float] = {}
     try:
         async with asyncio.timeout(b.poll_deadline_s):
-            await _poll_held(rt, held, report, backoff)
+            await _poll_held(run, held, backoff)
     finally:
-        # Keep each lease as a cool-down until one sweep interval after this poll started; a
+        # Keep each lease as a cool-down until one sweep interval after its poll started; a
         # workload left UNREACHABLE keeps it until its back-off ends (statusd.sweeper.answers).
-        elapsed_ms = int((time.monotonic() - started) * 1000)
-        keep_ms = {wid: b.hold_ms - elapsed_ms for wid in held}
+        now = time.monotonic()
+        keep_ms = {wid: b.hold_ms - int((now - t) * 1000) for wid, t in run.started_at.items()}
         keep_ms.update(
             {wid: max(keep_ms[wid], int(s * 1000)) for wid, s in backoff.items() if wid in keep_ms}
         )
-        await leases.release_each(rt.redis, rt.keys, keep_ms, token)
+        await leases.release_each(rt.redis, rt.keys, keep_ms, run.run)
+        await leases.forget_taken(rt.redis, rt.keys, run.run)
     return report
 
 
-async def _poll_held(
-    rt: Runtime, held: Sequence[str], report: PollReport, backoff: dict[str, float]
-) -> None:
+async def _poll_held(run: _Run, held: Sequence[str], backoff: dict[str, float]) -> None:
+    rt = run.rt
     rows = {wid: r for wid, r in (await load_rows(rt.engine, held)).items() if not r.done}
     arrived: asyncio.Queue[tuple[str, PollAnswer]] = asyncio.Queue()
-    polling = asyncio.create_task(_poll_stream(list(rows.values()), rt.settings, arrived))
-    try:
-        while not (polling.done() and arrived.empty()):
-            getting = asyncio.ensure_future(arrived.get())
-            await asyncio.wait({getting, polling}, return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
-                continue
-            batch = dict([getting.result()])
-            while not arrived.empty():  # everything that arrived while the last batch applied
-                wid, answer = arrived.get_nowait()
-                batch[wid] = answer
-            backoff.update(await apply_answers(rt, rows, batch, report))
-        await polling  # surfaces a bug in the polling itself
-    finally:
-        if not polling.done():
-            polling.cancel()
-            await asyncio.gather(polling, return_exceptions=True)
+    async with poll_session(rt.settings.allow_networks, rt.settings.poll_concurrency) as session:
+        polls = _Polls(session, rt.settings, arrived)
+        polls.start(rows.values())
+        try:
+            taken = await run.take(polls.free)
+            rows.update(taken)
+            polls.start(taken.values())
+            while polls.running or not arrived.empty():
+                batch = await polls.next_batch()
+                # Slots the batch freed start their next polls before the batch is applied.
+                taken = await run.take(polls.free)
+                rows.update(taken)
+                polls.start(taken.values())
+                backoff.update(await apply_answers(rt, rows, batch, run.report))
+        finally:
+            await polls.cancel()

@@ -6,7 +6,8 @@ Candidates come from the two liveness sorted sets (statusd.liveness), never from
 Their rows are then loaded in bulk (WHERE id IN (...), chunked) only to drop final and deregistered
 workloads (which also leave the sorted sets, so they cost nothing next time). Everything else is
 leased (statusd.sweeper.leases) and cut into chunks of STATUSD_POLL_CHUNK, one `poll` task each,
-so any number of workers share the network I/O. There is no per-sweep cap: every stale workload
+so any number of workers share the network I/O; the leased ids are also queued, so a task whose
+chunk is down to its stragglers fills its free slots from later chunks. There is no per-sweep cap: every stale workload
 is enqueued every interval.
 """
 
@@ -165,6 +166,10 @@ async def sweep(
         taken = await leases.take(redis, keys, live, token, lease_ms)
         result.busy = len(live) - len(taken)
         result.chunks = [taken[i : i + poll_chunk] for i in range(0, len(taken), poll_chunk)]
+        if len(result.chunks) > 1:
+            # Listed once more for tasks with free slots: a task waiting on its chunk's hanging
+            # endpoints takes queued ids of later chunks instead of idling (statusd.sweeper.leases).
+            await leases.queue(redis, keys, taken, token, lease_ms)
     finally:
         await leases.release_sweep_lock(redis, keys, token)
     result.duration_s = time.monotonic() - started

@@ -50,7 +50,9 @@ def sweep(self: Task) -> dict[str, Any]:
 @shared_task(name=POLL_TASK, bind=True)  # type: ignore[untyped-decorator]
 def poll(self: Task, ids: Sequence[str], token: str) -> dict[str, int]:
     """Poll a chunk of leased workloads and apply what their endpoints say."""
-    report = worker_runtime.run(lambda rt: run_poll(rt, ids, token))
+    # The task id names the run: a redelivery (worker killed) redoes what the killed run held.
+    run_id = str(self.request.id)
+    report = worker_runtime.run(lambda rt: run_poll(rt, ids, token, run_id))
     summary = {
         "leased": report.leased,
         "polled": report.polled,
@@ -59,6 +61,7 @@ def poll(self: Task, ids: Sequence[str], token: str) -> dict[str, int]:
         "applied": report.applied,
         "held_back": report.held_back,
         "backed_off": report.backed_off,
+        "taken": report.taken,
     }
     log.info("poll.done", **summary)
     return summary
