@@ -4,7 +4,8 @@
 
 Scenarios (each a fresh server subprocess pinned to CPU 0; the load generator on CPU 1):
   bare       aiohttp JSON -> 202, uvloop + orjson                     (HTTP ceiling)
-  pipeline   bare + one awaited redis-py pipeline (XADD + ZADD) per request (the naive design)
+  pipeline   bare + one awaited redis-py pipeline (XADD + ZADD) per request (the naive design;
+             its batch route pipelines an XADD + ZADD per item)
   statusd    create_app(consumers=0): POST /v1/heartbeats (HMAC, validation, group commit)
   batch      statusd POST /v1/heartbeats:batch, 100 items per request (heartbeats/s)
   workers    `statusd serve --workers N` (SO_REUSEPORT), if --workers > 1 (shares the CPUs with the load)
@@ -78,9 +79,29 @@ def serve(kind: str, port: int, redis_url: str, prefix: str, state_dir: str, wor
                 body=b'{"status":"accepted"}', status=202, content_type="application/json"
             )
 
+        async def piped_batch(request: web.Request) -> web.Response:
+            doc = orjson.loads(await request.read())
+            now = time.time()
+            async with request.app["redis"].pipeline(transaction=False) as pipe:
+                for item in doc["items"]:
+                    pipe.xadd(
+                        f"{prefix}hb",
+                        {
+                            "workload_id": item["workload_id"],
+                            "status": item["status"],
+                            "seq": item["seq"],
+                        },
+                    )
+                    pipe.zadd(f"{prefix}seen", {item["workload_id"]: now})
+                await pipe.execute()
+            return web.Response(
+                body=b'{"status":"accepted"}', status=200, content_type="application/json"
+            )
+
         app = web.Application()
         app.cleanup_ctx.append(ctx)  # type: ignore[arg-type]
         app.router.add_post("/v1/heartbeats", piped)
+        app.router.add_post("/v1/heartbeats:batch", piped_batch)
     else:
         from statusd.app import create_app
 
@@ -136,18 +157,29 @@ def build_requests(path: str, batch: int) -> list[bytes]:
             body = orjson.dumps({"items": items})
         else:
             body = orjson.dumps({"workload_id": wid, "status": "RUNNING", "seq": i + 1})
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        out.append(head + body)
+        out.append(raw_request(path, token, body))
     return out
+
+
+def raw_request(path: str, token: str, body: bytes) -> bytes:
+    """One keep-alive HTTP/1.1 POST of a JSON body with a bearer token."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
 
 
 async def load(
     port: int, path: str, duration: float, concurrency: int, batch: int
 ) -> dict[str, object]:
-    requests = build_requests(path, batch)
+    return await send(port, build_requests(path, batch), duration, concurrency)
+
+
+async def send(
+    port: int, requests: list[bytes], duration: float, concurrency: int
+) -> dict[str, object]:
+    """`wrk` in Python: `requests` in order and round again over `concurrency` connections."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     stop_at = time.perf_counter() + duration
@@ -186,9 +218,15 @@ async def load(
     }
 
 
+# The requests come from a data file, a line each (target, token, body; tab-separated): written
+# into the script as literals, tens of thousands overflow LuaJIT's constant table.
 WRK_SCRIPT = """
 local reqs = {}
-%s
+for line in io.lines("%s") do
+  local target, token, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
+  reqs[#reqs + 1] = wrk.format("POST", target, {["Host"] = "127.0.0.1",
+    ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
+end
 local n = #reqs
 local i = 0
 request = function()
@@ -210,18 +248,21 @@ def load_with_wrk(
     port: int, path: str, duration: float, concurrency: int, batch: int
 ) -> dict[str, object]:
     """The same requests as `load`, sent by wrk (C, one thread): the client is no longer the limit."""
-    lines = []
-    for raw in build_requests(path, batch):
-        head, body = raw.split(b"\r\n\r\n", 1)
-        token = next(h for h in head.split(b"\r\n") if h.startswith(b"Authorization")).split(b" ")[
-            -1
-        ]
-        lines.append(
-            f'reqs[#reqs + 1] = wrk.format("POST", "{path}", {{["Host"] = "127.0.0.1", ["Content-Type"] = "application/json", '
-            f'["Authorization"] = "Bearer {token.decode()}"}}, [==[{body.decode()}]==])'
-        )
+    return wrk(port, build_requests(path, batch), duration, concurrency)
+
+
+def wrk(port: int, requests: list[bytes], duration: float, concurrency: int) -> dict[str, object]:
+    """Send `requests` (raw HTTP/1.1, as `build_requests` makes them), in order and round again,
+    over `concurrency` keep-alive connections for `duration` seconds; wrk's summary as a dict."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as data:
+        for raw in requests:
+            head, body = raw.split(b"\r\n\r\n", 1)
+            first, *headers = head.decode().split("\r\n")
+            fields = dict(h.split(": ", 1) for h in headers)
+            token = fields["Authorization"].split(" ")[-1]
+            data.write(f"{first.split(' ')[1]}\t{token}\t{body.decode()}\n")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % "\n".join(lines))
+        script.write(WRK_SCRIPT % data.name)
     try:
         out = subprocess.run(
             [
@@ -241,6 +282,7 @@ def load_with_wrk(
         )
     finally:
         os.unlink(script.name)
+        os.unlink(data.name)
     result: dict[str, object] = orjson.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -252,10 +294,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         with (
             contextlib.suppress(OSError),

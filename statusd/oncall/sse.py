@@ -92,7 +92,7 @@ class EventHub:
                     await asyncio.sleep(POLL_FALLBACK_S)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _advance(self) -> None:
         before = self.high_water.mark
