@@ -94,12 +94,15 @@ bench: $(VENV)/.installed
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } \
 	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/steady_cpu.py
 	$(BIN)/python bench/writepath.py
 	$(BIN)/python bench/detection.py
 
-# The same scenarios at tiny sizes: a smoke run (tests/test_bench_quick_smoke.py runs the write path's).
+# The same scenarios at tiny sizes: a smoke run (tests/test_bench_quick_smoke.py runs the write
+# path's and the steady CPU's).
 bench-quick: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py --duration 1 --workers 1
+	$(BIN)/python bench/steady_cpu.py --quick
 	$(BIN)/python bench/writepath.py --quick
 	$(BIN)/python bench/detection.py --quick
 

@@ -1,4 +1,5 @@
-"""`bench/writepath.py --quick` still runs end to end (tiny sizes), so `make bench` cannot rot.
+"""The quick benches (`bench/writepath.py`, `bench/steady_cpu.py`) still run end to end (tiny
+sizes), so `make bench` cannot rot.
 
 No timing assertions: only that every scenario finished, delivered everything, and reported the
 figures the table and docs/benchmarks.md are built from.
@@ -44,3 +45,33 @@ def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Pa
         # PostgreSQL session per row (before batching: about one per three rows).
         assert figures["new_db_sessions"] <= 2, figures
     assert "| sync drain |" in done.stdout  # the table
+
+
+@pytest.mark.slow
+@pytest.mark.scale
+def test_the_steady_cpu_bench_applies_what_it_sent_and_reports_both_sides(tmp_path: Path) -> None:
+    """`bench/steady_cpu.py --quick`: statusd and the naive ingest each took heartbeats on both
+    transports, statusd's were all applied (the run waits for an empty stream), and the ratio
+    the goal is judged by is written."""
+    require_postgres()
+    env_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+    done = subprocess.run(
+        [sys.executable, "bench/steady_cpu.py", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "BENCH_PG_URL": env_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [written] = list(tmp_path.glob("*-steady-cpu.json"))
+    results = json.loads(written.read_text())["results"]
+    assert set(results) == {"single", "batch"}
+    for figures in results.values():
+        for side in ("statusd", "naive"):
+            assert figures[side]["heartbeats"] > 0, figures
+            assert figures[side]["cpu_per_1000"] > 0, figures
+        # Taking and applying: the statusd clock runs until the stream is empty.
+        assert figures["statusd"]["applied_s"] >= figures["statusd"]["load_s"] > 0
+        assert figures["ratio"] > 0
+    assert "| single |" in done.stdout and "| batch |" in done.stdout

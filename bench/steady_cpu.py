@@ -1,0 +1,332 @@
+"""CPU per 1,000 steady heartbeats: statusd against the naive ingest, measured in one run (issue 12:
+statusd <= 2x the naive figure).
+
+    .venv/bin/python bench/steady_cpu.py [--workloads 1000] [--duration 8] [--rounds 40] [--quick]
+
+statusd  `statusd serve` as the README starts it (ingest and its in-process consumers), PostgreSQL
+         (a fresh database), W trainings registered and RUNNING, so their state is cached. wrk
+         sends steady RUNNING heartbeats, each round a newer seq for every workload, for D
+         seconds. The CPU of serve + its redis-server is counted from the start of the load until
+         the stream is fully applied (lag and pending 0), per accepted heartbeat: taking AND
+         applying it. PostgreSQL's CPU is reported beside it (steady heartbeats write no SQL).
+naive    bench/ingest.py's `pipeline` server (parse, one XADD + ZADD pipeline, no checks, nothing
+         applied afterwards) with the same requests: CPU of the server + its redis-server over the
+         load, per accepted heartbeat.
+
+Both as single requests (POST /v1/heartbeats: issue 12's framing) and through the batch endpoint
+(100 heartbeats per request). The load is wrk's when installed, else bench/ingest.py's Python
+client. Each server is pinned to CPU 0 and wrk to CPU 1; each scenario
+gets a redis-server of its own, unpinned, so its CPU is its scenario's. Prints one table with
+the ratios, writes bench/results/<UTC time>-steady-cpu.json, exits non-zero if a run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import ingest as ingest_bench  # noqa: E402  (servers, wrk, ports)
+import scale_out  # noqa: E402  (statusd processes, fresh databases, CPU from /proc)
+
+from statusd.ingest.streams import stream_stats  # noqa: E402
+from statusd.keys import Keys  # noqa: E402
+from statusd.redis_runtime import EmbeddedRedis, create_redis  # noqa: E402
+
+BATCH_ITEMS = ingest_bench.BATCH_ITEMS
+CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class Run:
+    heartbeats: int  # accepted by the server (2xx answers x heartbeats per request)
+    load_s: float  # wrk's duration
+    applied_s: float  # from the load's start until the stream was applied (statusd only)
+    cpu_per_1000: float  # server (+ in-process consumers) + its redis-server, CPU s per 1,000
+    server_per_1000: float
+    redis_per_1000: float
+    postgres_per_1000: float
+
+
+def steady_requests(path: str, tokens: dict[str, str], rounds: int, batch: int) -> list[bytes]:
+    """Round after round, every workload a RUNNING heartbeat with a newer seq (seq 2 onwards:
+    seq 1 made them RUNNING), as single requests or `batch` per request."""
+    items = [
+        {"workload_id": wid, "status": "RUNNING", "seq": r + 2, "token": token}
+        for r in range(rounds)
+        for wid, token in tokens.items()
+    ]
+    out = []
+    if batch:
+        for start in range(0, len(items), batch):
+            body = orjson.dumps({"items": items[start : start + batch]})
+            out.append(ingest_bench.raw_request(path, "-", body))
+        return out
+    for item in items:
+        token = str(item.pop("token"))
+        out.append(ingest_bench.raw_request(path, token, orjson.dumps(item)))
+    return out
+
+
+async def register(api: str, workloads: int) -> dict[str, str]:
+    """W trainings through the API, then one RUNNING heartbeat each (seq 1) through the batch route."""
+    auth = {"Authorization": f"Bearer {scale_out.API_TOKEN}"}
+    tokens: dict[str, str] = {}
+    limit = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession() as http:
+
+        async def one(wid: str) -> None:
+            body = {"id": wid, "kind": "training"}
+            async with limit, http.post(f"{api}/v1/workloads", json=body, headers=auth) as r:
+                assert r.status == 201, await r.text()
+                tokens[wid] = (await r.json())["heartbeat_token"]
+
+        await asyncio.gather(*(one(f"train-{i:05d}") for i in range(workloads)))
+        items = [
+            {"token": t, "workload_id": w, "status": "RUNNING", "seq": 1} for w, t in tokens.items()
+        ]
+        for start in range(0, len(items), scale_out.BATCH):
+            batch = {"items": items[start : start + scale_out.BATCH]}
+            async with http.post(f"{api}/v1/heartbeats:batch", json=batch) as r:
+                body = await r.json()
+                assert r.status == 200 and body["rejected"] == 0, body
+    return tokens
+
+
+async def applied(redis_url: str, keys: Keys, within: float) -> None:
+    """Wait until every entry of every shard was delivered and acked."""
+    redis = create_redis(redis_url, 2)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            stats = await stream_stats(redis, keys, scale_out.SHARDS)
+            if stats.lag == 0 and stats.pending == 0:
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    raise SystemExit(f"the stream was not applied within {within}s")
+
+
+async def all_running(database_url: str, workloads: int, within: float = 120.0) -> None:
+    import asyncpg
+
+    deadline = time.monotonic() + within
+    conn = await asyncpg.connect(database_url)
+    try:
+        while time.monotonic() < deadline:
+            n = await conn.fetchval("SELECT count(*) FROM workloads WHERE state = 'RUNNING'")
+            if n == workloads:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    raise SystemExit(f"not every workload reached RUNNING within {within}s")
+
+
+def load(
+    port: int, requests: list[bytes], args: argparse.Namespace, per_request: int
+) -> tuple[int, float]:
+    """(heartbeats accepted, seconds) of one load run from CPU 1 (wrk, or the Python client)."""
+    if ingest_bench.pinned(1):
+        os.sched_setaffinity(0, {1})
+    try:
+        if args.loader == "wrk":
+            result = ingest_bench.wrk(port, requests, args.duration, CONCURRENCY)
+        else:
+            result = asyncio.run(ingest_bench.send(port, requests, args.duration, CONCURRENCY))
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    statuses = result["statuses"]
+    assert isinstance(statuses, dict)
+    # wrk's summary says {"2xx": n, "error": n}; the Python client counts each status code.
+    ok = sum(n for code, n in statuses.items() if str(code).startswith("2"))
+    if sum(statuses.values()) - ok:
+        raise SystemExit(f"{sum(statuses.values()) - ok} requests failed: {result}")
+    return ok * per_request, float(result["seconds"])  # type: ignore[arg-type]
+
+
+def statusd_run(path: str, batch: int, args: argparse.Namespace, tmp: Path) -> Run:
+    redis = EmbeddedRedis(tmp / f"redis-statusd-{batch}", appendonly=False)
+    url = redis.start()
+    try:
+        prefix = f"steady{secrets.token_hex(2)}:"
+        port = ingest_bench.free_port()
+        with scale_out.fresh_database(args.pg) as database_url:
+            env = scale_out.env_for(url, prefix, database_url, port, tmp / f"state-{batch}")
+            subprocess.run(
+                [*scale_out.statusd(), "migrate"], env=env, check=True, capture_output=True
+            )
+            api = f"http://127.0.0.1:{port}"
+            serve = [([*ingest_bench.pinned(0), *scale_out.statusd(), "serve"], env)]
+            pids: list[int] = []
+            with scale_out.processes(serve, tmp, started=pids):
+                asyncio.run(scale_out.wait_http(f"{api}/readyz"))
+                tokens = asyncio.run(register(api, args.workloads))
+                asyncio.run(all_running(database_url, args.workloads))
+                asyncio.run(applied(url, Keys(prefix), 120))
+                requests = steady_requests(path, tokens, args.rounds, batch)
+                pg = scale_out.postgres_pids()
+                own = [redis.process.pid]
+                before = (scale_out.cpu_seconds(pids), scale_out.cpu_seconds(own))
+                pg_before = scale_out.cpu_seconds(pg)
+                started = time.monotonic()
+                heartbeats, seconds = load(port, requests, args, batch or 1)
+                asyncio.run(applied(url, Keys(prefix), 600))
+                applied_s = time.monotonic() - started
+                server = scale_out.cpu_seconds(pids) - before[0]
+                own_redis = scale_out.cpu_seconds(own) - before[1]
+                postgres = scale_out.cpu_seconds(pg) - pg_before
+    finally:
+        redis.stop()
+    return per_1000(heartbeats, seconds, applied_s, server, own_redis, postgres)
+
+
+def naive_run(
+    path: str, batch: int, args: argparse.Namespace, tmp: Path, tokens: dict[str, str]
+) -> Run:
+    redis = EmbeddedRedis(tmp / f"redis-naive-{batch}", appendonly=False)
+    url = redis.start()
+    try:
+        port = ingest_bench.free_port()
+        command = [
+            *ingest_bench.pinned(0),
+            sys.executable,
+            str(ROOT / "bench" / "ingest.py"),
+            "--serve",
+            "pipeline",
+            "--port",
+            str(port),
+            "--redis",
+            url,
+            "--prefix",
+            "naive:",
+        ]
+        pids: list[int] = []
+        with scale_out.processes([(command, dict(os.environ))], tmp, started=pids):
+            ingest_bench.wait_port(port, None)
+            requests = steady_requests(path, tokens, args.rounds, batch)
+            own = [redis.process.pid]
+            before = (scale_out.cpu_seconds(pids), scale_out.cpu_seconds(own))
+            heartbeats, seconds = load(port, requests, args, batch or 1)
+            server = scale_out.cpu_seconds(pids) - before[0]
+            own_redis = scale_out.cpu_seconds(own) - before[1]
+    finally:
+        redis.stop()
+    return per_1000(heartbeats, seconds, seconds, server, own_redis, 0.0)
+
+
+def per_1000(
+    heartbeats: int, load_s: float, applied_s: float, server: float, redis: float, pg: float
+) -> Run:
+    k = 1000 / max(heartbeats, 1)
+    return Run(
+        heartbeats=heartbeats,
+        load_s=load_s,
+        applied_s=applied_s,
+        cpu_per_1000=(server + redis) * k,
+        server_per_1000=server * k,
+        redis_per_1000=redis * k,
+        postgres_per_1000=pg * k,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workloads", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=40, help="distinct seqs per workload")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per run")
+    parser.add_argument("--quick", action="store_true", help="200 workloads, 2 s of load")
+    parser.add_argument(
+        "--loader",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk when installed (the Python one can be the bottleneck)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.workloads, args.rounds, args.duration = 200, 10, 2.0
+    results: dict[str, dict[str, object]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="statusd-steady-cpu-"))
+    try:
+        for label, path, batch in (
+            ("single", "/v1/heartbeats", 0),
+            ("batch", "/v1/heartbeats:batch", BATCH_ITEMS),
+        ):
+            print(f"{label}: statusd ...", flush=True)
+            ours = statusd_run(path, batch, args, tmp)
+            print(f"{label}: naive ...", flush=True)
+            # The naive server checks nothing: any token will do, the same ids and seqs are sent.
+            fake = {f"train-{i:05d}": "-" for i in range(args.workloads)}
+            naive = naive_run(path, batch, args, tmp, fake)
+            results[label] = {
+                "statusd": asdict(ours),
+                "naive": asdict(naive),
+                "ratio": ours.cpu_per_1000 / max(naive.cpu_per_1000, 1e-9),
+            }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(table(results))
+    out = args.out / f"{datetime.now(UTC):%Y-%m-%dT%H%M%SZ}-steady-cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "workloads": args.workloads,
+                "duration_s": args.duration,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"written: {out}")
+    return 0
+
+
+def table(results: dict[str, dict[str, object]]) -> str:
+    rows = [
+        "| requests | statusd s / 1,000 hb (serve / redis; PostgreSQL) | naive s / 1,000 hb "
+        "(server / redis) | ratio (goal <= 2) |",
+        "|---|---|---|---|",
+    ]
+    for label, r in results.items():
+        ours, naive = r["statusd"], r["naive"]
+        assert isinstance(ours, dict) and isinstance(naive, dict)
+        rows.append(
+            f"| {label} | {ours['cpu_per_1000']:.4f} ({ours['server_per_1000']:.4f} / "
+            f"{ours['redis_per_1000']:.4f}; {ours['postgres_per_1000']:.4f}) | "
+            f"{naive['cpu_per_1000']:.4f} ({naive['server_per_1000']:.4f} / "
+            f"{naive['redis_per_1000']:.4f}) | {r['ratio']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
