@@ -42,22 +42,25 @@ async def measure(url: str, workloads: int, shards: int) -> None:
         batch = [Heartbeat(w, "RUNNING", 7, None, 1) for w in ids[start : start + 500]]
         await writer.append(batch)
     await writer.close()
-    record = liveness.newest_seq_recorder(redis)
-    for shard, group in keys.by_shard(ids).items():
-        await record(keys=[keys.last_seq(shard)], args=[x for w in group for x in (w, 7)])
-    for wid in ids:
-        await cache.store(wid, State.RUNNING, 3, 1, Kind.TRAINING, seq=7)
+    registrations = liveness.Registrations(redis, keys)
+    for start in range(0, workloads, 500):
+        await registrations.raise_seqs({w: 7 for w in ids[start : start + 500]})
+        entries = [(w, State.RUNNING, 3, 1, Kind.TRAINING, 7) for w in ids[start : start + 500]]
+        await cache.store_many(entries)
     await redis.delete(*(keys.heartbeat_shard(s) for s in range(shards)))
     after = int((await redis.info("memory"))["used_memory"])
     families: dict[str, int] = defaultdict(int)
+    encodings: dict[str, set[str]] = defaultdict(set)
     async for key in redis.scan_iter(count=1000):
         name = key.decode()
         family = name.split("}:", 1)[-1].split(":", 1)[0]
         families[family] += int(await redis.memory_usage(key, samples=0) or 0)
+        encodings[family].add((await redis.object("encoding", key)).decode())
     print(f"workloads {workloads}, shards {shards}")
     print(f"used_memory growth: {after - before} B = {(after - before) / workloads:.0f} B/workload")
     for family, size in sorted(families.items(), key=lambda kv: -kv[1]):
-        print(f"  {family:8s} {size / workloads:6.0f} B/workload (MEMORY USAGE)")
+        kinds = ",".join(sorted(encodings[family]))
+        print(f"  {family:8s} {size / workloads:6.0f} B/workload (MEMORY USAGE), {kinds}")
     await redis.aclose()
 
 

@@ -4,10 +4,14 @@ All of them start with `Settings.redis_prefix`, so tests (and two statusd instal
 Redis) never see each other's keys.
 
 Layout (Redis Cluster ready, the same on a single Redis): every per-workload key lives under its
-stream shard's hash tag, `<prefix>{s7}:hb`, `<prefix>{s7}:seen`, `<prefix>{s7}:st:<id>`..., so the
-ingest script, the consumers' ack pipeline and a registration's MULTI each touch ONE slot (Redis
-Cluster refuses a script or MULTI across slots). Process-wide keys (leases, locks, self-watch)
-share the global tag `<prefix>{g}:`. Readers of the liveness sets go shard by shard.
+stream shard's hash tag, `<prefix>{s7}:hb`, `<prefix>{s7}:seen`, `<prefix>{s7}:cache:<bucket>`...,
+so the ingest script, the consumers' ack pipeline and a registration's MULTI each touch ONE slot
+(Redis Cluster refuses a script or MULTI across slots). Process-wide keys (leases, locks,
+self-watch) share the global tag `<prefix>{g}:`. Readers of the liveness sets go shard by shard.
+
+Per-workload hash fields are spread over small bucket hashes (`bucket_of`), not one key per
+workload nor one big hash per shard: a small hash is stored as a listpack (no per-field pointers
+and allocations), which is what keeps Redis under 300 B per tracked workload (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,6 +37,30 @@ def shard_of(workload_id: str, shards: int) -> int:
     return zlib.crc32(workload_id.encode()) % shards
 
 
+# Bucket hashes per install, spread evenly over the shards (256 per shard at the default 16).
+# Redis keeps a hash as a compact listpack while it has <= 128 fields (`hash-max-listpack-entries`)
+# of <= 64 bytes each; past that it converts it, for good, to a hashtable (~3x the bytes per field).
+# 200,000 workloads over 4,096 buckets is 49 fields per bucket on average (crc32 spreads them like
+# Poisson: sd 7, so the fullest of 4,096 buckets holds ~75, far from 128); 20,000 workloads is ~5
+# per bucket, where each bucket key's own overhead (~100 B: keyspace entry, key name, listpack
+# header) costs ~20 B per workload per family. Half as many buckets would put the fullest ones
+# over 128 at 200k; twice as many would double that per-key share at 20k.
+BUCKETS = 4096
+
+
+def buckets_per_shard(shards: int) -> int:
+    """How many bucket hashes each shard has (BUCKETS spread over the shards, at least one)."""
+    return max(1, BUCKETS // shards)
+
+
+def bucket_of(workload_id: str, shards: int) -> tuple[int, int]:
+    """(shard, bucket within the shard) of a workload's hash fields: from the same crc32 as its
+    shard (the shard takes `crc % shards`, the bucket the quotient), so a bucket key carries its
+    shard's hash tag and every bucket of a shard is one slot."""
+    crc = zlib.crc32(workload_id.encode())
+    return crc % shards, (crc // shards) % buckets_per_shard(shards)
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "statusd:"
@@ -41,6 +69,15 @@ class Keys:
     def shard(self, workload_id: str) -> int:
         """`shard_of` with this layout's shard count."""
         return shard_of(workload_id, self.shards)
+
+    def bucket(self, workload_id: str) -> tuple[int, int]:
+        """`bucket_of` with this layout's shard count."""
+        return bucket_of(workload_id, self.shards)
+
+    @property
+    def buckets(self) -> int:
+        """Bucket hashes per shard."""
+        return buckets_per_shard(self.shards)
 
     def by_shard(self, workload_ids: Iterable[str]) -> dict[int, list[str]]:
         """Ids grouped by shard (each group's keys share one slot), in first-seen order."""
@@ -85,25 +122,44 @@ class Keys:
         sweeper reads them."""
         return f"{self._s(shard)}seen"
 
-    def last_seq(self, shard: int) -> str:
-        """Hash, one per shard: workload id -> newest seq observed (applied or not)."""
-        return f"{self._s(shard)}seq"
+    def registration(self, shard: int, bucket: int) -> str:
+        """Hash, one per bucket (`bucket_of`): workload id -> "<generation>|<newest seq>", either
+        part possibly empty (statusd.liveness encodes and reads it). Ingest's script reads the
+        generation, so an older generation's heartbeat is no sign of life; consumers and polls
+        raise the seq (observed, applied or not), never backward."""
+        return f"{self._s(shard)}reg:{bucket}"
 
-    def generations(self, shard: int) -> str:
-        """Hash, one per stream shard: workload id -> current registration generation. Ingest's
-        script reads it so an older generation's heartbeat is no sign of life."""
-        return f"{self._s(shard)}gen"
+    def registration_of(self, workload_id: str) -> str:
+        """`registration` of the bucket `workload_id` falls in."""
+        return self.registration(*self.bucket(workload_id))
 
     @property
     def liveness_built(self) -> str:
         """String: unix seconds of the last liveness rebuild from the database. Its absence means
-        Redis lost its data (statusd.recovery rebuilds then)."""
+        Redis lost its data, or holds an older layout (statusd.recovery rebuilds then). The name
+        carries the layout's version: an install upgraded from the one-hash-per-shard layout
+        (`{sN}:gen`, `{sN}:seq`, `{sN}:st:<id>`) finds no marker and rebuilds into this one."""
+        return f"{self._g}liveness:built:v2"
+
+    def legacy_shard_hashes(self, shard: int) -> tuple[str, ...]:
+        """The one-hash-per-shard layout's generation and seq hashes (before BUCKETS): the
+        rebuild deletes them. (Its per-workload `{sN}:st:<id>` keys expire by their own TTL.)"""
+        return (f"{self._s(shard)}gen", f"{self._s(shard)}seq")
+
+    @property
+    def legacy_liveness_built(self) -> str:
+        """That layout's rebuild marker (unversioned): the rebuild deletes it too."""
         return f"{self._g}liveness:built"
 
-    def state(self, workload_id: str) -> str:
-        """Hash: cached current state of a workload (state, version, generation, refused:*),
-        under its shard's tag (the consumers' seq bump touches a batch of them in one script)."""
-        return f"{self._s(self.shard(workload_id))}st:{workload_id}"
+    def state_cache(self, shard: int, bucket: int) -> str:
+        """Hash, one per bucket (`bucket_of`): workload id -> the cached current state as one
+        compact string with its own expiry (statusd.state_cache). Not `st:`: the old layout's
+        per-workload `st:<id>` keys could be named like a bucket number."""
+        return f"{self._s(shard)}cache:{bucket}"
+
+    def state_cache_of(self, workload_id: str) -> str:
+        """`state_cache` of the bucket `workload_id` falls in."""
+        return self.state_cache(*self.bucket(workload_id))
 
     # -- pull path --
     def pending_since(self, shard: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -67,12 +68,73 @@ def staleness(
     return StaleReason.NEVER_SEEN if until - registered_at > start_timeout else None
 
 
-def generation_recorder(redis: Redis) -> Script:
-    """Generations only grow (registry.register): a rebuild that read an older one from the
-    database must not overwrite the newer one a concurrent registration just recorded. The same
-    never-backward script as seqs; call as
-    `await rec(keys=[keys.generations(shard)], args=[id, gen, ...], client=...)`."""
-    return Script(redis, NEVER_BACKWARD_SCRIPT)
+# The registration buckets (keys.registration): workload id -> "<generation>|<newest seq>", one
+# field for both, so a tracked workload costs one listpack entry, not two (docs/benchmarks.md).
+# Either part may be empty: a registration recorded no seq yet; a seq recorded before a generation
+# was (polls, an install that predates generations). Both parts only grow: a rebuild that read an
+# older generation from the database must not overwrite the newer one a concurrent registration
+# just recorded, and a late or replayed report must not lower the seq. KEYS: bucket keys of one
+# shard; ARGV[1]: the part raised (1 generation, 2 seq); ARGV[2]: '1' to clear the seq (a new
+# registration: PENDING, nothing heard yet); then (key index, id, number) triples.
+RAISE_SCRIPT = """
+local part, reset = tonumber(ARGV[1]), ARGV[2] == '1'
+for i = 3, #ARGV, 3 do
+  local key, id, n = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('HGET', key, id)
+  local gen, seq = '', ''
+  if cur then gen, seq = string.match(cur, '^([^|]*)|?(.*)$') end
+  if reset then seq = '' end
+  local old = (part == 1) and gen or seq
+  if old == '' or tonumber(old) < tonumber(n) then
+    if part == 1 then gen = n else seq = n end
+  end
+  local value = gen .. '|' .. seq
+  if value ~= cur then redis.call('HSET', key, id, value) end
+end
+return 1
+"""
+GENERATION, SEQ = 1, 2
+
+
+class Registrations:
+    """Writes the registration buckets (generation and newest seq per workload, never backward)
+    with one script call per shard (one slot each); `client` may be a pipeline or a MULTI."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._script = Script(redis, RAISE_SCRIPT)
+        self._keys = keys
+
+    async def raise_generations(
+        self, generations: Mapping[str, int], client: Any = None, *, new: bool = False
+    ) -> None:
+        """Record each {id: generation} unless a newer one is; `new` (a registration) also
+        clears the seq: the new registration has not been heard from."""
+        await self._raise(GENERATION, generations, client, reset=new)
+
+    async def raise_seqs(self, seqs: Mapping[str, int], client: Any = None) -> None:
+        """Record each {id: seq} unless a newer one is."""
+        await self._raise(SEQ, seqs, client, reset=False)
+
+    async def _raise(
+        self, part: int, numbers: Mapping[str, int], client: Any, *, reset: bool
+    ) -> None:
+        for ids in self._keys.by_shard(numbers).values():
+            bucket_keys: dict[str, int] = {}
+            args: list[str | int] = [part, "1" if reset else "0"]
+            for wid in ids:
+                key = self._keys.registration_of(wid)
+                index = bucket_keys.setdefault(key, len(bucket_keys) + 1)
+                args += (index, wid, numbers[wid])
+            await self._script(keys=list(bucket_keys), args=args, client=client)
+
+
+def parse_registration(value: bytes | str | None) -> tuple[int | None, int | None]:
+    """(generation, newest seq) from a registration bucket's value; None for an absent part."""
+    if value is None:
+        return None, None
+    text = value.decode() if isinstance(value, bytes) else value
+    gen, _, seq = text.partition("|")
+    return (int(gen) if gen else None), (int(seq) if seq else None)
 
 
 async def on_registered(
@@ -94,12 +156,13 @@ async def on_registered(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(keys.pending_since(shard), {workload_id: at})
         pipe.zrem(keys.last_seen(shard), workload_id)
-        pipe.hdel(keys.last_seq(shard), workload_id)
-        pipe.delete(keys.state(workload_id))
+        pipe.hdel(keys.state_cache_of(workload_id), workload_id)
         if generation is not None:
-            await generation_recorder(redis)(
-                keys=[keys.generations(shard)], args=[workload_id, generation], client=pipe
+            await Registrations(redis, keys).raise_generations(
+                {workload_id: generation}, client=pipe, new=True
             )
+        else:  # no generation to record: still, nothing has been heard from this registration
+            pipe.hdel(keys.registration_of(workload_id), workload_id)
         await pipe.execute()
 
 
@@ -109,45 +172,23 @@ async def forget(redis: Redis, keys: Keys, workload_id: str, *, shards: int | No
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zrem(keys.pending_since(shard), workload_id)
         pipe.zrem(keys.last_seen(shard), workload_id)
-        pipe.hdel(keys.last_seq(shard), workload_id)
-        pipe.delete(keys.state(workload_id))
-        pipe.hdel(keys.generations(shard), workload_id)
+        pipe.hdel(keys.state_cache_of(workload_id), workload_id)
+        pipe.hdel(keys.registration_of(workload_id), workload_id)
         await pipe.execute()
-
-
-# A hash of per-workload numbers that only grow: HSET each (id, n) pair unless the stored value
-# is already higher. Seqs (consumers and polls both record the newest observed; a late or
-# replayed report must not lower it) and registration generations use it.
-NEVER_BACKWARD_SCRIPT = """
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
-
-
-def newest_seq_recorder(redis: Redis) -> Script:
-    """The script above, registered on `redis`; call it as
-    `await rec(keys=[keys.last_seq(shard)], args=[id, seq, ...], client=pipe_or_none)`."""
-    return Script(redis, NEVER_BACKWARD_SCRIPT)
 
 
 async def mark_seen(redis: Redis, keys: Keys, seen: Mapping[str, tuple[float, int | None]]) -> None:
     """Signs of life outside ingest (successful polls): {workload id: (unix time, seq or None)}."""
     if not seen:
         return
-    record = newest_seq_recorder(redis)
+    registrations = Registrations(redis, keys)
     # One pipeline, commands grouped by shard (in Redis Cluster each goes to its slot's node).
     async with redis.pipeline(transaction=False) as pipe:
         for shard, ids in keys.by_shard(seen).items():
             pipe.zadd(keys.last_seen(shard), {wid: seen[wid][0] for wid in ids})
             pipe.zrem(keys.pending_since(shard), *ids)
-            seqs = [x for wid in ids if (seq := seen[wid][1]) is not None for x in (wid, seq)]
-            if seqs:
-                await record(keys=[keys.last_seq(shard)], args=seqs, client=pipe)
+        seqs = {wid: seq for wid, (_, seq) in seen.items() if seq is not None}
+        await registrations.raise_seqs(seqs, client=pipe)
         await pipe.execute()
 
 
@@ -182,19 +223,28 @@ async def scores(
     return [found[wid] for wid in workload_ids]
 
 
-async def seqs(redis: Redis, keys: Keys, workload_ids: Sequence[str]) -> list[int | None]:
-    """Newest recorded seq of each id (HMGET of its shard's hash), in order."""
+async def registrations(
+    redis: Redis, keys: Keys, workload_ids: Sequence[str]
+) -> list[tuple[int | None, int | None]]:
+    """(generation, newest seq) recorded for each id (HMGET of its bucket), in order."""
     if not workload_ids:
         return []
-    groups = keys.by_shard(workload_ids)
+    groups: dict[str, list[str]] = {}
+    for wid in workload_ids:
+        groups.setdefault(keys.registration_of(wid), []).append(wid)
     async with redis.pipeline(transaction=False) as pipe:
-        for shard, ids in groups.items():
-            pipe.hmget(keys.last_seq(shard), ids)
+        for key, ids in groups.items():
+            pipe.hmget(key, ids)
         replies = await pipe.execute()
-    found: dict[str, int | None] = {}
+    found: dict[str, tuple[int | None, int | None]] = {}
     for ids, values in zip(groups.values(), replies, strict=True):
-        found.update(zip(ids, (None if v is None else int(v) for v in values), strict=True))
+        found.update(zip(ids, map(parse_registration, values), strict=True))
     return [found[wid] for wid in workload_ids]
+
+
+async def seqs(redis: Redis, keys: Keys, workload_ids: Sequence[str]) -> list[int | None]:
+    """Newest recorded seq of each id, in order."""
+    return [seq for _, seq in await registrations(redis, keys, workload_ids)]
 
 
 async def at_most(

@@ -13,7 +13,10 @@ would stay RUNNING forever. So each `serve`, `consume` and `worker` start, and e
   as its last sign of life (ZADD NX: a score already there is newer evidence and is never
   touched), so one that stays silent is polled one TTL later and one that is alive is not
   disturbed; PENDING ones never heard from get their start-timeout clock back instead. Their
-  current generations are recorded for ingest's generation check. The consumer groups are
+  current generations are recorded for ingest's generation check.
+- upgrade: the marker's name carries the Redis layout's version (keys.liveness_built), so an
+  install that still holds an older layout's keys rebuilds as if Redis had lost its data, into
+  the current layout, and deletes the old layout's per-shard hashes (keys.legacy_shard_hashes). The consumer groups are
   recreated (consumers also do that on NOGROUP), leases are re-acquired by the consumers and the
   state cache refills itself (it is either right or absent).
 
@@ -36,7 +39,7 @@ from statusd.db import reading
 from statusd.ingest.streams import ensure_groups
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, State
-from statusd.liveness import generation_recorder
+from statusd.liveness import Registrations
 from statusd.models import Workload
 from statusd.runtime import Runtime, open_pools
 from statusd.settings import Settings
@@ -87,7 +90,7 @@ async def rebuild(redis: Redis, keys: Keys, engine: AsyncEngine, *, shards: int,
     cols = (_W.c.id, _W.c.state, _W.c.generation, _W.c.last_seen_at)
     async with reading(engine) as conn:
         rows = (await conn.execute(select(*cols).where(_tracked()).order_by(_W.c.id))).all()
-    record_generations = generation_recorder(redis)
+    registrations = Registrations(redis, keys)
     for start in range(0, len(rows), REBUILD_CHUNK):
         part = rows[start : start + REBUILD_CHUNK]
         never_seen = {
@@ -102,9 +105,14 @@ async def rebuild(redis: Redis, keys: Keys, engine: AsyncEngine, *, shards: int,
                     pipe.zadd(keys.last_seen(shard), seen, nx=True)
                 if pending := {wid: at for wid in ids if wid in never_seen}:
                     pipe.zadd(keys.pending_since(shard), pending, nx=True)
-                args = [x for wid in ids for x in (wid, generation[wid])]
-                await record_generations(keys=[keys.generations(shard)], args=args, client=pipe)
+            await registrations.raise_generations(generation, client=pipe)
             await pipe.execute()
+    # The one-hash-per-shard layout's generations and seqs and its marker: unread now.
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.delete(*keys.legacy_shard_hashes(shard))
+        pipe.delete(keys.legacy_liveness_built)
+        await pipe.execute()
     await ensure_groups(redis, keys, shards)
     await redis.set(keys.liveness_built, repr(at))
     return len(rows)

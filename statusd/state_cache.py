@@ -5,6 +5,13 @@ replaces the entry with a tombstone at the new version, and after the commit it 
 state, with a compare-on-version so a slow writer never puts an older state back. Consumers only
 raise the entry's newest handled seq (`bump_seqs`); registration and deletion drop the entry. A
 missing entry (or a tombstone) only means "ask the database"; it is never wrong, just absent.
+
+Layout: one field per workload in its bucket hash (keys.state_cache), valued one compact string,
+`<version>|<expires>|<state>|<generation>|<kind>|<seq>|<refused,...>` (a tombstone has only the
+first two), ~40 bytes: small buckets of short values stay listpacks (docs/benchmarks.md). A hash
+field has no TTL of its own, so the expiry (unix seconds, Redis's clock) is in the value: every
+script and the reader treat an expired entry exactly as a missing one, and the consumers'
+housekeeping prunes expired entries (`prune`) a few buckets at a time.
 """
 
 from __future__ import annotations
@@ -22,52 +29,124 @@ from statusd.redis_runtime import Script
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
 CACHE_TTL_S = 3600
-
-_STORE_IF_NEWER = """
-local v = redis.call('HGET', KEYS[1], 'version')
-if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end
-if v and tonumber(v) < tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'version', ARGV[2], 'generation', ARGV[3], 'kind', ARGV[4])
-if ARGV[6] ~= '' then
-  local cur = redis.call('HGET', KEYS[1], 'seq')
-  if (not cur) or tonumber(cur) < tonumber(ARGV[6]) then redis.call('HSET', KEYS[1], 'seq', ARGV[6]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
-
-_TOMBSTONE = """
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'version', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
 # Long enough for the commit and its write-back; short, because a rolled-back change leaves it.
 TOMBSTONE_TTL_S = 60
 
-# Consumers skip steady heartbeats without the database, so the newest seq they handled lives
-# here too; otherwise a late, older report could reach the database and win over a newer one.
-_BUMP_SEQS = """
-for i = 1, #KEYS do
-  local gen = redis.call('HGET', KEYS[i], 'generation')
-  if gen and gen == ARGV[2 * i - 1] then
-    local cur = redis.call('HGET', KEYS[i], 'seq')
-    if (not cur) or tonumber(cur) < tonumber(ARGV[2 * i]) then
-      redis.call('HSET', KEYS[i], 'seq', ARGV[2 * i])
-    end
+# Shared by the writers: an entry as a table (nil when absent, malformed or expired), and back.
+_LUA_ENTRY = """
+local now = tonumber(redis.call('TIME')[1])
+local function decode(value)
+  if not value then return nil end
+  local version, expires, state, gen, kind, seq, refused = string.match(value,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  if not version or (tonumber(expires) or 0) <= now then return nil end
+  return {version = version, expires = expires, state = state, gen = gen, kind = kind,
+          seq = seq, refused = refused}
+end
+local function encode(e)
+  return table.concat({e.version, e.expires, e.state, e.gen, e.kind, e.seq, e.refused}, '|')
+end
+"""
+
+# Every script takes the bucket keys of ONE shard (one slot) and per item ARGV groups whose first
+# value is the KEYS index of the item's bucket, the second its workload id.
+
+# (bucket, id, state, version, generation, kind, ttl, seq or '')
+_STORE_IF_NEWER = (
+    _LUA_ENTRY
+    + """
+for i = 1, #ARGV, 8 do
+  local key, id, version = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3]
+  local e = decode(redis.call('HGET', key, id))
+  if not (e and tonumber(e.version) > tonumber(version)) then
+    if not e or tonumber(e.version) < tonumber(version) then e = {seq = '', refused = ''} end
+    e.state, e.version, e.gen, e.kind = ARGV[i + 2], version, ARGV[i + 4], ARGV[i + 5]
+    e.expires = now + tonumber(ARGV[i + 6])
+    local seq = ARGV[i + 7]
+    if seq ~= '' and (e.seq == '' or tonumber(e.seq) < tonumber(seq)) then e.seq = seq end
+    redis.call('HSET', key, id, encode(e))
   end
 end
 return 1
 """
+)
 
-_MARK_REFUSED = """
-local v = redis.call('HGET', KEYS[1], 'version')
-if v and tonumber(v) == tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'refused:' .. ARGV[2], ARGV[1])
-  return 1
+# (bucket, id, version, ttl): replaces whatever is there.
+_TOMBSTONE = """
+local now = tonumber(redis.call('TIME')[1])
+for i = 1, #ARGV, 4 do
+  local expires = now + tonumber(ARGV[i + 3])
+  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2] .. '|' .. expires .. '|||||')
 end
-return 0
+return 1
 """
+
+# Consumers skip steady heartbeats without the database, so the newest seq they handled lives
+# here too; otherwise a late, older report could reach the database and win over a newer one.
+# (bucket, id, generation, seq): only into a live entry of that generation; keeps its expiry.
+_BUMP_SEQS = (
+    _LUA_ENTRY
+    + """
+for i = 1, #ARGV, 4 do
+  local key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
+  local e = decode(redis.call('HGET', key, id))
+  if e and e.gen == ARGV[i + 2] and (e.seq == '' or tonumber(e.seq) < tonumber(ARGV[i + 3])) then
+    e.seq = ARGV[i + 3]
+    redis.call('HSET', key, id, encode(e))
+  end
+end
+return 1
+"""
+)
+
+# (bucket, id, version, requested state): only at the entry's version (a tombstone's too).
+_MARK_REFUSED = (
+    _LUA_ENTRY
+    + """
+for i = 1, #ARGV, 4 do
+  local key, id, requested = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3]
+  local e = decode(redis.call('HGET', key, id))
+  if e and tonumber(e.version) == tonumber(ARGV[i + 2])
+      and not string.find(',' .. e.refused .. ',', ',' .. requested .. ',', 1, true) then
+    e.refused = (e.refused == '') and requested or (e.refused .. ',' .. requested)
+    redis.call('HSET', key, id, encode(e))
+  end
+end
+return 1
+"""
+)
+
+# (bucket, id): the raw values, after Redis's clock (the reader judges expiry by it).
+_GET_MANY = """
+local out = {redis.call('TIME')[1]}
+for i = 1, #ARGV, 2 do
+  out[#out + 1] = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+end
+return out
+"""
+
+# KEYS: buckets; HDEL every expired entry (tombstones included); returns how many.
+_PRUNE = """
+local now = tonumber(redis.call('TIME')[1])
+local pruned = 0
+for _, key in ipairs(KEYS) do
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local expires = string.match(fields[i + 1], '^[^|]*|([^|]*)|')
+    if (tonumber(expires) or 0) <= now then
+      redis.call('HDEL', key, fields[i])
+      pruned = pruned + 1
+    end
+  end
+end
+return pruned
+"""
+# Buckets the consumers' housekeeping prunes per owned shard per pass (STATUSD_CONSUMER_HOUSEKEEPING_S,
+# 5 s): 256 buckets per shard are all visited every ~80 s, each pass reading ~16 x 50 fields at
+# 200k workloads. Expired entries only cost memory meanwhile; they are never read as live.
+PRUNE_BUCKETS_PER_PASS = 16
+
+_Call = tuple[list[str], list[Any]]  # one script call: its bucket KEYS (one shard) and ARGV
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,36 +169,49 @@ class CachedState:
 
 
 class StateCache:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        ttl_s: int = CACHE_TTL_S,
+        tombstone_ttl_s: int = TOMBSTONE_TTL_S,
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        self._ttl_s = ttl_s  # the lifetimes: tests shorten them to see expiry without waiting
+        self._tombstone_ttl_s = tombstone_ttl_s
         self._store = Script(redis, _STORE_IF_NEWER)
         self._refuse = Script(redis, _MARK_REFUSED)
         self._bump = Script(redis, _BUMP_SEQS)
         self._tombstone = Script(redis, _TOMBSTONE)
+        self._get = Script(redis, _GET_MANY)
+        self._prune = Script(redis, _PRUNE)
+        self._prune_next: dict[int, int] = {}  # shard -> the next bucket `prune` visits
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
-        ids = list(workload_ids)
-        if not ids:
+        """The live entries of `workload_ids` (absent, expired and tombstones are misses): one
+        script call per shard, pipelined, each answering one string per id."""
+        calls = self._calls([(wid,) for wid in workload_ids])
+        if not calls:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for wid in ids:
-                pipe.hgetall(self._keys.state(wid))
-            rows = await pipe.execute()
+            for keys, args in calls:
+                await self._get(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
         out: dict[str, CachedState] = {}
-        for wid, row in zip(ids, rows, strict=True):
-            parsed = _parse(row)
-            if parsed is not None:
-                out[wid] = parsed
+        for (_, args), reply in zip(calls, replies, strict=True):
+            now = int(reply[0])
+            for wid, value in zip(args[1::2], reply[1:], strict=True):
+                if value is not None and (parsed := _parse(value, now)) is not None:
+                    out[wid] = parsed
         return out
 
     async def invalidate(self, workload_id: str, next_version: int) -> None:
         """Before a state-changing commit: drop the entry, leaving a tombstone at the version
         about to be written, so a slower writer's store of an older version cannot bring the old
         state back before the commit's own store lands (a tombstone has no state: a miss)."""
-        await self._tombstone(
-            keys=[self._keys.state(workload_id)], args=[next_version, TOMBSTONE_TTL_S]
-        )
+        await self.invalidate_many({workload_id: next_version})
 
     async def store(
         self,
@@ -130,26 +222,12 @@ class StateCache:
         kind: Kind,
         seq: int | None = None,
     ) -> None:
-        await self._store(
-            keys=[self._keys.state(workload_id)],
-            args=[
-                state.value,
-                version,
-                generation,
-                kind.value,
-                CACHE_TTL_S,
-                "" if seq is None else seq,
-            ],
-        )
+        await self.store_many([(workload_id, state, version, generation, kind, seq)])
 
     async def invalidate_many(self, next_versions: dict[str, int]) -> None:
         """`invalidate` for a batch about to commit {id: version it writes}: one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for wid, version in next_versions.items():
-                await self._tombstone(
-                    keys=[self._keys.state(wid)], args=[version, TOMBSTONE_TTL_S], client=pipe
-                )
-            await pipe.execute()
+        items = [(wid, version, self._tombstone_ttl_s) for wid, version in next_versions.items()]
+        await self._run((self._tombstone, self._calls(items)))
 
     async def store_many(
         self,
@@ -158,59 +236,75 @@ class StateCache:
     ) -> None:
         """After a batch's commit, one round trip: `store` each (id, state, version, generation,
         kind, seq), then `mark_refused` each (id, version, requested state)."""
-        if not entries and not refused:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for wid, state, version, generation, kind, seq in entries:
-                await self._store(
-                    keys=[self._keys.state(wid)],
-                    args=[
-                        state.value,
-                        version,
-                        generation,
-                        kind.value,
-                        CACHE_TTL_S,
-                        "" if seq is None else seq,
-                    ],
-                    client=pipe,
-                )
-            for wid, version, requested in refused:
-                await self._refuse(
-                    keys=[self._keys.state(wid)], args=[version, requested], client=pipe
-                )
-            await pipe.execute()
+        stores = [
+            (wid, state.value, version, generation, kind.value, self._ttl_s, _opt(seq))
+            for wid, state, version, generation, kind, seq in entries
+        ]
+        await self._run((self._store, self._calls(stores)), (self._refuse, self._calls(refused)))
 
     async def bump_seqs(self, newest: dict[str, tuple[int, int]], client: Any = None) -> None:
         """Record the newest handled seq per workload {id: (generation, seq)}, never backward, only
         into an entry of the same generation. `client` may be a pipeline (the consumers' ack)."""
-        if not newest:
-            return
-        keys = [self._keys.state(wid) for wid in newest]
-        args = [x for generation, seq in newest.values() for x in (generation, seq)]
-        await self._bump(keys=keys, args=args, client=client)
+        items = [(wid, generation, seq) for wid, (generation, seq) in newest.items()]
+        for keys, args in self._calls(items):
+            await self._bump(keys=keys, args=args, client=client)
 
     async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
-        await self._refuse(keys=[self._keys.state(workload_id)], args=[version, requested])
+        await self._run((self._refuse, self._calls([(workload_id, version, requested)])))
+
+    async def prune(self, shard: int, buckets: int = PRUNE_BUCKETS_PER_PASS) -> int:
+        """Delete the expired entries of the next `buckets` buckets of `shard` (round robin, so
+        repeated calls visit them all); returns how many were deleted."""
+        total = self._keys.buckets
+        first = self._prune_next.get(shard, 0)
+        visit = [(first + i) % total for i in range(min(buckets, total))]
+        self._prune_next[shard] = (first + len(visit)) % total
+        keys = [self._keys.state_cache(shard, b) for b in visit]
+        return int(await self._prune(keys=keys, args=[]))
+
+    def _calls(self, items: Iterable[Sequence[Any]]) -> list[_Call]:
+        """One script call per shard: (its bucket KEYS, ARGV groups of [KEYS index, *item])."""
+        by_shard: dict[int, tuple[dict[str, int], list[Any]]] = {}
+        for item in items:
+            shard, bucket = self._keys.bucket(item[0])
+            keys, args = by_shard.setdefault(shard, ({}, []))
+            key = self._keys.state_cache(shard, bucket)
+            args.append(keys.setdefault(key, len(keys) + 1))
+            args.extend(item)
+        return [(list(keys), args) for keys, args in by_shard.values()]
+
+    async def _run(self, *work: tuple[Script, list[_Call]]) -> None:
+        """Each (script, its calls), in order, in one round trip."""
+        if not any(calls for _, calls in work):
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, calls in work:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+            await pipe.execute()
 
 
-def _parse(row: dict[bytes | str, bytes | str]) -> CachedState | None:
-    if not row:
+def _opt(n: int | None) -> int | str:
+    return "" if n is None else n
+
+
+def _parse(value: bytes | str, now: int) -> CachedState | None:
+    """A live entry, or None (a tombstone, expired, or not understood: all misses)."""
+    text = value.decode() if isinstance(value, bytes) else value
+    parts = text.split("|")
+    if len(parts) != 7 or not parts[2]:
         return None
-    fields = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in row.items()
-    }
+    version, expires, state, generation, kind, seq, refused = parts
     try:
-        version = int(fields["version"])
+        if int(expires) <= now:
+            return None
         return CachedState(
-            state=State(fields["state"]),
-            version=version,
-            generation=int(fields["generation"]),
-            kind=Kind(fields["kind"]),
-            seq=int(fields["seq"]) if fields.get("seq") else None,
-            refused=frozenset(
-                k[8:] for k, v in fields.items() if k.startswith("refused:") and v == str(version)
-            ),
+            state=State(state),
+            version=int(version),
+            generation=int(generation),
+            kind=Kind(kind),
+            seq=int(seq) if seq else None,
+            refused=frozenset(refused.split(",")) if refused else frozenset(),
         )
-    except (KeyError, ValueError):
+    except ValueError:
         return None

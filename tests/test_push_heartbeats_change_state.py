@@ -14,6 +14,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from statusd import liveness
 from statusd.ingest.dead_letters import list_dead_letters, replay
 from statusd.keys import Keys
 from statusd.settings import Settings
@@ -77,10 +78,7 @@ async def test_each_kind_walks_its_lifecycle_by_heartbeats(
             assert {source for _, _, source, _ in history} == {"push"}
             got_seqs = [s for *_, s in history]
             assert got_seqs == sorted(got_seqs)  # applied in seq order
-        assert (
-            await redis.hget(keys.last_seq(keys.shard("training-1")), "training-1")
-            == str(seqs["training-1"]).encode()
-        )
+        assert await liveness.seqs(redis, keys, ["training-1"]) == [seqs["training-1"]]
 
 
 async def test_batch_items_apply_and_bad_ones_do_not(

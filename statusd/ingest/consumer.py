@@ -119,11 +119,16 @@ class ConsumerSet:
             await self._ctx.pause(self.settings.consumer_housekeeping_s)
 
     async def housekeep_once(self) -> int:
-        """Trim the shards held here; returns the trimmed count. (The stream's length and lag are
-        computed at scrape time by the API process: statusd.oncall.fleet_collector.)"""
+        """Trim the shards held here and prune a few of their state-cache buckets' expired
+        entries; returns the trimmed count. (The stream's length and lag are computed at scrape
+        time by the API process: statusd.oncall.fleet_collector.)"""
         trimmed = 0
         for shard in [s for m in self._members for s in m.shards.values() if s.active()]:
             trimmed += await trim_stream(self.redis, self.keys.consumer_group, shard.stream)
+            # Here, not in the writers: a bucket no transition writes again (its workloads all
+            # finished) would keep its expired entries forever; each shard has one holder, so
+            # every bucket is visited once per round, a bounded few per pass.
+            await self._ctx.runtime.cache.prune(shard.index)
         return trimmed
 
 

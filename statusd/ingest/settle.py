@@ -1,7 +1,7 @@
 """Settling a batch: ack what was handled (after the DB commit), bury what keeps failing.
 
-The ack pipeline also records each workload's newest seq (`keys.last_seq(shard)`, never backward) and
-bumps the state cache's seq, because a skipped report never reaches the database. Burying is
+The ack pipeline also records each workload's newest seq (its registration bucket, never backward)
+and bumps the state cache's seq, because a skipped report never reaches the database. Burying is
 the lease holder's decision: a holder that lost its lease leaves the entries pending."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from statusd.ingest import dead_letters
 from statusd.ingest.batch_plan import Batch
 from statusd.ingest.consumer_context import BACKOFF_CAP_S, BACKOFF_START_S, ConsumerContext, Shard
 from statusd.ingest.outcomes import ConsumeOutcome
-from statusd.liveness import newest_seq_recorder
+from statusd.liveness import Registrations
 
 log = structlog.get_logger("statusd.consumer")
 
@@ -23,7 +23,8 @@ class Settler:
 
     def __init__(self, ctx: ConsumerContext) -> None:
         self.ctx = ctx
-        self._max_seq = newest_seq_recorder(ctx.redis)  # a replayed dead letter is older
+        # Seqs never go backward there: a replayed dead letter is older.
+        self._registrations = Registrations(ctx.redis, ctx.keys)
 
     async def settle(self, shard: Shard, batch: Batch) -> None:
         """Ack handled entries (+ newest seq per workload); bury the ones that keep failing."""
@@ -60,18 +61,14 @@ class Settler:
                 async with ctx.redis.pipeline(transaction=False) as pipe:
                     if ack:
                         pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
-                    # Per workload shard (= this shard, unless STATUSD_STREAM_SHARDS changed while
-                    # entries were queued): each script call stays in one slot.
-                    for wshard, ids in ctx.keys.by_shard(newest).items():
-                        args: list[str | int] = [x for wid in ids for x in (wid, newest[wid])]
-                        await self._max_seq(
-                            keys=[ctx.keys.last_seq(wshard)], args=args, client=pipe
-                        )
-                        # Skipped reports never reach the DB: the cache keeps their seq instead.
-                        await ctx.runtime.cache.bump_seqs(
-                            {w: (generations[w], newest[w]) for w in ids if w in generations},
-                            client=pipe,
-                        )
+                    # One script call per workload shard (= this shard, unless
+                    # STATUSD_STREAM_SHARDS changed while entries were queued): one slot each.
+                    await self._registrations.raise_seqs(newest, client=pipe)
+                    # Skipped reports never reach the DB: the cache keeps their seq instead.
+                    await ctx.runtime.cache.bump_seqs(
+                        {w: (generations[w], seq) for w, seq in newest.items() if w in generations},
+                        client=pipe,
+                    )
                     await pipe.execute()
                 return
             except (RedisError, OSError) as exc:

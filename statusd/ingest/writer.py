@@ -48,7 +48,7 @@ from redis.exceptions import NoScriptError
 from statusd.errors import StatusdError
 from statusd.ingest.replica_acks import ReplicaAcks
 from statusd.ingest.validation import Heartbeat
-from statusd.keys import Keys
+from statusd.keys import Keys, buckets_per_shard
 from statusd.metrics import INGEST_LAST_ACCEPT, REDIS_WAIT_FAILURES
 
 log = structlog.get_logger("statusd.ingest")
@@ -60,9 +60,10 @@ class NotStored(StatusdError):
     transient = True
 
 
-# One heartbeat as the script reads it, and one script call: its shards and their entries (JSON).
-_Entry = tuple[str, str, str, str, int, str | bool]
-_Call = tuple[list[int], bytes]
+# One heartbeat as the script reads it (its last item: its registration bucket, replaced by that
+# key's KEYS index when the call is built), and one script call: its shards, KEYS and ARGV[1].
+_Entry = list[str | int | bool]
+_Call = tuple[list[int], list[str], bytes]
 
 
 class _Job:
@@ -81,21 +82,23 @@ class _Job:
         self.future = future
 
 
-# KEYS: for each shard of the call, its stream, generations hash, last_seen and pending_since
-# (four keys per shard, one hash slot per shard). ARGV[1]: a JSON array with, for each of those
-# shards in order, an array of [workload_id, generation, status, seq, received_at_ms, detail or
-# false]; ARGV[2]: now (the last-seen score). On Redis Cluster each call carries one shard, so it
-# touches one slot. The field names are the consumers' contract (statusd.ingest.reports.parse_entry).
-# Every entry is appended (the consumer records an old generation's report as refused), but only
-# the current generation's heartbeat is a sign of life: a deleted registration's container must
-# not keep the new one looking alive. An id without a recorded generation (registered before
-# generations were recorded, or Redis lost them before statusd.recovery rebuilt them) counts.
+# KEYS: for each shard of the call, its stream, last_seen and pending_since (three keys per shard),
+# then the registration buckets (statusd.keys.registration) of the call's entries; all of a
+# shard's keys share its hash slot. ARGV[1]: a JSON array with, for each of those shards in order,
+# an array of [workload_id, generation, status, seq, received_at_ms, detail or false, KEYS index
+# of its registration bucket]; ARGV[2]: now (the last-seen score). On Redis Cluster each call
+# carries one shard, so it touches one slot. The field names are the consumers' contract
+# (statusd.ingest.reports.parse_entry). Every entry is appended (the consumer records an old
+# generation's report as refused), but only the current generation's heartbeat is a sign of life:
+# a deleted registration's container must not keep the new one looking alive. An id without a
+# recorded generation (registered before generations were recorded, or Redis lost them before
+# statusd.recovery rebuilt them) counts. A registration value is "<generation>|<seq>".
 APPEND_SCRIPT = """
 local groups = cjson.decode(ARGV[1])
 local n = 0
 for g, entries in ipairs(groups) do
-  local base = (g - 1) * 4
-  local stream, gens, seen, pending = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  local base = (g - 1) * 3
+  local stream, seen, pending = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
   for _, e in ipairs(entries) do
     if e[6] then
       redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
@@ -104,8 +107,9 @@ for g, entries in ipairs(groups) do
       redis.call('XADD', stream, '*', 'workload_id', e[1], 'generation', e[2], 'status', e[3],
         'seq', e[4], 'received_at', e[5])
     end
-    local current = redis.call('HGET', gens, e[1])
-    if (not current) or current == e[2] then
+    local registered = redis.call('HGET', KEYS[e[7]], e[1])
+    local current = registered and string.match(registered, '^[^|]*')
+    if (not current) or current == '' or current == e[2] then
       redis.call('ZADD', seen, ARGV[2], e[1])
       redis.call('ZREM', pending, e[1])
     end
@@ -133,15 +137,15 @@ class StreamWriter:
     ) -> None:
         self._redis = redis
         self._shards = shards
-        # Each shard's script KEYS (one slot): stream, generations, last_seen, pending_since.
+        # Each shard's script KEYS (one slot): stream, last_seen, pending_since; then its
+        # registration buckets, by bucket number.
         self._script_keys = [
-            (
-                keys.heartbeat_shard(i),
-                keys.generations(i),
-                keys.last_seen(i),
-                keys.pending_since(i),
-            )
+            (keys.heartbeat_shard(i), keys.last_seen(i), keys.pending_since(i))
             for i in range(shards)
+        ]
+        self._buckets = buckets_per_shard(shards)
+        self._registration_keys = [
+            [keys.registration(i, b) for b in range(self._buckets)] for i in range(shards)
         ]
         self._replica_acks = replica_acks
         self._cluster = isinstance(redis, RedisCluster)
@@ -223,20 +227,22 @@ class StreamWriter:
 
     async def _execute(self, jobs: list[_Job]) -> None:
         now = repr(time.time())
-        shards, crc32 = self._shards, zlib.crc32
+        shards, buckets, crc32 = self._shards, self._buckets, zlib.crc32
         by_shard: dict[int, list[_Entry]] = {}
         for job in jobs:
             for hb in job.heartbeats:
-                # Inlined keys.shard_of (the hot path): same workload, same shard, always.
-                shard = crc32(hb.workload_id.encode()) % shards
-                entry = (
+                # Inlined keys.bucket_of (the hot path): same workload, same shard, always.
+                crc = crc32(hb.workload_id.encode())
+                shard = crc % shards
+                entry: _Entry = [
                     hb.workload_id,
                     str(hb.generation),
                     hb.status,
                     str(hb.seq),
                     job.received_ms,
                     hb.detail if hb.detail is not None else False,
-                )
+                    (crc // shards) % buckets,
+                ]
                 if (entries := by_shard.get(shard)) is None:
                     by_shard[shard] = [entry]
                 else:
@@ -259,14 +265,28 @@ class StreamWriter:
             for i in range(0, len(entries), SCRIPT_CHUNK):
                 part = entries[i : i + SCRIPT_CHUNK]
                 if groups and (self._cluster or size + len(part) > SCRIPT_CHUNK):
-                    calls.append((shards, orjson.dumps(groups)))
+                    calls.append(self._call(shards, groups))
                     shards, groups, size = [], [], 0
                 shards.append(shard)
                 groups.append(part)
                 size += len(part)
         if groups:
-            calls.append((shards, orjson.dumps(groups)))
+            calls.append(self._call(shards, groups))
         return calls
+
+    def _call(self, shards: list[int], groups: list[list[_Entry]]) -> _Call:
+        """One call's KEYS and payload: each entry's bucket number becomes its KEYS index."""
+        keys = [key for shard in shards for key in self._script_keys[shard]]
+        index: dict[str, int] = {}
+        for shard, entries in zip(shards, groups, strict=True):
+            bucket_keys = self._registration_keys[shard]
+            for entry in entries:
+                key = bucket_keys[cast(int, entry[6])]
+                if (at := index.get(key)) is None:
+                    keys.append(key)
+                    at = index[key] = len(keys)  # Lua's KEYS count from 1
+                entry[6] = at
+        return shards, keys, orjson.dumps(groups)
 
     async def _load_script(self) -> None:
         if isinstance(self._redis, RedisCluster):  # every primary: any may own a shard now
@@ -282,15 +302,14 @@ class StreamWriter:
         need = self._replica_acks.required if self._replica_acks is not None else 0
         cluster = self._cluster
         async with self._redis.pipeline(transaction=False) as pipe:
-            for shards, payload in calls:
-                keys = [key for shard in shards for key in self._script_keys[shard]]
+            for _, keys, payload in calls:
                 pipe.execute_command("EVALSHA", APPEND_SHA, len(keys), *keys, payload, now)
             nodes: dict[str, Any] = {}
             owner: dict[int, str] = {}
             if need and cluster:
                 # WAIT has no key: address it to the node each shard's stream lives on; a
                 # cluster pipeline sends one node's commands in order on one connection.
-                for shards, _ in calls:
+                for shards, _, _ in calls:
                     for shard in shards:
                         node = self._node_of(shard)
                         nodes.setdefault(node.name, node)
