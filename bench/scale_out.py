@@ -202,25 +202,29 @@ async def wait_http(url: str, within: float = 60.0) -> None:
     raise SystemExit(f"{url} did not answer 200 within {within}s")
 
 
-async def prefill(api: str, size: Size) -> None:
-    """Register the workloads and push the backlog through the real ingest (no consumer runs)."""
+async def register(
+    http: aiohttp.ClientSession, api: str, ids: list[str], kind: str
+) -> dict[str, str]:
+    """Register `ids` as `kind` through the API (16 in flight); {id: heartbeat token}."""
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
-    ids = [f"nb-{i:05d}" for i in range(size.workloads)]
     tokens: dict[str, str] = {}
     limit = asyncio.Semaphore(16)
+
+    async def one(wid: str) -> None:
+        body = {"id": wid, "kind": kind}
+        async with limit, http.post(f"{api}/v1/workloads", json=body, headers=auth) as response:
+            assert response.status == 201, await response.text()
+            tokens[wid] = (await response.json())["heartbeat_token"]
+
+    await asyncio.gather(*(one(w) for w in ids))
+    return tokens
+
+
+async def prefill(api: str, size: Size) -> None:
+    """Register the workloads and push the backlog through the real ingest (no consumer runs)."""
+    ids = [f"nb-{i:05d}" for i in range(size.workloads)]
     async with aiohttp.ClientSession() as http:
-
-        async def register(wid: str) -> None:
-            async with (
-                limit,
-                http.post(
-                    f"{api}/v1/workloads", json={"id": wid, "kind": "notebook"}, headers=auth
-                ) as response,
-            ):
-                assert response.status == 201, await response.text()
-                tokens[wid] = (await response.json())["heartbeat_token"]
-
-        await asyncio.gather(*(register(w) for w in ids))
+        tokens = await register(http, api, ids, "notebook")
         items = [
             {
                 "token": tokens[wid],

@@ -37,19 +37,10 @@ from statusd.redis_runtime import EmbeddedRedis  # noqa: E402
 
 
 async def register(api: str, workloads: int) -> dict[str, str]:
-    auth = {"Authorization": f"Bearer {scale_out.API_TOKEN}"}
-    tokens: dict[str, str] = {}
-    limit = asyncio.Semaphore(16)
     async with aiohttp.ClientSession() as http:
-
-        async def one(wid: str) -> None:
-            body = {"id": wid, "kind": "notebook"}
-            async with limit, http.post(f"{api}/v1/workloads", json=body, headers=auth) as r:
-                assert r.status == 201, await r.text()
-                tokens[wid] = (await r.json())["heartbeat_token"]
-
-        await asyncio.gather(*(one(f"nb-{i:05d}") for i in range(workloads)))
-    return tokens
+        return await scale_out.register(
+            http, api, [f"nb-{i:05d}" for i in range(workloads)], "notebook"
+        )
 
 
 async def push(api: str, tokens: dict[str, str], seqs: Iterable[int]) -> None:

@@ -88,18 +88,9 @@ def steady_requests(path: str, tokens: dict[str, str], rounds: int, batch: int) 
 
 async def register(api: str, workloads: int) -> dict[str, str]:
     """W trainings through the API, then one RUNNING heartbeat each (seq 1) through the batch route."""
-    auth = {"Authorization": f"Bearer {scale_out.API_TOKEN}"}
-    tokens: dict[str, str] = {}
-    limit = asyncio.Semaphore(16)
     async with aiohttp.ClientSession() as http:
-
-        async def one(wid: str) -> None:
-            body = {"id": wid, "kind": "training"}
-            async with limit, http.post(f"{api}/v1/workloads", json=body, headers=auth) as r:
-                assert r.status == 201, await r.text()
-                tokens[wid] = (await r.json())["heartbeat_token"]
-
-        await asyncio.gather(*(one(f"train-{i:05d}") for i in range(workloads)))
+        ids = [f"train-{i:05d}" for i in range(workloads)]
+        tokens = await scale_out.register(http, api, ids, "training")
         items = [
             {"token": t, "workload_id": w, "status": "RUNNING", "seq": 1} for w, t in tokens.items()
         ]
