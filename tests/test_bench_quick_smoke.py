@@ -18,20 +18,25 @@ import pytest
 from tests.support.databases import PG_HOST, PG_PORT, PG_USER, ROOT, require_postgres
 
 
-@pytest.mark.slow
-@pytest.mark.scale
-def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
+def run_quick(script: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`bench/<script> --quick --out <out>` against the test PostgreSQL; it must exit 0."""
     require_postgres()
-    env_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
     done = subprocess.run(
-        [sys.executable, "bench/writepath.py", "--quick", "--out", str(tmp_path)],
+        [sys.executable, f"bench/{script}", "--quick", "--out", str(out)],
         cwd=ROOT,
-        env={**os.environ, "BENCH_PG_URL": env_url},
+        env={**os.environ, "BENCH_PG_URL": f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.scale
+def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
+    done = run_quick("writepath.py", tmp_path)
     [written] = list(tmp_path.glob("*-quick.json"))
     results = json.loads(written.read_text())["results"]
     assert {"sync drain", "sync drain, 20% 5xx", "sweep storm"} <= set(results)
@@ -53,17 +58,7 @@ def test_the_steady_cpu_bench_applies_what_it_sent_and_reports_both_sides(tmp_pa
     """`bench/steady_cpu.py --quick`: statusd and the naive ingest each took heartbeats on both
     transports, statusd's were all applied (the run waits for an empty stream), and the ratio
     the goal is judged by is written."""
-    require_postgres()
-    env_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
-    done = subprocess.run(
-        [sys.executable, "bench/steady_cpu.py", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "BENCH_PG_URL": env_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_quick("steady_cpu.py", tmp_path)
     [written] = list(tmp_path.glob("*-steady-cpu.json"))
     results = json.loads(written.read_text())["results"]
     assert set(results) == {"single", "batch"}
