@@ -65,6 +65,7 @@ from statusd.keys import Keys  # noqa: E402
 SEED_TICK_S = 5.0
 SEED_ROWS_PER_TICK = 15
 BATCH = 500
+IN_FLIGHT = 8  # batch requests in flight at once (the fleet is many independent containers)
 BUSY_RETRIES = 30  # a batch answered 503 this many times in a row ends the run
 
 
@@ -141,41 +142,54 @@ async def register(http: aiohttp.ClientSession, api: str, fleet: Fleet, status_b
 
 
 async def heartbeat_loop(http: aiohttp.ClientSession, api: str, fleet: Fleet) -> None:
-    """Every workload once per `fleet.interval`, spread over 10 slices of the interval."""
+    """Every workload once per `fleet.interval`, spread over 10 slices of the interval, a slice's
+    batches sent `IN_FLIGHT` at a time, as independent containers would (one batch at a time
+    capped this client below 20,000 heartbeats/s whatever statusd did). A slice not yet answered
+    when the next one is due delays it: the rate sent then says statusd fell behind.
+
+    Each workload's item is pre-encoded up to its seq: building 20,000 dicts a second and
+    encoding them took a large share of a core on the same two cores statusd runs on."""
     slices = 10
+    parts = [fleet.ids[i::slices] for i in range(slices)]
+    head = {
+        wid: (
+            f'{{"workload_id":"{wid}","token":"{fleet.tokens[wid]}","status":"RUNNING","seq":'
+        ).encode()
+        for wid in fleet.ids
+    }
+    limit = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(body: bytes) -> None:
+        async with limit:
+            doc = await post_batch(http, api, fleet, body)
+        fleet.sent += int(doc["accepted"])
+        for result in doc.get("results", [])[:1]:
+            fleet.interval = float(result.get("next_heartbeat_s", fleet.interval))
+
     n = 0
     while True:
         started = time.monotonic()
-        part = [
-            w for i, w in enumerate(fleet.ids) if i % slices == n % slices and w not in fleet.silent
-        ]
+        part = [w for w in parts[n % slices] if w not in fleet.silent]
+        bodies = []
         for start in range(0, len(part), BATCH):
             items = []
             for wid in part[start : start + BATCH]:
-                fleet.seq[wid] = fleet.seq.get(wid, 0) + 1
-                items.append(
-                    {
-                        "workload_id": wid,
-                        "token": fleet.tokens[wid],
-                        "status": "RUNNING",
-                        "seq": fleet.seq[wid],
-                    }
-                )
-            doc = await post_batch(http, api, fleet, items)
-            fleet.sent += int(doc["accepted"])
-            for result in doc.get("results", [])[:1]:
-                fleet.interval = float(result.get("next_heartbeat_s", fleet.interval))
+                seq = fleet.seq[wid] = fleet.seq.get(wid, 0) + 1
+                items.append(head[wid] + str(seq).encode() + b"}")
+            bodies.append(b'{"items":[' + b",".join(items) + b"]}")
+        await asyncio.gather(*(send(body) for body in bodies))
         n += 1
         await asyncio.sleep(max(0.0, fleet.interval / slices - (time.monotonic() - started)))
 
 
 async def post_batch(
-    http: aiohttp.ClientSession, api: str, fleet: Fleet, items: list[dict[str, Any]]
+    http: aiohttp.ClientSession, api: str, fleet: Fleet, body: bytes
 ) -> dict[str, Any]:
     """POST one batch as a well-behaved agent does: a 503 (statusd shedding load) is retried after
     its Retry-After, and counted; any other failure ends the run."""
+    headers = {"Content-Type": "application/json"}
     for _ in range(BUSY_RETRIES):
-        async with http.post(f"{api}/v1/heartbeats:batch", json={"items": items}) as response:
+        async with http.post(f"{api}/v1/heartbeats:batch", data=body, headers=headers) as response:
             doc: dict[str, Any] = await response.json()
             if response.status == 200:
                 return doc
