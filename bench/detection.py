@@ -268,6 +268,12 @@ async def lag_seconds(redis: Any, keys: Keys) -> float:
     return max(0.0, time.time() - min(oldest) / 1000) if oldest else 0.0
 
 
+def machine_idle_s() -> float:
+    """Idle + iowait seconds of the whole machine so far, over every CPU (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(fields[3]) + int(fields[4])) / scale_out.CLK_TCK
+
+
 async def state_bytes(redis: Any, prefix: str) -> int:
     """MEMORY USAGE of every key of this install except the heartbeat streams (a buffer the
     consumers trim, sized by traffic, not by the fleet): what tracking the workloads costs."""
@@ -314,6 +320,7 @@ async def statusd_run(
     """`pids`: serve, the consume processes, worker, beat, redis-server; the first `push` of them
     and redis-server are the push path."""
     fleet = Fleet(ids=[f"tr-{i:06d}" for i in range(size)])
+    names = ["serve", *[f"consume-{i + 1}" for i in range(push - 1)], "worker", "beat", "redis"]
     runner = web.AppRunner(status_app(fleet), access_log=None)
     await runner.setup()
     status_port = ingest_bench.free_port()
@@ -334,6 +341,7 @@ async def statusd_run(
                 await asyncio.sleep(fleet.interval)
                 rows0, sent0, t0 = await db_rows(conn), fleet.sent, time.monotonic()
                 cpu0 = [scale_out.cpu_seconds([p]) for p in pids]
+                own0, idle0 = time.process_time(), machine_idle_s()
                 lags: list[float] = []
                 steady_s = max(timing.steady_s, 2 * fleet.interval)
                 while time.monotonic() - t0 < steady_s:
@@ -343,6 +351,12 @@ async def statusd_run(
                 cpu = [scale_out.cpu_seconds([p]) - c for p, c in zip(pids, cpu0, strict=True)]
                 steady_beats = fleet.sent - sent0
                 steady_s = time.monotonic() - t0
+                # Where the two cores went: each process, this bench (client + status server), idle
+                cores = {
+                    **{name: round(c / steady_s, 2) for name, c in zip(names, cpu, strict=True)},
+                    "bench": round((time.process_time() - own0) / steady_s, 2),
+                    "idle": round((machine_idle_s() - idle0) / steady_s, 2),
+                }
                 rows = await db_rows(conn) - rows0
                 tracked_bytes = await state_bytes(redis, keys.prefix)
 
@@ -383,6 +397,14 @@ async def statusd_run(
             "batches_answered_503": fleet.busy,
             "lag_p99_s": round(spread(lags)["p99"], 3) if lags else 0.0,
             "lag_s": spread(lags) if lags else {},
+            # mean lag over each tenth of the window: falling, flat or growing
+            "lag_trend_s": [
+                round(statistics.fmean(lags[i * len(lags) // 10 : (i + 1) * len(lags) // 10]), 2)
+                for i in range(10)
+            ]
+            if len(lags) >= 10
+            else [],
+            "cpu_cores": cores,
             # serve (+ consume) + redis-server: the push path; all: with the worker and beat
             "cpu_s_per_1000_heartbeats_serve_redis": round(
                 (sum(cpu[:push]) + cpu[-1]) / max(1, steady_beats) * 1000, 4
