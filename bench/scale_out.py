@@ -112,8 +112,13 @@ def processes(
     started: list[int] | None = None,
 ) -> Iterator[None]:
     """Start every command (own session, log file); SIGTERM then SIGKILL them all at the end.
-    `started`, if given, receives the pids (for CPU accounting from /proc)."""
+    `started`, if given, receives the pids (for CPU accounting from /proc).
+
+    A SIGTERM to the bench (a `kill`, a CI timeout) ends it through this cleanup too: each
+    process has a session of its own, so by default it would outlive the bench and keep
+    spending the cores of the next run."""
     procs: list[subprocess.Popen[bytes]] = []
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for n, (args, env) in enumerate(commands):
             with (log_dir / f"proc-{time.monotonic_ns()}-{n}.log").open("wb") as log:
@@ -135,6 +140,11 @@ def processes(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cpu_seconds(pids: list[int]) -> float:
