@@ -8,7 +8,9 @@ with `--consume N`, `serve --consumers 0` and N `statusd consume` processes appl
 a busy production deployment runs them):
 
   steady     every workload heartbeats at the interval statusd tells it (`next_heartbeat_s`, the
-             default TTL): stream lag p99 (sampled every 0.25 s), CPU per 1,000 heartbeats
+             default TTL) from its registration on; once all are RUNNING and the backlog is
+             worked off (`warm_up`), for 30 s or `--steady-s`: stream lag p99 (sampled every
+             0.25 s), CPU per 1,000 heartbeats
              (serve [+ consume] + redis-server, and with worker + beat, from /proc), Redis bytes
              per tracked workload
              (used_memory growth over the run / N) and SQL rows written per steady heartbeat
@@ -362,7 +364,7 @@ async def statusd_run(
                 # worked off, and one more interval, so the steady phase starts with no backlog.
                 await settled(conn, size, within=120 + size / 50)
                 registered_s = time.monotonic() - t_start
-                catch_up_s = await caught_up(redis, keys, fleet.interval, within=600)
+                catch_up_s = await caught_up(redis, keys, fleet.interval, within=600 + size / 100)
                 await asyncio.sleep(fleet.interval)
                 rows0, sent0, t0 = await db_rows(conn), fleet.sent, time.monotonic()
                 cpu0 = [scale_out.cpu_seconds([p]) for p in pids]
