@@ -15,7 +15,7 @@ help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
 	@echo "make test   - run the test suite (SQLite and PostgreSQL variants; CI=true adds the scale runs)"
 	@echo "make test-all - the whole suite, scale runs included (what CI runs)"
-	@echo "make lint   - ruff check, ruff format --check, mypy, import-cycle check"
+	@echo "make lint   - ruff check, ruff format --check, mypy, import contracts (lint-imports)"
 	@echo "make bench  - the whole pipeline: ingest, transition storm, sync drain, sweep storm,"
 	@echo "              steady state and detection latency, each against plain code (bench-quick: tiny)"
 	@echo "make bench-scale - 1 vs 2 consume / serve processes (needs PostgreSQL on 127.0.0.1)"
@@ -82,10 +82,10 @@ test-all:
 	@$(MAKE) --no-print-directory test CI=true
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check statusd tests tools $(wildcard bench) clients/python
-	$(BIN)/ruff format --check statusd tests tools $(wildcard bench) clients/python
+	$(BIN)/ruff check statusd tests $(wildcard bench) clients/python
+	$(BIN)/ruff format --check statusd tests $(wildcard bench) clients/python
 	$(BIN)/mypy
-	$(BIN)/python tools/import_cycles.py statusd
+	$(BIN)/lint-imports --no-cache
 	cd clients/python && ../../$(BIN)/mypy
 
 # wrk drives the load when installed (a Python client can be slower than the server it measures).

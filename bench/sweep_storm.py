@@ -218,7 +218,7 @@ async def statusd_sweep(settings: Any, n: int, workers: int) -> dict[str, Any]:
         started = time.perf_counter()
         result = await run_sweep(rt, f"sweep-bench-{time.monotonic_ns()}")
         for chunk in result.chunks:
-            # "run" stands for the Celery task id the `poll` task passes (statusd.sweeper.tasks).
+            # "run" stands for the Celery task id the `poll` task passes (statusd.celery.sweeper_tasks).
             job = {"ids": chunk, "token": result.token, "run": uuid.uuid4().hex}
             await rt.redis.rpush(f"{prefix}bench:chunks", json.dumps(job))
         reports = []

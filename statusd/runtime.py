@@ -1,8 +1,9 @@
 """The pools a process needs: one place that opens (and closes) them.
 
-Only pools and what is built straight on them (keys, state cache, ledger). The post-commit
-listeners are attached by `statusd.wiring`, which the API app, the consumers, the Celery workers
-and the CLI all use, so a transition is wired the same way whichever process applies it.
+Only pools and what is built straight on them (keys, state cache, ledger), and the hooks the
+layers above fill in. The post-commit listeners and the drain-kick hook are attached by
+`statusd.wiring`, which the API app, the consumers, the Celery workers and the CLI all use, so a
+transition is wired the same way whichever process applies it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from statusd.settings import RedisMode, Settings
 from statusd.state_cache import StateCache
 from statusd.transitions import Ledger
 
+# Ask for an outbox drain `delay_s` seconds from now. Never blocks and never raises: a lost kick
+# costs latency only (beat's drain_due drains whatever is due).
+DrainKick = Callable[[float], None]
+
+
+def no_drain_kick(delay_s: float) -> None:
+    """The hook of a runtime nothing attached a drain kick to: beat's drain_due still drains."""
+
 
 @dataclass
 class Runtime:
@@ -31,7 +40,10 @@ class Runtime:
     keys: Keys
     cache: StateCache
     ledger: Ledger
-    # Run first by close(): per-process helpers that need the pools (queued sync kicks).
+    # The drain-kick hook (statusd.wiring attaches the Celery one): how an area that wrote outbox
+    # rows asks for a prompt drain without importing a Celery task.
+    kick_drain: DrainKick = no_drain_kick
+    # Run first by close(): per-process helpers that need the pools (queued drain kicks).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run after the Redis client is closed: what its mode opened besides (sentinel connections).
     redis_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

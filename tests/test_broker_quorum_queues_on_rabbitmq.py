@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from statusd.celery.application import create_celery
+from statusd.celery.names import SWEEP_TASK
 from statusd.settings import BrokerQueueType, Settings
-from statusd.sweeper.celery_app import SWEEP_TASK, create_celery
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET, settings_env
 from tests.support.celery_procs import rabbitmq_vhost, require_rabbitmq, running_worker
 from tests.support.processes import start_statusd

@@ -1,6 +1,6 @@
 """Building the Celery app (as the API process does to send a sync kick) configures nothing of the
 worker: the worker's signal hooks are attached by the `worker` command alone
-(statusd.worker_runtime.attach_to_worker, run in the worker process; see the Celery end-to-end
+(statusd.celery.worker_runtime.attach_to_worker, run in the worker process; see the Celery end-to-end
 tests for the hooks at work)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import weakref
 
 from celery import signals
 
+from statusd.celery.application import create_celery
 from statusd.settings_loader import load_settings
-from statusd.sweeper.celery_app import create_celery
 
 WORKER_SIGNALS = (
     signals.worker_process_init,

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 import statusd.metrics  # noqa: F401  (registers every statusd_ metric)
 from statusd.app import create_app
+from statusd.celery.names import QUEUES
 from statusd.cli import app as cli
 from statusd.ingest.streams import StreamStats
 from statusd.lifecycle import Kind
 from statusd.oncall.fleet_collector import FleetCollector, FleetFigures, SelfWatch
 from statusd.selfwatch import Disruption
 from statusd.settings import BrokerQueueType, Settings
-from statusd.sweeper.celery_app import QUEUES
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET
 from tests.support.manifests import (
     BASE,

@@ -19,11 +19,12 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from statusd.app_keys import RUNTIME
+from statusd.celery.application import create_celery
+from statusd.celery.names import POLL_TASK
 from statusd.db import reading
 from statusd.models import OutboxEntry, OutboxStatus
 from statusd.selfwatch import Disruption, record_sweep_success, write_disruption
 from statusd.settings import Settings
-from statusd.sweeper.celery_app import POLL_TASK, create_celery
 from tests.support.api_client import api_client, bearer
 from tests.support.celery_procs import broker, rabbitmq_vhost, require_rabbitmq
 from tests.support.processes import free_port

@@ -25,8 +25,9 @@ import psutil
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
+from statusd.celery.application import create_celery
+from statusd.celery.names import SWEEP_TASK
 from statusd.settings import Settings
-from statusd.sweeper.celery_app import SWEEP_TASK, create_celery
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_worker
 from tests.support.processes import (

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from statusd import worker_runtime
+from statusd.celery import sweeper_tasks as tasks
+from statusd.celery import worker_runtime
 from statusd.settings import Settings
-from statusd.sweeper import leases, tasks
+from statusd.sweeper import leases
 from tests.support.task_runtime import task_runtime
 
 

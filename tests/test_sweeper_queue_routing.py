@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from statusd.celery.application import create_celery
 from statusd.settings import Settings
-from statusd.sweeper.celery_app import create_celery
 
 
 @pytest.mark.parametrize(

@@ -23,12 +23,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from statusd import liveness, registry
+from statusd.celery.application import create_celery
+from statusd.celery.names import POLL_TASK
 from statusd.db import reading
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Workload
 from statusd.runtime import Runtime
 from statusd.settings import Settings
-from statusd.sweeper.celery_app import POLL_TASK, create_celery
 from statusd.sweeper.sweep import run_sweep
 from statusd.transitions import Observation, apply_observation
 from statusd.wiring import open_runtime
@@ -107,7 +108,7 @@ def poll_reports(worker: ManagedProcess) -> list[dict[str, Any]]:
 
 
 def send_chunks(settings: Settings, chunks: list[list[str]], token: str) -> None:
-    """One `poll` message per chunk, in order, as statusd.sweeper.tasks.sweep sends them."""
+    """One `poll` message per chunk, in order, as statusd.celery.sweeper_tasks.sweep sends them."""
     app = create_celery(settings)
     try:
         for chunk in chunks:

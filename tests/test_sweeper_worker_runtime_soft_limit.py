@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from statusd import worker_runtime
+from statusd.celery import worker_runtime
 
 
 @pytest.fixture

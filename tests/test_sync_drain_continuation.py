@@ -2,7 +2,7 @@
 `drain` that ran out of time sends one continuation only if it wins the kick's debounce window.
 
 All real: the task functions run the real drain through the worker's own runtime
-(statusd.worker_runtime) against the real database and Redis; the backlog is a real main API on
+(statusd.celery.worker_runtime) against the real database and Redis; the backlog is a real main API on
 loopback that never answers in time (every request outlasts STATUSD_SYNC_TIMEOUT), with a retry
 budget longer than a drain run, so every run ends with `stopped_early`; the window is the real
 SET NX PX; a continuation is a real message on the real Redis broker's `sync` queue, read back
@@ -21,14 +21,15 @@ import pytest
 import redis as redis_sync
 from celery import Celery
 
-from statusd import worker_runtime
+from statusd.celery import sync_tasks as tasks
+from statusd.celery import worker_runtime
+from statusd.celery.application import create_celery
+from statusd.celery.names import SYNC_DRAIN_TASK, QueueName
 from statusd.lifecycle import State
 from statusd.runtime import Runtime, open_pools
 from statusd.settings import Settings
-from statusd.sweeper.celery_app import create_celery
-from statusd.sync import tasks
 from statusd.sync.lease import RETRY_JITTER, RETRY_MAX_WAIT
-from statusd.task_names import SYNC_DRAIN_TASK, SYNC_QUEUE
+from statusd.wiring import open_runtime
 from tests.support.main_api import FakeMainAPI
 from tests.support.sync_worker import register_fleet, walk
 
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.slow
 
 WORKLOADS = ("w1", "w2", "w3")
 RUN_S = tasks.RUN_SECONDS_MIN
+SYNC_QUEUE = QueueName.SYNC.value
 
 
 class Backlog:
@@ -100,7 +102,7 @@ async def backlog(
     for wid in WORKLOADS:
         await walk(producer.ledger, wid, [State.DEPLOYING])  # one main-DB row each
     app = create_celery(settings)
-    worker_runtime.configure(settings)
+    worker_runtime.configure(settings, open_runtime)
     try:
         yield Backlog(app, broker_url), producer
     finally:

@@ -118,8 +118,8 @@ def retry_dead(
     ] = None,
 ) -> None:
     """Put dead letters back in the queue (after fixing the cause) and ask a sync worker to drain."""
+    from statusd.celery.drain_kick import enqueue_drain
     from statusd.sync.deadletters import retry_dead as replay
-    from statusd.sync.kick import enqueue_drain
 
     count = _with_engine(lambda settings, engine: replay(engine, ids=ids, workload_id=workload))
     console.print(f"{count} dead letter(s) back to pending")

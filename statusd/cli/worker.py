@@ -11,22 +11,31 @@ from typing import Annotated, Any
 
 import typer
 
-from statusd import worker_runtime
+from statusd.celery import sync_slots, worker_runtime
+from statusd.celery.names import DETECTION_QUEUES, QUEUES, QueueName
 from statusd.cli.common import load_settings, operator_errors
 from statusd.settings import Settings
-from statusd.task_names import QUEUES
 
 SCHEDULE_HELP = "Beat schedule file (default: <state_dir>/celerybeat-schedule)."
 
 
-def _queues(raw: str) -> str:
+def _queues(raw: str) -> list[QueueName]:
     names = [q.strip() for q in raw.split(",") if q.strip()]
     unknown = sorted(set(names) - set(QUEUES))
     if not names or unknown:
         raise typer.BadParameter(
             f"unknown queue(s) {unknown or raw!r}; choose from {', '.join(QUEUES)}"
         )
-    return ",".join(names)
+    return [QueueName(n) for n in dict.fromkeys(names)]
+
+
+def _pool_size(queues: list[QueueName], concurrency: int) -> int:
+    """Prefork children. Sharing a worker with the sweeper, drains are kept to their own slots
+    (statusd.celery.sync_slots) and the sweeper gets at least one more."""
+    size = concurrency or os.cpu_count() or 1
+    if QueueName.SYNC in queues and DETECTION_QUEUES & set(queues):
+        size = max(size, sync_slots.SHARED_WORKER_SYNC_SLOTS + 1)
+    return size
 
 
 def worker(
@@ -48,9 +57,10 @@ def worker(
     """Run a Celery worker for the sweeper (and sync) queues.
 
     With STATUSD_METRICS_PORT set, the main process serves /metrics for all its prefork children."""
+    from statusd.celery.application import create_celery, schedule_file
     from statusd.oncall import multiproc
     from statusd.recovery import check_at_start
-    from statusd.sweeper.celery_app import create_celery, schedule_file
+    from statusd.wiring import open_runtime
 
     if not multiproc.active():
         if multiproc.ENV in os.environ:  # set, yet not seen by prometheus_client: never loop
@@ -67,23 +77,49 @@ def worker(
     asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
     with operator_errors():
         app = create_celery(settings)
-    worker_runtime.attach_to_worker(settings)
+    worker_runtime.attach_to_worker(settings, open_runtime)
     _attach_metrics(settings)
+    chosen = _queues(queues)
+    if QueueName.SYNC in chosen and DETECTION_QUEUES & set(chosen):
+        sync_slots.limit_drains(sync_slots.SHARED_WORKER_SYNC_SLOTS)
     argv = [
         "worker",
-        f"--queues={_queues(queues)}",
-        f"--concurrency={concurrency or os.cpu_count() or 1}",
+        f"--queues={','.join(chosen)}",
+        f"--concurrency={_pool_size(chosen, concurrency)}",
         f"--loglevel={settings.log_level.upper()}",
         # Unique per process: two workers on one host must not share a node name.
         f"--hostname=statusd-{os.getpid()}@{socket.gethostname()}",
-        "--without-mingle",  # no startup chatter between workers: nothing here needs it
+        # No startup chatter or gossip between workers: nothing here needs it, and gossip's
+        # restart after a broker outage only logs errors.
+        "--without-mingle",
+        "--without-gossip",
     ]
     if beat:
         argv += ["--beat", f"--schedule={schedule or schedule_file(settings)}"]
+    started = _remember_worker()
     try:
         app.worker_main(argv)
     finally:
+        sync_slots.unlimited()
         multiproc.end_group(multiproc.ProcessGroup.WORKER, metrics_dir)
+    # worker_main drops the worker's exit status; a worker that stopped on an unrecoverable
+    # error must exit non-zero, so an orchestrator restarts it instead of calling it done.
+    code = started[0].exitcode if started else 1
+    if code:
+        raise typer.Exit(int(code))
+
+
+def _remember_worker() -> list[Any]:
+    """The WorkController this process starts (its `exitcode` is set by a failing stop)."""
+    from celery import signals
+
+    started: list[Any] = []
+
+    def init(sender: Any, **_: Any) -> None:
+        started.append(sender)
+
+    signals.worker_init.connect(init, weak=False)
+    return started
 
 
 def _attach_metrics(settings: Settings) -> None:
@@ -119,7 +155,7 @@ def beat(
     schedule: Annotated[Path | None, typer.Option("--schedule", help=SCHEDULE_HELP)] = None,
 ) -> None:
     """Run the beat scheduler alone (it sends `sweep` every STATUSD_SWEEP_INTERVAL seconds)."""
-    from statusd.sweeper.celery_app import create_celery, schedule_file
+    from statusd.celery.application import create_celery, schedule_file
 
     settings = load_settings(logging=True)
     with operator_errors():

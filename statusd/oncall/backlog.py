@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from statusd.task_names import QUEUES
+from statusd.celery.names import QUEUES
 
 
 async def celery_queue_depths(broker: Redis, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:

@@ -31,6 +31,7 @@ import structlog
 from sqlalchemy import bindparam, update
 
 from statusd import liveness
+from statusd.celery.budgets import unreachable_repoll_s
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload
 from statusd.hearing import read_hearing
@@ -40,7 +41,6 @@ from statusd.models import Workload, utcnow
 from statusd.runtime import Runtime
 from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
-from statusd.sweeper.budgets import unreachable_repoll_s
 from statusd.sweeper.sweep import WorkloadRow
 from statusd.transitions import Observation, Result, apply_observations
 

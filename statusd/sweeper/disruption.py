@@ -16,7 +16,6 @@ judging at once exactly one sees the hash change and writes the alert rows.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from statusd.lifecycle import FINAL_STATES
 from statusd.models import OutboxEntry, OutboxTarget, Workload, utcnow
 from statusd.runtime import Runtime
 from statusd.selfwatch import Disruption, read_disruption, write_disruption
-from statusd.sync import kick
 
 log = structlog.get_logger("statusd.sweeper")
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -161,8 +159,5 @@ async def judge(rt: Runtime, stale: int) -> Flip | None:
     log.warning("disruption.started" if active else "disruption.over", stale=stale, tracked=tracked)
     await enqueue_alert(rt.engine, settings.alert_webhooks, flip)
     if settings.alert_webhooks:
-        try:  # prompt delivery; beat's drain_due sends it anyway within STATUSD_SYNC_INTERVAL
-            await asyncio.to_thread(kick.enqueue_drain, settings)
-        except Exception as exc:
-            log.warning("disruption.kick_failed", error=f"{type(exc).__name__}: {exc}")
+        rt.kick_drain(0.0)  # prompt delivery; beat's drain_due sends it anyway
     return flip

@@ -4,7 +4,7 @@ A lease is `SET lease:poll:<id> <token> NX PX ttl`. The sweep takes it when it e
 (so a second beat, or an overlapping sweep, cannot enqueue the same workload again while the first
 poll is queued or running) and hands the token to the `poll` task. The task confirms it still holds
 the lease before polling, and afterwards does not simply delete it: it keeps it until one sweep
-interval (x `HOLD_FRACTION`) after the poll started. So whatever the number of beats, sweeps or
+interval (x `statusd.celery.budgets.HOLD_FRACTION`) after the poll started. So whatever the number of beats, sweeps or
 workers, two polls of one workload start at least that far apart; a worker that dies holding
 leases loses them when the TTL runs out (or keeps them through redelivery: same run token).
 
@@ -21,14 +21,17 @@ token and the ids it took (`Keys.poll_took`) come back with it and nothing it he
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
+import structlog
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from statusd.keys import Keys
 
-# Kept below 1 so a beat that fires a few ms early is not refused a workload it should poll.
-HOLD_FRACTION = 0.9
+log = structlog.get_logger("statusd.sweeper")
 
 # KEYS[1] = the sweep's taken set, KEYS[2..] = lease keys; ARGV[1] = sweep token, ARGV[2] = run
 # token, ARGV[3] = ttl ms, ARGV[4..] = the ids of KEYS[2..]. Returns 1/0 per lease key: held by
@@ -173,13 +176,54 @@ async def release(
     )
 
 
-async def take_sweep_lock(redis: Redis, keys: Keys, token: str, ttl_ms: int) -> bool:
-    """One sweep at a time: a second beat's sweep returns at once instead of loading rows twice."""
-    return bool(await redis.set(keys.sweep_lock, token, nx=True, px=ttl_ms))
+class SweepLock:
+    """The sweep lock this sweep holds, its TTL renewed in the background until `release`."""
+
+    def __init__(self, lock: Lock, ttl_s: float) -> None:
+        self._lock = lock
+        self._ttl_s = ttl_s
+        self._renewal = asyncio.create_task(_renew(lock, ttl_s / 3))
+
+    async def release(self) -> None:
+        """Stop renewing and give the lock back; if Redis is away, it expires within its TTL."""
+        self._renewal.cancel()
+        await asyncio.gather(self._renewal, return_exceptions=True)
+        try:
+            await self._lock.release()
+        except (LockError, RedisError) as exc:
+            log.warning(
+                "sweep.lock_release_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                expires_in_s=self._ttl_s,
+            )
 
 
-async def release_sweep_lock(redis: Redis, keys: Keys, token: str) -> None:
-    await redis.eval(_RELEASE, 1, keys.sweep_lock, token, 0)
+async def take_sweep_lock(redis: Redis, keys: Keys, token: str, ttl_ms: int) -> SweepLock | None:
+    """One sweep at a time: a second beat's sweep returns at once instead of loading rows twice.
+
+    The lock is redis-py's `Lock` (token compared in Lua) with a short TTL, renewed every third
+    of it while the sweep runs: a sweep cut off before its release (its worker killed, or Redis
+    gone at the release and back with its data) holds the next sweeps back for one TTL at most,
+    never for the sweep's whole time limit. None when another sweep holds it."""
+    ttl_s = ttl_ms / 1000
+    lock = redis.lock(keys.sweep_lock, timeout=ttl_s, blocking=False, thread_local=False)
+    if not await lock.acquire(token=token):
+        return None
+    return SweepLock(lock, ttl_s)
+
+
+async def _renew(lock: Lock, every_s: float) -> None:
+    """Reset the lock's TTL every `every_s` until cancelled; a failed renewal is retried at the
+    next one (the TTL still has two of them left)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await lock.reacquire()
+        except LockNotOwnedError:
+            log.warning("sweep.lock_lost")  # expired meanwhile: a second sweep may run, harmless
+            return
+        except RedisError as exc:
+            log.warning("sweep.lock_renewal_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 # KEYS: lease keys; ARGV[1] = token, ARGV[i + 1] = keep ms of KEYS[i] (<= 0: delete).

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 import structlog
 
+from statusd.celery.budgets import budgets
 from statusd.errors import UnsafeStatusURL
 from statusd.lifecycle import Kind, State, reportable_states
 from statusd.runtime import Runtime
@@ -32,7 +33,6 @@ from statusd.schema.rules import SEQ_LIMIT
 from statusd.settings import Settings
 from statusd.sweeper import leases
 from statusd.sweeper.answers import PollAnswer, PollOutcome, PollReport, apply_answers
-from statusd.sweeper.budgets import budgets
 from statusd.sweeper.sweep import WorkloadRow, load_rows
 from statusd.sweeper.url_policy import AllowListResolver, Network, check_syntax
 

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from statusd import liveness, selfwatch
+from statusd.celery.budgets import budgets
 from statusd.db import reading
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
@@ -32,7 +33,6 @@ from statusd.models import Workload
 from statusd.recovery import ensure_liveness
 from statusd.runtime import Runtime
 from statusd.sweeper import disruption, leases
-from statusd.sweeper.budgets import budgets
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 SQL_IN_CHUNK = 500  # ids per WHERE id IN (...): well under SQLite's bound-parameter limit
@@ -150,7 +150,8 @@ async def sweep(
     """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does)."""
     started = time.monotonic()
     result = SweepResult(token=token)
-    if not await leases.take_sweep_lock(redis, keys, token, lock_ms):
+    lock = await leases.take_sweep_lock(redis, keys, token, lock_ms)
+    if lock is None:
         result.skipped = True
         return result
     try:
@@ -171,7 +172,7 @@ async def sweep(
             # endpoints takes queued ids of later chunks instead of idling (statusd.sweeper.leases).
             await leases.queue(redis, keys, taken, token, lease_ms)
     finally:
-        await leases.release_sweep_lock(redis, keys, token)
+        await lock.release()
     result.duration_s = time.monotonic() - started
     return result
 
@@ -194,7 +195,7 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
             start_timeout=settings.start_timeout,
             poll_chunk=settings.poll_chunk,
             lease_ms=b.lease_ms,
-            lock_ms=int(b.sweep_hard_s * 1000),
+            lock_ms=b.sweep_lock_ms,
             token=token,
             heard_until=hearing.heard_until,
         )

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from statusd.celery import drain_kick
 from statusd.runtime import Runtime
 from statusd.settings import Settings
-from statusd.sync import kick
 from statusd.wiring import open_runtime
 from tests.support.main_api import FakeMainAPI
 from tests.support.sync_worker import E2E_SYNC, MAIN_TOKEN, Workers, broker_db
@@ -63,7 +63,7 @@ async def runtime_for(open_runtimes: list[Runtime]) -> AsyncIterator[Callable[[S
     yield open_
     for rt in open_runtimes:
         await rt.close()
-    kick.close()
+    drain_kick.close()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Real Celery sync workers (and beat) for the sync/alert end-to-end tests, plus transition makers.
 
-Workers are `python -m celery -A statusd.sweeper.celery_app worker -Q sync` subprocesses built
+Workers are `python -m celery -A statusd.celery.application worker -Q sync` subprocesses built
 from the test's settings (the env), in their own session, always reaped. The broker is the test
 redis-server on a db index of its own, flushed before and after, so Celery's keys of one test
 never meet another's.

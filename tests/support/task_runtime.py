@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from statusd import worker_runtime
+from statusd.celery import worker_runtime
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.wiring import open_runtime

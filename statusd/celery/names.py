@@ -6,13 +6,23 @@ the Celery app all read them from here and import nothing else of statusd to do 
 
 from __future__ import annotations
 
-SWEEP_QUEUE = "sweep"
-POLL_QUEUE = "poll"
-SYNC_QUEUE = "sync"
-QUEUES = (SWEEP_QUEUE, POLL_QUEUE, SYNC_QUEUE)
+from enum import StrEnum
+
+
+class QueueName(StrEnum):
+    """The Celery queues: the pull path's two, and the outbox drain's."""
+
+    SWEEP = "sweep"
+    POLL = "poll"
+    SYNC = "sync"
+
+
+QUEUES: tuple[str, ...] = tuple(q.value for q in QueueName)
+# The queues that decide verdicts: a failing main API must never hold their slots.
+DETECTION_QUEUES = frozenset({QueueName.SWEEP, QueueName.POLL})
 SWEEP_TASK = "statusd.sweeper.sweep"
 POLL_TASK = "statusd.sweeper.poll"
 SYNC_DRAIN_TASK = "statusd.sync.drain"
 SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
 # The modules a worker imports to register the tasks above.
-TASK_MODULES = ("statusd.sweeper.tasks", "statusd.sync.tasks")
+TASK_MODULES = ("statusd.celery.sweeper_tasks", "statusd.celery.sync_tasks")

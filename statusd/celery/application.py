@@ -1,11 +1,12 @@
 """The Celery app: Redis (or RabbitMQ) broker, queues sweep / poll / sync, beat schedule.
 
-Tasks are referred to by name so areas (sweeper, sync) add theirs without importing each other.
-Build the app with `create_celery(settings)`; `statusd worker` / `statusd beat` do that and start
-it programmatically. Building it configures nothing else in the process: an API process that only
-sends tasks gets no worker hooks (the `worker` command attaches those, statusd.worker_runtime).
-Queue and task names live in the leaf statusd.task_names (re-exported here). The module-level `app` exists only for `celery -A statusd.sweeper.celery_app`
-(Flower, `celery inspect`): it is built from the environment on first access, never at import.
+Tasks are referred to by name (statusd.celery.names), so the app imports none of them: a worker
+imports the entry points (`include`). Build the app with `create_celery(settings)`; `statusd
+worker` / `statusd beat` do that and start it programmatically. Building it configures nothing
+else in the process: an API process that only sends tasks gets no worker hooks (the `worker`
+command attaches those, statusd.celery.worker_runtime). The module-level `app` exists only for
+`celery -A statusd.celery.application` (Flower, `celery inspect`): it is built from the
+environment on first access, never at import.
 """
 
 from __future__ import annotations
@@ -16,33 +17,23 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from statusd.errors import ConfigError
-from statusd.settings import BrokerQueueType, Settings
-from statusd.settings_loader import load_settings
-from statusd.sweeper.budgets import budgets
-from statusd.task_names import (
+from statusd.celery.broker_transport import REDIS_SCHEMES, transport_path
+from statusd.celery.budgets import budgets
+from statusd.celery.names import (
     POLL_TASK,
     QUEUES,
     SWEEP_TASK,
     SYNC_DRAIN_DUE_TASK,
     SYNC_DRAIN_TASK,
-    SYNC_QUEUE,
     TASK_MODULES,
+    QueueName,
 )
+from statusd.errors import ConfigError
+from statusd.settings import BrokerQueueType, Settings
+from statusd.settings_loader import load_settings
 
-__all__ = [
-    "POLL_TASK",
-    "QUEUES",
-    "SWEEP_TASK",
-    "SYNC_DRAIN_DUE_TASK",
-    "SYNC_DRAIN_TASK",
-    "SYNC_QUEUE",
-    "TASK_MODULES",
-    "create_celery",
-    "schedule_file",
-]
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
-BEAT_SCHEDULER = "statusd.sweeper.beat_leader:LeaderScheduler"
+BEAT_SCHEDULER = "statusd.celery.beat_leader:LeaderScheduler"
 # Broker connections per process. Managed Redis caps connections; workers that grew their pools
 # without bound have taken a production pipeline down before (FIELD-NOTES).
 BROKER_POOL_LIMIT = 4
@@ -56,12 +47,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep": {
             "task": SWEEP_TASK,
             "schedule": settings.sweep_interval,
-            "options": {"queue": "sweep", "expires": max(2 * settings.sweep_interval, 1.0)},
+            "options": {
+                "queue": QueueName.SWEEP.value,
+                "expires": max(2 * settings.sweep_interval, 1.0),
+            },
         },
         "sync-drain-due": {
             "task": SYNC_DRAIN_DUE_TASK,
             "schedule": settings.sync_interval,
-            "options": {"queue": SYNC_QUEUE, "expires": max(2 * settings.sync_interval, 1.0)},
+            "options": {
+                "queue": QueueName.SYNC.value,
+                "expires": max(2 * settings.sync_interval, 1.0),
+            },
         },
     }
 
@@ -88,7 +85,7 @@ def task_queues(settings: Settings) -> list[Queue]:
 def _transport_options(settings: Settings) -> dict[str, Any]:
     b = budgets(settings)
     url = settings.effective_broker_url
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         return {
             # With late acks an unacked message is redelivered after this long; it must exceed
             # the longest task (else a slow poll is run twice) yet stay short enough that a
@@ -106,25 +103,34 @@ def create_celery(settings: Settings) -> Celery:
     """The Celery app for these settings (broker, queues, routes, reliability, beat schedule)."""
     b = budgets(settings)
     app = Celery("statusd", include=list(TASK_MODULES))
+    url = settings.effective_broker_url
     app.conf.update(
-        broker_url=settings.effective_broker_url,
+        broker_url=url,
+        # A Redis broker gets kombu's Redis transport with a restart of the broker survived
+        # (statusd.celery.broker_transport); RabbitMQ keeps the transport its URL names.
+        broker_transport=transport_path() if url.startswith(REDIS_SCHEMES) else None,
         broker_connection_retry_on_startup=True,
         broker_pool_limit=BROKER_POOL_LIMIT,
         broker_transport_options=_transport_options(settings),
         # Each queue gets its own direct exchange and routing key. A bare Queue(name) is bound
         # to the default exchange with the default key, so every queue would receive every task.
         task_queues=task_queues(settings),
-        task_default_queue="sweep",
+        task_default_queue=QueueName.SWEEP.value,
         task_routes={
-            SWEEP_TASK: {"queue": "sweep"},
-            POLL_TASK: {"queue": "poll"},
-            "statusd.sync.*": {"queue": SYNC_QUEUE},
+            SWEEP_TASK: {"queue": QueueName.SWEEP.value},
+            POLL_TASK: {"queue": QueueName.POLL.value},
+            SYNC_DRAIN_TASK: {"queue": QueueName.SYNC.value},
+            SYNC_DRAIN_DUE_TASK: {"queue": QueueName.SYNC.value},
         },
         # Reliability: a task is acknowledged after it ran, and a worker killed mid-task gives its
         # message back; one message prefetched per process so a slow poll chunk never holds
         # others hostage in its prefetch buffer.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task still running when the broker connection drops finishes its work (every task
+        # is idempotent); if its ack cannot reach the broker, the message comes back after the
+        # visibility timeout. Cancelling it would kill the prefork child mid-transaction.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_prefetch_multiplier=1,
         task_annotations={
             POLL_TASK: {"soft_time_limit": b.poll_soft_s, "time_limit": b.poll_hard_s},
@@ -160,7 +166,7 @@ _app: Celery | None = None
 
 
 def __getattr__(name: str) -> Celery:
-    """`celery -A statusd.sweeper.celery_app ...`: the app from the environment, built on first use."""
+    """`celery -A statusd.celery.application ...`: the app from the environment, built on first use."""
     global _app
     if name == "app":
         if _app is None:

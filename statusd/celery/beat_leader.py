@@ -38,7 +38,7 @@ from celery.beat import PersistentScheduler
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
-from statusd import worker_runtime
+from statusd.celery import worker_runtime
 from statusd.keys import Keys
 from statusd.redis_runtime import open_sync_redis
 from statusd.runtime import redis_url_or_fail

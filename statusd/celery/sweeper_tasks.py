@@ -1,7 +1,9 @@
-"""Celery tasks of the pull path: `statusd.sweeper.sweep` (beat-driven) and `statusd.sweeper.poll`.
+"""Celery entry points of the pull path: `statusd.sweeper.sweep` (beat-driven) and `.poll`.
 
 Thin: they run the async code of statusd.sweeper.sweep / .poller on the worker process's one
-event loop (statusd.worker_runtime) and turn its results into messages and metrics.
+event loop (statusd.celery.worker_runtime) and turn its results into messages and metrics. Redis
+or the database being away is transient: the task logs one warning and ends, and the next beat's
+sweep (or the next sweep's poll) does the work; it is never an unhandled task error.
 """
 
 from __future__ import annotations
@@ -13,21 +15,32 @@ from typing import Any
 import structlog
 from celery import Task, shared_task
 
-from statusd import worker_runtime
+from statusd.celery import worker_runtime
+from statusd.celery.names import POLL_TASK, SWEEP_TASK
+from statusd.errors import is_transient
 from statusd.metrics import SWEEP_DURATION, SWEEP_STALE
 from statusd.sweeper import leases
-from statusd.sweeper.celery_app import POLL_TASK, SWEEP_TASK
 from statusd.sweeper.poller import run_poll
-from statusd.sweeper.sweep import run_sweep
+from statusd.sweeper.sweep import SweepResult, run_sweep
 
 log = structlog.get_logger("statusd.sweeper")
+
+
+def _unavailable(event: str, exc: Exception, **fields: Any) -> None:
+    log.warning(event, error=f"{type(exc).__name__}: {exc}", **fields)
 
 
 @shared_task(name=SWEEP_TASK, bind=True)  # type: ignore[untyped-decorator]
 def sweep(self: Task) -> dict[str, Any]:
     """Find stale workloads and enqueue one `poll` task per chunk of them."""
     token = f"sweep-{uuid.uuid4().hex}"
-    result = worker_runtime.run(lambda rt: run_sweep(rt, token))
+    try:
+        result: SweepResult = worker_runtime.run(lambda rt: run_sweep(rt, token))
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        _unavailable("sweep.unavailable", exc, retry="next sweep")
+        return {"skipped": True, "reason": "unavailable"}
     if result.skipped:
         log.info("sweep.skipped", reason="another sweep holds the lock")
         return {"skipped": True}
@@ -52,7 +65,14 @@ def poll(self: Task, ids: Sequence[str], token: str) -> dict[str, int]:
     """Poll a chunk of leased workloads and apply what their endpoints say."""
     # The task id names the run: a redelivery (worker killed) redoes what the killed run held.
     run_id = str(self.request.id)
-    report = worker_runtime.run(lambda rt: run_poll(rt, ids, token, run_id))
+    try:
+        report = worker_runtime.run(lambda rt: run_poll(rt, ids, token, run_id))
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # Leases it could not give back expire; a later sweep polls those workloads again.
+        _unavailable("poll.unavailable", exc, workloads=len(ids))
+        return {"leased": 0, "polled": 0}
     summary = {
         "leased": report.leased,
         "polled": report.polled,

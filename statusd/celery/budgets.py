@@ -11,13 +11,21 @@ import math
 from dataclasses import dataclass
 
 from statusd.settings import Settings
-from statusd.sweeper.leases import HOLD_FRACTION
+
+# A poll's lease is kept as a cool-down until this fraction of a sweep interval after the poll
+# started (statusd.sweeper.leases): below 1, so a beat that fires a few ms early is not refused a
+# workload it should poll.
+HOLD_FRACTION = 0.9
 
 # Database work of one poll chunk (bulk load, bookkeeping UPDATE, a transition per changed
 # workload): generous, because SQLite serializes writers and a busy database is not a reason to
 # kill a task that is making progress.
 DB_SLACK_S = 30.0
 SWEEP_SOFT_S = 60.0  # finding stale workloads is two ZRANGEBYSCOREs and bulk SELECTs
+# The sweep lock's TTL, renewed every third of it while the sweep runs: a sweep cut off (worker
+# killed, Redis gone before the release) holds back the next sweeps this long at most, not for
+# the sweep's whole time limit.
+SWEEP_LOCK_TTL_S = 3.0
 # The asyncio deadline inside a task fires this long before Celery's soft limit, so the task
 # unwinds on its own (leases released, sweep lock given back) and the soft limit is only a backstop.
 DEADLINE_MARGIN_S = 5.0
@@ -32,6 +40,7 @@ class Budgets:
     sweep_deadline_s: float  # asyncio deadline inside the sweep task
     sweep_soft_s: float  # Celery's soft limit of the sweep task
     sweep_hard_s: float
+    sweep_lock_ms: int  # TTL of the sweep lock (renewed while the sweep runs)
     hold_ms: int  # cool-down after a poll: at most one poll per sweep interval
     take_window_s: float  # a poll task takes queued polls of its sweep this long after it starts
 
@@ -56,6 +65,7 @@ def budgets(settings: Settings) -> Budgets:
         sweep_deadline_s=SWEEP_SOFT_S - DEADLINE_MARGIN_S,
         sweep_soft_s=SWEEP_SOFT_S,
         sweep_hard_s=SWEEP_SOFT_S + 30.0,
+        sweep_lock_ms=int(SWEEP_LOCK_TTL_S * 1000),
         hold_ms=int(settings.sweep_interval * HOLD_FRACTION * 1000),
         take_window_s=take_window,
     )

@@ -4,52 +4,66 @@ Celery tasks are sync; statusd's I/O is async. Each worker process keeps a singl
 the Runtime (engine, bounded Redis pool) once, lazily, instead of per task: a pool per task would
 churn connections, and managed Redis caps them. `reset()` runs after fork (worker_process_init)
 so a child never reuses its parent's sockets. The `worker` command attaches these hooks
-(`attach_to_worker`); building the Celery app alone (an API process sending tasks) does not.
+(`attach_to_worker`) and hands over how a Runtime is opened (the composition root's
+`statusd.wiring.open_runtime`, which attaches the post-commit listeners and the drain-kick hook);
+building the Celery app alone (an API process sending tasks) does none of this.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from celery import signals
 
+from statusd.errors import ConfigError
 from statusd.logs import configure_logging
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.settings_loader import load_settings
-from statusd.sync import kick
-from statusd.wiring import open_runtime
 
 T = TypeVar("T")
 log = structlog.get_logger("statusd.worker")
 
+
+class RuntimeOpener(Protocol):
+    """How this process opens its Runtime (pools, listeners, hooks)."""
+
+    def __call__(
+        self, settings: Settings, *, redis_max_connections: int | None = None
+    ) -> Awaitable[Runtime]: ...
+
+
 _loop: asyncio.AbstractEventLoop | None = None
 _runtime: Runtime | None = None
 _settings: Settings | None = None
+_opener: RuntimeOpener | None = None
 WORKER_REDIS_CONNECTIONS = 8  # per worker process: bounded, so N workers never exhaust Redis
 
 
-def configure(settings: Settings) -> None:
-    """Hand this process its settings (the `worker` and `beat` commands do, from the CLI loader)."""
-    global _settings
+def configure(settings: Settings, opener: RuntimeOpener | None = None) -> None:
+    """Hand this process its settings (the `worker` and `beat` commands do, from the CLI loader)
+    and, in a worker, how to open the Runtime its tasks run on."""
+    global _settings, _opener
     _settings = settings
+    if opener is not None:
+        _opener = opener
 
 
 def settings() -> Settings:
     """This process's settings; loaded from the environment if no command handed them over
-    (a worker started as `celery -A statusd.sweeper.celery_app worker`)."""
+    (a beat started as `celery -A statusd.celery.application beat`)."""
     global _settings
     if _settings is None:
         _settings = load_settings()
     return _settings
 
 
-def attach_to_worker(settings: Settings) -> None:
+def attach_to_worker(settings: Settings, opener: RuntimeOpener) -> None:
     """Worker signal hooks: a forked child starts afresh; every process closes its runtime."""
-    configure(settings)
+    configure(settings, opener)
     signals.worker_process_init.connect(_child_started, weak=False)
     signals.worker_process_shutdown.connect(_child_stopping, weak=False)
     signals.worker_shutdown.connect(_child_stopping, weak=False)  # solo pool: no children
@@ -76,9 +90,12 @@ def run(fn: Callable[[Runtime], Awaitable[T]]) -> T:
     global _runtime
     loop = _event_loop()
     if _runtime is None:
-        _runtime = run_on(
-            loop, open_runtime(settings(), redis_max_connections=WORKER_REDIS_CONNECTIONS)
-        )
+        if _opener is None:
+            raise ConfigError(
+                "this process runs statusd tasks but was not started as a worker: "
+                "run `statusd worker`"
+            )
+        _runtime = run_on(loop, _opener(settings(), redis_max_connections=WORKER_REDIS_CONNECTIONS))
     return run_on(loop, fn(_runtime))
 
 
@@ -111,14 +128,11 @@ def reset() -> None:
 
 
 def shutdown() -> None:
-    """Worker (process) shutdown: close the runtime and the loop, then let queued sync kicks go
-    out and close their producer connections (transitions applied here kick a drain)."""
+    """Worker (process) shutdown: close the runtime (its close hooks let queued drain kicks go
+    out) and the loop."""
     global _loop, _runtime
-    try:
-        if _loop is not None and _runtime is not None and not _loop.is_closed():
-            _loop.run_until_complete(_runtime.close())
-        if _loop is not None and not _loop.is_closed():
-            _loop.close()
-        _loop, _runtime = None, None
-    finally:
-        kick.close()
+    if _loop is not None and _runtime is not None and not _loop.is_closed():
+        _loop.run_until_complete(_runtime.close())
+    if _loop is not None and not _loop.is_closed():
+        _loop.close()
+    _loop, _runtime = None, None
