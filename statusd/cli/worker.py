@@ -42,9 +42,9 @@ def worker(
     queues: Annotated[
         str,
         typer.Option(
-            "--queues", "-Q", help="Comma-separated queues to consume: sweep, poll, sync."
+            "--queues", "-Q", help=f"Comma-separated queues to consume: {', '.join(QUEUES)}."
         ),
-    ] = "sweep,poll,sync",
+    ] = ",".join(QUEUES),
     beat: Annotated[
         bool, typer.Option("--beat", "-B", help="Also run the beat scheduler here.")
     ] = False,
