@@ -60,8 +60,12 @@ def create_engine(
         return engine
     return create_async_engine(
         url,
+        # Every connection the pool may open stays open: an overflow connection would be closed
+        # on its return and reopened by the next burst, a new PostgreSQL session (SSL set-up,
+        # authentication, a backend fork) per checkout under load. Past `pool_size` concurrent
+        # users a checkout waits (pool_timeout) for a connection to come back instead.
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=True,  # a connection PostgreSQL dropped (restart, admin kill) is replaced
         pool_timeout=30,
         connect_args={"timeout": 10, "command_timeout": 30},

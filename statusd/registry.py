@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import is_sqlite, transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
@@ -14,6 +18,87 @@ from statusd.lifecycle import Kind, State
 from statusd.models import Workload, utcnow
 
 _W = Workload.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One workload to register (already validated: statusd.schema.bodies.RegisterRequest)."""
+
+    id: str
+    kind: Kind
+    status_url: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+Registered = dict[str, Any] | WorkloadExists  # the workload's row, or why it was refused
+
+
+def _insert(engine: AsyncEngine) -> Any:
+    """INSERT ... ON CONFLICT (id) DO NOTHING, in the engine's dialect."""
+    return sqlite_insert(_W) if is_sqlite(engine.url) else pg_insert(_W)
+
+
+def _fresh(reg: Registration, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": reg.kind,
+        "state": State.PENDING,
+        "prior_state": None,
+        "version": 0,
+        "labels": dict(reg.labels),
+        "status_url": reg.status_url,
+        "last_seq": None,
+        "last_seen_at": None,
+        "state_changed_at": now,
+        "created_at": now,
+        "deleted_at": None,
+        "poll_failures": 0,
+        "last_poll_error": None,
+        "last_poll_at": None,
+    }
+
+
+async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> list[Registered]:
+    """Create workloads in PENDING on an open transaction; one answer per item, in order.
+
+    A deregistered id comes back with the next generation; a registered one (or an id given
+    twice in `regs`: the first wins) is refused with WorkloadExists and writes nothing. New ids,
+    the common case, cost one statement for the whole list: INSERT ... ON CONFLICT DO NOTHING
+    RETURNING id. Only the ids it skipped are read (locked on PostgreSQL, so a concurrent
+    re-registration of the same id waits and then sees it registered), and the rows are built
+    from the values written, never read back."""
+    now = utcnow()
+    answers: list[Registered | None] = [None] * len(regs)
+    first: dict[str, int] = {}
+    for index, reg in enumerate(regs):
+        if reg.id in first:
+            answers[index] = WorkloadExists(f"workload {reg.id!r} is given twice in this batch")
+        else:
+            first[reg.id] = index
+    rows = {wid: {"id": wid, "generation": 1, **_fresh(regs[i], now)} for wid, i in first.items()}
+    inserted: set[str] = set()
+    if rows:
+        statement = _insert(conn.engine).on_conflict_do_nothing(index_elements=["id"])
+        result = await conn.execute(statement.returning(_W.c.id), list(rows.values()))
+        inserted = {row.id for row in result}
+    taken = [wid for wid in rows if wid not in inserted]
+    if taken:
+        query = select(_W.c.id, _W.c.generation, _W.c.deleted_at).where(_W.c.id.in_(taken))
+        if not is_sqlite(conn.engine.url):
+            query = query.with_for_update()
+        for old in await conn.execute(query):
+            if old.deleted_at is not None:
+                generation = old.generation + 1
+                values = {**rows[old.id], "generation": generation}
+                del values["id"]
+                await conn.execute(update(_W).where(_W.c.id == old.id).values(**values))
+                rows[old.id]["generation"] = generation
+                inserted.add(old.id)
+    for wid, index in first.items():
+        if wid in inserted:
+            answers[index] = rows[wid]
+        else:
+            answers[index] = WorkloadExists(f"workload {wid!r} is already registered")
+    return [answer for answer in answers if answer is not None]
 
 
 async def register(
@@ -24,44 +109,15 @@ async def register(
     status_url: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Create a workload in PENDING. A deregistered id comes back with the next generation."""
-    now = utcnow()
-    fresh: dict[str, Any] = {
-        "kind": kind,
-        "state": State.PENDING,
-        "prior_state": None,
-        "version": 0,
-        "labels": labels or {},
-        "status_url": status_url,
-        "last_seq": None,
-        "last_seen_at": None,
-        "state_changed_at": now,
-        "created_at": now,
-        "deleted_at": None,
-        "poll_failures": 0,
-        "last_poll_error": None,
-        "last_poll_at": None,
-    }
-    try:
-        async with transaction(engine) as conn:
-            query = select(_W.c.generation, _W.c.deleted_at).where(_W.c.id == workload_id)
-            if not is_sqlite(engine.url):
-                query = query.with_for_update()
-            old = (await conn.execute(query)).first()
-            if old is None:
-                await conn.execute(insert(_W).values(id=workload_id, generation=1, **fresh))
-            elif old.deleted_at is None:
-                raise WorkloadExists(f"workload {workload_id!r} is already registered")
-            else:
-                await conn.execute(
-                    update(_W)
-                    .where(_W.c.id == workload_id)
-                    .values(generation=old.generation + 1, **fresh)
-                )
-            row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).one()
-    except IntegrityError as exc:  # two registrations raced on the primary key
-        raise WorkloadExists(f"workload {workload_id!r} is already registered") from exc
-    return dict(row._mapping)
+    """Create a workload in PENDING. A deregistered id comes back with the next generation.
+    Raises WorkloadExists."""
+    async with transaction(engine) as conn:
+        [answer] = await register_many(
+            conn, [Registration(workload_id, kind, status_url, labels or {})]
+        )
+    if isinstance(answer, WorkloadExists):
+        raise answer
+    return answer
 
 
 async def deregister(engine: AsyncEngine, workload_id: str) -> dict[str, Any]:
@@ -76,3 +132,13 @@ async def deregister(engine: AsyncEngine, workload_id: str) -> dict[str, Any]:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
         row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).one()
     return dict(row._mapping)
+
+
+async def retire(engine: AsyncEngine, workload_ids: Sequence[str]) -> None:
+    """Deregister workloads just registered whose registration could not be completed."""
+    async with transaction(engine) as conn:
+        await conn.execute(
+            update(_W)
+            .where(_W.c.id.in_(workload_ids), _W.c.deleted_at.is_(None))
+            .values(deleted_at=utcnow())
+        )
