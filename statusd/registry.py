@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement
 
 from statusd.db import is_sqlite, transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
@@ -33,9 +33,31 @@ class Registration:
 Registered = dict[str, Any] | WorkloadExists  # the workload's row, or why it was refused
 
 
-def _insert(engine: AsyncEngine) -> Any:
-    """INSERT ... ON CONFLICT (id) DO NOTHING, in the engine's dialect."""
-    return sqlite_insert(_W) if is_sqlite(engine.url) else pg_insert(_W)
+class _SkipTakenIds(ClauseElement):
+    """`ON CONFLICT (id) DO NOTHING`, the same text on PostgreSQL and SQLite.
+
+    The dialects' own `insert().on_conflict_do_nothing()` cannot be cached by SQLAlchemy (their
+    Insert classes opt out), so every registration compiled its INSERT anew, a large share of
+    its CPU. This clause has no parameters: its cache key is constant and the INSERT carrying
+    it is compiled once per process."""
+
+    __visit_name__ = "skip_taken_ids"
+    _traverse_internals = []  # no parameters: a constant cache key
+
+
+@compiles(_SkipTakenIds)
+def _compile_skip_taken_ids(_element: _SkipTakenIds, _compiler: Any, **_kw: Any) -> str:
+    return "ON CONFLICT (id) DO NOTHING"
+
+
+def _insert_new() -> Any:
+    """INSERT INTO workloads ... ON CONFLICT (id) DO NOTHING RETURNING id (cacheable)."""
+    statement = insert(_W).returning(_W.c.id)
+    statement._post_values_clause = _SkipTakenIds()  # rendered after VALUES by every compiler
+    return statement
+
+
+_INSERT_NEW = _insert_new()
 
 
 def _fresh(reg: Registration, now: datetime) -> dict[str, Any]:
@@ -77,8 +99,7 @@ async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> 
     rows = {wid: {"id": wid, "generation": 1, **_fresh(regs[i], now)} for wid, i in first.items()}
     inserted: set[str] = set()
     if rows:
-        statement = _insert(conn.engine).on_conflict_do_nothing(index_elements=["id"])
-        result = await conn.execute(statement.returning(_W.c.id), list(rows.values()))
+        result = await conn.execute(_INSERT_NEW, list(rows.values()))
         inserted = {row.id for row in result}
     taken = [wid for wid in rows if wid not in inserted]
     if taken:
