@@ -120,6 +120,27 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 @asynccontextmanager
+async def each_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection on which every statement is its own transaction, for work whose statements
+    are each atomic alone: on PostgreSQL it saves the BEGIN and COMMIT round trips. SQLite
+    (a local file, no round trips to save) runs it as one `transaction`."""
+    if is_sqlite(engine.url):
+        async with transaction(engine) as conn:
+            yield conn
+        return
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+    except (StatusdError, RedisError):
+        raise  # already says what failed (e.g. Redis, down, from inside the transaction)
+    except Exception as exc:
+        if is_transient(exc):  # the one cause-chain walk (statusd.errors)
+            raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+@asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read-only unit of work; on SQLite it does not take the write lock."""
     try:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement
 
-from statusd.db import is_sqlite, transaction
+from statusd.db import transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
 from statusd.lifecycle import Kind, State
 from statusd.models import Workload, utcnow
@@ -80,14 +80,14 @@ def _fresh(reg: Registration, now: datetime) -> dict[str, Any]:
 
 
 async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> list[Registered]:
-    """Create workloads in PENDING on an open transaction; one answer per item, in order.
+    """Create workloads in PENDING; one answer per item, in order.
 
     A deregistered id comes back with the next generation; a registered one (or an id given
     twice in `regs`: the first wins) is refused with WorkloadExists and writes nothing. New ids,
     the common case, cost one statement for the whole list: INSERT ... ON CONFLICT DO NOTHING
-    RETURNING id. Only the ids it skipped are read (locked on PostgreSQL, so a concurrent
-    re-registration of the same id waits and then sees it registered), and the rows are built
-    from the values written, never read back."""
+    RETURNING id; each id it skipped costs one conditional UPDATE. The rows are built from the
+    values written, never read back. Every statement is atomic on its own, so one registration
+    needs no transaction around it (`statusd.db.each_statement`); many take one (all or none)."""
     now = utcnow()
     answers: list[Registered | None] = [None] * len(regs)
     first: dict[str, int] = {}
@@ -101,19 +101,22 @@ async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> 
     if rows:
         result = await conn.execute(_INSERT_NEW, list(rows.values()))
         inserted = {row.id for row in result}
-    taken = [wid for wid in rows if wid not in inserted]
-    if taken:
-        query = select(_W.c.id, _W.c.generation, _W.c.deleted_at).where(_W.c.id.in_(taken))
-        if not is_sqlite(conn.engine.url):
-            query = query.with_for_update()
-        for old in await conn.execute(query):
-            if old.deleted_at is not None:
-                generation = old.generation + 1
-                values = {**rows[old.id], "generation": generation}
-                del values["id"]
-                await conn.execute(update(_W).where(_W.c.id == old.id).values(**values))
-                rows[old.id]["generation"] = generation
-                inserted.add(old.id)
+    for wid in [wid for wid in rows if wid not in inserted]:
+        # Taken: registered (refused below) or deregistered (back with the next generation). One
+        # conditional UPDATE decides atomically: a concurrent re-registration of the same id
+        # waits on the row lock, then finds it registered (0 rows) and is refused.
+        values = {k: v for k, v in rows[wid].items() if k not in ("id", "generation")}
+        revived = (
+            await conn.execute(
+                update(_W)
+                .where(_W.c.id == wid, _W.c.deleted_at.is_not(None))
+                .values(generation=_W.c.generation + 1, **values)
+                .returning(_W.c.generation)
+            )
+        ).first()
+        if revived is not None:
+            rows[wid]["generation"] = revived.generation
+            inserted.add(wid)
     for wid, index in first.items():
         if wid in inserted:
             answers[index] = rows[wid]

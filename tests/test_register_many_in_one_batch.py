@@ -5,6 +5,7 @@ loopback, real Redis, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -201,3 +202,25 @@ async def test_a_batch_of_several_chunks_keeps_its_order(
         async with reading(c.server.app[RUNTIME].engine) as conn:
             count = (await conn.execute(select(func.count()).select_from(_W))).scalar_one()
         assert count == n - 1
+
+
+async def test_concurrent_registrations_of_one_id_register_it_once(
+    client: TestClient[Any, Any],
+) -> None:
+    """New and re-registered ids alike: one 201, the rest 409, whichever route they came by."""
+
+    async def single(wid: str) -> int:
+        return (await client.post("/v1/workloads", json={"id": wid, "kind": "training"})).status
+
+    async def batch(wid: str) -> int:
+        resp = await client.post(
+            "/v1/workloads:batch", json={"items": [{"id": wid, "kind": "training"}]}
+        )
+        return int((await resp.json())["results"][0]["status"])
+
+    statuses = await asyncio.gather(*(f("race") for f in (single, batch) * 4))
+    assert sorted(statuses) == [201] + [409] * 7
+    assert (await client.delete("/v1/workloads/race")).status == 200
+    statuses = await asyncio.gather(*(f("race") for f in (single, batch) * 4))
+    assert sorted(statuses) == [201] + [409] * 7
+    assert await rows(client) == {"race": (2, True)}
