@@ -1,6 +1,9 @@
 """Registration benchmark: one at a time vs `POST /v1/workloads:batch`, in the same run.
 
-    .venv/bin/python bench/registration.py [--quick] [--baseline-bin PATH/TO/statusd]
+    .venv/bin/python bench/registration.py [--quick] [-n N] [--beat-rate R] [--baseline-bin PATH]
+
+PATH (or env BENCH_BASELINE_STATUSD) is another build's `statusd` executable, e.g. a checkout of
+the code before a change with its own venv: `.../.venv/bin/statusd`.
 
 Each phase runs a real `statusd serve` (PostgreSQL, a fresh migrated database, the script's own
 redis-server) on loopback and registers N new trainings:
@@ -31,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -222,14 +226,15 @@ def main() -> int:
     parser.add_argument(
         "--baseline-bin",
         type=Path,
-        default=None,
-        help="another build's statusd executable: its single route measured in the same run",
+        default=os.environ.get("BENCH_BASELINE_STATUSD") or None,
+        help="another build's statusd executable (env BENCH_BASELINE_STATUSD): its single "
+        "route measured in the same run",
     )
     parser.add_argument(
         "--pg",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     n = args.n or (300 if args.quick else 5000)
     beat_rate = args.beat_rate if args.beat_rate is not None else (500.0 if args.quick else 5000.0)
@@ -287,10 +292,21 @@ def main() -> int:
         ratios["single beating / single"] = by["single, beating"].rate / by["single"].rate
     for label, value in ratios.items():
         print(f"{label}: {value:.2f}x")
-    if args.out is not None:
-        args.out.write_text(
-            json.dumps({"phases": [asdict(p) for p in phases], "ratios": ratios}, indent=2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    written = args.out / f"registration-{stamp}{'-quick' if args.quick else ''}.json"
+    written.write_text(
+        json.dumps(
+            {
+                "n": n,
+                "beat_rate": beat_rate,
+                "phases": [asdict(p) for p in phases],
+                "ratios": ratios,
+            },
+            indent=2,
         )
+    )
+    print(f"written: {written}")
     return 0
 
 
