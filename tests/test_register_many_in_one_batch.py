@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from statusd.models import Workload
 from statusd.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.support.api_client import api_client
+from tests.support.redis_proc import RedisProcess
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 MAX_ITEMS = 5
@@ -224,3 +226,32 @@ async def test_concurrent_registrations_of_one_id_register_it_once(
     statuses = await asyncio.gather(*(f("race") for f in (single, batch) * 4))
     assert sorted(statuses) == [201] + [409] * 7
     assert await rows(client) == {"race": (2, True)}
+
+
+async def test_redis_down_leaves_nothing_registered_and_says_retry(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Without Redis a workload would never get its PENDING clock: the chunk written to the
+    database is retired again, every item answers 503, and a retry later registers them."""
+    own = RedisProcess(tmp_path / "own-redis")
+    url = own.start()
+    try:
+        async with api_client(make_settings(redis_url=url, max_batch_items=10)) as c:
+            items = [{"id": "r-1", "kind": "training"}, {"id": "r-2", "kind": "bogus"}]
+            own.kill()
+            resp = await c.post("/v1/workloads:batch", json={"items": items})
+            assert resp.status == 503 and resp.headers["Retry-After"]
+            body = await resp.json()
+            assert [(r["status"], r["error"]) for r in body["results"]] == [
+                (503, "redis_unavailable"),
+                (422, "invalid_value"),
+            ]
+            assert await rows(c) == {"r-1": (1, False)}  # written, then retired: not registered
+            own.start()
+            resp = await c.post("/v1/workloads:batch", json={"items": items[:1]})
+            retried = await resp.json()
+            assert resp.status == 200, retried
+            assert retried["results"][0]["workload"]["generation"] == 2
+            assert await rows(c) == {"r-1": (2, True)}
+    finally:
+        own.stop()
