@@ -96,6 +96,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/steady_cpu.py
 	$(BIN)/python bench/writepath.py
+	$(BIN)/python bench/registration.py
 	$(BIN)/python bench/detection.py
 
 # The same scenarios at tiny sizes: a smoke run (tests/test_bench_quick_smoke.py runs the write
@@ -104,6 +105,7 @@ bench-quick: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py --duration 1 --workers 1
 	$(BIN)/python bench/steady_cpu.py --quick
 	$(BIN)/python bench/writepath.py --quick
+	$(BIN)/python bench/registration.py --quick
 	$(BIN)/python bench/detection.py --quick
 
 # Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.

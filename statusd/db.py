@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from statusd.errors import StatusdError, StorageUnavailable, is_transient
@@ -58,14 +59,31 @@ def create_engine(
         )
         _sqlite_pragmas(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
+        # Every connection the pool may open stays open: an overflow connection would be closed
+        # on its return and reopened by the next burst, a new PostgreSQL session (SSL set-up,
+        # authentication, a backend fork) per checkout under load. Past `pool_size` concurrent
+        # users a checkout waits (pool_timeout) for a connection to come back instead.
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,  # a connection PostgreSQL dropped (restart, admin kill) is replaced
+        max_overflow=0,
+        # No pool_pre_ping: asyncpg's costs two round trips (BEGIN, ROLLBACK) on every checkout,
+        # more than a registration's own statements. `_replace_closed` catches what it was for.
         pool_timeout=30,
         connect_args={"timeout": 10, "command_timeout": 30},
     )
+    _replace_closed(engine)
+    return engine
+
+
+def _replace_closed(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(_dbapi_conn: Any, _record: Any, proxy: Any) -> None:
+        # A connection PostgreSQL closed (a restart, pg_terminate_backend) is known closed to
+        # asyncpg without a round trip; the pool replaces it when the checkout raises this.
+        driver = proxy.driver_connection
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
@@ -92,6 +110,27 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One DB transaction; connection-level failures surface as StorageUnavailable."""
     try:
         async with engine.begin() as conn:
+            yield conn
+    except (StatusdError, RedisError):
+        raise  # already says what failed (e.g. Redis, down, from inside the transaction)
+    except Exception as exc:
+        if is_transient(exc):  # the one cause-chain walk (statusd.errors)
+            raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+@asynccontextmanager
+async def each_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection on which every statement is its own transaction, for work whose statements
+    are each atomic alone: on PostgreSQL it saves the BEGIN and COMMIT round trips. SQLite
+    (a local file, no round trips to save) runs it as one `transaction`."""
+    if is_sqlite(engine.url):
+        async with transaction(engine) as conn:
+            yield conn
+        return
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
     except (StatusdError, RedisError):
         raise  # already says what failed (e.g. Redis, down, from inside the transaction)

@@ -6,6 +6,7 @@ reads both sorted sets to find stale workloads without scanning the SQL table.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -170,6 +171,31 @@ async def on_registered(
         else:  # no generation to record: still, nothing has been heard from this registration
             pipe.hdel(keys.registration_of(workload_id), workload_id)
         await pipe.execute()
+
+
+async def on_registered_many(
+    redis: Redis, keys: Keys, generations: Mapping[str, int], at: float
+) -> None:
+    """Many new registrations ({id: generation}) as `on_registered` records one: one MULTI per
+    shard (its keys share a slot), the shards' MULTIs sent concurrently."""
+
+    async def shard_multi(shard: int, ids: list[str]) -> None:
+        caches: dict[str, list[str]] = {}
+        for wid in ids:
+            caches.setdefault(keys.state_cache_of(wid), []).append(wid)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.pending_since(shard), dict.fromkeys(ids, at))
+            pipe.zrem(keys.last_seen(shard), *ids)
+            for cache, cached in caches.items():
+                pipe.hdel(cache, *cached)
+            await Registrations(redis, keys).raise_generations(
+                {wid: generations[wid] for wid in ids}, client=pipe, new=True
+            )
+            await pipe.execute()
+
+    await asyncio.gather(
+        *(shard_multi(shard, ids) for shard, ids in keys.by_shard(generations).items())
+    )
 
 
 async def forget(redis: Redis, keys: Keys, workload_id: str, *, shards: int | None = None) -> None:

@@ -2,18 +2,127 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement
 
-from statusd.db import is_sqlite, transaction
+from statusd.db import transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
 from statusd.lifecycle import Kind, State
 from statusd.models import Workload, utcnow
 
 _W = Workload.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One workload to register (already validated: statusd.schema.bodies.RegisterRequest)."""
+
+    id: str
+    kind: Kind
+    status_url: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+Registered = dict[str, Any] | WorkloadExists  # the workload's row, or why it was refused
+
+
+class _SkipTakenIds(ClauseElement):
+    """`ON CONFLICT (id) DO NOTHING`, the same text on PostgreSQL and SQLite.
+
+    The dialects' own `insert().on_conflict_do_nothing()` cannot be cached by SQLAlchemy (their
+    Insert classes opt out), so every registration compiled its INSERT anew, a large share of
+    its CPU. This clause has no parameters: its cache key is constant and the INSERT carrying
+    it is compiled once per process."""
+
+    __visit_name__ = "skip_taken_ids"
+    _traverse_internals = []  # no parameters: a constant cache key
+
+
+@compiles(_SkipTakenIds)
+def _compile_skip_taken_ids(_element: _SkipTakenIds, _compiler: Any, **_kw: Any) -> str:
+    return "ON CONFLICT (id) DO NOTHING"
+
+
+def _insert_new() -> Any:
+    """INSERT INTO workloads ... ON CONFLICT (id) DO NOTHING RETURNING id (cacheable)."""
+    statement = insert(_W).returning(_W.c.id)
+    statement._post_values_clause = _SkipTakenIds()  # rendered after VALUES by every compiler
+    return statement
+
+
+_INSERT_NEW = _insert_new()
+
+
+def _fresh(reg: Registration, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": reg.kind,
+        "state": State.PENDING,
+        "prior_state": None,
+        "version": 0,
+        "labels": dict(reg.labels),
+        "status_url": reg.status_url,
+        "last_seq": None,
+        "last_seen_at": None,
+        "state_changed_at": now,
+        "created_at": now,
+        "deleted_at": None,
+        "poll_failures": 0,
+        "last_poll_error": None,
+        "last_poll_at": None,
+    }
+
+
+async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> list[Registered]:
+    """Create workloads in PENDING; one answer per item, in order.
+
+    A deregistered id comes back with the next generation; a registered one (or an id given
+    twice in `regs`: the first wins) is refused with WorkloadExists and writes nothing. New ids,
+    the common case, cost one statement for the whole list: INSERT ... ON CONFLICT DO NOTHING
+    RETURNING id; each id it skipped costs one conditional UPDATE. The rows are built from the
+    values written, never read back. Every statement is atomic on its own, so one registration
+    needs no transaction around it (`statusd.db.each_statement`); many take one (all or none)."""
+    now = utcnow()
+    answers: list[Registered | None] = [None] * len(regs)
+    first: dict[str, int] = {}
+    for index, reg in enumerate(regs):
+        if reg.id in first:
+            answers[index] = WorkloadExists(f"workload {reg.id!r} is given twice in this batch")
+        else:
+            first[reg.id] = index
+    rows = {wid: {"id": wid, "generation": 1, **_fresh(regs[i], now)} for wid, i in first.items()}
+    inserted: set[str] = set()
+    if rows:
+        result = await conn.execute(_INSERT_NEW, list(rows.values()))
+        inserted = {row.id for row in result}
+    for wid in [wid for wid in rows if wid not in inserted]:
+        # Taken: registered (refused below) or deregistered (back with the next generation). One
+        # conditional UPDATE decides atomically: a concurrent re-registration of the same id
+        # waits on the row lock, then finds it registered (0 rows) and is refused.
+        values = {k: v for k, v in rows[wid].items() if k not in ("id", "generation")}
+        revived = (
+            await conn.execute(
+                update(_W)
+                .where(_W.c.id == wid, _W.c.deleted_at.is_not(None))
+                .values(generation=_W.c.generation + 1, **values)
+                .returning(_W.c.generation)
+            )
+        ).first()
+        if revived is not None:
+            rows[wid]["generation"] = revived.generation
+            inserted.add(wid)
+    for wid, index in first.items():
+        if wid in inserted:
+            answers[index] = rows[wid]
+        else:
+            answers[index] = WorkloadExists(f"workload {wid!r} is already registered")
+    return [answer for answer in answers if answer is not None]
 
 
 async def register(
@@ -24,44 +133,15 @@ async def register(
     status_url: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Create a workload in PENDING. A deregistered id comes back with the next generation."""
-    now = utcnow()
-    fresh: dict[str, Any] = {
-        "kind": kind,
-        "state": State.PENDING,
-        "prior_state": None,
-        "version": 0,
-        "labels": labels or {},
-        "status_url": status_url,
-        "last_seq": None,
-        "last_seen_at": None,
-        "state_changed_at": now,
-        "created_at": now,
-        "deleted_at": None,
-        "poll_failures": 0,
-        "last_poll_error": None,
-        "last_poll_at": None,
-    }
-    try:
-        async with transaction(engine) as conn:
-            query = select(_W.c.generation, _W.c.deleted_at).where(_W.c.id == workload_id)
-            if not is_sqlite(engine.url):
-                query = query.with_for_update()
-            old = (await conn.execute(query)).first()
-            if old is None:
-                await conn.execute(insert(_W).values(id=workload_id, generation=1, **fresh))
-            elif old.deleted_at is None:
-                raise WorkloadExists(f"workload {workload_id!r} is already registered")
-            else:
-                await conn.execute(
-                    update(_W)
-                    .where(_W.c.id == workload_id)
-                    .values(generation=old.generation + 1, **fresh)
-                )
-            row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).one()
-    except IntegrityError as exc:  # two registrations raced on the primary key
-        raise WorkloadExists(f"workload {workload_id!r} is already registered") from exc
-    return dict(row._mapping)
+    """Create a workload in PENDING. A deregistered id comes back with the next generation.
+    Raises WorkloadExists."""
+    async with transaction(engine) as conn:
+        [answer] = await register_many(
+            conn, [Registration(workload_id, kind, status_url, labels or {})]
+        )
+    if isinstance(answer, WorkloadExists):
+        raise answer
+    return answer
 
 
 async def deregister(engine: AsyncEngine, workload_id: str) -> dict[str, Any]:
@@ -76,3 +156,13 @@ async def deregister(engine: AsyncEngine, workload_id: str) -> dict[str, Any]:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
         row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).one()
     return dict(row._mapping)
+
+
+async def retire(engine: AsyncEngine, workload_ids: Sequence[str]) -> None:
+    """Deregister workloads just registered whose registration could not be completed."""
+    async with transaction(engine) as conn:
+        await conn.execute(
+            update(_W)
+            .where(_W.c.id.in_(workload_ids), _W.c.deleted_at.is_(None))
+            .values(deleted_at=utcnow())
+        )

@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     consumer_block_ms: int = Field(default=1000, ge=1)
     max_deliveries: int = Field(default=5, ge=1)  # then the entry goes to the dead-letter stream
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
-    max_batch_items: int = Field(default=500, ge=1)
+    max_batch_items: int = Field(
+        default=1000, ge=1
+    )  # items per :batch request (heartbeats, registrations)
     ingest_timeout: float = Field(default=2.0, gt=0)  # an append not stored by then answers 503
     ingest_pipelines: int = Field(default=2, ge=1)  # group-commit pipelines in flight per process
     consumer_housekeeping_s: float = Field(default=5.0, gt=0)  # trim + stream gauges this often

@@ -49,6 +49,8 @@ def test_the_quick_bench_runs_every_scenario_and_writes_its_results(tmp_path: Pa
         # The drain claims and records in batches on at most two pooled connections: no
         # PostgreSQL session per row (before batching: about one per three rows).
         assert figures["new_db_sessions"] <= 2, figures
+        # Counted at the main API: the drain's send slots never exceed STATUSD_SYNC_CONCURRENCY.
+        assert 0 < figures["statusd_peak_in_flight"] <= figures["concurrency"], figures
     assert "| sync drain |" in done.stdout  # the table
 
 

@@ -80,6 +80,18 @@ async def walk_a_workloads_life(walk: Walk) -> None:
         headers={"Authorization": ""},
     )
     assert [r["status"] for r in batch["results"]] == [202, 401, 422]
+    registered_many = await walk.call(
+        "POST",
+        "/v1/workloads:batch",
+        json={
+            "items": [
+                {"id": "dep-1", "kind": "deployment", "labels": {"team": "vision"}},
+                {"id": "train-7", "kind": "training"},  # 409: registered above
+                {"id": "dep-2", "kind": "rocket"},  # 422
+            ]
+        },
+    )
+    assert [r["status"] for r in registered_many["results"]] == [201, 409, 422]
     await walk.call("GET", "/v1/workloads", params={"label": "team:vision"})
     await walk.call("GET", "/v1/workloads/{id}", "/v1/workloads/train-7")
     await walk.call(

@@ -52,25 +52,42 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> web.R
     return json_response({"error": error, "message": message, **extra}, status, headers)
 
 
-def _map(exc: Exception) -> web.Response:
+def error_body(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+    """The status and JSON body an error answers with; None for one that is not ours (a bug).
+
+    Routes that answer many items at once (POST /v1/workloads:batch) put it in an item's result,
+    so each item reads exactly as the single route would have answered it."""
     if isinstance(exc, BadInput):
-        extra = {"field": exc.field} if exc.field else {}
-        return error_response(exc.status, exc.error, str(exc), **extra)
-    if isinstance(exc, UnknownWorkload):
-        return error_response(404, "not_found", str(exc))
-    if isinstance(exc, WorkloadExists):
-        return error_response(409, "conflict", str(exc))
-    if isinstance(exc, TransitionRefused):
-        return error_response(409, "transition_refused", str(exc), rule=exc.rule)
-    if isinstance(exc, UnsafeStatusURL):
-        return error_response(422, "unsafe_status_url", str(exc), field="status_url")
-    if isinstance(exc, StorageUnavailable):
-        return error_response(
-            503, "database_unavailable", "the database is not reachable; retry shortly"
+        return exc.status, {"error": exc.error, "message": str(exc)} | (
+            {"field": exc.field} if exc.field else {}
         )
+    if isinstance(exc, UnknownWorkload):
+        return 404, {"error": "not_found", "message": str(exc)}
+    if isinstance(exc, WorkloadExists):
+        return 409, {"error": "conflict", "message": str(exc)}
+    if isinstance(exc, TransitionRefused):
+        return 409, {"error": "transition_refused", "message": str(exc), "rule": exc.rule}
+    if isinstance(exc, UnsafeStatusURL):
+        return 422, {"error": "unsafe_status_url", "message": str(exc), "field": "status_url"}
+    if isinstance(exc, StorageUnavailable):
+        return 503, {
+            "error": "database_unavailable",
+            "message": "the database is not reachable; retry shortly",
+        }
     if isinstance(exc, (RedisUnavailable, RedisError, RedisConnectionError, RedisTimeoutError)):
-        return error_response(503, "redis_unavailable", "Redis is not reachable; retry shortly")
-    raise exc
+        return 503, {
+            "error": "redis_unavailable",
+            "message": "Redis is not reachable; retry shortly",
+        }
+    return None
+
+
+def _map(exc: Exception) -> web.Response:
+    mapped = error_body(exc)
+    if mapped is None:
+        raise exc
+    status, body = mapped
+    return error_response(status, body.pop("error"), body.pop("message"), **body)
 
 
 def _client_gone(request: web.Request, exc: Exception) -> web.Response:

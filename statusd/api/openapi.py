@@ -2,7 +2,7 @@
 
 Components are the schema's pydantic models (statusd.schema: `model_json_schema` of each, refs
 collected under #/components/schemas); paths come from the route table (statusd.api.operations);
-settings-dependent limits (STATUSD_MAX_BATCH_ITEMS -> HeartbeatBatch maxItems) from the
+settings-dependent limits (STATUSD_MAX_BATCH_ITEMS -> the batches' maxItems) from the
 settings the app runs with. Nothing here states a field, a type or a limit by hand.
 """
 
@@ -65,8 +65,8 @@ def _models() -> list[tuple[type[BaseModel], Mode]]:
 def _components(max_batch_items: int) -> dict[str, Any]:
     _, top = models_json_schema(_models(), ref_template=REF)
     schemas: dict[str, Any] = top["$defs"]
-    name = bodies.HeartbeatBatch.__name__
-    schemas[name] = batch_max_items(schemas[name], max_batch_items)
+    for batch in (bodies.HeartbeatBatch, bodies.RegisterBatch):
+        schemas[batch.__name__] = batch_max_items(schemas[batch.__name__], max_batch_items)
     return schemas
 
 

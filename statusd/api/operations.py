@@ -12,7 +12,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from statusd.schema import batch_results, bodies, queries, reports, responses, story
+from statusd.schema import (
+    batch_results,
+    bodies,
+    queries,
+    registration_results,
+    reports,
+    responses,
+    story,
+)
 
 
 class Area(StrEnum):
@@ -91,6 +99,26 @@ OPERATIONS: tuple[Operation, ...] = (
         responses.RegisteredWorkload,
         errors={409: "id already registered", **BODY, **COMMON},
         body=bodies.RegisterRequest,
+    ),
+    Operation(
+        "POST",
+        "/v1/workloads:batch",
+        Area.API,
+        "Register many workloads (at most STATUSD_MAX_BATCH_ITEMS), one result per item, in "
+        "order: 201 with the workload and its heartbeat token, or the single route's 409/422",
+        Auth.API_TOKEN,
+        200,
+        registration_results.RegistrationBatchResult,
+        errors={
+            **BODY,
+            413: "body larger than STATUSD_MAX_BODY_BYTES per item, or more items than "
+            "STATUSD_MAX_BATCH_ITEMS (`too_many_items`)",
+            **COMMON,
+            503: "the database or Redis failed: the items marked 503 were not stored; retry "
+            "them after Retry-After seconds (the body is a RegistrationBatchResult)",
+        },
+        error_bodies={503: registration_results.RegistrationBatchResult},
+        body=bodies.RegisterBatch,
     ),
     Operation(
         "GET",

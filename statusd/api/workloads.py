@@ -7,7 +7,6 @@ input never writes. State changes go through statusd.transitions.apply_observati
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -18,24 +17,23 @@ from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd import flaps, liveness, registry, silences, tokens
-from statusd.api import validation
+from statusd import flaps, liveness, registry, silences
+from statusd.api import registering, validation
 from statusd.api.auth import require_api_token, require_api_token_or_cookie
-from statusd.api.errors import json_response, model_response
-from statusd.api.serializers import Liveness, is_stale, transition_out, workload_json, workload_out
+from statusd.api.errors import RETRY_AFTER_S, json_response, model_response
+from statusd.api.serializers import Liveness, is_stale, transition_out, workload_json
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
 from statusd.hearing import Hearing, read_hearing
-from statusd.lifecycle import Kind, Source, State
+from statusd.lifecycle import Source, State
 from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
 from statusd.schema import responses
 from statusd.schema.bad_input import parse_body, parse_query
-from statusd.schema.bodies import RegisterRequest, TransitionRequest
+from statusd.schema.bodies import TransitionRequest
 from statusd.schema.queries import HistoryQuery, WorkloadQuery, encode_cursor
-from statusd.sweeper.url_policy import check_status_url
 from statusd.sync.status import unsynced_workloads
 from statusd.transitions import Observation, Outcome, apply_observation
 
@@ -134,46 +132,26 @@ async def register_workload(request: web.Request) -> web.Response:
     """POST /v1/workloads -> 201 with the workload and its heartbeat_token."""
     rt = _runtime(request)
     body = await validation.read_json_object(request, rt.settings.max_body_bytes)
-    reg = parse_body(RegisterRequest, body)
-    status_url = reg.status_url or None  # "" means none
-    if status_url is not None:
-        await check_status_url(status_url, rt.settings.allow_networks)
-    row = await registry.register(
-        rt.engine, reg.id, reg.kind, status_url=status_url, labels=dict(reg.labels or {})
-    )
-    try:
-        await liveness.on_registered(
-            rt.redis,
-            rt.keys,
-            reg.id,
-            time.time(),
-            generation=int(row["generation"]),
-            shards=rt.settings.stream_shards,
-        )
-    except Exception:
-        # Without its PENDING clock the sweeper would never notice it: undo, let the caller retry.
-        log.warning("workload.register_liveness_failed", workload_id=reg.id)
-        await registry.deregister(rt.engine, reg.id)
-        raise
+    reg = await registering.read_item(rt, body)
+    [answer] = await registering.register_chunk(rt, [reg])
+    if not isinstance(answer, responses.RegisteredWorkload):
+        raise answer
     log.info(
-        "workload.registered", workload_id=reg.id, kind=reg.kind.value, generation=row["generation"]
+        "workload.registered", workload_id=reg.id, kind=reg.kind.value, generation=answer.generation
     )
-    now = datetime.now(UTC)
-    merged = Liveness(None, None)
-    async with reading(rt.engine) as conn:
-        silenced = silences.silenced_ids(await silences.active_in(conn, now), [row])
-    out = workload_out(
-        row,
-        merged,
-        stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
-        synced=True,
-        silenced=reg.id in silenced,
-    )
-    token = tokens.issue(
-        rt.settings.secret_bytes, reg.id, Kind(row["kind"]), int(row["generation"])
-    )
-    registered = responses.RegisteredWorkload(**dict(out), heartbeat_token=token)
-    return model_response(registered, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
+    return model_response(answer, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
+
+
+@require_api_token
+async def register_workloads(request: web.Request) -> web.Response:
+    """POST /v1/workloads:batch -> one result per item, in order (201 with the workload and its
+    heartbeat_token, or the single route's error body); 503 when some could not be stored."""
+    rt = _runtime(request)
+    max_items = rt.settings.max_batch_items
+    body = await validation.read_json_object(request, rt.settings.max_body_bytes * max_items)
+    answer = await registering.register_batch(rt, registering.batch_items(body, max_items))
+    headers = {"Retry-After": RETRY_AFTER_S} if answer.status == 503 else None
+    return model_response(answer.result, answer.status, headers=headers)
 
 
 @require_api_token
@@ -319,6 +297,7 @@ async def list_transitions(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/workloads", register_workload)
+    app.router.add_post("/v1/workloads:batch", register_workloads)
     app.router.add_get("/v1/workloads", list_workloads, allow_head=False)
     app.router.add_get("/v1/workloads/{id}", get_workload, allow_head=False)
     app.router.add_delete("/v1/workloads/{id}", delete_workload)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from statusd.lifecycle import Kind, State
@@ -27,6 +35,22 @@ class RegisterRequest(Body):
         description="http(s) URL inside STATUSD_POLL_ALLOW_NETS (checked after DNS)",
     )
     labels: Labels | None = None
+
+
+class RegisterBatch(Body):
+    """Many registrations at once, each item exactly a RegisterRequest and judged on its own: a
+    bad item is that item's 422 and the others still register. The item count is capped by
+    STATUSD_MAX_BATCH_ITEMS: `batch_max_items` writes it into the schema."""
+
+    items: list[RegisterRequest] = Field(min_length=1)
+
+
+# What the batch route validates before looking at any item: the same envelope, items unread.
+RegisterBatchEnvelope: type[Body] = create_model(
+    "RegisterBatchEnvelope",
+    __base__=Body,
+    items=(list[Any], Field(min_length=1)),
+)
 
 
 class TransitionRequest(Body):
@@ -111,7 +135,8 @@ class HeartbeatBatch(Body):
 
 
 def batch_max_items(schema: dict[str, Any], max_items: int) -> dict[str, Any]:
-    """HeartbeatBatch's JSON schema with the configured STATUSD_MAX_BATCH_ITEMS as maxItems."""
+    """A batch's JSON schema (HeartbeatBatch, RegisterBatch) with the configured
+    STATUSD_MAX_BATCH_ITEMS as maxItems."""
     items = dict(schema["properties"]["items"], maxItems=max_items)
     return {**schema, "properties": {**schema["properties"], "items": items}}
 

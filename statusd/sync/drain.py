@@ -8,7 +8,9 @@ row no longer blocks: it is not pending). Different workloads go out in parallel
 Three loops share one run, and only two of them touch the database (statusd.sync.outbox):
 - claim: a batch of up to the free send slots, one statement, leased and committed BEFORE any
   network call, so no DB transaction or row lock is held while a peer is slow;
-- send: up to `sync_concurrency` rows in flight, each with its own in-run retries; no DB at all;
+- send: rows in their send, each with its own in-run retries, and at most `sync_concurrency`
+  requests in flight per peer, fewer while the peer fails (statusd.sync.send_slots: a row
+  sleeping before a retry holds no slot); no DB at all;
 - write: results collected while the previous batch was being written, written together in one
   transaction (group commit), each row guarded by its lease; the same transaction renews the
   leases of the rows still held when one is running short.
@@ -39,6 +41,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
     stop_before_delay,
     wait_exponential,
@@ -68,6 +71,7 @@ from statusd.sync.outbox import (
     delivered_values,
 )
 from statusd.sync.run_state import DrainReport, RunState, Write
+from statusd.sync.send_slots import SendSlots
 from statusd.sync.webhooks import WebhookClient
 
 log = structlog.get_logger("statusd.sync")
@@ -122,6 +126,16 @@ class Drainer:
         )
         self.webhooks = WebhookClient(session, settings.sync_timeout)
         self.targets = active_targets(settings)
+        # One adaptive limit per peer (the main API; each webhook destination), each capped by
+        # STATUSD_SYNC_CONCURRENCY: one failing peer backs off alone.
+        self.send_slots: dict[tuple[OutboxTarget, str], SendSlots] = {}
+
+    def _slots(self, row: ClaimedRow) -> SendSlots:
+        peer = (row.target, row.destination if row.target is OutboxTarget.ALERT else "")
+        slots = self.send_slots.get(peer)
+        if slots is None:
+            slots = self.send_slots[peer] = SendSlots(self.settings.sync_concurrency)
+        return slots
 
     async def run(
         self,
@@ -188,18 +202,23 @@ class Drainer:
         re-sent (same Idempotency-Key, a duplicate the peer recognizes), so it is worth a few
         retries first. Held rows keep the deadlines they had meanwhile: their sends stop
         starting attempts in time."""
-        pause = WRITE_RETRY_FIRST
-        while True:
-            try:
-                outcomes, renewed = await self.outbox.write(batch, renew)
-                break
-            except StorageUnavailable as exc:
-                if time.monotonic() + pause + WRITE_RETRY_ROOM > held_until:
-                    log.warning("sync.record_failed", rows=len(batch), error=str(exc))
-                    return [Outcome.LEASE_LOST] * len(batch), None
-                log.warning("sync.record_retrying", rows=len(batch), sleep_s=pause, error=str(exc))
-                await asyncio.sleep(pause)
-                pause = min(2 * pause, WRITE_RETRY_MAX)
+
+        def no_time_left(state: RetryCallState) -> bool:
+            return time.monotonic() + state.upcoming_sleep + WRITE_RETRY_ROOM > held_until
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(StorageUnavailable),
+            wait=wait_exponential(multiplier=WRITE_RETRY_FIRST, max=WRITE_RETRY_MAX),
+            stop=no_time_left,
+            before_sleep=_log_write_retry(len(batch)),
+            reraise=True,
+        )
+        try:
+            written: Write = await retrying(self.outbox.write, batch, renew)
+        except StorageUnavailable as exc:
+            log.warning("sync.record_failed", rows=len(batch), error=str(exc))
+            return [Outcome.LEASE_LOST] * len(batch), None
+        outcomes, renewed = written
         for result, outcome in zip(batch, outcomes, strict=True):
             if outcome is Outcome.LEASE_LOST:
                 log.warning(
@@ -233,10 +252,13 @@ class Drainer:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if not lease.may_start(self.settings.sync_timeout):
-                        raise LeaseRunningOut(row.id)
-                    attempts += 1
-                    delivery = await self._send(row)
+                    # The slot is held for the request only, never through a backoff sleep; the
+                    # lease is checked once the slot is ours, as the request starts right then.
+                    async with self._slots(row).slot():
+                        if not lease.may_start(self.settings.sync_timeout):
+                            raise LeaseRunningOut(row.id)
+                        attempts += 1
+                        delivery = await self._send(row)
         except LeaseRunningOut:
             if attempts == 0:
                 return Result(row, Outcome.RELEASED, {})
@@ -292,6 +314,15 @@ class Drainer:
         sent = SendOutcome.DEAD if delivery.verdict is Verdict.DEAD else SendOutcome.DELIVERED
         ALERTS_SENT.labels(event=event, outcome=sent).inc()
         return delivery
+
+
+def _log_write_retry(rows: int) -> Any:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("sync.record_retrying", rows=rows, sleep_s=round(sleep, 3), error=str(exc))
+
+    return before_sleep
 
 
 def _log_before_sleep(bound: Any) -> Any:

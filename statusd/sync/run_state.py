@@ -35,6 +35,10 @@ class DrainReport:
         return asdict(self)
 
 
+# Rows in their send per send slot: a failing row backs off for hundreds of milliseconds while
+# a healthy request takes a few, so this many keep the slots busy through a 20% failure rate.
+ROWS_PER_SLOT = 8
+
 # statusd.sync.outbox.Outbox.write's answer; renewed None: unknown (the write failed)
 Write = tuple[list[Outcome], set[int] | None]
 
@@ -46,9 +50,12 @@ class RunState:
         self.report = DrainReport()
         self.concurrency = concurrency
         self.lease = lease
+        # Rows being sent: more than the send slots (statusd.sync.send_slots), since a row waiting
+        # out a retry's backoff holds no slot and the slots go to the rows that can use them.
+        self.sending_cap = concurrency * ROWS_PER_SLOT
         # One batch claimed ahead keeps every send slot busy (a claim is a DB round trip a freed
         # slot would otherwise wait for); the rows waiting are renewed like any held row.
-        self.capacity = concurrency * 4
+        self.capacity = self.sending_cap + concurrency * 2
         self.ready: deque[ClaimedRow] = deque()
         self.leases: dict[int, Lease] = {}  # every row held: ready, sending, or waiting to write
         self.sends: set[asyncio.Task[Result]] = set()
@@ -84,7 +91,7 @@ class RunState:
     def start_sends(
         self, handle: Callable[[ClaimedRow, Lease], Coroutine[Any, Any, Result]]
     ) -> None:
-        while self.ready and len(self.sends) < self.concurrency:
+        while self.ready and len(self.sends) < self.sending_cap:
             row = self.ready.popleft()
             self.sends.add(asyncio.create_task(handle(row, self.leases[row.id])))
 
