@@ -48,6 +48,7 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "dev_secrets",
                 "supervisor",
                 "schema",  # the HTTP input/output models and the limits they share
+                "access",  # scopes and principals (its stores are core, below)
             ),
         ),
         (
@@ -67,6 +68,9 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "transition_outbox",
                 "transitions",
                 "runtime",
+                "access.api_keys",
+                "access.key_cache",
+                "access.audit",
             ),
         ),
         (

@@ -33,11 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd.api.serializers import transition_json, transition_out
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind
-from statusd.models import Transition
+from statusd.models import Transition, Workload
 from statusd.schema import responses
 
 log = structlog.get_logger("statusd.oncall")
 _T = Transition.__table__  # type: ignore[attr-defined]
+_W = Workload.__table__  # type: ignore[attr-defined]
 WALK_WINDOW = 2000  # ids examined per advance; a backlog larger than this takes several rounds
 PAGE = 500  # rows per read for one stream
 
@@ -148,6 +149,20 @@ def _xips(snapshot: str) -> list[str]:
 class FeedFilter:
     kind: Kind | None = None
     workload_id: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # only workloads carrying all of them
+
+    def where(self, query: Any) -> Any:
+        """`query` (over transitions) narrowed by this filter."""
+        if self.kind is not None:
+            query = query.where(_T.c.kind == self.kind)
+        if self.workload_id is not None:
+            query = query.where(_T.c.workload_id == self.workload_id)
+        if self.labels:
+            labelled = select(_W.c.id)
+            for key, value in self.labels:
+                labelled = labelled.where(_W.c.labels[key].as_string() == value)
+            query = query.where(_T.c.workload_id.in_(labelled))
+        return query
 
 
 def event_payload(row: Any) -> dict[str, Any]:
@@ -159,11 +174,7 @@ async def read_after(
     engine: AsyncEngine, cursor: int, upto: int, flt: FeedFilter, limit: int = PAGE
 ) -> list[dict[str, Any]]:
     """Transitions with cursor < id <= upto matching `flt`, in id order."""
-    query = select(_T).where(_T.c.id > cursor, _T.c.id <= upto)
-    if flt.kind is not None:
-        query = query.where(_T.c.kind == flt.kind)
-    if flt.workload_id is not None:
-        query = query.where(_T.c.workload_id == flt.workload_id)
+    query = flt.where(select(_T).where(_T.c.id > cursor, _T.c.id <= upto))
     async with reading(engine) as conn:
         rows = await conn.execute(query.order_by(_T.c.id).limit(limit))
         return [event_payload(r) for r in rows]
@@ -173,11 +184,7 @@ async def recent(
     engine: AsyncEngine, upto: int, limit: int, flt: FeedFilter
 ) -> list[responses.Transition]:
     """The newest `limit` transitions at or below `upto`, newest first."""
-    query = select(_T).where(_T.c.id <= upto)
-    if flt.kind is not None:
-        query = query.where(_T.c.kind == flt.kind)
-    if flt.workload_id is not None:
-        query = query.where(_T.c.workload_id == flt.workload_id)
+    query = flt.where(select(_T).where(_T.c.id <= upto))
     async with reading(engine) as conn:
         rows = await conn.execute(query.order_by(_T.c.id.desc()).limit(limit))
         return [transition_out(dict(r._mapping)) for r in rows]
