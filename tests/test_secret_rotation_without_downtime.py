@@ -148,7 +148,7 @@ def test_a_container_heartbeats_through_the_rotation_with_nothing_rejected(
         log = child.log_tail(10_000_000)
         assert "running" in log
         assert log.count("switched rot-1") == 1
-        assert "refused" not in log, log  # not one heartbeat rejected through the rotation
+        assert "statusd refused" not in log, log  # not one heartbeat rejected in the rotation
     finally:
         if child.returncode is None:
             stop_process(child, signal.SIGKILL, timeout=10)
