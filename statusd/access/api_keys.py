@@ -54,7 +54,7 @@ def parse_label(text: str, *, field: str = "labels") -> tuple[str, str]:
     key, sep, value = text.partition(":")
     if not sep or not key.strip() or not value.strip():
         raise BadInput(
-            f"a label is key:value; got {text[:60]!r}",
+            f"{field}: a label is key:value; got {text[:60]!r}",
             field=field,
             status=422,
             error="invalid_value",
