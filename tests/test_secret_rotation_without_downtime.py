@@ -23,6 +23,7 @@ from statusd.ingest import validation
 from statusd.lifecycle import Kind
 from statusd.settings import Settings
 from tests.conftest import settings_env
+from tests.support.api_client import api_client
 from tests.support.client_stack import PlatformAPI, wait_for
 from tests.support.processes import (
     ManagedProcess,
@@ -152,3 +153,41 @@ def test_a_container_heartbeats_through_the_rotation_with_nothing_rejected(
     finally:
         if child.returncode is None:
             stop_process(child, signal.SIGKILL, timeout=10)
+
+
+async def test_the_202s_carry_a_fresh_token_only_for_tokens_of_a_previous_secret(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(secret=NEW.decode(), secret_previous=OLD.decode())
+    async with api_client(settings) as client:
+        registered = await (
+            await client.post("/v1/workloads", json={"id": "rot-1", "kind": "training"})
+        ).json()
+        current = registered["heartbeat_token"]
+        assert not tokens.verify((NEW,), current).signed_by_previous
+        old = tokens.issue(OLD, "rot-1", Kind.TRAINING, registered["generation"])
+        beat = {"workload_id": "rot-1", "status": "RUNNING"}
+
+        single = await client.post(
+            "/v1/heartbeats", json={**beat, "seq": 1}, headers={"Authorization": f"Bearer {old}"}
+        )
+        answer = await single.json()
+        assert single.status == 202
+        assert tokens.verify((NEW,), answer["heartbeat_token"]) == tokens.verify((NEW,), current)
+        plain = await client.post(
+            "/v1/heartbeats",
+            json={**beat, "seq": 2},
+            headers={"Authorization": f"Bearer {current}"},
+        )
+        assert plain.status == 202 and "heartbeat_token" not in await plain.json()
+
+        batch = await client.post(
+            "/v1/heartbeats:batch",
+            json={
+                "items": [{**beat, "seq": 3, "token": old}, {**beat, "seq": 4, "token": current}]
+            },
+        )
+        results = (await batch.json())["results"]
+        assert [r["status"] for r in results] == [202, 202]
+        assert results[0]["heartbeat_token"] == answer["heartbeat_token"]
+        assert "heartbeat_token" not in results[1]
