@@ -240,7 +240,7 @@ async def test_filters_and_paging(client: TestClient[Any, Any]) -> None:
     assert len(await audit_rows(client, "target=f-1")) == 2
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert await audit_rows(client, f"since={quote(later.isoformat())}") == []
-    for bad in ("since=yesterday", "cursor=zzz", "limit=0", "colour=red"):
+    for bad in ("since=yesterday", "cursor=zzz", "limit=0", "colour=red", "actor=%00"):
         resp = await client.get(f"/v1/audit?{bad}")
         assert resp.status in (400, 422), bad
         assert (await resp.json())["field"] == bad.split("=")[0]
@@ -257,3 +257,14 @@ async def test_the_client_address_honours_trusted_proxies(
             )
             row = (await audit_rows(client, "target=p-1"))[-1]
             assert row["client_address"] == expected, trusted
+
+
+async def test_a_refused_call_with_a_control_character_in_its_path_is_still_a_row(
+    client: TestClient[Any, Any],
+) -> None:
+    vision = await mint(client, "vision", "write", {"team": "vision"})
+    for headers in ({}, as_key(vision)):
+        resp = await client.delete("/v1/workloads/a%00b", headers=headers)
+        assert 400 <= resp.status < 500, await resp.text()
+    rows = await audit_rows(client, "action=workload.deregister")
+    assert [(r["target"], r["outcome"]) for r in rows] == [("a\ufffdb", resp.status)] * 2

@@ -30,6 +30,7 @@ _VERSION = "sk1"
 _ID_BYTES = 8
 _SECRET_BYTES = 32
 _KEY_RE = re.compile(r"sk1\.([0-9a-f]{16})\.[A-Za-z0-9_-]{20,100}")
+_KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_LABELS = 20
@@ -64,6 +65,11 @@ def parse_label(text: str, *, field: str = "labels") -> tuple[str, str]:
 
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_key_id(text: str) -> bool:
+    """True when `text` is shaped like a key id (anything else names no key)."""
+    return _KEY_ID_RE.fullmatch(text) is not None
 
 
 def key_id_of(presented: str) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ from statusd.models import AuditEvent
 
 _A = AuditEvent.__table__  # type: ignore[attr-defined]
 _CURSOR_PREFIX = "a1:"
+# A refused call's target is whatever the client put in the path: its row must still be written
+# (PostgreSQL refuses NUL in text), so control characters are replaced, not stored.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AuditAction(StrEnum):
@@ -67,7 +71,7 @@ class AuditRecord:
             actor_id=principal.key_id,
             actor_name=principal.name,
             action=action,
-            target=target[:300] if target else None,
+            target=_CONTROL.sub("\ufffd", target[:300]) if target else None,
             outcome=outcome,
             client_address=client_address[:64] if client_address else None,
         )

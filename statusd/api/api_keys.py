@@ -20,7 +20,6 @@ from statusd.schema.access import KeyCreated, KeyPage, KeyPublic, KeyRequest
 from statusd.schema.bad_input import parse_body
 
 log = structlog.get_logger("statusd.api")
-MAX_KEY_ID = 32
 
 
 @guard(Scope.ADMIN, action=AuditAction.KEY_CREATE)
@@ -67,7 +66,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     """DELETE /v1/keys/{id}: the key stops working everywhere (idempotent)."""
     key_id = request.match_info["id"]
     record = None
-    if len(key_id) <= MAX_KEY_ID:
+    if api_keys.is_key_id(key_id):
         record = await api_keys.revoke_key(request.app[RUNTIME].engine, key_id, datetime.now(UTC))
     if record is None:
         raise BadInput(f"no key {key_id[:40]!r}", field="id", status=404, error="not_found")

@@ -37,6 +37,7 @@ from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.db import reading
 from statusd.errors import BadInput, UnknownWorkload
 from statusd.models import Workload
+from statusd.schema.rules import WORKLOAD_ID_RE
 
 log = structlog.get_logger("statusd.api")
 
@@ -204,7 +205,9 @@ async def _check(request: web.Request, access: Access) -> web.Response | None:
         )
     if principal.labels and access.workload_path:
         workload_id = request.match_info.get("id", "")
-        labels = await _workload_labels(request, workload_id)
+        # A malformed id is left to the handler's own check (a 4xx naming it); never queried.
+        valid = WORKLOAD_ID_RE.fullmatch(workload_id) is not None
+        labels = await _workload_labels(request, workload_id) if valid else None
         if labels is not None and not principal.sees(labels):
             raise UnknownWorkload(f"workload {workload_id[:200]!r} is not registered")
     return None

@@ -14,12 +14,15 @@ from statusd.schema.rules import DEFAULT_LIMIT
 from statusd.schema.types import AwareTime, Labels, Limit
 
 DURATION_PATTERN = r"^[1-9][0-9]{0,8}[smhd]$"
+# Printable text only: a control character (NUL above all) is nothing a name or filter means, and
+# PostgreSQL refuses NUL in text.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
 class KeyRequest(Body):
     """POST /v1/keys."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
     scope: Scope
     labels: Labels | None = Field(
         default=None, description="the key sees and changes only workloads carrying all of them"
@@ -60,11 +63,11 @@ class KeyPage(Answer):
 class AuditQuery(Query):
     """GET /v1/audit: oldest first; every filter given must match."""
 
-    actor: Annotated[str, Field(max_length=200)] | None = Field(
+    actor: Annotated[str, Field(max_length=200, pattern=TEXT_PATTERN)] | None = Field(
         default=None, description="a key id or name (or `bootstrap`, `anonymous`)"
     )
-    action: Annotated[str, Field(max_length=64)] | None = None
-    target: Annotated[str, Field(max_length=300)] | None = None
+    action: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
+    target: Annotated[str, Field(max_length=300, pattern=TEXT_PATTERN)] | None = None
     since: AwareTime | None = Field(default=None, description="ISO time with an offset")
     cursor: Annotated[str, Field(max_length=40)] | None = Field(
         default=None, description="next_cursor of the previous page"
