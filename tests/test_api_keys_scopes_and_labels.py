@@ -249,9 +249,15 @@ async def test_a_labelled_key_sees_and_changes_only_its_teams_workloads(
     recent = await (await client.get("/v1/reports/transitions", headers=mine)).json()
     assert [t["workload_id"] for t in recent["items"]] == ["vis-2", "vis-1"]
 
-    for path in ("/v1/reports/summary", "/v1/reports/history", "/v1/silences"):
-        resp = await client.get(path, headers=mine)
-        assert resp.status == 403, path  # spans every team: only keys without labels
+    summary = await (await client.get("/v1/reports/summary", headers=mine)).json()
+    assert sum(n for states in summary["counts"].values() for n in states.values()) == 3
+    assert summary["stale"]["total"] == len(stale["items"])
+    overall = await (await client.get("/v1/reports/summary")).json()
+    assert sum(n for states in overall["counts"].values() for n in states.values()) == 4
+    history = await (await client.get("/v1/reports/history", headers=mine)).json()
+    assert sum(history["samples"][-1]["counts"].values()) == 3
+    # A silence's matcher reaches across teams: only keys without labels may set or list them.
+    assert (await client.get("/v1/silences", headers=mine)).status == 403
 
 
 def test_every_key_route_declares_the_scope_its_openapi_operation_states(

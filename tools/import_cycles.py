@@ -71,6 +71,7 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "access.api_keys",
                 "access.key_cache",
                 "access.audit",
+                "access.label_sql",
             ),
         ),
         (

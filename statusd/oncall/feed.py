@@ -30,15 +30,15 @@ import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.access.label_sql import ids_carrying
 from statusd.api.serializers import transition_json, transition_out
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind
-from statusd.models import Transition, Workload
+from statusd.models import Transition
 from statusd.schema import responses
 
 log = structlog.get_logger("statusd.oncall")
 _T = Transition.__table__  # type: ignore[attr-defined]
-_W = Workload.__table__  # type: ignore[attr-defined]
 WALK_WINDOW = 2000  # ids examined per advance; a backlog larger than this takes several rounds
 PAGE = 500  # rows per read for one stream
 
@@ -158,10 +158,7 @@ class FeedFilter:
         if self.workload_id is not None:
             query = query.where(_T.c.workload_id == self.workload_id)
         if self.labels:
-            labelled = select(_W.c.id)
-            for key, value in self.labels:
-                labelled = labelled.where(_W.c.labels[key].as_string() == value)
-            query = query.where(_T.c.workload_id.in_(labelled))
+            query = query.where(_T.c.workload_id.in_(ids_carrying(self.labels)))
         return query
 
 

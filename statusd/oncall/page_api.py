@@ -15,7 +15,7 @@ from aiohttp import web
 
 from statusd import selfwatch
 from statusd.access.scopes import Scope
-from statusd.api.auth import guard
+from statusd.api.auth import guard, key_labels
 from statusd.api.errors import model_response
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
@@ -33,7 +33,7 @@ async def get_workload_story(request: web.Request) -> web.Response:
     return model_response(await workload_story(request.app[RUNTIME], path_workload_id(request)))
 
 
-@guard(Scope.READ, cookie=True, fleet_wide=True)
+@guard(Scope.READ, cookie=True)
 async def get_history(request: web.Request) -> web.Response:
     """GET /v1/reports/history: counts by state at each step of the window (newest sample: now)."""
     query = parse_query(FleetHistoryQuery, request.query)  # 400 naming the parameter
@@ -44,6 +44,7 @@ async def get_history(request: web.Request) -> web.Response:
         window_s=window,
         step_s=step,
         kind=query.kind,
+        labels=key_labels(request),
     )
     return model_response(history_out(samples, window, step))
 

@@ -57,10 +57,10 @@ async def get_stale(request: web.Request) -> web.Response:
     return model_response(report)
 
 
-@guard(Scope.READ, cookie=True, fleet_wide=True)
+@guard(Scope.READ, cookie=True)
 async def get_summary(request: web.Request) -> web.Response:
     """GET /v1/reports/summary: counts per kind x state, stale counts, sync backlog, stream lag."""
-    return model_response(await fleet_summary(request.app[RUNTIME]))
+    return model_response(await fleet_summary(request.app[RUNTIME], key_labels(request)))
 
 
 @guard(Scope.READ, cookie=True)
