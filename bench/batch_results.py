@@ -48,7 +48,7 @@ def checked(items: list[dict[str, Any]]) -> list[BadInput | None]:
     out: list[BadInput | None] = []
     for item in items:
         try:
-            check_batch_item(item, SECRET)
+            check_batch_item(item, (SECRET,))
             out.append(None)
         except BadInput as exc:
             out.append(exc)

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
+from statusd.access.scopes import Scope
 from statusd.lifecycle import Kind, Source, State
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" auto-increments.
@@ -212,3 +213,38 @@ class Silence(SQLModel, table=True):
     until: datetime = Field(sa_column=_ts(nullable=False, index=True))
     reason: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """A scoped API key. Only the SHA-256 digest of the secret is kept; the key is shown once.
+
+    Revoked and expired keys stay (the audit trail names them); they just stop authenticating.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    scope: Scope = Field(sa_column=Column(_enum(Scope, "scope"), nullable=False))
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    digest: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class AuditEvent(SQLModel, table=True):
+    """One mutating API call (or sign-in attempt), refused ones too. Only retention deletes rows."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
+    )
+    at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False, index=True))
+    actor_id: str = Field(sa_column=Column(String(64), nullable=False))
+    actor_name: str = Field(sa_column=Column(String(200), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    target: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
+    outcome: int = Field(nullable=False)  # the HTTP status answered
+    client_address: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))

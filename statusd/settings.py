@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     redis_min_replica_acks: int | None = Field(default=None, ge=0)
     api_token: SecretStr | None = None
     secret: SecretStr | None = None
+    # Secrets being rotated out, comma-separated: heartbeat tokens and session cookies they signed
+    # still verify (a heartbeat on one is answered with a fresh token); nothing new is signed.
+    secret_previous: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     heartbeat_ttl: float = Field(default=30.0, gt=0)
@@ -185,6 +188,9 @@ class Settings(BaseSettings):
     # its previous response (also the idle keep-alive limit); the body, this long after those.
     header_timeout: float = Field(default=15.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
+    # API keys are looked up at most this long ago: a revoked or expired key stops working in
+    # every process within it (bounded so that is always within 5 s).
+    key_cache_ttl: float = Field(default=2.0, ge=0, le=5)
 
     @field_validator(
         "poll_allow_nets", "alert_webhooks", "trusted_proxies", "redis_sentinels", mode="before"
@@ -283,6 +289,17 @@ class Settings(BaseSettings):
                 "STATUSD_SECRET is not set: heartbeat tokens cannot be signed or checked."
             )
         return self.secret.get_secret_value().encode()
+
+    @property
+    def previous_secrets(self) -> tuple[bytes, ...]:
+        """STATUSD_SECRET_PREVIOUS split on commas (empty entries ignored)."""
+        raw = self.secret_previous.get_secret_value() if self.secret_previous else ""
+        return tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+
+    @property
+    def verifying_secrets(self) -> tuple[bytes, ...]:
+        """Every secret a signature may verify under: the current one first, then the previous."""
+        return (self.secret_bytes, *self.previous_secrets)
 
     @property
     def effective_broker_url(self) -> str:

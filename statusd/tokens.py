@@ -6,6 +6,10 @@ heartbeats whose generation is not the workload's current one (a token issued be
 never speaks for a later registration of the same id).
 
 Format: ``hb1.<base64url(id)>.<kind>.<generation>.<base64url(mac)>``
+
+Rotation: `verify` takes every secret a token may be signed with, the current one first. Claims
+from a token that only a previous secret signed say so (`signed_by_previous`), so ingest answers
+such a heartbeat with a token signed by the current secret, and the fleet moves over by itself.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class TokenClaims:
     workload_id: str
     kind: Kind
     generation: int
+    # Signed by a secret from STATUSD_SECRET_PREVIOUS, not the current one: due for a fresh token.
+    signed_by_previous: bool = False
 
 
 def _b64(data: bytes) -> str:
@@ -48,8 +54,8 @@ def issue(secret: bytes, workload_id: str, kind: Kind, generation: int) -> str:
     return f"{_VERSION}.{_b64(workload_id.encode())}.{kind.value}.{generation}.{_b64(mac)}"
 
 
-def verify(secret: bytes, token: str) -> TokenClaims:
-    """Return the claims of a token statusd issued; raise InvalidToken otherwise."""
+def verify(secrets: tuple[bytes, ...], token: str) -> TokenClaims:
+    """The claims of a token signed with one of `secrets` (current first); else InvalidToken."""
     parts = token.split(".")
     if len(parts) != 5 or parts[0] != _VERSION:
         raise InvalidToken("malformed heartbeat token")
@@ -62,6 +68,12 @@ def verify(secret: bytes, token: str) -> TokenClaims:
         raise InvalidToken("malformed heartbeat token") from exc
     if kind not in _KINDS:
         raise InvalidToken("malformed heartbeat token")
-    if not hmac.compare_digest(mac, _mac(secret, workload_id, kind, generation)):
-        raise InvalidToken("heartbeat token signature does not match")
-    return TokenClaims(workload_id, _KINDS[kind], generation)
+    for index, secret in enumerate(secrets):
+        if hmac.compare_digest(mac, _mac(secret, workload_id, kind, generation)):
+            return TokenClaims(workload_id, _KINDS[kind], generation, index > 0)
+    raise InvalidToken("heartbeat token signature does not match")
+
+
+def reissue(secret: bytes, claims: TokenClaims) -> str:
+    """The same claims signed with `secret` (the current one): the token a rotated fleet moves to."""
+    return issue(secret, claims.workload_id, claims.kind, claims.generation)

@@ -74,8 +74,8 @@ async def test_a_token_from_before_delete_is_for_an_older_generation(
     second = await resp.json()
     assert (second["generation"], second["state"], second["kind"]) == (2, "PENDING", "deployment")
     assert second["heartbeat_token"] != first["heartbeat_token"]
-    old = tokens.verify(TEST_SECRET.encode(), first["heartbeat_token"])
-    new = tokens.verify(TEST_SECRET.encode(), second["heartbeat_token"])
+    old = tokens.verify((TEST_SECRET.encode(),), first["heartbeat_token"])
+    new = tokens.verify((TEST_SECRET.encode(),), second["heartbeat_token"])
     assert (old.workload_id, old.generation) == ("nb-7", 1)
     assert (new.workload_id, new.generation) == ("nb-7", 2)
     shown = await (await client.get("/v1/workloads/nb-7")).json()

@@ -22,8 +22,8 @@ def _empty_cache() -> None:
 
 def test_a_verified_token_is_recognized_afterwards() -> None:
     token = tokens.issue(SECRET, "train-1", Kind.TRAINING, 3)
-    first = validation.claims_from_token(token, SECRET)
-    again = validation.claims_from_token(token, SECRET)
+    first = validation.claims_from_token(token, (SECRET,))
+    again = validation.claims_from_token(token, (SECRET,))
     assert first == again == tokens.TokenClaims("train-1", Kind.TRAINING, 3)
     info = validation._verified.cache_info()
     assert (info.hits, info.misses) == (1, 1)
@@ -31,7 +31,7 @@ def test_a_verified_token_is_recognized_afterwards() -> None:
 
 def test_a_token_that_does_not_verify_is_refused_every_time() -> None:
     good = tokens.issue(SECRET, "train-1", Kind.TRAINING, 3)
-    validation.claims_from_token(good, SECRET)
+    validation.claims_from_token(good, (SECRET,))
     *head, mac = good.split(".")
     forged = [
         ".".join([*head, ("A" if mac[0] != "A" else "B") + mac[1:]]),  # signature changed
@@ -40,20 +40,20 @@ def test_a_token_that_does_not_verify_is_refused_every_time() -> None:
     ]
     for token in forged * 2:
         with pytest.raises(BadInput) as refused:
-            validation.claims_from_token(token, SECRET)
+            validation.claims_from_token(token, (SECRET,))
         assert refused.value.status == 401
     assert validation._verified.cache_info().currsize == 1  # only the good one is kept
 
 
 def test_a_token_is_recognized_only_under_the_secret_that_signed_it() -> None:
     token = tokens.issue(SECRET, "train-1", Kind.TRAINING, 1)
-    validation.claims_from_token(token, SECRET)
+    validation.claims_from_token(token, (SECRET,))
     with pytest.raises(BadInput):
-        validation.claims_from_token(token, b"another-secret-" + b"x" * 30)
+        validation.claims_from_token(token, (b"another-secret-" + b"x" * 30,))
 
 
 def test_the_cache_is_bounded() -> None:
     assert validation._verified.cache_info().maxsize == validation.VERIFIED_TOKENS
     for n in range(100):
-        validation.claims_from_token(tokens.issue(SECRET, f"w-{n}", Kind.NOTEBOOK, 1), SECRET)
+        validation.claims_from_token(tokens.issue(SECRET, f"w-{n}", Kind.NOTEBOOK, 1), (SECRET,))
     assert validation._verified.cache_info().currsize == 100

@@ -138,6 +138,19 @@ def comes_back_unchanged(model: type[BaseModel], body: Any) -> None:
     assert parsed.model_dump(mode="json", exclude_unset=True) == body, model.__name__
 
 
+async def walk_keys_and_audit(walk: Walk) -> None:
+    """Mint a key (labels, expiry), list, revoke it; read the audit trail the walk left."""
+    created = await walk.call(
+        "POST",
+        "/v1/keys",
+        json={"name": "dash", "scope": "read", "labels": {"team": "vision"}, "expires_in": "12h"},
+    )
+    await walk.call("GET", "/v1/keys")
+    await walk.call("DELETE", "/v1/keys/{id}", f"/v1/keys/{created['id']}")
+    audit = await walk.call("GET", "/v1/audit")
+    assert audit["items"], "the walk's registrations and key changes are audited"
+
+
 async def test_every_modelled_json_answer_matches_its_model(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -162,6 +175,7 @@ async def test_every_modelled_json_answer_matches_its_model(
             )
         await walk.call("GET", "/v1/reports/workloads/{id}", "/v1/reports/workloads/train-0")
         await walk_a_workloads_life(walk)
+        await walk_keys_and_audit(walk)
 
     missing = sorted(set(MODELLED) - set(walk.answers))
     assert not missing, f"routes with a response model that no real answer exercised: {missing}"

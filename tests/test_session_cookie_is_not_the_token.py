@@ -60,7 +60,7 @@ async def test_the_cookie_is_a_signed_session_and_never_the_token(
         morsel = jar[COOKIE_NAME]
         assert morsel["httponly"] and morsel["samesite"] == "Strict" and not morsel["secure"]
         assert int(morsel["max-age"]) == int(settings.session_ttl)
-        cookie = sessions.decode(settings.secret_bytes, value, time.time())
+        cookie = sessions.decode(settings.verifying_secrets, value, time.time())
         assert cookie is not None  # signed with STATUSD_SECRET, expiry in the signed value
         assert time.time() < cookie.expires_at <= time.time() + settings.session_ttl + 1
         key = Keys(settings.redis_prefix).session(cookie.session_id)
@@ -105,7 +105,7 @@ async def test_tampered_expired_or_foreign_cookies_are_refused(
     settings = make_settings()
     async with api_client(settings) as client:
         value, _ = await login(client)
-        cookie = sessions.decode(settings.secret_bytes, value, time.time())
+        cookie = sessions.decode(settings.verifying_secrets, value, time.time())
         assert cookie is not None
         sid, expires = cookie.session_id, cookie.expires_at
         refused = {

@@ -8,14 +8,19 @@ from aiohttp import web
 def setup_api(app: web.Application) -> None:
     """Register middlewares and routes of the status API.
 
+    The audit middleware wraps everything: a route declared with an audit action
+    (statusd.api.auth.guard) gets one audit row per call, whatever it answered.
     The error middleware goes on the whole app (ingest and on-call routes too): every failure
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
-    from statusd.api import health, openapi, silences, workloads
-    from statusd.api.auth import session_middleware
+    from statusd.api import api_keys, audit, health, openapi, silences, workloads
+    from statusd.api.audit_trail import audit_middleware
+    from statusd.api.auth import key_cache_ctx, session_middleware
     from statusd.api.deadlines import body_deadline_middleware
     from statusd.api.errors import error_middleware
 
+    app.cleanup_ctx.append(key_cache_ctx)
+    app.middlewares.append(audit_middleware)  # outermost: sees the final status of every answer
     app.middlewares.append(error_middleware)
     app.middlewares.append(body_deadline_middleware)  # inside the boundary: 408 is JSON too
     app.middlewares.append(session_middleware)
@@ -23,3 +28,5 @@ def setup_api(app: web.Application) -> None:
     openapi.add_routes(app)
     workloads.add_routes(app)
     silences.add_routes(app)
+    api_keys.add_routes(app)
+    audit.add_routes(app)

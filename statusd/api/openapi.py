@@ -30,7 +30,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 REF = "#/components/schemas/{model}"
 SECURITY_SCHEMES = {
-    Auth.API_TOKEN: {"type": "http", "scheme": "bearer", "description": "STATUSD_API_TOKEN"},
+    Auth.API_TOKEN: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key (`statusd keys create`, POST /v1/keys) or STATUSD_API_TOKEN "
+        "(the bootstrap admin key); each operation's x-statusd-scope names the scope it needs",
+    },
     Auth.HEARTBEAT_TOKEN: {
         "type": "http",
         "scheme": "bearer",
@@ -115,7 +120,13 @@ def _responses(op: Operation) -> dict[str, Any]:
             out[str(op.ok)]["content"] = {op.media: {"schema": {"type": "string"}}}
     else:
         out[str(op.ok)] = _json(_ref(op.answer), op.summary)
-    for status, description in op.errors.items():
+    errors = dict(op.errors)
+    if op.needed_scope is not None:
+        errors[403] = (
+            f"the key's scope is below {op.needed_scope.value!r} (`needed_scope` names it), or "
+            "the route spans every workload and the key is limited by labels"
+        )
+    for status, description in sorted(errors.items()):
         out[str(status)] = _json(_ref(op.error_bodies.get(status, responses.Error)), description)
     for status, description in op.other.items():
         out[str(status)] = {"description": description}
@@ -129,6 +140,8 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         "security": [] if op.auth is Auth.PUBLIC else [{op.auth.value: []}],
         "responses": _responses(op),
     }
+    if op.needed_scope is not None:
+        doc["x-statusd-scope"] = op.needed_scope.value
     if params := _parameters(op, schemas):
         doc["parameters"] = params
     if op.body is not None:

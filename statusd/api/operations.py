@@ -12,7 +12,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from statusd.access.scopes import Scope
 from statusd.schema import (
+    access,
     batch_results,
     bodies,
     queries,
@@ -70,6 +72,16 @@ class Operation:
     path_params: dict[str, PathParam] = field(default_factory=dict)
     media: str = "application/json"  # of a non-model answer (text/event-stream, text/html...)
     other: dict[int, str] = field(default_factory=dict)  # non-error, non-JSON answers (303)
+    scope: Scope | None = None  # API-key routes: the scope needed (None: GET read, else write)
+
+    @property
+    def needed_scope(self) -> Scope | None:
+        """The key scope this route needs (None: not a key route)."""
+        if self.auth is not Auth.API_TOKEN:
+            return None
+        if self.scope is not None:
+            return self.scope
+        return Scope.READ if self.method == "GET" else Scope.WRITE
 
 
 _ID = {"id": PathParam.WORKLOAD_ID}
@@ -214,6 +226,53 @@ OPERATIONS: tuple[Operation, ...] = (
         responses.Deleted,
         errors={404: "no such silence", **COMMON},
         path_params={"id": PathParam.TEXT},
+    ),
+    Operation(
+        "POST",
+        "/v1/keys",
+        Area.API,
+        "Create an API key (admin); the answer holds the key, the only time it is shown",
+        Auth.API_TOKEN,
+        201,
+        access.KeyCreated,
+        errors={**BODY, **COMMON},
+        body=access.KeyRequest,
+        scope=Scope.ADMIN,
+    ),
+    Operation(
+        "GET",
+        "/v1/keys",
+        Area.API,
+        "Every API key, revoked and expired ones too, never a secret (admin)",
+        Auth.API_TOKEN,
+        200,
+        access.KeyPage,
+        errors=COMMON,
+        scope=Scope.ADMIN,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/keys/{id}",
+        Area.API,
+        "Revoke an API key (admin): refused in every process within STATUSD_KEY_CACHE_TTL",
+        Auth.API_TOKEN,
+        200,
+        access.KeyPublic,
+        errors={404: "no such key", **COMMON},
+        path_params={"id": PathParam.TEXT},
+        scope=Scope.ADMIN,
+    ),
+    Operation(
+        "GET",
+        "/v1/audit",
+        Area.API,
+        "The audit trail, oldest first: one row per mutating call or sign-in attempt (admin)",
+        Auth.API_TOKEN,
+        200,
+        access.AuditPage,
+        errors={**QUERY, **COMMON},
+        query=access.AuditQuery,
+        scope=Scope.ADMIN,
     ),
     Operation(
         "POST",
@@ -370,7 +429,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/login",
         Area.ONCALL,
-        "Status page sign-in: form field `token` (the API token) opens a server-side session "
+        "Status page sign-in: form field `token` (an API key or STATUSD_API_TOKEN) opens a server-side session "
         "and sets the HttpOnly, SameSite=Strict statusd_session cookie (a signed session id)",
         Auth.PUBLIC,
         303,

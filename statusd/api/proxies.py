@@ -34,3 +34,28 @@ def came_over_https(request: web.Request, trusted: Sequence[Network]) -> bool:
     if not forwarded or not from_trusted_proxy(request, trusted):
         return False
     return forwarded.rsplit(",", 1)[-1].strip().lower() == "https"
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def client_address(request: web.Request, trusted: Sequence[Network]) -> str | None:
+    """The calling client's address: the TCP peer, or, when the peer is a trusted proxy, the
+    nearest X-Forwarded-For hop that is not one (proxies append, so the right end is theirs and
+    anything left of the first untrusted hop could have been written by the client)."""
+    peer = request.remote
+    forwarded = request.headers.get("X-Forwarded-For")
+    if not forwarded or not from_trusted_proxy(request, trusted):
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            return peer  # garbage in the header: believe only what we saw
+        if not any(address in net for net in trusted):
+            return str(address)
+    return str(_address(hops[0])) if hops else peer

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,15 +50,21 @@ URL_CHECKS_IN_FLIGHT = 16
 
 Outcome = RegisteredWorkload | StatusdError | RedisError  # per item: registered, or why not
 UNAVAILABLE = (StorageUnavailable, RedisUnavailable, RedisError)
+# The caller's rule for an item's labels (a labelled key registers only what carries its labels);
+# raises BadInput for an item it refuses.
+Admit = Callable[[Mapping[str, str] | None], None]
 
 
-async def read_item(rt: Runtime, raw: Any) -> Registration:
-    """One registration as the single route takes it; raises BadInput / UnsafeStatusURL."""
+async def read_item(rt: Runtime, raw: Any, admit: Admit | None = None) -> Registration:
+    """One registration as the single route takes it; raises BadInput / UnsafeStatusURL, or what
+    `admit` (the caller's key rules: labels) raises for it."""
     if not isinstance(raw, dict):
         raise BadInput(
             "an item must be a JSON object", field="body", status=422, error="invalid_body"
         )
     reg = parse_body(RegisterRequest, raw)
+    if admit is not None:
+        admit(reg.labels)
     status_url = reg.status_url or None  # "" means none
     if status_url is not None:
         await check_status_url(status_url, rt.settings.allow_networks)
@@ -124,27 +130,31 @@ class BatchAnswer:
     status: int  # 200, or 503 when some items could not be stored (retry those)
 
 
-async def _read_all(rt: Runtime, raw_items: Sequence[Any]) -> list[Registration | StatusdError]:
+async def _read_all(
+    rt: Runtime, raw_items: Sequence[Any], admit: Admit | None
+) -> list[Registration | StatusdError]:
     limit = asyncio.Semaphore(URL_CHECKS_IN_FLIGHT)
 
     async def one(raw: Any) -> Registration | StatusdError:
         try:
             if isinstance(raw, dict) and raw.get("status_url"):
                 async with limit:
-                    return await read_item(rt, raw)
-            return await read_item(rt, raw)
+                    return await read_item(rt, raw, admit)
+            return await read_item(rt, raw, admit)
         except StatusdError as exc:
             return exc
 
     return list(await asyncio.gather(*(one(raw) for raw in raw_items)))
 
 
-async def register_batch(rt: Runtime, raw_items: Sequence[Any]) -> BatchAnswer:
+async def register_batch(
+    rt: Runtime, raw_items: Sequence[Any], admit: Admit | None = None
+) -> BatchAnswer:
     """Every item validated first, the valid ones written chunk by chunk; results in order.
 
     Once a chunk finds the database or Redis down, the chunks after it are not tried: their
     items answer 503 too (nothing of them written)."""
-    read = await _read_all(rt, raw_items)
+    read = await _read_all(rt, raw_items, admit)
     outcomes: list[Outcome | None] = [o if isinstance(o, StatusdError) else None for o in read]
     valid = [(i, o) for i, o in enumerate(read) if isinstance(o, Registration)]
     down: StatusdError | RedisError | None = None

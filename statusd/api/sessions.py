@@ -2,9 +2,13 @@
 
 The cookie never holds the API token: a stolen cookie is one revocable session, not the master
 key. It reads ``s1.<session id>.<expires unix s>.<base64url HMAC-SHA256>``, signed with
-STATUSD_SECRET over a string no heartbeat token can collide with. A cookie counts only while its
-signature holds, its expiry is ahead, AND its id still exists in Redis: logout deletes the id, so
-a copy of the cookie stops working at once, in every statusd process.
+STATUSD_SECRET over a string no heartbeat token can collide with (a cookie signed with a secret
+in STATUSD_SECRET_PREVIOUS still counts, so rotating the secret signs nobody out). A cookie counts
+only while its signature holds, its expiry is ahead, AND its id still exists in Redis: logout
+deletes the id, so a copy of the cookie stops working at once, in every statusd process.
+
+Redis holds, under the session id, the id of the API key that signed in (or the bootstrap
+token's actor id): the session acts with that key's scope and labels, and stops when it is revoked.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def encode(secret: bytes, cookie: SessionCookie) -> str:
     return f"{_VERSION}.{cookie.session_id}.{cookie.expires_at}.{mac}"
 
 
-def decode(secret: bytes, value: str, now: float) -> SessionCookie | None:
-    """The session a cookie names, if its signature holds and it has not expired (no I/O)."""
+def decode(secrets: tuple[bytes, ...], value: str, now: float) -> SessionCookie | None:
+    """The session a cookie names, if one of `secrets` signed it and it has not expired (no I/O)."""
     parts = value.split(".")
     if len(parts) != 4 or parts[0] != _VERSION or not parts[2].isascii():
         return None
@@ -50,23 +54,29 @@ def decode(secret: bytes, value: str, now: float) -> SessionCookie | None:
     if not raw_expiry.isdigit() or len(raw_expiry) > 12:
         return None
     expires_at = int(raw_expiry)
-    if not hmac.compare_digest(mac.encode(), _mac(secret, session_id, expires_at).encode()):
+    if not any(
+        hmac.compare_digest(mac.encode(), _mac(secret, session_id, expires_at).encode())
+        for secret in secrets
+    ):
         return None
     return SessionCookie(session_id, expires_at) if expires_at > now else None
 
 
 async def open_session(
-    redis: Redis, keys: Keys, secret: bytes, ttl_s: float, now: float
+    redis: Redis, keys: Keys, key_id: str, ttl_s: float, now: float
 ) -> SessionCookie:
-    """Store a new session (expiring with the cookie) and return it."""
+    """Store a new session for API key `key_id` (expiring with the cookie) and return it."""
     cookie = SessionCookie(secrets.token_urlsafe(_ID_BYTES), int(now + ttl_s))
-    await redis.set(keys.session(cookie.session_id), str(int(now)), ex=max(1, int(ttl_s)))
+    await redis.set(keys.session(cookie.session_id), key_id, ex=max(1, int(ttl_s)))
     return cookie
 
 
-async def is_open(redis: Redis, keys: Keys, session_id: str) -> bool:
-    """True while the session has been neither closed (logout) nor expired in Redis."""
-    return bool(await redis.exists(keys.session(session_id)))
+async def session_key(redis: Redis, keys: Keys, session_id: str) -> str | None:
+    """The key id a session acts for, or None once it was closed (logout) or expired in Redis."""
+    raw = await redis.get(keys.session(session_id))
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 async def close_session(redis: Redis, keys: Keys, session_id: str) -> None:

@@ -1,4 +1,6 @@
-"""Silence routes: POST/GET /v1/silences, DELETE /v1/silences/{id} (API token).
+"""Silence routes: POST/GET /v1/silences, DELETE /v1/silences/{id} (write / read keys).
+
+A silence's matcher can reach any team's workloads, so keys limited by labels are refused here.
 
 A silence holds back the alerts of matching workloads until `until`; they stay tracked and shown
 (`"silenced": true`). The body is checked completely before anything is written; each problem is
@@ -15,8 +17,10 @@ import structlog
 from aiohttp import web
 
 from statusd import silences
+from statusd.access.audit import AuditAction
+from statusd.access.scopes import Scope
 from statusd.api import validation
-from statusd.api.auth import require_api_token
+from statusd.api.auth import guard
 from statusd.api.errors import model_response
 from statusd.app_keys import RUNTIME
 from statusd.errors import BadInput
@@ -39,7 +43,7 @@ def parse_silence(body: Mapping[str, Any], now: datetime) -> tuple[Matcher, date
     return matcher, request.until.astimezone(UTC), request.reason
 
 
-@require_api_token
+@guard(Scope.WRITE, action=AuditAction.SILENCE_CREATE, fleet_wide=True)
 async def create_silence(request: web.Request) -> web.Response:
     """POST /v1/silences -> 201 with the silence and its id."""
     rt = request.app[RUNTIME]
@@ -55,7 +59,7 @@ async def create_silence(request: web.Request) -> web.Response:
     )
 
 
-@require_api_token
+@guard(Scope.READ, fleet_wide=True)
 async def list_silences(request: web.Request) -> web.Response:
     """GET /v1/silences[?active=true]: every silence (expired ones too), latest end first."""
     query = parse_query(SilenceQuery, request.query)
@@ -66,7 +70,7 @@ async def list_silences(request: web.Request) -> web.Response:
     return model_response(responses.SilencePage(items=page, count=len(page)))
 
 
-@require_api_token
+@guard(Scope.WRITE, action=AuditAction.SILENCE_DELETE, fleet_wide=True)
 async def delete_silence(request: web.Request) -> web.Response:
     """DELETE /v1/silences/{id}: the silence ends now; matching workloads alert again."""
     silence_id = request.match_info["id"]

@@ -18,8 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd import flaps, liveness, registry, silences
+from statusd.access.audit import AuditAction
+from statusd.access.scopes import Scope
 from statusd.api import registering, validation
-from statusd.api.auth import require_api_token, require_api_token_or_cookie
+from statusd.api.auth import check_labels, guard, key_labels, require_labels
 from statusd.api.errors import RETRY_AFTER_S, json_response, model_response
 from statusd.api.serializers import Liveness, is_stale, transition_out, workload_json
 from statusd.api.validation import path_workload_id
@@ -127,12 +129,14 @@ async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
     return _render(rt, rows, live, marks, now, hearing)[0]
 
 
-@require_api_token
+@guard(Scope.WRITE, action=AuditAction.WORKLOAD_REGISTER)
 async def register_workload(request: web.Request) -> web.Response:
     """POST /v1/workloads -> 201 with the workload and its heartbeat_token."""
     rt = _runtime(request)
     body = await validation.read_json_object(request, rt.settings.max_body_bytes)
-    reg = await registering.read_item(rt, body)
+    reg = await registering.read_item(
+        rt, body, lambda labels: require_labels(request, str(body.get("id", "")), labels)
+    )
     [answer] = await registering.register_chunk(rt, [reg])
     if not isinstance(answer, responses.RegisteredWorkload):
         raise answer
@@ -142,25 +146,31 @@ async def register_workload(request: web.Request) -> web.Response:
     return model_response(answer, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
 
 
-@require_api_token
+@guard(Scope.WRITE, action=AuditAction.WORKLOAD_BATCH_REGISTER)
 async def register_workloads(request: web.Request) -> web.Response:
     """POST /v1/workloads:batch -> one result per item, in order (201 with the workload and its
     heartbeat_token, or the single route's error body); 503 when some could not be stored."""
     rt = _runtime(request)
     max_items = rt.settings.max_batch_items
     body = await validation.read_json_object(request, rt.settings.max_body_bytes * max_items)
-    answer = await registering.register_batch(rt, registering.batch_items(body, max_items))
+    answer = await registering.register_batch(
+        rt,
+        registering.batch_items(body, max_items),
+        lambda labels: check_labels(request, labels),
+    )
     headers = {"Retry-After": RETRY_AFTER_S} if answer.status == 503 else None
     return model_response(answer.result, answer.status, headers=headers)
 
 
-@require_api_token
+@guard(Scope.READ, workload_path=True)
 async def get_workload(request: web.Request) -> web.Response:
     """GET /v1/workloads/{id}."""
     return json_response(await load_workload(_runtime(request), path_workload_id(request)))
 
 
-async def list_page(rt: Runtime, q: WorkloadQuery) -> tuple[list[dict[str, Any]], str | None]:
+async def list_page(
+    rt: Runtime, q: WorkloadQuery, within_labels: Mapping[str, str] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page of workloads matching `q` and the cursor of the next page (None at the end).
 
     Keyset pagination on id (WHERE id > cursor ORDER BY id): stable while rows come and go, no
@@ -168,14 +178,15 @@ async def list_page(rt: Runtime, q: WorkloadQuery) -> tuple[list[dict[str, Any]]
     page, up to STALE_SCAN_PAGES full pages (`limit` rows each: one SQL query, one Redis round trip
     and one outbox query per page) are scanned before a short page is returned. When the page fills
     part-way through a scanned page, the cursor is the last row returned, so the rest is scanned
-    again next time; otherwise it is the last row scanned.
+    again next time; otherwise it is the last row scanned. `within_labels` (the caller's key's) must
+    all match too.
     """
     query = select(_W).where(_W.c.deleted_at.is_(None))
     if q.kind is not None:
         query = query.where(_W.c.kind == q.kind)
     if q.state is not None:
         query = query.where(_W.c.state == q.state)
-    for key, value in q.labels.items():
+    for key, value in [*q.labels.items(), *(within_labels or {}).items()]:
         query = query.where(_W.c.labels[key].as_string() == value)
     if q.id_prefix is not None:
         # substr, not LIKE: SQLite's LIKE ignores case, and ids are case-sensitive.
@@ -219,16 +230,16 @@ async def list_page(rt: Runtime, q: WorkloadQuery) -> tuple[list[dict[str, Any]]
     return items, encode_cursor(after) if more and after is not None else None
 
 
-@require_api_token_or_cookie  # read-only: the status page's fleet list uses it with its cookie
+@guard(Scope.READ, cookie=True)  # the status page's fleet list uses it with its cookie
 async def list_workloads(request: web.Request) -> web.Response:
     """GET /v1/workloads: filters, keyset pagination on id (opaque cursor, never OFFSET)."""
     items, next_cursor = await list_page(
-        _runtime(request), parse_query(WorkloadQuery, request.query)
+        _runtime(request), parse_query(WorkloadQuery, request.query), key_labels(request)
     )
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@require_api_token
+@guard(Scope.WRITE, action=AuditAction.WORKLOAD_DEREGISTER, workload_path=True)
 async def delete_workload(request: web.Request) -> web.Response:
     """DELETE /v1/workloads/{id}: stop tracking it; history stays."""
     rt = _runtime(request)
@@ -241,7 +252,7 @@ async def delete_workload(request: web.Request) -> web.Response:
     )
 
 
-@require_api_token
+@guard(Scope.WRITE, action=AuditAction.WORKLOAD_TRANSITION, workload_path=True)
 async def post_transition(request: web.Request) -> web.Response:
     """POST /v1/workloads/{id}/transitions: a backend-driven change, judged by the lifecycle."""
     rt = _runtime(request)
@@ -268,7 +279,7 @@ async def post_transition(request: web.Request) -> web.Response:
     )
 
 
-@require_api_token
+@guard(Scope.READ, workload_path=True)
 async def list_transitions(request: web.Request) -> web.Response:
     """GET /v1/workloads/{id}/transitions: history, oldest first (?after=<transition id>&limit=)."""
     rt = _runtime(request)

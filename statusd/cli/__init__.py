@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from statusd.cli import foundation, ingest, oncall, simulate, sync, up, worker
+from statusd.cli import access, foundation, ingest, oncall, simulate, sync, up, worker
 
 app = typer.Typer(
     name="statusd",
@@ -25,6 +25,7 @@ worker.register(app)  # worker, beat
 simulate.register(app)  # simulate
 sync.register(app)  # sync status / retry-dead / drain
 oncall.register(app)  # report stale / summary
+access.register(app)  # keys create / list / revoke, audit
 
 
 def main() -> None:

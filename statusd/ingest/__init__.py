@@ -47,7 +47,7 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
         pace = Pace(settings)
         app[INGEST] = Ingest(
             writer=writer,
-            secret=settings.secret_bytes,
+            secrets=settings.verifying_secrets,
             max_body=settings.max_body_bytes,
             max_items=settings.max_batch_items,
             pace=pace,

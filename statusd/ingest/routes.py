@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from statusd import metrics
+from statusd import metrics, tokens
 from statusd.errors import BadInput
 from statusd.hearing import Pace
 from statusd.ingest.validation import (
@@ -49,7 +49,7 @@ class Ingest:
     """What the handlers need, built once at startup (no per-request lookups)."""
 
     writer: StreamWriter
-    secret: bytes
+    secrets: tuple[bytes, ...]  # STATUSD_SECRET first (it signs renewed tokens), then the previous
     max_body: int
     max_items: int
     pace: Pace  # the 202's `next_heartbeat_s`, refreshed by the listening beat (statusd.hearing)
@@ -99,7 +99,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     try:
         body = await _read_capped(request, ingest.max_body)
-        claims = claims_from_header(request.headers.get("Authorization"), ingest.secret)
+        claims = claims_from_header(request.headers.get("Authorization"), ingest.secrets)
         heartbeat = check_heartbeat(decode_json(body), claims)
         await ingest.writer.append((heartbeat,))
     except BadInput as exc:
@@ -109,6 +109,15 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     finally:
         _LATENCY_SINGLE.observe(time.perf_counter() - started)
     metrics.HEARTBEATS_ACCEPTED.inc()
+    if heartbeat.renew is not None:
+        return _json(
+            {
+                "status": "accepted",
+                "next_heartbeat_s": ingest.pace.interval,
+                "heartbeat_token": tokens.reissue(ingest.secrets[0], heartbeat.renew),
+            },
+            202,
+        )
     return web.Response(body=ingest.pace.accepted_body, status=202, content_type="application/json")
 
 
@@ -169,9 +178,13 @@ async def post_batch(request: web.Request) -> web.Response:
     next_heartbeat_s = ingest.pace.interval
     for item in items:
         try:
-            good.append(check_batch_item(item, ingest.secret))
+            heartbeat = check_batch_item(item, ingest.secrets)
+            good.append(heartbeat)
             slots.append(len(results))
-            results.append({"status": 202, "next_heartbeat_s": next_heartbeat_s})
+            result: dict[str, object] = {"status": 202, "next_heartbeat_s": next_heartbeat_s}
+            if heartbeat.renew is not None:
+                result["heartbeat_token"] = tokens.reissue(ingest.secrets[0], heartbeat.renew)
+            results.append(result)
         except BadInput as exc:
             _REJECTED[_REASONS.get(exc.error, "invalid")].inc()
             results.append({"status": exc.status, **exc.as_json()})

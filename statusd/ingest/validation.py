@@ -41,6 +41,8 @@ class Heartbeat:
     seq: int
     detail: str | None
     generation: int
+    # The token's claims, kept when a previous secret signed them: the 202 carries a fresh token.
+    renew: TokenClaims | None = None
 
 
 def decode_json(body: bytes) -> object:
@@ -53,29 +55,31 @@ def decode_json(body: bytes) -> object:
         ) from None
 
 
-def claims_from_header(header: str | None, secret: bytes) -> TokenClaims:
+def claims_from_header(header: str | None, secrets: tuple[bytes, ...]) -> TokenClaims:
     """Claims of `Authorization: Bearer <token>`; BadInput(401) when missing or not ours."""
     if not header or not header.startswith("Bearer "):
         raise BadInput(
             "missing `Authorization: Bearer <heartbeat token>`", status=401, error="unauthorized"
         )
-    return claims_from_token(header[7:].strip(), secret)
+    return claims_from_token(header[7:].strip(), secrets)
 
 
 # A container sends the same token with every heartbeat: a token verified once is recognized by a
 # dict lookup afterwards instead of two base64 decodes and an HMAC. Only tokens that verified are
 # kept (lru_cache does not cache the InvalidToken a forged one raises), keyed by the exact string
-# and the secret; tokens never expire, so a kept one stays valid. Bounded: ~420 B per entry, token
+# and the secrets (current first); tokens never expire, so a kept one stays valid while its secret
+# is among them. The cached claims keep `signed_by_previous`, so a hit still says "renew me", and
+# dropping a previous secret changes the key, so its tokens are verified afresh (and refused). Bounded: ~420 B per entry, token
 # included, so ~14 MB when full; a fleet larger than that per process just verifies as before.
 VERIFIED_TOKENS = 32_768
 _verified = functools.lru_cache(maxsize=VERIFIED_TOKENS)(verify)
 
 
-def claims_from_token(token: object, secret: bytes) -> TokenClaims:
+def claims_from_token(token: object, secrets: tuple[bytes, ...]) -> TokenClaims:
     if not isinstance(token, str) or not token:
         raise BadInput("missing heartbeat token", field="token", status=401, error="unauthorized")
     try:
-        return _verified(secret, token)
+        return _verified(secrets, token)
     except InvalidToken as exc:
         raise BadInput(
             f"invalid heartbeat token: {exc}", status=401, error="unauthorized"
@@ -162,14 +166,15 @@ def check_heartbeat(
             status=422,
             error="invalid_value",
         )
-    return Heartbeat(workload_id, status, seq, detail, claims.generation)
+    renew = claims if claims.signed_by_previous else None
+    return Heartbeat(workload_id, status, seq, detail, claims.generation, renew)
 
 
-def check_batch_item(item: object, secret: bytes) -> Heartbeat:
+def check_batch_item(item: object, secrets: tuple[bytes, ...]) -> Heartbeat:
     """One item of a batch: its own token (401), then the same checks as a single heartbeat."""
     if type(item) is not dict:
         raise BadInput(
             "an item must be a JSON object", field="body", status=422, error="invalid_body"
         )
-    claims = claims_from_token(item.get("token"), secret)
+    claims = claims_from_token(item.get("token"), secrets)
     return check_heartbeat(item, claims, allowed=BATCH_ALLOWED)

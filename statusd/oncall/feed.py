@@ -30,6 +30,7 @@ import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.access.label_sql import ids_carrying
 from statusd.api.serializers import transition_json, transition_out
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind
@@ -148,6 +149,17 @@ def _xips(snapshot: str) -> list[str]:
 class FeedFilter:
     kind: Kind | None = None
     workload_id: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # only workloads carrying all of them
+
+    def where(self, query: Any) -> Any:
+        """`query` (over transitions) narrowed by this filter."""
+        if self.kind is not None:
+            query = query.where(_T.c.kind == self.kind)
+        if self.workload_id is not None:
+            query = query.where(_T.c.workload_id == self.workload_id)
+        if self.labels:
+            query = query.where(_T.c.workload_id.in_(ids_carrying(self.labels)))
+        return query
 
 
 def event_payload(row: Any) -> dict[str, Any]:
@@ -159,11 +171,7 @@ async def read_after(
     engine: AsyncEngine, cursor: int, upto: int, flt: FeedFilter, limit: int = PAGE
 ) -> list[dict[str, Any]]:
     """Transitions with cursor < id <= upto matching `flt`, in id order."""
-    query = select(_T).where(_T.c.id > cursor, _T.c.id <= upto)
-    if flt.kind is not None:
-        query = query.where(_T.c.kind == flt.kind)
-    if flt.workload_id is not None:
-        query = query.where(_T.c.workload_id == flt.workload_id)
+    query = flt.where(select(_T).where(_T.c.id > cursor, _T.c.id <= upto))
     async with reading(engine) as conn:
         rows = await conn.execute(query.order_by(_T.c.id).limit(limit))
         return [event_payload(r) for r in rows]
@@ -173,11 +181,7 @@ async def recent(
     engine: AsyncEngine, upto: int, limit: int, flt: FeedFilter
 ) -> list[responses.Transition]:
     """The newest `limit` transitions at or below `upto`, newest first."""
-    query = select(_T).where(_T.c.id <= upto)
-    if flt.kind is not None:
-        query = query.where(_T.c.kind == flt.kind)
-    if flt.workload_id is not None:
-        query = query.where(_T.c.workload_id == flt.workload_id)
+    query = flt.where(select(_T).where(_T.c.id <= upto))
     async with reading(engine) as conn:
         rows = await conn.execute(query.order_by(_T.c.id.desc()).limit(limit))
         return [transition_out(dict(r._mapping)) for r in rows]

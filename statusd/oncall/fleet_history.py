@@ -20,6 +20,7 @@ from enum import IntEnum
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.access.label_sql import carrying, ids_carrying
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind, State
 from statusd.models import Transition, Workload
@@ -121,7 +122,13 @@ def reconstruct(
 
 
 async def fleet_history(
-    engine: AsyncEngine, *, now: datetime, window_s: float, step_s: float, kind: Kind | None = None
+    engine: AsyncEngine,
+    *,
+    now: datetime,
+    window_s: float,
+    step_s: float,
+    kind: Kind | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> list[Sample]:
     """Counts by state over the last `window_s` seconds, one sample every `step_s`.
 
@@ -158,6 +165,11 @@ async def fleet_history(
         tq = tq.where(_T.c.kind == kind)
         quiet_q = quiet_q.where(_W.c.kind == kind)
         active_q = active_q.where(_W.c.kind == kind)
+    if labels:  # a key's labels: only the workloads carrying all of them
+        pairs = tuple(labels.items())
+        tq = tq.where(_T.c.workload_id.in_(ids_carrying(pairs)))
+        quiet_q = quiet_q.where(*carrying(pairs))
+        active_q = active_q.where(*carrying(pairs))
     async with reading(engine) as conn:
         if not is_sqlite(engine.url):
             # One snapshot for the three reads: a transition committing in between must not be

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from statusd import selfwatch
-from statusd.api.auth import require_api_token_or_cookie
+from statusd.access.scopes import Scope
+from statusd.api.auth import guard, key_labels
 from statusd.api.errors import model_response
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
@@ -26,13 +27,13 @@ from statusd.schema.bad_input import parse_query
 from statusd.schema.queries import FleetHistoryQuery
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True, workload_path=True)
 async def get_workload_story(request: web.Request) -> web.Response:
     """GET /v1/reports/workloads/{id}: workload, timeline bands, transitions, refused, polls, sync."""
     return model_response(await workload_story(request.app[RUNTIME], path_workload_id(request)))
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True)
 async def get_history(request: web.Request) -> web.Response:
     """GET /v1/reports/history: counts by state at each step of the window (newest sample: now)."""
     query = parse_query(FleetHistoryQuery, request.query)  # 400 naming the parameter
@@ -43,11 +44,12 @@ async def get_history(request: web.Request) -> web.Response:
         window_s=window,
         step_s=step,
         kind=query.kind,
+        labels=key_labels(request),
     )
     return model_response(history_out(samples, window, step))
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True)
 async def get_selfwatch(request: web.Request) -> web.Response:
     """GET /v1/reports/selfwatch: is statusd itself healthy enough to trust the page?"""
     rt = request.app[RUNTIME]

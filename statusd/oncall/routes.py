@@ -8,11 +8,13 @@ session cookie set by /login (statusd.oncall.login; HttpOnly, SameSite=Strict).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from statusd.api.auth import require_api_token_or_cookie
+from statusd.access.scopes import Scope
+from statusd.api.auth import guard, key_labels
 from statusd.api.errors import model_response
 from statusd.app_keys import RUNTIME
 from statusd.oncall import sse
@@ -30,11 +32,12 @@ from statusd.schema.queries import RecentQuery, StaleQuery
 from statusd.selfwatch import read_disruption
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True)
 async def get_stale(request: web.Request) -> web.Response:
     """GET /v1/reports/stale[?kind=&label=k:v&older_than=5m&format=json|csv]."""
     query = parse_query(StaleQuery, request.query)  # a bad filter: 400 naming the parameter
     flt = stale_filter(query)
+    flt = dataclasses.replace(flt, labels=(*flt.labels, *key_labels(request).items()))
     rt = request.app[RUNTIME]
     items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
     if query.format == "csv":
@@ -54,24 +57,24 @@ async def get_stale(request: web.Request) -> web.Response:
     return model_response(report)
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True)
 async def get_summary(request: web.Request) -> web.Response:
     """GET /v1/reports/summary: counts per kind x state, stale counts, sync backlog, stream lag."""
-    return model_response(await fleet_summary(request.app[RUNTIME]))
+    return model_response(await fleet_summary(request.app[RUNTIME], key_labels(request)))
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True)
 async def get_recent_transitions(request: web.Request) -> web.Response:
     """GET /v1/reports/transitions?limit=50: newest first; `last_id` is where /v1/events resumes."""
     query = parse_query(RecentQuery, request.query, **sse.last_event_header(request))
-    flt = sse.feed_filter(query)
+    flt = sse.feed_filter(query, key_labels(request))
     hub = request.app[sse.HUB]
     mark = await hub.mark()
     items = await recent(request.app[RUNTIME].engine, mark, query.limit, flt)
     return model_response(reports.RecentTransitions(items=items, count=len(items), last_id=mark))
 
 
-@require_api_token_or_cookie
+@guard(Scope.READ, cookie=True)
 async def get_events(request: web.Request) -> web.StreamResponse:
     """GET /v1/events: SSE of committed transitions (?kind=, ?workload_id=, Last-Event-ID)."""
     return await sse.stream_events(request)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from statusd.api.auth import key_labels
 from statusd.app_keys import RUNTIME
 from statusd.errors import StorageUnavailable
 from statusd.oncall.feed import PAGE, FeedFilter, HighWater, read_after
@@ -144,14 +145,19 @@ def last_event_header(request: web.Request) -> dict[str, str]:
     return {"last_event_id": header} if header else {}
 
 
-def feed_filter(query: StreamQuery) -> FeedFilter:
-    return FeedFilter(kind=query.kind, workload_id=query.workload_id or None)
+def feed_filter(query: StreamQuery, labels: Mapping[str, str] | None = None) -> FeedFilter:
+    """The query's filters, narrowed to the workloads carrying `labels` (the caller's key's)."""
+    return FeedFilter(
+        kind=query.kind,
+        workload_id=query.workload_id or None,
+        labels=tuple(sorted((labels or {}).items())),
+    )
 
 
 def parse_stream_request(request: web.Request) -> tuple[FeedFilter, int | None]:
     """Filters and resume point of a stream request. Raises BadInput naming the field."""
     query = parse_query(StreamQuery, request.query, **last_event_header(request))
-    return feed_filter(query), query.last_event_id
+    return feed_filter(query, key_labels(request)), query.last_event_id
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:

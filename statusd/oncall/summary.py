@@ -7,30 +7,35 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
+from statusd.access.label_sql import carrying
 from statusd.db import reading
 from statusd.ingest.streams import stream_stats
 from statusd.lifecycle import Kind, State
 from statusd.models import Workload
 from statusd.oncall.backlog import broker_queue_depths
-from statusd.oncall.reports import stale_report
+from statusd.oncall.reports import StaleFilter, stale_report
 from statusd.runtime import Runtime
 from statusd.schema import reports
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 
 
-async def state_counts(runtime: Runtime) -> dict[Kind, dict[State, int]]:
-    """{kind: {state: n}} of registered (not deleted) workloads; every kind is present."""
+async def state_counts(
+    runtime: Runtime, labels: Mapping[str, str] | None = None
+) -> dict[Kind, dict[State, int]]:
+    """{kind: {state: n}} of registered (not deleted) workloads carrying `labels`; every kind is
+    present."""
     counts: dict[Kind, dict[State, int]] = {k: {} for k in Kind}
     async with reading(runtime.engine) as conn:
         rows = await conn.execute(
             select(_W.c.kind, _W.c.state, func.count())
-            .where(_W.c.deleted_at.is_(None))
+            .where(_W.c.deleted_at.is_(None), *carrying((labels or {}).items()))
             .group_by(_W.c.kind, _W.c.state)
         )
         for kind, state, n in rows:
@@ -45,18 +50,24 @@ async def sync_backlog(runtime: Runtime) -> dict[str, Any]:
     return await outbox_stats(runtime.engine, runtime.settings)
 
 
-async def fleet_summary(runtime: Runtime) -> reports.Summary:
-    """Everything `report summary` shows (GET /v1/reports/summary answers it as it is)."""
+async def fleet_summary(
+    runtime: Runtime, labels: Mapping[str, str] | None = None
+) -> reports.Summary:
+    """Everything `report summary` shows (GET /v1/reports/summary answers it as it is).
+
+    `labels` (a key's): the workload counts are of the workloads carrying them; the sync backlog,
+    stream lag and queues are statusd's own and name no workload."""
     now = time.time()
+    flt = StaleFilter(labels=tuple((labels or {}).items()))
     stale = await stale_report(
-        runtime.settings, runtime.engine, runtime.redis, runtime.keys, now=now
+        runtime.settings, runtime.engine, runtime.redis, runtime.keys, flt, now=now
     )
     by_reason = Counter(item.reason for item in stale)
     by_kind = Counter(Kind(item.kind) for item in stale)
     stream = await stream_stats(runtime.redis, runtime.keys, runtime.settings.stream_shards)
     return reports.Summary(
         generated_at=datetime.fromtimestamp(now, UTC).isoformat(),
-        counts=await state_counts(runtime),
+        counts=await state_counts(runtime, labels),
         stale=reports.StaleCounts(
             total=len(stale), by_reason=dict(by_reason), by_kind=dict(by_kind)
         ),

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from statusd.schema.responses import Answer
+from statusd.schema.responses import RENEWED_TOKEN, Answer
 
 
 class BatchItemAccepted(Answer):
@@ -19,6 +19,7 @@ class BatchItemAccepted(Answer):
 
     status: Literal[202]
     next_heartbeat_s: float = Field(description="send the next heartbeat after this many seconds")
+    heartbeat_token: str | None = Field(default=None, description=RENEWED_TOKEN)
 
 
 class BatchItemRefused(Answer):

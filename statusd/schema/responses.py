@@ -122,6 +122,13 @@ class Readiness(Answer):
     )
 
 
+RENEWED_TOKEN = (
+    "present when the token sent was signed with a secret being rotated out "
+    "(STATUSD_SECRET_PREVIOUS): use this one from now on"
+)
+
+
 class Accepted(Answer):
     status: Literal["accepted"] = "accepted"
     next_heartbeat_s: float = Field(description="send the next heartbeat after this many seconds")
+    heartbeat_token: str | None = Field(default=None, description=RENEWED_TOKEN)

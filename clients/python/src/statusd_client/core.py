@@ -126,6 +126,10 @@ class Core:
         """One blocking attempt (the async variant runs it in a thread). Logs what it must."""
         body = heartbeat_body(self.workload_id, report, next_seq())
         outcome = send_heartbeat(self.url, self.token, body, self.timeout)
+        if isinstance(outcome, Accepted) and outcome.heartbeat_token:
+            # statusd is rotating its signing secret: the old token stops working once it is gone.
+            self.token = outcome.heartbeat_token
+            log.info("statusd_client: switched %s to a renewed heartbeat token", self.workload_id)
         self._log(outcome, report)
         return outcome
 

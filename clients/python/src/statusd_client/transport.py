@@ -39,6 +39,8 @@ class Report:
 @dataclass(frozen=True)
 class Accepted:
     next_heartbeat_s: float | None
+    # A fresh token, sent when ours was signed with a secret statusd is rotating out: use it.
+    heartbeat_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ def send_heartbeat(url: str, token: str, body: bytes, timeout: float) -> Outcome
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = _read_json(response.read(_MAX_ANSWER_BYTES))
-            return Accepted(next_heartbeat_s=_positive_float(answer.get("next_heartbeat_s")))
+            renewed = answer.get("heartbeat_token")
+            return Accepted(
+                next_heartbeat_s=_positive_float(answer.get("next_heartbeat_s")),
+                heartbeat_token=renewed if isinstance(renewed, str) and renewed else None,
+            )
     except urllib.error.HTTPError as exc:
         return _classify_error(exc)
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:

@@ -1,0 +1,1 @@
+"""Who may do what: API keys (scope and labels), the principal of a request, the audit trail."""
