@@ -75,7 +75,7 @@ async def test_results_in_order_mixed_201_409_422_and_nothing_written_for_a_refu
     assert (first["workload"]["state"], first["workload"]["kind"]) == ("PENDING", "training")
     assert second["workload"]["id"] == "a-2" and second["workload"]["status_url"] is None
     for created in (first, second):
-        claims = tokens.verify(TEST_SECRET.encode(), created["workload"]["heartbeat_token"])
+        claims = tokens.verify((TEST_SECRET.encode(),), created["workload"]["heartbeat_token"])
         assert (claims.workload_id, claims.generation) == (created["workload"]["id"], 1)
     # Exactly what was answered 201 was written; the 409s changed nothing, the 422 wrote nothing.
     assert await rows(client) == {"old": (1, True), "a-1": (1, True), "a-2": (1, True)}
@@ -100,7 +100,9 @@ async def test_a_deregistered_id_comes_back_with_the_next_generation(
         (201, 2),
         (201, 1),
     ]
-    claims = tokens.verify(TEST_SECRET.encode(), body["results"][0]["workload"]["heartbeat_token"])
+    claims = tokens.verify(
+        (TEST_SECRET.encode(),), body["results"][0]["workload"]["heartbeat_token"]
+    )
     assert claims.generation == 2
     assert await rows(client) == {"nb-1": (2, True), "nb-2": (1, True)}
 
