@@ -61,7 +61,9 @@ class Operation:
     query: type[BaseModel] | None = None
     path_params: dict[str, PathParam] = field(default_factory=dict)
     media: str = "application/json"  # of a non-model answer (text/event-stream, text/html...)
+    also_media: tuple[str, ...] = ()  # other media types the success answer may take (?format=csv)
     other: dict[int, str] = field(default_factory=dict)  # non-error, non-JSON answers (303)
+    other_media: dict[int, str] = field(default_factory=dict)  # ...and the media type of each
 
 
 _ID = {"id": PathParam.WORKLOAD_ID}
@@ -224,6 +226,7 @@ OPERATIONS: tuple[Operation, ...] = (
         reports.StaleReport,
         errors={**QUERY, **COMMON},
         query=queries.StaleQuery,
+        also_media=("text/csv",),
     ),
     Operation(
         "GET",
@@ -247,7 +250,7 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Prometheus text format",
         media="text/plain",
-        other={401: "STATUSD_METRICS_TOKEN is set and was not sent"},
+        errors={401: "STATUSD_METRICS_TOKEN is set and was not sent"},
     ),
     Operation(
         "GET",
@@ -325,6 +328,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "HTML",
         media="text/html",
         other={303: "not signed in"},
+        other_media={303: "text/plain"},
     ),
     Operation(
         "GET",
@@ -336,6 +340,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "HTML",
         media="text/html",
         other={303: "not signed in", 404: "HTML: no such workload"},
+        other_media={303: "text/plain", 404: "text/html"},
         path_params=_ID,
     ),
     Operation(
@@ -349,7 +354,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "signed in, redirect to /",
         errors={400: "the form body cannot be parsed", **UNAVAILABLE},
         form=bodies.LoginForm,
+        media="text/plain",
         other={401: "HTML form with an error"},
+        other_media={401: "text/html"},
     ),
     Operation(
         "POST",
@@ -359,6 +366,7 @@ OPERATIONS: tuple[Operation, ...] = (
         Auth.PUBLIC,
         303,
         "redirect to /",
+        media="text/plain",
     ),
     Operation(
         "GET",

@@ -22,7 +22,14 @@ from statusd import flaps, liveness, registry, silences, tokens
 from statusd.api import validation
 from statusd.api.auth import require_api_token, require_api_token_or_cookie
 from statusd.api.errors import json_response, model_response
-from statusd.api.serializers import Liveness, is_stale, transition_out, workload_json, workload_out
+from statusd.api.serializers import (
+    Liveness,
+    is_stale,
+    synced_flag,
+    transition_out,
+    workload_json,
+    workload_out,
+)
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
@@ -105,7 +112,7 @@ def _render(
                 row,
                 merged,
                 stale=stale,
-                synced=wid not in marks.unsynced,
+                synced=synced_flag(rt.settings, wid in marks.unsynced),
                 flapping=wid in marks.flapping,
                 silenced=wid in marks.silenced,
             )
@@ -166,7 +173,7 @@ async def register_workload(request: web.Request) -> web.Response:
         row,
         merged,
         stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
-        synced=True,
+        synced=synced_flag(rt.settings, False),
         silenced=reg.id in silenced,
     )
     token = tokens.issue(
