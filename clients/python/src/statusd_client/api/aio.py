@@ -57,6 +57,7 @@ class AsyncStatusdApi:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         watch_read_timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.retry = retry or RetryPolicy()
@@ -65,6 +66,7 @@ class AsyncStatusdApi:
             base_url=self.url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+            transport=transport,  # e.g. an httpx transport with a proxy, or with retries of its own
         )
         self._document: Report | None = None
 

@@ -59,6 +59,7 @@ class StatusdApi:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         watch_read_timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.retry = retry or RetryPolicy()
@@ -67,6 +68,7 @@ class StatusdApi:
             base_url=self.url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+            transport=transport,  # e.g. an httpx transport with a proxy, or with retries of its own
         )
         self._document: Report | None = None
 
