@@ -22,8 +22,8 @@ class Watcher:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        # The resume point is taken now, before the caller causes anything: nothing is missed.
-        self._stream = api.watch(after=api.recent_transitions(limit=1)["last_id"], **filters)
+        # watch() takes its resume point when called, before the caller causes anything.
+        self._stream = api.watch(**filters)
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
 
     def _run(self) -> None:

@@ -242,7 +242,9 @@ class AsyncStatusdApi:
         workload_id: str | None = None,
         after: int | None = None,
     ) -> AsyncIterator[Transition]:
-        """See StatusdApi.watch (an async iterator: `async for event in api.watch(): ...`)."""
+        """See StatusdApi.watch (an async iterator: `async for event in api.watch(): ...`).
+        Without `after`, it starts with the first transition committed after the iteration
+        starts (the resume point is read then, not when `watch()` is called)."""
         start = after if after is not None else await self._run(calls.resume_point())
         position = WatchPosition(start)
         decoder = EventDecoder()

@@ -244,16 +244,18 @@ class StatusdApi:
         after: int | None = None,
     ) -> Iterator[Transition]:
         """Committed transitions as they happen, in id order, forever (break out, or close the
-        generator, to stop).
+        iterator, to stop).
 
-        Starts after transition `after` (the `id` of the last one you handled), or from now.
-        When the stream drops (statusd restarted, a proxy cut it, a 503) it reconnects with
-        `Last-Event-ID` and resumes right after the last transition yielded: none is skipped,
-        none is yielded twice. Refusals (401, 403, a bad filter) are raised."""
+        Starts after transition `after` (the `id` of the last one you handled), or with the
+        first committed after this call. When the stream drops (statusd restarted, a proxy cut
+        it, a 503) it reconnects with `Last-Event-ID` and resumes right after the last
+        transition yielded: none is skipped, none is yielded twice. Refusals (401, 403, a bad
+        filter) are raised."""
         start = after if after is not None else self._run(calls.resume_point())
-        position = WatchPosition(start)
+        return self._follow(WatchPosition(start), calls.watch_query(kind, workload_id))
+
+    def _follow(self, position: WatchPosition, query: calls.Query) -> Iterator[Transition]:
         decoder = EventDecoder()
-        query = calls.watch_query(kind, workload_id)
         timeout = watch_timeout(self._http.timeout.connect, self.watch_read_timeout)
         route = ROUTES["watch"]
         while True:
