@@ -118,8 +118,8 @@ def _responses(op: Operation) -> dict[str, Any]:
         out[str(op.ok)] = {"description": op.answer, "content": {op.media: _text(op.media)}}
     else:
         out[str(op.ok)] = _json(_ref(op.answer), op.summary)
-    for media in op.also_media:
-        out[str(op.ok)]["content"][media] = _text(media)
+    if op.alternate_media is not None:
+        out[str(op.ok)]["content"][op.alternate_media] = _text(op.alternate_media)
     for status, description in op.errors.items():
         out[str(status)] = _json(_ref(op.error_bodies.get(status, responses.Error)), description)
     for status, description in op.other.items():

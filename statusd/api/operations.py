@@ -61,7 +61,7 @@ class Operation:
     query: type[BaseModel] | None = None
     path_params: dict[str, PathParam] = field(default_factory=dict)
     media: str = "application/json"  # of a non-model answer (text/event-stream, text/html...)
-    also_media: tuple[str, ...] = ()  # other media types the success answer may take (?format=csv)
+    alternate_media: str | None = None  # a model answer also given as text in this type (csv)
     other: dict[int, str] = field(default_factory=dict)  # non-error, non-JSON answers (303)
     other_media: dict[int, str] = field(default_factory=dict)  # ...and the media type of each
 
@@ -226,7 +226,7 @@ OPERATIONS: tuple[Operation, ...] = (
         reports.StaleReport,
         errors={**QUERY, **COMMON},
         query=queries.StaleQuery,
-        also_media=("text/csv",),
+        alternate_media="text/csv",
     ),
     Operation(
         "GET",

@@ -23,6 +23,9 @@ from statusd_client.api.errors import (
     Unavailable,
 )
 from statusd_client.api.models import (
+    ApiKey,
+    AuditEntry,
+    CreatedKey,
     Deleted,
     Registered,
     Registration,
@@ -40,8 +43,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyRegistered",
+    "ApiKey",
     "AsyncStatusdApi",
+    "AuditEntry",
     "BadInput",
+    "CreatedKey",
     "Deleted",
     "Forbidden",
     "NotFound",

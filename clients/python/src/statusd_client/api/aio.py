@@ -22,6 +22,9 @@ from statusd_client.api import calls
 from statusd_client.api.calls import Call, RetryPolicy
 from statusd_client.api.errors import StatusdApiError, Unavailable, from_answer
 from statusd_client.api.models import (
+    ApiKey,
+    AuditEntry,
+    CreatedKey,
     Deleted,
     Registered,
     Registration,
@@ -39,6 +42,7 @@ from statusd_client.api.wire import (
     USER_AGENT,
     decode,
     one_by_one,
+    partial_answer,
     transport_failure,
     watch_timeout,
 )
@@ -105,7 +109,7 @@ class AsyncStatusdApi:
         except httpx.TransportError as exc:
             raise transport_failure(call, exc) from exc
         body = decode(response.headers.get("Content-Type", ""), response.content)
-        if response.is_success:
+        if response.is_success or partial_answer(call, response.status_code, body):
             return body
         raise from_answer(response.status_code, body, response.headers)
 
@@ -284,6 +288,109 @@ class AsyncStatusdApi:
             except httpx.TransportError:
                 pass  # dropped or refused: reconnect below
             await asyncio.sleep(position.reconnect_delay(decoder.retry_ms, retry_after))
+
+    # -- keys, audit, retention (admin) -----------------------------------------------------
+
+    async def create_key(
+        self,
+        name: str,
+        scope: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        expires_in: str | None = None,
+    ) -> CreatedKey:
+        """A scoped API key (`read`, `write`, `admin`; `labels` limit it to matching workloads;
+        `expires_in` like `90d`). The key is in this answer only."""
+        return await self._run(calls.create_key(name, scope, labels, expires_in))
+
+    async def keys(self) -> builtins.list[ApiKey]:
+        """Every API key, revoked and expired ones too (never a secret)."""
+        return await self._run(calls.keys())
+
+    async def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key: refused in every statusd process within seconds."""
+        return await self._run(calls.revoke_key(key_id))
+
+    async def audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[AuditEntry]:
+        """The audit trail, oldest first, following the cursors."""
+        cursor: str | None = None
+        while True:
+            page = await self._run(
+                calls.audit_page(
+                    actor=actor,
+                    action=action,
+                    target=target,
+                    since=since,
+                    page_size=page_size,
+                    cursor=cursor,
+                )
+            )
+            for item in page.items:
+                yield item
+            if page.next is None:
+                return
+            cursor = page.next
+
+    async def prune(self, *, dry_run: bool = False) -> Report:
+        """Delete what is out of retention policy now (`dry_run`: only count it)."""
+        return await self._run(calls.prune(dry_run))
+
+    async def availability(
+        self,
+        *,
+        kinds: Iterable[str] = (),
+        labels: Mapping[str, str] | None = None,
+        ids: Iterable[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        group_by: str | None = None,
+    ) -> Report:
+        """Seconds per state group and availability per workload and group, `start` to `end`
+        (`group_by="kind"` or `"label:team"`)."""
+        result: Report = await self._run(
+            calls.availability(
+                kinds=kinds,
+                labels=labels,
+                ids=ids,
+                start=start,
+                end=end,
+                group_by=group_by,
+                fmt="json",
+            )
+        )
+        return result
+
+    async def availability_csv(
+        self,
+        *,
+        kinds: Iterable[str] = (),
+        labels: Mapping[str, str] | None = None,
+        ids: Iterable[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        group_by: str | None = None,
+    ) -> str:
+        """The availability report as CSV text (`text/csv`)."""
+        result: str = await self._run(
+            calls.availability(
+                kinds=kinds,
+                labels=labels,
+                ids=ids,
+                start=start,
+                end=end,
+                group_by=group_by,
+                fmt="csv",
+            )
+        )
+        return result
 
     # -- reports and probes ------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from urllib.parse import quote
 
 from statusd_client.api.errors import Unavailable
 from statusd_client.api.models import (
+    ApiKey,
+    AuditEntry,
+    CreatedKey,
     Deleted,
     Registered,
     Registration,
@@ -38,6 +41,9 @@ class Call(Generic[T]):
     path_params: Mapping[str, str] = field(default_factory=dict)
     query: Query = ()
     body: Any = None
+    # A 503 whose body still holds one result per item (the batch route: the items marked 503
+    # were not stored, the others were): read as an answer, not raised.
+    partial_on_503: bool = False
 
     @property
     def path(self) -> str:
@@ -255,6 +261,75 @@ def readiness() -> Call[Report]:
 
 def openapi() -> Call[Report]:
     return Call(ROUTES["openapi"], _report)
+
+
+def create_key(
+    name: str, scope: str, labels: Mapping[str, str] | None, expires_in: str | None
+) -> Call[CreatedKey]:
+    body: dict[str, Any] = {"name": name, "scope": scope}
+    if labels is not None:
+        body["labels"] = dict(labels)
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    return Call(ROUTES["create_key"], CreatedKey.from_json, body=body)
+
+
+def keys() -> Call[list[ApiKey]]:
+    return Call(ROUTES["keys"], lambda doc: [ApiKey.from_json(k) for k in doc["items"]])
+
+
+def revoke_key(key_id: str) -> Call[ApiKey]:
+    return Call(ROUTES["revoke_key"], ApiKey.from_json, {"id": key_id})
+
+
+def audit_page(
+    *,
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+    since: datetime | None,
+    page_size: int,
+    cursor: str | None,
+) -> Call[Page[AuditEntry]]:
+    def parse(doc: Any) -> Page[AuditEntry]:
+        return Page([AuditEntry.from_json(e) for e in doc["items"]], doc.get("next_cursor"))
+
+    query = _query(
+        actor=actor,
+        action=action,
+        target=target,
+        since=None if since is None else _iso(since),
+        limit=page_size,
+        cursor=cursor,
+    )
+    return Call(ROUTES["audit"], parse, query=query)
+
+
+def prune(dry_run: bool) -> Call[Report]:
+    return Call(ROUTES["prune"], _report, body={"dry_run": dry_run})
+
+
+def availability(
+    *,
+    kinds: Iterable[str],
+    labels: Mapping[str, str] | None,
+    ids: Iterable[str],
+    start: datetime | None,
+    end: datetime | None,
+    group_by: str | None,
+    fmt: str,
+) -> Call[Any]:
+    query = _query(
+        kind=list(kinds),
+        label=_labels(labels),
+        id=list(ids),
+        to=None if end is None else _iso(end),
+        group_by=group_by,
+        format=fmt,
+    )
+    if start is not None:  # `from` is a Python keyword: added by hand
+        query = (("from", _iso(start)), *query)
+    return Call(ROUTES["availability"], _report if fmt == "json" else str, query=query)
 
 
 def has_route(document: Report, route: Route) -> bool:

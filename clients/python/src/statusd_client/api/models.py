@@ -232,3 +232,78 @@ class Report:
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as listed (`keys()`): never its secret."""
+
+    id: str
+    name: str
+    scope: str  # read, write or admin
+    labels: dict[str, str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_json(cls, doc: JSON) -> ApiKey:
+        return cls(
+            id=str(doc["id"]),
+            name=str(doc["name"]),
+            scope=str(doc["scope"]),
+            labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
+            created_at=parse_time(doc["created_at"]),
+            expires_at=_time_or_none(doc.get("expires_at")),
+            revoked_at=_time_or_none(doc.get("revoked_at")),
+        )
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """`create_key()`: the key itself is in this answer only (statusd keeps a digest)."""
+
+    id: str
+    key: str
+    name: str
+    scope: str
+    labels: dict[str, str]
+    expires_at: datetime | None
+
+    @classmethod
+    def from_json(cls, doc: JSON) -> CreatedKey:
+        return cls(
+            id=str(doc["id"]),
+            key=str(doc["key"]),
+            name=str(doc["name"]),
+            scope=str(doc["scope"]),
+            labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
+            expires_at=_time_or_none(doc.get("expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One mutating call (or sign-in attempt) in the audit trail."""
+
+    id: int
+    at: datetime
+    actor_id: str
+    actor_name: str
+    action: str
+    target: str | None
+    outcome: int  # the HTTP status answered
+    client_address: str | None
+
+    @classmethod
+    def from_json(cls, doc: JSON) -> AuditEntry:
+        return cls(
+            id=int(doc["id"]),
+            at=parse_time(doc["at"]),
+            actor_id=str(doc["actor_id"]),
+            actor_name=str(doc["actor_name"]),
+            action=str(doc["action"]),
+            target=doc.get("target"),
+            outcome=int(doc["outcome"]),
+            client_address=doc.get("client_address"),
+        )

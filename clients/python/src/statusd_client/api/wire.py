@@ -26,6 +26,11 @@ def decode(content_type: str, content: bytes) -> Any:
     return content.decode("utf-8", errors="replace")
 
 
+def partial_answer(call: Call[Any], status: int, body: Any) -> bool:
+    """A 503 that still answers item by item (Call.partial_on_503)."""
+    return call.partial_on_503 and status == 503 and isinstance(body, dict) and "results" in body
+
+
 def transport_failure(call: Call[Any], exc: httpx.TransportError) -> Unavailable:
     """No answer: statusd refused the connection, or it dropped, or it timed out."""
     return Unavailable(
