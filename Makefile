@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	    else echo "python3 -m venv failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)" >&2; exit 1; fi; \
 	  fi; \
 	fi
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./clients/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e './clients/python[api]'
 	@touch $@
 
 run: $(VENV)/.installed

@@ -25,6 +25,10 @@ FLEET = [
 ]
 
 
+# A main API nobody answers on: configured, so `synced` is a boolean; never drained here.
+UNDRAINED_MAIN_API = "http://127.0.0.1:9"
+
+
 @pytest.fixture
 async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[TestClient[Any, Any]]:
     async with api_client(make_settings()) as c:
@@ -114,16 +118,36 @@ async def test_liveness_from_redis_is_merged_and_drives_stale(
     assert fresh_ids == sorted(w for w, _, _ in FLEET if w != "b-nb-1")
 
 
-async def test_synced_is_false_while_a_main_outbox_row_waits(client: TestClient[Any, Any]) -> None:
-    assert (await (await client.get("/v1/workloads/c-dep-1")).json())["synced"] is True
+async def test_synced_is_false_while_a_main_outbox_row_waits(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # A main API is configured (nothing drains here: no worker runs), so rows wait for it.
+    async with api_client(make_settings(main_api_url=UNDRAINED_MAIN_API)) as client:
+        for wid in ("c-dep-1", "c-dep-2"):
+            created = await client.post("/v1/workloads", json={"id": wid, "kind": "deployment"})
+            assert created.status == 201 and (await created.json())["synced"] is True
+        assert (await (await client.get("/v1/workloads/c-dep-1")).json())["synced"] is True
+        moved = await client.post("/v1/workloads/c-dep-1/transitions", json={"to": "DEPLOYING"})
+        assert moved.status == 200
+        assert (await (await client.get("/v1/workloads/c-dep-1")).json())["synced"] is False
+        listed = {
+            i["id"]: i["synced"]
+            for i in (await (await client.get("/v1/workloads")).json())["items"]
+        }
+        assert listed["c-dep-1"] is False and listed["c-dep-2"] is True
+
+
+async def test_synced_is_null_without_a_main_api(client: TestClient[Any, Any]) -> None:
+    """No STATUSD_MAIN_API_URL: nothing is synced and nothing is behind, so `synced` is null
+    (not a `false` that would stay false forever)."""
     assert (
         await client.post("/v1/workloads/c-dep-1/transitions", json={"to": "DEPLOYING"})
     ).status == 200
-    assert (await (await client.get("/v1/workloads/c-dep-1")).json())["synced"] is False
-    listed = {
-        i["id"]: i["synced"] for i in (await (await client.get("/v1/workloads")).json())["items"]
-    }
-    assert listed["c-dep-1"] is False and listed["c-dep-2"] is True
+    assert (await (await client.get("/v1/workloads/c-dep-1")).json())["synced"] is None
+    listed = (await (await client.get("/v1/workloads")).json())["items"]
+    assert listed and all(item["synced"] is None for item in listed)
+    story = await (await client.get("/v1/reports/workloads/c-dep-1")).json()
+    assert story["workload"]["synced"] is None and story["sync"]["synced"] is None
 
 
 async def test_deleted_workloads_leave_the_list(client: TestClient[Any, Any]) -> None:

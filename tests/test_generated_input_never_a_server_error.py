@@ -1,10 +1,14 @@
-"""Every route of GET /v1/openapi.json, driven with generated input by schemathesis: never a 5xx.
+"""Every route of GET /v1/openapi.json, driven with generated input by schemathesis: never a 5xx,
+and never a content type the document does not declare for that status.
 
 A real `statusd serve` on loopback, on each database. The routes come from the served document
 (not a hand-kept list), so a route added later is driven too; an empty document fails. For each
 operation: schema-conforming cases (positive) and schema-violating ones (negative), with the API
 token, plus a pass with `{id}` fixed to a registered workload so the deeper paths run. Afterwards
 the server's log must not hold one `api.unhandled` (an unexpected exception answered 500).
+Every answer with a body is checked twice for its content type: by schemathesis's own
+`content_type_conformance`, and strictly (a documented status whose answer has a body must
+declare that body's media type, and an answer's status must be documented).
 The number of requests sent is printed and written to artifacts/generated-input-<db>.json.
 """
 
@@ -23,6 +27,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import content_type_conformance
 
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, settings_env
@@ -39,12 +44,34 @@ class Tally:
     sent: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     server_errors: list[str] = field(default_factory=list)
+    undocumented: list[str] = field(default_factory=list)
 
-    def record(self, line: str, status: int) -> None:
+    def record(self, line: str, status: int, undocumented: str | None) -> None:
         self.sent += 1
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if status >= 500:
             self.server_errors.append(line)
+        if undocumented is not None:
+            self.undocumented.append(f"{line}: {undocumented}")
+
+
+def undocumented_answer(operation: Any, case: Any, response: Any) -> str | None:
+    """What the document does not declare about this answer (None: all of it is declared)."""
+    try:
+        case.validate_response(response, checks=[content_type_conformance])
+    except BaseExceptionGroup as exc:  # schemathesis's FailureGroup: its text names each failure
+        return f"schemathesis: {exc}"
+    status = str(response.status_code)
+    documented = operation.definition.raw.get("responses", {}).get(status)
+    if documented is None:
+        return f"status {status} is not documented"
+    media = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if not media or not response.content:
+        return None
+    declared = set(documented.get("content", {}))
+    if media in declared:
+        return None
+    return f"{status} answered {media}, declared {sorted(declared) or 'no content'}"
 
 
 @pytest.fixture
@@ -91,6 +118,7 @@ def drive(operation: Any, base: str, tally: Tally, **fixed: Any) -> None:
             tally.record(
                 f"{case.as_curl_command(headers=AUTH)} -> {response.status_code}",
                 response.status_code,
+                undocumented_answer(operation, case, response),
             )
 
         try:
@@ -118,11 +146,13 @@ def test_generated_input_never_gets_a_server_error(
         "requests": tally.sent,
         "by_status": dict(sorted(tally.by_status.items())),
         "server_errors": len(tally.server_errors),
+        "undocumented_content_types": len(tally.undocumented),
     }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"generated-input-{backend}.json").write_text(json.dumps(summary, indent=2))
     print(f"\ngenerated input, {backend}: {json.dumps(summary)}")
     assert tally.sent >= len(operations) * EXAMPLES, summary
     assert not tally.server_errors, "\n".join(tally.server_errors[:20])
+    assert not tally.undocumented, "\n".join(tally.undocumented[:20])
     log = server_log.read_text(errors="replace")
     assert "api.unhandled" not in log and "Traceback" not in log, log[-4000:]

@@ -53,7 +53,11 @@ def test_statusd_keeps_its_import_contracts() -> None:
 
 def test_every_module_is_placed_in_a_layer() -> None:
     placed = layer_modules()
-    packages = {"statusd", "statusd.celery", "statusd.access"}  # parents of layers, no code of their own
+    packages = {
+        "statusd",
+        "statusd.celery",
+        "statusd.access",
+    }  # parents of layers, no code of their own
     for path in sorted((ROOT / "statusd").rglob("*.py")):
         parts = ["statusd", *path.relative_to(ROOT / "statusd").with_suffix("").parts]
         if parts[-1] == "__init__":

@@ -5,7 +5,7 @@ list's id-prefix search, the banners' self-watch signals, and the HTML pages' 40
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -31,8 +31,9 @@ ANONYMOUS = {"Authorization": ""}
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
-    async with api_client(settings) as c:
+async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[TestClient[Any, Any]]:
+    # A main API is configured (never answering, nothing drains here): `synced` is a boolean.
+    async with api_client(make_settings(main_api_url="http://127.0.0.1:9")) as c:
         yield c
 
 

@@ -112,14 +112,19 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _text(media: str) -> dict[str, Any]:
+    """A non-model body: a JSON document of its own (this one), else text of that media type."""
+    return {"schema": {"type": "object" if media == "application/json" else "string"}}
+
+
 def _responses(op: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(op.answer, str):
-        out[str(op.ok)] = {"description": op.answer}
-        if op.media != "application/json":
-            out[str(op.ok)]["content"] = {op.media: {"schema": {"type": "string"}}}
+        out[str(op.ok)] = {"description": op.answer, "content": {op.media: _text(op.media)}}
     else:
         out[str(op.ok)] = _json(_ref(op.answer), op.summary)
+    if op.alternate_media is not None:
+        out[str(op.ok)]["content"][op.alternate_media] = _text(op.alternate_media)
     errors = dict(op.errors)
     if op.needed_scope is not None:
         errors[403] = (
@@ -130,6 +135,8 @@ def _responses(op: Operation) -> dict[str, Any]:
         out[str(status)] = _json(_ref(op.error_bodies.get(status, responses.Error)), description)
     for status, description in op.other.items():
         out[str(status)] = {"description": description}
+        if status in op.other_media:
+            out[str(status)]["content"] = {op.other_media[status]: _text(op.other_media[status])}
     return out
 
 

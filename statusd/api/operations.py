@@ -71,8 +71,10 @@ class Operation:
     query: type[BaseModel] | None = None
     path_params: dict[str, PathParam] = field(default_factory=dict)
     media: str = "application/json"  # of a non-model answer (text/event-stream, text/html...)
+    alternate_media: str | None = None  # a model answer also given as text in this type (csv)
     other: dict[int, str] = field(default_factory=dict)  # non-error, non-JSON answers (303)
     scope: Scope | None = None  # API-key routes: the scope needed (None: GET read, else write)
+    other_media: dict[int, str] = field(default_factory=dict)  # ...and the media type of each
 
     @property
     def needed_scope(self) -> Scope | None:
@@ -311,6 +313,7 @@ OPERATIONS: tuple[Operation, ...] = (
         reports.StaleReport,
         errors={**QUERY, **COMMON},
         query=queries.StaleQuery,
+        alternate_media="text/csv",
     ),
     Operation(
         "GET",
@@ -334,7 +337,7 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Prometheus text format",
         media="text/plain",
-        other={401: "STATUSD_METRICS_TOKEN is set and was not sent"},
+        errors={401: "STATUSD_METRICS_TOKEN is set and was not sent"},
     ),
     Operation(
         "GET",
@@ -412,6 +415,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "HTML",
         media="text/html",
         other={303: "not signed in"},
+        other_media={303: "text/plain"},
     ),
     Operation(
         "GET",
@@ -423,6 +427,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "HTML",
         media="text/html",
         other={303: "not signed in", 404: "HTML: no such workload"},
+        other_media={303: "text/plain", 404: "text/html"},
         path_params=_ID,
     ),
     Operation(
@@ -436,7 +441,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "signed in, redirect to /",
         errors={400: "the form body cannot be parsed", **UNAVAILABLE},
         form=bodies.LoginForm,
+        media="text/plain",
         other={401: "HTML form with an error"},
+        other_media={401: "text/html"},
     ),
     Operation(
         "POST",
@@ -446,6 +453,7 @@ OPERATIONS: tuple[Operation, ...] = (
         Auth.PUBLIC,
         303,
         "redirect to /",
+        media="text/plain",
     ),
     Operation(
         "GET",

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from statusd import liveness, registry, silences, tokens
 from statusd.api.errors import error_body
-from statusd.api.serializers import Liveness, is_stale, workload_out
+from statusd.api.serializers import Liveness, is_stale, synced_flag, workload_out
 from statusd.db import each_statement, transaction
 from statusd.errors import BadInput, RedisUnavailable, StatusdError, StorageUnavailable
 from statusd.lifecycle import Kind, State
@@ -93,7 +93,7 @@ def _registered(
         row,
         merged,
         stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
-        synced=True,
+        synced=synced_flag(rt.settings, False),
         silenced=silences.silenced(active, row["id"], row["kind"], row["labels"]),
     )
     token = tokens.issue(

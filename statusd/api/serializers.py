@@ -61,12 +61,20 @@ def is_stale(
     return reason is not None
 
 
+def synced_flag(settings: Settings, waiting: bool) -> bool | None:
+    """The API's `synced`: None when no main API is configured (nothing is synced, and nothing
+    is behind either: rows are kept until one is), else whether no transition waits for it."""
+    if settings.main_api_url is None:
+        return None
+    return not waiting
+
+
 def workload_out(
     row: Mapping[str, Any],
     liveness: Liveness,
     *,
     stale: bool,
-    synced: bool,
+    synced: bool | None,
     flapping: bool = False,
     silenced: bool = False,
 ) -> responses.Workload:
@@ -94,7 +102,7 @@ def workload_json(
     liveness: Liveness,
     *,
     stale: bool,
-    synced: bool,
+    synced: bool | None,
     flapping: bool = False,
     silenced: bool = False,
 ) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def _render(
                 row,
                 merged,
                 stale=stale,
-                synced=wid not in marks.unsynced,
+                synced=synced_flag(rt.settings, wid in marks.unsynced),
                 flapping=wid in marks.flapping,
                 silenced=wid in marks.silenced,
             )

@@ -43,7 +43,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from statusd.ingest.apply_batch import BatchApplier
-from statusd.ingest.balancing import Balancer
+from statusd.ingest.balancing import Balancer, StartupRound
 from statusd.ingest.consumer_context import ConsumerContext, Member
 from statusd.ingest.housekeeping import trim_stream
 from statusd.ingest.settle import Settler
@@ -74,9 +74,12 @@ class ConsumerSet:
 
     def start(self) -> None:
         """Start each consumer's steering loop and the housekeeper on the running loop."""
+        startup = StartupRound(len(self._members), self.shards)
         for member in self._members:
             self._tasks.append(
-                asyncio.create_task(self._balancer.steer(member), name=f"steer-{member.name}")
+                asyncio.create_task(
+                    self._balancer.steer(member, startup), name=f"steer-{member.name}"
+                )
             )
         self._tasks.append(asyncio.create_task(self._housekeep(), name="housekeeper"))
         log.info(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd.api.serializers import Liveness, iso, transition_out, workload_out
+from statusd.api.serializers import Liveness, iso, synced_flag, transition_out, workload_out
 from statusd.api.workloads import load_workload
 from statusd.db import reading
 from statusd.errors import UnknownWorkload
@@ -173,7 +173,9 @@ async def _workload(rt: Runtime, workload_id: str) -> tuple[responses.Workload, 
         row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).first()
         if row is None:
             raise UnknownWorkload(f"workload {workload_id!r} was never registered")
-        synced = workload_id not in await unsynced_workloads(conn, [workload_id])
+        synced = synced_flag(
+            rt.settings, workload_id in await unsynced_workloads(conn, [workload_id])
+        )
     fields = dict(row._mapping)
     liveness = Liveness.merge(fields, None, None)
     return workload_out(fields, liveness, stale=False, synced=synced), fields["deleted_at"]

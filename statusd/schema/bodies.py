@@ -17,7 +17,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from statusd.lifecycle import Kind, State
-from statusd.schema.rules import MAX_DETAIL_BYTES, MAX_INT64, MAX_REASON, MAX_STATUS_URL
+from statusd.schema.rules import (
+    MAX_DETAIL_BYTES,
+    MAX_INT64,
+    MAX_REASON,
+    MAX_STATUS_URL,
+    STATUS_URL_PATTERN,
+    STATUS_URL_RE,
+)
 from statusd.schema.types import AwareTime, LabelPair, Labels, WorkloadId, split_label
 
 
@@ -32,9 +39,23 @@ class RegisterRequest(Body):
     kind: Kind
     status_url: Annotated[str, Field(max_length=MAX_STATUS_URL)] | None = Field(
         default=None,
-        description="http(s) URL inside STATUSD_POLL_ALLOW_NETS (checked after DNS)",
+        description="http(s) URL inside STATUSD_POLL_ALLOW_NETS (checked after DNS); no "
+        "control characters",
+        json_schema_extra={"pattern": STATUS_URL_PATTERN},
     )
     labels: Labels | None = None
+
+    @field_validator("status_url")
+    @classmethod
+    def _no_control_characters(cls, url: str | None) -> str | None:
+        if url is not None and not STATUS_URL_RE.fullmatch(url):
+            bad = next(c for c in url if not STATUS_URL_RE.fullmatch(c))
+            raise PydanticCustomError(
+                "invalid_value",
+                "status_url must not contain control characters (found U+{code:04X})",
+                {"code": ord(bad)},
+            )
+        return url
 
 
 class RegisterBatch(Body):

@@ -37,7 +37,10 @@ class Workload(Answer):
         description="no sign of life within STATUSD_HEARTBEAT_TTL (never seen: older than "
         "STATUSD_START_TIMEOUT); always in UNREACHABLE/LOST; final states never"
     )
-    synced: bool = Field(description="no transition waiting to reach the main DB")
+    synced: bool | None = Field(
+        description="no transition waiting to reach the main DB; null when no main API is "
+        "configured (STATUSD_MAIN_API_URL unset)"
+    )
     generation: int = Field(description="bumped on each re-registration of the id")
     flapping: bool = Field(
         default=False,

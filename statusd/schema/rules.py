@@ -23,6 +23,10 @@ MAX_LABEL_VALUE = 500
 
 MAX_REASON = 1000  # transition and silence reasons
 MAX_STATUS_URL = 2048
+# No control characters (C0, DEL, C1) in a status_url: CR/LF would split the poll's request line
+# (header injection), and nothing legitimate needs them; refused at registration, never stored.
+STATUS_URL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+STATUS_URL_RE = re.compile(STATUS_URL_PATTERN)
 MAX_SILENCE_ID = 36  # a uuid4 in text
 
 # BIGINT: seq, transition ids and every integer that reaches SQL (SQLite raises beyond it).

@@ -65,7 +65,10 @@ class SyncProblem(Answer):
 
 
 class StorySync(Answer):
-    synced: bool = Field(description="no transition waiting to reach the main DB")
+    synced: bool | None = Field(
+        description="no transition waiting to reach the main DB; null when no main API is "
+        "configured (STATUSD_MAIN_API_URL unset)"
+    )
     targets: dict[OutboxTarget, TargetSync]
     last_error: SyncProblem | None
 

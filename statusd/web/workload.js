@@ -109,7 +109,7 @@
     const sync = s.sync;
     const main = sync.targets.main || { pending: 0, synced: 0, dead: 0, last_synced_at: null };
     const alert = sync.targets.alert;
-    const pairs = [["synced", sync.synced ? "yes: the main DB holds the newest transition" : "no: the main DB is behind"],
+    const pairs = [["synced", sync.synced === null ? "n/a: no main API configured" : sync.synced ? "yes: the main DB holds the newest transition" : "no: the main DB is behind"],
       ["main: pending", main.pending], ["main: dead", main.dead], ["main: synced rows", main.synced],
       ["main: last synced", shortTime(main.last_synced_at)]];
     if (alert) pairs.push(["alerts: pending / dead / sent", `${alert.pending} / ${alert.dead} / ${alert.synced}`]);
