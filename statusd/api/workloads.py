@@ -23,7 +23,7 @@ from statusd.access.scopes import Scope
 from statusd.api import registering, validation
 from statusd.api.auth import check_labels, guard, key_labels, require_labels
 from statusd.api.errors import RETRY_AFTER_S, json_response, model_response
-from statusd.api.serializers import Liveness, is_stale, transition_out, workload_json
+from statusd.api.serializers import Liveness, is_stale, synced_flag, transition_out, workload_json
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
