@@ -58,6 +58,7 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "state_cache",
                 "liveness",
                 "hearing",
+                "staleness",
                 "alerting",
                 "flaps",
                 "silences",

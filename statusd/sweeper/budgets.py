@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from statusd import staleness
 from statusd.settings import Settings
 from statusd.sweeper.leases import HOLD_FRACTION
 
@@ -62,7 +63,5 @@ def budgets(settings: Settings) -> Budgets:
 
 
 def unreachable_repoll_s(settings: Settings) -> float:
-    """How often a workload already UNREACHABLE is polled: a tenth of STATUSD_LOST_AFTER (at most
-    a minute, at least one sweep interval). It still recovers at once on a heartbeat; a poll only
-    matters for recovery without heartbeats, and the LOST deadline caps each wait."""
-    return max(settings.sweep_interval, min(60.0, settings.lost_after / 10))
+    """How often a workload already UNREACHABLE is polled (statusd.staleness owns the rule)."""
+    return staleness.unreachable_repoll_s(settings)

@@ -36,6 +36,7 @@ from statusd.lifecycle import FINAL_STATES
 from statusd.models import OutboxEntry, OutboxTarget, Workload, utcnow
 from statusd.runtime import Runtime
 from statusd.selfwatch import Disruption, read_disruption, write_disruption
+from statusd.staleness import fleet_suspect
 from statusd.sync import kick
 
 log = structlog.get_logger("statusd.sweeper")
@@ -56,11 +57,6 @@ class Flip:
 
     event: AlertEvent
     disruption: Disruption
-
-
-def suspect(stale: int, tracked: int, *, fraction: float, minimum: int) -> bool:
-    """The rule: more than `fraction` of the tracked workloads stale, and at least `minimum`."""
-    return tracked > 0 and stale >= minimum and stale > fraction * tracked
 
 
 async def tracked_workloads(engine: AsyncEngine) -> int:
@@ -152,7 +148,7 @@ async def judge(rt: Runtime, stale: int) -> Flip | None:
     """Judge this sweep's `stale` count against the tracked fleet; record it; alert on a flip."""
     settings = rt.settings
     tracked = await tracked_workloads(rt.engine)
-    active = suspect(
+    active = fleet_suspect(
         stale, tracked, fraction=settings.disruption_fraction, minimum=settings.disruption_min
     )
     flip = await record(rt.redis, rt.keys, active, stale, tracked)
