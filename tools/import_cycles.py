@@ -64,6 +64,7 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "silences",
                 "registry",
                 "transition_types",
+                "outbox_writer",
                 "transition_sql",
                 "transition_outbox",
                 "transitions",
