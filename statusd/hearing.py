@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from statusd.keys import Keys
 from statusd.liveness import tracked
+from statusd.redis_runtime import Script
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.hearing")
@@ -121,7 +122,7 @@ class ListeningBeat:
         self._keys = keys
         self._pace = pace
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._script = redis.register_script(BEAT_SCRIPT)
+        self._script = Script(redis, BEAT_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         # Checked by the loop too: a cancel that lands inside a redis-py call can come out as a
         # timeout error (caught and logged below), and the loop must still end.

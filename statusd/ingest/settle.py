@@ -11,8 +11,9 @@ from redis.exceptions import RedisError
 
 from statusd.ingest import dead_letters
 from statusd.ingest.batch_plan import Batch
-from statusd.ingest.consumer_context import BACKOFF_CAP_S, BACKOFF_START_S, ConsumerContext, Shard
+from statusd.ingest.consumer_context import ConsumerContext, Shard
 from statusd.ingest.outcomes import ConsumeOutcome
+from statusd.ingest.retrying import while_holding
 from statusd.liveness import Registrations
 
 log = structlog.get_logger("statusd.consumer")
@@ -54,31 +55,32 @@ class Settler:
     async def _ack(
         self, shard: Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
     ) -> None:
+        if not (ack or newest):
+            return
+        # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving up is
+        # too (the entries stay pending and the next holder takes them over).
+        retrying = while_holding(self.ctx, shard, "consumer.ack_failed", (RedisError, OSError))
+        try:
+            await retrying(self._ack_once, shard, ack, newest, generations)
+        except (RedisError, OSError):
+            return
+
+    async def _ack_once(
+        self, shard: Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
+    ) -> None:
         ctx = self.ctx
-        backoff = BACKOFF_START_S
-        while ack or newest:
-            try:
-                async with ctx.redis.pipeline(transaction=False) as pipe:
-                    if ack:
-                        pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
-                    # One script call per workload shard (= this shard, unless
-                    # STATUSD_STREAM_SHARDS changed while entries were queued): one slot each.
-                    await self._registrations.raise_seqs(newest, client=pipe)
-                    # Skipped reports never reach the DB: the cache keeps their seq instead.
-                    await ctx.runtime.cache.bump_seqs(
-                        {w: (generations[w], seq) for w, seq in newest.items() if w in generations},
-                        client=pipe,
-                    )
-                    await pipe.execute()
-                return
-            except (RedisError, OSError) as exc:
-                # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving
-                # up is too (the entries stay pending and the next holder takes them over).
-                if ctx.stopping.is_set() or not shard.lease.valid():
-                    return
-                log.warning("consumer.ack_failed", error=str(exc), retry_in=backoff)
-                await ctx.pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            if ack:
+                pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
+            # One script call per workload shard (= this shard, unless STATUSD_STREAM_SHARDS
+            # changed while entries were queued): one slot each.
+            await self._registrations.raise_seqs(newest, client=pipe)
+            # Skipped reports never reach the DB: the cache keeps their seq instead.
+            await ctx.runtime.cache.bump_seqs(
+                {w: (generations[w], seq) for w, seq in newest.items() if w in generations},
+                client=pipe,
+            )
+            await pipe.execute()
 
     async def _bury(
         self,
