@@ -230,12 +230,13 @@ async def baseline(database_url: str, ids: list[str]) -> float:
                             row["state"],
                         )
                         await conn.execute(
-                            "INSERT INTO outbox (transition_id, workload_id, target, destination,"
-                            " payload, status, attempts, next_attempt_at, created_at) VALUES"
-                            " ($1, $2, 'main', '', $3, 'pending', 0, now(), now())",
+                            "INSERT INTO outbox (event_key, transition_id, workload_id, target,"
+                            " destination, payload, status, attempts, next_attempt_at, created_at)"
+                            " VALUES ($4, $1, $2, 'main', '', $3, 'pending', 0, now(), now())",
                             tid,
                             wid,
                             '{"state": "SUCCEEDED", "previous": "RUNNING"}',
+                            f"transition:{tid}",
                         )
 
         start = time.monotonic()

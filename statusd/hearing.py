@@ -3,14 +3,14 @@
 Silence only proves something over time during which ingest was accepting. Each ingest (`serve`)
 process beats into `keys.ingest_listening` about every second; the same script keeps
 `keys.ingest_listening_since`, the start of the current unbroken listening spell (a gap of more
-than LISTEN_GAP_S without any process's beat starts a new one). Until STATUSD_STARTUP_GRACE
-(default: the heartbeat TTL) of listening has passed, nothing is stale by silence
-(statusd.liveness.staleness's `deaf_until`), and a failed poll does not count toward UNREACHABLE.
+than LISTEN_GAP_S without any process's beat starts a new one). What that record means for
+staleness (deaf until STATUSD_STARTUP_GRACE of listening has passed, silence counted up to the last
+beat) is statusd.staleness's to say.
 
 Server pacing (Nomad's rate-scaled heartbeat TTL): a workload is told to send its next heartbeat
 after max(TTL / 3, tracked / STATUSD_MAX_HEARTBEATS_PER_S) seconds, so the fleet's aggregate rate
-stays under the cap; the silence allowed is that interval plus the grace the default interval has
-(two thirds of the TTL), so nobody is stale for obeying. `tracked` is the size of the liveness sets
+stays under the cap (statusd.staleness.silence_allowed adds grace to it, so nobody is stale for
+obeying). `tracked` is the size of the liveness sets
 (last_seen + pending_since), read by the beat once a second, never per request.
 """
 
@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from statusd.keys import Keys
 from statusd.liveness import tracked
+from statusd.redis_runtime import Script
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.hearing")
@@ -71,12 +72,6 @@ def paced_interval(tracked: int, settings: Settings) -> float:
     return round(math.ceil(round(interval / PACE_STEP_S, 6)) * PACE_STEP_S, 3)
 
 
-def silence_ttl(tracked: int, settings: Settings) -> float:
-    """Silence allowed before a seen workload is stale: the told interval plus 2/3 of the TTL
-    (equal to STATUSD_HEARTBEAT_TTL while the fleet is small enough not to be paced)."""
-    return paced_interval(tracked, settings) + settings.heartbeat_ttl * 2 / 3
-
-
 @dataclass(frozen=True, slots=True)
 class Hearing:
     """Ingest's listening record and the fleet size, as read from Redis at one moment."""
@@ -84,23 +79,6 @@ class Hearing:
     last_beat: float | None  # newest beat of any ingest process; None: no ingest ever beat here
     listening_since: float  # start of the current unbroken listening spell
     tracked: int  # workloads in the liveness sets
-
-    def deaf_until(self, settings: Settings, now: float) -> float | None:
-        """Until when silence proves nothing (None: never deaf). While no ingest is listening,
-        that is forever; then STATUSD_STARTUP_GRACE after listening resumed."""
-        if self.last_beat is None:
-            return None  # no ingest ever ran against this Redis (a sweeper-only setup)
-        if now - self.last_beat > LISTEN_GAP_S:
-            return math.inf
-        return self.listening_since + settings.effective_startup_grace
-
-    @property
-    def heard_until(self) -> float | None:
-        """The last moment ingest is known to have listened (None: no ingest ever beat here)."""
-        return None if self.last_beat is None else self.last_beat + LISTEN_BEAT_S
-
-    def silence_ttl(self, settings: Settings) -> float:
-        return silence_ttl(self.tracked, settings)
 
 
 async def read_hearing(redis: Redis, keys: Keys) -> Hearing:
@@ -144,7 +122,7 @@ class ListeningBeat:
         self._keys = keys
         self._pace = pace
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._script = redis.register_script(BEAT_SCRIPT)
+        self._script = Script(redis, BEAT_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         # Checked by the loop too: a cancel that lands inside a redis-py call can come out as a
         # timeout error (caught and logged below), and the loop must still end.

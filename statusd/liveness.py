@@ -1,74 +1,21 @@
 """Liveness bookkeeping in Redis (no SQL on the hot path): who was seen when, who is still PENDING.
 
 Ingest records `last_seen` in the same script call as its XADDs; polls record it here; the sweeper
-reads both sorted sets to find stale workloads without scanning the SQL table.
+reads both sorted sets to find stale workloads without scanning the SQL table (what counts as
+stale, and the bounds of those reads, is statusd.staleness's rule).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from statusd.keys import Keys
-from statusd.lifecycle import FINAL_STATES, State
 from statusd.redis_runtime import Script
-
-
-class StaleReason(StrEnum):
-    LOST = "lost"
-    UNREACHABLE = "unreachable"
-    STALE = "stale"  # no sign of life within STATUSD_HEARTBEAT_TTL
-    NEVER_SEEN = "never_seen"  # PENDING past STATUSD_START_TIMEOUT without any sign of life
-
-
-def silence_counts(now: float, deaf_until: float | None) -> bool:
-    """Whether silence (no heartbeat, a failed poll) can mean anything now: not while we could not
-    have heard it (statusd.hearing.Hearing.deaf_until)."""
-    return deaf_until is None or now >= deaf_until
-
-
-def staleness(
-    state: State,
-    last_seen: float | None,
-    registered_at: float,
-    *,
-    heartbeat_ttl: float,
-    start_timeout: float,
-    now: float,
-    deaf_until: float | None = None,
-    heard_until: float | None = None,
-) -> StaleReason | None:
-    """Why a workload needs attention, or None. The one rule the API (`stale`), the stale report
-    and the sweeper (its Redis queries and whether a failed poll counts) share; times are unix
-    seconds.
-
-    Final states expect no heartbeats. UNREACHABLE and LOST are no contact by definition. A seen
-    workload is stale when its last sign of life is older than the TTL; one never seen counts
-    from its registration against the start timeout (starting takes longer than a heartbeat).
-    `heartbeat_ttl` is the silence allowed now (statusd.hearing.Hearing.silence_ttl: at least
-    the paced interval the workloads were told plus grace). Until `deaf_until` (ingest was down,
-    or statusd just started: statusd.hearing) silence proves nothing: we could not have heard.
-    Silence is counted up to `heard_until` at most (the last moment ingest was known to listen),
-    so the first seconds of an ingest outage, before it is noticed, count for nothing either.
-    """
-    if state in FINAL_STATES:
-        return None
-    if state is State.LOST:
-        return StaleReason.LOST
-    if state is State.UNREACHABLE:
-        return StaleReason.UNREACHABLE
-    if not silence_counts(now, deaf_until):
-        return None
-    until = now if heard_until is None else min(now, heard_until)
-    if last_seen is not None:
-        return StaleReason.STALE if until - last_seen > heartbeat_ttl else None
-    return StaleReason.NEVER_SEEN if until - registered_at > start_timeout else None
-
 
 # The registration buckets (keys.registration): workload id -> "<generation>|<newest seq>", one
 # field for both, so a tracked workload costs one listpack entry, not two (docs/benchmarks.md).

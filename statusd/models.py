@@ -153,21 +153,22 @@ class OutboxStatus(StrEnum):
 
 
 class OutboxEntry(SQLModel, table=True):
-    """Transactional outbox: written in the same DB transaction as the transition it carries."""
+    """Transactional outbox: written (statusd.outbox_writer) in the same DB transaction as the
+    event it carries; delivered in `id` order within (target, workload_id, destination)."""
 
     __tablename__ = "outbox"
     __table_args__ = (
-        UniqueConstraint(
-            "transition_id", "target", "destination", name="uq_outbox_transition_target"
-        ),
+        UniqueConstraint("event_key", "target", "destination", name="uq_outbox_event_target"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
-        Index("ix_outbox_workload_order", "target", "workload_id", "transition_id"),
+        Index("ix_outbox_workload_order", "target", "workload_id", "id"),
     )
 
     id: int | None = Field(
         default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
     )
-    transition_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    event_key: str = Field(sa_column=Column(String(200), nullable=False))
+    transition_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # The ordering group: the workload the event is about ("" for statusd's own events).
     workload_id: str = Field(sa_column=Column(String(200), nullable=False))
     target: OutboxTarget = Field(
         sa_column=Column(_enum(OutboxTarget, "outbox_target"), nullable=False)

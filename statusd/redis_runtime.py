@@ -129,14 +129,21 @@ def open_sync_redis(
 
 
 class Script:
-    """A Lua script callable like redis-py's AsyncScript, `await script(keys=..., args=...,
-    client=pipe_or_none)`, that also works inside a Redis Cluster pipeline: redis-py's cluster
-    pipeline refuses `evalsha` (it cannot load a missing script mid-pipeline), so there the call
-    is queued as EVAL with the source (a few hundred bytes; Redis caches the compiled script)."""
+    """A Lua script: the one way statusd runs Lua (redis-py's registered script underneath).
+
+    `await script(keys=..., args=..., client=pipe_or_none)` runs it (redis-py loads it on a
+    NOSCRIPT). Inside a Redis Cluster pipeline, which refuses `evalsha` (it cannot load a missing
+    script mid-pipeline), the call is queued as EVAL with the source (Redis caches the compiled
+    script). On a hot path, `queue` adds a bare EVALSHA to a pipeline: redis-py's own pipeline
+    support asks SCRIPT EXISTS before every execute, one more round trip per flush; the caller
+    catches NoScriptError, calls `load` and sends again.
+    Every key one call touches must share a hash tag (one slot), as Redis Cluster requires."""
 
     def __init__(self, redis: Redis, source: str) -> None:
+        self._redis = redis
         self._script = redis.register_script(source)
         self._source = source
+        self.sha: str = self._script.sha
 
     async def __call__(
         self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
@@ -144,6 +151,19 @@ class Script:
         if isinstance(client, ClusterPipeline):
             return client.execute_command("EVAL", self._source, len(keys), *keys, *args)
         return await self._script(keys=keys, args=args, client=client)
+
+    def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Queue one EVALSHA on `pipe` (see the class docstring)."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        """SCRIPT LOAD, on every primary of a cluster (any may own a slot now)."""
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.execute_command(
+                "SCRIPT LOAD", self._source, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            await self._redis.script_load(self._source)
 
 
 async def connected_replicas(redis: Redis) -> int:

@@ -1,6 +1,6 @@
-"""What a transition leaves in the outbox: the main-DB sync row and any alert rows.
+"""What a transition leaves in the outbox: the main-DB sync event and any alert event.
 
-Written by statusd.transitions in the transition's own DB transaction; the alert decision
+Written (statusd.outbox_writer) by statusd.transitions in the transition's own DB transaction; the alert decision
 (statusd.alerting) reads silences and recent flaps in that same transaction.
 """
 
@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from statusd import silences
 from statusd.alerting import AlertEvent, FlapPolicy, alert_event
 from statusd.flaps import flap_times
-from statusd.models import OutboxTarget, utcnow
+from statusd.models import OutboxTarget
+from statusd.outbox_writer import OutboxEvent, transition_key
 from statusd.transition_types import AppliedTransition
 
 
@@ -39,26 +40,20 @@ async def read_alert_event(
     )
 
 
-def outbox_rows(
+def outbox_events(
     t: AppliedTransition, webhooks: Sequence[str], event: AlertEvent | None
-) -> list[dict[str, object]]:
-    """Outbox rows for one transition: always the main-DB sync; one alert per webhook when the
-    alert decision (statusd.alerting.alert_event) names an event."""
-    now = utcnow()
-    base = {
-        "transition_id": t.id,
-        "workload_id": t.workload_id,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-        "status": "pending",
-    }
-    rows: list[dict[str, object]] = [
-        {
-            **base,
-            "target": OutboxTarget.MAIN,
-            "destination": "",
-            "payload": {
+) -> list[OutboxEvent]:
+    """What one transition leaves in the outbox (statusd.outbox_writer): always the main-DB sync;
+    an alert to every webhook when the alert decision (statusd.alerting.alert_event) names an
+    event."""
+    key = transition_key(t.id)
+    events = [
+        OutboxEvent(
+            key=key,
+            target=OutboxTarget.MAIN,
+            workload_id=t.workload_id,
+            transition_id=t.id,
+            payload={
                 "state": t.to_state.value,
                 "previous": t.from_state.value,
                 "changed_at": t.recorded_at.isoformat(),
@@ -66,15 +61,20 @@ def outbox_rows(
                 "source": t.source.value,
                 "reason": t.reason,
             },
-        }
+        )
     ]
     if webhooks and event is not None:
-        payload = alert_payload(t, event)
-        rows += [
-            {**base, "target": OutboxTarget.ALERT, "destination": url, "payload": payload}
-            for url in webhooks
-        ]
-    return rows
+        events.append(
+            OutboxEvent(
+                key=key,
+                target=OutboxTarget.ALERT,
+                workload_id=t.workload_id,
+                transition_id=t.id,
+                payload=alert_payload(t, event),
+                destinations=tuple(webhooks),
+            )
+        )
+    return events
 
 
 def alert_payload(t: AppliedTransition, event: AlertEvent) -> dict[str, object]:

@@ -10,7 +10,7 @@ order). What to write is decided in statusd.transitions; this module only writes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import RowMapping, String, any_, bindparam, insert, select, update
@@ -18,12 +18,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd.db import is_sqlite
-from statusd.models import OutboxEntry, RefusedObservation, Transition, Workload
+from statusd.models import RefusedObservation, Transition, Workload
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 _T = Transition.__table__  # type: ignore[attr-defined]
 _R = RefusedObservation.__table__  # type: ignore[attr-defined]
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
 # Everything a judgement or a write-back needs; the write-back rewrites every mutable one, so a
 # batch has one UPDATE shape whatever each workload's verdict was.
@@ -83,7 +82,6 @@ _VERSIONS_SQLITE = select(_W.c.id, _W.c.version).where(
     _W.c.id.in_(bindparam("ids", expanding=True))
 )
 _INSERT_TRANSITIONS = insert(_T).returning(_T.c.id, sort_by_parameter_order=True)
-_INSERT_OUTBOX = insert(_O)
 _INSERT_REFUSALS = insert(_R)
 
 
@@ -127,12 +125,6 @@ async def insert_transitions(conn: AsyncConnection, rows: Sequence[dict[str, Any
     if len(rows) == 1:  # executemany's RETURNING needs insertmanyvalues; one row needs nothing
         return [(await conn.execute(_INSERT_TRANSITIONS, rows[0])).scalar_one()]
     return list((await conn.execute(_INSERT_TRANSITIONS, list(rows))).scalars().all())
-
-
-async def insert_outbox(conn: AsyncConnection, rows: Iterable[dict[str, Any]]) -> None:
-    listed = list(rows)
-    if listed:
-        await conn.execute(_INSERT_OUTBOX, listed)
 
 
 async def insert_refusals(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

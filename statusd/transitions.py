@@ -32,11 +32,11 @@ from statusd.db import transaction
 from statusd.errors import RedisUnavailable, StatusdError, UnknownWorkload
 from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
 from statusd.models import utcnow
+from statusd.outbox_writer import OutboxEvent, write_outbox
 from statusd.state_cache import StateCache
-from statusd.transition_outbox import alert_payload, outbox_rows, read_alert_event
+from statusd.transition_outbox import alert_payload, outbox_events, read_alert_event
 from statusd.transition_sql import (
     WRITE_BACK_FIELDS,
-    insert_outbox,
     insert_refusals,
     insert_transitions,
     lock_workloads,
@@ -288,7 +288,7 @@ async def _write_history(
     """Transition rows (one INSERT), then their outbox rows (one INSERT), in observation order."""
     ids = await insert_transitions(conn, [fields for _, _, fields in plan.transitions])
     applied: list[AppliedTransition] = []
-    outbox: list[dict[str, object]] = []
+    outbox: list[OutboxEvent] = []
     for (index, version, fields), tid in zip(plan.transitions, ids, strict=True):
         labels = plan.rows[observations[index].workload_id].labels
         t = AppliedTransition(id=tid, labels=labels, **fields)
@@ -297,9 +297,9 @@ async def _write_history(
         if ledger.alert_webhooks and contact_event(t.from_state, t.to_state) is not None:
             # Reads this transaction's own earlier rows too: flaps within one batch count.
             event = await read_alert_event(conn, ledger.flap_policy, t)
-        outbox += outbox_rows(t, ledger.alert_webhooks, event)
+        outbox += outbox_events(t, ledger.alert_webhooks, event)
         applied.append(t)
-    await insert_outbox(conn, outbox)
+    await write_outbox(conn, outbox)
     return applied
 
 

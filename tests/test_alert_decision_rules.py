@@ -7,7 +7,7 @@ import pytest
 
 from statusd.alerting import AlertEvent, FlapPolicy, alert_event, contact_event, flapping, is_flap
 from statusd.lifecycle import State
-from statusd.sweeper.disruption import suspect
+from statusd.staleness import fleet_suspect
 
 POLICY = FlapPolicy(max_flaps=3, window_s=600.0)
 U, L, R = State.UNREACHABLE, State.LOST, State.RUNNING
@@ -73,4 +73,4 @@ def test_silenced_raises_nothing_at_all() -> None:
     ],
 )
 def test_disruption_rule(stale: int, tracked: int, expected: bool) -> None:
-    assert suspect(stale, tracked, fraction=0.5, minimum=20) is expected
+    assert fleet_suspect(stale, tracked, fraction=0.5, minimum=20) is expected

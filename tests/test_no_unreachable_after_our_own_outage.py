@@ -24,6 +24,7 @@ from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
 from statusd.settings import Settings
 from statusd.simulate.control import StatusdAPI
+from statusd.staleness import deaf_until
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
@@ -123,7 +124,7 @@ async def _heard_again(api: StatusdAPI, ids: list[str], redis: Redis, settings: 
     keys = Keys(settings.redis_prefix)
 
     async def judged_after() -> float:
-        until = (await read_hearing(redis, keys)).deaf_until(settings, time.time())
+        until = deaf_until(await read_hearing(redis, keys), settings, time.time())
         return math.inf if until is None else until + 2 * INTERVAL
 
     target = await judged_after()

@@ -12,6 +12,7 @@ is sent again (idempotent by seq).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from statusd.keys import shard_of
 from statusd.runtime import open_pools
 from statusd.settings import RedisMode, Settings
+from statusd.staleness import Judge
 from statusd.sweeper.sweep import sweep
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET, settings_env
 from tests.support.ingest_flow import History, wait_for, workloads_on_shards
@@ -144,8 +146,7 @@ async def swept_silent(settings: Settings, sender: Sender) -> tuple[set[str], se
             rt.redis,
             rt.engine,
             rt.keys,
-            heartbeat_ttl=600,
-            start_timeout=0.5,
+            judge=Judge(allowed=600, start_timeout=0.5, now=time.time()),
             poll_chunk=100,
             lease_ms=10_000,
             lock_ms=10_000,

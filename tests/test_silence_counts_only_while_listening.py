@@ -1,7 +1,7 @@
 """Silence is judged only over time during which ingest was listening, and a paced workload is
 never stale for obeying its `next_heartbeat_s`.
 
-Pure rules (statusd.liveness.staleness, statusd.hearing) without I/O; the listening beat script
+Pure rules (statusd.staleness) without I/O; the listening beat script
 and the 202's `next_heartbeat_s` against real Redis and the real ingest app, both databases.
 """
 
@@ -20,49 +20,77 @@ from statusd.hearing import (
     Pace,
     paced_interval,
     read_hearing,
-    silence_ttl,
 )
 from statusd.keys import Keys
 from statusd.lifecycle import State
-from statusd.liveness import StaleReason, staleness
 from statusd.settings import Settings
+from statusd.staleness import (
+    Facts,
+    Judge,
+    StaleReason,
+    deaf_until,
+    heard_until,
+    silence_allowed,
+)
 from tests.support.api_client import api_client
 from tests.support.ingest_flow import register, send, wait_for
 
 NOW = 1_000_000.0
 
 
+def reason(judge: Judge, state: State, seen: float | None, registered: float) -> object:
+    stale = judge.staleness(Facts(state, seen, registered))
+    return None if stale is None else stale.reason
+
+
 def test_nothing_is_stale_by_silence_while_deaf() -> None:
-    silent = dict(heartbeat_ttl=30, start_timeout=120, now=NOW)
-    assert staleness(State.RUNNING, NOW - 100, NOW - 500, **silent) is StaleReason.STALE
-    assert staleness(State.RUNNING, NOW - 100, NOW - 500, deaf_until=NOW + 1, **silent) is None
-    assert staleness(State.PENDING, None, NOW - 500, deaf_until=math.inf, **silent) is None
+    def judge(deaf: float | None = None) -> Judge:
+        return Judge(allowed=30, start_timeout=120, now=NOW, deaf_until=deaf)
+
+    assert reason(judge(), State.RUNNING, NOW - 100, NOW - 500) is StaleReason.STALE
+    assert reason(judge(NOW + 1), State.RUNNING, NOW - 100, NOW - 500) is None
+    assert reason(judge(math.inf), State.PENDING, None, NOW - 500) is None
     # From deaf_until on, the ordinary rule again.
-    assert staleness(State.RUNNING, NOW - 100, NOW - 500, deaf_until=NOW, **silent) is not None
+    assert reason(judge(NOW), State.RUNNING, NOW - 100, NOW - 500) is not None
     # UNREACHABLE / LOST are no contact by definition, deaf or not; finals never stale.
-    assert staleness(State.LOST, None, NOW, deaf_until=math.inf, **silent) is StaleReason.LOST
-    assert staleness(State.SUCCEEDED, NOW - 900, NOW - 900, **silent) is None
+    assert reason(judge(math.inf), State.LOST, None, NOW) is StaleReason.LOST
+    assert reason(judge(), State.SUCCEEDED, NOW - 900, NOW - 900) is None
 
 
 def test_silence_is_counted_only_up_to_the_last_listening_beat() -> None:
     # Silent 5 s, but ingest stopped listening 3 s ago: 2 s of silence we could have heard.
-    rule = dict(heartbeat_ttl=3, start_timeout=120, now=NOW)
-    assert staleness(State.RUNNING, NOW - 5, NOW - 500, **rule) is StaleReason.STALE
-    assert staleness(State.RUNNING, NOW - 5, NOW - 500, heard_until=NOW - 3, **rule) is None
-    assert staleness(State.RUNNING, NOW - 5, NOW - 500, heard_until=NOW - 1, **rule) is not None
-    assert Hearing(NOW - 10, 0.0, 1).heard_until == NOW - 10 + LISTEN_BEAT_S
+    def judge(heard: float | None = None) -> Judge:
+        return Judge(allowed=3, start_timeout=120, now=NOW, heard_until=heard)
+
+    assert reason(judge(), State.RUNNING, NOW - 5, NOW - 500) is StaleReason.STALE
+    assert reason(judge(NOW - 3), State.RUNNING, NOW - 5, NOW - 500) is None
+    assert reason(judge(NOW - 1), State.RUNNING, NOW - 5, NOW - 500) is not None
+    assert heard_until(Hearing(NOW - 10, 0.0, 1)) == NOW - 10 + LISTEN_BEAT_S
+
+
+def test_an_excuse_gives_a_full_allowance_from_its_end() -> None:
+    judge = Judge(allowed=30, start_timeout=120, now=NOW)
+    silent_long = Facts(State.RUNNING, NOW - 100, NOW - 500)
+    assert judge.staleness(silent_long) is not None
+    # Excused (maintenance, a quiet period) until 10 s ago: 10 s of silence count, not 100.
+    assert judge.staleness(Facts(State.RUNNING, NOW - 100, NOW - 500, quiet_until=NOW - 10)) is None
+    # Still excused: nothing counts yet.
+    assert judge.staleness(Facts(State.PENDING, None, NOW - 500, quiet_until=NOW + 60)) is None
+    ended_long_ago = Facts(State.RUNNING, NOW - 100, NOW - 500, quiet_until=NOW - 31)
+    stale = judge.staleness(ended_long_ago)
+    assert stale is not None and stale.silent_since == NOW - 31
 
 
 def test_deaf_until_follows_the_listening_record(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(heartbeat_ttl=30)  # startup grace defaults to the TTL
-    assert Hearing(None, 0.0, 5).deaf_until(settings, NOW) is None  # no ingest ever here
+    assert deaf_until(Hearing(None, 0.0, 5), settings, NOW) is None  # no ingest ever here
     listening = Hearing(last_beat=NOW - 1, listening_since=NOW - 10, tracked=5)
-    assert listening.deaf_until(settings, NOW) == NOW + 20
+    assert deaf_until(listening, settings, NOW) == NOW + 20
     down = Hearing(last_beat=NOW - LISTEN_GAP_S - 1, listening_since=NOW - 999, tracked=5)
-    assert down.deaf_until(settings, NOW) == math.inf
+    assert deaf_until(down, settings, NOW) == math.inf
     graced = make_settings(heartbeat_ttl=30, startup_grace=5)
-    assert listening.deaf_until(graced, NOW) is not None
-    assert listening.deaf_until(graced, NOW) == NOW - 5
+    assert deaf_until(listening, graced, NOW) is not None
+    assert deaf_until(listening, graced, NOW) == NOW - 5
 
 
 def test_paced_interval_keeps_the_fleet_under_the_cap(
@@ -72,8 +100,8 @@ def test_paced_interval_keeps_the_fleet_under_the_cap(
     assert paced_interval(100, settings) == 10.0  # small fleet: TTL / 3
     assert paced_interval(10_000, settings) == 20.0  # 10,000 / 500 per second
     assert 10_001 / paced_interval(10_001, settings) <= 500
-    assert silence_ttl(100, settings) == 30.0  # unpaced: exactly the TTL
-    assert silence_ttl(10_000, settings) == 40.0  # told 20 s, plus the same 20 s grace
+    assert silence_allowed(100, settings) == 30.0  # unpaced: exactly the TTL
+    assert silence_allowed(10_000, settings) == 40.0  # told 20 s, plus the same 20 s grace
 
 
 async def test_the_listening_beat_marks_outages(
@@ -92,11 +120,11 @@ async def test_the_listening_beat_marks_outages(
     assert (await read_hearing(redis, keys)).listening_since == 0.0
     heard = await read_hearing(redis, keys)
     assert heard.last_beat == NOW + 2
-    assert heard.deaf_until(settings, NOW + 2 + LISTEN_GAP_S + 1) == math.inf  # nobody beating
+    assert deaf_until(heard, settings, NOW + 2 + LISTEN_GAP_S + 1) == math.inf  # nobody beating
     await two.beat(NOW + 60)  # back after an outage: a new listening spell starts
     heard = await read_hearing(redis, keys)
     assert heard.listening_since == NOW + 60
-    assert heard.deaf_until(settings, NOW + 61) == NOW + 60 + settings.heartbeat_ttl
+    assert deaf_until(heard, settings, NOW + 61) == NOW + 60 + settings.heartbeat_ttl
     assert await redis.zcard(keys.ingest_listening) == 2  # stopped processes are remembered
 
 

@@ -14,12 +14,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select, update
 
 from statusd import liveness, registry
-from statusd.celery.budgets import budgets, unreachable_repoll_s
+from statusd.celery.budgets import budgets
 from statusd.db import reading, transaction
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Workload, utcnow
 from statusd.runtime import Runtime
 from statusd.settings import Settings
+from statusd.staleness import unreachable_repoll_s
 from statusd.sweeper.poller import run_poll
 from statusd.sweeper.sweep import run_sweep
 from statusd.transitions import Observation, apply_observation

@@ -10,9 +10,9 @@ from typing import Any
 
 from statusd.hearing import Hearing
 from statusd.lifecycle import State
-from statusd.liveness import staleness
 from statusd.schema import responses
 from statusd.settings import Settings
+from statusd.staleness import Facts, Judge
 
 
 def iso(value: datetime | None) -> str | None:
@@ -45,20 +45,11 @@ def is_stale(
     now: datetime,
     hearing: Hearing | None = None,
 ) -> bool:
-    """The API's `stale`: statusd.liveness.staleness (shared with the stale report) says so.
+    """The API's `stale`: statusd.staleness says so (the stale report asks the same rule).
     With `hearing`: the paced silence allowed, and nothing stale by silence while we were deaf."""
     seen = liveness.last_seen_at.timestamp() if liveness.last_seen_at is not None else None
-    reason = staleness(
-        state,
-        seen,
-        registered_at.timestamp(),
-        heartbeat_ttl=hearing.silence_ttl(settings) if hearing else settings.heartbeat_ttl,
-        start_timeout=settings.start_timeout,
-        now=now.timestamp(),
-        deaf_until=hearing.deaf_until(settings, now.timestamp()) if hearing else None,
-        heard_until=hearing.heard_until if hearing else None,
-    )
-    return reason is not None
+    judge = Judge.of(settings, hearing, now.timestamp())
+    return judge.staleness(Facts(state, seen, registered_at.timestamp())) is not None
 
 
 def synced_flag(settings: Settings, waiting: bool) -> bool | None:

@@ -69,10 +69,3 @@ def budgets(settings: Settings) -> Budgets:
         hold_ms=int(settings.sweep_interval * HOLD_FRACTION * 1000),
         take_window_s=take_window,
     )
-
-
-def unreachable_repoll_s(settings: Settings) -> float:
-    """How often a workload already UNREACHABLE is polled: a tenth of STATUSD_LOST_AFTER (at most
-    a minute, at least one sweep interval). It still recovers at once on a heartbeat; a poll only
-    matters for recovery without heartbeats, and the LOST deadline caps each wait."""
-    return max(settings.sweep_interval, min(60.0, settings.lost_after / 10))

@@ -1,24 +1,32 @@
 """Applying a planned batch: each workload's reports in seq order, retried in-process.
 
+Each round takes the previous round's progress (statusd.ingest.batch_outcome) and returns a new
+one, never changing a value in place:
 - the first report is skipped when the Redis state cache says it changes nothing (steady
   heartbeats write no SQL); the rest of the batch goes through `apply_observations` at once:
   one transaction for the whole batch (a poison report is retried apart by it);
 - the lease is checked right before the first read and right before the commit (fencing): a
   holder that lost it commits nothing more;
 - the database or Redis unavailable (`statusd.errors.is_transient`): nothing counts as a failed
-  delivery, the same batch is retried with capped backoff;
+  delivery, the same work is retried with capped backoff;
 - anything else (poison): that workload is retried until `max_deliveries`, then its entries go
   to the dead letters (settle) while the rest of the shard flows on.
+Rounds are retried (tenacity) while any is due again and the lease holds; the last round's
+progress is what settling acks and buries.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import cast
 
 import structlog
 from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential
 
 from statusd.errors import StatusdError, UnknownWorkload, is_transient
+from statusd.ingest.batch_outcome import Progress, Round, first_round
 from statusd.ingest.batch_plan import Batch, WorkloadPlan
 from statusd.ingest.consumer_context import BACKOFF_CAP_S, BACKOFF_START_S, ConsumerContext, Shard
 from statusd.ingest.outcomes import NOT_COUNTED, ConsumeOutcome
@@ -26,15 +34,28 @@ from statusd.ingest.reports import Report
 from statusd.ingest.settle import Settler
 from statusd.lifecycle import Source
 from statusd.state_cache import CachedState
-from statusd.transitions import Observation, Result, apply_observations
+from statusd.transitions import Observation, apply_observations
 
 log = structlog.get_logger("statusd.consumer")
 
 POISON_RETRY_S = 0.05  # between in-process retries of a failing (non-transient) entry
+_BACKOFF = wait_exponential(multiplier=BACKOFF_START_S, max=BACKOFF_CAP_S)
 
 
 class LeaseLost(StatusdError):
     """The shard's lease expired or was taken: commit nothing more for it."""
+
+
+def _round_of(state: RetryCallState) -> Round:
+    """The round an attempt returned (tenacity asks only after one)."""
+    if state.outcome is None:
+        raise RuntimeError("no apply round ran yet")
+    return cast(Round, state.outcome.result())
+
+
+def _wait(state: RetryCallState) -> float:
+    """Store unavailable: capped exponential backoff; a poison report: a short pause."""
+    return _BACKOFF(state) if _round_of(state).transient else POISON_RETRY_S
 
 
 class BatchApplier:
@@ -47,53 +68,65 @@ class BatchApplier:
     async def process(self, shard: Shard, batch: Batch) -> None:
         """Apply a batch (retrying in-process), then ack what was handled; LeaseLost if fenced."""
         ctx = self.ctx
-        backoff = BACKOFF_START_S
-        while True:
-            todo = [w for w in batch.workloads.values() if not w.finished]
-            if not todo:
-                break
-            try:  # re-read on every retry: the state may have moved meanwhile
-                cached = await ctx.runtime.cache.get_many(w.workload_id for w in todo)
-            except (RedisError, OSError) as exc:
-                log.warning("consumer.cache_unavailable", error=str(exc))
-                transient, retry = True, False
-            else:
-                for w in todo:
-                    w.transient = w.retry = w.fenced = False
-                await self._apply_all(shard, todo, cached)
-                transient = any(w.transient for w in todo)
-                retry = any(w.retry for w in todo)
-                if any(w.fenced for w in todo):
-                    break
-            if not (transient or retry) or ctx.stopping.is_set() or not shard.lease.valid():
-                break  # stopping/fenced: ack what is done, the rest stays pending for the next holder
-            if transient:
+        last = first_round(batch)
+
+        async def step() -> Round:
+            nonlocal last
+            last = await self._round(shard, batch, last.progress)
+            return last
+
+        def before_sleep(state: RetryCallState) -> None:
+            if _round_of(state).transient:
                 log.warning(
                     "consumer.store_unavailable",
                     shard=shard.index,
-                    retry_in=backoff,
-                    workloads=len(todo),
+                    retry_in=round(state.next_action.sleep if state.next_action else 0.0, 3),
                 )
-                await ctx.pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-            else:
-                await ctx.pause(POISON_RETRY_S)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_result(lambda r: r.again),
+            # Stopping or fenced: ack what is done, the rest stays pending for the next holder.
+            stop=lambda _: ctx.stopping.is_set() or not shard.lease.valid(),
+            wait=_wait,
+            sleep=ctx.pause,
+            before_sleep=before_sleep,
+            retry_error_callback=_round_of,
+        )
+        await retrying(step)
         pause = ctx.settings.consumer_pause_before_ack_s
         if pause and not ctx.stopping.is_set():
             log.warning("consumer.pausing_before_ack", seconds=pause)
             await asyncio.sleep(pause)
-        await self.settler.settle(shard, batch)
+        await self.settler.settle(shard, batch, last.progress)
         if not shard.lease.valid():
             raise LeaseLost(f"shard {shard.index}")
 
+    async def _round(self, shard: Shard, batch: Batch, progress: Mapping[str, Progress]) -> Round:
+        """One round over the unfinished workloads: their state re-read (it may have moved since
+        the last round), the steady ones skipped, the rest applied in one transaction."""
+        todo = [p for wid, p in batch.workloads.items() if not progress[wid].finished(p)]
+        if not todo:
+            return Round(progress)
+        try:
+            cached = await self.ctx.runtime.cache.get_many(p.workload_id for p in todo)
+        except (RedisError, OSError) as exc:
+            log.warning("consumer.cache_unavailable", error=str(exc))
+            return Round(progress, transient=True)
+        return await self._apply_all(shard, todo, dict(progress), cached)
+
     async def _apply_all(
-        self, shard: Shard, todo: list[WorkloadPlan], cached: dict[str, CachedState]
-    ) -> None:
+        self,
+        shard: Shard,
+        todo: list[WorkloadPlan],
+        progress: dict[str, Progress],
+        cached: dict[str, CachedState],
+    ) -> Round:
         """Apply every workload's remaining reports in one transaction (statusd.transitions
-        retries the rest one by one if a poison report fails it), then record each outcome."""
-        pending = self._skip_steady(todo, cached)
+        retries the rest one by one if a poison report fails it); `progress` is this round's own
+        copy, filled with each workload's new value."""
+        pending = self._skip_steady(todo, progress, cached)
         if not pending:
-            return
+            return Round(progress)
 
         def fence() -> None:  # checked right before the first read and right before the commit
             if not shard.lease.valid():
@@ -103,72 +136,91 @@ class BatchApplier:
             async with self.ctx.db_slots:
                 answers = await apply_observations(
                     self.ctx.runtime.ledger,
-                    [_observation(w.reports[index]) for w, index in pending],
+                    [_observation(plan.reports[index]) for plan, index in pending],
                     guard=fence,
                 )
         except LeaseLost:
-            for w in todo:
-                w.fenced = True
-            return
+            return Round(progress, fenced=True)
         except Exception as exc:
             if not is_transient(exc):
                 raise  # apply_observations answers a poison observation; anything else is a bug
-            for w in todo:
-                w.transient = True
-            return
-        for (w, index), answer in zip(pending, answers, strict=True):
-            self._record(w, index, answer)
+            return Round(progress, transient=True)
+        failed: set[str] = set()  # an earlier report failed this round: the later ones wait
+        for (plan, index), answer in zip(pending, answers, strict=True):
+            wid = plan.workload_id
+            now = progress[wid]
+            if now.done_upto >= index or wid in failed or now.error is not None:
+                continue
+            if isinstance(answer, UnknownWorkload):
+                outcome = ConsumeOutcome.UNKNOWN  # a deleted workload's container talking
+            elif isinstance(answer, Exception):
+                failed.add(wid)
+                progress[wid] = self._failed(wid, now, answer)
+                continue
+            else:
+                outcome = ConsumeOutcome(answer.outcome.value)
+            self.ctx.outcomes[outcome].inc()
+            progress[wid] = _handled(now, index, plan.reports[index], outcome not in NOT_COUNTED)
+        retry = any(progress[wid].error is None for wid in failed)
+        return Round(progress, retry=retry)
 
     def _skip_steady(
-        self, todo: list[WorkloadPlan], cached: dict[str, CachedState]
+        self,
+        todo: list[WorkloadPlan],
+        progress: dict[str, Progress],
+        cached: dict[str, CachedState],
     ) -> list[tuple[WorkloadPlan, int]]:
         """(workload, report index) of every report to apply; a first report that the state cache
         says changes nothing is handled here, without SQL (steady heartbeats)."""
         pending: list[tuple[WorkloadPlan, int]] = []
-        for w in todo:
-            start = w.done_upto + 1
-            first = w.reports[start]
-            state = cached.get(w.workload_id)
+        skipped = 0
+        for plan in todo:
+            now = progress[plan.workload_id]
+            start = now.done_upto + 1
+            first = plan.reports[start]
+            state = cached.get(plan.workload_id)
             if (
                 start == 0
                 and state is not None
                 and state.makes_no_change(first.status.value, first.generation, first.seq)
             ):
-                self.ctx.outcomes[ConsumeOutcome.SKIPPED].inc()
-                w.counted_seq = w.handled_seq = first.seq
-                w.done_upto = start
-                start += 1
-            pending += [(w, index) for index in range(start, len(w.reports))]
+                skipped += 1
+                progress[plan.workload_id] = _handled(now, 0, first, counted=True)
+                start = 1
+            pending += [(plan, index) for index in range(start, len(plan.reports))]
+        if skipped:
+            self.ctx.outcomes[ConsumeOutcome.SKIPPED].inc(skipped)
         return pending
 
-    def _record(self, w: WorkloadPlan, index: int, answer: Result | Exception) -> None:
-        if w.done_upto >= index or w.retry or w.error is not None:
-            return  # an earlier report of this workload failed: this one waits for it
-        if isinstance(answer, UnknownWorkload):
-            outcome = ConsumeOutcome.UNKNOWN  # a deleted workload's container talking
-        elif isinstance(answer, Exception):
-            self._failed(w, answer)
-            return
-        else:
-            outcome = ConsumeOutcome(answer.outcome.value)
-        self.ctx.outcomes[outcome].inc()
-        report = w.reports[index]
-        if outcome not in NOT_COUNTED:
-            w.counted_seq = report.seq
-        w.done_upto = index
-        w.handled_seq = report.seq
-
-    def _failed(self, w: WorkloadPlan, exc: Exception) -> None:
+    def _failed(self, workload_id: str, now: Progress, exc: Exception) -> Progress:
         """A poison report: retried until max_deliveries, then its entries go to the dead letters."""
-        w.attempts += 1
+        attempts = now.attempts + 1
         error = f"{type(exc).__name__}: {exc}"
-        if w.attempts < self.ctx.settings.max_deliveries:
-            w.retry = True
-            log.warning("consumer.apply_failed", workload_id=w.workload_id, error=error)
-            return
-        w.error = error
+        if attempts < self.ctx.settings.max_deliveries:
+            log.warning("consumer.apply_failed", workload_id=workload_id, error=error)
+            return _with(now, attempts=attempts)
         self.ctx.outcomes[ConsumeOutcome.FAILED].inc()
-        log.error("consumer.apply_failed", workload_id=w.workload_id, error=w.error)
+        log.error("consumer.apply_failed", workload_id=workload_id, error=error)
+        return _with(now, attempts=attempts, error=error)
+
+
+def _handled(now: Progress, index: int, report: Report, counted: bool) -> Progress:
+    """`now` with report `index` handled for good (`counted`: a sign of life of this
+    registration)."""
+    return Progress(
+        done_upto=index,
+        handled_seq=report.seq,
+        counted_seq=report.seq if counted else now.counted_seq,
+        counted_generation=report.generation if counted else now.counted_generation,
+        attempts=now.attempts,
+        error=now.error,
+    )
+
+
+def _with(now: Progress, *, attempts: int, error: str | None = None) -> Progress:
+    return Progress(
+        now.done_upto, now.handled_seq, now.counted_seq, now.counted_generation, attempts, error
+    )
 
 
 def _observation(report: Report) -> Observation:

@@ -1,46 +1,39 @@
 """Batch planning: parse a batch of stream entries and plan each workload's reports.
 
 Reports are collapsed per workload (statusd.ingest.reports.collapse); every entry id stays with
-its workload so that settling can ack, or bury, all of them once the plan is carried out."""
+its workload so that settling can ack, or bury, all of them once the plan is carried out.
+
+A batch flows through the consumer as immutable values: this plan, then what applying it came to
+(statusd.ingest.batch_outcome), then settling that outcome (statusd.ingest.settle)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class WorkloadPlan:
     """One workload's share of a batch: its planned reports and all its entry ids (with seqs)."""
 
     workload_id: str
     reports: list[Report]
     entries: list[tuple[bytes, int]]  # (entry id, seq) of every entry of this workload
-    attempts: int = 0  # failed (non-transient) attempts, earlier deliveries included
-    done_upto: int = -1  # index of the last report handled for good
-    error: str | None = None  # gave up: its unhandled entries go to the dead letters
-    retry: bool = False  # failed, not yet max_deliveries times
-    transient: bool = False
-    fenced: bool = False  # the lease ran out before its next apply
-    handled_seq: int | None = None  # newest report handled (its entries and older can be acked)
-    # Newest seq that counts as this registration's (recorded as the workload's last_seq): an
-    # older generation's or a deregistered workload's report is acked but is no sign of life.
-    counted_seq: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.error is not None or self.done_upto == len(self.reports) - 1
+    # Deliveries before this one that ended without an ack count as failed attempts (a consumer
+    # that kept dying on this entry): a crash loop ends in the dead letters.
+    earlier_attempts: int = 0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Batch:
-    raw: dict[bytes, dict[bytes, bytes]]  # entry id -> fields
-    deliveries: dict[bytes, int]  # entry id -> delivery count (1 for fresh reads)
-    workloads: dict[str, WorkloadPlan] = field(default_factory=dict)
-    malformed: dict[bytes, str] = field(default_factory=dict)
+    raw: Mapping[bytes, dict[bytes, bytes]]  # entry id -> fields
+    deliveries: Mapping[bytes, int]  # entry id -> delivery count (1 for fresh reads)
+    workloads: Mapping[str, WorkloadPlan]
+    malformed: Mapping[bytes, str]  # entry id -> why it is no heartbeat
 
 
 def plan_batch(
@@ -51,22 +44,21 @@ def plan_batch(
     """Parse a batch and plan each workload's reports; `collapsed` counts the superseded ones."""
     if not entries:
         return None
-    batch = Batch(dict(entries), deliveries)
+    malformed: dict[bytes, str] = {}
     reports: list[Report] = []
     for entry_id, fields in entries:
         try:
             reports.append(parse_entry(entry_id, fields))
         except MalformedEntry as exc:
-            batch.malformed[entry_id] = str(exc)
+            malformed[entry_id] = str(exc)
     entries_of: dict[str, list[tuple[bytes, int]]] = {}
     for report in reports:
         entries_of.setdefault(report.workload_id, []).append((report.entry_id, report.seq))
     plan = collapse(reports)
+    workloads: dict[str, WorkloadPlan] = {}
     for wid, planned in plan.items():
         mine = entries_of[wid]
-        # Deliveries before this one that ended without an ack count as failed attempts
-        # (a consumer that kept dying on this entry): a crash loop ends in the dead letters.
         earlier = max(deliveries.get(eid, 1) for eid, _ in mine) - 1
-        batch.workloads[wid] = WorkloadPlan(wid, planned, mine, attempts=earlier)
+        workloads[wid] = WorkloadPlan(wid, planned, mine, earlier)
     collapsed.inc(len(reports) - sum(len(p) for p in plan.values()))
-    return batch
+    return Batch(dict(entries), deliveries, workloads, malformed)

@@ -2,17 +2,22 @@
 
 The ack pipeline also records each workload's newest seq (its registration bucket, never backward)
 and bumps the state cache's seq, because a skipped report never reaches the database. Burying is
-the lease holder's decision: a holder that lost its lease leaves the entries pending."""
+the lease holder's decision: a holder that lost its lease leaves the entries pending. The state
+cache is read by the apply step (statusd.ingest.apply_batch) and written here, in the ack."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import structlog
 from redis.exceptions import RedisError
 
 from statusd.ingest import dead_letters
+from statusd.ingest.batch_outcome import Progress
 from statusd.ingest.batch_plan import Batch
-from statusd.ingest.consumer_context import BACKOFF_CAP_S, BACKOFF_START_S, ConsumerContext, Shard
+from statusd.ingest.consumer_context import ConsumerContext, Shard
 from statusd.ingest.outcomes import ConsumeOutcome
+from statusd.ingest.retrying import while_holding
 from statusd.liveness import Registrations
 
 log = structlog.get_logger("statusd.consumer")
@@ -26,25 +31,25 @@ class Settler:
         # Seqs never go backward there: a replayed dead letter is older.
         self._registrations = Registrations(ctx.redis, ctx.keys)
 
-    async def settle(self, shard: Shard, batch: Batch) -> None:
-        """Ack handled entries (+ newest seq per workload); bury the ones that keep failing."""
+    async def settle(self, shard: Shard, batch: Batch, progress: Mapping[str, Progress]) -> None:
+        """Ack handled entries (+ newest seq per workload); bury the ones that keep failing.
+        `progress`: what applying the batch came to (statusd.ingest.apply_batch)."""
         ack: list[bytes] = []
         newest: dict[str, int] = {}
         generations: dict[str, int] = {}
         failed: dict[bytes, tuple[str, int]] = {
             eid: (error, batch.deliveries.get(eid, 1)) for eid, error in batch.malformed.items()
         }
-        for w in batch.workloads.values():
-            if w.counted_seq is not None:
-                newest[w.workload_id] = w.counted_seq
-                generations[w.workload_id] = next(
-                    r.generation for r in w.reports if r.seq == w.counted_seq
-                )
-            for entry_id, seq in w.entries:
-                if w.handled_seq is not None and seq <= w.handled_seq:
+        for wid, plan in batch.workloads.items():
+            done = progress[wid]
+            if done.counted_seq is not None and done.counted_generation is not None:
+                newest[wid] = done.counted_seq
+                generations[wid] = done.counted_generation
+            for entry_id, seq in plan.entries:
+                if done.handled_seq is not None and seq <= done.handled_seq:
                     ack.append(entry_id)  # handled, or superseded by a handled newer report
-                elif w.error is not None:
-                    failed[entry_id] = (w.error, w.attempts)
+                elif done.error is not None:
+                    failed[entry_id] = (done.error, done.attempts)
         await self._ack(shard, ack, newest, generations)
         if not shard.lease.valid():
             return  # burying is the holder's decision; the next holder retries them
@@ -54,31 +59,32 @@ class Settler:
     async def _ack(
         self, shard: Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
     ) -> None:
+        if not (ack or newest):
+            return
+        # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving up is
+        # too (the entries stay pending and the next holder takes them over).
+        retrying = while_holding(self.ctx, shard, "consumer.ack_failed", (RedisError, OSError))
+        try:
+            await retrying(self._ack_once, shard, ack, newest, generations)
+        except (RedisError, OSError):
+            return
+
+    async def _ack_once(
+        self, shard: Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
+    ) -> None:
         ctx = self.ctx
-        backoff = BACKOFF_START_S
-        while ack or newest:
-            try:
-                async with ctx.redis.pipeline(transaction=False) as pipe:
-                    if ack:
-                        pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
-                    # One script call per workload shard (= this shard, unless
-                    # STATUSD_STREAM_SHARDS changed while entries were queued): one slot each.
-                    await self._registrations.raise_seqs(newest, client=pipe)
-                    # Skipped reports never reach the DB: the cache keeps their seq instead.
-                    await ctx.runtime.cache.bump_seqs(
-                        {w: (generations[w], seq) for w, seq in newest.items() if w in generations},
-                        client=pipe,
-                    )
-                    await pipe.execute()
-                return
-            except (RedisError, OSError) as exc:
-                # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving
-                # up is too (the entries stay pending and the next holder takes them over).
-                if ctx.stopping.is_set() or not shard.lease.valid():
-                    return
-                log.warning("consumer.ack_failed", error=str(exc), retry_in=backoff)
-                await ctx.pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            if ack:
+                pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
+            # One script call per workload shard (= this shard, unless STATUSD_STREAM_SHARDS
+            # changed while entries were queued): one slot each.
+            await self._registrations.raise_seqs(newest, client=pipe)
+            # Skipped reports never reach the DB: the cache keeps their seq instead.
+            await ctx.runtime.cache.bump_seqs(
+                {w: (generations[w], seq) for w, seq in newest.items() if w in generations},
+                client=pipe,
+            )
+            await pipe.execute()
 
     async def _bury(
         self,

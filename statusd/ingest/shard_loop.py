@@ -43,6 +43,8 @@ class ShardLoop:
     async def run(self, member: Member, shard: Shard) -> None:
         """Apply one shard strictly in stream order while its lease holds."""
         ctx = self.ctx
+        # Not tenacity: this is the shard's whole run, not one call retried; it outlives any
+        # error, a good step resets the backoff, and NOGROUP is repaired without one.
         backoff = BACKOFF_START_S
         try:
             while not ctx.stopping.is_set() and shard.active():

@@ -33,7 +33,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import zlib
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from statusd.ingest.replica_acks import ReplicaAcks
 from statusd.ingest.validation import Heartbeat
 from statusd.keys import Keys, buckets_per_shard
 from statusd.metrics import INGEST_LAST_ACCEPT, REDIS_WAIT_FAILURES
+from statusd.redis_runtime import Script
 
 log = structlog.get_logger("statusd.ingest")
 
@@ -118,7 +118,6 @@ for g, entries in ipairs(groups) do
 end
 return n
 """
-APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 SCRIPT_CHUNK = 1000  # heartbeats per script call: bounds how long one call holds Redis
 
 
@@ -136,6 +135,7 @@ class StreamWriter:
         replica_acks: ReplicaAcks | None = None,
     ) -> None:
         self._redis = redis
+        self._append = Script(redis, APPEND_SCRIPT)
         self._shards = shards
         # Each shard's script KEYS (one slot): stream, last_seen, pending_since; then its
         # registration buckets, by bucket number.
@@ -251,7 +251,7 @@ class StreamWriter:
         try:
             await self._send(calls, now)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load once, send again
-            await self._load_script()
+            await self._append.load()
             await self._send(calls, now)
 
     def _calls(self, by_shard: dict[int, list[_Entry]]) -> list[_Call]:
@@ -288,14 +288,6 @@ class StreamWriter:
                 entry[6] = at
         return shards, keys, orjson.dumps(groups)
 
-    async def _load_script(self) -> None:
-        if isinstance(self._redis, RedisCluster):  # every primary: any may own a shard now
-            await self._redis.execute_command(
-                "SCRIPT LOAD", APPEND_SCRIPT, target_nodes=RedisCluster.PRIMARIES
-            )
-        else:
-            await self._redis.script_load(APPEND_SCRIPT)
-
     async def _send(self, calls: list[_Call], now: str) -> None:
         """One pipeline: the script calls, then, when replicas must acknowledge, one WAIT per
         connection that wrote (per primary node in a cluster)."""
@@ -303,7 +295,7 @@ class StreamWriter:
         cluster = self._cluster
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, keys, payload in calls:
-                pipe.execute_command("EVALSHA", APPEND_SHA, len(keys), *keys, payload, now)
+                self._append.queue(pipe, keys, (payload, now))
             nodes: dict[str, Any] = {}
             owner: dict[int, str] = {}
             if need and cluster:

@@ -29,14 +29,14 @@ from sqlalchemy.engine import Row
 from statusd import flaps, liveness, silences
 from statusd.alerting import FlapPolicy
 from statusd.db import reading
-from statusd.hearing import Hearing, read_hearing
+from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
-from statusd.liveness import StaleReason, staleness
 from statusd.models import Workload
 from statusd.schema.queries import StaleQuery
 from statusd.selfwatch import Disruption
 from statusd.settings import Settings
+from statusd.staleness import Cutoffs, Facts, Judge, StaleReason
 
 _W = Workload.__table__  # type: ignore[attr-defined]
 SQL_IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
@@ -108,12 +108,11 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
 
 
-async def _redis_candidates(
-    redis: Redis, keys: Keys, settings: Settings, now: float
-) -> _Candidates:
+async def _redis_candidates(redis: Redis, keys: Keys, judge: Judge) -> _Candidates:
+    cut = judge.cutoffs()
     seen, pending = await asyncio.gather(
-        liveness.at_most(redis, keys, keys.last_seen, f"({now - settings.heartbeat_ttl}"),
-        liveness.at_most(redis, keys, keys.pending_since, f"({now - settings.start_timeout}"),
+        liveness.at_most(redis, keys, keys.last_seen, Cutoffs.exclusive(cut.last_seen_before)),
+        liveness.at_most(redis, keys, keys.pending_since, Cutoffs.exclusive(cut.pending_before)),
     )
     return _Candidates(seen=dict(seen), pending=dict(pending))
 
@@ -155,11 +154,12 @@ async def _redis_is_incomplete(redis: Redis, keys: Keys, engine: Any) -> bool:
 
 
 async def _sql_fallback(
-    redis: Redis, keys: Keys, settings: Settings, engine: Any, flt: StaleFilter, now: float
+    redis: Redis, keys: Keys, judge: Judge, engine: Any, flt: StaleFilter
 ) -> list[Row[Any]]:
     """Live workloads whose persisted last_seen_at is stale and that Redis does not know at all."""
-    seen_cut = datetime.fromtimestamp(now - settings.heartbeat_ttl, UTC)
-    start_cut = datetime.fromtimestamp(now - settings.start_timeout, UTC)
+    cut = judge.cutoffs()
+    seen_cut = datetime.fromtimestamp(cut.last_seen_before, UTC)
+    start_cut = datetime.fromtimestamp(cut.pending_before, UTC)
     query = select(_W).where(
         _W.c.deleted_at.is_(None),
         _W.c.state.notin_(list(FINAL_STATES | CONTACT_STATES)),
@@ -196,16 +196,15 @@ async def stale_report(
 ) -> list[StaleItem]:
     """Every live workload that is stale, never seen past its start timeout, UNREACHABLE or LOST."""
     now = time.time() if now is None else now
-    # The candidate queries below use the plain TTL (a superset); `_item` applies the full rule.
-    hearing = await read_hearing(redis, keys)
-    cand = await _redis_candidates(redis, keys, settings, now)
+    # The candidate queries use the rule's cutoffs; `_item` applies the whole rule (contact
+    # states, deafness) to each row.
+    judge = Judge.of(settings, await read_hearing(redis, keys), now)
+    cand = await _redis_candidates(redis, keys, judge)
     rows = await _rows(engine, flt, [*cand.seen, *cand.pending])
     if await _redis_is_incomplete(redis, keys, engine):
         known = {r.id for r in rows}
         rows += [
-            r
-            for r in await _sql_fallback(redis, keys, settings, engine, flt, now)
-            if r.id not in known
+            r for r in await _sql_fallback(redis, keys, judge, engine, flt) if r.id not in known
         ]
     # Contact-state rows came from SQL: their freshest sign of life may be in Redis.
     contact_ids = [r.id for r in rows if r.id not in cand.seen]
@@ -216,7 +215,7 @@ async def stale_report(
     items = [
         item
         for row in rows
-        if (item := _item(row, cand, fresh, settings, now, hearing)) is not None
+        if (item := _item(row, cand, fresh, judge)) is not None
         and flt.matches_labels(item.labels)
         and item.stale_for_s >= flt.older_than_s
     ]
@@ -246,39 +245,24 @@ async def _marked(
 
 
 def _item(
-    row: Row[Any],
-    cand: _Candidates,
-    fresh: dict[str, float],
-    settings: Settings,
-    now: float,
-    hearing: Hearing,
+    row: Row[Any], cand: _Candidates, fresh: dict[str, float], judge: Judge
 ) -> StaleItem | None:
     state = State(row.state)
     db_seen = row.last_seen_at.timestamp() if row.last_seen_at is not None else None
     redis_seen = cand.seen.get(row.id, fresh.get(row.id))
     seen = max((t for t in (db_seen, redis_seen) if t is not None), default=None)
     registered = cand.pending.get(row.id, row.created_at.timestamp())
-    reason = staleness(
-        state,
-        seen,
-        registered,
-        heartbeat_ttl=hearing.silence_ttl(settings),
-        start_timeout=settings.start_timeout,
-        now=now,
-        deaf_until=hearing.deaf_until(settings, now),
-        heard_until=hearing.heard_until,
-    )
-    if reason is None:
+    stale = judge.staleness(Facts(state, seen, registered))
+    if stale is None:
         return None  # e.g. a poll recorded in SQL is fresher than the Redis score
-    since = seen if seen is not None else registered
     return StaleItem(
         id=row.id,
         kind=str(Kind(row.kind)),
         state=str(state),
-        reason=str(reason),
+        reason=str(stale.reason),
         labels=dict(row.labels or {}),
         last_seen_at=_iso(seen),
-        stale_for_s=round(max(0.0, now - since), 3),
+        stale_for_s=round(max(0.0, judge.now - stale.silent_since), 3),
         poll_failures=int(row.poll_failures or 0),
         last_poll_error=row.last_poll_error,
         state_since=row.state_changed_at.isoformat(),

@@ -16,7 +16,8 @@ slowest endpoint of the chunk has answered. Per batch:
   batch, so a batch sees the newest judgement.
 Back-off: a workload left UNREACHABLE by a failed poll is not polled again every sweep (a hanging
 endpoint would take a slot each time); its next poll is `unreachable_repoll_s` away, but never
-later than the moment it becomes due for LOST, so LOST is not delayed.
+later than the moment it becomes due for LOST, so LOST is not delayed. The verdicts and the
+back-off are statusd.staleness's rules; this module applies them.
 """
 
 from __future__ import annotations
@@ -31,16 +32,16 @@ import structlog
 from sqlalchemy import bindparam, update
 
 from statusd import liveness
-from statusd.celery.budgets import unreachable_repoll_s
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload
 from statusd.hearing import read_hearing
-from statusd.lifecycle import CONTACT_STATES, Source, State
+from statusd.lifecycle import Source, State
 from statusd.metrics import POLLS
 from statusd.models import Workload, utcnow
 from statusd.runtime import Runtime
 from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
+from statusd.staleness import Judge, contact_verdict, repoll_after
 from statusd.sweeper.sweep import WorkloadRow
 from statusd.transitions import Observation, Result, apply_observations
 
@@ -91,33 +92,16 @@ class PollReport:
     taken: int = 0  # queued polls of later chunks this task took into its free slots
 
 
-def contact_verdict(
-    row: WorkloadRow, failures: int, now: datetime, settings: Settings
-) -> State | None:
-    """After a failed poll: UNREACHABLE, LOST, or nothing yet (the lifecycle judges it again)."""
-    if row.state is State.UNREACHABLE:
-        since = (now - row.state_changed_at).total_seconds()
-        return State.LOST if since >= settings.lost_after else None
-    if row.state in CONTACT_STATES:
-        return None
-    if row.status_url is None or failures >= settings.unreachable_after:
-        return State.UNREACHABLE
-    return None
-
-
-def repoll_after(
+def _backoff(
     row: WorkloadRow, verdict: State | None, applied: bool, now: datetime, settings: Settings
 ) -> float | None:
     """Seconds until the next poll of a workload this failed poll leaves UNREACHABLE (None: the
-    normal cadence). Capped at the moment it becomes due for LOST, so LOST is never delayed."""
+    normal cadence; statusd.staleness.repoll_after)."""
     if verdict is State.UNREACHABLE and applied:
-        unreachable_since = now
-    elif row.state is State.UNREACHABLE and verdict is None:
-        unreachable_since = row.state_changed_at
-    else:
-        return None
-    lost_due = settings.lost_after - (now - unreachable_since).total_seconds()
-    return max(0.0, min(unreachable_repoll_s(settings), lost_due))
+        return repoll_after(now, now, settings)
+    if row.state is State.UNREACHABLE and verdict is None:
+        return repoll_after(row.state_changed_at, now, settings)
+    return None
 
 
 async def _seen_since_last_poll(rt: Runtime, rows: Sequence[WorkloadRow]) -> set[str]:
@@ -230,7 +214,7 @@ async def apply_answers(
     # While ingest is (or just was) down, a failed poll is no evidence: it neither counts toward
     # UNREACHABLE nor moves anyone (statusd.hearing); good answers above are applied all the same.
     hearing = await read_hearing(rt.redis, rt.keys)
-    counts = liveness.silence_counts(now_wall, hearing.deaf_until(settings, now_wall))
+    counts = Judge.of(settings, hearing, now_wall).silence_counts
     failures = await _record_bookkeeping(rt, rows, answers, now, counted=counts)
     # Disruption mode (statusd.sweeper.disruption): most of the fleet is silent at once, more
     # likely our fault or the network's. Good answers still apply; failures convict nobody.
@@ -244,7 +228,19 @@ async def apply_answers(
                 Observation(wid, a.status, Source.PULL, seq=a.seq, actor="poller", observed_at=now)
             )
             continue
-        verdict = contact_verdict(rows[wid], failures[wid], now, settings) if counts else None
+        row = rows[wid]
+        verdict = (
+            contact_verdict(
+                row.state,
+                row.state_changed_at,
+                has_status_url=row.status_url is not None,
+                failures=failures[wid],
+                now=now,
+                settings=settings,
+            )
+            if counts
+            else None
+        )
         verdicts[wid] = verdict
         if verdict is not None and suspect_ourselves:
             report.held_back += 1
@@ -262,7 +258,7 @@ async def apply_answers(
     report.applied += sum(changed.values())
     backoff: dict[str, float] = {}
     for wid, verdict in verdicts.items():
-        after = repoll_after(rows[wid], verdict, changed.get(wid, False), now, settings)
+        after = _backoff(rows[wid], verdict, changed.get(wid, False), now, settings)
         if after is not None:
             backoff[wid] = after
     report.backed_off += len(backoff)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,19 +32,15 @@ from statusd.alerting import AlertEvent
 from statusd.db import reading, transaction
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES
-from statusd.models import OutboxEntry, OutboxTarget, Workload, utcnow
+from statusd.models import OutboxTarget, Workload
+from statusd.outbox_writer import OutboxEvent, disruption_key, write_outbox
 from statusd.runtime import Runtime
 from statusd.selfwatch import Disruption, read_disruption, write_disruption
+from statusd.staleness import fleet_suspect
 
 log = structlog.get_logger("statusd.sweeper")
 _W = Workload.__table__  # type: ignore[attr-defined]
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
-# Outbox rows of statusd's own alerts: a workload id no workload can have ('/' is not allowed in
-# ids), and transition ids far above any real one, growing with time so `disruption_over` is
-# always sent after the `disruption` it ends (the drain sends a "workload's" rows in id order).
-OUTBOX_WORKLOAD_ID = "statusd/disruption"
-OUTBOX_ID_BASE = 1 << 60
 FLIP_ATTEMPTS = 5
 
 
@@ -54,11 +50,6 @@ class Flip:
 
     event: AlertEvent
     disruption: Disruption
-
-
-def suspect(stale: int, tracked: int, *, fraction: float, minimum: int) -> bool:
-    """The rule: more than `fraction` of the tracked workloads stale, and at least `minimum`."""
-    return tracked > 0 and stale >= minimum and stale > fraction * tracked
 
 
 async def tracked_workloads(engine: AsyncEngine) -> int:
@@ -119,29 +110,22 @@ def alert_payload(flip: Flip, at: float) -> dict[str, object]:
 
 
 async def enqueue_alert(engine: AsyncEngine, webhooks: Sequence[str], flip: Flip) -> None:
-    """One alert outbox row per webhook; the drain delivers them with its usual retries."""
+    """One alert outbox row per webhook (statusd.outbox_writer), in the ordering group of
+    statusd's own events, so `disruption_over` is never sent before the `disruption` it ends;
+    the drain delivers them with its usual retries."""
     if not webhooks:
         return
     at = time.time()
-    now = utcnow()
-    payload = alert_payload(flip, at)
-    rows = [
-        {
-            "transition_id": OUTBOX_ID_BASE + int(at * 1000),
-            "workload_id": OUTBOX_WORKLOAD_ID,
-            "target": OutboxTarget.ALERT,
-            "destination": url,
-            "payload": payload,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for url in webhooks
-    ]
+    at_ms = int(at * 1000)
+    event = OutboxEvent(
+        key=disruption_key(at_ms),
+        target=OutboxTarget.ALERT,
+        payload=alert_payload(flip, at),
+        destinations=tuple(webhooks),
+    )
     try:
         async with transaction(engine) as conn:
-            await conn.execute(insert(_O), rows)
+            await write_outbox(conn, [event])
     except IntegrityError:  # the same millisecond twice: already queued
         log.warning("disruption.alert_duplicate", event=flip.event.value)
 
@@ -150,7 +134,7 @@ async def judge(rt: Runtime, stale: int) -> Flip | None:
     """Judge this sweep's `stale` count against the tracked fleet; record it; alert on a flip."""
     settings = rt.settings
     tracked = await tracked_workloads(rt.engine)
-    active = suspect(
+    active = fleet_suspect(
         stale, tracked, fraction=settings.disruption_fraction, minimum=settings.disruption_min
     )
     flip = await record(rt.redis, rt.keys, active, stale, tracked)

@@ -1,7 +1,8 @@
 """One sweep: find stale workloads from Redis, drop the ones that are done, lease and chunk the rest.
 
-Candidates come from the two liveness sorted sets (statusd.liveness), never from a SQL table scan:
-- `last_seen` older than STATUSD_HEARTBEAT_TTL (no heartbeat and no good poll for that long);
+Candidates come from the two liveness sorted sets (statusd.liveness), never from a SQL table scan,
+read with the cutoffs of statusd.staleness (the one rule of who is silent too long):
+- `last_seen` older than the silence allowed (no heartbeat and no good poll for that long);
 - `pending_since` older than STATUSD_START_TIMEOUT (registered, never heard from).
 Their rows are then loaded in bulk (WHERE id IN (...), chunked) only to drop final and deregistered
 workloads (which also leave the sorted sets, so they cost nothing next time). Everything else is
@@ -32,6 +33,7 @@ from statusd.lifecycle import FINAL_STATES, Kind, State
 from statusd.models import Workload
 from statusd.recovery import ensure_liveness
 from statusd.runtime import Runtime
+from statusd.staleness import Cutoffs, Facts, Judge
 from statusd.sweeper import disruption, leases
 
 _W = Workload.__table__  # type: ignore[attr-defined]
@@ -59,7 +61,7 @@ class WorkloadRow:
 @dataclass
 class SweepResult:
     skipped: bool = False  # another sweep held the lock
-    stale: int = 0  # candidates found in Redis
+    stale: int = 0  # silent workloads found (statusd.staleness), done ones included
     dropped: int = 0  # final, deregistered or unknown: removed from the liveness sets
     busy: int = 0  # leased by an earlier sweep whose poll is still queued or running
     chunks: list[list[str]] = field(default_factory=list)
@@ -71,30 +73,39 @@ class SweepResult:
         return sum(len(c) for c in self.chunks)
 
 
-async def stale_candidates(
-    redis: Redis, keys: Keys, now: float, heartbeat_ttl: float, start_timeout: float
-) -> list[str]:
-    """Ids with no sign of life for `heartbeat_ttl`, plus PENDING ones past `start_timeout`,
-    read shard by shard (statusd.liveness).
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A workload the range queries found silent: its id and its score there."""
 
-    Oldest first, so a backlog is worked off in order."""
-    stale = [
-        wid for wid, _ in await liveness.at_most(redis, keys, keys.last_seen, now - heartbeat_ttl)
-    ]
-    seen_stale = set(stale)
+    id: str
+    last_seen: float | None  # None: never heard from (found in `pending_since`)
+    registered_at: float | None  # its `pending_since` score, when found there
+
+
+async def stale_candidates(redis: Redis, keys: Keys, judge: Judge) -> list[Candidate]:
+    """Workloads silent past the judge's cutoffs (seen ones, then never-seen ones), read shard by
+    shard (statusd.liveness). Oldest first, so a backlog is worked off in order."""
+    cut = judge.cutoffs()
+    exclusive = Cutoffs.exclusive
+    seen = await liveness.at_most(redis, keys, keys.last_seen, exclusive(cut.last_seen_before))
+    stale = [Candidate(wid, score, None) for wid, score in seen]
+    seen_stale = {c.id for c in stale}
     pending = [
-        wid
-        for wid, _ in await liveness.at_most(redis, keys, keys.pending_since, now - start_timeout)
+        (wid, score)
+        for wid, score in await liveness.at_most(
+            redis, keys, keys.pending_since, exclusive(cut.pending_before)
+        )
         if wid not in seen_stale
     ]
     if pending:
         # A workload still in `pending_since` may have heartbeated since (ingest records it in
-        # `last_seen`); it is only a candidate if that sign of life is old too.
-        scores = await liveness.scores(redis, keys, keys.last_seen, pending)
-        fresh = [p for p, s in zip(pending, scores, strict=True) if s is not None]
+        # `last_seen`); it is judged by that sign of life, which is recent (it was not found
+        # above), so it leaves `pending_since` and is no candidate.
+        scores = await liveness.scores(redis, keys, keys.last_seen, [wid for wid, _ in pending])
+        fresh = [wid for (wid, _), s in zip(pending, scores, strict=True) if s is not None]
         await liveness.drop(redis, keys, keys.pending_since, fresh)
         pending = [p for p, s in zip(pending, scores, strict=True) if s is None]
-    return stale + pending
+    return stale + [Candidate(wid, None, score) for wid, score in pending]
 
 
 async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, WorkloadRow]:
@@ -128,6 +139,18 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
     return out
 
 
+def due(judge: Judge, candidate: Candidate, row: WorkloadRow) -> bool:
+    """The per-workload answer for a candidate of the range queries (statusd.staleness): the
+    queries know no per-workload excuse, this answer does."""
+    registered = candidate.registered_at
+    facts = Facts(
+        row.state,
+        candidate.last_seen,
+        registered if registered is not None else row.state_changed_at.timestamp(),
+    )
+    return judge.silent(facts) is not None
+
+
 async def forget_done(redis: Redis, keys: Keys, ids: Sequence[str]) -> None:
     """Final or deregistered: nothing will ever be learned by polling them again."""
     await liveness.drop(redis, keys, keys.last_seen, ids)
@@ -139,13 +162,11 @@ async def sweep(
     engine: AsyncEngine,
     keys: Keys,
     *,
-    heartbeat_ttl: float,
-    start_timeout: float,
+    judge: Judge,
     poll_chunk: int,
     lease_ms: int,
     lock_ms: int,
     token: str,
-    heard_until: float | None = None,
 ) -> SweepResult:
     """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does)."""
     started = time.monotonic()
@@ -155,15 +176,18 @@ async def sweep(
         result.skipped = True
         return result
     try:
-        # Silence counts only up to the last moment ingest was listening (statusd.hearing).
-        now = time.time() if heard_until is None else min(time.time(), heard_until)
-        ids = await stale_candidates(redis, keys, now, heartbeat_ttl, start_timeout)
-        result.stale = len(ids)
+        candidates = await stale_candidates(redis, keys, judge)
+        ids = [c.id for c in candidates]
         rows = await load_rows(engine, ids) if ids else {}
         done = [wid for wid in ids if wid not in rows or rows[wid].done]
         await forget_done(redis, keys, done)
         result.dropped = len(done)
-        live = [wid for wid in ids if wid in rows and not rows[wid].done]
+        live = [
+            c.id
+            for c in candidates
+            if c.id in rows and not rows[c.id].done and due(judge, c, rows[c.id])
+        ]
+        result.stale = len(done) + len(live)
         taken = await leases.take(redis, keys, live, token, lease_ms)
         result.busy = len(live) - len(taken)
         result.chunks = [taken[i : i + poll_chunk] for i in range(0, len(taken), poll_chunk)]
@@ -190,14 +214,11 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
             rt.redis,
             rt.engine,
             rt.keys,
-            # Paced workloads were told to wait longer than the TTL: not stale for obeying.
-            heartbeat_ttl=hearing.silence_ttl(settings),
-            start_timeout=settings.start_timeout,
+            judge=Judge.of(settings, hearing, time.time()),
             poll_chunk=settings.poll_chunk,
             lease_ms=b.lease_ms,
             lock_ms=b.sweep_lock_ms,
             token=token,
-            heard_until=hearing.heard_until,
         )
         if not result.skipped:
             # Judged before the polls are enqueued, so they already see a disruption this sweep

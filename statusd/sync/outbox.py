@@ -12,8 +12,10 @@ RETURNING ...`, committed before any network call so no row lock is held while a
   ix_outbox_workload_order, so a claim costs the batch it returns, not the backlog behind it;
 - SQLite: BEGIN IMMEDIATE serializes claimers, and the UPDATE is conditional on the lease being
   free (lease_until < now), so the claim is that conditional update.
-Eligible: pending, due, lease free, and the OLDEST pending row of its (target, workload,
-destination): N+1 is never sent before N is synced or dead-lettered.
+Eligible: pending, due, lease free, and the OLDEST pending row (by id: the order rows were
+written, statusd.outbox_writer) of its (target, workload, destination): N+1 is never sent before N
+is synced or dead-lettered. A workload's rows are written in its transitions' order (each
+transition holds the workload's row lock until its rows commit).
 
 Write: one transaction per batch that records results (one UPDATE per outcome, each row guarded
 by lease_owner and status, so a worker that lost its lease writes nothing for that row) and renews
@@ -54,7 +56,7 @@ class ClaimedRow:
     """One leased outbox row, as the sender needs it."""
 
     id: int
-    transition_id: int
+    transition_id: int | None  # None: an event no transition caused (statusd's own alerts)
     workload_id: str
     target: OutboxTarget
     destination: str
@@ -81,7 +83,7 @@ def _claim_statement(
         older.c.workload_id == pick.c.workload_id,
         older.c.destination == pick.c.destination,
         older.c.status == OutboxStatus.PENDING,
-        older.c.transition_id < pick.c.transition_id,
+        older.c.id < pick.c.id,
     )
     eligible = (
         select(pick.c.id)

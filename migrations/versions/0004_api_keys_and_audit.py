@@ -1,7 +1,7 @@
 """api keys and audit trail: scoped API keys (digest only) and one row per mutating call
 
-Revision ID: 0003_api_keys_and_audit
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06 18:50:00+00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_api_keys_and_audit"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
