@@ -1,0 +1,246 @@
+"""A real PostgreSQL primary and streaming replica on loopback, in a temporary directory.
+
+    with ReplicatedPostgres(synchronous=True) as pg:
+        url = pg.multi_host_url("statusd")   # postgresql://postgres@127.0.0.1:P,127.0.0.1:R/statusd
+        ...
+        pg.stop_primary()                    # pg_ctl stop -m immediate: a crash, not a shutdown
+        pg.promote_replica()                 # pg_ctl promote, waits until it accepts writes
+
+The servers run as the `postgres` user when the tests run as root (initdb refuses root), from
+the server binaries of the newest installed major version (or STATUSD_TEST_PG_BINDIR). Absent
+binaries skip the test, except on CI (CI=true), where the failover test must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import asyncpg
+import pytest
+
+from tests.support.databases import ON_CI
+from tests.support.processes import free_port
+
+HOST = "127.0.0.1"
+USER = "postgres"
+REPLICA_NAME = "statusd_replica"
+START_TIMEOUT_S = 30.0
+
+
+def server_bindir() -> Path | None:
+    """Where initdb / pg_ctl / pg_basebackup live, or None when no server is installed."""
+    explicit = os.environ.get("STATUSD_TEST_PG_BINDIR")
+    candidates = [Path(explicit)] if explicit else []
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += versions
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for directory in candidates:
+        if all((directory / tool).is_file() for tool in ("initdb", "pg_ctl", "pg_basebackup")):
+            return directory
+    return None
+
+
+def require_server_binaries() -> Path:
+    found = server_bindir()
+    if found is not None:
+        return found
+    message = "no PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) found"
+    if ON_CI:
+        pytest.fail(f"CI=true but {message}: the failover test must run on CI")
+    pytest.skip(message)
+
+
+class ReplicatedPostgres:
+    """A primary and one streaming replica; `synchronous` makes every commit wait for the replica."""
+
+    def __init__(self, *, synchronous: bool) -> None:
+        self.bindir = require_server_binaries()
+        self.synchronous = synchronous
+        self.as_root = os.geteuid() == 0
+        self.root = Path(tempfile.mkdtemp(prefix="statusd-pgfailover-"))
+        self.primary_dir = self.root / "primary"
+        self.replica_dir = self.root / "replica"
+        self.primary_port = free_port()
+        self.replica_port = free_port()
+        self.running: list[Path] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> ReplicatedPostgres:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self.as_root:
+            entry = pwd.getpwnam(USER)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self._run(
+            "initdb", "-N", "-D", str(self.primary_dir), "-U", USER, "--auth=trust", "-E", "UTF8"
+        )
+        settings = {
+            "listen_addresses": f"'{HOST}'",
+            "port": str(self.primary_port),
+            "unix_socket_directories": f"'{self.root}'",
+            "wal_level": "replica",
+            "max_wal_senders": "4",
+            "hot_standby": "on",
+            # The machine is shared: keep each server small. fsync off only skips the disk
+            # flush, which a killed process (not a lost machine) never needed.
+            "fsync": "off",
+            "shared_buffers": "16MB",
+            "max_connections": "60",
+            "synchronous_commit": "on",
+            "synchronous_standby_names": f"'{REPLICA_NAME}'" if self.synchronous else "''",
+        }
+        conf = self.primary_dir / "postgresql.conf"
+        with conf.open("a") as out:
+            out.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self._pg_ctl_start(self.primary_dir)
+        self._run(
+            "pg_basebackup",
+            "-D",
+            str(self.replica_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-d",
+            f"host={HOST} port={self.primary_port} user={USER}",
+        )
+        # The replica's own port, and the name the primary's synchronous_standby_names waits for.
+        # Promoted, it has no standby of its own: waiting for one would stall every commit.
+        with (self.replica_dir / "postgresql.auto.conf").open("a") as out:
+            out.write(f"port = {self.replica_port}\n")
+            out.write("synchronous_standby_names = ''\n")
+            out.write(
+                f"primary_conninfo = 'host={HOST} port={self.primary_port} user={USER} "
+                f"application_name={REPLICA_NAME}'\n"
+            )
+        self._pg_ctl_start(self.replica_dir)
+        self._wait_streaming()
+
+    def close(self) -> None:
+        """Stop both servers (immediately: nothing to keep) and remove the directory."""
+        for data in list(self.running):
+            self._stop(data)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def stop_primary(self) -> None:
+        """The primary dies: `pg_ctl stop -m immediate` (no shutdown checkpoint, like a crash)."""
+        self._stop(self.primary_dir)
+
+    def promote_replica(self) -> None:
+        """`pg_ctl promote --wait`: returns once the replica accepts writes."""
+        self._run(
+            "pg_ctl", "promote", "-w", "-t", str(int(START_TIMEOUT_S)), "-D", str(self.replica_dir)
+        )
+
+    # -- addresses and queries ----------------------------------------------------------------
+
+    def multi_host_url(self, database: str) -> str:
+        """libpq's multi-host form, primary first; statusd adds target_session_attrs=read-write."""
+        hosts = f"{HOST}:{self.primary_port},{HOST}:{self.replica_port}"
+        return f"postgresql://{USER}@{hosts}/{database}?target_session_attrs=read-write"
+
+    def create_database(self, name: str) -> None:
+        asyncio.run(self._execute(self.primary_port, f'CREATE DATABASE "{name}"'))
+
+    def replication_lag_bytes(self) -> int | None:
+        """WAL the primary wrote that the replica has not flushed yet (None if not streaming)."""
+        sql = (
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint "
+            f"FROM pg_stat_replication WHERE application_name = '{REPLICA_NAME}'"
+        )
+        value = asyncio.run(self._fetchval(self.primary_port, sql))
+        return None if value is None else int(value)
+
+    async def _execute(self, port: int, sql: str) -> None:
+        conn = await asyncpg.connect(host=HOST, port=port, user=USER, database="postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def _fetchval(self, port: int, sql: str) -> object:
+        conn = await asyncpg.connect(host=HOST, port=port, user=USER, database="postgres")
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    def _wait_streaming(self) -> None:
+        wanted = "sync" if self.synchronous else "async"
+        sql = (
+            "SELECT sync_state FROM pg_stat_replication "
+            f"WHERE application_name = '{REPLICA_NAME}' AND state = 'streaming'"
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        state: object = None
+        while time.monotonic() < deadline:
+            state = asyncio.run(self._fetchval(self.primary_port, sql))
+            if state == wanted:
+                return
+            time.sleep(0.1)
+        raise AssertionError(
+            f"the replica is not streaming ({wanted}) after {START_TIMEOUT_S}s: {state}"
+        )
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _pg_ctl_start(self, data: Path) -> None:
+        self._run(
+            "pg_ctl", "start", "-w", "-t", str(int(START_TIMEOUT_S)), "-D", str(data),
+            "-l", str(self.root / f"{data.name}.log"),
+        )  # fmt: skip
+        self.running.append(data)
+
+    def _stop(self, data: Path) -> None:
+        if data in self.running:
+            self.running.remove(data)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(data))
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [str(self.bindir / tool), *args]
+        if self.as_root:
+            command = ["runuser", "-u", USER, "--", *command]
+        done = subprocess.run(
+            command, cwd=self.root, capture_output=True, text=True, timeout=START_TIMEOUT_S * 2
+        )
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(
+                done.returncode, command, output=done.stdout, stderr=done.stderr
+            )
+
+    def server_log(self, which: str) -> str:
+        with contextlib.suppress(OSError):
+            return (self.root / f"{which}.log").read_text(errors="replace")[-4000:]
+        return "<no log>"
