@@ -118,6 +118,36 @@ class BatchApplier:
             return
         for (w, index), answer in zip(pending, answers, strict=True):
             self._record(w, index, answer)
+        await self._forget_entries_ahead(pending, answers, cached)
+
+    async def _forget_entries_ahead(
+        self,
+        pending: list[tuple[WorkloadPlan, int]],
+        answers: list[Result | Exception],
+        cached: dict[str, CachedState],
+    ) -> None:
+        """A cache entry at a newer version than the database's own row can only come from
+        commits the database no longer has (a failover to a replica that had not received them).
+        Versions only grow, so the entry would refuse every store and its state would keep
+        steady reports off the database until it expires. A tombstone one past the database's
+        version takes its place: a miss, until a commit at that version stores over it."""
+        last = {
+            w.workload_id: answer
+            for (w, _), answer in zip(pending, answers, strict=True)
+            if isinstance(answer, Result)
+        }
+        ahead = {
+            wid: answer.version + 1
+            for wid, answer in last.items()
+            if (entry := cached.get(wid)) is not None and entry.version > answer.version
+        }
+        if not ahead:
+            return
+        log.warning("consumer.cache_ahead_of_database", workloads=sorted(ahead))
+        try:
+            await self.ctx.runtime.cache.invalidate_many(ahead)
+        except (RedisError, OSError) as exc:  # the same reports meet the same entry next time
+            log.warning("consumer.cache_unavailable", error=str(exc))
 
     def _skip_steady(
         self, todo: list[WorkloadPlan], cached: dict[str, CachedState]
