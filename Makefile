@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
-SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus
+SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus postgresql
 
 .PHONY: help run test test-all lint bench bench-quick bench-scale clean system-deps
 
@@ -42,7 +42,8 @@ run: $(VENV)/.installed
 # Tests need a redis-server binary, for the status-page test Chromium + chromedriver, for the
 # bare-machine test `ip` (iproute2) to make a network namespace, and for the monitoring pack's
 # test promtool (Debian's `prometheus` package; the Prometheus server and node exporter it may
-# start are stopped and disabled: the tests need only promtool).
+# start are stopped and disabled: the tests need only promtool), and for the failover test the
+# PostgreSQL server binaries (it runs a primary and a replica of its own).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -50,6 +51,7 @@ system-deps:
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

@@ -3,10 +3,12 @@
     with ReplicatedPostgres(synchronous=True) as pg:
         url = pg.multi_host_url("statusd")   # postgresql://postgres@127.0.0.1:P,127.0.0.1:R/statusd
         ...
+        pg.lag_replica()                     # optional: the WAL held back, the replica falls behind
         pg.stop_primary()                    # pg_ctl stop -m immediate: a crash, not a shutdown
         pg.promote_replica()                 # pg_ctl promote, waits until it accepts writes
 
-The servers run as the `postgres` user when the tests run as root (initdb refuses root), from
+The replica streams through a relay in this process (`ReplicationLink`) that can hold the WAL
+back. The servers run as the `postgres` user when the tests run as root (initdb refuses root), from
 the server binaries of the newest installed major version (or STATUSD_TEST_PG_BINDIR). Absent
 binaries skip the test, except on CI (CI=true), where the failover test must run.
 """
@@ -20,6 +22,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +49,7 @@ def server_bindir() -> Path | None:
         reverse=True,
     )
     candidates += versions
-    on_path = shutil.which("pg_ctl")
+    on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).parent)
     for directory in candidates:
@@ -78,6 +81,7 @@ class ReplicatedPostgres:
         self.primary_port = free_port()
         self.replica_port = free_port()
         self.running: list[Path] = []
+        self.link: ReplicationLink | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -123,6 +127,7 @@ class ReplicatedPostgres:
         with conf.open("a") as out:
             out.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self._pg_ctl_start(self.primary_dir)
+        self.link = ReplicationLink(self.primary_port)
         self._run(
             "pg_basebackup",
             "-D",
@@ -139,7 +144,7 @@ class ReplicatedPostgres:
             out.write(f"port = {self.replica_port}\n")
             out.write("synchronous_standby_names = ''\n")
             out.write(
-                f"primary_conninfo = 'host={HOST} port={self.primary_port} user={USER} "
+                f"primary_conninfo = 'host={HOST} port={self.link.port} user={USER} "
                 f"application_name={REPLICA_NAME}'\n"
             )
         self._pg_ctl_start(self.replica_dir)
@@ -149,12 +154,22 @@ class ReplicatedPostgres:
         """Stop both servers (immediately: nothing to keep) and remove the directory."""
         for data in list(self.running):
             self._stop(data)
+        if self.link is not None:
+            self.link.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- faults -------------------------------------------------------------------------------
 
+    def lag_replica(self) -> None:
+        """From now on the replica receives nothing: it falls behind the primary."""
+        assert self.link is not None
+        self.link.hold()
+
     def stop_primary(self) -> None:
-        """The primary dies: `pg_ctl stop -m immediate` (no shutdown checkpoint, like a crash)."""
+        """The primary dies: `pg_ctl stop -m immediate` (no shutdown checkpoint, like a crash);
+        WAL the replica had not received yet is lost with it."""
+        assert self.link is not None
+        self.link.sever()
         self._stop(self.primary_dir)
 
     def promote_replica(self) -> None:
@@ -244,3 +259,93 @@ class ReplicatedPostgres:
         with contextlib.suppress(OSError):
             return (self.root / f"{which}.log").read_text(errors="replace")[-4000:]
         return "<no log>"
+
+
+class ReplicationLink:
+    """A TCP relay between the replica and the primary that can hold the WAL back, so the replica
+    falls behind on demand (the lag a busy network or a slow disk makes), on its own thread.
+
+    `hold()`: what the primary sends is kept here, not delivered; `sever()`: the held bytes are
+    thrown away and the link closed, as a crash of the primary loses what was still in flight."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.held = False
+        self.severed = False
+        self.pending: list[tuple[asyncio.StreamWriter, bytes]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        if not ready.wait(10):
+            raise AssertionError("the replication relay did not start")
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._accept, HOST, self.port))
+        ready.set()
+        self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        server.close()
+        self.loop.run_until_complete(server.wait_closed())
+        self.loop.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers += [writer, up_writer]
+        try:
+            await asyncio.gather(
+                self._pipe(reader, up_writer, holdable=False),
+                self._pipe(up_reader, writer, holdable=True),
+                return_exceptions=True,
+            )
+        finally:
+            for w in (writer, up_writer):
+                w.transport.abort()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, holdable: bool
+    ) -> None:
+        while not self.severed:
+            data = await reader.read(65536)
+            if not data:
+                break
+            if holdable and self.held:
+                self.pending.append((writer, data))
+                continue
+            writer.write(data)
+            await writer.drain()
+        if not self.severed:
+            writer.close()
+
+    def hold(self) -> None:
+        """Returns once nothing more is delivered."""
+
+        async def hold() -> None:
+            self.held = True
+
+        asyncio.run_coroutine_threadsafe(hold(), self.loop).result(10)
+
+    def sever(self) -> None:
+        def cut() -> None:
+            self.severed = True
+            self.pending.clear()
+            for writer in self.writers:
+                writer.transport.abort()
+
+        self.loop.call_soon_threadsafe(cut)
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            self.sever()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
