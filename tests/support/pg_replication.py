@@ -166,11 +166,12 @@ class ReplicatedPostgres:
         self.link.hold()
 
     def stop_primary(self) -> None:
-        """The primary dies: `pg_ctl stop -m immediate` (no shutdown checkpoint, like a crash);
-        WAL the replica had not received yet is lost with it."""
+        """The primary dies: `pg_ctl stop -m immediate` (no shutdown checkpoint, like a crash).
+        What it had sent still reaches the replica, unless the link was holding it back: that
+        is lost with it."""
         assert self.link is not None
-        self.link.sever()
         self._stop(self.primary_dir)
+        self.link.sever()
 
     def promote_replica(self) -> None:
         """`pg_ctl promote --wait`: returns once the replica accepts writes."""
