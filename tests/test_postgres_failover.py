@@ -47,7 +47,7 @@ HEARTBEAT_WORKLOADS = 4
 LOAD_BEFORE_S = 3.0  # writes flowing before the replica falls behind
 # Then the replica receives nothing for this long before the primary dies (docs/reliability.md
 # measures other lags through the variable).
-LAG_S = float(os.environ.get("STATUSD_FAILOVER_LAG_S", "1.0"))
+LAG_S = float(os.environ.get("STATUSD_TEST_FAILOVER_LAG_S", "1.0"))
 APPLIED_AFTER = 5  # each API writer gets this many changes applied after the promotion
 RECOVERY_TIMEOUT_S = 30.0
 RETRY_PAUSE_S = 0.05
@@ -204,11 +204,11 @@ async def register(session: aiohttp.ClientSession, api: str, wid: str) -> str:
 
 
 def record_result(line: str) -> None:
-    """With STATUSD_FAILOVER_RESULTS set, append one line per run (the measurement loop in
+    """With STATUSD_TEST_FAILOVER_RESULTS set, append one line per run (the measurement loop in
     docs/reliability.md): synchronous, lag seconds, writes acknowledged before the crash, of
     them in the lag, lost, replication lag at the crash in bytes, seconds from the crash to the
     first acknowledged write."""
-    path = os.environ.get("STATUSD_FAILOVER_RESULTS")
+    path = os.environ.get("STATUSD_TEST_FAILOVER_RESULTS")
     if path:
         with open(path, "a") as out:
             out.write(line + "\n")
