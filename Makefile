@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
 SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus postgresql
 
-.PHONY: help run test test-all lint bench bench-quick bench-scale clean system-deps
+.PHONY: help run test test-all lint bench bench-quick bench-scale chaos clean system-deps
 
 help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench  - the whole pipeline: ingest, transition storm, sync drain, sweep storm,"
 	@echo "              steady state and detection latency, each against plain code (bench-quick: tiny)"
 	@echo "make bench-scale - 1 vs 2 consume / serve processes (needs PostgreSQL on 127.0.0.1)"
+	@echo "make chaos  - the whole deployment under seeded random faults, checked by an oracle"
+	@echo "              (DURATION=150 seconds, SEED=random; needs PostgreSQL on 127.0.0.1)"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
 
 # The virtualenv, rebuilt only when a pyproject.toml changes (repeated runs start at once). The
@@ -111,6 +113,11 @@ bench-quick: $(VENV)/.installed
 # Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.
 bench-scale: $(VENV)/.installed
 	$(BIN)/python bench/scale_out.py $(BENCH_ARGS)
+
+# A run prints its seed; SEED=<it> replays the same fault schedule and fleet.
+DURATION ?= 150
+chaos: $(VENV)/.installed
+	$(BIN)/python bench/chaos.py --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
