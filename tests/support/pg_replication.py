@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 import asyncpg
+import psutil
 import pytest
 
 from tests.support.databases import ON_CI
@@ -37,6 +38,13 @@ HOST = "127.0.0.1"
 USER = "postgres"
 REPLICA_NAME = "statusd_replica"
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((data / "postmaster.pid").read_text().split()[0])
+    return None
 
 
 def server_bindir() -> Path | None:
@@ -239,10 +247,25 @@ class ReplicatedPostgres:
         self.running.append(data)
 
     def _stop(self, data: Path) -> None:
-        if data in self.running:
-            self.running.remove(data)
-            with contextlib.suppress(subprocess.CalledProcessError):
-                self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(data))
+        """`pg_ctl stop -m immediate`; a server still up after STOP_TIMEOUT_S (seen on this
+        shared machine, rarely) is SIGKILLed, which is a crash all the same."""
+        if data not in self.running:
+            return
+        self.running.remove(data)
+        pid = _postmaster_pid(data)
+        try:
+            self._run(
+                "pg_ctl", "stop", "-m", "immediate", "-w", "-t", str(STOP_TIMEOUT_S), "-D", str(data)
+            )  # fmt: skip
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            print(f"pg_ctl stop failed ({exc}); SIGKILL\n{self.server_log(data.name)}")
+            if pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    server = psutil.Process(pid)
+                    for proc in [*server.children(recursive=True), server]:
+                        with contextlib.suppress(psutil.Error):
+                            proc.kill()
+                    psutil.wait_procs([server], timeout=10)
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bindir / tool), *args]
