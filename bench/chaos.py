@@ -273,6 +273,7 @@ class Container:
 
 
 async def run_container(
+    session: aiohttp.ClientSession,
     c: Container,
     rng: random.Random,
     apis: list[str],
@@ -283,26 +284,25 @@ async def run_container(
 ) -> None:
     """Heartbeat as scripted until `end`; from `calm_at` on (faults over) no more changes, so the
     truth the oracle compares with is settled."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        await asyncio.sleep(rng.uniform(0, BEAT_S))
-        plan: list[str] = []
-        while time.monotonic() < end:
-            now = time.monotonic() - start
-            if c.role == "dying" and now >= c.event_at:
-                return  # silent from here on: the truth is "dead since event_at"
-            if c.role == "finishing" and now >= c.event_at and not plan:
-                plan = ["STOPPING", FINAL]
-            if plan:
-                c.state = plan[0]
-            elif time.monotonic() < calm_at and (c.role == "flapping" or rng.random() < 0.05):
-                c.state = "DEGRADED" if c.state == "READY" else "READY"
-            c.seq += 1
-            sent = await _send(session, apis, c, end, stats)
-            if plan and sent:
-                plan.pop(0)
-                if not plan:
-                    return  # finished: a final state needs no more heartbeats
-            await asyncio.sleep(BEAT_S * rng.uniform(0.8, 1.0))
+    await asyncio.sleep(rng.uniform(0, BEAT_S))
+    plan: list[str] = []
+    while time.monotonic() < end:
+        now = time.monotonic() - start
+        if c.role == "dying" and now >= c.event_at:
+            return  # silent from here on: the truth is "dead since event_at"
+        if c.role == "finishing" and now >= c.event_at and not plan:
+            plan = ["STOPPING", FINAL]
+        if plan:
+            c.state = plan[0]
+        elif time.monotonic() < calm_at and (c.role == "flapping" or rng.random() < 0.05):
+            c.state = "DEGRADED" if c.state == "READY" else "READY"
+        c.seq += 1
+        sent = await _send(session, apis, c, end, stats)
+        if plan and sent:
+            plan.pop(0)
+            if not plan:
+                return  # finished: a final state needs no more heartbeats
+        await asyncio.sleep(BEAT_S * rng.uniform(0.8, 1.0))
 
 
 async def _send(
@@ -468,10 +468,18 @@ def judge(
         if len({h["id"] for h in history}) != len(history):
             problems["applied_once"].append(c.wid)
         if state not in c.truth():
-            problems["final_state"].append(f"{c.wid} ({c.role}): {state}, truth {c.truth()}")
+            last = history[-1] if history else {}
+            problems["final_state"].append(
+                f"{c.wid} ({c.role}): {state}, truth {c.truth()}, last accepted "
+                f"{c.accepted[-1] if c.accepted else None}, last transition "
+                f"{last.get('to')} by {last.get('source')} at {last.get('recorded_at')}"
+            )
         if c.role in ("steady", "flapping") and any(h["to"] in DEAD for h in history):
             problems["no_false_verdict"].append(c.wid)
-        got, want = by_workload.get(c.wid, []), [h["id"] for h in history]
+        # Each history was read before the main API's log: what statusd wrote for the workload
+        # after the read (a recovery, a verdict) is newer than its history's last transition.
+        want = [h["id"] for h in history]
+        got = [t for t in by_workload.get(c.wid, []) if t <= max(want, default=0)]
         firsts = list(dict.fromkeys(got))
         if sorted(set(got)) != sorted(want):
             problems["main_api_has_all"].append(f"{c.wid}: got {sorted(set(got))}, history {want}")
@@ -542,10 +550,21 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
         # The fleet lives on through the settle time (faults stop at `duration`, containers do
         # not): the oracle reads while the living still heartbeat.
         end = start + duration + settle
+        # One client session for the fleet, its connections bounded, as a load balancer's are.
+        fleet_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=256)
+        )
         runners = [
             asyncio.create_task(
                 run_container(
-                    c, random.Random(f"{seed}:{c.wid}"), apis, start, start + duration, end, stats
+                    fleet_session,
+                    c,
+                    random.Random(f"{seed}:{c.wid}"),
+                    apis,
+                    start,
+                    start + duration,
+                    end,
+                    stats,
                 )
             )
             for c in fleet
@@ -557,6 +576,7 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
         await asyncio.sleep(max(0.0, end - BEAT_S * 2 - time.monotonic()))
         seen = await read_statusd(apis[0], fleet)
         await asyncio.gather(*runners)
+        await fleet_session.close()
         problems = judge(fleet, seen, d.main_api.received)
         problems.update(log_problems(d))
     finally:
