@@ -596,7 +596,12 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
         "main_api_received": len(d.main_api.received),
         "main_api_idempotent_resends": resends,
         "checks": {
-            name: ("held" if not problems.get(name) else problems[name][:5]) for name in checks
+            name: (
+                "held"
+                if not problems.get(name)
+                else {"failed": len(problems[name]), "first": problems[name][:5]}
+            )
+            for name in checks
         },
         "replay": f"python bench/chaos.py --seed {seed} --duration {duration:g} --containers {containers}",
     }
