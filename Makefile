@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
-SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus
+SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus postgresql
 
-.PHONY: help run test test-all lint bench bench-quick bench-scale clean system-deps
+.PHONY: help run test test-all lint bench bench-quick bench-scale chaos clean system-deps
 
 help:
 	@echo "make run    - start statusd in dev mode (SQLite, Redis, API, worker, beat)"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench  - the whole pipeline: ingest, transition storm, sync drain, sweep storm,"
 	@echo "              steady state and detection latency, each against plain code (bench-quick: tiny)"
 	@echo "make bench-scale - 1 vs 2 consume / serve processes (needs PostgreSQL on 127.0.0.1)"
+	@echo "make chaos  - the whole deployment under seeded random faults, checked by an oracle"
+	@echo "              (DURATION=150 seconds, SEED=random; needs PostgreSQL on 127.0.0.1)"
 	@echo "make clean  - remove the virtualenv and caches (keeps .statusd/ and statusd.db)"
 
 # The virtualenv, rebuilt only when a pyproject.toml changes (repeated runs start at once). The
@@ -42,7 +44,8 @@ run: $(VENV)/.installed
 # Tests need a redis-server binary, for the status-page test Chromium + chromedriver, for the
 # bare-machine test `ip` (iproute2) to make a network namespace, and for the monitoring pack's
 # test promtool (Debian's `prometheus` package; the Prometheus server and node exporter it may
-# start are stopped and disabled: the tests need only promtool).
+# start are stopped and disabled: the tests need only promtool), and for the failover test the
+# PostgreSQL server binaries (it runs a primary and a replica of its own).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -50,6 +53,7 @@ system-deps:
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -111,6 +115,11 @@ bench-quick: $(VENV)/.installed
 # Scale-out ratios (docs/benchmarks.md): creates and drops its own databases on BENCH_PG_URL.
 bench-scale: $(VENV)/.installed
 	$(BIN)/python bench/scale_out.py $(BENCH_ARGS)
+
+# A run prints its seed; SEED=<it> replays the same fault schedule and fleet.
+DURATION ?= 150
+chaos: $(VENV)/.installed
+	$(BIN)/python bench/chaos.py --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

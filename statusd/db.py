@@ -4,7 +4,9 @@ The same code runs on both; the differences live here:
 - SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE so a transaction takes the write lock up front
   (two observations of one workload serialize instead of deadlocking on lock upgrade); opened
   read-write-only so a moved-away file is an error (DB down) rather than a fresh empty database.
-- PostgreSQL: row locks (SELECT ... FOR UPDATE) in `statusd.transitions`.
+- PostgreSQL: row locks (SELECT ... FOR UPDATE) in `statusd.transitions`; a multi-host URL
+  (`postgresql://h1:5432,h2:5432/db`, as libpq writes it) lists a primary and its standbys, and
+  every new connection goes to whichever of them accepts writes (see `normalize_url`).
 """
 
 from __future__ import annotations
@@ -12,27 +14,73 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis.exceptions import RedisError
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from statusd.errors import StatusdError, StorageUnavailable, is_transient
+from statusd.errors import StatusdError, StorageUnavailable, is_standby_refusal, is_transient
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READONLY_OPTION = "statusd_readonly"
+POSTGRES_DRIVERS = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
+POSTGRES_DEFAULT_PORT = 5432
+# statusd writes on every connection: with several hosts listed, only the one that accepts
+# writes will do (asyncpg checks `transaction_read_only` on connect and tries the next host).
+MULTI_HOST_SESSION_ATTRS = "read-write"
 
 
 def normalize_url(raw: str) -> URL:
-    """Accept the URLs operators type (postgresql://, sqlite:///) and pick the async drivers."""
-    url = make_url(raw)
-    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+    """Accept the URLs operators type (postgresql://, sqlite:///) and pick the async drivers.
+
+    A PostgreSQL URL may list several hosts the way libpq does (`h1:5432,h2:5432` in the
+    authority) or the way SQLAlchemy does (`?host=h1:5432&host=h2:5432`); both become the
+    latter, and without an explicit `target_session_attrs` a multi-host URL asks for the host
+    that accepts writes."""
+    url = _multi_host_url(raw) or make_url(raw)
+    if url.drivername in POSTGRES_DRIVERS:
         url = url.set(drivername="postgresql+asyncpg")
     elif url.drivername == "sqlite":
         url = url.set(drivername="sqlite+aiosqlite")
+    hosts = url.query.get("host")
+    if isinstance(hosts, tuple) and len(hosts) > 1 and "target_session_attrs" not in url.query:
+        url = url.update_query_dict({"target_session_attrs": MULTI_HOST_SESSION_ATTRS})
     return url
+
+
+def display_url(raw: str) -> str:
+    """The database URL as it is safe to show: password hidden, hosts as statusd reads them."""
+    return normalize_url(raw).render_as_string(hide_password=True)
+
+
+def _multi_host_url(raw: str) -> URL | None:
+    """`scheme://user:pw@h1:p1,h2:p2/db?...` (libpq's form, which SQLAlchemy's parser cannot
+    read) as SQLAlchemy's multi-host URL; None for any other URL. A host without a port gets
+    PostgreSQL's default: SQLAlchemy's asyncpg dialect wants a port for every host."""
+    parts = urlsplit(raw)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    if "," not in hostlist or parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
+        return None
+    hosts = []
+    for entry in hostlist.split(","):
+        host, sep, port = entry.rpartition(":")
+        if not sep or host.endswith(":") or entry.endswith("]"):  # no port, or a bare IPv6 host
+            host, port = entry, str(POSTGRES_DEFAULT_PORT)
+        hosts.append(f"{host}:{port}")
+    username, _, password = userinfo.partition(":")
+    base = make_url(
+        f"{parts.scheme}:///{parts.path.lstrip('/')}" + (f"?{parts.query}" if parts.query else "")
+    )
+    return URL.create(
+        base.drivername,
+        username=unquote(username) or None,
+        password=unquote(password) if password else None,
+        database=base.database,
+        query={**base.query, "host": tuple(hosts)},
+    )
 
 
 def is_sqlite(url: URL) -> bool:
@@ -73,6 +121,7 @@ def create_engine(
         connect_args={"timeout": 10, "command_timeout": 30},
     )
     _replace_closed(engine)
+    _drop_connections_to_a_standby(engine)
     return engine
 
 
@@ -84,6 +133,17 @@ def _replace_closed(engine: AsyncEngine) -> None:
         driver = proxy.driver_connection
         if driver is not None and driver.is_closed():
             raise DisconnectionError("the server closed this pooled connection")
+
+
+def _drop_connections_to_a_standby(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # A server that refuses writes (a demoted primary, a standby behind an address that
+        # moved) will refuse them on every pooled connection: count it as a disconnect, so
+        # SQLAlchemy drops the whole pool and the next checkout connects afresh, where the
+        # multi-host URL finds the primary. The error itself is transient (statusd.errors).
+        if is_standby_refusal(context.original_exception):
+            context.is_disconnect = True
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:

@@ -7,6 +7,7 @@ and a raw one reaching a caller are judged alike.
 
 from __future__ import annotations
 
+from asyncpg.exceptions import TargetServerAttributeNotMatched
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -84,8 +85,11 @@ class UnsafeStatusURL(StatusdError):
 # PostgreSQL SQLSTATEs that mean "the server will not talk to us right now", not "this is bad":
 # 08 connection exceptions, 57P admin/crash shutdown and cannot-connect-now, 53300 too many
 # connections, 55000 on connect when a database has ALLOW_CONNECTIONS false, 40001/40P01
-# serialization failure and deadlock (the transaction is safe to retry as a whole).
-_PG_TRANSIENT_PREFIXES = ("08", "57P", "53300", "40001", "40P01")
+# serialization failure and deadlock (the transaction is safe to retry as a whole), 25006 a write
+# refused by a read-only server (a standby, or a primary demoted by a failover: the new primary
+# takes the retry).
+READ_ONLY_SQL_TRANSACTION = "25006"
+_PG_TRANSIENT_PREFIXES = ("08", "57P", "53300", "40001", "40P01", READ_ONLY_SQL_TRANSACTION)
 # Connection-level failures of the database (server gone, file moved, SQLite lock timeout) and of
 # Redis, and OS-level errors (sockets, files; ConnectionError and TimeoutError are OSErrors).
 _TRANSIENT_TYPES = (
@@ -94,6 +98,7 @@ _TRANSIENT_TYPES = (
     OperationalError,
     InterfaceError,
     SATimeoutError,  # the SQLAlchemy pool had no connection within pool_timeout
+    TargetServerAttributeNotMatched,  # no listed host accepts writes (yet): mid-failover
     OSError,
 )
 
@@ -107,23 +112,40 @@ def _pg_transient(exc: BaseException) -> bool:
     return state == "55000" and "accepting connections" in str(exc)
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps: SQLAlchemy's `.orig`, then `__cause__` / `__context__`."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < CAUSE_CHAIN_DEPTH:
+        chain.append(seen)
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return chain
+
+
+def is_standby_refusal(exc: BaseException) -> bool:
+    """The server refused a write because it is read-only: a standby, or a demoted primary."""
+    return any(
+        getattr(seen, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION for seen in _causes(exc)
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """The store or a peer is unavailable (retry the same work later), as opposed to "bad".
 
     Transient, anywhere in the cause chain: a StatusdError that says so (StorageUnavailable,
     RedisUnavailable, a peer's 5xx); Redis connection or timeout errors; the database's
-    connection-level failures (SQLAlchemy's OperationalError/InterfaceError, an invalidated
-    connection, a pool timeout, a PostgreSQL SQLSTATE above); OS-level errors. The walk follows
-    SQLAlchemy's `.orig` too: drivers' errors arrive wrapped by SQLAlchemy, or raw on connect."""
-    seen: BaseException | None = exc
-    for _ in range(CAUSE_CHAIN_DEPTH):
-        if seen is None:
-            return False
-        if isinstance(seen, StatusdError) and seen.transient:
-            return True
-        if isinstance(seen, _TRANSIENT_TYPES) or _pg_transient(seen):
-            return True
-        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
-    return False
+    connection-level failures (an invalidated connection, a PostgreSQL SQLSTATE above, else
+    SQLAlchemy's OperationalError/InterfaceError, a pool timeout, no listed host accepting
+    writes); OS-level errors. The walk follows SQLAlchemy's `.orig` too: drivers' errors arrive wrapped by
+    SQLAlchemy, or raw on connect."""
+    chain = _causes(exc)
+    if any(isinstance(seen, StatusdError) and seen.transient for seen in chain):
+        return True
+    if any(isinstance(seen, DBAPIError) and seen.connection_invalidated for seen in chain):
+        return True
+    # When PostgreSQL said why, its SQLSTATE decides: SQLAlchemy files many of its answers
+    # (a prerequisite-state 55000, say) under OperationalError, which alone means "transient".
+    said = [seen for seen in chain if isinstance(getattr(seen, "sqlstate", None), str)]
+    if said:
+        return _pg_transient(said[0])
+    return any(isinstance(seen, _TRANSIENT_TYPES) for seen in chain)

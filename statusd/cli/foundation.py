@@ -38,9 +38,8 @@ def run_migrations(database_url: str) -> None:
     """`alembic upgrade head` on `database_url`; ConfigError naming the database if unreachable."""
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy.engine import make_url
 
-    from statusd.db import normalize_url, sqlite_path
+    from statusd.db import display_url, normalize_url, sqlite_path
 
     url = normalize_url(database_url)
     path = sqlite_path(url)
@@ -52,7 +51,7 @@ def run_migrations(database_url: str) -> None:
         command.upgrade(config, "head")
     except Exception as exc:
         if is_transient(exc):  # OSErrors (a socket refused, a file) included
-            shown = make_url(database_url).render_as_string(hide_password=True)
+            shown = display_url(database_url)
             raise ConfigError(
                 f"cannot reach the database {shown} to migrate it ({type(exc).__name__}: {exc}). "
                 "Check STATUSD_DATABASE_URL and that the server is up."

@@ -34,7 +34,7 @@ from statusd.ingest.reports import Report
 from statusd.ingest.settle import Settler
 from statusd.lifecycle import Source
 from statusd.state_cache import CachedState
-from statusd.transitions import Observation, apply_observations
+from statusd.transitions import Observation, Result, apply_observations
 
 log = structlog.get_logger("statusd.consumer")
 
@@ -161,8 +161,38 @@ class BatchApplier:
                 outcome = ConsumeOutcome(answer.outcome.value)
             self.ctx.outcomes[outcome].inc()
             progress[wid] = _handled(now, index, plan.reports[index], outcome not in NOT_COUNTED)
+        await self._forget_entries_ahead(pending, answers, cached)
         retry = any(progress[wid].error is None for wid in failed)
         return Round(progress, retry=retry)
+
+    async def _forget_entries_ahead(
+        self,
+        pending: list[tuple[WorkloadPlan, int]],
+        answers: list[Result | Exception],
+        cached: dict[str, CachedState],
+    ) -> None:
+        """A cache entry at a newer version than the database's own row can only come from
+        commits the database no longer has (a failover to a replica that had not received them).
+        Versions only grow, so the entry would refuse every store and its state would keep
+        steady reports off the database until it expires. A tombstone one past the database's
+        version takes its place: a miss, until a commit at that version stores over it."""
+        last = {
+            plan.workload_id: answer
+            for (plan, _), answer in zip(pending, answers, strict=True)
+            if isinstance(answer, Result)
+        }
+        ahead = {
+            wid: answer.version + 1
+            for wid, answer in last.items()
+            if (entry := cached.get(wid)) is not None and entry.version > answer.version
+        }
+        if not ahead:
+            return
+        log.warning("consumer.cache_ahead_of_database", workloads=sorted(ahead))
+        try:
+            await self.ctx.runtime.cache.invalidate_many(ahead)
+        except (RedisError, OSError) as exc:  # the same reports meet the same entry next time
+            log.warning("consumer.cache_unavailable", error=str(exc))
 
     def _skip_steady(
         self,
