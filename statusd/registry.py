@@ -37,9 +37,9 @@ class _SkipTakenIds(ClauseElement):
     """`ON CONFLICT (id) DO NOTHING`, the same text on PostgreSQL and SQLite.
 
     The dialects' own `insert().on_conflict_do_nothing()` cannot be cached by SQLAlchemy (their
-    Insert classes opt out), so every registration compiled its INSERT anew, a large share of
-    its CPU. This clause has no parameters: its cache key is constant and the INSERT carrying
-    it is compiled once per process."""
+    Insert classes opt out): each registration would compile its INSERT anew, a large share of
+    its CPU (docs/benchmarks.md, "Registration"). This clause has no parameters: its cache key
+    is constant and the INSERT carrying it is compiled once per process."""
 
     __visit_name__ = "skip_taken_ids"
     _traverse_internals = []  # no parameters: a constant cache key

@@ -32,7 +32,10 @@ LEASE_SLACK = 2.0  # seconds between the end of the last possible attempt and th
 # How long a claimed row may wait before its first attempt (the claim's commit, a free send slot)
 # and still have time for its whole send: without it a row is released as soon as it is claimed.
 CLAIM_TO_SEND = 2.0
-RETRY_INITIAL_WAIT = 0.2  # seconds before the first in-run retry; doubles, with jitter
+# Seconds before the first in-run retry; doubles, with jitter. Short: the peer is protected by
+# the drain's shared send slots (statusd.sync.send_slots back off while it fails), so a row's own
+# backoff only spreads its retries, and the slowest row's wait is what a drain run's tail is.
+RETRY_INITIAL_WAIT = 0.1
 RETRY_MAX_WAIT = 5.0
 RETRY_JITTER = RETRY_INITIAL_WAIT  # up to this much random wait is added to every backoff sleep
 # Renew the held rows once one has been held this long since its claim or last renewal: early
