@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     sync_backoff_max: float = Field(default=300.0, gt=0)
     sync_lease: float = Field(default=60.0, gt=0)
     sync_kick_debounce_ms: int = Field(default=200, ge=1)
+    # A drain run yields its worker slot after max(this, 3 x sync_interval) seconds; a run that
+    # stopped with rows left is continued (statusd.sync.tasks).
+    sync_run_s: float = Field(default=30.0, gt=0)
 
     # -- on-call --------------------------------------------------------------------------------
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
