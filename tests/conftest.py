@@ -79,7 +79,7 @@ def database_url(
     template: PostgresTemplate = request.getfixturevalue("postgres_template")
     url = template.new_database()
     yield url
-    template.drop(url)
+    template.release(url)
 
 
 @pytest.fixture
