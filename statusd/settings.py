@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
     db_pool_size: int = Field(default=10, ge=1)
+    # After start-up, move the heap it built out of the cyclic collector's sight (statusd.app).
+    # Off only where one process builds app after app (the tests' in-process servers): each
+    # start-up would first collect that whole, ever larger process.
+    gc_freeze: bool = True
 
     # -- push path ------------------------------------------------------------------------------
     consumers: int = Field(default=2, ge=0)  # consumer tasks inside each `serve` process
