@@ -73,7 +73,9 @@ system-deps:
 # slowest tests are listed at the end, so a suite creeping past its time budget shows where.
 # Fleet-sized and benchmark runs (marker `scale`, ~10 minutes of the suite's time) always run on CI
 # (CI=true) and in `make test-all`; a local `make test` leaves them out to stay within 15 minutes.
-# worksteal: an idle xdist worker takes queued tests from the busy one (the runs vary 1-170 s).
+# worksteal: an idle xdist worker takes queued tests from the busy one; the order the workers
+# get (tests/support/schedule.py) starts the longest tests first on each, from tests/durations.json
+# (refresh it with PYTEST_ARGS=--store-durations after a whole run when tests grew or got faster).
 SCALE_SELECT = $(if $(filter true 1,$(CI)),,-m "not scale")
 test: $(VENV)/.installed system-deps
 	@set +e; $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -p no:cacheprovider --durations=25 \

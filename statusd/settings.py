@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
     db_pool_size: int = Field(default=10, ge=1)
+    # After start-up, move the heap it built out of the cyclic collector's sight (statusd.app).
+    # Off only where one process builds app after app (the tests' in-process servers): each
+    # start-up would first collect that whole, ever larger process.
+    gc_freeze: bool = True
 
     # -- push path ------------------------------------------------------------------------------
     consumers: int = Field(default=2, ge=0)  # consumer tasks inside each `serve` process
@@ -164,6 +168,9 @@ class Settings(BaseSettings):
     sync_backoff_max: float = Field(default=300.0, gt=0)
     sync_lease: float = Field(default=60.0, gt=0)
     sync_kick_debounce_ms: int = Field(default=200, ge=1)
+    # A drain run yields its worker slot after max(this, 3 x sync_interval) seconds; a run that
+    # stopped with rows left is continued (statusd.sync.tasks).
+    sync_run_s: float = Field(default=30.0, gt=0)
 
     # -- on-call --------------------------------------------------------------------------------
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)

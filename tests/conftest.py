@@ -19,13 +19,8 @@ from tests.support.redis_proc import RedisProcess
 TEST_SECRET = "test-secret-" + "x" * 32
 TEST_API_TOKEN = "test-api-token-" + "y" * 32
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules holding a slow end-to-end run go first (collection order otherwise kept), so the
-    two xdist workers share the long runs from the start instead of one finishing a 3-minute run
-    alone at the end while the other idles. Whole modules move, so module fixtures stay shared."""
-    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module not in slow_modules)
+# Longest tests first on every xdist worker, from tests/durations.json (see the module).
+pytest_plugins = ("tests.support.schedule",)
 
 
 def _worker(request: pytest.FixtureRequest) -> str:
@@ -79,7 +74,7 @@ def database_url(
     template: PostgresTemplate = request.getfixturevalue("postgres_template")
     url = template.new_database()
     yield url
-    template.drop(url)
+    template.release(url)
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ SHARDS = 2  # ~20 workloads per consumer batch
 def database_url(request: pytest.FixtureRequest) -> str:  # PostgreSQL only: see the docstring
     template = request.getfixturevalue("postgres_template")
     url: str = template.new_database()
-    request.addfinalizer(lambda: template.drop(url))
+    request.addfinalizer(lambda: template.release(url))
     return url
 
 

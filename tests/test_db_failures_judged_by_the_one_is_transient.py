@@ -31,7 +31,7 @@ def postgres_url(request: pytest.FixtureRequest) -> str:
     """A fresh PostgreSQL database: SQLSTATEs are PostgreSQL's, there is no SQLite variant."""
     template = request.getfixturevalue("postgres_template")
     url: str = template.new_database()
-    request.addfinalizer(lambda: template.drop(url))
+    request.addfinalizer(lambda: template.release(url))
     return url
 
 

@@ -19,7 +19,6 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd.app import create_app
 from statusd.app_keys import RUNTIME
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import Transition, utcnow
@@ -29,7 +28,7 @@ from statusd.registry import register
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.transitions import Observation, apply_observation
-from tests.support.api_client import api_client
+from tests.support.api_client import api_client, in_process_app
 from tests.support.processes import free_port
 
 DEADLINE_S = 20.0
@@ -157,7 +156,7 @@ async def test_filters_by_kind_and_workload(client: TestClient[Any, Any]) -> Non
 
 async def test_shutdown_ends_open_streams_promptly(settings: Settings) -> None:
     """App shutdown ends streams itself instead of waiting out the 60 s handler timeout."""
-    app = create_app(settings, consumers=0)
+    app = in_process_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=60.0)
     await runner.setup()
     port = free_port()

@@ -44,7 +44,7 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     template = request.getfixturevalue("postgres_template")
     url = template.new_database()
     yield url
-    template.drop(url)
+    template.release(url)
 
 
 @pytest.fixture

@@ -18,11 +18,10 @@ from redis.asyncio import Redis
 
 from statusd.api import sessions
 from statusd.api.auth import COOKIE_NAME
-from statusd.app import create_app
 from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET
-from tests.support.api_client import api_client
+from tests.support.api_client import api_client, in_process_app
 
 ANONYMOUS = {"Authorization": ""}
 PROTECTED = ("/v1/reports/summary", "/v1/reports/stale", "/v1/reports/transitions")
@@ -162,7 +161,7 @@ async def test_secure_flag_on_a_direct_tls_connection(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     server_tls, client_tls = self_signed(tmp_path)
-    server = TestServer(create_app(make_settings(), consumers=0), host="127.0.0.1", scheme="https")
+    server = TestServer(in_process_app(make_settings()), host="127.0.0.1", scheme="https")
     await server.start_server(ssl=server_tls)
     try:
         async with aiohttp.ClientSession() as http:

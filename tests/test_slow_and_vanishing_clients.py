@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 
 from statusd.api.deadlines import server_options
-from statusd.app import create_app
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN
+from tests.support.api_client import in_process_app
 from tests.support.processes import free_port
 
 DEADLINE_S = 60.0  # generous bound on every wait: never a timing assertion
@@ -43,7 +43,7 @@ class Served:
 async def server(settings: Settings) -> AsyncIterator[Served]:
     """The app behind a plain AppRunner, as web.run_app builds it in `statusd serve`."""
     runner = web.AppRunner(
-        create_app(settings, consumers=0), handle_signals=False, **server_options(settings)
+        in_process_app(settings), handle_signals=False, **server_options(settings)
     )
     await runner.setup()
     port = free_port()

@@ -9,11 +9,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from statusd.app import create_app
 from statusd.errors import UnsafeStatusURL
 from statusd.settings import DEFAULT_POLL_ALLOW_NETS, Settings
 from statusd.sweeper.url_policy import check_status_url
 from tests.conftest import TEST_API_TOKEN
+from tests.support.api_client import in_process_app
 from tests.support.processes import free_port
 
 DEFAULT = [ipaddress.ip_network(n) for n in DEFAULT_POLL_ALLOW_NETS]
@@ -46,7 +46,7 @@ async def test_a_name_resolving_outside_the_allow_list_is_refused_whatever_it_lo
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(settings, consumers=0))
+    runner = web.AppRunner(in_process_app(settings))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

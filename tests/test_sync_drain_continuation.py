@@ -6,7 +6,8 @@ All real: the task functions run the real drain through the worker's own runtime
 loopback that never answers in time (every request outlasts STATUSD_SYNC_TIMEOUT), with a retry
 budget longer than a drain run, so every run ends with `stopped_early`; the window is the real
 SET NX PX; a continuation is a real message on the real Redis broker's `sync` queue, read back
-from there. Each drain lasts its full run (30 s, tasks.RUN_SECONDS_MIN): a backlog is the point.
+from there. Each drain lasts its full run (STATUSD_SYNC_RUN_S, shortened here): a backlog is the
+point.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from tests.support.main_api import FakeMainAPI
 from tests.support.sync_worker import register_fleet, walk
 
 pytest_plugins = ("tests.support.sync_fixtures",)
-# Each drain runs its full 30 s: scheduled with the long runs, first.
+# Each drain runs its full run and then some: scheduled with the long runs, first.
 pytestmark = pytest.mark.slow
 
 WORKLOADS = ("w1", "w2", "w3")
-RUN_S = tasks.RUN_SECONDS_MIN
+RUN_S = 2.0  # STATUSD_SYNC_RUN_S; STATUSD_SYNC_INTERVAL stays below a third of it
 SYNC_QUEUE = QueueName.SYNC.value
 
 
@@ -89,6 +90,8 @@ async def backlog(
     main_api.faults.timeout_ratio = 1.0
     main_api.faults.timeout_sleep = 1.5
     settings = e2e_settings(
+        sync_run_s=RUN_S,
+        sync_interval=0.5,
         sync_timeout=1.0,
         sync_attempts=1000,
         sync_budget=RUN_S + RETRY_MAX_WAIT + RETRY_JITTER + 1.0,

@@ -65,7 +65,7 @@ class HoldingMainAPI(LoopbackServer):
 def database_url(request: pytest.FixtureRequest) -> str:  # PostgreSQL: the lock, SKIP LOCKED
     template = request.getfixturevalue("postgres_template")
     url: str = template.new_database()
-    request.addfinalizer(lambda: template.drop(url))
+    request.addfinalizer(lambda: template.release(url))
     return url
 
 

@@ -28,7 +28,7 @@ def database_url(
 ) -> str:  # PostgreSQL only: SKIP LOCKED is the point
     template = request.getfixturevalue("postgres_template")
     url: str = template.new_database()
-    request.addfinalizer(lambda: template.drop(url))
+    request.addfinalizer(lambda: template.release(url))
     return url
 
 

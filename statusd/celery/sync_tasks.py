@@ -29,11 +29,10 @@ from statusd.sync.kick import claim_window
 
 log = structlog.get_logger("statusd.sync")
 
-RUN_SECONDS_MIN = 30.0  # a run yields its worker slot after this long (see the continuation)
-
 
 def _run_seconds(rt: Runtime) -> float:
-    return max(RUN_SECONDS_MIN, 3 * rt.settings.sync_interval)
+    """A run yields its worker slot after this long (see the continuation)."""
+    return max(rt.settings.sync_run_s, 3 * rt.settings.sync_interval)
 
 
 async def _drain(
