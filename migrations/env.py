@@ -20,7 +20,9 @@ target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    explicit = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get("url")
+    explicit = config.attributes.get("database_url") or context.get_x_argument(
+        as_dictionary=True
+    ).get("url")
     if explicit:
         return str(explicit)
     from statusd.settings import Settings
@@ -54,7 +56,9 @@ async def _run_async() -> None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=str(normalize_url(_url())), target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=str(normalize_url(_url())), target_metadata=target_metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

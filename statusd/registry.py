@@ -6,14 +6,25 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import is_sqlite, transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
 from statusd.lifecycle import Kind, State
-from statusd.models import Workload, utcnow
+from statusd.models import HighWaterMark, Workload, utcnow
 
 _W = Workload.__table__  # type: ignore[attr-defined]
+_M = HighWaterMark.__table__  # type: ignore[attr-defined]
+# The high-water mark retention raises when it deletes a deregistered workload's row.
+GENERATION_MARK = "generation"
+
+
+async def generation_mark(conn: AsyncConnection) -> int:
+    """The highest generation of any workload row retention deleted (0: none)."""
+    value = (
+        await conn.execute(select(_M.c.value).where(_M.c.name == GENERATION_MARK))
+    ).scalar_one_or_none()
+    return int(value or 0)
 
 
 async def register(
@@ -49,7 +60,10 @@ async def register(
                 query = query.with_for_update()
             old = (await conn.execute(query)).first()
             if old is None:
-                await conn.execute(insert(_W).values(id=workload_id, generation=1, **fresh))
+                # An id whose row retention deleted may come back: its old heartbeat tokens
+                # name generations up to the mark, so it starts above every one of them.
+                first = await generation_mark(conn) + 1
+                await conn.execute(insert(_W).values(id=workload_id, generation=first, **fresh))
             elif old.deleted_at is None:
                 raise WorkloadExists(f"workload {workload_id!r} is already registered")
             else:

@@ -71,7 +71,18 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ),
         (
             "areas",  # what statusd does: each may use the core and the other areas
-            ("api", "ingest", "oncall", "sweeper", "sync", "simulate", "recovery", "app_keys"),
+            (
+                "api",
+                "ingest",
+                "oncall",
+                "sweeper",
+                "sync",
+                "simulate",
+                "recovery",
+                "app_keys",
+                "availability",
+                "retention",
+            ),
         ),
         (
             "composition",  # wires listeners, builds apps and processes, runs tasks, the CLI
@@ -81,6 +92,7 @@ LAYERS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
                 "sweeper.tasks",
                 "sweeper.beat_leader",
                 "sync.tasks",
+                "retention_tasks",
                 "app",
                 "serving",
                 "cli",

@@ -11,7 +11,7 @@ def setup_api(app: web.Application) -> None:
     The error middleware goes on the whole app (ingest and on-call routes too): every failure
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
-    from statusd.api import health, openapi, silences, workloads
+    from statusd.api import health, openapi, retention, silences, workloads
     from statusd.api.auth import session_middleware
     from statusd.api.deadlines import body_deadline_middleware
     from statusd.api.errors import error_middleware
@@ -23,3 +23,4 @@ def setup_api(app: web.Application) -> None:
     openapi.add_routes(app)
     workloads.add_routes(app)
     silences.add_routes(app)
+    retention.add_routes(app)

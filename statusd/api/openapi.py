@@ -115,6 +115,8 @@ def _responses(op: Operation) -> dict[str, Any]:
             out[str(op.ok)]["content"] = {op.media: {"schema": {"type": "string"}}}
     else:
         out[str(op.ok)] = _json(_ref(op.answer), op.summary)
+        if op.alternate_media is not None:
+            out[str(op.ok)]["content"][op.alternate_media] = {"schema": {"type": "string"}}
     for status, description in op.errors.items():
         out[str(status)] = _json(_ref(op.error_bodies.get(status, responses.Error)), description)
     for status, description in op.other.items():

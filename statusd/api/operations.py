@@ -61,6 +61,7 @@ class Operation:
     query: type[BaseModel] | None = None
     path_params: dict[str, PathParam] = field(default_factory=dict)
     media: str = "application/json"  # of a non-model answer (text/event-stream, text/html...)
+    alternate_media: str | None = None  # a model answer also given as text in this type (csv)
     other: dict[int, str] = field(default_factory=dict)  # non-error, non-JSON answers (303)
 
 
@@ -189,6 +190,18 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST",
+        "/v1/prune",
+        Area.API,
+        "Delete what is out of retention policy (STATUSD_RETAIN_*) in bounded batches, after"
+        " writing the availability rollup of the history it deletes; `dry_run` only counts",
+        Auth.API_TOKEN,
+        200,
+        responses.PruneResult,
+        errors={**BODY, **COMMON},
+        body=bodies.PruneRequest,
+    ),
+    Operation(
+        "POST",
         "/v1/heartbeats",
         Area.INGEST,
         "A container's heartbeat (202 once stored in the Redis stream)",
@@ -303,6 +316,20 @@ OPERATIONS: tuple[Operation, ...] = (
         reports.FleetHistory,
         errors={**QUERY, **COMMON},
         query=queries.FleetHistoryQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/availability",
+        Area.ONCALL,
+        "Seconds per state group and availability = up / (up + down) per workload and group,"
+        " from transition times, time statusd could not hear left out (JSON, or text/csv with"
+        " ?format=csv; API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        reports.AvailabilityReport,
+        errors={**QUERY, **COMMON},
+        query=queries.AvailabilityQuery,
+        alternate_media="text/csv",
     ),
     Operation(
         "GET",

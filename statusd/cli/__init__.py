@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from statusd.cli import foundation, ingest, oncall, simulate, sync, up, worker
+from statusd.cli import (
+    availability,
+    foundation,
+    ingest,
+    oncall,
+    retention,
+    simulate,
+    sync,
+    up,
+    worker,
+)
 
 app = typer.Typer(
     name="statusd",
@@ -25,6 +35,8 @@ worker.register(app)  # worker, beat
 simulate.register(app)  # simulate
 sync.register(app)  # sync status / retry-dead / drain
 oncall.register(app)  # report stale / summary
+availability.register(oncall.report_app)  # report availability
+retention.register(app)  # prune
 
 
 def main() -> None:

@@ -29,6 +29,10 @@ class RegisterRequest(Body):
     labels: Labels | None = None
 
 
+class PruneRequest(Body):
+    dry_run: bool = Field(default=False, description="count what would be deleted; delete nothing")
+
+
 class TransitionRequest(Body):
     to: State
     reason: Annotated[str, Field(max_length=MAX_REASON)] | None = None

@@ -23,6 +23,7 @@ from statusd.sweeper.budgets import budgets
 from statusd.task_names import (
     POLL_TASK,
     QUEUES,
+    RETENTION_TASK,
     SWEEP_TASK,
     SYNC_DRAIN_DUE_TASK,
     SYNC_DRAIN_TASK,
@@ -62,6 +63,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": SYNC_DRAIN_DUE_TASK,
             "schedule": settings.sync_interval,
             "options": {"queue": SYNC_QUEUE, "expires": max(2 * settings.sync_interval, 1.0)},
+        },
+        "retention-prune": {
+            "task": RETENTION_TASK,
+            "schedule": settings.retain_interval,
+            "options": {"queue": SYNC_QUEUE, "expires": settings.retain_interval},
         },
     }
 
@@ -118,6 +124,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             SWEEP_TASK: {"queue": "sweep"},
             POLL_TASK: {"queue": "poll"},
+            RETENTION_TASK: {"queue": SYNC_QUEUE},
             "statusd.sync.*": {"queue": SYNC_QUEUE},
         },
         # Reliability: a task is acknowledged after it ran, and a worker killed mid-task gives its

@@ -1,0 +1,353 @@
+"""Retention: bounded storage for a service that runs for years.
+
+What is kept is a list of table policies (`policies`), each deleting in bounded batches: one
+short transaction per batch of at most STATUSD_RETAIN_BATCH rows, so no statement holds locks
+for long and the heartbeat path never waits behind a prune.
+
+- history: transitions and refused observations of workloads final or deregistered longer than
+  STATUSD_RETAIN_HISTORY_DAYS (and of earlier registrations of an id registered again that long
+  ago). Each registration's daily availability rollup is written first (statusd.availability.
+  rollup), so availability reports give the same figures afterwards; then the rows of
+  deregistered workloads go, raising the `generation` high-water mark in the same transaction.
+- refused: only the newest STATUSD_RETAIN_REFUSED_PER_WORKLOAD refused observations of a workload.
+- outbox: delivered rows and dead letters older than STATUSD_RETAIN_OUTBOX_DAYS (a dead letter
+  replayed becomes pending again, and is kept until delivered).
+- audit: audit rows older than STATUSD_RETAIN_AUDIT_DAYS (when the table exists).
+
+`prune` is called by the beat task, `statusd prune` and tests alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from sqlalchemy import Table, and_, column, exists, func, inspect, or_, select, table, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from statusd import metrics
+from statusd.availability.rollup import roll_up
+from statusd.db import is_sqlite, reading, transaction
+from statusd.lifecycle import FINAL_STATES
+from statusd.models import (
+    HighWaterMark,
+    OutboxEntry,
+    OutboxStatus,
+    RefusedObservation,
+    Transition,
+    Workload,
+)
+from statusd.registry import GENERATION_MARK
+from statusd.settings import Settings
+
+log = structlog.get_logger("statusd.retention")
+
+_W = Workload.__table__  # type: ignore[attr-defined]
+_T = Transition.__table__  # type: ignore[attr-defined]
+_R = RefusedObservation.__table__  # type: ignore[attr-defined]
+_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+_M = HighWaterMark.__table__  # type: ignore[attr-defined]
+DAY_S = 86400.0
+WORKLOAD_PAGE = 200  # retired workloads looked at per query
+
+
+class PrunedTable(StrEnum):
+    """The `table` label of statusd_pruned_rows_total."""
+
+    TRANSITIONS = "transitions"
+    REFUSED = "refused_observations"
+    OUTBOX = "outbox"
+    AUDIT = "audit_events"
+    WORKLOADS = "workloads"
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """The instants before which each kind of row is out of policy."""
+
+    now: datetime
+    history: datetime
+    outbox: datetime
+    audit: datetime
+    refused_per_workload: int
+    batch: int
+
+    @classmethod
+    def of(cls, settings: Settings, now: datetime) -> Cutoffs:
+        return cls(
+            now=now,
+            history=now - timedelta(days=settings.retain_history_days),
+            outbox=now - timedelta(days=settings.retain_outbox_days),
+            audit=now - timedelta(days=settings.retain_audit_days),
+            refused_per_workload=settings.retain_refused_per_workload,
+            batch=settings.retain_batch,
+        )
+
+
+@dataclass
+class PruneReport:
+    """Rows deleted (or, dry run, that would be) per table, and the batches it took."""
+
+    dry_run: bool
+    rows: dict[PrunedTable, int] = field(default_factory=dict)
+    batches: dict[PrunedTable, int] = field(default_factory=dict)
+    rollup_days: int = 0
+    seconds: float = 0.0
+
+    def add(self, tbl: PrunedTable, rows: int, batches: int = 1) -> None:
+        self.rows[tbl] = self.rows.get(tbl, 0) + rows
+        self.batches[tbl] = self.batches.get(tbl, 0) + batches
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "tables": {
+                t.value: {"rows": self.rows.get(t, 0), "batches": self.batches.get(t, 0)}
+                for t in PrunedTable
+            },
+            "rollup_days": self.rollup_days,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+Progress = Callable[[PrunedTable, int], None]  # (table, rows so far) after each batch
+
+
+@dataclass
+class _Run:
+    engine: AsyncEngine
+    cut: Cutoffs
+    report: PruneReport
+    progress: Progress | None
+
+    @property
+    def dry(self) -> bool:
+        return self.report.dry_run
+
+    def done(self, tbl: PrunedTable, rows: int) -> None:
+        self.report.add(tbl, rows, 1 if rows else 0)
+        if rows and not self.dry:
+            metrics.PRUNED_ROWS.labels(table=tbl.value).inc(rows)
+        if self.progress is not None:
+            self.progress(tbl, self.report.rows.get(tbl, 0))
+
+    async def delete_batches(self, tbl: PrunedTable, target: Table, where: Sequence[Any]) -> int:
+        """Delete what `where` selects, `batch` rows per transaction; count only when dry."""
+        pk = target.c.id
+        if self.dry:
+            async with reading(self.engine) as conn:
+                n = int((await conn.execute(select(func.count()).where(*where))).scalar_one())
+            self.done(tbl, n)
+            return n
+        total = 0
+        while True:
+            ids = select(pk).where(*where).order_by(pk).limit(self.cut.batch).scalar_subquery()
+            async with transaction(self.engine) as conn:
+                deleted = (await conn.execute(target.delete().where(pk.in_(ids)))).rowcount or 0
+            total += deleted
+            self.done(tbl, deleted)
+            if deleted < self.cut.batch:
+                return total
+
+
+Policy = Callable[[_Run], Awaitable[None]]
+
+
+# -- history -------------------------------------------------------------------------------------
+
+
+async def _retired_page(run: _Run, after: str) -> list[Any]:
+    """Workloads whose history is out of policy, in id order after `after`."""
+    cut = run.cut.history
+    has_rows = or_(
+        exists().where(_T.c.workload_id == _W.c.id),
+        exists().where(_R.c.workload_id == _W.c.id),
+    )
+    ended = or_(
+        and_(_W.c.deleted_at.is_not(None), _W.c.deleted_at < cut),
+        and_(
+            _W.c.deleted_at.is_(None),
+            _W.c.state.in_(list(FINAL_STATES)),
+            _W.c.state_changed_at < cut,
+            has_rows,
+        ),
+    )
+    superseded = and_(
+        _W.c.deleted_at.is_(None),
+        _W.c.generation > 1,
+        _W.c.created_at < cut,
+        exists().where(_T.c.workload_id == _W.c.id, _T.c.generation < _W.c.generation),
+    )
+    query = (
+        select(_W.c.id, _W.c.generation, _W.c.deleted_at, _W.c.created_at, ended.label("ended"))
+        .where(_W.c.id > after, or_(ended, superseded))
+        .order_by(_W.c.id)
+        .limit(WORKLOAD_PAGE)
+    )
+    async with reading(run.engine) as conn:
+        return list(await conn.execute(query))
+
+
+async def _retire(run: _Run, w: Any) -> None:
+    """Roll up, then delete, the out-of-policy history of one workload."""
+    ended = bool(w.ended)
+    gen_limit = int(w.generation) if ended else int(w.generation) - 1
+    async with reading(run.engine) as conn:
+        gens = [
+            int(g)
+            for (g,) in await conn.execute(
+                select(_T.c.generation)
+                .where(_T.c.workload_id == w.id, _T.c.generation <= gen_limit)
+                .distinct()
+            )
+        ]
+        newest_refused = (
+            await conn.execute(select(func.max(_R.c.id)).where(_R.c.workload_id == w.id))
+        ).scalar_one()
+    if ended and int(w.generation) not in gens:
+        gens.append(int(w.generation))  # never moved: its PENDING time still counts
+    if not run.dry:
+        async with transaction(run.engine) as conn:
+            for gen in sorted(gens):
+                run.report.rollup_days += await roll_up(conn, w.id, gen, run.cut.now.timestamp())
+    await run.delete_batches(
+        PrunedTable.TRANSITIONS,
+        _T,
+        [_T.c.workload_id == w.id, _T.c.generation <= gen_limit],
+    )
+    refused_where = [_R.c.workload_id == w.id, _R.c.id <= (newest_refused or 0)]
+    if not ended:  # an earlier registration's refusals: recorded before this one began
+        refused_where.append(_R.c.recorded_at < w.created_at)
+    await run.delete_batches(PrunedTable.REFUSED, _R, refused_where)
+    if ended and w.deleted_at is not None:
+        await _forget_workload(run, w.id, int(w.generation))
+
+
+async def _forget_workload(run: _Run, workload_id: str, generation: int) -> None:
+    """Delete a deregistered workload's row, raising the generation mark in the same
+    transaction: registering the id again must give a generation above any it had."""
+    if run.dry:
+        run.done(PrunedTable.WORKLOADS, 1)
+        return
+    insert = sqlite.insert if is_sqlite(run.engine.url) else postgresql.insert
+    async with transaction(run.engine) as conn:
+        gone = await conn.execute(
+            _W.delete().where(
+                _W.c.id == workload_id,
+                _W.c.generation == generation,
+                _W.c.deleted_at.is_not(None),
+                _W.c.deleted_at < run.cut.history,
+            )
+        )
+        if gone.rowcount:
+            await conn.execute(
+                insert(_M).values(name=GENERATION_MARK, value=0).on_conflict_do_nothing()
+            )
+            await conn.execute(
+                update(_M)
+                .where(_M.c.name == GENERATION_MARK, _M.c.value < generation)
+                .values(value=generation)
+            )
+    run.done(PrunedTable.WORKLOADS, int(gone.rowcount or 0))
+
+
+async def prune_history(run: _Run) -> None:
+    after = ""
+    while True:
+        page = await _retired_page(run, after)
+        for w in page:
+            await _retire(run, w)
+        if len(page) < WORKLOAD_PAGE:
+            return
+        after = page[-1].id
+
+
+# -- refused observations beyond the newest N per workload -------------------------------------
+
+
+async def prune_refused(run: _Run) -> None:
+    keep = run.cut.refused_per_workload
+    async with reading(run.engine) as conn:
+        crowded = [
+            r.workload_id
+            for r in await conn.execute(
+                select(_R.c.workload_id).group_by(_R.c.workload_id).having(func.count() > keep)
+            )
+        ]
+    for workload_id in crowded:
+        async with reading(run.engine) as conn:
+            oldest_kept = (
+                await conn.execute(
+                    select(_R.c.id)
+                    .where(_R.c.workload_id == workload_id)
+                    .order_by(_R.c.id.desc())
+                    .offset(max(keep - 1, 0))
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        if oldest_kept is None:
+            continue
+        # keep == 0 keeps none: everything up to and including the newest goes.
+        bound = _R.c.id <= oldest_kept if keep == 0 else _R.c.id < oldest_kept
+        await run.delete_batches(PrunedTable.REFUSED, _R, [_R.c.workload_id == workload_id, bound])
+
+
+# -- outbox and audit: by age --------------------------------------------------------------------
+
+
+async def prune_outbox(run: _Run) -> None:
+    await run.delete_batches(
+        PrunedTable.OUTBOX,
+        _O,
+        [
+            _O.c.status.in_([OutboxStatus.SYNCED, OutboxStatus.DEAD]),
+            _O.c.created_at < run.cut.outbox,
+        ],
+    )
+
+
+AUDIT_TABLE = table("audit_events", column("id"), column("at"))
+
+
+async def prune_audit(run: _Run) -> None:
+    async with reading(run.engine) as conn:
+        present = await conn.run_sync(lambda c: inspect(c).has_table(AUDIT_TABLE.name))
+    if present:
+        at = AUDIT_TABLE.c.at
+        await run.delete_batches(PrunedTable.AUDIT, AUDIT_TABLE, [at < run.cut.audit])  # type: ignore[arg-type]
+
+
+def policies() -> list[Policy]:
+    """Every table policy, in the order a run applies them (history first: it writes the
+    rollup the others never need)."""
+    return [prune_history, prune_refused, prune_outbox, prune_audit]
+
+
+async def prune(
+    engine: AsyncEngine,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> PruneReport:
+    """Bring every table within policy. Safe to run concurrently with everything else (and with
+    itself: a row deleted twice is deleted once)."""
+    started = time.monotonic()
+    run = _Run(
+        engine,
+        Cutoffs.of(settings, now or datetime.now(UTC)),
+        PruneReport(dry_run=dry_run),
+        progress,
+    )
+    for policy in policies():
+        await policy(run)
+    run.report.seconds = time.monotonic() - started
+    log.info("retention.pruned", **run.report.as_json())
+    return run.report
