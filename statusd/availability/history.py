@@ -162,7 +162,8 @@ async def live_timelines(conn: AsyncConnection, window: Span, scope: Scope) -> l
         _W.c.deleted_at,
         _state_before(lo).label("state_at_start"),
     ).where(
-        _W.c.created_at < hi,
+        # Registered after the window, an id's earlier registration may still have lived in it.
+        or_(_W.c.created_at < hi, _W.c.generation > 1),
         or_(_W.c.deleted_at.is_(None), _W.c.deleted_at > lo),
         or_(_W.c.state.notin_(list(FINAL_STATES)), _W.c.state_changed_at > lo),
     )

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from statusd.lifecycle import Kind, State
@@ -30,7 +38,9 @@ class RegisterRequest(Body):
 
 
 class PruneRequest(Body):
-    dry_run: bool = Field(default=False, description="count what would be deleted; delete nothing")
+    dry_run: StrictBool = Field(
+        default=False, description="count what would be deleted; delete nothing"
+    )
 
 
 class TransitionRequest(Body):
