@@ -99,6 +99,7 @@ class PruneReport:
     batches: dict[PrunedTable, int] = field(default_factory=dict)
     rollup_days: int = 0
     seconds: float = 0.0
+    longest_batch_s: float = 0.0  # the longest single delete transaction
 
     def add(self, tbl: PrunedTable, rows: int, batches: int = 1) -> None:
         self.rows[tbl] = self.rows.get(tbl, 0) + rows
@@ -113,6 +114,7 @@ class PruneReport:
             },
             "rollup_days": self.rollup_days,
             "seconds": round(self.seconds, 3),
+            "longest_batch_s": round(self.longest_batch_s, 4),
         }
 
 
@@ -148,8 +150,11 @@ class _Run:
         total = 0
         while True:
             ids = select(pk).where(*where).order_by(pk).limit(self.cut.batch).scalar_subquery()
+            began = time.monotonic()
             async with transaction(self.engine) as conn:
                 deleted = (await conn.execute(target.delete().where(pk.in_(ids)))).rowcount or 0
+            took = time.monotonic() - began
+            self.report.longest_batch_s = max(self.report.longest_batch_s, took)
             total += deleted
             self.done(tbl, deleted)
             if deleted < self.cut.batch:

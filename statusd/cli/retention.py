@@ -35,7 +35,7 @@ def prune_command(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """Delete what is out of retention policy (STATUSD_RETAIN_*), in bounded batches."""
-    settings = load_settings()
+    settings = load_settings(logging=True)  # log lines to stderr: stdout is the summary
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

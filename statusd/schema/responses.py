@@ -70,6 +70,7 @@ class PruneResult(Answer):
     )
     rollup_days: int = Field(description="availability rollup rows written first")
     seconds: float
+    longest_batch_s: float = Field(description="the longest single delete transaction")
 
 
 class Deleted(Answer):
