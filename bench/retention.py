@@ -54,11 +54,14 @@ from statusd.availability.timeline import Span  # noqa: E402
 from statusd.db import create_engine  # noqa: E402
 from statusd.lifecycle import Kind  # noqa: E402
 from statusd.redis_runtime import EmbeddedRedis  # noqa: E402
+from statusd.retention import prune  # noqa: E402
+from statusd.settings import Settings  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PROBES = 200
-HEARTBEATS_PER_S = 100.0
-READS_PER_S = 30.0
+HEARTBEATS_PER_S = 50.0
+READS_PER_S = 15.0
+WARM_UP_S = 15.0
 
 SEED_SQL = """
 INSERT INTO workloads (id, kind, state, generation, version, labels, created_at,
@@ -72,10 +75,10 @@ INSERT INTO workloads (id, kind, state, generation, version, labels, created_at,
                        state_changed_at, deleted_at, poll_failures)
 SELECT 'train-' || lpad(g::text, 5, '0'), 'training', 'SUCCEEDED', 1, 0,
        json_build_object('team', 'team' || (g % 20)),
-       $1::timestamptz - make_interval(days => (g % 360) + 2),
-       $1::timestamptz - make_interval(days => (g % 360) + 1),
+       $1::timestamptz - make_interval(days => (g % 360) + 2, hours => 12),
+       $1::timestamptz - make_interval(days => (g % 360) + 1, hours => 12),
        CASE WHEN g % 2 = 0 AND (g % 360) + 1 > 100
-            THEN $1::timestamptz - make_interval(days => (g % 360) + 1) + interval '1 hour' END,
+            THEN $1::timestamptz - make_interval(days => (g % 360) + 1, hours => 11) END,
        0
 FROM generate_series(1, $3::int) g;
 
@@ -99,8 +102,8 @@ JOIN workloads w ON w.id = 'dep-' || lpad(x.g::text, 5, '0');
 INSERT INTO transitions (workload_id, generation, kind, from_state, to_state, source,
                          observed_at, recorded_at)
 SELECT 'train-' || lpad(g::text, 5, '0'), 1, 'training', s.from_state, s.to_state, 'push',
-       $1::timestamptz - make_interval(days => (g % 360) + 2) + s.after,
-       $1::timestamptz - make_interval(days => (g % 360) + 2) + s.after
+       $1::timestamptz - make_interval(days => (g % 360) + 2, hours => 12) + s.after,
+       $1::timestamptz - make_interval(days => (g % 360) + 2, hours => 12) + s.after
 FROM generate_series(1, $3::int) g,
      (VALUES ('PENDING', 'STARTING', interval '1 minute'),
              ('STARTING', 'RUNNING', interval '5 minutes'),
@@ -313,7 +316,6 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             ),
         }
         print(f"seeded: {result['seed']}", file=sys.stderr)
-        kept_before = await kept(conn, last, now)
         figures_before = await figures(url, midnight)
     finally:
         await conn.close()
@@ -336,13 +338,20 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             ]
             live = [f"dep-{g:05d}" for g in range(1, args.deployments + 1)]
 
+            await measure_while(api, tokens, seeded, live, asyncio.sleep(WARM_UP_S))
             baseline = await measure_while(
                 api, tokens, seeded, live, asyncio.sleep(args.baseline_s)
             )
             began = time.monotonic()
-            prune = asyncio.create_task(asyncio.to_thread(prune_cli, env, False))
-            during = await measure_while(api, tokens, seeded, live, prune)
-            result["prune"] = prune.result()
+            cut_at = datetime.now(UTC)  # the prune's clock, within a second
+            conn = await asyncpg.connect(dsn)
+            try:
+                kept_before = await kept(conn, last, cut_at)
+            finally:
+                await conn.close()
+            pruning = asyncio.create_task(asyncio.to_thread(prune_cli, env, False))
+            during = await measure_while(api, tokens, seeded, live, pruning)
+            result["prune"] = pruning.result()
             result["prune"]["wall_s"] = round(time.monotonic() - began, 1)
         result["latency"] = {
             "baseline": baseline.summary(),
@@ -356,14 +365,20 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             )
             for kind in baseline.summary()
         }
-        result["after_dry_run"] = prune_cli(env, dry=True)
+        # What is left out of policy by the prune's own clock (rows keep ageing meanwhile).
+        engine = create_engine(url)
+        try:
+            left = await prune(engine, Settings(database_url=url), dry_run=True, now=cut_at)
+        finally:
+            await engine.dispose()
+        result["after_dry_run"] = left.as_json()
     finally:
         redis.stop()
 
     conn = await asyncpg.connect(dsn)
     try:
-        result["kept_untouched"] = await kept(conn, last, now) == kept_before
-        result["kept"] = kept_before
+        result["kept"] = {"before": kept_before, "after": await kept(conn, last, cut_at)}
+        result["kept_untouched"] = result["kept"]["after"] == kept_before
         result["database_bytes_after"] = int(
             await conn.fetchval("SELECT pg_database_size(current_database())")
         )

@@ -27,7 +27,19 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, and_, column, exists, func, inspect, or_, select, table, update
+from sqlalchemy import (
+    Table,
+    and_,
+    column,
+    exists,
+    func,
+    inspect,
+    or_,
+    select,
+    table,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -140,25 +152,32 @@ class _Run:
             self.progress(tbl, self.report.rows.get(tbl, 0))
 
     async def delete_batches(self, tbl: PrunedTable, target: Table, where: Sequence[Any]) -> int:
-        """Delete what `where` selects, `batch` rows per transaction; count only when dry."""
+        """Delete what `where` selects, `batch` rows per transaction, walking the primary key
+        upward (never rescanning the index entries earlier batches left dead); only count when
+        dry."""
         pk = target.c.id
         if self.dry:
             async with reading(self.engine) as conn:
                 n = int((await conn.execute(select(func.count()).where(*where))).scalar_one())
             self.done(tbl, n)
             return n
-        total = 0
+        total, after = 0, None
         while True:
-            ids = select(pk).where(*where).order_by(pk).limit(self.cut.batch).scalar_subquery()
+            page = select(pk).where(*where).order_by(pk).limit(self.cut.batch)
+            if after is not None:
+                page = page.where(pk > after)
             began = time.monotonic()
             async with transaction(self.engine) as conn:
-                deleted = (await conn.execute(target.delete().where(pk.in_(ids)))).rowcount or 0
+                ids = list((await conn.execute(page)).scalars())
+                if ids:
+                    await conn.execute(target.delete().where(pk.in_(ids)))
             took = time.monotonic() - began
             self.report.longest_batch_s = max(self.report.longest_batch_s, took)
-            total += deleted
-            self.done(tbl, deleted)
-            if deleted < self.cut.batch:
+            total += len(ids)
+            self.done(tbl, len(ids))
+            if len(ids) < self.cut.batch:
                 return total
+            after = ids[-1]
 
 
 Policy = Callable[[_Run], Awaitable[None]]
@@ -190,7 +209,15 @@ async def _retired_page(run: _Run, after: str) -> list[Any]:
         exists().where(_T.c.workload_id == _W.c.id, _T.c.generation < _W.c.generation),
     )
     query = (
-        select(_W.c.id, _W.c.generation, _W.c.deleted_at, _W.c.created_at, ended.label("ended"))
+        select(
+            _W.c.id,
+            _W.c.kind,
+            _W.c.labels,
+            _W.c.generation,
+            _W.c.deleted_at,
+            _W.c.created_at,
+            ended.label("ended"),
+        )
         .where(_W.c.id > after, or_(ended, superseded))
         .order_by(_W.c.id)
         .limit(WORKLOAD_PAGE)
@@ -199,75 +226,111 @@ async def _retired_page(run: _Run, after: str) -> list[Any]:
         return list(await conn.execute(query))
 
 
-async def _retire(run: _Run, w: Any) -> None:
-    """Roll up, then delete, the out-of-policy history of one workload."""
-    ended = bool(w.ended)
-    gen_limit = int(w.generation) if ended else int(w.generation) - 1
+async def _retire_ended(run: _Run, page: Sequence[Any]) -> None:
+    """Workloads final or deregistered longer than the history is kept: roll up every
+    registration of theirs, then delete their transitions, refusals and (deregistered) rows."""
+    if not page:
+        return
+    rows = {w.id: w for w in page}
+    ids = list(rows)
+    async with reading(run.engine) as conn:
+        seen = {
+            (r.workload_id, int(r.generation))
+            for r in await conn.execute(
+                select(_T.c.workload_id, _T.c.generation)
+                .where(_T.c.workload_id.in_(ids))
+                .distinct()
+            )
+        }
+        newest_refused = (
+            await conn.execute(select(func.max(_R.c.id)).where(_R.c.workload_id.in_(ids)))
+        ).scalar_one()
+    # Only registrations up to the one seen now: the id may be registered again meanwhile.
+    current = {(w.id, int(w.generation)) for w in page}
+    regs = sorted({r for r in seen if r[1] <= int(rows[r[0]].generation)} | current)
+    if not run.dry:
+        async with transaction(run.engine) as conn:
+            run.report.rollup_days += await roll_up(conn, rows, regs, run.cut.now.timestamp())
+    await run.delete_batches(
+        PrunedTable.TRANSITIONS,
+        _T,
+        [_T.c.workload_id.in_(ids), tuple_(_T.c.workload_id, _T.c.generation).in_(regs)],
+    )
+    if newest_refused is not None:
+        await run.delete_batches(
+            PrunedTable.REFUSED, _R, [_R.c.workload_id.in_(ids), _R.c.id <= newest_refused]
+        )
+    gone = [(w.id, int(w.generation)) for w in page if w.deleted_at is not None]
+    if gone:
+        await _forget_workloads(run, gone)
+
+
+async def _retire_superseded(run: _Run, w: Any) -> None:
+    """An id registered again longer ago than the history is kept: its earlier registrations'
+    history goes (rolled up first); the current one's stays."""
     async with reading(run.engine) as conn:
         gens = [
             int(g)
             for (g,) in await conn.execute(
                 select(_T.c.generation)
-                .where(_T.c.workload_id == w.id, _T.c.generation <= gen_limit)
+                .where(_T.c.workload_id == w.id, _T.c.generation < w.generation)
                 .distinct()
             )
         ]
-        newest_refused = (
-            await conn.execute(select(func.max(_R.c.id)).where(_R.c.workload_id == w.id))
-        ).scalar_one()
-    if ended and int(w.generation) not in gens:
-        gens.append(int(w.generation))  # never moved: its PENDING time still counts
+    regs = [(w.id, g) for g in sorted(gens)]
     if not run.dry:
         async with transaction(run.engine) as conn:
-            for gen in sorted(gens):
-                run.report.rollup_days += await roll_up(conn, w.id, gen, run.cut.now.timestamp())
+            run.report.rollup_days += await roll_up(conn, {w.id: w}, regs, run.cut.now.timestamp())
     await run.delete_batches(
         PrunedTable.TRANSITIONS,
         _T,
-        [_T.c.workload_id == w.id, _T.c.generation <= gen_limit],
+        [_T.c.workload_id == w.id, _T.c.generation < w.generation],
     )
-    refused_where = [_R.c.workload_id == w.id, _R.c.id <= (newest_refused or 0)]
-    if not ended:  # an earlier registration's refusals: recorded before this one began
-        refused_where.append(_R.c.recorded_at < w.created_at)
-    await run.delete_batches(PrunedTable.REFUSED, _R, refused_where)
-    if ended and w.deleted_at is not None:
-        await _forget_workload(run, w.id, int(w.generation))
+    # An earlier registration's refusals: those recorded before this one began.
+    await run.delete_batches(
+        PrunedTable.REFUSED,
+        _R,
+        [_R.c.workload_id == w.id, _R.c.recorded_at < w.created_at],
+    )
 
 
-async def _forget_workload(run: _Run, workload_id: str, generation: int) -> None:
-    """Delete a deregistered workload's row, raising the generation mark in the same
-    transaction: registering the id again must give a generation above any it had."""
+async def _forget_workloads(run: _Run, gone: Sequence[tuple[str, int]]) -> None:
+    """Delete deregistered workloads' rows, raising the generation mark in the same
+    transaction: registering such an id again must give a generation above any it had."""
     if run.dry:
-        run.done(PrunedTable.WORKLOADS, 1)
+        run.done(PrunedTable.WORKLOADS, len(gone))
         return
     insert = sqlite.insert if is_sqlite(run.engine.url) else postgresql.insert
+    highest = max(gen for _, gen in gone)
     async with transaction(run.engine) as conn:
-        gone = await conn.execute(
+        # Raised first, whether or not every row is still there to delete: a mark higher than
+        # needed costs nothing, one lower than a deleted row's generation would.
+        await conn.execute(
+            insert(_M).values(name=GENERATION_MARK, value=0).on_conflict_do_nothing()
+        )
+        await conn.execute(
+            update(_M)
+            .where(_M.c.name == GENERATION_MARK, _M.c.value < highest)
+            .values(value=highest)
+        )
+        result = await conn.execute(
             _W.delete().where(
-                _W.c.id == workload_id,
-                _W.c.generation == generation,
+                tuple_(_W.c.id, _W.c.generation).in_(list(gone)),
                 _W.c.deleted_at.is_not(None),
                 _W.c.deleted_at < run.cut.history,
             )
         )
-        if gone.rowcount:
-            await conn.execute(
-                insert(_M).values(name=GENERATION_MARK, value=0).on_conflict_do_nothing()
-            )
-            await conn.execute(
-                update(_M)
-                .where(_M.c.name == GENERATION_MARK, _M.c.value < generation)
-                .values(value=generation)
-            )
-    run.done(PrunedTable.WORKLOADS, int(gone.rowcount or 0))
+    run.done(PrunedTable.WORKLOADS, int(result.rowcount or 0))
 
 
 async def prune_history(run: _Run) -> None:
     after = ""
     while True:
         page = await _retired_page(run, after)
+        await _retire_ended(run, [w for w in page if w.ended])
         for w in page:
-            await _retire(run, w)
+            if not w.ended:
+                await _retire_superseded(run, w)
         if len(page) < WORKLOAD_PAGE:
             return
         after = page[-1].id

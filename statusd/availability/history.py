@@ -260,46 +260,6 @@ def _next_start(
     return following[0].at.timestamp() if following else default
 
 
-async def full_timeline(
-    conn: AsyncConnection, workload_id: str, generation: int, row: Any
-) -> Timeline | None:
-    """One registration's whole history (for its rollup), or None when it has none at all."""
-    rows = list(
-        await conn.execute(
-            select(_T.c.kind, _T.c.from_state, _T.c.to_state, _T.c.recorded_at)
-            .where(_T.c.workload_id == workload_id, _T.c.generation == generation)
-            .order_by(_T.c.id)
-        )
-    )
-    moves = [Move(r.recorded_at, State(r.from_state), State(r.to_state)) for r in rows]
-    current = row is not None and int(row.generation) == generation
-    if not moves and not current:
-        return None
-    kind = Kind(row.kind) if row is not None else Kind(rows[0].kind)
-    labels = dict(row.labels or {}) if row is not None else {}
-    if current:
-        start: datetime | None = row.created_at
-        end = row.deleted_at.timestamp() if row.deleted_at is not None else float("inf")
-    else:
-        start = None
-        nxt = (
-            await conn.execute(
-                select(_T.c.recorded_at)
-                .where(_T.c.workload_id == workload_id, _T.c.generation == generation + 1)
-                .order_by(_T.c.id)
-                .limit(1)
-            )
-        ).first()
-        if row is not None and int(row.generation) == generation + 1:
-            end = float(row.created_at.timestamp())
-        elif nxt is not None:
-            end = float(nxt.recorded_at.timestamp())
-        else:
-            end = float("inf")
-    first = moves[0].from_state if moves else State.PENDING
-    return Timeline(workload_id, generation, kind, labels, start, first, end, moves)
-
-
 def days_between(start: float, end: float) -> list[date]:
     first = _at(start).date()
     last = _at(max(start, end - 1e-6)).date()
