@@ -315,6 +315,14 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
                 await conn.fetchval("SELECT pg_database_size(current_database())")
             ),
         }
+        # Bytes per row with indexes and TOAST (what the README's rows-per-day table is sized by).
+        result["seed"]["bytes_per_row"] = {
+            table: round(
+                int(await conn.fetchval(f"SELECT pg_total_relation_size('{table}')"))
+                / max(rows[table], 1)
+            )
+            for table in rows
+        }
         print(f"seeded: {result['seed']}", file=sys.stderr)
         figures_before = await figures(url, midnight)
     finally:
