@@ -350,6 +350,7 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             baseline = await measure_while(
                 api, tokens, seeded, live, asyncio.sleep(args.baseline_s)
             )
+            load_baseline = os.getloadavg()[0]  # the machine is shared: say how busy it was
             began = time.monotonic()
             cut_at = datetime.now(UTC)  # the prune's clock, within a second
             conn = await asyncpg.connect(dsn)
@@ -362,6 +363,7 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             result["prune"] = pruning.result()
             result["prune"]["wall_s"] = round(time.monotonic() - began, 1)
         result["latency"] = {
+            "load_average_1m": {"baseline_end": load_baseline, "prune_end": os.getloadavg()[0]},
             "baseline": baseline.summary(),
             "baseline_errors": baseline.errors,
             "during_prune": during.summary(),
