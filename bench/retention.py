@@ -274,8 +274,9 @@ def prune_cli(env: dict[str, str], dry: bool) -> dict[str, Any]:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if done.returncode != 0:
+        raise SystemExit(f"statusd prune failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
 
 

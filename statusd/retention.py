@@ -29,12 +29,9 @@ from typing import Any
 import structlog
 from sqlalchemy import (
     Table,
-    and_,
     column,
-    exists,
     func,
     inspect,
-    or_,
     select,
     table,
     tuple_,
@@ -186,44 +183,70 @@ Policy = Callable[[_Run], Awaitable[None]]
 # -- history -------------------------------------------------------------------------------------
 
 
-async def _retired_page(run: _Run, after: str) -> list[Any]:
-    """Workloads whose history is out of policy, in id order after `after`."""
+class Retired(StrEnum):
+    """Why a workload's history is out of policy; each is found by its own index-driven query."""
+
+    DEREGISTERED = "deregistered"  # deregistered longer ago than the history is kept
+    FINAL = "final"  # final that long, still registered
+    SUPERSEDED = "superseded"  # registered again that long ago: earlier registrations' history
+
+
+_COLUMNS = (
+    _W.c.id,
+    _W.c.kind,
+    _W.c.labels,
+    _W.c.generation,
+    _W.c.deleted_at,
+    _W.c.created_at,
+)
+
+
+async def _retired_page(run: _Run, why: Retired, after: str) -> tuple[list[Any], str | None]:
+    """A page of workloads retired for `why` with history left to delete, in id order after
+    `after`; and where the next page starts (None: this was the last). Whether rows are left is
+    asked per page through the (workload_id, id) indexes, never by a join over whole tables."""
     cut = run.cut.history
-    has_rows = or_(
-        exists().where(_T.c.workload_id == _W.c.id),
-        exists().where(_R.c.workload_id == _W.c.id),
-    )
-    ended = or_(
-        and_(_W.c.deleted_at.is_not(None), _W.c.deleted_at < cut),
-        and_(
+    where = {
+        Retired.DEREGISTERED: [_W.c.deleted_at.is_not(None), _W.c.deleted_at < cut],
+        Retired.FINAL: [
             _W.c.deleted_at.is_(None),
             _W.c.state.in_(list(FINAL_STATES)),
             _W.c.state_changed_at < cut,
-            has_rows,
-        ),
-    )
-    superseded = and_(
-        _W.c.deleted_at.is_(None),
-        _W.c.generation > 1,
-        _W.c.created_at < cut,
-        exists().where(_T.c.workload_id == _W.c.id, _T.c.generation < _W.c.generation),
-    )
-    query = (
-        select(
-            _W.c.id,
-            _W.c.kind,
-            _W.c.labels,
-            _W.c.generation,
-            _W.c.deleted_at,
-            _W.c.created_at,
-            ended.label("ended"),
-        )
-        .where(_W.c.id > after, or_(ended, superseded))
-        .order_by(_W.c.id)
-        .limit(WORKLOAD_PAGE)
-    )
+        ],
+        Retired.SUPERSEDED: [
+            _W.c.deleted_at.is_(None),
+            _W.c.generation > 1,
+            _W.c.created_at < cut,
+        ],
+    }[why]
+    query = select(*_COLUMNS).where(_W.c.id > after, *where).order_by(_W.c.id).limit(WORKLOAD_PAGE)
     async with reading(run.engine) as conn:
-        return list(await conn.execute(query))
+        page = list(await conn.execute(query))
+        if not page:
+            return [], None
+        ids = [w.id for w in page]
+        oldest = {
+            r.workload_id: int(r.gen)
+            for r in await conn.execute(
+                select(_T.c.workload_id, func.min(_T.c.generation).label("gen"))
+                .where(_T.c.workload_id.in_(ids))
+                .group_by(_T.c.workload_id)
+            )
+        }
+        refused = set()
+        if why is Retired.FINAL:
+            refused = {
+                r.workload_id
+                for r in await conn.execute(
+                    select(_R.c.workload_id).where(_R.c.workload_id.in_(ids)).distinct()
+                )
+            }
+    following = page[-1].id if len(page) == WORKLOAD_PAGE else None
+    if why is Retired.DEREGISTERED:
+        return page, following  # their rows go too, history or not
+    if why is Retired.FINAL:
+        return [w for w in page if w.id in oldest or w.id in refused], following
+    return [w for w in page if oldest.get(w.id, w.generation) < w.generation], following
 
 
 async def _retire_ended(run: _Run, page: Sequence[Any]) -> None:
@@ -324,16 +347,15 @@ async def _forget_workloads(run: _Run, gone: Sequence[tuple[str, int]]) -> None:
 
 
 async def prune_history(run: _Run) -> None:
-    after = ""
-    while True:
-        page = await _retired_page(run, after)
-        await _retire_ended(run, [w for w in page if w.ended])
-        for w in page:
-            if not w.ended:
-                await _retire_superseded(run, w)
-        if len(page) < WORKLOAD_PAGE:
-            return
-        after = page[-1].id
+    for why in Retired:
+        after: str | None = ""
+        while after is not None:
+            page, after = await _retired_page(run, why, after)
+            if why is Retired.SUPERSEDED:
+                for w in page:
+                    await _retire_superseded(run, w)
+            else:
+                await _retire_ended(run, page)
 
 
 # -- refused observations beyond the newest N per workload -------------------------------------
