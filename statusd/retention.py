@@ -265,9 +265,10 @@ async def _retire_ended(run: _Run, page: Sequence[Any]) -> None:
                 .distinct()
             )
         }
-        newest_refused = (
-            await conn.execute(select(func.max(_R.c.id)).where(_R.c.workload_id.in_(ids)))
-        ).scalar_one()
+        # Refusals recorded after this read (an id registered again meanwhile) are kept. The
+        # table-wide max is read off the primary key's end; a max filtered by these ids would
+        # walk that index backward over every other workload's rows.
+        newest_refused = (await conn.execute(select(func.max(_R.c.id)))).scalar_one()
     # Only registrations up to the one seen now: the id may be registered again meanwhile.
     current = {(w.id, int(w.generation)) for w in page}
     regs = sorted({r for r in seen if r[1] <= int(rows[r[0]].generation)} | current)
