@@ -45,8 +45,11 @@ LISTEN_GAP_S = 3.0
 FORGET_PROCESS_S = 3600.0
 PACE_STEP_S = 0.1  # announced intervals are rounded up to this
 
-# KEYS: ingest_listening, ingest_listening_since (one slot: the global tag). ARGV: process id,
-# now, gap, forget-after. Returns listening_since. The fleet size is read apart, shard by shard.
+# KEYS: ingest_listening, ingest_listening_since, ingest_outages (one slot: the global tag).
+# ARGV: process id, now, gap, forget-after. Returns listening_since. A gap between the newest beat
+# and now is recorded as an outage (the newest OUTAGES_KEPT of them). The fleet size is read
+# apart, shard by shard.
+OUTAGES_KEPT = 10_000
 BEAT_SCRIPT = """
 local now, gap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -57,6 +60,10 @@ if #newest == 0 then
   if not since then since = '0' end
   redis.call('SET', KEYS[2], since)
 elseif (not since) or tonumber(newest[2]) < now - gap then
+  if tonumber(newest[2]) < now - gap then
+    redis.call('ZADD', KEYS[3], newest[2], newest[2] .. '|' .. ARGV[2])
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[5]))
+  end
   since = ARGV[2]
   redis.call('SET', KEYS[2], since)
 end
@@ -131,8 +138,8 @@ class ListeningBeat:
     async def beat(self, now: float) -> None:
         keys = self._keys
         await self._script(
-            keys=[keys.ingest_listening, keys.ingest_listening_since],
-            args=[self.process_id, repr(now), LISTEN_GAP_S, FORGET_PROCESS_S],
+            keys=[keys.ingest_listening, keys.ingest_listening_since, keys.ingest_outages],
+            args=[self.process_id, repr(now), LISTEN_GAP_S, FORGET_PROCESS_S, OUTAGES_KEPT],
         )
         self._pace.update(sum(await tracked(self._redis, keys)))
 

@@ -206,6 +206,13 @@ class Keys:
         return f"{self._g}ingest:listening"
 
     @property
+    def ingest_outages(self) -> str:
+        """Sorted set: "<last beat>|<next beat>" scored by the last beat: each span during which no
+        ingest process was listening (statusd.hearing writes it; statusd.availability copies it
+        into the database, where reports read it)."""
+        return f"{self._g}ingest:outages"
+
+    @property
     def ingest_listening_since(self) -> str:
         """String: unix seconds since which some ingest process has been accepting without a gap
         (statusd.hearing); silence before it plus the startup grace proves nothing."""

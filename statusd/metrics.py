@@ -66,3 +66,8 @@ POLLS = Counter("statusd_polls_total", "Polls of container status endpoints", ["
 # -- sync / alerts --
 SYNC_SENDS = Counter("statusd_sync_sends_total", "Main-API sends", ["outcome"])
 ALERTS_SENT = Counter("statusd_alerts_sent_total", "Alert webhook deliveries", ["event", "outcome"])
+
+# -- retention --
+PRUNED_ROWS = Counter(
+    "statusd_pruned_rows_total", "Rows deleted by retention (statusd.retention)", ["table"]
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -68,7 +69,11 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
 
 class Workload(SQLModel, table=True):
     __tablename__ = "workloads"
-    __table_args__ = (Index("ix_workloads_kind_state", "kind", "state"),)
+    __table_args__ = (
+        Index("ix_workloads_kind_state", "kind", "state"),
+        # Retention finds workloads final for longer than the history is kept.
+        Index("ix_workloads_state_changed", "state", "state_changed_at"),
+    )
 
     id: str = Field(sa_column=Column(String(200), primary_key=True))
     kind: Kind = Field(sa_column=Column(_enum(Kind, "kind"), nullable=False))
@@ -96,10 +101,15 @@ class Workload(SQLModel, table=True):
 
 
 class Transition(SQLModel, table=True):
-    """One applied state change. Full history; never updated, never deleted."""
+    """One applied state change. Never updated; deleted only by retention (statusd.retention),
+    after the workload's daily availability rollup was written."""
 
     __tablename__ = "transitions"
-    __table_args__ = (Index("ix_transitions_workload_id_id", "workload_id", "id"),)
+    __table_args__ = (
+        Index("ix_transitions_workload_id_id", "workload_id", "id"),
+        # The fleet picture and availability reports read a window of recent history.
+        Index("ix_transitions_recorded_at", "recorded_at"),
+    )
 
     id: int | None = Field(
         default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
@@ -161,6 +171,8 @@ class OutboxEntry(SQLModel, table=True):
         UniqueConstraint("event_key", "target", "destination", name="uq_outbox_event_target"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_workload_order", "target", "workload_id", "id"),
+        # Retention deletes delivered rows and dead letters by age.
+        Index("ix_outbox_status_created", "status", "created_at"),
     )
 
     id: int | None = Field(
@@ -249,3 +261,50 @@ class AuditEvent(SQLModel, table=True):
     target: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
     outcome: int = Field(nullable=False)  # the HTTP status answered
     client_address: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class AvailabilityDay(SQLModel, table=True):
+    """One workload generation's seconds per state on one UTC day, written by retention just
+    before that generation's transitions are deleted, so availability reports over pruned
+    periods give the figures the history gave (statusd.availability)."""
+
+    __tablename__ = "availability_days"
+    __table_args__ = (
+        UniqueConstraint("workload_id", "generation", "day", name="uq_availability_day"),
+        Index("ix_availability_days_day", "day"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BIGID, primary_key=True, autoincrement=True)
+    )
+    workload_id: str = Field(sa_column=Column(String(200), nullable=False))
+    generation: int = Field(nullable=False)
+    day: date = Field(sa_column=Column(Date, nullable=False))
+    kind: Kind = Field(sa_column=Column(_enum(Kind, "kind"), nullable=False))
+    # Kept with each day: the workload row itself may be pruned, and reports filter by labels.
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # {state: seconds} counted that day (time statusd could not hear left out).
+    seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    unheard_s: float = Field(default=0.0, nullable=False)
+    maintenance_s: float = Field(default=0.0, nullable=False)
+
+
+class IngestOutage(SQLModel, table=True):
+    """A span during which no ingest process was listening (statusd.hearing records the gaps in
+    Redis; statusd.availability keeps them here, where a Redis flush cannot lose them)."""
+
+    __tablename__ = "ingest_outages"
+
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
+    ended_at: datetime = Field(sa_column=_ts(nullable=False))
+
+
+class HighWaterMark(SQLModel, table=True):
+    """Named numbers that only grow. `generation`: the highest generation of any workload row
+    retention deleted, so an id registered again after its row was pruned still gets a higher
+    generation than any it had (old heartbeat tokens name old generations)."""
+
+    __tablename__ = "high_water_marks"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement
@@ -15,9 +15,20 @@ from sqlalchemy.sql.expression import ClauseElement
 from statusd.db import transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
 from statusd.lifecycle import Kind, State
-from statusd.models import Workload, utcnow
+from statusd.models import HighWaterMark, Workload, utcnow
 
 _W = Workload.__table__  # type: ignore[attr-defined]
+_M = HighWaterMark.__table__  # type: ignore[attr-defined]
+# The high-water mark retention raises when it deletes a deregistered workload's row.
+GENERATION_MARK = "generation"
+
+
+async def generation_mark(conn: AsyncConnection) -> int:
+    """The highest generation of any workload row retention deleted (0: none)."""
+    value = (
+        await conn.execute(select(_M.c.value).where(_M.c.name == GENERATION_MARK))
+    ).scalar_one_or_none()
+    return int(value or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +62,17 @@ def _compile_skip_taken_ids(_element: _SkipTakenIds, _compiler: Any, **_kw: Any)
 
 
 def _insert_new() -> Any:
-    """INSERT INTO workloads ... ON CONFLICT (id) DO NOTHING RETURNING id (cacheable)."""
-    statement = insert(_W).returning(_W.c.id)
+    """INSERT INTO workloads ... ON CONFLICT (id) DO NOTHING RETURNING id, generation (cacheable).
+
+    A new id starts one above the generation high-water mark: an id whose row retention deleted
+    may come back, and its old heartbeat tokens name generations up to the mark. The mark is a
+    subquery of the INSERT itself, so it costs no round trip."""
+    first_generation = (
+        select(func.coalesce(func.max(_M.c.value), 0) + 1)
+        .where(_M.c.name == GENERATION_MARK)
+        .scalar_subquery()
+    )
+    statement = insert(_W).values(generation=first_generation).returning(_W.c.id, _W.c.generation)
     statement._post_values_clause = _SkipTakenIds()  # rendered after VALUES by every compiler
     return statement
 
@@ -96,16 +116,18 @@ async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> 
             answers[index] = WorkloadExists(f"workload {reg.id!r} is given twice in this batch")
         else:
             first[reg.id] = index
-    rows = {wid: {"id": wid, "generation": 1, **_fresh(regs[i], now)} for wid, i in first.items()}
+    rows = {wid: {"id": wid, **_fresh(regs[i], now)} for wid, i in first.items()}
     inserted: set[str] = set()
     if rows:
         result = await conn.execute(_INSERT_NEW, list(rows.values()))
-        inserted = {row.id for row in result}
+        for row in result:
+            rows[row.id]["generation"] = row.generation
+            inserted.add(row.id)
     for wid in [wid for wid in rows if wid not in inserted]:
         # Taken: registered (refused below) or deregistered (back with the next generation). One
         # conditional UPDATE decides atomically: a concurrent re-registration of the same id
         # waits on the row lock, then finds it registered (0 rows) and is refused.
-        values = {k: v for k, v in rows[wid].items() if k not in ("id", "generation")}
+        values = {k: v for k, v in rows[wid].items() if k != "id"}
         revived = (
             await conn.execute(
                 update(_W)

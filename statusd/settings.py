@@ -179,6 +179,20 @@ class Settings(BaseSettings):
         default=30.0, gt=0
     )  # SSE: skip a never-committing id after this
 
+    # -- retention (statusd.retention) --------------------------------------------------------
+    # Transitions and refused observations of workloads final or deregistered longer than this
+    # are deleted (after their daily availability rollup is written); deregistered rows too.
+    retain_history_days: float = Field(default=93.0, gt=0)
+    # Only the newest N refused observations of each workload are kept (a container stuck on a
+    # refused state adds one every heartbeat).
+    retain_refused_per_workload: int = Field(default=100, ge=0)
+    # Delivered outbox rows older than this are deleted; dead letters too once this old.
+    retain_outbox_days: float = Field(default=7.0, gt=0)
+    retain_audit_days: float = Field(default=400.0, gt=0)
+    # Rows per delete statement: each batch is its own short transaction (no long locks).
+    retain_batch: int = Field(default=1000, ge=1)
+    retain_interval: float = Field(default=3600.0, gt=0)  # beat prunes this often
+
     # -- metrics (statusd.oncall.metrics_endpoint) ------------------------------------------------
     # Unset: /metrics is served on the API port (serve only). Set: every process kind (serve,
     # consume, worker) serves its own /metrics on this port and the API port no longer has it.

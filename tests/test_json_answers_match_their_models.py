@@ -125,6 +125,8 @@ async def walk_a_workloads_life(walk: Walk) -> None:
     await walk.call("GET", "/v1/reports/workloads/{id}", "/v1/reports/workloads/train-7")
     await walk.call("GET", "/v1/reports/history", params={"window": "10m", "step": "1m"})
     await walk.call("GET", "/v1/reports/selfwatch")
+    await walk.call("GET", "/v1/reports/availability", params={"group_by": "label:team"})
+    await walk.call("POST", "/v1/prune", json={"dry_run": True})
     await walk.call("DELETE", "/v1/silences/{id}", f"/v1/silences/{silence['id']}")
     await walk.call("DELETE", "/v1/workloads/{id}", "/v1/workloads/train-7")
     # A deregistered workload's story is built from its kept row (another code path).

@@ -13,7 +13,7 @@ def setup_api(app: web.Application) -> None:
     The error middleware goes on the whole app (ingest and on-call routes too): every failure
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
-    from statusd.api import api_keys, audit, health, openapi, silences, workloads
+    from statusd.api import api_keys, audit, health, openapi, retention, silences, workloads
     from statusd.api.audit_trail import audit_middleware
     from statusd.api.auth import key_cache_ctx, session_middleware
     from statusd.api.deadlines import body_deadline_middleware
@@ -30,3 +30,4 @@ def setup_api(app: web.Application) -> None:
     silences.add_routes(app)
     api_keys.add_routes(app)
     audit.add_routes(app)
+    retention.add_routes(app)

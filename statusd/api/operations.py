@@ -278,6 +278,19 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST",
+        "/v1/prune",
+        Area.API,
+        "Delete what is out of retention policy (STATUSD_RETAIN_*) in bounded batches, after"
+        " writing the availability rollup of the history it deletes; `dry_run` only counts",
+        Auth.API_TOKEN,
+        200,
+        responses.PruneResult,
+        errors={**BODY, **COMMON},
+        body=bodies.PruneRequest,
+        scope=Scope.ADMIN,
+    ),
+    Operation(
+        "POST",
         "/v1/heartbeats",
         Area.INGEST,
         "A container's heartbeat (202 once stored in the Redis stream)",
@@ -393,6 +406,20 @@ OPERATIONS: tuple[Operation, ...] = (
         reports.FleetHistory,
         errors={**QUERY, **COMMON},
         query=queries.FleetHistoryQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/availability",
+        Area.ONCALL,
+        "Seconds per state group and availability = up / (up + down) per workload and group,"
+        " from transition times, time statusd could not hear left out (JSON, or text/csv with"
+        " ?format=csv; API token or page cookie)",
+        Auth.API_TOKEN,
+        200,
+        reports.AvailabilityReport,
+        errors={**QUERY, **COMMON},
+        query=queries.AvailabilityQuery,
+        alternate_media="text/csv",
     ),
     Operation(
         "GET",

@@ -22,6 +22,7 @@ from statusd.celery.budgets import budgets
 from statusd.celery.names import (
     POLL_TASK,
     QUEUES,
+    RETENTION_TASK,
     SWEEP_TASK,
     SYNC_DRAIN_DUE_TASK,
     SYNC_DRAIN_TASK,
@@ -59,6 +60,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                 "queue": QueueName.SYNC.value,
                 "expires": max(2 * settings.sync_interval, 1.0),
             },
+        },
+        "retention-prune": {
+            "task": RETENTION_TASK,
+            "schedule": settings.retain_interval,
+            "options": {"queue": QueueName.SYNC.value, "expires": settings.retain_interval},
         },
     }
 
@@ -121,6 +127,7 @@ def create_celery(settings: Settings) -> Celery:
             POLL_TASK: {"queue": QueueName.POLL.value},
             SYNC_DRAIN_TASK: {"queue": QueueName.SYNC.value},
             SYNC_DRAIN_DUE_TASK: {"queue": QueueName.SYNC.value},
+            RETENTION_TASK: {"queue": QueueName.SYNC.value},
         },
         # Reliability: a task is acknowledged after it ran, and a worker killed mid-task gives its
         # message back; one message prefetched per process so a slow poll chunk never holds

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import typer
 
-from statusd.cli import access, foundation, ingest, oncall, simulate, sync, up, worker
+from statusd.cli import (
+    access,
+    availability,
+    foundation,
+    ingest,
+    oncall,
+    retention,
+    simulate,
+    sync,
+    up,
+    worker,
+)
 
 app = typer.Typer(
     name="statusd",
@@ -26,6 +37,8 @@ simulate.register(app)  # simulate
 sync.register(app)  # sync status / retry-dead / drain
 oncall.register(app)  # report stale / summary
 access.register(app)  # keys create / list / revoke, audit
+availability.register(oncall.report_app)  # report availability
+retention.register(app)  # prune
 
 
 def main() -> None:

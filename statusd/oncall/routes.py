@@ -17,6 +17,7 @@ from statusd.access.scopes import Scope
 from statusd.api.auth import guard, key_labels
 from statusd.api.errors import model_response
 from statusd.app_keys import RUNTIME
+from statusd.availability import report as availability
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
 from statusd.oncall.reports import (
@@ -28,7 +29,7 @@ from statusd.oncall.reports import (
 from statusd.oncall.summary import fleet_summary
 from statusd.schema import reports
 from statusd.schema.bad_input import parse_query
-from statusd.schema.queries import RecentQuery, StaleQuery
+from statusd.schema.queries import AvailabilityQuery, RecentQuery, StaleQuery
 from statusd.selfwatch import read_disruption
 
 
@@ -58,6 +59,30 @@ async def get_stale(request: web.Request) -> web.Response:
 
 
 @guard(Scope.READ, cookie=True)
+async def get_availability(request: web.Request) -> web.Response:
+    """GET /v1/reports/availability[?kind=&label=k:v&id=&from=&to=&group_by=&format=json|csv]."""
+    query = parse_query(AvailabilityQuery, request.query)
+    rt = request.app[RUNTIME]
+    window, selection = availability.query_window(query)
+    # A key limited by labels reports on its own workloads only.
+    selection = dataclasses.replace(
+        selection, labels=(*selection.labels, *key_labels(request).items())
+    )
+    result = await availability.availability(
+        rt.engine, rt.redis, rt.keys, window, selection, group_by=query.group_by
+    )
+    if query.format == "csv":
+        return web.Response(
+            text=availability.to_csv(result),
+            content_type="text/csv",
+            headers={"Content-Disposition": 'inline; filename="availability.csv"'},
+        )
+    return model_response(
+        reports.AvailabilityReport.model_validate(availability.report_json(result))
+    )
+
+
+@guard(Scope.READ, cookie=True)
 async def get_summary(request: web.Request) -> web.Response:
     """GET /v1/reports/summary: counts per kind x state, stale counts, sync backlog, stream lag."""
     return model_response(await fleet_summary(request.app[RUNTIME], key_labels(request)))
@@ -83,5 +108,6 @@ async def get_events(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/reports/stale", get_stale, allow_head=False)
     app.router.add_get("/v1/reports/summary", get_summary, allow_head=False)
+    app.router.add_get("/v1/reports/availability", get_availability, allow_head=False)
     app.router.add_get("/v1/reports/transitions", get_recent_transitions, allow_head=False)
     app.router.add_get("/v1/events", get_events, allow_head=False)

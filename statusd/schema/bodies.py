@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     create_model,
     field_validator,
@@ -72,6 +73,12 @@ RegisterBatchEnvelope: type[Body] = create_model(
     __base__=Body,
     items=(list[Any], Field(min_length=1)),
 )
+
+
+class PruneRequest(Body):
+    dry_run: StrictBool = Field(
+        default=False, description="count what would be deleted; delete nothing"
+    )
 
 
 class TransitionRequest(Body):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -12,13 +13,17 @@ from pydantic_core import PydanticCustomError
 
 from statusd.lifecycle import Kind, State
 from statusd.schema.rules import (
+    DEFAULT_AVAILABILITY_WINDOW_S,
     DEFAULT_LIMIT,
     DEFAULT_RECENT_LIMIT,
+    LABEL_KEY_PATTERN,
+    MAX_AVAILABILITY_WINDOW_S,
     MAX_HISTORY_SAMPLES,
     MAX_HISTORY_WINDOW_S,
     WORKLOAD_ID_RE,
 )
 from statusd.schema.types import (
+    AwareTime,
     Duration,
     IdPrefix,
     KindList,
@@ -26,6 +31,7 @@ from statusd.schema.types import (
     LabelPair,
     Limit,
     QueryInt,
+    WorkloadId,
     split_label,
 )
 
@@ -192,3 +198,72 @@ class FleetHistoryQuery(Query):
                 "invalid_value", f"window/step must be at most {MAX_HISTORY_SAMPLES} samples"
             )
         return step
+
+
+GROUP_BY_PATTERN = f"^(kind|label:{LABEL_KEY_PATTERN[1:-1]})$"
+
+
+class AvailabilityQuery(Query):
+    """GET /v1/reports/availability (and `statusd report availability`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: KindList = Field(default_factory=list, description="repeatable or a comma list")
+    label: list[LabelPair] = Field(
+        default_factory=list, description="key:value, repeatable (all must match)"
+    )
+    id: list[WorkloadId] = Field(default_factory=list, description="workload ids, repeatable")
+    from_: AwareTime | None = Field(
+        default=None,
+        alias="from",
+        description="start of the window (ISO 8601 with offset); default: `to` minus 30 days",
+    )
+    to: AwareTime | None = Field(
+        default=None, validate_default=True, description="end of the window; default: now"
+    )
+    group_by: str | None = Field(
+        default=None,
+        pattern=GROUP_BY_PATTERN,
+        description="`kind`, or `label:KEY` (one group per value of that label)",
+    )
+    format: Literal["json", "csv"] = "json"
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("label")
+    @classmethod
+    def _one_value_per_key(cls, pairs: list[str]) -> list[str]:
+        _labels(pairs)
+        return pairs
+
+    @field_validator("to")
+    @classmethod
+    def _after_from(cls, to: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("from_")
+        end = to or datetime.now(UTC)
+        if start is not None and end <= start:
+            raise PydanticCustomError("invalid_value", "`to` must be after `from`")
+        if start is not None and (end - start).total_seconds() > MAX_AVAILABILITY_WINDOW_S:
+            raise PydanticCustomError(
+                "invalid_value",
+                f"the window is at most {MAX_AVAILABILITY_WINDOW_S // 86400} days",
+            )
+        return to
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        """(from, to) with the defaults filled in."""
+        end = self.to or datetime.now(UTC)
+        start = self.from_ or end - timedelta(seconds=DEFAULT_AVAILABILITY_WINDOW_S)
+        return start, end
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        return tuple(dict.fromkeys(self.kind))
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return tuple(split_label(pair) for pair in self.label)

@@ -134,3 +134,45 @@ class SelfWatch(Answer):
     disruption: Disruption
     sweeper: SweeperHealth
     generated_at: IsoTime
+
+
+# -- GET /v1/reports/availability ------------------------------------------------------------------
+
+
+class GroupSeconds(Answer):
+    up: float = Field(description="RUNNING, READY, IDLE, DEGRADED")
+    down: float = Field(description="UNREACHABLE, LOST")
+    starting: float = Field(description="PENDING, STARTING, DEPLOYING")
+    stopping: float = Field(description="STOPPING (final states count nowhere)")
+
+
+class AvailabilityFigures(Answer):
+    seconds: GroupSeconds = Field(description="seconds in each state group within the window")
+    states: dict[State, float] = Field(description="seconds per state (states with none left out)")
+    unheard_s: float = Field(description="left out: no ingest process was listening")
+    maintenance_s: float = Field(description="left out: maintenance windows")
+    availability: float | None = Field(description="up / (up + down); null when both are 0")
+
+
+class WorkloadAvailability(AvailabilityFigures):
+    id: WorkloadId
+    kind: Kind
+    labels: Labels
+
+
+class GroupAvailability(AvailabilityFigures):
+    group: str | None = Field(description="the kind or label value; null: without that label")
+    workloads: int
+
+
+class TotalAvailability(AvailabilityFigures):
+    workloads: int
+
+
+class AvailabilityReport(Answer):
+    from_: IsoTime = Field(alias="from")
+    to: IsoTime
+    group_by: str | None
+    workloads: list[WorkloadAvailability] = Field(description="by id")
+    groups: list[GroupAvailability] = Field(description="empty without group_by")
+    total: TotalAvailability

@@ -61,6 +61,21 @@ class WorkloadPage(Answer):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
 
 
+class PrunedRows(Answer):
+    rows: int = Field(description="deleted (dry run: that would be)")
+    batches: int = Field(description="delete statements, each its own short transaction")
+
+
+class PruneResult(Answer):
+    dry_run: bool
+    tables: dict[str, PrunedRows] = Field(
+        description="transitions, refused_observations, outbox, audit_events, workloads"
+    )
+    rollup_days: int = Field(description="availability rollup rows written first")
+    seconds: float
+    longest_batch_s: float = Field(description="the longest single delete transaction")
+
+
 class Deleted(Answer):
     id: str
     deleted: Literal[True] = True

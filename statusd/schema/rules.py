@@ -42,3 +42,7 @@ MAX_HISTORY_SAMPLES = (
     360  # a picture wider than this says nothing more, and costs memory per request
 )
 MAX_HISTORY_WINDOW_S = 7 * 86400
+
+# Availability reports: the longest window, and the default when `from` is not given.
+MAX_AVAILABILITY_WINDOW_S = 731 * 86400
+DEFAULT_AVAILABILITY_WINDOW_S = 30 * 86400
