@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     sync_lease: float = Field(default=60.0, gt=0)
     sync_kick_debounce_ms: int = Field(default=200, ge=1)
     # A drain run yields its worker slot after max(this, 3 x sync_interval) seconds; a run that
-    # stopped with rows left is continued (statusd.sync.tasks).
+    # stopped with rows left is continued (statusd.celery.sync_tasks).
     sync_run_s: float = Field(default=30.0, gt=0)
 
     # -- on-call --------------------------------------------------------------------------------

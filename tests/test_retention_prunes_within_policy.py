@@ -17,11 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from statusd.sweeper.celery_app import beat_schedule
-from statusd.task_names import RETENTION_TASK
 
 from statusd.availability.report import availability, report_json
 from statusd.availability.timeline import Span
+from statusd.celery.application import beat_schedule
+from statusd.celery.names import RETENTION_TASK
 from statusd.db import create_engine, reading, transaction
 from statusd.lifecycle import Kind, Source, State
 from statusd.models import (
@@ -362,7 +362,7 @@ async def test_prune_route_counts_rows_in_metrics(
 def test_beat_task_prunes_and_is_scheduled(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from statusd.retention_tasks import prune_task
+    from statusd.celery.retention_tasks import prune_task
 
     settings = make_settings(**POLICY, retain_interval=1800)
     entry = beat_schedule(settings)["retention-prune"]
