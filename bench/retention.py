@@ -114,9 +114,9 @@ FROM (SELECT DISTINCT ON (workload_id) workload_id, to_state, recorded_at FROM t
       WHERE kind = 'deployment' ORDER BY workload_id, id DESC) t
 WHERE w.id = t.workload_id;
 
-INSERT INTO outbox (transition_id, workload_id, target, destination, payload, status, attempts,
-                    next_attempt_at, created_at, synced_at)
-SELECT id, workload_id, 'main', '', '{}'::json, 'synced', 1, recorded_at, recorded_at, recorded_at
+INSERT INTO outbox (event_key, transition_id, workload_id, target, destination, payload, status,
+                    attempts, next_attempt_at, created_at, synced_at)
+SELECT 'transition:' || id, id, workload_id, 'main', '', '{}'::json, 'synced', 1, recorded_at, recorded_at, recorded_at
 FROM transitions ORDER BY id;
 
 INSERT INTO refused_observations (workload_id, current_state, requested_state, source, rule,

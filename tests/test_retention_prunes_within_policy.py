@@ -33,6 +33,7 @@ from statusd.models import (
     Transition,
     Workload,
 )
+from statusd.outbox_writer import transition_key
 from statusd.registry import deregister, register
 from statusd.retention import PrunedTable, prune
 from statusd.settings import Settings
@@ -119,6 +120,7 @@ async def outbox_row(engine: AsyncEngine, status: OutboxStatus, created: datetim
     async with transaction(engine) as conn:
         await conn.execute(
             insert(_O).values(
+                event_key=transition_key(n),
                 transition_id=n,
                 workload_id="live-noisy",
                 target=OutboxTarget.MAIN,
