@@ -21,7 +21,7 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     template = request.getfixturevalue("postgres_template")
     url: str = template.new_database()
     yield url
-    template.drop(url)
+    template.release(url)
 
 
 @pytest.mark.postgres
