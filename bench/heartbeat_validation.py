@@ -1,6 +1,6 @@
 """Microbenchmark: checking one heartbeat dict, the ingest hand-written checker vs pydantic.
 
-Decides whether the ingest hot path keeps its hand-written checker (issue 13). Three numbers:
+Decides whether the ingest hot path keeps its hand-written checker. Three numbers:
 - `checker`: statusd.ingest.validation.check_heartbeat (shape, types, seq bounds, detail
   bytes, workload-id pattern, token's workload, status of the token's kind -> Heartbeat);
 - `model only`: statusd.schema.bodies.Heartbeat.model_validate (shape and types only);

@@ -1,4 +1,4 @@
-"""Redis bytes per tracked workload (issue 12: <= 300 B), measured on a private redis-server.
+"""Redis bytes per tracked workload (goal: <= 300 B), measured on a private redis-server.
 
 Every workload goes through statusd's own Redis writes, as in steady state: registration
 (pending set + generation), one heartbeat through the ingest script (last_seen, pending removed),
@@ -20,7 +20,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from statusd import liveness
-from statusd.ingest.validation import Heartbeat
+from statusd.ingest.validation import CheckedHeartbeat
 from statusd.ingest.writer import StreamWriter
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
@@ -39,7 +39,7 @@ async def measure(url: str, workloads: int, shards: int) -> None:
         await liveness.on_registered(redis, keys, wid, 1.7e9, generation=1)
     writer = StreamWriter(redis, keys, shards=shards, timeout=10)
     for start in range(0, workloads, 500):
-        batch = [Heartbeat(w, "RUNNING", 7, None, 1) for w in ids[start : start + 500]]
+        batch = [CheckedHeartbeat(w, "RUNNING", 7, None, 1) for w in ids[start : start + 500]]
         await writer.append(batch)
     await writer.close()
     registrations = liveness.Registrations(redis, keys)

@@ -1,4 +1,4 @@
-"""Consume CPU per 1,000 STEADY heartbeats (no state change): the consumer's share of issue 12's
+"""Consume CPU per 1,000 STEADY heartbeats (no state change): the consumer's share of the
 CPU-per-heartbeat figure, measured at full rate (no idle costs spread over few heartbeats).
 
     .venv/bin/python bench/steady_apply.py [--workloads 4000] [--rounds 10] [--profile FILE]

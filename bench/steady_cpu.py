@@ -1,4 +1,4 @@
-"""CPU per 1,000 steady heartbeats: statusd against the naive ingest, measured in one run (issue 12:
+"""CPU per 1,000 steady heartbeats: statusd against the naive ingest, measured in one run (goal:
 statusd <= 2x the naive figure).
 
     .venv/bin/python bench/steady_cpu.py [--workloads 1000] [--duration 8] [--rounds 40] [--quick]
@@ -13,7 +13,7 @@ naive    bench/ingest.py's `pipeline` server (parse, one XADD + ZADD pipeline, n
          applied afterwards) with the same requests: CPU of the server + its redis-server over the
          load, per accepted heartbeat.
 
-Both as single requests (POST /v1/heartbeats: issue 12's framing) and through the batch endpoint
+Both as single requests (POST /v1/heartbeats) and through the batch endpoint
 (100 heartbeats per request). The load is wrk's when installed, else bench/ingest.py's Python
 client. Each server is pinned to CPU 0 and wrk to CPU 1; each scenario
 gets a redis-server of its own, unpinned, so its CPU is its scenario's. Prints one table with

@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd.alerting import FlapPolicy, flapping
 from statusd.lifecycle import CONTACT_STATES, State
-from statusd.models import Transition
+from statusd.tables import TRANSITIONS
 
-_T = Transition.__table__  # type: ignore[attr-defined]
 SQL_IN_CHUNK = 500
 
 
@@ -37,14 +36,16 @@ async def flap_times(
     out: dict[str, list[float]] = defaultdict(list)
     ids = list(generations)
     for start in range(0, len(ids), SQL_IN_CHUNK):
-        query = select(_T.c.workload_id, _T.c.generation, _T.c.recorded_at).where(
-            _T.c.workload_id.in_(ids[start : start + SQL_IN_CHUNK]),
-            _T.c.from_state == State.UNREACHABLE,
-            _T.c.to_state.notin_(list(CONTACT_STATES)),
-            _T.c.recorded_at >= since,
+        query = select(
+            TRANSITIONS.c.workload_id, TRANSITIONS.c.generation, TRANSITIONS.c.recorded_at
+        ).where(
+            TRANSITIONS.c.workload_id.in_(ids[start : start + SQL_IN_CHUNK]),
+            TRANSITIONS.c.from_state == State.UNREACHABLE,
+            TRANSITIONS.c.to_state.notin_(list(CONTACT_STATES)),
+            TRANSITIONS.c.recorded_at >= since,
         )
         if before_transition is not None:
-            query = query.where(_T.c.id < before_transition)
+            query = query.where(TRANSITIONS.c.id < before_transition)
         for row in await conn.execute(query):
             if row.generation == generations[row.workload_id]:
                 out[row.workload_id].append(row.recorded_at.timestamp())

@@ -26,11 +26,6 @@ DEFAULT_STREAM_SHARDS = 16
 GLOBAL_TAG = "{g}"
 
 
-def shard_tag(shard: int) -> str:
-    """The Redis Cluster hash tag of one stream shard's keys."""
-    return f"{{s{shard}}}"
-
-
 def shard_of(workload_id: str, shards: int) -> int:
     """The stream shard of a workload: stable across processes and restarts (crc32, not hash()).
     Here, beside the keys, because per-shard keys (streams, generations) are named by it."""
@@ -136,25 +131,13 @@ class Keys:
     @property
     def liveness_built(self) -> str:
         """String: unix seconds of the last liveness rebuild from the database. Its absence means
-        Redis lost its data, or holds an older layout (statusd.recovery rebuilds then). The name
-        carries the layout's version: an install upgraded from the one-hash-per-shard layout
-        (`{sN}:gen`, `{sN}:seq`, `{sN}:st:<id>`) finds no marker and rebuilds into this one."""
+        Redis lost its data (statusd.recovery rebuilds then). The name carries the layout's
+        version: a future layout names a new marker, so an install holding this one rebuilds."""
         return f"{self._g}liveness:built:v2"
-
-    def legacy_shard_hashes(self, shard: int) -> tuple[str, ...]:
-        """The one-hash-per-shard layout's generation and seq hashes (before BUCKETS): the
-        rebuild deletes them. (Its per-workload `{sN}:st:<id>` keys expire by their own TTL.)"""
-        return (f"{self._s(shard)}gen", f"{self._s(shard)}seq")
-
-    @property
-    def legacy_liveness_built(self) -> str:
-        """That layout's rebuild marker (unversioned): the rebuild deletes it too."""
-        return f"{self._g}liveness:built"
 
     def state_cache(self, shard: int, bucket: int) -> str:
         """Hash, one per bucket (`bucket_of`): workload id -> the cached current state as one
-        compact string with its own expiry (statusd.state_cache). Not `st:`: the old layout's
-        per-workload `st:<id>` keys could be named like a bucket number."""
+        compact string with its own expiry (statusd.state_cache)."""
         return f"{self._s(shard)}cache:{bucket}"
 
     def state_cache_of(self, workload_id: str) -> str:
@@ -172,15 +155,15 @@ class Keys:
 
     def poll_queue(self, sweep_token: str) -> str:
         """List with TTL: the ids one sweep leased, for poll tasks with free slots to take
-        (statusd.sweeper.leases.take_queued); an id in it may already be polled by its own task."""
+        (statusd.sweeper.poll_leases.take_queued); an id in it may already be polled by its own task."""
         return f"{self._g}queue:poll:{sweep_token}"
 
-    def poll_taken(self, sweep_token: str) -> str:
+    def poll_claimed_elsewhere(self, sweep_token: str) -> str:
         """Set with TTL: the ids of one sweep that a task other than their chunk's own took, so
         that task does not retake them once their lease was released after the poll."""
         return f"{self._g}taken:poll:{sweep_token}"
 
-    def poll_took(self, run_token: str) -> str:
+    def poll_run_ids(self, run_token: str) -> str:
         """Set with TTL: the ids one poll task run took from its sweep's queue, so a redelivery
         of that task (its worker was killed) polls them again too."""
         return f"{self._g}took:poll:{run_token}"

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+from statusd.models import OutboxStatus, OutboxTarget, utcnow
+from statusd.tables import OUTBOX
 
-_OUTBOX = OutboxEntry.__table__  # type: ignore[attr-defined]
-_INSERT = insert(_OUTBOX)
+_INSERT = insert(OUTBOX)
 
 STATUSD_EVENTS = ""  # the ordering group of events about statusd itself, not a workload
 

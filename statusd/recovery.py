@@ -14,11 +14,8 @@ would stay RUNNING forever. So each `serve`, `consume` and `worker` start, and e
   touched), so one that stays silent is polled one TTL later and one that is alive is not
   disturbed; PENDING ones never heard from get their start-timeout clock back instead. Their
   current generations are recorded for ingest's generation check.
-- upgrade: the marker's name carries the Redis layout's version (keys.liveness_built), so an
-  install that still holds an older layout's keys rebuilds as if Redis had lost its data, into
-  the current layout, and deletes the old layout's per-shard hashes (keys.legacy_shard_hashes). The consumer groups are
-  recreated (consumers also do that on NOGROUP), leases are re-acquired by the consumers and the
-  state cache refills itself (it is either right or absent).
+- the consumer groups are recreated (consumers also do that on NOGROUP), leases are re-acquired
+  by the consumers and the state cache refills itself (it is either right or absent).
 
 Steady heartbeats still write no SQL row: the database only knows what it always knew (state,
 generation, registration), which is all a rebuild needs.
@@ -40,12 +37,11 @@ from statusd.ingest.streams import ensure_groups
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, State
 from statusd.liveness import Registrations
-from statusd.models import Workload
 from statusd.runtime import Runtime, open_pools
 from statusd.settings import Settings
+from statusd.tables import WORKLOADS
 
 log = structlog.get_logger("statusd.recovery")
-_W = Workload.__table__  # type: ignore[attr-defined]
 REBUILD_CHUNK = 1000  # workloads per Redis pipeline
 # A registration commits to the database before the API adds the id to the liveness sets, so
 # during a burst of registrations the sets briefly hold fewer ids than the database. Only
@@ -55,7 +51,9 @@ REGISTRATION_GRACE_S = 10.0
 
 
 def _tracked() -> ColumnElement[bool]:
-    return and_(_W.c.deleted_at.is_(None), _W.c.state.not_in([s.value for s in FINAL_STATES]))
+    return and_(
+        WORKLOADS.c.deleted_at.is_(None), WORKLOADS.c.state.not_in([s.value for s in FINAL_STATES])
+    )
 
 
 async def tracked_count(engine: AsyncEngine, *, registered_before: datetime | None = None) -> int:
@@ -63,9 +61,9 @@ async def tracked_count(engine: AsyncEngine, *, registered_before: datetime | No
     `registered_before`, only those registered earlier."""
     where = _tracked()
     if registered_before is not None:
-        where = and_(where, _W.c.created_at < registered_before)
+        where = and_(where, WORKLOADS.c.created_at < registered_before)
     async with reading(engine) as conn:
-        result = await conn.execute(select(func.count()).select_from(_W).where(where))
+        result = await conn.execute(select(func.count()).select_from(WORKLOADS).where(where))
         return int(result.scalar_one())
 
 
@@ -87,9 +85,9 @@ async def liveness_missing(redis: Redis, keys: Keys, engine: AsyncEngine) -> str
 
 async def rebuild(redis: Redis, keys: Keys, engine: AsyncEngine, *, shards: int, at: float) -> int:
     """Put every tracked workload back into the sweeper's view; returns how many there are."""
-    cols = (_W.c.id, _W.c.state, _W.c.generation, _W.c.last_seen_at)
+    cols = (WORKLOADS.c.id, WORKLOADS.c.state, WORKLOADS.c.generation, WORKLOADS.c.last_seen_at)
     async with reading(engine) as conn:
-        rows = (await conn.execute(select(*cols).where(_tracked()).order_by(_W.c.id))).all()
+        rows = (await conn.execute(select(*cols).where(_tracked()).order_by(WORKLOADS.c.id))).all()
     registrations = Registrations(redis, keys)
     for start in range(0, len(rows), REBUILD_CHUNK):
         part = rows[start : start + REBUILD_CHUNK]
@@ -107,12 +105,6 @@ async def rebuild(redis: Redis, keys: Keys, engine: AsyncEngine, *, shards: int,
                     pipe.zadd(keys.pending_since(shard), pending, nx=True)
             await registrations.raise_generations(generation, client=pipe)
             await pipe.execute()
-    # The one-hash-per-shard layout's generations and seqs and its marker: unread now.
-    async with redis.pipeline(transaction=False) as pipe:
-        for shard in range(keys.shards):
-            pipe.delete(*keys.legacy_shard_hashes(shard))
-        pipe.delete(keys.legacy_liveness_built)
-        await pipe.execute()
     await ensure_groups(redis, keys, shards)
     await redis.set(keys.liveness_built, repr(at))
     return len(rows)

@@ -39,7 +39,7 @@ DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
 
 def create_redis(url: str, max_connections: int, *, socket_timeout: float = 5.0) -> Redis:
     """A client on a bounded pool. Exhaustion raises (redis-py's MaxConnectionsError): callers map
-    it to 503, because a blocking pool trades throughput and p99 for hiding overload (FIELD-NOTES)."""
+    it to 503, because a blocking pool trades throughput and p99 for hiding overload."""
     pool = ConnectionPool.from_url(
         url,
         max_connections=max_connections,

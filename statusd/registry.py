@@ -15,10 +15,9 @@ from sqlalchemy.sql.expression import ClauseElement
 from statusd.db import transaction
 from statusd.errors import UnknownWorkload, WorkloadExists
 from statusd.lifecycle import Kind, State
-from statusd.models import HighWaterMark, Workload, utcnow
+from statusd.models import utcnow
+from statusd.tables import HIGH_WATER_MARKS, WORKLOADS
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_M = HighWaterMark.__table__  # type: ignore[attr-defined]
 # The high-water mark retention raises when it deletes a deregistered workload's row.
 GENERATION_MARK = "generation"
 
@@ -26,7 +25,9 @@ GENERATION_MARK = "generation"
 async def generation_mark(conn: AsyncConnection) -> int:
     """The highest generation of any workload row retention deleted (0: none)."""
     value = (
-        await conn.execute(select(_M.c.value).where(_M.c.name == GENERATION_MARK))
+        await conn.execute(
+            select(HIGH_WATER_MARKS.c.value).where(HIGH_WATER_MARKS.c.name == GENERATION_MARK)
+        )
     ).scalar_one_or_none()
     return int(value or 0)
 
@@ -68,11 +69,15 @@ def _insert_new() -> Any:
     may come back, and its old heartbeat tokens name generations up to the mark. The mark is a
     subquery of the INSERT itself, so it costs no round trip."""
     first_generation = (
-        select(func.coalesce(func.max(_M.c.value), 0) + 1)
-        .where(_M.c.name == GENERATION_MARK)
+        select(func.coalesce(func.max(HIGH_WATER_MARKS.c.value), 0) + 1)
+        .where(HIGH_WATER_MARKS.c.name == GENERATION_MARK)
         .scalar_subquery()
     )
-    statement = insert(_W).values(generation=first_generation).returning(_W.c.id, _W.c.generation)
+    statement = (
+        insert(WORKLOADS)
+        .values(generation=first_generation)
+        .returning(WORKLOADS.c.id, WORKLOADS.c.generation)
+    )
     statement._post_values_clause = _SkipTakenIds()  # rendered after VALUES by every compiler
     return statement
 
@@ -130,10 +135,10 @@ async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> 
         values = {k: v for k, v in rows[wid].items() if k != "id"}
         revived = (
             await conn.execute(
-                update(_W)
-                .where(_W.c.id == wid, _W.c.deleted_at.is_not(None))
-                .values(generation=_W.c.generation + 1, **values)
-                .returning(_W.c.generation)
+                update(WORKLOADS)
+                .where(WORKLOADS.c.id == wid, WORKLOADS.c.deleted_at.is_not(None))
+                .values(generation=WORKLOADS.c.generation + 1, **values)
+                .returning(WORKLOADS.c.generation)
             )
         ).first()
         if revived is not None:
@@ -170,13 +175,13 @@ async def deregister(engine: AsyncEngine, workload_id: str) -> dict[str, Any]:
     """Stop tracking a workload; its history stays. Raises UnknownWorkload."""
     async with transaction(engine) as conn:
         result = await conn.execute(
-            update(_W)
-            .where(_W.c.id == workload_id, _W.c.deleted_at.is_(None))
+            update(WORKLOADS)
+            .where(WORKLOADS.c.id == workload_id, WORKLOADS.c.deleted_at.is_(None))
             .values(deleted_at=utcnow())
         )
         if result.rowcount != 1:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
-        row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).one()
+        row = (await conn.execute(select(WORKLOADS).where(WORKLOADS.c.id == workload_id))).one()
     return dict(row._mapping)
 
 
@@ -184,7 +189,7 @@ async def retire(engine: AsyncEngine, workload_ids: Sequence[str]) -> None:
     """Deregister workloads just registered whose registration could not be completed."""
     async with transaction(engine) as conn:
         await conn.execute(
-            update(_W)
-            .where(_W.c.id.in_(workload_ids), _W.c.deleted_at.is_(None))
+            update(WORKLOADS)
+            .where(WORKLOADS.c.id.in_(workload_ids), WORKLOADS.c.deleted_at.is_(None))
             .values(deleted_at=utcnow())
         )

@@ -42,25 +42,21 @@ from statusd.availability.rollup import roll_up
 from statusd.db import is_sqlite, reading, transaction
 from statusd.lifecycle import FINAL_STATES
 from statusd.models import (
-    AuditEvent,
-    HighWaterMark,
-    OutboxEntry,
     OutboxStatus,
-    RefusedObservation,
-    Transition,
-    Workload,
 )
 from statusd.registry import GENERATION_MARK
 from statusd.settings import Settings
+from statusd.tables import (
+    AUDIT_EVENTS,
+    HIGH_WATER_MARKS,
+    OUTBOX,
+    REFUSED_OBSERVATIONS,
+    TRANSITIONS,
+    WORKLOADS,
+)
 
 log = structlog.get_logger("statusd.retention")
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
-_R = RefusedObservation.__table__  # type: ignore[attr-defined]
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
-_A = AuditEvent.__table__  # type: ignore[attr-defined]
-_M = HighWaterMark.__table__  # type: ignore[attr-defined]
 DAY_S = 86400.0
 WORKLOAD_PAGE = 200  # retired workloads looked at per query
 
@@ -76,7 +72,7 @@ class PrunedTable(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Cutoffs:
+class RetentionCutoffs:
     """The instants before which each kind of row is out of policy."""
 
     now: datetime
@@ -87,7 +83,7 @@ class Cutoffs:
     batch: int
 
     @classmethod
-    def of(cls, settings: Settings, now: datetime) -> Cutoffs:
+    def of(cls, settings: Settings, now: datetime) -> RetentionCutoffs:
         return cls(
             now=now,
             history=now - timedelta(days=settings.retain_history_days),
@@ -130,9 +126,9 @@ Progress = Callable[[PrunedTable, int], None]  # (table, rows so far) after each
 
 
 @dataclass
-class _Run:
+class _PruneRun:
     engine: AsyncEngine
-    cut: Cutoffs
+    cut: RetentionCutoffs
     report: PruneReport
     progress: Progress | None
 
@@ -176,7 +172,7 @@ class _Run:
             after = ids[-1]
 
 
-Policy = Callable[[_Run], Awaitable[None]]
+Policy = Callable[[_PruneRun], Awaitable[None]]
 
 
 # -- history -------------------------------------------------------------------------------------
@@ -191,34 +187,39 @@ class Retired(StrEnum):
 
 
 _COLUMNS = (
-    _W.c.id,
-    _W.c.kind,
-    _W.c.labels,
-    _W.c.generation,
-    _W.c.deleted_at,
-    _W.c.created_at,
+    WORKLOADS.c.id,
+    WORKLOADS.c.kind,
+    WORKLOADS.c.labels,
+    WORKLOADS.c.generation,
+    WORKLOADS.c.deleted_at,
+    WORKLOADS.c.created_at,
 )
 
 
-async def _retired_page(run: _Run, why: Retired, after: str) -> tuple[list[Any], str | None]:
+async def _retired_page(run: _PruneRun, why: Retired, after: str) -> tuple[list[Any], str | None]:
     """A page of workloads retired for `why` with history left to delete, in id order after
     `after`; and where the next page starts (None: this was the last). Whether rows are left is
     asked per page through the (workload_id, id) indexes, never by a join over whole tables."""
     cut = run.cut.history
     where = {
-        Retired.DEREGISTERED: [_W.c.deleted_at.is_not(None), _W.c.deleted_at < cut],
+        Retired.DEREGISTERED: [WORKLOADS.c.deleted_at.is_not(None), WORKLOADS.c.deleted_at < cut],
         Retired.FINAL: [
-            _W.c.deleted_at.is_(None),
-            _W.c.state.in_(list(FINAL_STATES)),
-            _W.c.state_changed_at < cut,
+            WORKLOADS.c.deleted_at.is_(None),
+            WORKLOADS.c.state.in_(list(FINAL_STATES)),
+            WORKLOADS.c.state_changed_at < cut,
         ],
         Retired.SUPERSEDED: [
-            _W.c.deleted_at.is_(None),
-            _W.c.generation > 1,
-            _W.c.created_at < cut,
+            WORKLOADS.c.deleted_at.is_(None),
+            WORKLOADS.c.generation > 1,
+            WORKLOADS.c.created_at < cut,
         ],
     }[why]
-    query = select(*_COLUMNS).where(_W.c.id > after, *where).order_by(_W.c.id).limit(WORKLOAD_PAGE)
+    query = (
+        select(*_COLUMNS)
+        .where(WORKLOADS.c.id > after, *where)
+        .order_by(WORKLOADS.c.id)
+        .limit(WORKLOAD_PAGE)
+    )
     async with reading(run.engine) as conn:
         page = list(await conn.execute(query))
         if not page:
@@ -227,9 +228,9 @@ async def _retired_page(run: _Run, why: Retired, after: str) -> tuple[list[Any],
         oldest = {
             r.workload_id: int(r.gen)
             for r in await conn.execute(
-                select(_T.c.workload_id, func.min(_T.c.generation).label("gen"))
-                .where(_T.c.workload_id.in_(ids))
-                .group_by(_T.c.workload_id)
+                select(TRANSITIONS.c.workload_id, func.min(TRANSITIONS.c.generation).label("gen"))
+                .where(TRANSITIONS.c.workload_id.in_(ids))
+                .group_by(TRANSITIONS.c.workload_id)
             )
         }
         refused = set()
@@ -237,7 +238,9 @@ async def _retired_page(run: _Run, why: Retired, after: str) -> tuple[list[Any],
             refused = {
                 r.workload_id
                 for r in await conn.execute(
-                    select(_R.c.workload_id).where(_R.c.workload_id.in_(ids)).distinct()
+                    select(REFUSED_OBSERVATIONS.c.workload_id)
+                    .where(REFUSED_OBSERVATIONS.c.workload_id.in_(ids))
+                    .distinct()
                 )
             }
     following = page[-1].id if len(page) == WORKLOAD_PAGE else None
@@ -248,7 +251,7 @@ async def _retired_page(run: _Run, why: Retired, after: str) -> tuple[list[Any],
     return [w for w in page if oldest.get(w.id, w.generation) < w.generation], following
 
 
-async def _retire_ended(run: _Run, page: Sequence[Any]) -> None:
+async def _retire_ended(run: _PruneRun, page: Sequence[Any]) -> None:
     """Workloads final or deregistered longer than the history is kept: roll up every
     registration of theirs, then delete their transitions, refusals and (deregistered) rows."""
     if not page:
@@ -259,15 +262,17 @@ async def _retire_ended(run: _Run, page: Sequence[Any]) -> None:
         seen = {
             (r.workload_id, int(r.generation))
             for r in await conn.execute(
-                select(_T.c.workload_id, _T.c.generation)
-                .where(_T.c.workload_id.in_(ids))
+                select(TRANSITIONS.c.workload_id, TRANSITIONS.c.generation)
+                .where(TRANSITIONS.c.workload_id.in_(ids))
                 .distinct()
             )
         }
         # Refusals recorded after this read (an id registered again meanwhile) are kept. The
         # table-wide max is read off the primary key's end; a max filtered by these ids would
         # walk that index backward over every other workload's rows.
-        newest_refused = (await conn.execute(select(func.max(_R.c.id)))).scalar_one()
+        newest_refused = (
+            await conn.execute(select(func.max(REFUSED_OBSERVATIONS.c.id)))
+        ).scalar_one()
     # Only registrations up to the one seen now: the id may be registered again meanwhile.
     current = {(w.id, int(w.generation)) for w in page}
     regs = sorted({r for r in seen if r[1] <= int(rows[r[0]].generation)} | current)
@@ -276,27 +281,35 @@ async def _retire_ended(run: _Run, page: Sequence[Any]) -> None:
             run.report.rollup_days += await roll_up(conn, rows, regs, run.cut.now.timestamp())
     await run.delete_batches(
         PrunedTable.TRANSITIONS,
-        _T,
-        [_T.c.workload_id.in_(ids), tuple_(_T.c.workload_id, _T.c.generation).in_(regs)],
+        TRANSITIONS,
+        [
+            TRANSITIONS.c.workload_id.in_(ids),
+            tuple_(TRANSITIONS.c.workload_id, TRANSITIONS.c.generation).in_(regs),
+        ],
     )
     if newest_refused is not None:
         await run.delete_batches(
-            PrunedTable.REFUSED, _R, [_R.c.workload_id.in_(ids), _R.c.id <= newest_refused]
+            PrunedTable.REFUSED,
+            REFUSED_OBSERVATIONS,
+            [
+                REFUSED_OBSERVATIONS.c.workload_id.in_(ids),
+                REFUSED_OBSERVATIONS.c.id <= newest_refused,
+            ],
         )
     gone = [(w.id, int(w.generation)) for w in page if w.deleted_at is not None]
     if gone:
         await _forget_workloads(run, gone)
 
 
-async def _retire_superseded(run: _Run, w: Any) -> None:
+async def _retire_superseded(run: _PruneRun, w: Any) -> None:
     """An id registered again longer ago than the history is kept: its earlier registrations'
     history goes (rolled up first); the current one's stays."""
     async with reading(run.engine) as conn:
         gens = [
             int(g)
             for (g,) in await conn.execute(
-                select(_T.c.generation)
-                .where(_T.c.workload_id == w.id, _T.c.generation < w.generation)
+                select(TRANSITIONS.c.generation)
+                .where(TRANSITIONS.c.workload_id == w.id, TRANSITIONS.c.generation < w.generation)
                 .distinct()
             )
         ]
@@ -306,18 +319,21 @@ async def _retire_superseded(run: _Run, w: Any) -> None:
             run.report.rollup_days += await roll_up(conn, {w.id: w}, regs, run.cut.now.timestamp())
     await run.delete_batches(
         PrunedTable.TRANSITIONS,
-        _T,
-        [_T.c.workload_id == w.id, _T.c.generation < w.generation],
+        TRANSITIONS,
+        [TRANSITIONS.c.workload_id == w.id, TRANSITIONS.c.generation < w.generation],
     )
     # An earlier registration's refusals: those recorded before this one began.
     await run.delete_batches(
         PrunedTable.REFUSED,
-        _R,
-        [_R.c.workload_id == w.id, _R.c.recorded_at < w.created_at],
+        REFUSED_OBSERVATIONS,
+        [
+            REFUSED_OBSERVATIONS.c.workload_id == w.id,
+            REFUSED_OBSERVATIONS.c.recorded_at < w.created_at,
+        ],
     )
 
 
-async def _forget_workloads(run: _Run, gone: Sequence[tuple[str, int]]) -> None:
+async def _forget_workloads(run: _PruneRun, gone: Sequence[tuple[str, int]]) -> None:
     """Delete deregistered workloads' rows, raising the generation mark in the same
     transaction: registering such an id again must give a generation above any it had."""
     if run.dry:
@@ -329,24 +345,24 @@ async def _forget_workloads(run: _Run, gone: Sequence[tuple[str, int]]) -> None:
         # Raised first, whether or not every row is still there to delete: a mark higher than
         # needed costs nothing, one lower than a deleted row's generation would.
         await conn.execute(
-            insert(_M).values(name=GENERATION_MARK, value=0).on_conflict_do_nothing()
+            insert(HIGH_WATER_MARKS).values(name=GENERATION_MARK, value=0).on_conflict_do_nothing()
         )
         await conn.execute(
-            update(_M)
-            .where(_M.c.name == GENERATION_MARK, _M.c.value < highest)
+            update(HIGH_WATER_MARKS)
+            .where(HIGH_WATER_MARKS.c.name == GENERATION_MARK, HIGH_WATER_MARKS.c.value < highest)
             .values(value=highest)
         )
         result = await conn.execute(
-            _W.delete().where(
-                tuple_(_W.c.id, _W.c.generation).in_(list(gone)),
-                _W.c.deleted_at.is_not(None),
-                _W.c.deleted_at < run.cut.history,
+            WORKLOADS.delete().where(
+                tuple_(WORKLOADS.c.id, WORKLOADS.c.generation).in_(list(gone)),
+                WORKLOADS.c.deleted_at.is_not(None),
+                WORKLOADS.c.deleted_at < run.cut.history,
             )
         )
     run.done(PrunedTable.WORKLOADS, int(result.rowcount or 0))
 
 
-async def prune_history(run: _Run) -> None:
+async def prune_history(run: _PruneRun) -> None:
     for why in Retired:
         after: str | None = ""
         while after is not None:
@@ -361,22 +377,24 @@ async def prune_history(run: _Run) -> None:
 # -- refused observations beyond the newest N per workload -------------------------------------
 
 
-async def prune_refused(run: _Run) -> None:
+async def prune_refused(run: _PruneRun) -> None:
     keep = run.cut.refused_per_workload
     async with reading(run.engine) as conn:
         crowded = [
             r.workload_id
             for r in await conn.execute(
-                select(_R.c.workload_id).group_by(_R.c.workload_id).having(func.count() > keep)
+                select(REFUSED_OBSERVATIONS.c.workload_id)
+                .group_by(REFUSED_OBSERVATIONS.c.workload_id)
+                .having(func.count() > keep)
             )
         ]
     for workload_id in crowded:
         async with reading(run.engine) as conn:
             oldest_kept = (
                 await conn.execute(
-                    select(_R.c.id)
-                    .where(_R.c.workload_id == workload_id)
-                    .order_by(_R.c.id.desc())
+                    select(REFUSED_OBSERVATIONS.c.id)
+                    .where(REFUSED_OBSERVATIONS.c.workload_id == workload_id)
+                    .order_by(REFUSED_OBSERVATIONS.c.id.desc())
                     .offset(max(keep - 1, 0))
                     .limit(1)
                 )
@@ -384,27 +402,35 @@ async def prune_refused(run: _Run) -> None:
         if oldest_kept is None:
             continue
         # keep == 0 keeps none: everything up to and including the newest goes.
-        bound = _R.c.id <= oldest_kept if keep == 0 else _R.c.id < oldest_kept
-        await run.delete_batches(PrunedTable.REFUSED, _R, [_R.c.workload_id == workload_id, bound])
+        bound = (
+            REFUSED_OBSERVATIONS.c.id <= oldest_kept
+            if keep == 0
+            else REFUSED_OBSERVATIONS.c.id < oldest_kept
+        )
+        await run.delete_batches(
+            PrunedTable.REFUSED,
+            REFUSED_OBSERVATIONS,
+            [REFUSED_OBSERVATIONS.c.workload_id == workload_id, bound],
+        )
 
 
 # -- outbox and audit: by age --------------------------------------------------------------------
 
 
-async def prune_outbox(run: _Run) -> None:
+async def prune_outbox(run: _PruneRun) -> None:
     await run.delete_batches(
         PrunedTable.OUTBOX,
-        _O,
+        OUTBOX,
         [
-            _O.c.status.in_([OutboxStatus.SYNCED, OutboxStatus.DEAD]),
-            _O.c.created_at < run.cut.outbox,
+            OUTBOX.c.status.in_([OutboxStatus.SYNCED, OutboxStatus.DEAD]),
+            OUTBOX.c.created_at < run.cut.outbox,
         ],
     )
 
 
-async def prune_audit(run: _Run) -> None:
-    at = _A.c.at
-    await run.delete_batches(PrunedTable.AUDIT, _A, [at < run.cut.audit])
+async def prune_audit(run: _PruneRun) -> None:
+    at = AUDIT_EVENTS.c.at
+    await run.delete_batches(PrunedTable.AUDIT, AUDIT_EVENTS, [at < run.cut.audit])
 
 
 def policies() -> list[Policy]:
@@ -424,9 +450,9 @@ async def prune(
     """Bring every table within policy. Safe to run concurrently with everything else (and with
     itself: a row deleted twice is deleted once)."""
     started = time.monotonic()
-    run = _Run(
+    run = _PruneRun(
         engine,
-        Cutoffs.of(settings, now or datetime.now(UTC)),
+        RetentionCutoffs.of(settings, now or datetime.now(UTC)),
         PruneReport(dry_run=dry_run),
         progress,
     )

@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_POLL_ALLOW_NETS)
     )
 
-    # -- verdicts under doubt (issue 10: disruption mode, flap damping) --------------------------
+    # -- verdicts under doubt (disruption mode, flap damping) ---------------------------
     # Disruption: more than this fraction of the tracked non-final workloads stale at once (and at
     # least disruption_min of them) is more likely our fault or the network's: no UNREACHABLE/LOST.
     disruption_fraction: float = Field(default=0.5, gt=0, le=1)

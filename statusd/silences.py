@@ -20,9 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import reading, transaction
 from statusd.lifecycle import Kind
-from statusd.models import Silence, utcnow
-
-_S = Silence.__table__  # type: ignore[attr-defined]
+from statusd.models import utcnow
+from statusd.tables import SILENCES
 
 
 def _iso(value: datetime) -> str:
@@ -104,7 +103,7 @@ async def create(
     record = SilenceRecord(str(uuid.uuid4()), match, until, reason, utcnow())
     async with transaction(engine) as conn:
         await conn.execute(
-            insert(_S).values(
+            insert(SILENCES).values(
                 id=record.id,
                 match_kind=match.kind,
                 match_label_key=match.label[0] if match.label else None,
@@ -120,9 +119,9 @@ async def create(
 
 async def list_all(engine: AsyncEngine, *, active_only: bool = False) -> list[SilenceRecord]:
     """Silences, the ones ending last first; expired ones too unless `active_only`."""
-    query = select(_S).order_by(_S.c.until.desc(), _S.c.id)
+    query = select(SILENCES).order_by(SILENCES.c.until.desc(), SILENCES.c.id)
     if active_only:
-        query = query.where(_S.c.until > utcnow())
+        query = query.where(SILENCES.c.until > utcnow())
     async with reading(engine) as conn:
         return [_record(r) for r in await conn.execute(query)]
 
@@ -130,14 +129,14 @@ async def list_all(engine: AsyncEngine, *, active_only: bool = False) -> list[Si
 async def remove(engine: AsyncEngine, silence_id: str) -> bool:
     """Delete a silence; False when there was none with that id."""
     async with transaction(engine) as conn:
-        result = await conn.execute(delete(_S).where(_S.c.id == silence_id))
+        result = await conn.execute(delete(SILENCES).where(SILENCES.c.id == silence_id))
     return bool(result.rowcount)
 
 
 async def active_in(conn: AsyncConnection, now: datetime) -> list[SilenceRecord]:
     """The silences in force at `now`, read on an open connection (inside a transition's
     transaction, so the alert decision and the silences it saw are one consistent read)."""
-    return [_record(r) for r in await conn.execute(select(_S).where(_S.c.until > now))]
+    return [_record(r) for r in await conn.execute(select(SILENCES).where(SILENCES.c.until > now))]
 
 
 def silenced(

@@ -18,26 +18,22 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd.db import is_sqlite
-from statusd.models import RefusedObservation, Transition, Workload
-
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
-_R = RefusedObservation.__table__  # type: ignore[attr-defined]
+from statusd.tables import REFUSED_OBSERVATIONS, TRANSITIONS, WORKLOADS
 
 # Everything a judgement or a write-back needs; the write-back rewrites every mutable one, so a
 # batch has one UPDATE shape whatever each workload's verdict was.
 _LOCK_COLUMNS = (
-    _W.c.id,
-    _W.c.kind,
-    _W.c.state,
-    _W.c.prior_state,
-    _W.c.generation,
-    _W.c.version,
-    _W.c.labels,
-    _W.c.last_seq,
-    _W.c.last_seen_at,
-    _W.c.poll_failures,
-    _W.c.state_changed_at,
+    WORKLOADS.c.id,
+    WORKLOADS.c.kind,
+    WORKLOADS.c.state,
+    WORKLOADS.c.prior_state,
+    WORKLOADS.c.generation,
+    WORKLOADS.c.version,
+    WORKLOADS.c.labels,
+    WORKLOADS.c.last_seq,
+    WORKLOADS.c.last_seen_at,
+    WORKLOADS.c.poll_failures,
+    WORKLOADS.c.state_changed_at,
 )
 # PostgreSQL gets the ids as one array parameter (`= ANY`): the statement text is the same for
 # every batch size, where an expanding IN is re-rendered per call. Rows are locked in id order,
@@ -46,17 +42,17 @@ _LOCK_COLUMNS = (
 _IDS_PG = bindparam("ids", type_=ARRAY(String))
 _LOCK_PG = (
     select(*_LOCK_COLUMNS)
-    .where(_W.c.id == any_(_IDS_PG), _W.c.deleted_at.is_(None))
-    .order_by(_W.c.id)
+    .where(WORKLOADS.c.id == any_(_IDS_PG), WORKLOADS.c.deleted_at.is_(None))
+    .order_by(WORKLOADS.c.id)
     .with_for_update()
 )
 _LOCK_SQLITE = select(*_LOCK_COLUMNS).where(
-    _W.c.id.in_(bindparam("ids", expanding=True)), _W.c.deleted_at.is_(None)
+    WORKLOADS.c.id.in_(bindparam("ids", expanding=True)), WORKLOADS.c.deleted_at.is_(None)
 )
 
 _WRITE_BACK = (
-    update(_W)
-    .where(_W.c.id == bindparam("b_id"), _W.c.version == bindparam("b_read_version"))
+    update(WORKLOADS)
+    .where(WORKLOADS.c.id == bindparam("b_id"), WORKLOADS.c.version == bindparam("b_read_version"))
     .values(
         state=bindparam("b_state"),
         prior_state=bindparam("b_prior_state"),
@@ -77,12 +73,12 @@ WRITE_BACK_FIELDS = (
     "state_changed_at",
 )
 
-_VERSIONS_PG = select(_W.c.id, _W.c.version).where(_W.c.id == any_(_IDS_PG))
-_VERSIONS_SQLITE = select(_W.c.id, _W.c.version).where(
-    _W.c.id.in_(bindparam("ids", expanding=True))
+_VERSIONS_PG = select(WORKLOADS.c.id, WORKLOADS.c.version).where(WORKLOADS.c.id == any_(_IDS_PG))
+_VERSIONS_SQLITE = select(WORKLOADS.c.id, WORKLOADS.c.version).where(
+    WORKLOADS.c.id.in_(bindparam("ids", expanding=True))
 )
-_INSERT_TRANSITIONS = insert(_T).returning(_T.c.id, sort_by_parameter_order=True)
-_INSERT_REFUSALS = insert(_R)
+_INSERT_TRANSITIONS = insert(TRANSITIONS).returning(TRANSITIONS.c.id, sort_by_parameter_order=True)
+_INSERT_REFUSALS = insert(REFUSED_OBSERVATIONS)
 
 
 async def lock_workloads(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, RowMapping]:

@@ -34,7 +34,7 @@ from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verd
 from statusd.models import utcnow
 from statusd.outbox_writer import OutboxEvent, write_outbox
 from statusd.state_cache import StateCache
-from statusd.transition_outbox import alert_payload, outbox_events, read_alert_event
+from statusd.transition_outbox import outbox_events, read_alert_event
 from statusd.transition_sql import (
     WRITE_BACK_FIELDS,
     insert_refusals,
@@ -57,7 +57,6 @@ __all__ = [
     "Outcome",
     "Result",
     "TransitionListener",
-    "alert_payload",
     "apply_observation",
     "apply_observations",
 ]

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import insert
 
 from statusd.availability.timeline import Excluded, Span, segments, tally
-from statusd.availability.timeline import Move as TMove
+from statusd.availability.timeline import StateMove as TMove
 from statusd.db import create_engine, transaction
 from statusd.lifecycle import Kind, State
 from statusd.models import IngestOutage

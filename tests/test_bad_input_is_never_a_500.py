@@ -1,4 +1,4 @@
-"""Each 500 found by probing from outside (issue 11) is a 4xx JSON naming the problem, writing nothing."""
+"""Each 500 found by probing from outside is a 4xx JSON naming the problem, writing nothing."""
 
 from __future__ import annotations
 

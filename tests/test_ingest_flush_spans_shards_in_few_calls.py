@@ -9,7 +9,7 @@ from collections import Counter
 
 from redis.asyncio import Redis
 
-from statusd.ingest.validation import Heartbeat
+from statusd.ingest.validation import CheckedHeartbeat
 from statusd.ingest.writer import SCRIPT_CHUNK, StreamWriter
 from statusd.keys import Keys
 
@@ -30,7 +30,7 @@ async def test_one_flush_over_every_shard_stores_each_heartbeat_in_its_shard(
     writer = StreamWriter(redis, keys, shards=SHARDS, timeout=10.0)
     ids = [f"w-{i:04d}" for i in range(WORKLOADS)]
     beats = [
-        Heartbeat(workload_id=wid, status="RUNNING", seq=seq, detail=None, generation=1)
+        CheckedHeartbeat(workload_id=wid, status="RUNNING", seq=seq, detail=None, generation=1)
         for seq in range(1, BEATS_EACH + 1)
         for wid in ids
     ]

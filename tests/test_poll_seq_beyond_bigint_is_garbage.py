@@ -1,5 +1,5 @@
 """A status endpoint answering a seq beyond BIGINT is a failed poll ("garbage"), never an
-OverflowError on its way into SQL (the same class of bug as issue 11's ?after=2^63)."""
+OverflowError on its way into SQL (the same class of bug as an ?after=2^63 cursor)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from statusd import liveness
-from statusd.ingest.dead_letters import list_dead_letters, replay
+from statusd.ingest.stream_dead_letters import list_dead_letters, replay
 from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.conftest import settings_env

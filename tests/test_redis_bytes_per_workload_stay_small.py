@@ -1,4 +1,4 @@
-"""Issue 12: Redis holds <= 300 B per tracked workload. At 20,000 workloads (16 shards) every
+"""Redis holds <= 300 B per tracked workload. At 20,000 workloads (16 shards) every
 registration and state-cache bucket is a listpack (the compact encoding Redis keeps for hashes of
 <= 128 short fields), and the keys statusd writes per workload sum to <= 300 B by MEMORY USAGE:
 sizes, not time. Each workload goes through statusd's own writes (registration, one heartbeat
@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from statusd import liveness
-from statusd.ingest.validation import Heartbeat
+from statusd.ingest.validation import CheckedHeartbeat
 from statusd.ingest.writer import StreamWriter
 from statusd.keys import DEFAULT_STREAM_SHARDS, Keys
 from statusd.lifecycle import Kind, State
@@ -35,7 +35,7 @@ async def test_twenty_thousand_workloads_cost_at_most_300_bytes_each(
     cache = StateCache(redis, keys)
     for start in range(0, WORKLOADS, CHUNK):
         part = ids[start : start + CHUNK]
-        await writer.append([Heartbeat(w, "RUNNING", 7, None, 1) for w in part])
+        await writer.append([CheckedHeartbeat(w, "RUNNING", 7, None, 1) for w in part])
         await registrations.raise_seqs({w: 7 for w in part})
         await cache.store_many([(w, State.RUNNING, 3, 1, Kind.TRAINING, 7) for w in part])
     await writer.close()

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from statusd.celery import sweeper_tasks as tasks
 from statusd.celery import worker_runtime
 from statusd.settings import Settings
-from statusd.sweeper import leases
+from statusd.sweeper import poll_leases
 from tests.support.task_runtime import task_runtime
 
 
@@ -30,7 +30,7 @@ def test_unsent_chunks_release_their_leases(
     ids = ["a", "b", "c", "d", "e"]
     with task_runtime(settings, monkeypatch):
         taken = worker_runtime.run(
-            lambda rt: leases.take(rt.redis, rt.keys, ids, "sweep-t", 60_000)
+            lambda rt: poll_leases.take(rt.redis, rt.keys, ids, "sweep-t", 60_000)
         )
         assert taken == ids
         with pytest.raises(ConnectionError):

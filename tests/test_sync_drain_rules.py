@@ -16,8 +16,8 @@ from statusd.db import create_engine, transaction
 from statusd.lifecycle import State
 from statusd.models import OutboxEntry, OutboxStatus, utcnow
 from statusd.settings import Settings
-from statusd.sync.deadletters import retry_dead
 from statusd.sync.drain import drain
+from statusd.sync.outbox_dead_letters import retry_dead
 from statusd.sync.status import outbox_stats, workload_synced
 from statusd.transitions import Ledger
 from tests.support.main_api import FakeMainAPI

@@ -10,7 +10,7 @@ from statusd.settings import Settings
 from statusd.sync.lease import (
     CLAIM_TO_SEND,
     LEASE_SLACK,
-    Lease,
+    RowLease,
     backoff_cap,
     lease_seconds,
     send_bound,
@@ -54,7 +54,7 @@ def test_sync_lease_is_only_a_floor() -> None:
 
 
 def test_an_attempt_starts_only_if_it_ends_before_the_lease_with_slack() -> None:
-    lease = Lease(deadline=100.0)
+    lease = RowLease(deadline=100.0)
     assert lease.may_start(5.0, now=100.0 - 5.0 - LEASE_SLACK)
     assert not lease.may_start(5.0, now=100.0 - 5.0 - LEASE_SLACK + 0.001)
     assert not lease.may_start(5.0, now=101.0)  # lapsed: never

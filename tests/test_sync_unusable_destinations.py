@@ -15,7 +15,7 @@ from statusd.db import create_engine
 from statusd.lifecycle import Source, State
 from statusd.models import OutboxStatus, OutboxTarget
 from statusd.settings import Settings
-from statusd.sync.delivery import TransientDeliveryError, Verdict, verdict_for
+from statusd.sync.delivery import DeliveryVerdict, TransientDeliveryError, verdict_for
 from statusd.sync.drain import drain
 from statusd.transitions import Ledger, Observation, apply_observation
 from tests.support.sync_worker import outbox_rows, register_fleet, walk
@@ -52,10 +52,12 @@ def test_one_status_rule_for_every_peer() -> None:
     for status in (408, 429, 500, 503):
         with pytest.raises(TransientDeliveryError):
             verdict_for("webhook", status, "")
-    assert verdict_for("webhook", 404, "").verdict is Verdict.DEAD
-    assert verdict_for("webhook", 409, "").verdict is Verdict.DEAD
-    assert verdict_for("main API", 409, "", also_delivered=(409,)).verdict is Verdict.DELIVERED
-    assert verdict_for("webhook", 204, "").verdict is Verdict.DELIVERED
+    assert verdict_for("webhook", 404, "").verdict is DeliveryVerdict.DEAD
+    assert verdict_for("webhook", 409, "").verdict is DeliveryVerdict.DEAD
+    assert (
+        verdict_for("main API", 409, "", also_delivered=(409,)).verdict is DeliveryVerdict.DELIVERED
+    )
+    assert verdict_for("webhook", 204, "").verdict is DeliveryVerdict.DELIVERED
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd.access.scopes import Principal, Scope
 from statusd.db import reading, transaction
 from statusd.errors import BadInput
-from statusd.models import ApiKey
+from statusd.tables import API_KEYS
 
-_K = ApiKey.__table__  # type: ignore[attr-defined]
 _VERSION = "sk1"
 _ID_BYTES = 8
 _SECRET_BYTES = 32
@@ -152,14 +151,14 @@ async def create_key(
         "revoked_at": None,
     }
     async with transaction(engine) as conn:
-        await conn.execute(insert(_K).values(**row))
+        await conn.execute(insert(API_KEYS).values(**row))
     return NewKey(_record(row), key)
 
 
 async def list_keys(engine: AsyncEngine) -> list[KeyRecord]:
     """Every key, oldest first (revoked and expired ones too)."""
     async with reading(engine) as conn:
-        rows = await conn.execute(select(_K).order_by(_K.c.created_at, _K.c.id))
+        rows = await conn.execute(select(API_KEYS).order_by(API_KEYS.c.created_at, API_KEYS.c.id))
         return [_record(dict(r._mapping)) for r in rows]
 
 
@@ -169,15 +168,17 @@ async def revoke_key(engine: AsyncEngine, key_id: str, now: datetime) -> KeyReco
     None when no key has that id."""
     async with transaction(engine) as conn:
         await conn.execute(
-            update(_K).where(_K.c.id == key_id, _K.c.revoked_at.is_(None)).values(revoked_at=now)
+            update(API_KEYS)
+            .where(API_KEYS.c.id == key_id, API_KEYS.c.revoked_at.is_(None))
+            .values(revoked_at=now)
         )
-        row = (await conn.execute(select(_K).where(_K.c.id == key_id))).first()
+        row = (await conn.execute(select(API_KEYS).where(API_KEYS.c.id == key_id))).first()
     return _record(dict(row._mapping)) if row is not None else None
 
 
 async def fetch_key(engine: AsyncEngine, key_id: str) -> KeyRecord | None:
     async with reading(engine) as conn:
-        row = (await conn.execute(select(_K).where(_K.c.id == key_id))).first()
+        row = (await conn.execute(select(API_KEYS).where(API_KEYS.c.id == key_id))).first()
     return _record(dict(row._mapping)) if row is not None else None
 
 

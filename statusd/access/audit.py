@@ -20,9 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd.access.scopes import Principal
 from statusd.db import reading, transaction
 from statusd.errors import BadInput
-from statusd.models import AuditEvent
+from statusd.tables import AUDIT_EVENTS
 
-_A = AuditEvent.__table__  # type: ignore[attr-defined]
 _CURSOR_PREFIX = "a1:"
 # A refused call's target is whatever the client put in the path: its row must still be written
 # (PostgreSQL refuses NUL in text), so control characters are replaced, not stored.
@@ -81,7 +80,7 @@ async def record(engine: AsyncEngine, entry: AuditRecord) -> None:
     """Append one row (the one writer of audit_events)."""
     async with transaction(engine) as conn:
         await conn.execute(
-            insert(_A).values(
+            insert(AUDIT_EVENTS).values(
                 at=entry.at,
                 actor_id=entry.actor_id,
                 actor_name=entry.actor_name,
@@ -135,19 +134,21 @@ async def page(
     engine: AsyncEngine, flt: AuditFilter, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Rows matching `flt`, oldest first (keyset on id), and the next page's cursor (or None)."""
-    query = select(_A).where(_A.c.id > flt.after_id)
+    query = select(AUDIT_EVENTS).where(AUDIT_EVENTS.c.id > flt.after_id)
     if flt.actor is not None:
-        query = query.where(or_(_A.c.actor_id == flt.actor, _A.c.actor_name == flt.actor))
+        query = query.where(
+            or_(AUDIT_EVENTS.c.actor_id == flt.actor, AUDIT_EVENTS.c.actor_name == flt.actor)
+        )
     if flt.action is not None:
-        query = query.where(_A.c.action == flt.action)
+        query = query.where(AUDIT_EVENTS.c.action == flt.action)
     if flt.target is not None:
-        query = query.where(_A.c.target == flt.target)
+        query = query.where(AUDIT_EVENTS.c.target == flt.target)
     if flt.since is not None:
-        query = query.where(_A.c.at >= flt.since)
+        query = query.where(AUDIT_EVENTS.c.at >= flt.since)
     async with reading(engine) as conn:
         rows = [
             _json(dict(r._mapping))
-            for r in await conn.execute(query.order_by(_A.c.id).limit(limit + 1))
+            for r in await conn.execute(query.order_by(AUDIT_EVENTS.c.id).limit(limit + 1))
         ]
     more = len(rows) > limit
     rows = rows[:limit]

@@ -7,16 +7,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from statusd.models import Workload
-
-_W = Workload.__table__  # type: ignore[attr-defined]
+from statusd.tables import WORKLOADS
 
 
 def carrying(labels: Iterable[tuple[str, str]]) -> list[Any]:
     """WHERE conditions on `workloads`: it carries every (key, value)."""
-    return [_W.c.labels[key].as_string() == value for key, value in labels]
+    return [WORKLOADS.c.labels[key].as_string() == value for key, value in labels]
 
 
 def ids_carrying(labels: Iterable[tuple[str, str]]) -> Any:
     """SELECT id FROM workloads carrying every (key, value), for `workload_id IN (...)`."""
-    return select(_W.c.id).where(*carrying(labels))
+    return select(WORKLOADS.c.id).where(*carrying(labels))

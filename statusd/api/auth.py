@@ -36,8 +36,8 @@ from statusd.api.errors import error_response
 from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.db import reading
 from statusd.errors import BadInput, UnknownWorkload
-from statusd.models import Workload
 from statusd.schema.rules import WORKLOAD_ID_RE
+from statusd.tables import WORKLOADS
 
 log = structlog.get_logger("statusd.api")
 
@@ -51,7 +51,6 @@ AUDIT_TARGET = web.RequestKey("statusd_audit_target", str)  # set by handlers wh
 KEY_CACHE = web.AppKey("statusd_key_cache", KeyCache)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ACCESS_ATTR = "__statusd_access__"
-_W = Workload.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +176,9 @@ def forbidden(needed: Scope, message: str) -> web.Response:
 async def _workload_labels(request: web.Request, workload_id: str) -> Mapping[str, str] | None:
     engine = request.app[RUNTIME].engine
     async with reading(engine) as conn:
-        row = (await conn.execute(select(_W.c.labels).where(_W.c.id == workload_id))).first()
+        row = (
+            await conn.execute(select(WORKLOADS.c.labels).where(WORKLOADS.c.id == workload_id))
+        ).first()
     return None if row is None else dict(row.labels or {})
 
 

@@ -30,19 +30,17 @@ from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
 from statusd.hearing import Hearing, read_hearing
 from statusd.lifecycle import Source, State
-from statusd.models import Transition, Workload
 from statusd.runtime import Runtime
 from statusd.schema import responses
 from statusd.schema.bad_input import parse_body, parse_query
 from statusd.schema.bodies import TransitionRequest
 from statusd.schema.queries import HistoryQuery, WorkloadQuery, encode_cursor
 from statusd.sync.status import unsynced_workloads
+from statusd.tables import TRANSITIONS, WORKLOADS
 from statusd.transitions import Observation, Outcome, apply_observation
 
 log = structlog.get_logger("statusd.api")
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
 
 # A `stale` filter is applied after the SQL page (staleness lives in Redis); to still return full
 # pages, the list scans ahead up to this many pages' worth of rows before answering a short page.
@@ -118,7 +116,11 @@ async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     async with reading(rt.engine) as conn:
         row = (
-            await conn.execute(select(_W).where(_W.c.id == workload_id, _W.c.deleted_at.is_(None)))
+            await conn.execute(
+                select(WORKLOADS).where(
+                    WORKLOADS.c.id == workload_id, WORKLOADS.c.deleted_at.is_(None)
+                )
+            )
         ).first()
         if row is None:
             raise UnknownWorkload(f"workload {workload_id!r} is not registered")
@@ -181,17 +183,17 @@ async def list_page(
     again next time; otherwise it is the last row scanned. `within_labels` (the caller's key's) must
     all match too.
     """
-    query = select(_W).where(_W.c.deleted_at.is_(None))
+    query = select(WORKLOADS).where(WORKLOADS.c.deleted_at.is_(None))
     if q.kind is not None:
-        query = query.where(_W.c.kind == q.kind)
+        query = query.where(WORKLOADS.c.kind == q.kind)
     if q.state is not None:
-        query = query.where(_W.c.state == q.state)
+        query = query.where(WORKLOADS.c.state == q.state)
     for key, value in [*q.labels.items(), *(within_labels or {}).items()]:
-        query = query.where(_W.c.labels[key].as_string() == value)
+        query = query.where(WORKLOADS.c.labels[key].as_string() == value)
     if q.id_prefix is not None:
         # substr, not LIKE: SQLite's LIKE ignores case, and ids are case-sensitive.
-        query = query.where(func.substr(_W.c.id, 1, len(q.id_prefix)) == q.id_prefix)
-    query = query.order_by(_W.c.id)
+        query = query.where(func.substr(WORKLOADS.c.id, 1, len(q.id_prefix)) == q.id_prefix)
+    query = query.order_by(WORKLOADS.c.id)
 
     items: list[dict[str, Any]] = []
     after = q.after
@@ -202,7 +204,7 @@ async def list_page(
     hearing = await read_hearing(rt.redis, rt.keys)
     async with reading(rt.engine) as conn:
         while len(items) < q.limit and scanned < budget:
-            page_query = query if after is None else query.where(_W.c.id > after)
+            page_query = query if after is None else query.where(WORKLOADS.c.id > after)
             # One row more than a page tells whether another exists without a COUNT.
             fetched = [dict(r._mapping) for r in await conn.execute(page_query.limit(q.limit + 1))]
             rows, more = fetched[: q.limit], len(fetched) > q.limit
@@ -287,15 +289,17 @@ async def list_transitions(request: web.Request) -> web.Response:
     query = parse_query(HistoryQuery, request.query)
     after, limit = query.after, query.limit
     async with reading(rt.engine) as conn:
-        exists = (await conn.execute(select(_W.c.id).where(_W.c.id == workload_id))).first()
+        exists = (
+            await conn.execute(select(WORKLOADS.c.id).where(WORKLOADS.c.id == workload_id))
+        ).first()
         if exists is None:  # deregistered workloads keep their history; never-registered ones 404
             raise UnknownWorkload(f"workload {workload_id!r} was never registered")
         rows = [
             dict(r._mapping)
             for r in await conn.execute(
-                select(_T)
-                .where(_T.c.workload_id == workload_id, _T.c.id > after)
-                .order_by(_T.c.id)
+                select(TRANSITIONS)
+                .where(TRANSITIONS.c.workload_id == workload_id, TRANSITIONS.c.id > after)
+                .order_by(TRANSITIONS.c.id)
                 .limit(limit + 1)
             )
         ]

@@ -16,13 +16,10 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd.availability.timeline import Move, Span
+from statusd.availability.timeline import Span, StateMove
 from statusd.lifecycle import FINAL_STATES, Kind, State
-from statusd.models import AvailabilityDay, Transition, Workload
+from statusd.tables import AVAILABILITY_DAYS, TRANSITIONS, WORKLOADS
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
-_D = AvailabilityDay.__table__  # type: ignore[attr-defined]
 DAY_S = 86400.0
 IN_CHUNK = 500
 
@@ -52,7 +49,7 @@ class Timeline:
     start: datetime | None  # None: known only from its first move
     first_state: State
     end: float  # unix seconds: deregistered, registered again, or the window's end
-    moves: list[Move] = field(default_factory=list)
+    moves: list[StateMove] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +76,13 @@ def _at(ts: float) -> datetime:
 async def rolled_days(conn: AsyncConnection, window: Span, scope: Selection) -> list[RolledDay]:
     first = _at(window.start).date()
     last = _at(window.end - 1e-6).date() if window.end > window.start else first
-    query = select(_D).where(_D.c.day >= first, _D.c.day <= last)
+    query = select(AVAILABILITY_DAYS).where(
+        AVAILABILITY_DAYS.c.day >= first, AVAILABILITY_DAYS.c.day <= last
+    )
     if scope.kinds:
-        query = query.where(_D.c.kind.in_(list(scope.kinds)))
+        query = query.where(AVAILABILITY_DAYS.c.kind.in_(list(scope.kinds)))
     if scope.ids:
-        query = query.where(_D.c.workload_id.in_(list(scope.ids)))
+        query = query.where(AVAILABILITY_DAYS.c.workload_id.in_(list(scope.ids)))
     days = []
     for r in await conn.execute(query):
         kind, labels = Kind(r.kind), dict(r.labels or {})
@@ -110,7 +109,9 @@ async def rolled_registrations(conn: AsyncConnection, ids: Sequence[str]) -> set
     unique = list(dict.fromkeys(ids))
     for i in range(0, len(unique), IN_CHUNK):
         chunk = unique[i : i + IN_CHUNK]
-        query = select(_D.c.workload_id, _D.c.generation).where(_D.c.workload_id.in_(chunk))
+        query = select(AVAILABILITY_DAYS.c.workload_id, AVAILABILITY_DAYS.c.generation).where(
+            AVAILABILITY_DAYS.c.workload_id.in_(chunk)
+        )
         out |= {(r.workload_id, int(r.generation)) for r in await conn.execute(query.distinct())}
     return out
 
@@ -118,15 +119,15 @@ async def rolled_registrations(conn: AsyncConnection, ids: Sequence[str]) -> set
 def _state_before(at: datetime) -> Any:
     """The state a registration was left in by its last transition at or before `at`."""
     return (
-        select(_T.c.to_state)
+        select(TRANSITIONS.c.to_state)
         .where(
-            _T.c.workload_id == _W.c.id,
-            _T.c.generation == _W.c.generation,
-            _T.c.recorded_at <= at,
+            TRANSITIONS.c.workload_id == WORKLOADS.c.id,
+            TRANSITIONS.c.generation == WORKLOADS.c.generation,
+            TRANSITIONS.c.recorded_at <= at,
         )
-        .order_by(_T.c.id.desc())
+        .order_by(TRANSITIONS.c.id.desc())
         .limit(1)
-        .correlate(_W)
+        .correlate(WORKLOADS)
         .scalar_subquery()
     )
 
@@ -136,13 +137,13 @@ async def _state_of(
 ) -> State | None:
     row = (
         await conn.execute(
-            select(_T.c.to_state)
+            select(TRANSITIONS.c.to_state)
             .where(
-                _T.c.workload_id == workload_id,
-                _T.c.generation == generation,
-                _T.c.recorded_at <= at,
+                TRANSITIONS.c.workload_id == workload_id,
+                TRANSITIONS.c.generation == generation,
+                TRANSITIONS.c.recorded_at <= at,
             )
-            .order_by(_T.c.id.desc())
+            .order_by(TRANSITIONS.c.id.desc())
             .limit(1)
         )
     ).first()
@@ -154,43 +155,43 @@ async def live_timelines(conn: AsyncConnection, window: Span, scope: Selection) 
     the window and the state it was in when the window began."""
     lo, hi = _at(window.start), _at(window.end)
     wq = select(
-        _W.c.id,
-        _W.c.kind,
-        _W.c.labels,
-        _W.c.generation,
-        _W.c.created_at,
-        _W.c.deleted_at,
+        WORKLOADS.c.id,
+        WORKLOADS.c.kind,
+        WORKLOADS.c.labels,
+        WORKLOADS.c.generation,
+        WORKLOADS.c.created_at,
+        WORKLOADS.c.deleted_at,
         _state_before(lo).label("state_at_start"),
     ).where(
         # Registered after the window, an id's earlier registration may still have lived in it.
-        or_(_W.c.created_at < hi, _W.c.generation > 1),
-        or_(_W.c.deleted_at.is_(None), _W.c.deleted_at > lo),
-        or_(_W.c.state.notin_(list(FINAL_STATES)), _W.c.state_changed_at > lo),
+        or_(WORKLOADS.c.created_at < hi, WORKLOADS.c.generation > 1),
+        or_(WORKLOADS.c.deleted_at.is_(None), WORKLOADS.c.deleted_at > lo),
+        or_(WORKLOADS.c.state.notin_(list(FINAL_STATES)), WORKLOADS.c.state_changed_at > lo),
     )
     tq = (
         select(
-            _T.c.workload_id,
-            _T.c.generation,
-            _T.c.kind,
-            _T.c.from_state,
-            _T.c.to_state,
-            _T.c.recorded_at,
+            TRANSITIONS.c.workload_id,
+            TRANSITIONS.c.generation,
+            TRANSITIONS.c.kind,
+            TRANSITIONS.c.from_state,
+            TRANSITIONS.c.to_state,
+            TRANSITIONS.c.recorded_at,
         )
-        .where(_T.c.recorded_at > lo, _T.c.recorded_at <= hi)
-        .order_by(_T.c.id)
+        .where(TRANSITIONS.c.recorded_at > lo, TRANSITIONS.c.recorded_at <= hi)
+        .order_by(TRANSITIONS.c.id)
     )
     if scope.kinds:
-        wq = wq.where(_W.c.kind.in_(list(scope.kinds)))
-        tq = tq.where(_T.c.kind.in_(list(scope.kinds)))
+        wq = wq.where(WORKLOADS.c.kind.in_(list(scope.kinds)))
+        tq = tq.where(TRANSITIONS.c.kind.in_(list(scope.kinds)))
     if scope.ids:
-        wq = wq.where(_W.c.id.in_(list(scope.ids)))
-        tq = tq.where(_T.c.workload_id.in_(list(scope.ids)))
+        wq = wq.where(WORKLOADS.c.id.in_(list(scope.ids)))
+        tq = tq.where(TRANSITIONS.c.workload_id.in_(list(scope.ids)))
     rows = {r.id: r for r in await conn.execute(wq)}
-    moves: dict[tuple[str, int], list[Move]] = defaultdict(list)
+    moves: dict[tuple[str, int], list[StateMove]] = defaultdict(list)
     kinds: dict[str, Kind] = {}
     for t in await conn.execute(tq):
         key = (t.workload_id, int(t.generation))
-        moves[key].append(Move(t.recorded_at, State(t.from_state), State(t.to_state)))
+        moves[key].append(StateMove(t.recorded_at, State(t.from_state), State(t.to_state)))
         kinds[t.workload_id] = Kind(t.kind)
     # Labels of a registration are its row's (an older generation's own labels are not kept).
     known = {wid for wid, _ in moves} | set(rows)
@@ -198,7 +199,9 @@ async def live_timelines(conn: AsyncConnection, window: Span, scope: Selection) 
     missing = [wid for wid in known if wid not in rows]
     for i in range(0, len(missing), IN_CHUNK):
         chunk = missing[i : i + IN_CHUNK]
-        for r in await conn.execute(select(_W.c.id, _W.c.labels).where(_W.c.id.in_(chunk))):
+        for r in await conn.execute(
+            select(WORKLOADS.c.id, WORKLOADS.c.labels).where(WORKLOADS.c.id.in_(chunk))
+        ):
             labels_of[r.id] = dict(r.labels or {})
     rolled = await rolled_registrations(conn, list(known))
 
@@ -228,7 +231,7 @@ async def _timeline(
     kind: Kind,
     labels: dict[str, str],
     row: Any,
-    moves: dict[tuple[str, int], list[Move]],
+    moves: dict[tuple[str, int], list[StateMove]],
     window: Span,
 ) -> Timeline | None:
     mine = moves.get((wid, gen), [])
@@ -250,7 +253,7 @@ def _next_start(
     wid: str,
     gen: int,
     row: Any,
-    moves: dict[tuple[str, int], list[Move]],
+    moves: dict[tuple[str, int], list[StateMove]],
     default: float,
 ) -> float:
     """When the registration after `gen` began: an older registration ends there at the latest."""

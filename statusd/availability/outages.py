@@ -20,9 +20,7 @@ from statusd.availability.timeline import Span, merged
 from statusd.db import is_sqlite, transaction
 from statusd.hearing import LISTEN_GAP_S, read_hearing
 from statusd.keys import Keys
-from statusd.models import IngestOutage
-
-_O = IngestOutage.__table__  # type: ignore[attr-defined]
+from statusd.tables import INGEST_OUTAGES
 
 
 async def recorded_in_redis(redis: Redis, keys: Keys) -> list[Span]:
@@ -49,14 +47,16 @@ async def persist(redis: Redis, keys: Keys, engine: AsyncEngine) -> int:
         have = {
             r.started_at.timestamp()
             for r in await conn.execute(
-                select(_O.c.started_at).where(_O.c.started_at >= _at(spans[0].start))
+                select(INGEST_OUTAGES.c.started_at).where(
+                    INGEST_OUTAGES.c.started_at >= _at(spans[0].start)
+                )
             )
         }
         new = [s for s in spans if _at(s.start).timestamp() not in have]
         if new:
             rows = [{"started_at": _at(s.start), "ended_at": _at(s.end)} for s in new]
             insert = sqlite.insert if is_sqlite(engine.url) else postgresql.insert
-            await conn.execute(insert(_O).on_conflict_do_nothing(), rows)
+            await conn.execute(insert(INGEST_OUTAGES).on_conflict_do_nothing(), rows)
     return len(new)
 
 
@@ -65,8 +65,9 @@ async def outages_between(
 ) -> list[Span]:
     """Outages overlapping `window`, from the database, Redis, and the one going on now."""
     rows = await conn.execute(
-        select(_O.c.started_at, _O.c.ended_at).where(
-            _O.c.started_at < _at(window.end), _O.c.ended_at > _at(window.start)
+        select(INGEST_OUTAGES.c.started_at, INGEST_OUTAGES.c.ended_at).where(
+            INGEST_OUTAGES.c.started_at < _at(window.end),
+            INGEST_OUTAGES.c.ended_at > _at(window.start),
         )
     )
     spans = [Span(r.started_at.timestamp(), r.ended_at.timestamp()) for r in rows]

@@ -20,12 +20,9 @@ from statusd.availability.history import (
     rolled_registrations,
 )
 from statusd.availability.outages import outages_between
-from statusd.availability.timeline import Excluded, Move, Span, segments, tally
+from statusd.availability.timeline import Excluded, Span, StateMove, segments, tally
 from statusd.lifecycle import Kind, State
-from statusd.models import AvailabilityDay, Transition
-
-_D = AvailabilityDay.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
+from statusd.tables import AVAILABILITY_DAYS, TRANSITIONS
 
 Registration = tuple[str, int]  # (workload id, generation)
 
@@ -33,7 +30,7 @@ Registration = tuple[str, int]  # (workload id, generation)
 def timeline_of(
     reg: Registration,
     row: Any,
-    moves: Mapping[Registration, list[Move]],
+    moves: Mapping[Registration, list[StateMove]],
     kinds: Mapping[str, Kind],
 ) -> Timeline | None:
     """A registration's whole life from its history and its workload row (None: nothing known).
@@ -70,19 +67,29 @@ async def roll_up(
     todo = [r for r in registrations if r not in done]
     if not todo:
         return 0
-    moves: dict[Registration, list[Move]] = defaultdict(list)
+    moves: dict[Registration, list[StateMove]] = defaultdict(list)
     kinds: dict[str, Kind] = {}
     wanted = list(dict.fromkeys(registrations))
     for i in range(0, len(wanted), IN_CHUNK):
         query = (
-            select(_T.c.workload_id, _T.c.generation, _T.c.kind, _T.c.from_state, _T.c.to_state)
-            .add_columns(_T.c.recorded_at)
-            .where(tuple_(_T.c.workload_id, _T.c.generation).in_(wanted[i : i + IN_CHUNK]))
-            .order_by(_T.c.id)
+            select(
+                TRANSITIONS.c.workload_id,
+                TRANSITIONS.c.generation,
+                TRANSITIONS.c.kind,
+                TRANSITIONS.c.from_state,
+                TRANSITIONS.c.to_state,
+            )
+            .add_columns(TRANSITIONS.c.recorded_at)
+            .where(
+                tuple_(TRANSITIONS.c.workload_id, TRANSITIONS.c.generation).in_(
+                    wanted[i : i + IN_CHUNK]
+                )
+            )
+            .order_by(TRANSITIONS.c.id)
         )
         for t in await conn.execute(query):
             moves[(t.workload_id, int(t.generation))].append(
-                Move(t.recorded_at, State(t.from_state), State(t.to_state))
+                StateMove(t.recorded_at, State(t.from_state), State(t.to_state))
             )
             kinds[t.workload_id] = Kind(t.kind)
     lives = []
@@ -122,5 +129,5 @@ async def roll_up(
             )
         out += days
     for i in range(0, len(out), IN_CHUNK):
-        await conn.execute(_D.insert(), out[i : i + IN_CHUNK])
+        await conn.execute(AVAILABILITY_DAYS.insert(), out[i : i + IN_CHUNK])
     return len(out)

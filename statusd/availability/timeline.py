@@ -59,7 +59,7 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
-class Move:
+class StateMove:
     at: datetime
     from_state: State
     to_state: State
@@ -98,7 +98,7 @@ class Tally:
 
 
 def segments(
-    start: datetime, moves: Sequence[Move], end: float, first_state: State | None = None
+    start: datetime, moves: Sequence[StateMove], end: float, first_state: State | None = None
 ) -> list[tuple[State, Span]]:
     """(state, span) pieces of one timeline, oldest first, up to `end` or the first final state.
     `first_state` is the state at `start` (PENDING for a fresh registration)."""

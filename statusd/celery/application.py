@@ -36,7 +36,7 @@ from statusd.settings_loader import load_settings
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 BEAT_SCHEDULER = "statusd.celery.beat_leader:LeaderScheduler"
 # Broker connections per process. Managed Redis caps connections; workers that grew their pools
-# without bound have taken a production pipeline down before (FIELD-NOTES).
+# without bound have taken production pipelines down.
 BROKER_POOL_LIMIT = 4
 BROKER_MAX_CONNECTIONS = 10
 

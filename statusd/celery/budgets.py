@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from statusd.settings import Settings
 
 # A poll's lease is kept as a cool-down until this fraction of a sweep interval after the poll
-# started (statusd.sweeper.leases): below 1, so a beat that fires a few ms early is not refused a
+# started (statusd.sweeper.poll_leases): below 1, so a beat that fires a few ms early is not refused a
 # workload it should poll.
 HOLD_FRACTION = 0.9
 
@@ -48,7 +48,7 @@ class Budgets:
 def budgets(settings: Settings) -> Budgets:
     """The time limits and lease TTLs for these settings."""
     waves = math.ceil(settings.poll_chunk / settings.poll_concurrency)
-    # A task takes queued polls of its sweep (statusd.sweeper.leases.take_queued) for one sweep
+    # A task takes queued polls of its sweep (statusd.sweeper.poll_leases.take_queued) for one sweep
     # interval, only into free slots, so each starts at once and ends within a poll timeout; by
     # then the next sweep has queued its own. Its own chunk takes `waves` timeouts at most.
     take_window = settings.sweep_interval

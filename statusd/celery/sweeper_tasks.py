@@ -19,7 +19,7 @@ from statusd.celery import worker_runtime
 from statusd.celery.names import POLL_TASK, SWEEP_TASK
 from statusd.errors import is_transient
 from statusd.metrics import SWEEP_DURATION, SWEEP_STALE
-from statusd.sweeper import leases
+from statusd.sweeper import poll_leases
 from statusd.sweeper.poller import run_poll
 from statusd.sweeper.sweep import SweepResult, run_sweep
 
@@ -103,6 +103,6 @@ def _enqueue(chunks: Sequence[Sequence[str]], token: str) -> None:
 
 def _release_unsent(ids: Sequence[str], token: str) -> None:
     try:
-        worker_runtime.run(lambda rt: leases.release(rt.redis, rt.keys, ids, token))
+        worker_runtime.run(lambda rt: poll_leases.release(rt.redis, rt.keys, ids, token))
     except Exception as exc:  # the leases then expire on their own
         log.warning("sweep.release_failed", workloads=len(ids), error=str(exc))

@@ -81,7 +81,7 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from statusd.ingest.dead_letters import list_dead_letters
+    from statusd.ingest.stream_dead_letters import list_dead_letters
 
     settings = load_settings(logging=True)
     letters = run_loop(
@@ -138,7 +138,7 @@ def replay_cmd(
     """Append dead letters to their workload's shard stream again (consumers judge them by seq)."""
     from rich.console import Console
 
-    from statusd.ingest.dead_letters import replay
+    from statusd.ingest.stream_dead_letters import replay
 
     settings = load_settings(logging=True)
     new_ids = run_loop(

@@ -23,8 +23,8 @@ from rich.table import Table
 
 from statusd.cli.common import fail, load_settings, operator_errors, with_runtime
 from statusd.errors import BadInput
-from statusd.oncall.reports import (
-    StaleItem,
+from statusd.oncall.stale_report import (
+    StaleRow,
     disruption_banner,
     disruption_json,
     stale_filter,
@@ -62,7 +62,7 @@ def _age(seconds: float) -> str:
 _STYLE = {"LOST": "bold red", "UNREACHABLE": "bold yellow"}
 
 
-def _table(items: list[StaleItem]) -> Table:
+def _table(items: list[StaleRow]) -> Table:
     table = Table(title=f"{len(items)} workload(s) need attention (worst first)")
     for name in (
         "workload",
@@ -123,7 +123,7 @@ def stale(
         option = f"--{exc.field or 'older_than'}".replace("_", "-")
         fail(f"{option}: {exc}")
 
-    async def run(rt: Runtime) -> tuple[list[StaleItem], Disruption]:
+    async def run(rt: Runtime) -> tuple[list[StaleRow], Disruption]:
         items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
         return items, await read_disruption(rt.redis, rt.keys)
 

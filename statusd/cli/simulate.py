@@ -18,7 +18,7 @@ from statusd.cli.common import load_settings
 from statusd.lifecycle import Kind
 from statusd.simulate.control import StatusdAPI, token_from_dev_secrets
 from statusd.simulate.faults import Fault, parse_faults
-from statusd.simulate.fleet import Fleet, FleetConfig, Summary
+from statusd.simulate.fleet import Fleet, FleetConfig, FleetSummary
 
 console = Console(stderr=True)
 
@@ -98,7 +98,7 @@ def simulate(
     raise typer.Exit(0 if summary.ok else 1)
 
 
-async def _run(url: str, token: str, config: FleetConfig) -> Summary:
+async def _run(url: str, token: str, config: FleetConfig) -> FleetSummary:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -136,7 +136,7 @@ async def _run(url: str, token: str, config: FleetConfig) -> Summary:
                 await fleet.stop()
 
 
-def _print_summary(summary: Summary) -> None:
+def _print_summary(summary: FleetSummary) -> None:
     table = Table(title=f"statusd vs truth (settled in {summary.settled_in_s:.1f}s)")
     for col in ("fault", "containers", "correct", "expected"):
         table.add_column(col)

@@ -58,7 +58,7 @@ def status(
     dead: Annotated[int, typer.Option(help="How many dead letters to list")] = 20,
 ) -> None:
     """Outbox depth, oldest unsynced age, dead letters; whether main-DB sync is enabled."""
-    from statusd.sync.deadletters import list_dead
+    from statusd.sync.outbox_dead_letters import list_dead
     from statusd.sync.status import outbox_stats
 
     async def gather(settings: Settings, engine: AsyncEngine) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def retry_dead(
 ) -> None:
     """Put dead letters back in the queue (after fixing the cause) and ask a sync worker to drain."""
     from statusd.celery.drain_kick import enqueue_drain
-    from statusd.sync.deadletters import retry_dead as replay
+    from statusd.sync.outbox_dead_letters import retry_dead as replay
 
     count = _with_engine(lambda settings, engine: replay(engine, ids=ids, workload_id=workload))
     console.print(f"{count} dead letter(s) back to pending")

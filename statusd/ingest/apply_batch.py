@@ -30,8 +30,8 @@ from statusd.ingest.batch_outcome import Progress, Round, first_round
 from statusd.ingest.batch_plan import Batch, WorkloadPlan
 from statusd.ingest.consumer_context import BACKOFF_CAP_S, BACKOFF_START_S, ConsumerContext, Shard
 from statusd.ingest.outcomes import NOT_COUNTED, ConsumeOutcome
-from statusd.ingest.reports import Report
 from statusd.ingest.settle import Settler
+from statusd.ingest.stream_reports import Report
 from statusd.lifecycle import Source
 from statusd.state_cache import CachedState
 from statusd.transitions import Observation, Result, apply_observations

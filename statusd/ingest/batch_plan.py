@@ -1,6 +1,6 @@
 """Batch planning: parse a batch of stream entries and plan each workload's reports.
 
-Reports are collapsed per workload (statusd.ingest.reports.collapse); every entry id stays with
+Reports are collapsed per workload (statusd.ingest.stream_reports.collapse); every entry id stays with
 its workload so that settling can ack, or bury, all of them once the plan is carried out.
 
 A batch flows through the consumer as immutable values: this plan, then what applying it came to
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from statusd.ingest.reports import MalformedEntry, Report, collapse, parse_entry
+from statusd.ingest.stream_reports import MalformedEntry, Report, collapse, parse_entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ Per held shard:
 1. On acquiring it, take over its pending entries first (XAUTOCLAIM, min-idle 0: safe, because the
    previous holder stopped committing at its fencing deadline, before our lease could exist), and
    apply them before reading new ones (XREADGROUP ">").
-2. Per batch: collapse per workload (statusd.ingest.reports), skip the first report when the Redis
+2. Per batch: collapse per workload (statusd.ingest.stream_reports), skip the first report when the Redis
    state cache says it changes nothing (steady heartbeats write no SQL), `apply_observation` for
    the rest; the lease is checked before every apply (fencing), so a holder that lost it commits
    nothing more and leaves its entries pending for the next holder.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from statusd.ingest.leases import Lease, LeaseBook
+from statusd.ingest.leases import LeaseBook, ShardLease
 from statusd.ingest.outcomes import ConsumeOutcome, outcome_counters
 from statusd.keys import Keys
 from statusd.runtime import Runtime
@@ -57,7 +57,7 @@ class Shard:
 
     index: int
     stream: str
-    lease: Lease
+    lease: ShardLease
     releasing: bool = False  # over our share: hand it over after the batch in hand
     sweep_at: float | None = None  # next take-over pass (None: the first, before any read)
     task: asyncio.Task[None] | None = None

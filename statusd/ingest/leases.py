@@ -64,7 +64,7 @@ return redis.call('ZCARD', KEYS[1])
 
 
 @dataclass
-class Lease:
+class ShardLease:
     """One held lease and the local deadline until which its holder may commit."""
 
     key: str
@@ -97,16 +97,16 @@ class LeaseBook:
         self._release = Script(redis, _RELEASE)
         self._check_in = Script(redis, _CHECK_IN)
 
-    async def acquire(self, key: str, owner: str, ttl_ms: int) -> Lease | None:
+    async def acquire(self, key: str, owner: str, ttl_ms: int) -> ShardLease | None:
         """The lease when it was free (or already ours), else None."""
         started = time.monotonic()
         if not await self._acquire(keys=[key], args=[owner, ttl_ms]):
             return None
-        lease = Lease(key, owner, ttl_ms)
+        lease = ShardLease(key, owner, ttl_ms)
         lease._renewed_at(started)
         return lease
 
-    async def renew(self, leases: list[Lease]) -> list[bool]:
+    async def renew(self, leases: list[ShardLease]) -> list[bool]:
         """Extend every lease still ours (one pipeline); a lease found lost is marked so at once."""
         if not leases:
             return []
@@ -124,7 +124,7 @@ class LeaseBook:
             kept.append(bool(ok))
         return kept
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: ShardLease) -> None:
         """Give the lease up, if it is still ours."""
         lease.lose()
         await self._release(keys=[lease.key], args=[lease.owner])

@@ -19,7 +19,7 @@ from statusd import metrics, tokens
 from statusd.errors import BadInput
 from statusd.hearing import Pace
 from statusd.ingest.validation import (
-    Heartbeat,
+    CheckedHeartbeat,
     check_batch_item,
     check_heartbeat,
     claims_from_header,
@@ -173,7 +173,7 @@ async def post_batch(request: web.Request) -> web.Response:
         _LATENCY_BATCH.observe(time.perf_counter() - started)
         return _rejected(exc)
     results: list[dict[str, object]] = []
-    good: list[Heartbeat] = []
+    good: list[CheckedHeartbeat] = []
     slots: list[int] = []
     next_heartbeat_s = ingest.pace.interval
     for item in items:

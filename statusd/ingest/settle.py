@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import structlog
 from redis.exceptions import RedisError
 
-from statusd.ingest import dead_letters
+from statusd.ingest import stream_dead_letters
 from statusd.ingest.batch_outcome import Progress
 from statusd.ingest.batch_plan import Batch
 from statusd.ingest.consumer_context import ConsumerContext, Shard
@@ -96,7 +96,7 @@ class Settler:
     ) -> None:
         ctx = self.ctx
         try:
-            await dead_letters.bury(
+            await stream_dead_letters.bury(
                 ctx.redis, ctx.keys, shard.stream, entry_id, fields, error, deliveries
             )
         except (RedisError, OSError) as exc:

@@ -33,7 +33,7 @@ _REPORTABLE: dict[Kind, frozenset[str]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class CheckedHeartbeat:
     """One checked heartbeat, ready to append; `generation` comes from the token."""
 
     workload_id: str
@@ -144,7 +144,7 @@ def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | 
 
 def check_heartbeat(
     obj: object, claims: TokenClaims, *, allowed: frozenset[str] = ALLOWED
-) -> Heartbeat:
+) -> CheckedHeartbeat:
     """Check one heartbeat object against its token's claims.
 
     Order: shape and types (422 naming the field), then the token speaks for this workload (403),
@@ -167,10 +167,10 @@ def check_heartbeat(
             error="invalid_value",
         )
     renew = claims if claims.signed_by_previous else None
-    return Heartbeat(workload_id, status, seq, detail, claims.generation, renew)
+    return CheckedHeartbeat(workload_id, status, seq, detail, claims.generation, renew)
 
 
-def check_batch_item(item: object, secrets: tuple[bytes, ...]) -> Heartbeat:
+def check_batch_item(item: object, secrets: tuple[bytes, ...]) -> CheckedHeartbeat:
     """One item of a batch: its own token (401), then the same checks as a single heartbeat."""
     if type(item) is not dict:
         raise BadInput(

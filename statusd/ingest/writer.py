@@ -1,7 +1,8 @@
 """Group commit: the appends of concurrent requests share ONE Redis round trip per event-loop turn.
 
-Why: the per-request Redis round trip, not HTTP, is what limits ingest (FIELD-NOTES: ~36k req/s
-bare, ~10k with one awaited pipeline per request; the cost is client-side Python per pipeline).
+Why: the per-request Redis round trip, not HTTP, is what limits ingest (~36k req/s
+bare, ~10k with one awaited pipeline per request, docs/benchmarks.md; the cost is client-side
+Python per pipeline).
 So requests do not talk to Redis themselves. Each one queues its heartbeats and awaits a future;
 a flush scheduled with `call_soon` (it runs after every handler that was ready in this loop turn)
 takes everything queued and stores it with one script call (per 1,000 heartbeats at most;
@@ -12,10 +13,10 @@ Why a script and not N x XADD in a pipeline: redis-py packs every command in Pyt
 calls per XADD); profiling showed that packing as the largest cost of the whole handler. The
 script receives the flush as one orjson-encoded argument, grouped by shard, and does the XADDs,
 the generation check, the last-seen ZADD and the PENDING ZREM inside Redis, which idles at
-~10% CPU under full ingest load (FIELD-NOTES). `bench/ingest.py` measures the difference. Every
+~10% CPU under full ingest load. `bench/ingest.py` measures the difference. Every
 key carries its shard's hash tag (statusd.keys), so a one-shard call runs on Redis Cluster. On a
 single Redis one call carries every shard of the flush: one call per shard cost ~11% of ingest's
-CPU in redis-py's packing and reply parsing at 64 concurrent requests (py-spy, 2026-11-30).
+CPU in redis-py's packing and reply parsing at 64 concurrent requests (py-spy).
 
 Guarantees:
 - a request hears "stored" only when the script that carried its entry returned; any failure
@@ -46,7 +47,7 @@ from redis.exceptions import NoScriptError
 
 from statusd.errors import StatusdError
 from statusd.ingest.replica_acks import ReplicaAcks
-from statusd.ingest.validation import Heartbeat
+from statusd.ingest.validation import CheckedHeartbeat
 from statusd.keys import Keys, buckets_per_shard
 from statusd.metrics import INGEST_LAST_ACCEPT, REDIS_WAIT_FAILURES
 from statusd.redis_runtime import Script
@@ -71,7 +72,7 @@ class _Job:
 
     def __init__(
         self,
-        heartbeats: Sequence[Heartbeat],
+        heartbeats: Sequence[CheckedHeartbeat],
         received_ms: int,
         deadline: float,
         future: asyncio.Future[None],
@@ -88,7 +89,7 @@ class _Job:
 # an array of [workload_id, generation, status, seq, received_at_ms, detail or false, KEYS index
 # of its registration bucket]; ARGV[2]: now (the last-seen score). On Redis Cluster each call
 # carries one shard, so it touches one slot. The field names are the consumers' contract
-# (statusd.ingest.reports.parse_entry). Every entry is appended (the consumer records an old
+# (statusd.ingest.stream_reports.parse_entry). Every entry is appended (the consumer records an old
 # generation's report as refused), but only the current generation's heartbeat is a sign of life:
 # a deleted registration's container must not keep the new one looking alive. An id without a
 # recorded generation (registered before generations were recorded, or Redis lost them before
@@ -159,7 +160,7 @@ class StreamWriter:
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
 
-    async def append(self, heartbeats: Sequence[Heartbeat]) -> None:
+    async def append(self, heartbeats: Sequence[CheckedHeartbeat]) -> None:
         """Return once every one of `heartbeats` is in its stream; raise NotStored otherwise.
 
         No timer per request (it showed in the profile): a job still queued at its deadline is

@@ -34,11 +34,10 @@ from statusd.access.label_sql import ids_carrying
 from statusd.api.serializers import transition_json, transition_out
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind
-from statusd.models import Transition
 from statusd.schema import responses
+from statusd.tables import TRANSITIONS
 
 log = structlog.get_logger("statusd.oncall")
-_T = Transition.__table__  # type: ignore[attr-defined]
 WALK_WINDOW = 2000  # ids examined per advance; a backlog larger than this takes several rounds
 PAGE = 500  # rows per read for one stream
 
@@ -71,12 +70,12 @@ class HighWater:
         """Move the mark as far as is safe now; returns it."""
         if is_sqlite(self.engine.url):
             async with reading(self.engine) as conn:
-                top = (await conn.execute(select(func.max(_T.c.id)))).scalar()
+                top = (await conn.execute(select(func.max(TRANSITIONS.c.id)))).scalar()
             self.mark = int(top or 0)
             return self.mark
         if self.mark is None:
             async with reading(self.engine) as conn:
-                top = (await conn.execute(select(func.max(_T.c.id)))).scalar()
+                top = (await conn.execute(select(func.max(TRANSITIONS.c.id)))).scalar()
             # Start a window below the top so transactions in flight right now are waited for.
             self.mark = max(0, int(top or 0) - WALK_WINDOW)
         while True:
@@ -154,11 +153,11 @@ class FeedFilter:
     def where(self, query: Any) -> Any:
         """`query` (over transitions) narrowed by this filter."""
         if self.kind is not None:
-            query = query.where(_T.c.kind == self.kind)
+            query = query.where(TRANSITIONS.c.kind == self.kind)
         if self.workload_id is not None:
-            query = query.where(_T.c.workload_id == self.workload_id)
+            query = query.where(TRANSITIONS.c.workload_id == self.workload_id)
         if self.labels:
-            query = query.where(_T.c.workload_id.in_(ids_carrying(self.labels)))
+            query = query.where(TRANSITIONS.c.workload_id.in_(ids_carrying(self.labels)))
         return query
 
 
@@ -171,9 +170,11 @@ async def read_after(
     engine: AsyncEngine, cursor: int, upto: int, flt: FeedFilter, limit: int = PAGE
 ) -> list[dict[str, Any]]:
     """Transitions with cursor < id <= upto matching `flt`, in id order."""
-    query = flt.where(select(_T).where(_T.c.id > cursor, _T.c.id <= upto))
+    query = flt.where(
+        select(TRANSITIONS).where(TRANSITIONS.c.id > cursor, TRANSITIONS.c.id <= upto)
+    )
     async with reading(engine) as conn:
-        rows = await conn.execute(query.order_by(_T.c.id).limit(limit))
+        rows = await conn.execute(query.order_by(TRANSITIONS.c.id).limit(limit))
         return [event_payload(r) for r in rows]
 
 
@@ -181,7 +182,7 @@ async def recent(
     engine: AsyncEngine, upto: int, limit: int, flt: FeedFilter
 ) -> list[responses.Transition]:
     """The newest `limit` transitions at or below `upto`, newest first."""
-    query = flt.where(select(_T).where(_T.c.id <= upto))
+    query = flt.where(select(TRANSITIONS).where(TRANSITIONS.c.id <= upto))
     async with reading(engine) as conn:
-        rows = await conn.execute(query.order_by(_T.c.id.desc()).limit(limit))
+        rows = await conn.execute(query.order_by(TRANSITIONS.c.id.desc()).limit(limit))
         return [transition_out(dict(r._mapping)) for r in rows]

@@ -24,15 +24,14 @@ from sqlalchemy import func, select
 from statusd.db import reading
 from statusd.ingest.streams import StreamStats, stream_stats
 from statusd.lifecycle import Kind, allowed_moves
-from statusd.models import Workload
 from statusd.oncall.backlog import broker_queue_depths
 from statusd.runtime import Runtime
 from statusd.selfwatch import Disruption, last_sweep_success, read_disruption
 from statusd.sync.status import outbox_stats
+from statusd.tables import WORKLOADS
 
 log = structlog.get_logger("statusd.metrics")
 T = TypeVar("T")
-_W = Workload.__table__  # type: ignore[attr-defined]
 
 
 class FleetPart(StrEnum):
@@ -46,7 +45,7 @@ class FleetPart(StrEnum):
 
 
 @dataclass(frozen=True)
-class SelfWatch:
+class SelfWatchFigures:
     sweep_last_success: float | None
     disruption: Disruption
 
@@ -59,7 +58,7 @@ class FleetFigures:
     outbox: dict[str, dict[str, Any]] | None = None  # outbox_stats()["targets"]
     queues: dict[str, int] | None = None
     workloads: dict[tuple[Kind, str], int] | None = None
-    selfwatch: SelfWatch | None = None
+    selfwatch: SelfWatchFigures | None = None
     failed: set[FleetPart] = field(default_factory=set)
 
 
@@ -71,17 +70,17 @@ async def workloads_by_state(runtime: Runtime) -> dict[tuple[Kind, str], int]:
     }
     async with reading(runtime.engine) as conn:
         rows = await conn.execute(
-            select(_W.c.kind, _W.c.state, func.count())
-            .where(_W.c.deleted_at.is_(None))
-            .group_by(_W.c.kind, _W.c.state)
+            select(WORKLOADS.c.kind, WORKLOADS.c.state, func.count())
+            .where(WORKLOADS.c.deleted_at.is_(None))
+            .group_by(WORKLOADS.c.kind, WORKLOADS.c.state)
         )
         for kind, state, count in rows:
             counts[(Kind(kind), str(getattr(state, "value", state)))] = int(count)
     return counts
 
 
-async def _selfwatch(runtime: Runtime) -> SelfWatch:
-    return SelfWatch(
+async def _selfwatch(runtime: Runtime) -> SelfWatchFigures:
+    return SelfWatchFigures(
         sweep_last_success=await last_sweep_success(runtime.redis, runtime.keys),
         disruption=await read_disruption(runtime.redis, runtime.keys),
     )
@@ -196,7 +195,7 @@ class FleetCollector(Collector):
         yield from (depth, age, dead)
 
     @staticmethod
-    def _selfwatch(watch: SelfWatch) -> Iterable[Metric]:
+    def _selfwatch(watch: SelfWatchFigures) -> Iterable[Metric]:
         # Never swept: the series is absent (alert on absent(), not on a fake epoch 0).
         if watch.sweep_last_success is not None:
             yield _gauge(

@@ -23,11 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd.access.label_sql import carrying, ids_carrying
 from statusd.db import is_sqlite, reading
 from statusd.lifecycle import Kind, State
-from statusd.models import Transition, Workload
 from statusd.schema import reports
-
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
+from statusd.tables import TRANSITIONS, WORKLOADS
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,37 +134,44 @@ async def fleet_history(
     """
     times = sample_times(now, window_s, step_s)
     start = times[0]
-    moved = select(_T.c.workload_id).where(_T.c.recorded_at > start)
+    moved = select(TRANSITIONS.c.workload_id).where(TRANSITIONS.c.recorded_at > start)
     tq = (
-        select(_T.c.workload_id, _T.c.from_state, _T.c.to_state, _T.c.recorded_at)
-        .where(_T.c.recorded_at > start)
-        .order_by(_T.c.id)
+        select(
+            TRANSITIONS.c.workload_id,
+            TRANSITIONS.c.from_state,
+            TRANSITIONS.c.to_state,
+            TRANSITIONS.c.recorded_at,
+        )
+        .where(TRANSITIONS.c.recorded_at > start)
+        .order_by(TRANSITIONS.c.id)
     )
     quiet_q = (
-        select(_W.c.state, func.count())
+        select(WORKLOADS.c.state, func.count())
         .where(
-            _W.c.deleted_at.is_(None),
-            _W.c.created_at <= start,
-            _W.c.id.not_in(moved.scalar_subquery()),
+            WORKLOADS.c.deleted_at.is_(None),
+            WORKLOADS.c.created_at <= start,
+            WORKLOADS.c.id.not_in(moved.scalar_subquery()),
         )
-        .group_by(_W.c.state)
+        .group_by(WORKLOADS.c.state)
     )
-    active_q = select(_W.c.id, _W.c.state, _W.c.created_at, _W.c.deleted_at).where(
-        or_(_W.c.deleted_at.is_(None), _W.c.deleted_at > start),
-        _W.c.created_at <= now,
+    active_q = select(
+        WORKLOADS.c.id, WORKLOADS.c.state, WORKLOADS.c.created_at, WORKLOADS.c.deleted_at
+    ).where(
+        or_(WORKLOADS.c.deleted_at.is_(None), WORKLOADS.c.deleted_at > start),
+        WORKLOADS.c.created_at <= now,
         or_(
-            _W.c.created_at > start,
-            _W.c.deleted_at.is_not(None),
-            _W.c.id.in_(moved.scalar_subquery()),
+            WORKLOADS.c.created_at > start,
+            WORKLOADS.c.deleted_at.is_not(None),
+            WORKLOADS.c.id.in_(moved.scalar_subquery()),
         ),
     )
     if kind is not None:
-        tq = tq.where(_T.c.kind == kind)
-        quiet_q = quiet_q.where(_W.c.kind == kind)
-        active_q = active_q.where(_W.c.kind == kind)
+        tq = tq.where(TRANSITIONS.c.kind == kind)
+        quiet_q = quiet_q.where(WORKLOADS.c.kind == kind)
+        active_q = active_q.where(WORKLOADS.c.kind == kind)
     if labels:  # a key's labels: only the workloads carrying all of them
         pairs = tuple(labels.items())
-        tq = tq.where(_T.c.workload_id.in_(ids_carrying(pairs)))
+        tq = tq.where(TRANSITIONS.c.workload_id.in_(ids_carrying(pairs)))
         quiet_q = quiet_q.where(*carrying(pairs))
         active_q = active_q.where(*carrying(pairs))
     async with reading(engine) as conn:

@@ -20,7 +20,7 @@ from statusd.api.errors import model_response
 from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.oncall.fleet_history import fleet_history, history_out
-from statusd.oncall.reports import disruption_json
+from statusd.oncall.stale_report import disruption_json
 from statusd.oncall.workload_story import workload_story
 from statusd.schema import reports
 from statusd.schema.bad_input import parse_query

@@ -20,7 +20,7 @@ from statusd.app_keys import RUNTIME
 from statusd.availability import report as availability
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
-from statusd.oncall.reports import (
+from statusd.oncall.stale_report import (
     disruption_json,
     stale_filter,
     stale_report,

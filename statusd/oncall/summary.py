@@ -17,13 +17,11 @@ from statusd.access.label_sql import carrying
 from statusd.db import reading
 from statusd.ingest.streams import stream_stats
 from statusd.lifecycle import Kind, State
-from statusd.models import Workload
 from statusd.oncall.backlog import broker_queue_depths
-from statusd.oncall.reports import StaleFilter, stale_report
+from statusd.oncall.stale_report import StaleFilter, stale_report
 from statusd.runtime import Runtime
 from statusd.schema import reports
-
-_W = Workload.__table__  # type: ignore[attr-defined]
+from statusd.tables import WORKLOADS
 
 
 async def state_counts(
@@ -34,9 +32,9 @@ async def state_counts(
     counts: dict[Kind, dict[State, int]] = {k: {} for k in Kind}
     async with reading(runtime.engine) as conn:
         rows = await conn.execute(
-            select(_W.c.kind, _W.c.state, func.count())
-            .where(_W.c.deleted_at.is_(None), *carrying((labels or {}).items()))
-            .group_by(_W.c.kind, _W.c.state)
+            select(WORKLOADS.c.kind, WORKLOADS.c.state, func.count())
+            .where(WORKLOADS.c.deleted_at.is_(None), *carrying((labels or {}).items()))
+            .group_by(WORKLOADS.c.kind, WORKLOADS.c.state)
         )
         for kind, state, n in rows:
             counts[Kind(kind)][State(state)] = int(n)

@@ -22,28 +22,20 @@ from statusd.db import reading
 from statusd.errors import UnknownWorkload
 from statusd.lifecycle import Source, State
 from statusd.models import (
-    OutboxEntry,
     OutboxStatus,
     OutboxTarget,
-    RefusedObservation,
-    Transition,
-    Workload,
 )
 from statusd.runtime import Runtime
 from statusd.schema import responses, story
 from statusd.sync.status import unsynced_workloads
-
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
-_R = RefusedObservation.__table__  # type: ignore[attr-defined]
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+from statusd.tables import OUTBOX, REFUSED_OBSERVATIONS, TRANSITIONS, WORKLOADS
 
 MAX_TRANSITIONS = 500  # newest first; a page that draws more bands than pixels helps nobody
 MAX_REFUSED = 100
 
 
 @dataclass(frozen=True, slots=True)
-class Band:
+class StoryBand:
     """A stretch of time the workload spent in one state (end None: it is still in it)."""
 
     state: State
@@ -66,7 +58,7 @@ def timeline(
     *,
     complete: bool,
     until: datetime | None = None,
-) -> list[Band]:
+) -> list[StoryBand]:
     """State bands from history rows (oldest first: id, from_state, to_state, recorded_at).
 
     With the complete history, the first band is the state it was registered in (the first
@@ -74,15 +66,15 @@ def timeline(
     first row shown. A re-registration resets created_at, so an earlier start is never invented.
     The last band lasts until `until` (deregistration), or stays open (None: still in it).
     """
-    bands: list[Band] = []
+    bands: list[StoryBand] = []
     if not transitions:
         return bands
     first = transitions[0]
     if complete and created_at < first["recorded_at"]:
-        bands.append(Band(State(first["from_state"]), created_at, first["recorded_at"], None))
+        bands.append(StoryBand(State(first["from_state"]), created_at, first["recorded_at"], None))
     for row, following in zip(transitions, [*transitions[1:], None], strict=True):
         end = following["recorded_at"] if following is not None else until
-        bands.append(Band(State(row["to_state"]), row["recorded_at"], end, int(row["id"])))
+        bands.append(StoryBand(State(row["to_state"]), row["recorded_at"], end, int(row["id"])))
     return bands
 
 
@@ -117,9 +109,9 @@ async def _sync(
 ) -> tuple[dict[OutboxTarget, story.TargetSync], story.SyncProblem | None]:
     """Outbox rows of this workload per target and status, the newest error."""
     rows = await conn.execute(
-        select(_O.c.target, _O.c.status, func.count(), func.max(_O.c.synced_at))
-        .where(_O.c.workload_id == workload_id)
-        .group_by(_O.c.target, _O.c.status)
+        select(OUTBOX.c.target, OUTBOX.c.status, func.count(), func.max(OUTBOX.c.synced_at))
+        .where(OUTBOX.c.workload_id == workload_id)
+        .group_by(OUTBOX.c.target, OUTBOX.c.status)
     )
     targets: dict[OutboxTarget, dict[str, Any]] = {}
     for target, status, count, synced_at in rows:
@@ -131,13 +123,19 @@ async def _sync(
             entry["last_synced_at"] = iso(synced_at)
     problem = (
         await conn.execute(
-            select(_O.c.target, _O.c.status, _O.c.last_error, _O.c.attempts, _O.c.transition_id)
-            .where(
-                _O.c.workload_id == workload_id,
-                _O.c.status != OutboxStatus.SYNCED,
-                _O.c.last_error.is_not(None),
+            select(
+                OUTBOX.c.target,
+                OUTBOX.c.status,
+                OUTBOX.c.last_error,
+                OUTBOX.c.attempts,
+                OUTBOX.c.transition_id,
             )
-            .order_by(_O.c.id.desc())
+            .where(
+                OUTBOX.c.workload_id == workload_id,
+                OUTBOX.c.status != OutboxStatus.SYNCED,
+                OUTBOX.c.last_error.is_not(None),
+            )
+            .order_by(OUTBOX.c.id.desc())
             .limit(1)
         )
     ).first()
@@ -158,7 +156,7 @@ async def _sync(
 async def workload_known(rt: Runtime, workload_id: str) -> bool:
     """Registered now or once (a deregistered workload keeps its row and its history)."""
     async with reading(rt.engine) as conn:
-        found = await conn.execute(select(_W.c.id).where(_W.c.id == workload_id))
+        found = await conn.execute(select(WORKLOADS.c.id).where(WORKLOADS.c.id == workload_id))
         return found.first() is not None
 
 
@@ -170,7 +168,7 @@ async def _workload(rt: Runtime, workload_id: str) -> tuple[responses.Workload, 
         pass
     # Deregistered: statusd no longer tracks its liveness, but on-call still asks what happened.
     async with reading(rt.engine) as conn:
-        row = (await conn.execute(select(_W).where(_W.c.id == workload_id))).first()
+        row = (await conn.execute(select(WORKLOADS).where(WORKLOADS.c.id == workload_id))).first()
         if row is None:
             raise UnknownWorkload(f"workload {workload_id!r} was never registered")
         synced = synced_flag(
@@ -189,16 +187,19 @@ async def workload_story(rt: Runtime, workload_id: str) -> story.WorkloadStory:
         row = (
             await conn.execute(
                 select(
-                    _W.c.created_at, _W.c.last_poll_at, _W.c.poll_failures, _W.c.last_poll_error
-                ).where(_W.c.id == workload_id)
+                    WORKLOADS.c.created_at,
+                    WORKLOADS.c.last_poll_at,
+                    WORKLOADS.c.poll_failures,
+                    WORKLOADS.c.last_poll_error,
+                ).where(WORKLOADS.c.id == workload_id)
             )
         ).one()
-        history = await _newest(conn, _T, workload_id, MAX_TRANSITIONS)
-        refused = await _newest(conn, _R, workload_id, MAX_REFUSED)
+        history = await _newest(conn, TRANSITIONS, workload_id, MAX_TRANSITIONS)
+        refused = await _newest(conn, REFUSED_OBSERVATIONS, workload_id, MAX_REFUSED)
         pulls = (
             await conn.execute(
                 select(func.count()).where(
-                    _T.c.workload_id == workload_id, _T.c.source == Source.PULL
+                    TRANSITIONS.c.workload_id == workload_id, TRANSITIONS.c.source == Source.PULL
                 )
             )
         ).scalar_one()

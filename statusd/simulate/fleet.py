@@ -52,7 +52,7 @@ class FleetConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class FleetVerdict:
     container: SimContainer
     truth: State
     expected: frozenset[State]
@@ -64,12 +64,12 @@ class Verdict:
 
 
 @dataclass
-class Summary:
-    verdicts: list[Verdict]
+class FleetSummary:
+    verdicts: list[FleetVerdict]
     settled_in_s: float
 
     @property
-    def mismatches(self) -> list[Verdict]:
+    def mismatches(self) -> list[FleetVerdict]:
         return [v for v in self.verdicts if not v.ok]
 
     @property
@@ -190,17 +190,17 @@ class Fleet:
         t = self.now()
         return dict(Counter(c.true_state(t).value for c in self.containers.values()))
 
-    async def check(self) -> Summary:
+    async def check(self) -> FleetSummary:
         """Compare each container's truth with what statusd says right now."""
         t = self.now()
         actual = await self.api.states(self.label)
         verdicts = [
-            Verdict(c, c.true_state(t), c.expected(t), actual.get(c.id))
+            FleetVerdict(c, c.true_state(t), c.expected(t), actual.get(c.id))
             for c in self.containers.values()
         ]
-        return Summary(verdicts, settled_in_s=0.0)
+        return FleetSummary(verdicts, settled_in_s=0.0)
 
-    async def settle(self, deadline_s: float | None = None) -> Summary:
+    async def settle(self, deadline_s: float | None = None) -> FleetSummary:
         """Freeze every container's lifecycle; wait (bounded) until statusd agrees on all of them."""
         t = self.now()
         for c in self.containers.values():

@@ -37,16 +37,16 @@ from statusd.errors import StatusdError, UnknownWorkload
 from statusd.hearing import read_hearing
 from statusd.lifecycle import Source, State
 from statusd.metrics import POLLS
-from statusd.models import Workload, utcnow
+from statusd.models import utcnow
 from statusd.runtime import Runtime
 from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
 from statusd.staleness import Judge, contact_verdict, repoll_after
 from statusd.sweeper.sweep import WorkloadRow
+from statusd.tables import WORKLOADS
 from statusd.transitions import Observation, Result, apply_observations
 
 log = structlog.get_logger("statusd.sweeper")
-_W = Workload.__table__  # type: ignore[attr-defined]
 MAX_ERROR_CHARS = 500
 
 
@@ -121,8 +121,8 @@ async def _seen_since_last_poll(rt: Runtime, rows: Sequence[WorkloadRow]) -> set
 
 
 _BOOKKEEPING = (
-    update(_W)
-    .where(_W.c.id == bindparam("b_id"))
+    update(WORKLOADS)
+    .where(WORKLOADS.c.id == bindparam("b_id"))
     .values(
         poll_failures=bindparam("b_failures"),
         last_poll_error=bindparam("b_error"),

@@ -32,14 +32,14 @@ from statusd.alerting import AlertEvent
 from statusd.db import reading, transaction
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES
-from statusd.models import OutboxTarget, Workload
+from statusd.models import OutboxTarget
 from statusd.outbox_writer import OutboxEvent, disruption_key, write_outbox
 from statusd.runtime import Runtime
 from statusd.selfwatch import Disruption, read_disruption, write_disruption
 from statusd.staleness import fleet_suspect
+from statusd.tables import WORKLOADS
 
 log = structlog.get_logger("statusd.sweeper")
-_W = Workload.__table__  # type: ignore[attr-defined]
 
 FLIP_ATTEMPTS = 5
 
@@ -57,8 +57,8 @@ async def tracked_workloads(engine: AsyncEngine) -> int:
     async with reading(engine) as conn:
         count = await conn.execute(
             select(func.count())
-            .select_from(_W)
-            .where(_W.c.deleted_at.is_(None), _W.c.state.notin_(list(FINAL_STATES)))
+            .select_from(WORKLOADS)
+            .where(WORKLOADS.c.deleted_at.is_(None), WORKLOADS.c.state.notin_(list(FINAL_STATES)))
         )
         return int(count.scalar_one())
 

@@ -9,7 +9,7 @@ STATUSD_POLL_TIMEOUT and never blocks the others (bounded concurrency, total tim
 A `poll` task streams: each answer joins the next batch as soon as it arrives, and each batch
 is applied at once (statusd.sweeper.answers), so one hanging endpoint holds back only itself.
 Nor does it hold the worker process's slots: a slot its chunk no longer needs takes a queued poll
-of a later chunk of the same sweep (statusd.sweeper.leases.take_queued), so a process whose chunk
+of a later chunk of the same sweep (statusd.sweeper.poll_leases.take_queued), so a process whose chunk
 is down to its stragglers keeps polling until they end, instead of idling while they hang.
 """
 
@@ -31,7 +31,7 @@ from statusd.lifecycle import Kind, State, reportable_states
 from statusd.runtime import Runtime
 from statusd.schema.rules import SEQ_LIMIT
 from statusd.settings import Settings
-from statusd.sweeper import leases
+from statusd.sweeper import poll_leases
 from statusd.sweeper.answers import PollAnswer, PollOutcome, PollReport, apply_answers
 from statusd.sweeper.sweep import WorkloadRow, load_rows
 from statusd.sweeper.url_policy import AllowListResolver, Network, check_syntax
@@ -219,12 +219,12 @@ class _Polls:
 
 
 @dataclass
-class _Run:
+class _PollRun:
     """One run of a poll task: its tokens, its window for taking queued polls, what it holds."""
 
     rt: Runtime
     token: str  # the sweep's
-    run: str  # leases.run_token: what this run's leases hold
+    run: str  # poll_leases.run_token: what this run's leases hold
     take_until: float  # monotonic; no queued poll is taken after this
     report: PollReport
     started_at: dict[str, float] = field(default_factory=dict)  # id -> when its poll began
@@ -235,7 +235,7 @@ class _Run:
         if count <= 0 or self.queue_empty or time.monotonic() >= self.take_until:
             return {}
         b = budgets(self.rt.settings)
-        ids, self.queue_empty = await leases.take_queued(
+        ids, self.queue_empty = await poll_leases.take_queued(
             self.rt.redis, self.rt.keys, self.token, self.run, count, b.lease_ms
         )
         now = time.monotonic()
@@ -248,7 +248,7 @@ class _Run:
 async def run_poll(
     rt: Runtime, ids: Sequence[str], token: str, run_id: str | None = None
 ) -> PollReport:
-    """Poll the workloads whose lease `token` holds, apply what was learned, release the leases.
+    """Poll the workloads whose lease `token` holds, apply what was learned, release the poll_leases.
 
     `run_id` names this run (the Celery task id: a redelivery keeps it and so redoes what a killed
     run held); while slots are free the run also takes queued polls of the same sweep."""
@@ -256,14 +256,14 @@ async def run_poll(
     b = budgets(settings)
     report = PollReport()
     started = time.monotonic()
-    run = _Run(
+    run = _PollRun(
         rt,
         token,
-        leases.run_token(token, run_id or uuid.uuid4().hex),
+        poll_leases.run_token(token, run_id or uuid.uuid4().hex),
         started + b.take_window_s,
         report,
     )
-    held = await leases.confirm(rt.redis, rt.keys, list(ids), token, b.lease_ms, run.run)
+    held = await poll_leases.confirm(rt.redis, rt.keys, list(ids), token, b.lease_ms, run.run)
     report.leased = len(held)
     run.started_at.update(dict.fromkeys(held, started))
     backoff: dict[str, float] = {}
@@ -278,12 +278,12 @@ async def run_poll(
         keep_ms.update(
             {wid: max(keep_ms[wid], int(s * 1000)) for wid, s in backoff.items() if wid in keep_ms}
         )
-        await leases.release_each(rt.redis, rt.keys, keep_ms, run.run)
-        await leases.forget_taken(rt.redis, rt.keys, run.run)
+        await poll_leases.release_each(rt.redis, rt.keys, keep_ms, run.run)
+        await poll_leases.forget_taken(rt.redis, rt.keys, run.run)
     return report
 
 
-async def _poll_held(run: _Run, held: Sequence[str], backoff: dict[str, float]) -> None:
+async def _poll_held(run: _PollRun, held: Sequence[str], backoff: dict[str, float]) -> None:
     rt = run.rt
     rows = {wid: r for wid, r in (await load_rows(rt.engine, held)).items() if not r.done}
     arrived: asyncio.Queue[tuple[str, PollAnswer]] = asyncio.Queue()

@@ -6,7 +6,7 @@ read with the cutoffs of statusd.staleness (the one rule of who is silent too lo
 - `pending_since` older than STATUSD_START_TIMEOUT (registered, never heard from).
 Their rows are then loaded in bulk (WHERE id IN (...), chunked) only to drop final and deregistered
 workloads (which also leave the sorted sets, so they cost nothing next time). Everything else is
-leased (statusd.sweeper.leases) and cut into chunks of STATUSD_POLL_CHUNK, one `poll` task each,
+leased (statusd.sweeper.poll_leases) and cut into chunks of STATUSD_POLL_CHUNK, one `poll` task each,
 so any number of workers share the network I/O; the leased ids are also queued, so a task whose
 chunk is down to its stragglers fills its free slots from later chunks. There is no per-sweep cap: every stale workload
 is enqueued every interval.
@@ -30,13 +30,12 @@ from statusd.db import reading
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import FINAL_STATES, Kind, State
-from statusd.models import Workload
 from statusd.recovery import ensure_liveness
 from statusd.runtime import Runtime
 from statusd.staleness import Cutoffs, Facts, Judge
-from statusd.sweeper import disruption, leases
+from statusd.sweeper import disruption, poll_leases
+from statusd.tables import WORKLOADS
 
-_W = Workload.__table__  # type: ignore[attr-defined]
 SQL_IN_CHUNK = 500  # ids per WHERE id IN (...): well under SQLite's bound-parameter limit
 
 
@@ -112,19 +111,19 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
     """Rows of these workloads by id, in bulk (chunked IN lists); unknown ids are absent."""
     out: dict[str, WorkloadRow] = {}
     cols = (
-        _W.c.id,
-        _W.c.kind,
-        _W.c.state,
-        _W.c.status_url,
-        _W.c.poll_failures,
-        _W.c.state_changed_at,
-        _W.c.deleted_at,
-        _W.c.last_poll_at,
+        WORKLOADS.c.id,
+        WORKLOADS.c.kind,
+        WORKLOADS.c.state,
+        WORKLOADS.c.status_url,
+        WORKLOADS.c.poll_failures,
+        WORKLOADS.c.state_changed_at,
+        WORKLOADS.c.deleted_at,
+        WORKLOADS.c.last_poll_at,
     )
     async with reading(engine) as conn:
         for start in range(0, len(ids), SQL_IN_CHUNK):
             part = ids[start : start + SQL_IN_CHUNK]
-            result = await conn.execute(select(*cols).where(_W.c.id.in_(part)))
+            result = await conn.execute(select(*cols).where(WORKLOADS.c.id.in_(part)))
             for r in result:
                 out[r.id] = WorkloadRow(
                     id=r.id,
@@ -171,7 +170,7 @@ async def sweep(
     """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does)."""
     started = time.monotonic()
     result = SweepResult(token=token)
-    lock = await leases.take_sweep_lock(redis, keys, token, lock_ms)
+    lock = await poll_leases.take_sweep_lock(redis, keys, token, lock_ms)
     if lock is None:
         result.skipped = True
         return result
@@ -188,13 +187,13 @@ async def sweep(
             if c.id in rows and not rows[c.id].done and due(judge, c, rows[c.id])
         ]
         result.stale = len(done) + len(live)
-        taken = await leases.take(redis, keys, live, token, lease_ms)
+        taken = await poll_leases.take(redis, keys, live, token, lease_ms)
         result.busy = len(live) - len(taken)
         result.chunks = [taken[i : i + poll_chunk] for i in range(0, len(taken), poll_chunk)]
         if len(result.chunks) > 1:
             # Listed once more for tasks with free slots: a task waiting on its chunk's hanging
-            # endpoints takes queued ids of later chunks instead of idling (statusd.sweeper.leases).
-            await leases.queue(redis, keys, taken, token, lease_ms)
+            # endpoints takes queued ids of later chunks instead of idling (statusd.sweeper.poll_leases).
+            await poll_leases.queue(redis, keys, taken, token, lease_ms)
     finally:
         await lock.release()
     result.duration_s = time.monotonic() - started

@@ -22,7 +22,7 @@ from statusd.errors import StatusdError
 BODY_KEEP = 4000  # characters of a peer's response body kept on the outbox row
 
 
-class Verdict(StrEnum):
+class DeliveryVerdict(StrEnum):
     DELIVERED = "delivered"  # 2xx (or 409 from the main API: it already holds this or newer)
     DEAD = "dead"  # permanent refusal: kept as a dead letter with the response
 
@@ -41,7 +41,7 @@ class SendOutcome(StrEnum):
 class Delivery:
     """The final answer of a peer for one row (transient failures raise instead)."""
 
-    verdict: Verdict
+    verdict: DeliveryVerdict
     status: int | None  # None: refused before any HTTP answer (an unusable destination)
     body: str
     error: str | None = None  # why, when there is no HTTP status to say it
@@ -80,10 +80,10 @@ def verdict_for(
 
     `also_delivered`: non-2xx statuses that mean success for this peer (the main API's 409)."""
     if 200 <= status < 300 or status in also_delivered:
-        return Delivery(Verdict.DELIVERED, status, clip(body))
+        return Delivery(DeliveryVerdict.DELIVERED, status, clip(body))
     if status >= 500 or status in TRANSIENT_4XX:
         raise TransientDeliveryError(f"{peer} answered {status}", status, clip(body))
-    return Delivery(Verdict.DEAD, status, clip(body))
+    return Delivery(DeliveryVerdict.DEAD, status, clip(body))
 
 
 async def send(
@@ -104,7 +104,7 @@ async def send(
             return resp.status, await resp.text(errors="replace")
     except PERMANENT_SEND_ERRORS as exc:
         reason = f"permanent: {type(exc).__name__}: {exc}".rstrip(": ")
-        return Delivery(Verdict.DEAD, None, clip(reason), error=reason)
+        return Delivery(DeliveryVerdict.DEAD, None, clip(reason), error=reason)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         # Refused, reset, DNS, a timeout: the peer may be fine a moment later.
         raise TransientDeliveryError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

@@ -52,20 +52,20 @@ from statusd.errors import StatusdError, StorageUnavailable
 from statusd.metrics import ALERTS_SENT, SYNC_SENDS
 from statusd.models import OutboxTarget, utcnow
 from statusd.settings import Settings
-from statusd.sync.delivery import Delivery, SendOutcome, TransientDeliveryError, Verdict
+from statusd.sync.delivery import Delivery, DeliveryVerdict, SendOutcome, TransientDeliveryError
 from statusd.sync.lease import (
     RETRY_INITIAL_WAIT,
     RETRY_JITTER,
     RETRY_MAX_WAIT,
-    Lease,
+    RowLease,
     lease_seconds,
 )
 from statusd.sync.main_api import MainApiClient
 from statusd.sync.outbox import (
     ClaimedRow,
     Outbox,
-    Outcome,
-    Result,
+    RowOutcome,
+    SendResult,
     dead_values,
     deferred_values,
     delivered_values,
@@ -195,7 +195,7 @@ class Drainer:
             batch = [*state.results, *sent]
             await self._write(batch, [], state.held_until(batch))
 
-    async def _write(self, batch: list[Result], renew: list[int], held_until: float) -> Write:
+    async def _write(self, batch: list[SendResult], renew: list[int], held_until: float) -> Write:
         """Write a batch; a database blip is retried while every row is still under our lease.
 
         The sends happened: giving up on the write means the leases expire and the rows are
@@ -217,16 +217,16 @@ class Drainer:
             written: Write = await retrying(self.outbox.write, batch, renew)
         except StorageUnavailable as exc:
             log.warning("sync.record_failed", rows=len(batch), error=str(exc))
-            return [Outcome.LEASE_LOST] * len(batch), None
+            return [RowOutcome.LEASE_LOST] * len(batch), None
         outcomes, renewed = written
         for result, outcome in zip(batch, outcomes, strict=True):
-            if outcome is Outcome.LEASE_LOST:
+            if outcome is RowOutcome.LEASE_LOST:
                 log.warning(
                     "sync.lease_lost", outbox_id=result.row.id, workload_id=result.row.workload_id
                 )
         return outcomes, renewed
 
-    async def _handle(self, row: ClaimedRow, lease: Lease) -> Result:
+    async def _handle(self, row: ClaimedRow, lease: RowLease) -> SendResult:
         """Send one row with in-run retries; returns the result to record (no DB here).
 
         Before every attempt the row's lease is checked: an attempt that could still be running
@@ -261,13 +261,13 @@ class Drainer:
                         delivery = await self._send(row)
         except LeaseRunningOut:
             if attempts == 0:
-                return Result(row, Outcome.RELEASED, {})
+                return SendResult(row, RowOutcome.RELEASED, {})
             bound.warning("sync.lease_running_out", attempts=row.attempts + attempts)
             retry_at = utcnow()  # not the peer's fault: due again at once, for whoever claims it
             values = deferred_values(
                 row.attempts + attempts, retry_at, None, None, "lease running out"
             )
-            return Result(row, Outcome.DEFERRED, values)
+            return SendResult(row, RowOutcome.DEFERRED, values)
         except TransientDeliveryError as exc:
             total = row.attempts + attempts
             delay = between_runs_backoff(
@@ -278,15 +278,15 @@ class Drainer:
             )
             retry_at = utcnow() + timedelta(seconds=delay)
             values = deferred_values(total, retry_at, exc.status, exc.body, str(exc))
-            return Result(row, Outcome.DEFERRED, values)
+            return SendResult(row, RowOutcome.DEFERRED, values)
         total = row.attempts + attempts
-        if delivery.verdict is Verdict.DEAD:
+        if delivery.verdict is DeliveryVerdict.DEAD:
             bound.error("sync.dead_letter", status=delivery.status, body=delivery.body[:200])
             error = delivery.error or f"permanent: HTTP {delivery.status}"
             values = dead_values(total, delivery.status, delivery.body, error)
-            return Result(row, Outcome.DEAD, values)
+            return SendResult(row, RowOutcome.DEAD, values)
         values = delivered_values(total, delivery.status, delivery.body)
-        return Result(row, Outcome.DELIVERED, values)
+        return SendResult(row, RowOutcome.DELIVERED, values)
 
     async def _send(self, row: ClaimedRow) -> Delivery:
         if row.target is OutboxTarget.MAIN:
@@ -297,7 +297,7 @@ class Drainer:
             except TransientDeliveryError:
                 SYNC_SENDS.labels(outcome=SendOutcome.TRANSIENT).inc()
                 raise
-            if delivery.verdict is Verdict.DEAD:
+            if delivery.verdict is DeliveryVerdict.DEAD:
                 outcome = SendOutcome.DEAD
             elif delivery.status == 409:
                 outcome = SendOutcome.CONFLICT
@@ -311,7 +311,9 @@ class Drainer:
         except TransientDeliveryError:
             ALERTS_SENT.labels(event=event, outcome=SendOutcome.TRANSIENT).inc()
             raise
-        sent = SendOutcome.DEAD if delivery.verdict is Verdict.DEAD else SendOutcome.DELIVERED
+        sent = (
+            SendOutcome.DEAD if delivery.verdict is DeliveryVerdict.DEAD else SendOutcome.DELIVERED
+        )
         ALERTS_SENT.labels(event=event, outcome=sent).inc()
         return delivery
 

@@ -66,7 +66,7 @@ def lease_seconds(settings: Settings) -> float:
 
 
 @dataclass(slots=True)
-class Lease:
+class RowLease:
     """Our view of one held row's lease, on the monotonic clock (never later than the DB's)."""
 
     deadline: float

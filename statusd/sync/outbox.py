@@ -34,14 +34,14 @@ from typing import Any
 
 from sqlalchemy import any_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from statusd.db import is_sqlite, transaction
-from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+from statusd.models import OutboxStatus, OutboxTarget, utcnow
+from statusd.tables import OUTBOX
 
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
 
-
-class Outcome(StrEnum):
+class RowOutcome(StrEnum):
     """What became of one claimed row in this run (a DrainReport counter of the same name)."""
 
     DELIVERED = "delivered"
@@ -65,19 +65,19 @@ class ClaimedRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
+class SendResult:
     """A send's result, waiting to be recorded: the outcome and the columns it sets."""
 
     row: ClaimedRow
-    outcome: Outcome
+    outcome: RowOutcome
     values: dict[str, Any]
 
 
 def _claim_statement(
     targets: Sequence[OutboxTarget], workload_ids: Sequence[str] | None, sqlite: bool
 ) -> Any:
-    pick = _O.alias("pick")
-    older = _O.alias("older")
+    pick = OUTBOX.alias("pick")
+    older = OUTBOX.alias("older")
     blocked = exists().where(
         older.c.target == pick.c.target,
         older.c.workload_id == pick.c.workload_id,
@@ -101,43 +101,44 @@ def _claim_statement(
     )
     if workload_ids is not None:
         eligible = eligible.where(pick.c.workload_id.in_(list(workload_ids)))
+    picked: ColumnElement[bool]
     if sqlite:
-        picked = _O.c.id.in_(eligible)
+        picked = OUTBOX.c.id.in_(eligible)
     else:
         eligible = eligible.with_for_update(skip_locked=True, of=pick)
         # `id = ANY(ARRAY(subquery))`: the picked ids are computed once and looked up by primary
         # key; `id IN (subquery)` was planned as a hash join over a scan of the whole outbox.
-        picked = _O.c.id == any_(func.array(eligible.scalar_subquery()))
+        picked = OUTBOX.c.id == any_(func.array(eligible.scalar_subquery()))
     return (
-        update(_O)
+        update(OUTBOX)
         .where(
             picked,
             # Re-checked on the row itself: on SQLite this conditional update IS the claim.
-            _O.c.status == OutboxStatus.PENDING,
-            or_(_O.c.lease_until.is_(None), _O.c.lease_until < bindparam("now")),
+            OUTBOX.c.status == OutboxStatus.PENDING,
+            or_(OUTBOX.c.lease_until.is_(None), OUTBOX.c.lease_until < bindparam("now")),
         )
         .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
         .returning(
-            _O.c.id,
-            _O.c.transition_id,
-            _O.c.workload_id,
-            _O.c.target,
-            _O.c.destination,
-            _O.c.payload,
-            _O.c.attempts,
+            OUTBOX.c.id,
+            OUTBOX.c.transition_id,
+            OUTBOX.c.workload_id,
+            OUTBOX.c.target,
+            OUTBOX.c.destination,
+            OUTBOX.c.payload,
+            OUTBOX.c.attempts,
         )
     )
 
 
 # One statement per outcome, built once: every row of that outcome reuses its compiled form.
 _GUARD = (
-    _O.c.id == bindparam("row_id"),
-    _O.c.lease_owner == bindparam("owner"),
-    _O.c.status == OutboxStatus.PENDING,
+    OUTBOX.c.id == bindparam("row_id"),
+    OUTBOX.c.lease_owner == bindparam("owner"),
+    OUTBOX.c.status == OutboxStatus.PENDING,
 )
 _RELEASE = {"lease_owner": None, "lease_until": None}
 _RECORD = {
-    Outcome.DELIVERED: update(_O)
+    RowOutcome.DELIVERED: update(OUTBOX)
     .where(*_GUARD)
     .values(
         **_RELEASE,
@@ -147,7 +148,7 @@ _RECORD = {
         response_status=bindparam("response_status"),
         response_body=bindparam("response_body"),
     ),
-    Outcome.DEAD: update(_O)
+    RowOutcome.DEAD: update(OUTBOX)
     .where(*_GUARD)
     .values(
         **_RELEASE,
@@ -157,7 +158,7 @@ _RECORD = {
         response_body=bindparam("response_body"),
         last_error=bindparam("last_error"),
     ),
-    Outcome.DEFERRED: update(_O)
+    RowOutcome.DEFERRED: update(OUTBOX)
     .where(*_GUARD)
     .values(
         **_RELEASE,
@@ -167,7 +168,7 @@ _RECORD = {
         response_body=bindparam("response_body"),
         last_error=bindparam("last_error"),
     ),
-    Outcome.RELEASED: update(_O).where(*_GUARD).values(**_RELEASE),
+    RowOutcome.RELEASED: update(OUTBOX).where(*_GUARD).values(**_RELEASE),
 }
 
 
@@ -179,23 +180,23 @@ class Outbox:
         self.owner = owner
         self.lease = timedelta(seconds=lease)
         self._sqlite = is_sqlite(engine.url)
-        ours = select(_O.c.id).where(
-            _O.c.id.in_(bindparam("ids", expanding=True)),
-            _O.c.lease_owner == bindparam("owner"),
-            _O.c.status == OutboxStatus.PENDING,
+        ours = select(OUTBOX.c.id).where(
+            OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+            OUTBOX.c.lease_owner == bindparam("owner"),
+            OUTBOX.c.status == OutboxStatus.PENDING,
         )
         # In id order, so two writers (ours and a claimer's re-check) lock rows in one order.
-        ours = ours.order_by(_O.c.id)
+        ours = ours.order_by(OUTBOX.c.id)
         self._ours = ours if self._sqlite else ours.with_for_update()
         self._renew = (
-            update(_O)
+            update(OUTBOX)
             .where(
-                _O.c.id.in_(bindparam("ids", expanding=True)),
-                _O.c.lease_owner == bindparam("owner"),
-                _O.c.status == OutboxStatus.PENDING,
+                OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+                OUTBOX.c.lease_owner == bindparam("owner"),
+                OUTBOX.c.status == OutboxStatus.PENDING,
             )
             .values(lease_until=bindparam("until"))
-            .returning(_O.c.id)
+            .returning(OUTBOX.c.id)
         )
         self._claims: dict[tuple[tuple[OutboxTarget, ...], tuple[str, ...] | None], Any] = {}
 
@@ -231,8 +232,8 @@ class Outbox:
         ]
 
     async def write(
-        self, results: Sequence[Result], renew: Sequence[int] = ()
-    ) -> tuple[list[Outcome], set[int]]:
+        self, results: Sequence[SendResult], renew: Sequence[int] = ()
+    ) -> tuple[list[RowOutcome], set[int]]:
         """Record a batch and renew the leases of `renew`, in one transaction.
 
         Returns each result's outcome (LEASE_LOST for a row whose lease we lost) and the ids whose
@@ -248,7 +249,7 @@ class Outbox:
             ours = set(
                 (await conn.execute(self._ours, {"ids": ids, "owner": self.owner})).scalars()
             )
-            by_outcome: dict[Outcome, list[dict[str, Any]]] = {}
+            by_outcome: dict[RowOutcome, list[dict[str, Any]]] = {}
             for result in results:
                 if result.row.id in ours:
                     params = {"row_id": result.row.id, "owner": self.owner, **result.values}
@@ -259,7 +260,7 @@ class Outbox:
             if keep:
                 params = {"ids": keep, "owner": self.owner, "until": now + self.lease}
                 renewed = set((await conn.execute(self._renew, params)).scalars())
-        outcomes = [r.outcome if r.row.id in ours else Outcome.LEASE_LOST for r in results]
+        outcomes = [r.outcome if r.row.id in ours else RowOutcome.LEASE_LOST for r in results]
         return outcomes, renewed
 
 

@@ -2,7 +2,7 @@
 
 statusd.sync.drain drives it; this module only says which row goes where, so the rules (claim in
 batches, claim ahead at most one batch, renew what is held, give back what will not be sent) read
-in one place. Every row the run holds, from its claim until its result is written, has a Lease
+in one place. Every row the run holds, from its claim until its result is written, has a RowLease
 (statusd.sync.lease) here; the sends read it before each attempt.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from statusd.sync.lease import RENEW_AFTER, Lease
-from statusd.sync.outbox import ClaimedRow, Outcome, Result
+from statusd.sync.lease import RENEW_AFTER, RowLease
+from statusd.sync.outbox import ClaimedRow, RowOutcome, SendResult
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DrainReport:
 ROWS_PER_SLOT = 8
 
 # statusd.sync.outbox.Outbox.write's answer; renewed None: unknown (the write failed)
-Write = tuple[list[Outcome], set[int] | None]
+Write = tuple[list[RowOutcome], set[int] | None]
 
 
 class RunState:
@@ -57,9 +57,9 @@ class RunState:
         # slot would otherwise wait for); the rows waiting are renewed like any held row.
         self.capacity = self.sending_cap + concurrency * 2
         self.ready: deque[ClaimedRow] = deque()
-        self.leases: dict[int, Lease] = {}  # every row held: ready, sending, or waiting to write
-        self.sends: set[asyncio.Task[Result]] = set()
-        self.results: list[Result] = []  # sent (or given back), waiting for the next write
+        self.leases: dict[int, RowLease] = {}  # every row held: ready, sending, or waiting to write
+        self.sends: set[asyncio.Task[SendResult]] = set()
+        self.results: list[SendResult] = []  # sent (or given back), waiting for the next write
         self.claiming: asyncio.Task[list[ClaimedRow]] | None = None
         self.writing: asyncio.Task[Write] | None = None
         self.exhausted = False  # the last claim found fewer rows than asked
@@ -89,7 +89,7 @@ class RunState:
         self.claiming = asyncio.create_task(claim)
 
     def start_sends(
-        self, handle: Callable[[ClaimedRow, Lease], Coroutine[Any, Any, Result]]
+        self, handle: Callable[[ClaimedRow, RowLease], Coroutine[Any, Any, SendResult]]
     ) -> None:
         while self.ready and len(self.sends) < self.sending_cap:
             row = self.ready.popleft()
@@ -98,7 +98,7 @@ class RunState:
     def release_ready(self) -> None:
         """Give back every row claimed but not sent (written with the next batch)."""
         while self.ready:
-            self.results.append(Result(self.ready.popleft(), Outcome.RELEASED, {}))
+            self.results.append(SendResult(self.ready.popleft(), RowOutcome.RELEASED, {}))
 
     def renewal_due(self, now: float) -> float | None:
         """Seconds until the held rows need a renewal (<= 0: now); None when nothing is held.
@@ -114,14 +114,14 @@ class RunState:
             return None
         return min(deadlines) - (self.lease - RENEW_AFTER) - now
 
-    def held_until(self, batch: list[Result]) -> float:
+    def held_until(self, batch: list[SendResult]) -> float:
         """The earliest lease deadline among `batch`'s rows (monotonic): until then, all are ours."""
         deadlines = [self.leases[r.row.id].deadline for r in batch if r.row.id in self.leases]
         return min(deadlines, default=0.0)
 
     def start_write(
         self,
-        write: Callable[[list[Result], list[int], float], Coroutine[Any, Any, Write]],
+        write: Callable[[list[SendResult], list[int], float], Coroutine[Any, Any, Write]],
         now: float,
     ) -> None:
         """Write the waiting results, renewing every other held row if one is due."""
@@ -160,7 +160,7 @@ class RunState:
                     # claim extended it; it is queued or in flight once, never twice.
                     held.deadline = max(held.deadline, deadline)
                     continue
-                self.leases[row.id] = Lease(deadline)
+                self.leases[row.id] = RowLease(deadline)
                 self.ready.append(row)
         elif task is self.writing:
             self.writing = None
@@ -175,8 +175,8 @@ class RunState:
             self.exhausted = False
         else:
             self.sends.discard(task)
-            result: Result = task.result()
-            self.lease_starved = self.lease_starved or result.outcome is Outcome.RELEASED
+            result: SendResult = task.result()
+            self.lease_starved = self.lease_starved or result.outcome is RowOutcome.RELEASED
             self.results.append(result)
 
     def renewed(self, renewed: set[int] | None) -> None:

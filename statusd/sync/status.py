@@ -13,29 +13,30 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd.db import reading
-from statusd.models import OutboxEntry, OutboxStatus, OutboxTarget, utcnow
+from statusd.models import OutboxStatus, OutboxTarget, utcnow
 from statusd.settings import Settings
-
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+from statusd.tables import OUTBOX
 
 
 def _unsynced_query(workload_ids: Sequence[str] | None) -> Select[Any]:
     """Distinct ids (among `workload_ids`, or all) whose newest transition the main DB does not
     hold yet: a main sync row still pending, or the newest one dead-lettered."""
-    newest = select(_O.c.workload_id, func.max(_O.c.transition_id).label("newest")).where(
-        _O.c.target == OutboxTarget.MAIN
+    newest = select(OUTBOX.c.workload_id, func.max(OUTBOX.c.transition_id).label("newest")).where(
+        OUTBOX.c.target == OutboxTarget.MAIN
     )
     if workload_ids is not None:
-        newest = newest.where(_O.c.workload_id.in_(list(workload_ids)))
-    latest = newest.group_by(_O.c.workload_id).subquery()
+        newest = newest.where(OUTBOX.c.workload_id.in_(list(workload_ids)))
+    latest = newest.group_by(OUTBOX.c.workload_id).subquery()
     return (
-        select(_O.c.workload_id)
-        .join(latest, latest.c.workload_id == _O.c.workload_id)
+        select(OUTBOX.c.workload_id)
+        .join(latest, latest.c.workload_id == OUTBOX.c.workload_id)
         .where(
-            _O.c.target == OutboxTarget.MAIN,
+            OUTBOX.c.target == OutboxTarget.MAIN,
             or_(
-                _O.c.status == OutboxStatus.PENDING,
-                and_(_O.c.status == OutboxStatus.DEAD, _O.c.transition_id == latest.c.newest),
+                OUTBOX.c.status == OutboxStatus.PENDING,
+                and_(
+                    OUTBOX.c.status == OutboxStatus.DEAD, OUTBOX.c.transition_id == latest.c.newest
+                ),
             ),
         )
         .distinct()
@@ -68,9 +69,11 @@ async def outbox_stats(engine: AsyncEngine, settings: Settings | None = None) ->
     async with reading(engine) as conn:
         rows = (
             await conn.execute(
-                select(_O.c.target, _O.c.status, func.count(), func.min(_O.c.created_at))
-                .where(_O.c.status.in_([OutboxStatus.PENDING, OutboxStatus.DEAD]))
-                .group_by(_O.c.target, _O.c.status)
+                select(
+                    OUTBOX.c.target, OUTBOX.c.status, func.count(), func.min(OUTBOX.c.created_at)
+                )
+                .where(OUTBOX.c.status.in_([OutboxStatus.PENDING, OutboxStatus.DEAD]))
+                .group_by(OUTBOX.c.target, OUTBOX.c.status)
             )
         ).all()
         # The same rule as unsynced_workloads (pending, or the newest main row dead), counted.

@@ -13,10 +13,10 @@ Taking queued polls: a sweep with several chunks also lists its leased ids in a 
 + its task id). While it has free slots (its chunk down to its stragglers) it takes ids whose
 lease still holds the bare sweep token, i.e. queued and not started by anyone, from that queue
 (`take_queued`), switching those leases to its run token and marking them taken for the sweep
-(`Keys.poll_taken`). A chunk's own task then confirms only what still holds the sweep token or its
+(`Keys.poll_claimed_elsewhere`). A chunk's own task then confirms only what still holds the sweep token or its
 own run token, never an id taken by another, so no workload is polled twice. Every id stays in
 exactly one Celery message; a task killed mid-run is redelivered with the same task id, so its run
-token and the ids it took (`Keys.poll_took`) come back with it and nothing it held is lost.
+token and the ids it took (`Keys.poll_run_ids`) come back with it and nothing it held is lost.
 """
 
 from __future__ import annotations
@@ -116,14 +116,21 @@ async def confirm(
 ) -> list[str]:
     """The ids this run now holds (TTL refreshed): its own chunk's ids still queued under the
     sweep `token` (or retaken when they expired unclaimed), plus those an earlier delivery of it
-    took (`Keys.poll_took`); an id another run took is not ours, even once released."""
-    took = sorted(_text(w) for w in await redis.smembers(keys.poll_took(run)))
+    took (`Keys.poll_run_ids`); an id another run took is not ours, even once released."""
+    took = sorted(_text(w) for w in await redis.smembers(keys.poll_run_ids(run)))
     ids = list(dict.fromkeys([*ids, *took]))
     if not ids:
         return []
     leased = [keys.poll_lease(w) for w in ids]
     flags = await redis.eval(
-        _CONFIRM, 1 + len(ids), keys.poll_taken(token), *leased, token, run, ttl_ms, *ids
+        _CONFIRM,
+        1 + len(ids),
+        keys.poll_claimed_elsewhere(token),
+        *leased,
+        token,
+        run,
+        ttl_ms,
+        *ids,
     )
     return [wid for wid, ok in zip(ids, flags, strict=True) if int(ok) == 1]
 
@@ -154,7 +161,7 @@ async def take_queued(
             return out, True
         popped = [_text(w) for w in raw]
         leased = [keys.poll_lease(w) for w in popped]
-        sets = (keys.poll_taken(token), keys.poll_took(run))
+        sets = (keys.poll_claimed_elsewhere(token), keys.poll_run_ids(run))
         got = await redis.eval(_TAKE, 2 + len(popped), *sets, *leased, token, run, ttl_ms, *popped)
         out.extend(_text(w) for w in got)
     return out, False
@@ -162,7 +169,7 @@ async def take_queued(
 
 async def forget_taken(redis: Redis, keys: Keys, run: str) -> None:
     """The run is over (its leases released): a redelivery has nothing of it to redo."""
-    await redis.delete(keys.poll_took(run))
+    await redis.delete(keys.poll_run_ids(run))
 
 
 async def release(

@@ -32,13 +32,12 @@ from statusd.db import reading
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
-from statusd.models import Workload
 from statusd.schema.queries import StaleQuery
 from statusd.selfwatch import Disruption
 from statusd.settings import Settings
 from statusd.staleness import Cutoffs, Facts, Judge, StaleReason
+from statusd.tables import WORKLOADS
 
-_W = Workload.__table__  # type: ignore[attr-defined]
 SQL_IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
 CSV_FIELDS = (
     "id",
@@ -80,7 +79,7 @@ def stale_filter(query: StaleQuery) -> StaleFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class StaleItem:
+class StaleRow:
     id: str
     kind: str
     state: str
@@ -124,16 +123,18 @@ def _chunks(items: Sequence[str], size: int = SQL_IN_CHUNK) -> Iterable[Sequence
 
 async def _rows(engine: Any, flt: StaleFilter, ids: Sequence[str]) -> list[Row[Any]]:
     kinds = list(flt.kinds or tuple(Kind))
-    live = [_W.c.deleted_at.is_(None), _W.c.state.notin_(list(FINAL_STATES))]
+    live = [WORKLOADS.c.deleted_at.is_(None), WORKLOADS.c.state.notin_(list(FINAL_STATES))]
     rows: dict[str, Row[Any]] = {}
     async with reading(engine) as conn:
-        contact = select(_W).where(
-            _W.c.kind.in_(kinds), _W.c.state.in_(list(CONTACT_STATES)), *live
+        contact = select(WORKLOADS).where(
+            WORKLOADS.c.kind.in_(kinds), WORKLOADS.c.state.in_(list(CONTACT_STATES)), *live
         )
         for row in await conn.execute(contact):
             rows[row.id] = row
         for chunk in _chunks([i for i in ids if i not in rows]):
-            query = select(_W).where(_W.c.id.in_(list(chunk)), _W.c.kind.in_(kinds), *live)
+            query = select(WORKLOADS).where(
+                WORKLOADS.c.id.in_(list(chunk)), WORKLOADS.c.kind.in_(kinds), *live
+            )
             for row in await conn.execute(query):
                 rows[row.id] = row
     return list(rows.values())
@@ -146,8 +147,10 @@ async def _redis_is_incomplete(redis: Redis, keys: Keys, engine: Any) -> bool:
         live = (
             await conn.execute(
                 select(func.count())
-                .select_from(_W)
-                .where(_W.c.deleted_at.is_(None), _W.c.state.notin_(list(FINAL_STATES)))
+                .select_from(WORKLOADS)
+                .where(
+                    WORKLOADS.c.deleted_at.is_(None), WORKLOADS.c.state.notin_(list(FINAL_STATES))
+                )
             )
         ).scalar_one()
     return int(tracked) < int(live)
@@ -160,13 +163,13 @@ async def _sql_fallback(
     cut = judge.cutoffs()
     seen_cut = datetime.fromtimestamp(cut.last_seen_before, UTC)
     start_cut = datetime.fromtimestamp(cut.pending_before, UTC)
-    query = select(_W).where(
-        _W.c.deleted_at.is_(None),
-        _W.c.state.notin_(list(FINAL_STATES | CONTACT_STATES)),
-        _W.c.kind.in_(list(flt.kinds or tuple(Kind))),
+    query = select(WORKLOADS).where(
+        WORKLOADS.c.deleted_at.is_(None),
+        WORKLOADS.c.state.notin_(list(FINAL_STATES | CONTACT_STATES)),
+        WORKLOADS.c.kind.in_(list(flt.kinds or tuple(Kind))),
         or_(
-            _W.c.last_seen_at < seen_cut,
-            and_(_W.c.last_seen_at.is_(None), _W.c.created_at < start_cut),
+            WORKLOADS.c.last_seen_at < seen_cut,
+            and_(WORKLOADS.c.last_seen_at.is_(None), WORKLOADS.c.created_at < start_cut),
         ),
     )
     async with reading(engine) as conn:
@@ -193,7 +196,7 @@ async def stale_report(
     flt: StaleFilter = StaleFilter(),
     *,
     now: float | None = None,
-) -> list[StaleItem]:
+) -> list[StaleRow]:
     """Every live workload that is stale, never seen past its start timeout, UNREACHABLE or LOST."""
     now = time.time() if now is None else now
     # The candidate queries use the rule's cutoffs; `_item` applies the whole rule (contact
@@ -224,8 +227,8 @@ async def stale_report(
 
 
 async def _marked(
-    engine: Any, settings: Settings, rows: Sequence[Row[Any]], items: list[StaleItem], now: float
-) -> list[StaleItem]:
+    engine: Any, settings: Settings, rows: Sequence[Row[Any]], items: list[StaleRow], now: float
+) -> list[StaleRow]:
     """The items with their `flapping` and `silenced` flags (from the database)."""
     if not items:
         return items
@@ -246,7 +249,7 @@ async def _marked(
 
 def _item(
     row: Row[Any], cand: _Candidates, fresh: dict[str, float], judge: Judge
-) -> StaleItem | None:
+) -> StaleRow | None:
     state = State(row.state)
     db_seen = row.last_seen_at.timestamp() if row.last_seen_at is not None else None
     redis_seen = cand.seen.get(row.id, fresh.get(row.id))
@@ -255,7 +258,7 @@ def _item(
     stale = judge.staleness(Facts(state, seen, registered))
     if stale is None:
         return None  # e.g. a poll recorded in SQL is fresher than the Redis score
-    return StaleItem(
+    return StaleRow(
         id=row.id,
         kind=str(Kind(row.kind)),
         state=str(state),
@@ -291,7 +294,7 @@ def disruption_banner(d: Disruption) -> str | None:
     )
 
 
-def to_csv(items: Sequence[StaleItem]) -> str:
+def to_csv(items: Sequence[StaleRow]) -> str:
     """CSV with a header row; labels as `k=v;k=v` so the file stays one row per workload."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")

@@ -9,9 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from statusd.db import reading, transaction
-from statusd.models import OutboxEntry, OutboxStatus, utcnow
-
-_O = OutboxEntry.__table__  # type: ignore[attr-defined]
+from statusd.models import OutboxStatus, utcnow
+from statusd.tables import OUTBOX
 
 
 async def list_dead(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any]]:
@@ -19,19 +18,19 @@ async def list_dead(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any]
     async with reading(engine) as conn:
         rows = await conn.execute(
             select(
-                _O.c.id,
-                _O.c.workload_id,
-                _O.c.transition_id,
-                _O.c.target,
-                _O.c.destination,
-                _O.c.attempts,
-                _O.c.response_status,
-                _O.c.response_body,
-                _O.c.last_error,
-                _O.c.created_at,
+                OUTBOX.c.id,
+                OUTBOX.c.workload_id,
+                OUTBOX.c.transition_id,
+                OUTBOX.c.target,
+                OUTBOX.c.destination,
+                OUTBOX.c.attempts,
+                OUTBOX.c.response_status,
+                OUTBOX.c.response_body,
+                OUTBOX.c.last_error,
+                OUTBOX.c.created_at,
             )
-            .where(_O.c.status == OutboxStatus.DEAD)
-            .order_by(_O.c.id.desc())
+            .where(OUTBOX.c.status == OutboxStatus.DEAD)
+            .order_by(OUTBOX.c.id.desc())
             .limit(limit)
         )
         return [
@@ -47,11 +46,11 @@ async def retry_dead(
 
     Replayed rows keep their transition order: the drain sends a workload's oldest pending row
     first, and the main API answers 409 for one older than what it already holds (= synced)."""
-    query = update(_O).where(_O.c.status == OutboxStatus.DEAD)
+    query = update(OUTBOX).where(OUTBOX.c.status == OutboxStatus.DEAD)
     if ids:
-        query = query.where(_O.c.id.in_(list(ids)))
+        query = query.where(OUTBOX.c.id.in_(list(ids)))
     if workload_id is not None:
-        query = query.where(_O.c.workload_id == workload_id)
+        query = query.where(OUTBOX.c.workload_id == workload_id)
     async with transaction(engine) as conn:
         result = await conn.execute(
             query.values(
