@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from statusd.api import setup_api
 from statusd.app_keys import RUNTIME, SETTINGS
+from statusd.ingest import setup_ingest
+from statusd.oncall import setup_oncall
 from statusd.recovery import ensure_liveness_at_start
 from statusd.settings import Settings
 from statusd.wiring import open_runtime
@@ -38,9 +41,6 @@ async def _frozen_heap(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, *, consumers: int | None = None) -> web.Application:
     """Build the app. `consumers` overrides STATUSD_CONSUMERS (consumer tasks in this process)."""
-    from statusd.api import setup_api
-    from statusd.ingest import setup_ingest
-    from statusd.oncall import setup_oncall
 
     settings.require_secrets()
     app = web.Application(

@@ -23,6 +23,9 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
+from statusd.api.deadlines import server_options
+from statusd.app import create_app
+from statusd.logs import configure_logging
 from statusd.oncall import multiproc
 from statusd.settings import Settings
 
@@ -42,9 +45,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def serve_one(settings: Settings, *, consumers: int | None, reuse_port: bool) -> None:
     """Serve until SIGINT/SIGTERM in this process (aiohttp runs the cleanup contexts on the way out)."""
-    from statusd.api.deadlines import server_options
-    from statusd.app import create_app
-    from statusd.logs import configure_logging
 
     configure_logging(settings)
     loop = new_event_loop()

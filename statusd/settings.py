@@ -9,6 +9,7 @@ import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -257,7 +258,6 @@ class Settings(BaseSettings):
     @classmethod
     def _http_urls(cls, value: str | list[str] | None) -> object:
         """Sync destinations must be http(s) URLs with a host: anything else could never deliver."""
-        from urllib.parse import urlsplit
 
         single = isinstance(value, str)
         name = "STATUSD_MAIN_API_URL" if single else "STATUSD_ALERT_WEBHOOKS"

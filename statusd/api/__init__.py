@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from statusd.api import api_keys, audit, health, openapi, retention, silences, workloads
+from statusd.api.audit_trail import audit_middleware
+from statusd.api.auth import key_cache_ctx, session_middleware
+from statusd.api.deadlines import body_deadline_middleware
+from statusd.api.errors import error_middleware
+
 
 def setup_api(app: web.Application) -> None:
     """Register middlewares and routes of the status API.
@@ -13,11 +19,6 @@ def setup_api(app: web.Application) -> None:
     The error middleware goes on the whole app (ingest and on-call routes too): every failure
     anywhere in statusd's HTTP surface is JSON naming the problem, never a bare 500 page.
     """
-    from statusd.api import api_keys, audit, health, openapi, retention, silences, workloads
-    from statusd.api.audit_trail import audit_middleware
-    from statusd.api.auth import key_cache_ctx, session_middleware
-    from statusd.api.deadlines import body_deadline_middleware
-    from statusd.api.errors import error_middleware
 
     app.cleanup_ctx.append(key_cache_ctx)
     app.middlewares.append(audit_middleware)  # outermost: sees the final status of every answer

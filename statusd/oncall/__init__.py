@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from statusd.app_keys import RUNTIME, SETTINGS
+from statusd.oncall import login, page, page_api, routes, workload_pages
+from statusd.oncall.metrics_endpoint import setup_metrics
+from statusd.oncall.sse import HUB, EventHub, close_hub
+
 
 async def _event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    from statusd.app_keys import RUNTIME, SETTINGS
-    from statusd.oncall.sse import HUB, EventHub
 
     settings = app[SETTINGS]
     app[HUB] = EventHub(
@@ -23,9 +26,6 @@ async def _event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup_oncall(app: web.Application) -> None:
     """Register the on-call routes, login, /metrics (or its listener), the event hub, stream shutdown."""
-    from statusd.oncall import login, page, page_api, routes, workload_pages
-    from statusd.oncall.metrics_endpoint import setup_metrics
-    from statusd.oncall.sse import close_hub
 
     app.cleanup_ctx.append(_event_hub_ctx)  # after the runtime's: it needs the runtime open
     app.on_shutdown.append(close_hub)  # before the server waits for handlers: end streams now

@@ -13,6 +13,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from statusd.celery.names import QUEUES
+from statusd.errors import ConfigError
+from statusd.redis_runtime import create_redis
 
 
 async def celery_queue_depths(broker: Redis, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
@@ -49,8 +51,6 @@ def amqp_queue_depths(url: str, queues: tuple[str, ...] = QUEUES) -> dict[str, i
 
 async def broker_queue_depths(runtime: Any) -> dict[str, int] | None:
     """Celery queue depths on the broker (Redis or RabbitMQ); None for another transport."""
-    from statusd.errors import ConfigError
-    from statusd.redis_runtime import create_redis
 
     try:
         url = runtime.settings.effective_broker_url

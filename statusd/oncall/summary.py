@@ -21,6 +21,7 @@ from statusd.oncall.backlog import broker_queue_depths
 from statusd.oncall.stale_report import StaleFilter, stale_report
 from statusd.runtime import Runtime
 from statusd.schema import reports
+from statusd.sync.status import outbox_stats
 from statusd.tables import WORKLOADS
 
 
@@ -43,7 +44,6 @@ async def state_counts(
 
 async def sync_backlog(runtime: Runtime) -> dict[str, Any]:
     """The outbox: depth, oldest unsynced age, dead letters (statusd.sync.status.outbox_stats)."""
-    from statusd.sync.status import outbox_stats
 
     return await outbox_stats(runtime.engine, runtime.settings)
 
