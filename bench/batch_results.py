@@ -2,7 +2,7 @@
 
 Decides whether the ingest hot path builds its batch answer from statusd.schema.batch_results
 (if building pydantic models per item measurably slows it, the hand-built dicts stay). For a batch of ITEMS heartbeats (REFUSED of them refused), per request:
-- `check`: the per-item checks the handler runs anyway (statusd.ingest.validation.check_batch_item:
+- `check`: the per-item checks the handler runs anyway (statusd.ingest.heartbeat_checks.check_batch_item:
   HMAC token, fields), for scale;
 - `dicts`: the answer as the handler builds it today (a dict per item) + orjson.dumps;
 - `models`: BatchItemAccepted/BatchItemRefused per item, a BatchResult, model_dump_json.
@@ -21,7 +21,7 @@ import orjson
 
 from statusd import tokens
 from statusd.errors import BadInput
-from statusd.ingest.validation import check_batch_item
+from statusd.ingest.heartbeat_checks import check_batch_item
 from statusd.lifecycle import Kind
 from statusd.schema.batch_results import BatchItemAccepted, BatchItemRefused, BatchResult
 

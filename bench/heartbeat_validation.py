@@ -1,7 +1,7 @@
 """Microbenchmark: checking one heartbeat dict, the ingest hand-written checker vs pydantic.
 
 Decides whether the ingest hot path keeps its hand-written checker. Three numbers:
-- `checker`: statusd.ingest.validation.check_heartbeat (shape, types, seq bounds, detail
+- `checker`: statusd.ingest.heartbeat_checks.check_heartbeat (shape, types, seq bounds, detail
   bytes, workload-id pattern, token's workload, status of the token's kind -> Heartbeat);
 - `model only`: statusd.schema.bodies.Heartbeat.model_validate (shape and types only);
 - `model path`: what ingest would run with pydantic: model_validate plus the same token,
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from statusd.errors import BadInput
-from statusd.ingest import validation
+from statusd.ingest import heartbeat_checks
 from statusd.lifecycle import Kind, reportable_states
 from statusd.schema import bodies
 from statusd.schema.rules import MAX_DETAIL_BYTES
@@ -33,7 +33,7 @@ NUMBER = 200_000
 REPEAT = 5
 
 
-def model_path(obj: object, claims: TokenClaims) -> validation.Heartbeat:
+def model_path(obj: object, claims: TokenClaims) -> heartbeat_checks.Heartbeat:
     try:
         hb = bodies.Heartbeat.model_validate(obj)
     except ValidationError:
@@ -45,7 +45,9 @@ def model_path(obj: object, claims: TokenClaims) -> validation.Heartbeat:
     detail = hb.detail
     if detail is not None and len(detail.encode()) > MAX_DETAIL_BYTES:
         raise BadInput("detail too long")
-    return validation.Heartbeat(hb.workload_id, hb.status.value, hb.seq, detail, claims.generation)
+    return heartbeat_checks.Heartbeat(
+        hb.workload_id, hb.status.value, hb.seq, detail, claims.generation
+    )
 
 
 def per_call_us(call: Callable[[], object]) -> float:
@@ -55,7 +57,7 @@ def per_call_us(call: Callable[[], object]) -> float:
 
 def main() -> None:
     for name, body in (("minimal", BODY), ("with detail", WITH_DETAIL)):
-        checker = per_call_us(lambda b=body: validation.check_heartbeat(b, CLAIMS))  # type: ignore[misc]
+        checker = per_call_us(lambda b=body: heartbeat_checks.check_heartbeat(b, CLAIMS))  # type: ignore[misc]
         alone = per_call_us(lambda b=body: bodies.Heartbeat.model_validate(b))  # type: ignore[misc]
         path = per_call_us(lambda b=body: model_path(b, CLAIMS))  # type: ignore[misc]
         print(

@@ -20,7 +20,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from statusd import liveness
-from statusd.ingest.validation import CheckedHeartbeat
+from statusd.ingest.heartbeat_checks import CheckedHeartbeat
 from statusd.ingest.writer import StreamWriter
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State

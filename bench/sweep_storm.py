@@ -152,10 +152,10 @@ async def seed(settings: Any, base: str, n: int) -> None:
     from statusd.db import create_engine, transaction
     from statusd.keys import Keys
     from statusd.lifecycle import Kind, State
-    from statusd.models import Workload
+    from statusd.models import WorkloadRow
     from statusd.redis_runtime import create_redis
 
-    table = Workload.__table__  # type: ignore[attr-defined]
+    table = WorkloadRow.__table__  # type: ignore[attr-defined]
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     rows = [
         {

@@ -67,7 +67,7 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
     return Column(UTCDateTime(), nullable=nullable, index=index)
 
 
-class Workload(SQLModel, table=True):
+class WorkloadRow(SQLModel, table=True):
     __tablename__ = "workloads"
     __table_args__ = (
         Index("ix_workloads_kind_state", "kind", "state"),
@@ -100,7 +100,7 @@ class Workload(SQLModel, table=True):
     last_poll_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Transition(SQLModel, table=True):
+class TransitionRow(SQLModel, table=True):
     """One applied state change. Never updated; deleted only by retention (statusd.retention),
     after the workload's daily availability rollup was written."""
 
@@ -204,7 +204,7 @@ class OutboxEntry(SQLModel, table=True):
     synced_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Silence(SQLModel, table=True):
+class SilenceRow(SQLModel, table=True):
     """An operator's "don't page me about these until then" (POST /v1/silences).
 
     Kept in the database, not Redis: a Redis flush must not wake on-call up for workloads someone

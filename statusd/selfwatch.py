@@ -19,7 +19,7 @@ STALLED_AFTER_INTERVALS = 3
 
 
 @dataclass(frozen=True, slots=True)
-class Disruption:
+class DisruptionMode:
     """Disruption mode as the sweeper last judged it. `since` is unix seconds (None when off)."""
 
     active: bool = False
@@ -48,7 +48,7 @@ def sweeper_stalled(last_success: float | None, *, sweep_interval: float, now: f
     return now - last_success > STALLED_AFTER_INTERVALS * sweep_interval
 
 
-async def write_disruption(redis: Redis, keys: Keys, disruption: Disruption) -> None:
+async def write_disruption(redis: Redis, keys: Keys, disruption: DisruptionMode) -> None:
     await redis.hset(
         keys.disruption,
         mapping={
@@ -60,17 +60,17 @@ async def write_disruption(redis: Redis, keys: Keys, disruption: Disruption) -> 
     )
 
 
-async def read_disruption(redis: Redis, keys: Keys) -> Disruption:
+async def read_disruption(redis: Redis, keys: Keys) -> DisruptionMode:
     """The current judgement; inactive when none was ever written."""
     raw = await redis.hgetall(keys.disruption)
     if not raw:
-        return Disruption()
+        return DisruptionMode()
     fields = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in raw.items()
     }
     since = fields.get("since") or None
-    return Disruption(
+    return DisruptionMode(
         active=fields.get("active") == "1",
         since=float(since) if since else None,
         stale=int(fields.get("stale") or 0),

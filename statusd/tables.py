@@ -18,9 +18,9 @@ from statusd.models import (
     IngestOutage,
     OutboxEntry,
     RefusedObservation,
-    Silence,
-    Transition,
-    Workload,
+    SilenceRow,
+    TransitionRow,
+    WorkloadRow,
 )
 
 
@@ -28,11 +28,11 @@ def _table(model: object) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
-WORKLOADS = _table(Workload)
-TRANSITIONS = _table(Transition)
+WORKLOADS = _table(WorkloadRow)
+TRANSITIONS = _table(TransitionRow)
 REFUSED_OBSERVATIONS = _table(RefusedObservation)
 OUTBOX = _table(OutboxEntry)
-SILENCES = _table(Silence)
+SILENCES = _table(SilenceRow)
 API_KEYS = _table(ApiKey)
 AUDIT_EVENTS = _table(AuditEvent)
 AVAILABILITY_DAYS = _table(AvailabilityDay)

@@ -10,11 +10,11 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from statusd.db import create_engine, reading
-from statusd.models import OutboxEntry, RefusedObservation, Transition, Workload
+from statusd.models import OutboxEntry, RefusedObservation, TransitionRow, WorkloadRow
 from statusd.settings import Settings
 from tests.support.api_client import api_client
 
-TABLES = [m.__table__ for m in (Workload, Transition, RefusedObservation, OutboxEntry)]  # type: ignore[attr-defined]
+TABLES = [m.__table__ for m in (WorkloadRow, TransitionRow, RefusedObservation, OutboxEntry)]  # type: ignore[attr-defined]
 MAX_BODY = 2048
 
 

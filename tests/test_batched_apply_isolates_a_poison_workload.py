@@ -13,13 +13,13 @@ from sqlalchemy import select
 from statusd.db import create_engine, reading
 from statusd.errors import UnknownWorkload
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import OutboxEntry, Transition, Workload
+from statusd.models import OutboxEntry, TransitionRow, WorkloadRow
 from statusd.registry import register
 from statusd.transitions import Ledger, Observation, Outcome, Result, apply_observations
 
-T = Transition.__table__  # type: ignore[attr-defined]
+T = TransitionRow.__table__  # type: ignore[attr-defined]
 O = OutboxEntry.__table__  # type: ignore[attr-defined]  # noqa: E741
-W = Workload.__table__  # type: ignore[attr-defined]
+W = WorkloadRow.__table__  # type: ignore[attr-defined]
 GOOD = [f"good-{i:02d}" for i in range(30)]
 
 

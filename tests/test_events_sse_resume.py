@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd.app_keys import RUNTIME
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import Transition, utcnow
+from statusd.models import TransitionRow, utcnow
 from statusd.oncall.feed import HighWater
 from statusd.oncall.sse import HUB
 from statusd.registry import register
@@ -32,7 +32,7 @@ from tests.support.api_client import api_client, in_process_app
 from tests.support.processes import free_port
 
 DEADLINE_S = 20.0
-_T = Transition.__table__  # type: ignore[attr-defined]
+_T = TransitionRow.__table__  # type: ignore[attr-defined]
 
 
 class EventReader:

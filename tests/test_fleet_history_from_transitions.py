@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from statusd.db import create_engine
 from statusd.lifecycle import Kind, State
-from statusd.models import Transition, Workload
+from statusd.models import TransitionRow, WorkloadRow
 from statusd.oncall.fleet_history import (
     Move,
     WorkloadNow,
@@ -27,8 +27,8 @@ from tests.support.api_client import api_client
 from tests.support.history import record_story
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
+_T = TransitionRow.__table__  # type: ignore[attr-defined]
 
 
 def ago(minutes: float) -> datetime:

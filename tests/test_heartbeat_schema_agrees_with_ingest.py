@@ -18,7 +18,7 @@ from referencing.jsonschema import DRAFT202012
 
 from statusd.api.openapi import openapi_document
 from statusd.errors import BadInput
-from statusd.ingest.validation import check_heartbeat
+from statusd.ingest.heartbeat_checks import check_heartbeat
 from statusd.lifecycle import Kind, State, reportable_states
 from statusd.schema.rules import MAX_DETAIL_BYTES, MAX_INT64, MAX_WORKLOAD_ID
 from statusd.tokens import TokenClaims

@@ -9,7 +9,7 @@ from collections import Counter
 
 from redis.asyncio import Redis
 
-from statusd.ingest.validation import CheckedHeartbeat
+from statusd.ingest.heartbeat_checks import CheckedHeartbeat
 from statusd.ingest.writer import SCRIPT_CHUNK, StreamWriter
 from statusd.keys import Keys
 

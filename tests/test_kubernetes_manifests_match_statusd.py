@@ -20,7 +20,7 @@ from statusd.cli import app as cli
 from statusd.ingest.streams import StreamStats
 from statusd.lifecycle import Kind
 from statusd.oncall.fleet_collector import FleetCollector, FleetFigures, SelfWatchFigures
-from statusd.selfwatch import Disruption
+from statusd.selfwatch import DisruptionMode
 from statusd.settings import BrokerQueueType, Settings
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET
 from tests.support.manifests import (
@@ -47,7 +47,7 @@ def exported_metric_names() -> set[str]:
         outbox={"main": {"pending": 1, "oldest_age_s": 1.0, "dead": 0}},
         queues={"poll": 1},
         workloads={(Kind.TRAINING, "RUNNING"): 1},
-        selfwatch=SelfWatchFigures(sweep_last_success=1.0, disruption=Disruption()),
+        selfwatch=SelfWatchFigures(sweep_last_success=1.0, disruption=DisruptionMode()),
     )
     collected = [*REGISTRY.collect(), *FleetCollector(figures).collect()]
     return {m.name for m in collected if m.name.startswith("statusd_")}

@@ -17,13 +17,13 @@ from sqlalchemy import update
 from statusd.db import transaction
 from statusd.lifecycle import Kind
 from statusd.liveness import on_registered
-from statusd.models import Workload
+from statusd.models import WorkloadRow
 from statusd.recovery import REGISTRATION_GRACE_S, liveness_missing
 from statusd.registry import register
 from statusd.runtime import Runtime, open_pools
 from statusd.settings import Settings
 
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 IDS = ["reg-a", "reg-b", "reg-c"]
 
 

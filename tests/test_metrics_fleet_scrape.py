@@ -23,7 +23,7 @@ from statusd.celery.application import create_celery
 from statusd.celery.names import POLL_TASK
 from statusd.db import reading
 from statusd.models import OutboxEntry, OutboxStatus
-from statusd.selfwatch import Disruption, record_sweep_success, write_disruption
+from statusd.selfwatch import DisruptionMode, record_sweep_success, write_disruption
 from statusd.settings import Settings
 from tests.support.api_client import api_client, bearer
 from tests.support.celery_procs import broker, rabbitmq_vhost, require_rabbitmq
@@ -149,7 +149,7 @@ async def test_fleet_figures_match_a_known_state(
             )
             assert sent.status == 202, await sent.text()
         await record_sweep_success(rt.redis, rt.keys, 1_700_000_000.5)
-        await write_disruption(rt.redis, rt.keys, Disruption(True, 1_700_000_000.0, 9, 10))
+        await write_disruption(rt.redis, rt.keys, DisruptionMode(True, 1_700_000_000.0, 9, 10))
         broker = Redis.from_url(broker_redis)
         try:
             await broker.lpush("poll", "m1", "m2")
@@ -199,7 +199,7 @@ async def test_fleet_figures_match_a_known_state(
             assert value(got, "statusd_fleet_read_success", part=part) == 1, part
 
         # Read at scrape time: the next scrape follows the state at once (no push interval).
-        await write_disruption(rt.redis, rt.keys, Disruption())
+        await write_disruption(rt.redis, rt.keys, DisruptionMode())
         assert (await client.delete("/v1/workloads/n1")).status == 200
         later = await scrape(client)
         assert value(later, "statusd_disruption") == 0

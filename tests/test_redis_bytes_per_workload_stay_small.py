@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from statusd import liveness
-from statusd.ingest.validation import CheckedHeartbeat
+from statusd.ingest.heartbeat_checks import CheckedHeartbeat
 from statusd.ingest.writer import StreamWriter
 from statusd.keys import DEFAULT_STREAM_SHARDS, Keys
 from statusd.lifecycle import Kind, State

@@ -18,13 +18,13 @@ from statusd import tokens
 from statusd.api.registering import REGISTER_CHUNK
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
-from statusd.models import Workload
+from statusd.models import WorkloadRow
 from statusd.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.support.api_client import api_client
 from tests.support.redis_proc import RedisProcess
 
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 MAX_ITEMS = 5
 
 

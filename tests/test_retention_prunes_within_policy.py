@@ -30,8 +30,8 @@ from statusd.models import (
     OutboxStatus,
     OutboxTarget,
     RefusedObservation,
-    Transition,
-    Workload,
+    TransitionRow,
+    WorkloadRow,
 )
 from statusd.outbox_writer import transition_key
 from statusd.registry import deregister, register
@@ -40,8 +40,8 @@ from statusd.settings import Settings
 from tests.support.api_client import api_client
 from tests.support.task_runtime import task_runtime
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
+_T = TransitionRow.__table__  # type: ignore[attr-defined]
 _R = RefusedObservation.__table__  # type: ignore[attr-defined]
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
 _D = AvailabilityDay.__table__  # type: ignore[attr-defined]

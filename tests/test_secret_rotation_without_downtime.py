@@ -19,7 +19,7 @@ import pytest
 from statusd import tokens
 from statusd.api import sessions
 from statusd.errors import BadInput
-from statusd.ingest import validation
+from statusd.ingest import heartbeat_checks
 from statusd.lifecycle import Kind
 from statusd.settings import Settings
 from tests.conftest import settings_env
@@ -39,17 +39,17 @@ NEW = b"new-secret-" + b"n" * 32
 
 
 def test_a_token_signed_with_a_previous_secret_verifies_and_says_so() -> None:
-    validation._verified.cache_clear()
+    heartbeat_checks._verified.cache_clear()
     old = tokens.issue(OLD, "dep-1", Kind.DEPLOYMENT, 4)
     rotating = (NEW, OLD)
     for _ in range(2):  # verified, then recognized from the cache: both say "renew me"
-        claims = validation.claims_from_token(old, rotating)
+        claims = heartbeat_checks.claims_from_token(old, rotating)
         assert claims.signed_by_previous and (claims.workload_id, claims.generation) == ("dep-1", 4)
     fresh = tokens.reissue(NEW, claims)
-    assert not validation.claims_from_token(fresh, rotating).signed_by_previous
-    assert not validation.claims_from_token(fresh, (NEW,)).signed_by_previous
+    assert not heartbeat_checks.claims_from_token(fresh, rotating).signed_by_previous
+    assert not heartbeat_checks.claims_from_token(fresh, (NEW,)).signed_by_previous
     with pytest.raises(BadInput) as refused:  # the previous secret dropped: the old one is out
-        validation.claims_from_token(old, (NEW,))
+        heartbeat_checks.claims_from_token(old, (NEW,))
     assert refused.value.status == 401
 
 

@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from statusd.db import create_engine, reading
-from statusd.models import Silence
+from statusd.models import SilenceRow
 from statusd.settings import Settings
 from tests.support.api_client import api_client
 
-_S = Silence.__table__  # type: ignore[attr-defined]
+_S = SilenceRow.__table__  # type: ignore[attr-defined]
 
 
 def later(seconds: float = 3600) -> str:

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from statusd.keys import Keys
-from statusd.selfwatch import Disruption, write_disruption
+from statusd.selfwatch import DisruptionMode, write_disruption
 from statusd.settings import Settings
 from tests.conftest import settings_env
 from tests.support.api_client import api_client
@@ -56,7 +56,7 @@ async def test_report_carries_the_disruption_state(
 
     since = time.time() - 30
     await write_disruption(
-        redis, Keys(redis_prefix), Disruption(active=True, since=since, stale=130, tracked=200)
+        redis, Keys(redis_prefix), DisruptionMode(active=True, since=since, stale=130, tracked=200)
     )
     body = await (await client.get("/v1/reports/stale")).json()
     assert body["disruption"]["active"] is True and body["disruption"]["fraction"] == 0.65

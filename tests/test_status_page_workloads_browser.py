@@ -21,7 +21,7 @@ from statusd.app_keys import RUNTIME
 from statusd.db import transaction
 from statusd.lifecycle import Kind, Source, State
 from statusd.liveness import mark_seen, on_registered
-from statusd.models import Workload
+from statusd.models import WorkloadRow
 from statusd.registry import register
 from statusd.settings import Settings
 from statusd.transitions import Observation, Outcome, apply_observation
@@ -30,7 +30,7 @@ from tests.support.api_client import api_client
 from tests.support.browser import Browser, chromium
 from tests.support.history import record_story, state_at
 
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 # id, kind, states walked through, labels, seconds since the last heartbeat

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from statusd.db import create_engine, reading
 from statusd.lifecycle import Kind, State
-from statusd.models import Workload
+from statusd.models import WorkloadRow
 from statusd.settings import Settings
 from statusd.simulate.control import Beat, StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
@@ -31,7 +31,7 @@ TTL, INTERVAL, POLL_TIMEOUT, LOST_AFTER = 1.0, 0.5, 0.5, 2.0
 # (other test files run in parallel) get generous slack on top.
 SLACK = 20.0
 PULL_BOUND = TTL + INTERVAL + POLL_TIMEOUT + SLACK
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["redis", "amqp"])

@@ -27,7 +27,7 @@ from statusd.celery.application import create_celery
 from statusd.celery.names import POLL_TASK
 from statusd.db import reading
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import Workload
+from statusd.models import WorkloadRow
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.sweeper.sweep import run_sweep
@@ -43,7 +43,7 @@ from tests.support.processes import ManagedProcess
 # below fails as soon as it stops hanging, so nothing depends on how fast the box is.
 POLL_TIMEOUT = 8.0
 SLACK = 60.0  # bounded waits on a busy 2-core box; never an assertion on speed
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["redis", "amqp"])

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from statusd import liveness, registry
 from statusd.db import reading
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import Transition, Workload
+from statusd.models import TransitionRow, WorkloadRow
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.sweeper.poller import run_poll
@@ -27,8 +27,8 @@ from statusd.transitions import Observation, apply_observation
 from statusd.wiring import open_runtime
 from tests.support.fleet_peer import StatusPeer
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
+_T = TransitionRow.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture

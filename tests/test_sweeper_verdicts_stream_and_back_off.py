@@ -17,7 +17,7 @@ from statusd import liveness, registry
 from statusd.celery.budgets import budgets
 from statusd.db import reading, transaction
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import Workload, utcnow
+from statusd.models import WorkloadRow, utcnow
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.staleness import unreachable_repoll_s
@@ -27,7 +27,7 @@ from statusd.transitions import Observation, apply_observation
 from statusd.wiring import open_runtime
 from tests.support.fleet_peer import StatusPeer
 
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 LOST_AFTER = 120.0
 
 

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 from statusd.db import create_engine, reading
 from statusd.errors import UnknownWorkload
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import OutboxEntry, RefusedObservation, Transition
+from statusd.models import OutboxEntry, RefusedObservation, TransitionRow
 from statusd.registry import deregister, register
 from statusd.transitions import Ledger, Observation, Outcome, apply_observation
 
-T = Transition.__table__  # type: ignore[attr-defined]
+T = TransitionRow.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -84,10 +84,12 @@ async def test_fifty_concurrent_observations_serialize(ledger: Ledger) -> None:
         assert frm == to_prev, "history has a gap"
         assert seq is not None and seq_prev is not None and seq > seq_prev, "seq went backward"
     async with reading(ledger.engine) as conn:
-        from statusd.models import Workload
+        from statusd.models import WorkloadRow
 
         w = (
-            await conn.execute(select(Workload.__table__).where(Workload.__table__.c.id == "d1"))
+            await conn.execute(
+                select(WorkloadRow.__table__).where(WorkloadRow.__table__.c.id == "d1")
+            )
         ).one()  # type: ignore[attr-defined]
     # Seq 51 can never be stale: applied, or unchanged (and remembered); everything after it is stale.
     assert (w.state, w.last_seq) == (State.DEGRADED, 51)

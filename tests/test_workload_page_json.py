@@ -18,14 +18,14 @@ from statusd.app_keys import RUNTIME
 from statusd.db import transaction
 from statusd.lifecycle import Kind, Source, State
 from statusd.liveness import on_registered
-from statusd.models import OutboxEntry, OutboxStatus, Workload
+from statusd.models import OutboxEntry, OutboxStatus, WorkloadRow
 from statusd.registry import register
 from statusd.settings import Settings
 from statusd.transitions import Observation, Outcome, apply_observation
 from tests.conftest import TEST_API_TOKEN
 from tests.support.api_client import api_client
 
-_W = Workload.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
 _O = OutboxEntry.__table__  # type: ignore[attr-defined]
 ANONYMOUS = {"Authorization": ""}
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from statusd.api import api_keys, audit, health, openapi, retention, silences, workloads
+from statusd.api import (
+    audit_routes,
+    health,
+    key_routes,
+    openapi,
+    prune_route,
+    silence_routes,
+    workloads,
+)
 from statusd.api.audit_trail import audit_middleware
 from statusd.api.auth import key_cache_ctx, session_middleware
 from statusd.api.deadlines import body_deadline_middleware
-from statusd.api.errors import error_middleware
+from statusd.api.error_responses import error_middleware
 
 
 def setup_api(app: web.Application) -> None:
@@ -28,7 +36,7 @@ def setup_api(app: web.Application) -> None:
     health.add_routes(app)
     openapi.add_routes(app)
     workloads.add_routes(app)
-    silences.add_routes(app)
-    api_keys.add_routes(app)
-    audit.add_routes(app)
-    retention.add_routes(app)
+    silence_routes.add_routes(app)
+    key_routes.add_routes(app)
+    audit_routes.add_routes(app)
+    prune_route.add_routes(app)

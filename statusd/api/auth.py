@@ -32,7 +32,7 @@ from statusd.access.audit import AuditAction
 from statusd.access.key_cache import KeyCache
 from statusd.access.scopes import BOOTSTRAP, BOOTSTRAP_ID, Principal, Scope
 from statusd.api import sessions
-from statusd.api.errors import error_response
+from statusd.api.error_responses import error_response
 from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.db import reading
 from statusd.errors import BadInput, UnknownWorkload

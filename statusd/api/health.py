@@ -11,7 +11,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from statusd import selfwatch
-from statusd.api.errors import error_response, json_response
+from statusd.api.error_responses import error_response, json_response
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.runtime import Runtime

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from statusd.api.errors import json_response
+from statusd.api.error_responses import json_response
 from statusd.api.operations import OPERATIONS, Auth, Operation, PathParam
 from statusd.app_keys import RUNTIME
 from statusd.schema import bodies, responses

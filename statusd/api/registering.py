@@ -22,7 +22,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from statusd import liveness, registry, silences, tokens
-from statusd.api.errors import error_body
+from statusd.api.error_responses import error_body
 from statusd.api.serializers import Liveness, is_stale, synced_flag, workload_out
 from statusd.db import each_statement, transaction
 from statusd.errors import BadInput, RedisUnavailable, StatusdError, StorageUnavailable

@@ -1,6 +1,6 @@
 """Workload routes of the status API: register, read, list, drive, history, deregister.
 
-Every handler validates its whole input before touching storage (statusd.api.validation), so bad
+Every handler validates its whole input before touching storage (statusd.api.request_checks), so bad
 input never writes. State changes go through statusd.transitions.apply_observation only.
 """
 
@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from statusd import flaps, liveness, registry, silences
 from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
-from statusd.api import registering, validation
+from statusd.api import registering, request_checks
 from statusd.api.auth import check_labels, guard, key_labels, require_labels
-from statusd.api.errors import RETRY_AFTER_S, json_response, model_response
+from statusd.api.error_responses import RETRY_AFTER_S, json_response, model_response
+from statusd.api.request_checks import path_workload_id
 from statusd.api.serializers import Liveness, is_stale, synced_flag, transition_out, workload_json
-from statusd.api.validation import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
@@ -135,7 +135,7 @@ async def load_workload(rt: Runtime, workload_id: str) -> dict[str, Any]:
 async def register_workload(request: web.Request) -> web.Response:
     """POST /v1/workloads -> 201 with the workload and its heartbeat_token."""
     rt = _runtime(request)
-    body = await validation.read_json_object(request, rt.settings.max_body_bytes)
+    body = await request_checks.read_json_object(request, rt.settings.max_body_bytes)
     reg = await registering.read_item(
         rt, body, lambda labels: require_labels(request, str(body.get("id", "")), labels)
     )
@@ -154,7 +154,7 @@ async def register_workloads(request: web.Request) -> web.Response:
     heartbeat_token, or the single route's error body); 503 when some could not be stored."""
     rt = _runtime(request)
     max_items = rt.settings.max_batch_items
-    body = await validation.read_json_object(request, rt.settings.max_body_bytes * max_items)
+    body = await request_checks.read_json_object(request, rt.settings.max_body_bytes * max_items)
     answer = await registering.register_batch(
         rt,
         registering.batch_items(body, max_items),
@@ -259,7 +259,7 @@ async def post_transition(request: web.Request) -> web.Response:
     """POST /v1/workloads/{id}/transitions: a backend-driven change, judged by the lifecycle."""
     rt = _runtime(request)
     workload_id = path_workload_id(request)
-    body = await validation.read_json_object(request, rt.settings.max_body_bytes)
+    body = await request_checks.read_json_object(request, rt.settings.max_body_bytes)
     wanted = parse_body(TransitionRequest, body)
     result = await apply_observation(
         rt.ledger,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import typer
 
 from statusd.cli import (
-    access,
     availability,
     foundation,
     ingest,
+    keys_and_audit,
     oncall,
-    retention,
+    prune,
     simulate,
     sync,
     up,
@@ -36,9 +36,9 @@ worker.register(app)  # worker, beat
 simulate.register(app)  # simulate
 sync.register(app)  # sync status / retry-dead / drain
 oncall.register(app)  # report stale / summary
-access.register(app)  # keys create / list / revoke, audit
+keys_and_audit.register(app)  # keys create / list / revoke, audit
 availability.register(oncall.report_app)  # report availability
-retention.register(app)  # prune
+prune.register(app)  # prune
 
 
 def main() -> None:

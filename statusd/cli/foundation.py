@@ -166,9 +166,9 @@ def workloads_show(
     from statusd.api.serializers import transition_json
     from statusd.api.workloads import load_workload
     from statusd.db import reading
-    from statusd.models import Transition
+    from statusd.models import TransitionRow
 
-    t = Transition.__table__  # type: ignore[attr-defined]
+    t = TransitionRow.__table__  # type: ignore[attr-defined]
 
     async def work(rt: Runtime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         workload = await load_workload(rt, workload_id)

@@ -34,7 +34,7 @@ from statusd.oncall.stale_report import (
 from statusd.runtime import Runtime
 from statusd.schema.bad_input import parse_query
 from statusd.schema.queries import StaleQuery
-from statusd.selfwatch import Disruption, read_disruption
+from statusd.selfwatch import DisruptionMode, read_disruption
 
 report_app = typer.Typer(
     name="report", help="On-call reports: stale workloads, fleet summary.", no_args_is_help=True
@@ -123,7 +123,7 @@ def stale(
         option = f"--{exc.field or 'older_than'}".replace("_", "-")
         fail(f"{option}: {exc}")
 
-    async def run(rt: Runtime) -> tuple[list[StaleRow], Disruption]:
+    async def run(rt: Runtime) -> tuple[list[StaleRow], DisruptionMode]:
         items = await stale_report(rt.settings, rt.engine, rt.redis, rt.keys, flt)
         return items, await read_disruption(rt.redis, rt.keys)
 

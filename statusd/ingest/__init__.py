@@ -10,8 +10,8 @@ from aiohttp import web
 from statusd.app_keys import RUNTIME
 from statusd.hearing import ListeningBeat, Pace
 from statusd.ingest.consumer import ConsumerSet
+from statusd.ingest.heartbeat_routes import INGEST, Ingest, add_routes
 from statusd.ingest.replica_acks import ReplicaAcks
-from statusd.ingest.routes import INGEST, Ingest, add_routes
 from statusd.ingest.writer import StreamWriter
 
 CONSUMERS = web.AppKey("consumers", ConsumerSet)

@@ -46,8 +46,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from statusd.errors import StatusdError
+from statusd.ingest.heartbeat_checks import CheckedHeartbeat
 from statusd.ingest.replica_acks import ReplicaAcks
-from statusd.ingest.validation import CheckedHeartbeat
 from statusd.keys import Keys, buckets_per_shard
 from statusd.metrics import INGEST_LAST_ACCEPT, REDIS_WAIT_FAILURES
 from statusd.redis_runtime import Script

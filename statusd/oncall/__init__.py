@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from statusd.app_keys import RUNTIME, SETTINGS
-from statusd.oncall import login, page, page_api, routes, workload_pages
+from statusd.oncall import login, page, page_api, report_routes, workload_pages
 from statusd.oncall.metrics_endpoint import setup_metrics
 from statusd.oncall.sse import HUB, EventHub, close_hub
 
@@ -29,7 +29,7 @@ def setup_oncall(app: web.Application) -> None:
 
     app.cleanup_ctx.append(_event_hub_ctx)  # after the runtime's: it needs the runtime open
     app.on_shutdown.append(close_hub)  # before the server waits for handlers: end streams now
-    routes.add_routes(app)
+    report_routes.add_routes(app)
     page.add_routes(app)
     page_api.add_routes(app)
     workload_pages.add_routes(app)

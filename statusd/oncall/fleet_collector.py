@@ -26,7 +26,7 @@ from statusd.ingest.streams import StreamStats, stream_stats
 from statusd.lifecycle import Kind, allowed_moves
 from statusd.oncall.backlog import broker_queue_depths
 from statusd.runtime import Runtime
-from statusd.selfwatch import Disruption, last_sweep_success, read_disruption
+from statusd.selfwatch import DisruptionMode, last_sweep_success, read_disruption
 from statusd.sync.status import outbox_stats
 from statusd.tables import WORKLOADS
 
@@ -47,7 +47,7 @@ class FleetPart(StrEnum):
 @dataclass(frozen=True)
 class SelfWatchFigures:
     sweep_last_success: float | None
-    disruption: Disruption
+    disruption: DisruptionMode
 
 
 @dataclass

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
-from statusd.api.errors import error_response
+from statusd.api.error_responses import error_response
 from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.oncall import multiproc
 from statusd.oncall.fleet_collector import FleetCollector, read_fleet

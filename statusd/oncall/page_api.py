@@ -16,8 +16,8 @@ from aiohttp import web
 from statusd import selfwatch
 from statusd.access.scopes import Scope
 from statusd.api.auth import guard, key_labels
-from statusd.api.errors import model_response
-from statusd.api.validation import path_workload_id
+from statusd.api.error_responses import model_response
+from statusd.api.request_checks import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.oncall.fleet_history import fleet_history, history_out
 from statusd.oncall.stale_report import disruption_json

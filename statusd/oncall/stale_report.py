@@ -33,7 +33,7 @@ from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
 from statusd.schema.queries import StaleQuery
-from statusd.selfwatch import Disruption
+from statusd.selfwatch import DisruptionMode
 from statusd.settings import Settings
 from statusd.staleness import Cutoffs, Facts, Judge, StaleReason
 from statusd.tables import WORKLOADS
@@ -272,7 +272,7 @@ def _item(
     )
 
 
-def disruption_json(d: Disruption) -> dict[str, Any]:
+def disruption_json(d: DisruptionMode) -> dict[str, Any]:
     """Disruption mode as the stale report carries it (`"disruption"` in its JSON)."""
     return {
         "active": d.active,
@@ -283,7 +283,7 @@ def disruption_json(d: Disruption) -> dict[str, Any]:
     }
 
 
-def disruption_banner(d: Disruption) -> str | None:
+def disruption_banner(d: DisruptionMode) -> str | None:
     """One line for people, or None when the mode is off."""
     if not d.active:
         return None

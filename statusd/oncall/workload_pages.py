@@ -16,7 +16,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from statusd.api.auth import api_token_ok
-from statusd.api.validation import path_workload_id
+from statusd.api.request_checks import path_workload_id
 from statusd.app_keys import RUNTIME
 from statusd.errors import UnknownWorkload
 from statusd.oncall.page import SECURITY_HEADERS

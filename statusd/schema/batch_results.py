@@ -1,6 +1,6 @@
 """What POST /v1/heartbeats:batch answers: one result per item, in the order sent.
 
-The handler (statusd.ingest.routes.post_batch) is on the ingest hot path and keeps building these
+The handler (statusd.ingest.heartbeat_routes.post_batch) is on the ingest hot path and keeps building these
 as plain dicts (building a model per item measured slower: bench/batch_results.py); the OpenAPI
 document states them from these models, and tests/test_json_answers_match_their_models.py holds
 real answers to them."""

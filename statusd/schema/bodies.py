@@ -133,7 +133,7 @@ class SilenceRequest(Body):
         return reason
 
 
-# -- heartbeats: the ingest hot path checks these by hand (statusd.ingest.validation, measured
+# -- heartbeats: the ingest hot path checks these by hand (statusd.ingest.heartbeat_checks, measured
 # faster); these models state the same rules from the same constants for the OpenAPI document,
 # and tests/test_heartbeat_schema_agrees_with_ingest.py holds the two together.
 

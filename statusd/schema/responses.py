@@ -1,5 +1,5 @@
 """Response bodies: what the JSON routes answer. Handlers build these and serialize them
-(statusd.api.errors.model_response); the OpenAPI document states them from the same classes."""
+(statusd.api.error_responses.model_response); the OpenAPI document states them from the same classes."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from statusd.runtime import Runtime
 from statusd.selfwatch import read_disruption
 from statusd.settings import Settings
 from statusd.staleness import Judge, contact_verdict, repoll_after
-from statusd.sweeper.sweep import WorkloadRow
+from statusd.sweeper.sweep import PullFacts
 from statusd.tables import WORKLOADS
 from statusd.transitions import Observation, Result, apply_observations
 
@@ -93,7 +93,7 @@ class PollReport:
 
 
 def _backoff(
-    row: WorkloadRow, verdict: State | None, applied: bool, now: datetime, settings: Settings
+    row: PullFacts, verdict: State | None, applied: bool, now: datetime, settings: Settings
 ) -> float | None:
     """Seconds until the next poll of a workload this failed poll leaves UNREACHABLE (None: the
     normal cadence; statusd.staleness.repoll_after)."""
@@ -104,7 +104,7 @@ def _backoff(
     return None
 
 
-async def _seen_since_last_poll(rt: Runtime, rows: Sequence[WorkloadRow]) -> set[str]:
+async def _seen_since_last_poll(rt: Runtime, rows: Sequence[PullFacts]) -> set[str]:
     """Ids seen (Redis `last_seen`) after their last poll: their failure count starts over.
 
     Heartbeats only reach Redis, so a row's poll_failures may be left over from an earlier stale
@@ -133,7 +133,7 @@ _BOOKKEEPING = (
 
 async def _record_bookkeeping(
     rt: Runtime,
-    rows: Mapping[str, WorkloadRow],
+    rows: Mapping[str, PullFacts],
     answers: Mapping[str, PollAnswer],
     at: datetime,
     *,
@@ -194,7 +194,7 @@ async def _apply_all(rt: Runtime, observations: Sequence[Observation]) -> dict[s
 
 async def apply_answers(
     rt: Runtime,
-    rows: Mapping[str, WorkloadRow],
+    rows: Mapping[str, PullFacts],
     answers: Mapping[str, PollAnswer],
     report: PollReport,
 ) -> dict[str, float]:

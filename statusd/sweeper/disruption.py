@@ -35,7 +35,7 @@ from statusd.lifecycle import FINAL_STATES
 from statusd.models import OutboxTarget
 from statusd.outbox_writer import OutboxEvent, disruption_key, write_outbox
 from statusd.runtime import Runtime
-from statusd.selfwatch import Disruption, read_disruption, write_disruption
+from statusd.selfwatch import DisruptionMode, read_disruption, write_disruption
 from statusd.staleness import fleet_suspect
 from statusd.tables import WORKLOADS
 
@@ -49,7 +49,7 @@ class Flip:
     """A change of mode this call made (and nobody else did)."""
 
     event: AlertEvent
-    disruption: Disruption
+    disruption: DisruptionMode
 
 
 async def tracked_workloads(engine: AsyncEngine) -> int:
@@ -71,7 +71,7 @@ async def record(redis: Redis, keys: Keys, active: bool, stale: int, tracked: in
                 await pipe.watch(keys.disruption)
                 before = await read_disruption(pipe, keys)
                 since = (before.since if before.active else time.time()) if active else None
-                now = Disruption(active=active, since=since, stale=stale, tracked=tracked)
+                now = DisruptionMode(active=active, since=since, stale=stale, tracked=tracked)
                 pipe.multi()  # type: ignore[no-untyped-call]
                 await write_disruption(pipe, keys, now)
                 await pipe.execute()

@@ -33,7 +33,7 @@ from statusd.schema.rules import SEQ_LIMIT
 from statusd.settings import Settings
 from statusd.sweeper import poll_leases
 from statusd.sweeper.answers import PollAnswer, PollOutcome, PollReport, apply_answers
-from statusd.sweeper.sweep import WorkloadRow, load_rows
+from statusd.sweeper.sweep import PullFacts, load_rows
 from statusd.sweeper.url_policy import AllowListResolver, Network, check_syntax
 
 log = structlog.get_logger("statusd.sweeper")
@@ -170,13 +170,13 @@ class _Polls:
         """Slots no poll holds or waits for: taken polls would start at once."""
         return self._settings.poll_concurrency - len(self.running)
 
-    def start(self, rows: Iterable[WorkloadRow]) -> None:
+    def start(self, rows: Iterable[PullFacts]) -> None:
         for row in rows:
             task = asyncio.create_task(self._one(row))
             self.running.add(task)
             task.add_done_callback(self.running.discard)
 
-    async def _one(self, row: WorkloadRow) -> None:
+    async def _one(self, row: PullFacts) -> None:
         if not row.status_url:
             self.arrived.put_nowait(
                 (row.id, PollAnswer(PollOutcome.NO_URL, error="no status_url registered"))
@@ -230,7 +230,7 @@ class _PollRun:
     started_at: dict[str, float] = field(default_factory=dict)  # id -> when its poll began
     queue_empty: bool = False
 
-    async def take(self, count: int) -> dict[str, WorkloadRow]:
+    async def take(self, count: int) -> dict[str, PullFacts]:
         """Up to `count` queued polls of the sweep that no task has started (rows to poll)."""
         if count <= 0 or self.queue_empty or time.monotonic() >= self.take_until:
             return {}

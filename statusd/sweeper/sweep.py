@@ -40,7 +40,7 @@ SQL_IN_CHUNK = 500  # ids per WHERE id IN (...): well under SQLite's bound-param
 
 
 @dataclass(frozen=True, slots=True)
-class WorkloadRow:
+class PullFacts:
     """What the pull path needs to know about one workload."""
 
     id: str
@@ -107,9 +107,9 @@ async def stale_candidates(redis: Redis, keys: Keys, judge: Judge) -> list[Candi
     return stale + [Candidate(wid, None, score) for wid, score in pending]
 
 
-async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, WorkloadRow]:
+async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, PullFacts]:
     """Rows of these workloads by id, in bulk (chunked IN lists); unknown ids are absent."""
-    out: dict[str, WorkloadRow] = {}
+    out: dict[str, PullFacts] = {}
     cols = (
         WORKLOADS.c.id,
         WORKLOADS.c.kind,
@@ -125,7 +125,7 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
             part = ids[start : start + SQL_IN_CHUNK]
             result = await conn.execute(select(*cols).where(WORKLOADS.c.id.in_(part)))
             for r in result:
-                out[r.id] = WorkloadRow(
+                out[r.id] = PullFacts(
                     id=r.id,
                     kind=Kind(r.kind),
                     state=State(r.state),
@@ -138,7 +138,7 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Worklo
     return out
 
 
-def due(judge: Judge, candidate: Candidate, row: WorkloadRow) -> bool:
+def due(judge: Judge, candidate: Candidate, row: PullFacts) -> bool:
     """The per-workload answer for a candidate of the range queries (statusd.staleness): the
     queries know no per-workload excuse, this answer does."""
     registered = candidate.registered_at

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from statusd.db import transaction
 from statusd.lifecycle import Kind, Source, State
-from statusd.models import Transition, Workload
+from statusd.models import TransitionRow, WorkloadRow
 from statusd.registry import register
 
-_W = Workload.__table__  # type: ignore[attr-defined]
-_T = Transition.__table__  # type: ignore[attr-defined]
+_W = WorkloadRow.__table__  # type: ignore[attr-defined]
+_T = TransitionRow.__table__  # type: ignore[attr-defined]
 
 
 async def record_story(

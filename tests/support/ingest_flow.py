@@ -17,12 +17,12 @@ from sqlalchemy import select
 from statusd.db import create_engine, reading
 from statusd.ingest.streams import shard_of, stream_stats
 from statusd.keys import Keys
-from statusd.models import Transition, Workload
+from statusd.models import TransitionRow, WorkloadRow
 from statusd.settings import Settings
 from tests.support.processes import ManagedProcess, start_statusd
 
-T = Transition.__table__  # type: ignore[attr-defined]
-W = Workload.__table__  # type: ignore[attr-defined]
+T = TransitionRow.__table__  # type: ignore[attr-defined]
+W = WorkloadRow.__table__  # type: ignore[attr-defined]
 
 Client = TestClient[Any, Any] | ClientSession
 

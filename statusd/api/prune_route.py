@@ -8,9 +8,9 @@ from aiohttp import web
 
 from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
-from statusd.api import validation
+from statusd.api import request_checks
 from statusd.api.auth import guard
-from statusd.api.errors import model_response
+from statusd.api.error_responses import model_response
 from statusd.app_keys import RUNTIME
 from statusd.availability.outages import persist
 from statusd.retention import prune
@@ -25,7 +25,7 @@ log = structlog.get_logger("statusd.api")
 async def post_prune(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     body = parse_body(
-        PruneRequest, await validation.read_json_object(request, rt.settings.max_body_bytes)
+        PruneRequest, await request_checks.read_json_object(request, rt.settings.max_body_bytes)
     )
     if not body.dry_run:
         await persist(rt.redis, rt.keys, rt.engine)

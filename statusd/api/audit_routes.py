@@ -8,7 +8,7 @@ from aiohttp import web
 from statusd.access import audit
 from statusd.access.scopes import Scope
 from statusd.api.auth import guard
-from statusd.api.errors import model_response
+from statusd.api.error_responses import model_response
 from statusd.app_keys import RUNTIME
 from statusd.schema.access import AuditEntry, AuditPage, AuditQuery
 from statusd.schema.bad_input import parse_query

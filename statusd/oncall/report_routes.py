@@ -15,7 +15,7 @@ from aiohttp import web
 
 from statusd.access.scopes import Scope
 from statusd.api.auth import guard, key_labels
-from statusd.api.errors import model_response
+from statusd.api.error_responses import model_response
 from statusd.app_keys import RUNTIME
 from statusd.availability import report as availability
 from statusd.oncall import sse

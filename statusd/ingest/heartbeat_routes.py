@@ -18,7 +18,7 @@ from aiohttp import web
 from statusd import metrics, tokens
 from statusd.errors import BadInput
 from statusd.hearing import Pace
-from statusd.ingest.validation import (
+from statusd.ingest.heartbeat_checks import (
     CheckedHeartbeat,
     check_batch_item,
     check_heartbeat,

@@ -11,9 +11,9 @@ from aiohttp import web
 from statusd.access import api_keys
 from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
-from statusd.api import validation
+from statusd.api import request_checks
 from statusd.api.auth import KEY_CACHE, guard
-from statusd.api.errors import model_response
+from statusd.api.error_responses import model_response
 from statusd.app_keys import RUNTIME
 from statusd.errors import BadInput
 from statusd.schema.access import KeyCreated, KeyPage, KeyPublic, KeyRequest
@@ -26,7 +26,7 @@ log = structlog.get_logger("statusd.api")
 async def create_key(request: web.Request) -> web.Response:
     """POST /v1/keys -> 201 {id, key, name, scope, labels, expires_at}; the key is shown once."""
     rt = request.app[RUNTIME]
-    body = await validation.read_json_object(request, rt.settings.max_body_bytes)
+    body = await request_checks.read_json_object(request, rt.settings.max_body_bytes)
     wanted = parse_body(KeyRequest, body)
     expires_in = api_keys.parse_duration(wanted.expires_in) if wanted.expires_in else None
     created = await api_keys.create_key(

@@ -19,9 +19,9 @@ from aiohttp import web
 from statusd import silences
 from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
-from statusd.api import validation
+from statusd.api import request_checks
 from statusd.api.auth import guard
-from statusd.api.errors import model_response
+from statusd.api.error_responses import model_response
 from statusd.app_keys import RUNTIME
 from statusd.errors import BadInput
 from statusd.models import utcnow
@@ -47,7 +47,7 @@ def parse_silence(body: Mapping[str, Any], now: datetime) -> tuple[Matcher, date
 async def create_silence(request: web.Request) -> web.Response:
     """POST /v1/silences -> 201 with the silence and its id."""
     rt = request.app[RUNTIME]
-    body = await validation.read_json_object(request, rt.settings.max_body_bytes)
+    body = await request_checks.read_json_object(request, rt.settings.max_body_bytes)
     now = utcnow()
     matcher, until, reason = parse_silence(body, now)
     record = await silences.create(rt.engine, matcher, until, reason)
