@@ -30,6 +30,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from statusd.keys import Keys
+from statusd.redis_runtime import Script
 
 log = structlog.get_logger("statusd.sweeper")
 
@@ -122,15 +123,8 @@ async def confirm(
     if not ids:
         return []
     leased = [keys.poll_lease(w) for w in ids]
-    flags = await redis.eval(
-        _CONFIRM,
-        1 + len(ids),
-        keys.poll_claimed_elsewhere(token),
-        *leased,
-        token,
-        run,
-        ttl_ms,
-        *ids,
+    flags = await Script(redis, _CONFIRM)(
+        keys=[keys.poll_claimed_elsewhere(token), *leased], args=[token, run, ttl_ms, *ids]
     )
     return [wid for wid, ok in zip(ids, flags, strict=True) if int(ok) == 1]
 
@@ -162,7 +156,7 @@ async def take_queued(
         popped = [_text(w) for w in raw]
         leased = [keys.poll_lease(w) for w in popped]
         sets = (keys.poll_claimed_elsewhere(token), keys.poll_run_ids(run))
-        got = await redis.eval(_TAKE, 2 + len(popped), *sets, *leased, token, run, ttl_ms, *popped)
+        got = await Script(redis, _TAKE)(keys=[*sets, *leased], args=[token, run, ttl_ms, *popped])
         out.extend(_text(w) for w in got)
     return out, False
 
@@ -179,7 +173,7 @@ async def release(
     if not ids:
         return 0
     return int(
-        await redis.eval(_RELEASE, len(ids), *[keys.poll_lease(w) for w in ids], token, keep_ms)
+        await Script(redis, _RELEASE)(keys=[keys.poll_lease(w) for w in ids], args=[token, keep_ms])
     )
 
 
@@ -256,11 +250,7 @@ async def release_each(redis: Redis, keys: Keys, keep_ms: Mapping[str, int], tok
         return 0
     ids = list(keep_ms)
     return int(
-        await redis.eval(
-            _RELEASE_EACH,
-            len(ids),
-            *[keys.poll_lease(w) for w in ids],
-            token,
-            *[keep_ms[w] for w in ids],
+        await Script(redis, _RELEASE_EACH)(
+            keys=[keys.poll_lease(w) for w in ids], args=[token, *[keep_ms[w] for w in ids]]
         )
     )
