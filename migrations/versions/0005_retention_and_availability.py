@@ -1,5 +1,4 @@
-"""retention and availability: daily availability rollup, ingest outages, generation mark, and
-the indexes retention and the fleet picture read by
+"""retention and availability: daily rollup, ingest outages, generation mark, their indexes
 
 Revision ID: 0005
 Revises: 0004
