@@ -277,3 +277,34 @@ def test_every_key_route_declares_the_scope_its_openapi_operation_states(
         (op.method, op.path): op.needed_scope for op in OPERATIONS if op.needed_scope is not None
     }
     assert declared == documented
+
+
+async def test_a_labelled_key_reports_availability_and_batch_registers_only_its_team(
+    client: TestClient[Any, Any],
+) -> None:
+    await _register(client, "vis-a", VISION)
+    await _register(client, "sp-a", SPEECH)
+    mine = as_key(await mint(client, "vision-batch", "write", VISION))
+
+    report = await (await client.get("/v1/reports/availability", headers=mine)).json()
+    assert [w["id"] for w in report["workloads"]] == ["vis-a"]
+    everyone = await (await client.get("/v1/reports/availability")).json()
+    assert {w["id"] for w in everyone["workloads"]} == {"vis-a", "sp-a"}
+
+    batch = await client.post(
+        "/v1/workloads:batch",
+        json={
+            "items": [
+                {"id": "vis-b", "kind": "training", "labels": VISION},
+                {"id": "sp-b", "kind": "training", "labels": SPEECH},
+                {"id": "none-b", "kind": "training"},
+            ]
+        },
+        headers=mine,
+    )
+    body = await batch.json()
+    assert batch.status == 200, body
+    assert [r["status"] for r in body["results"]] == [201, 422, 422]
+    assert [r.get("field") for r in body["results"][1:]] == ["labels", "labels"]
+    assert (await client.get("/v1/workloads/sp-b")).status == 404  # nothing written for them
+    assert (await client.get("/v1/workloads/vis-b", headers=mine)).status == 200
