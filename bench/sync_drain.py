@@ -163,12 +163,15 @@ def payload(workload_id: str, transition_id: int) -> dict[str, Any]:
 async def seed_outbox(url: str, rows: list[tuple[str, int]]) -> None:
     import asyncpg
 
+    from statusd.outbox_writer import transition_key
+
     conn = await asyncpg.connect(_asyncpg_dsn(url))
     try:
         now = datetime.now(UTC)
         await conn.copy_records_to_table(
             "outbox",
             columns=[
+                "event_key",
                 "transition_id",
                 "workload_id",
                 "target",
@@ -180,7 +183,18 @@ async def seed_outbox(url: str, rows: list[tuple[str, int]]) -> None:
                 "created_at",
             ],
             records=[
-                (t, w, "main", "", json.dumps(payload(w, t)), "pending", 0, now, now)
+                (
+                    transition_key(t),
+                    t,
+                    w,
+                    "main",
+                    "",
+                    json.dumps(payload(w, t)),
+                    "pending",
+                    0,
+                    now,
+                    now,
+                )
                 for w, t in rows
             ],
         )

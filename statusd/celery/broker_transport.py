@@ -20,11 +20,16 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from statusd.errors import StatusdError
+
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-class BrokerConnectionClosed(RedisConnectionError):
-    """The channel's connection is already closed: reconnect rather than reuse it."""
+class BrokerConnectionClosed(RedisConnectionError, StatusdError):
+    """The channel's connection is already closed: reconnect rather than reuse it. A Redis
+    ConnectionError, so kombu's connection-error handling reconnects."""
+
+    transient = True
 
 
 class Channel(kombu_redis.Channel):
