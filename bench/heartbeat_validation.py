@@ -33,7 +33,7 @@ NUMBER = 200_000
 REPEAT = 5
 
 
-def model_path(obj: object, claims: TokenClaims) -> heartbeat_checks.Heartbeat:
+def model_path(obj: object, claims: TokenClaims) -> heartbeat_checks.CheckedHeartbeat:
     try:
         hb = bodies.Heartbeat.model_validate(obj)
     except ValidationError:
@@ -45,7 +45,7 @@ def model_path(obj: object, claims: TokenClaims) -> heartbeat_checks.Heartbeat:
     detail = hb.detail
     if detail is not None and len(detail.encode()) > MAX_DETAIL_BYTES:
         raise BadInput("detail too long")
-    return heartbeat_checks.Heartbeat(
+    return heartbeat_checks.CheckedHeartbeat(
         hb.workload_id, hb.status.value, hb.seq, detail, claims.generation
     )
 

@@ -203,7 +203,9 @@ async def test_workload_page_timeline_matches_the_history_and_follows_it(
     assert (await apply_observation(rt.ledger, refused)).outcome is Outcome.REFUSED
     now = time.time()
     await selfwatch.write_disruption(
-        rt.redis, rt.keys, selfwatch.Disruption(active=True, since=now - 120, stale=5, tracked=6)
+        rt.redis,
+        rt.keys,
+        selfwatch.DisruptionMode(active=True, since=now - 120, stale=5, tracked=6),
     )
     # The sweeper last finished long ago: the stalled banner too.
     await selfwatch.record_sweep_success(rt.redis, rt.keys, now - 3600)

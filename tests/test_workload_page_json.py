@@ -188,7 +188,9 @@ async def test_selfwatch_reports_disruption_and_a_stalled_sweeper(
     now = time.time()
     await selfwatch.record_sweep_success(rt.redis, rt.keys, now)
     await selfwatch.write_disruption(
-        rt.redis, rt.keys, selfwatch.Disruption(active=True, since=now - 60, stale=80, tracked=100)
+        rt.redis,
+        rt.keys,
+        selfwatch.DisruptionMode(active=True, since=now - 60, stale=80, tracked=100),
     )
     body = await (await client.get("/v1/reports/selfwatch")).json()
     assert body["sweeper"]["stalled"] is False
