@@ -65,7 +65,12 @@ POLLS = Counter("statusd_polls_total", "Polls of container status endpoints", ["
 
 # -- sync / alerts --
 SYNC_SENDS = Counter("statusd_sync_sends_total", "Main-API sends", ["outcome"])
-ALERTS_SENT = Counter("statusd_alerts_sent_total", "Alert webhook deliveries", ["event", "outcome"])
+# receiver: a receiver's name, or `webhook` / `alertmanager` for the URL lists (never a URL).
+ALERTS_SENT = Counter(
+    "statusd_alerts_sent_total",
+    "Alert deliveries per destination",
+    ["event", "outcome", "receiver", "format"],
+)
 
 # -- retention --
 PRUNED_ROWS = Counter(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.alert_routes import AlertRoutes
 from statusd.alerting import FlapPolicy
 from statusd.db import create_engine
 from statusd.errors import ConfigError
@@ -85,7 +86,7 @@ async def open_pools(settings: Settings, *, redis_max_connections: int | None = 
     ledger = Ledger(
         engine=engine,
         cache=cache,
-        alert_webhooks=tuple(settings.alert_webhooks),
+        alert_webhooks=AlertRoutes.from_settings(settings),
         flap_policy=FlapPolicy(settings.flap_max, settings.flap_window),
     )
     return Runtime(settings, engine, redis, keys, cache, ledger, redis_closers=closers)

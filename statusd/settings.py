@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from statusd.errors import ConfigError
 from statusd.keys import DEFAULT_STREAM_SHARDS
+from statusd.receiver_config import Receiver, ReceiverFormat, parse_receivers
 
 DEFAULT_POLL_ALLOW_NETS = (
     "127.0.0.0/8",
@@ -174,7 +175,17 @@ class Settings(BaseSettings):
     sync_run_s: float = Field(default=30.0, gt=0)
 
     # -- on-call --------------------------------------------------------------------------------
-    alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)  # slack format
+    # Prometheus Alertmanagers (base URLs): every one gets every alert (an HA pair dedupes).
+    alertmanager_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A firing alert is posted again this often while its incident lasts, as Prometheus does:
+    # an Alertmanager that restarted (it keeps alerts in memory only) learns it back.
+    alertmanager_resend_s: float = Field(default=60.0, gt=0)
+    # A JSON array of receivers (statusd.receiver_config): format, url, match, routing key.
+    alert_receivers: Annotated[list[Receiver], NoDecode] = Field(default_factory=list)
+    alert_templates_dir: Path | None = None  # the Jinja2 files of `template` receivers
+    # Where people open statusd (the status pages' links in alerts); unset: http://host:port.
+    public_url: str | None = None
     events_ping_interval: float = Field(default=15.0, gt=0)  # SSE `: ping` comment when idle
     events_max_holdback: float = Field(
         default=30.0, gt=0
@@ -215,7 +226,12 @@ class Settings(BaseSettings):
     key_cache_ttl: float = Field(default=2.0, ge=0, le=5)
 
     @field_validator(
-        "poll_allow_nets", "alert_webhooks", "trusted_proxies", "redis_sentinels", mode="before"
+        "poll_allow_nets",
+        "alert_webhooks",
+        "alertmanager_urls",
+        "trusted_proxies",
+        "redis_sentinels",
+        mode="before",
     )
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -254,16 +270,31 @@ class Settings(BaseSettings):
             raise ValueError("STATUSD_REDIS_MODE=cluster needs STATUSD_REDIS_URL (any one node)")
         return self
 
-    @field_validator("main_api_url", "alert_webhooks")
+    @model_validator(mode="after")
+    def _templates_dir(self) -> Settings:
+        templated = [r.name for r in self.alert_receivers if r.format is ReceiverFormat.TEMPLATE]
+        if templated and self.alert_templates_dir is None:
+            raise ValueError(
+                f"STATUSD_ALERT_RECEIVERS: receiver {templated[0]!r} has format template: "
+                "set STATUSD_ALERT_TEMPLATES_DIR"
+            )
+        return self
+
+    @field_validator("alert_receivers", mode="before")
     @classmethod
-    def _http_urls(cls, value: str | list[str] | None) -> object:
+    def _receivers(cls, value: object) -> object:
+        return parse_receivers(value)
+
+    @field_validator("main_api_url", "alert_webhooks", "alertmanager_urls", "public_url")
+    @classmethod
+    def _http_urls(cls, value: str | list[str] | None, info: ValidationInfo) -> object:
         """Sync destinations must be http(s) URLs with a host: anything else could never deliver."""
 
         single = isinstance(value, str)
-        name = "STATUSD_MAIN_API_URL" if single else "STATUSD_ALERT_WEBHOOKS"
+        name = f"STATUSD_{(info.field_name or '').upper()}"
         for url in [value] if isinstance(value, str) else value or []:
             if not url and single:
-                continue  # empty: main-DB sync off, as when unset
+                continue  # empty: as when unset (main-DB sync off, the default page URL)
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"{name}: {url!r} is not an http(s) URL with a host")
@@ -281,6 +312,15 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(net, strict=False) for net in self.trusted_proxies]
+
+    @property
+    def alerting_on(self) -> bool:
+        """Some alert destination is configured (alert rows are written and drained)."""
+        return bool(self.alert_webhooks or self.alertmanager_urls or self.alert_receivers)
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

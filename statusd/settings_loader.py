@@ -24,7 +24,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{_variable(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
         raise ConfigError(f"invalid configuration: {problems}") from None
     except ValueError as exc:  # a validator that raised outside pydantic's wrapping
         raise ConfigError(f"invalid configuration: {exc}") from None

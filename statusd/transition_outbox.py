@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd import silences
+from statusd.alert_routes import AlertRoutes
 from statusd.alerting import AlertEvent, FlapPolicy, alert_event
 from statusd.flaps import flap_times
 from statusd.models import OutboxTarget
@@ -41,11 +42,13 @@ async def read_alert_event(
 
 
 def outbox_events(
-    t: AppliedTransition, webhooks: Sequence[str], event: AlertEvent | None
+    t: AppliedTransition, routes: AlertRoutes | Sequence[str], event: AlertEvent | None
 ) -> list[OutboxEvent]:
     """What one transition leaves in the outbox (statusd.outbox_writer): always the main-DB sync;
-    an alert to every webhook when the alert decision (statusd.alerting.alert_event) names an
-    event."""
+    an alert to every destination routed to this workload (statusd.alert_routes) when the alert
+    decision (statusd.alerting.alert_event) names an event. A plain sequence is webhook URLs."""
+    if not isinstance(routes, AlertRoutes):
+        routes = AlertRoutes(webhooks=tuple(routes))
     key = transition_key(t.id)
     events = [
         OutboxEvent(
@@ -63,7 +66,8 @@ def outbox_events(
             },
         )
     ]
-    if webhooks and event is not None:
+    destinations = routes.for_workload(t.workload_id, t.kind, t.labels) if event else ()
+    if destinations and event is not None:
         events.append(
             OutboxEvent(
                 key=key,
@@ -71,7 +75,7 @@ def outbox_events(
                 workload_id=t.workload_id,
                 transition_id=t.id,
                 payload=alert_payload(t, event),
-                destinations=tuple(webhooks),
+                destinations=destinations,
             )
         )
     return events

@@ -27,6 +27,7 @@ from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from statusd import metrics
+from statusd.alert_routes import AlertRoutes
 from statusd.alerting import FlapPolicy, contact_event
 from statusd.db import transaction
 from statusd.errors import RedisUnavailable, StatusdError, UnknownWorkload
@@ -74,7 +75,8 @@ class Ledger:
 
     engine: AsyncEngine
     cache: StateCache | None = None
-    alert_webhooks: Sequence[str] = ()
+    # Every alert destination (webhooks, Alertmanagers, receivers); a plain sequence is webhooks.
+    alert_webhooks: AlertRoutes | Sequence[str] = ()
     flap_policy: FlapPolicy = field(default_factory=FlapPolicy)
     listeners: list[TransitionListener] = field(default_factory=list)
 

@@ -20,6 +20,7 @@ from kombu.entity import Exchange, Queue
 from statusd.celery.broker_transport import REDIS_SCHEMES, transport_path
 from statusd.celery.budgets import budgets
 from statusd.celery.names import (
+    ALERT_RESEND_TASK,
     POLL_TASK,
     QUEUES,
     RETENTION_TASK,
@@ -44,7 +45,7 @@ BROKER_MAX_CONNECTIONS = 10
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """What beat sends. Each message expires after two intervals: a backlog of sweeps that a dead
     worker never ran is useless once a newer one is queued."""
-    return {
+    schedule: dict[str, dict[str, Any]] = {
         "sweep": {
             "task": SWEEP_TASK,
             "schedule": settings.sweep_interval,
@@ -67,6 +68,16 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"queue": QueueName.SYNC.value, "expires": settings.retain_interval},
         },
     }
+    if settings.alertmanager_urls:
+        schedule["alertmanager-resend"] = {
+            "task": ALERT_RESEND_TASK,
+            "schedule": settings.alertmanager_resend_s,
+            "options": {
+                "queue": QueueName.SYNC.value,
+                "expires": max(2 * settings.alertmanager_resend_s, 1.0),
+            },
+        }
+    return schedule
 
 
 def task_queues(settings: Settings) -> list[Queue]:
@@ -128,6 +139,7 @@ def create_celery(settings: Settings) -> Celery:
             SYNC_DRAIN_TASK: {"queue": QueueName.SYNC.value},
             SYNC_DRAIN_DUE_TASK: {"queue": QueueName.SYNC.value},
             RETENTION_TASK: {"queue": QueueName.SYNC.value},
+            ALERT_RESEND_TASK: {"queue": QueueName.SYNC.value},
         },
         # Reliability: a task is acknowledged after it ran, and a worker killed mid-task gives its
         # message back; one message prefetched per process so a slow poll chunk never holds

@@ -25,9 +25,11 @@ POLL_TASK = "statusd.sweeper.poll"
 SYNC_DRAIN_TASK = "statusd.sync.drain"
 SYNC_DRAIN_DUE_TASK = "statusd.sync.drain_due"
 RETENTION_TASK = "statusd.retention.prune"  # housekeeping: runs on the sync queue
+ALERT_RESEND_TASK = "statusd.alerts.resend"  # Alertmanager re-sends: runs on the sync queue
 # The modules a worker imports to register the tasks above.
 TASK_MODULES = (
     "statusd.celery.sweeper_tasks",
     "statusd.celery.sync_tasks",
     "statusd.celery.retention_tasks",
+    "statusd.celery.alert_tasks",
 )

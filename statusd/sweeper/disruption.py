@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd.alert_routes import AlertRoutes
 from statusd.alerting import AlertEvent
 from statusd.db import reading, transaction
 from statusd.keys import Keys
@@ -109,11 +110,11 @@ def alert_payload(flip: Flip, at: float) -> dict[str, object]:
     }
 
 
-async def enqueue_alert(engine: AsyncEngine, webhooks: Sequence[str], flip: Flip) -> None:
-    """One alert outbox row per webhook (statusd.outbox_writer), in the ordering group of
+async def enqueue_alert(engine: AsyncEngine, destinations: Sequence[str], flip: Flip) -> None:
+    """One alert outbox row per destination (statusd.outbox_writer), in the ordering group of
     statusd's own events, so `disruption_over` is never sent before the `disruption` it ends;
     the drain delivers them with its usual retries."""
-    if not webhooks:
+    if not destinations:
         return
     at = time.time()
     at_ms = int(at * 1000)
@@ -121,7 +122,7 @@ async def enqueue_alert(engine: AsyncEngine, webhooks: Sequence[str], flip: Flip
         key=disruption_key(at_ms),
         target=OutboxTarget.ALERT,
         payload=alert_payload(flip, at),
-        destinations=tuple(webhooks),
+        destinations=tuple(destinations),
     )
     try:
         async with transaction(engine) as conn:
@@ -141,7 +142,8 @@ async def judge(rt: Runtime, stale: int) -> Flip | None:
     if flip is None:
         return None
     log.warning("disruption.started" if active else "disruption.over", stale=stale, tracked=tracked)
-    await enqueue_alert(rt.engine, settings.alert_webhooks, flip)
-    if settings.alert_webhooks:
+    destinations = AlertRoutes.from_settings(settings).for_statusd()
+    await enqueue_alert(rt.engine, destinations, flip)
+    if destinations:
         rt.kick_drain(0.0)  # prompt delivery; beat's drain_due sends it anyway
     return flip

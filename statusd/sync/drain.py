@@ -124,7 +124,7 @@ class Drainer:
             if settings.main_api_url
             else None
         )
-        self.webhooks = WebhookClient(session, settings.sync_timeout)
+        self.webhooks = WebhookClient(session, settings)
         self.targets = active_targets(settings)
         # One adaptive limit per peer (the main API; each webhook destination), each capped by
         # STATUSD_SYNC_CONCURRENCY: one failing peer backs off alone.
@@ -306,15 +306,17 @@ class Drainer:
             SYNC_SENDS.labels(outcome=outcome).inc()
             return delivery
         event = str(row.payload.get("event", "unknown"))
+        peer = self.webhooks.peer(row.destination)
+        labels = {"event": event, "receiver": peer.receiver, "format": peer.format}
         try:
             delivery = await self.webhooks.post_alert(row.destination, row.payload)
         except TransientDeliveryError:
-            ALERTS_SENT.labels(event=event, outcome=SendOutcome.TRANSIENT).inc()
+            ALERTS_SENT.labels(**labels, outcome=SendOutcome.TRANSIENT).inc()
             raise
-        sent = (
+        outcome = (
             SendOutcome.DEAD if delivery.verdict is DeliveryVerdict.DEAD else SendOutcome.DELIVERED
         )
-        ALERTS_SENT.labels(event=event, outcome=sent).inc()
+        ALERTS_SENT.labels(**labels, outcome=outcome).inc()
         return delivery
 
 

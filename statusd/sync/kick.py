@@ -32,7 +32,7 @@ def sync_kick_listener(
 ) -> TransitionListener:
     """Post-commit: ask a sync worker to drain soon (debounced). Beat drains anyway if this is lost."""
     window_ms = settings.sync_kick_debounce_ms
-    if not settings.main_api_url and not settings.alert_webhooks:
+    if not settings.main_api_url and not settings.alerting_on:
 
         async def nothing_to_send(batch: Sequence[AppliedTransition]) -> None:
             return None  # sync disabled and no webhooks: rows stay pending, nothing to drain

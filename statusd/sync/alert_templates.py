@@ -1,0 +1,48 @@
+"""`template` receivers: a Jinja2 file of STATUSD_ALERT_TEMPLATES_DIR renders the request body.
+
+The file is operator-written, so it runs in Jinja2's SandboxedEnvironment (no attribute access to
+internals, no calls of unsafe methods) with StrictUndefined (a misspelt field is an error, not a
+silently empty page). It sees `alert` (statusd.sync.alert_facts.AlertFacts.as_json), `payload`
+(the stored row payload) and `receiver` (the receiver's name). Any failure (missing file, syntax,
+undefined name, sandbox refusal) raises TemplateFailed, which the drain records as a dead letter
+with the reason: one receiver's broken template never stops the drain. Files are re-read when
+they change (Jinja2's auto_reload), so a fixed template needs no restart.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from statusd.sync.alert_facts import AlertFacts
+
+
+class TemplateFailed(ValueError):
+    """The receiver's template could not render this alert (the message says why)."""
+
+
+@lru_cache(maxsize=8)
+def _environment(directory: str) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(directory),
+        undefined=StrictUndefined,
+        autoescape=False,
+        auto_reload=True,
+    )
+
+
+def render_template(directory: str | None, template: str, receiver: str, facts: AlertFacts) -> str:
+    if directory is None:
+        raise TemplateFailed(f"template {template!r}: STATUSD_ALERT_TEMPLATES_DIR is not set")
+    try:
+        loaded = _environment(directory).get_template(template)
+        return loaded.render(alert=facts.as_json(), payload=facts.payload, receiver=receiver)
+    except TemplateError as exc:
+        lineno = getattr(exc, "lineno", None)
+        where = f" line {lineno}" if lineno else ""
+        raise TemplateFailed(f"template {template!r}{where}: {type(exc).__name__}: {exc}") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        raise TemplateFailed(f"template {template!r}: {type(exc).__name__}: {exc}") from None
