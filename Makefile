@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: one per core, at most 2 (the suite starts real Redis, Celery and servers).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 2 ] && n=2; echo $$n)
-SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus postgresql
+SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus prometheus-alertmanager postgresql
 
 .PHONY: help run test test-all lint bench bench-quick bench-scale chaos clean system-deps
 
@@ -44,8 +44,10 @@ run: $(VENV)/.installed
 # Tests need a redis-server binary, for the status-page test Chromium + chromedriver, for the
 # bare-machine test `ip` (iproute2) to make a network namespace, and for the monitoring pack's
 # test promtool (Debian's `prometheus` package; the Prometheus server and node exporter it may
-# start are stopped and disabled: the tests need only promtool), and for the failover test the
-# PostgreSQL server binaries (it runs a primary and a replica of its own).
+# start are stopped and disabled: the tests need only promtool), for the on-call tests Debian's
+# Alertmanager (`prometheus-alertmanager`; its packaged service is stopped and disabled too: the
+# tests start their own on free ports), and for the failover test the PostgreSQL server binaries
+# (it runs a primary and a replica of its own).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -53,6 +55,7 @@ system-deps:
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -60,7 +63,7 @@ system-deps:
 	    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(SYSTEM_PACKAGES); } \
 	      || echo "warning: could not install$$missing; the tests that need them will fail" >&2; \
 	    case "$$missing" in *prometheus*) \
-	      for unit in prometheus prometheus-node-exporter; do \
+	      for unit in prometheus prometheus-node-exporter prometheus-alertmanager; do \
 	        { systemctl disable --now $$unit || service $$unit stop; } >/dev/null 2>&1 || true; \
 	      done;; \
 	    esac; \

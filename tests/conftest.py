@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -116,7 +117,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
-        if isinstance(value, list):
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = orjson.dumps(value).decode()  # STATUSD_ALERT_RECEIVERS: a JSON array
+        elif isinstance(value, list):
             value = ",".join(map(str, value))
         env[f"STATUSD_{name.upper()}"] = str(value.value if hasattr(value, "value") else value)
     return env
