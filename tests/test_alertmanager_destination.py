@@ -28,6 +28,7 @@ from statusd.lifecycle import Kind, Source, State
 from statusd.models import OutboxStatus, OutboxTarget
 from statusd.registry import register
 from statusd.settings import Settings
+from statusd.sweeper.disruption import enqueue_alert, record
 from statusd.sync.alertmanager_resend import resend_firing
 from statusd.sync.drain import drain
 from statusd.transitions import Ledger, Observation, Outcome, apply_observation
@@ -214,3 +215,40 @@ def test_beat_sends_the_resend_only_with_alertmanagers(
     )["alertmanager-resend"]
     assert entry["task"] == ALERT_RESEND_TASK and entry["schedule"] == 15
     assert entry["options"]["queue"] == "sync"
+
+
+async def test_a_disruption_is_one_statusd_alert_resent_while_it_lasts(
+    tmp_path: Path,
+    hook: NotificationReceiver,
+    settings_for: Callable[..., Settings],
+    ledger_for: Callable[[Settings], Ledger],
+    redis: Redis,
+) -> None:
+    am = Alertmanager(tmp_path / "am", hook.url("am"))
+    await am.start()
+    try:
+        settings = settings_for([am], alertmanager_resend_s=0.2)
+        ledger = ledger_for(settings)
+        keys = Keys(settings.redis_prefix, settings.stream_shards)
+        destinations = AlertRoutes.from_settings(settings).for_statusd()
+
+        flip = await record(redis, keys, True, 30, 40)  # what a sweep judging the fleet does
+        assert flip is not None
+        await enqueue_alert(ledger.engine, destinations, flip)
+        await drain(ledger.engine, settings)
+        (held,) = await am.alerts()
+        assert held["labels"] == {"alertname": "StatusdDisruption", "severity": "critical"}
+
+        await asyncio.sleep(settings.alertmanager_resend_s)
+        assert await resend_firing(ledger.engine, redis, keys, settings) == 1  # it lasts
+        await drain(ledger.engine, settings)
+
+        flip = await record(redis, keys, False, 0, 40)
+        assert flip is not None
+        await enqueue_alert(ledger.engine, destinations, flip)
+        await drain(ledger.engine, settings)
+        await asyncio.sleep(settings.alertmanager_resend_s)
+        assert await resend_firing(ledger.engine, redis, keys, settings) == 0  # it is over
+        assert await am.alerts() == []  # the API lists no alert whose endsAt has passed
+    finally:
+        am.kill()
