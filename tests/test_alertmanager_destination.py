@@ -193,6 +193,13 @@ async def test_a_restarted_alertmanager_learns_the_incident_back_from_the_resend
         )
         assert renewed["labels"] == lost["labels"] and renewed["startsAt"] == lost["startsAt"]
         assert [a["labels"]["workload"] for a in await am.alerts()] == ["det-down"]
+        # The next re-send replaces the delivered one: a long incident keeps one re-send row.
+        await asyncio.sleep(settings.alertmanager_resend_s)
+        assert await resend_firing(ledger.engine, redis, keys, settings) == 1
+        await drain(ledger.engine, settings)
+        rows = await outbox_rows(ledger, target=OutboxTarget.ALERT, workload_id="det-down")
+        keys_left = [r["event_key"] for r in rows]
+        assert len(keys_left) == 3 and keys_left[-1] == f"resend:{resent[0]['id']}", keys_left
 
         await observe(ledger, "det-down", State.READY, seq=3)
         await drain(ledger.engine, settings)

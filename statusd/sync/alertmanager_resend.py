@@ -15,7 +15,9 @@ is itself the re-send: nothing piles up behind it.
 
 Each re-send is an ordinary alert row (statusd.outbox_writer) with its own event key,
 `resend:<id of the row it repeats>`: two runs repeating the same row collide on the outbox's
-unique key instead of sending twice. The row is written in the workload's ordering group, so it is
+unique key instead of sending twice. A delivered re-send is deleted when the next one is written
+(it says nothing the next does not), so an incident that lasts for weeks keeps its first alert
+row and one re-send per Alertmanager, not one row a minute until retention. The row is written in the workload's ordering group, so it is
 delivered after the alert it repeats and before any later recovery; and the state is read under
 the workload's row lock (PostgreSQL: FOR UPDATE SKIP LOCKED, a workload in mid-transition is
 left for the next run; SQLite: the write lock), so no re-send is written after a recovery.
@@ -28,7 +30,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,8 +50,11 @@ log = structlog.get_logger("statusd.sync")
 WORKLOAD_FIRING = frozenset({AlertEvent.UNREACHABLE.value, AlertEvent.LOST.value})
 
 
+RESEND_PREFIX = "resend:"
+
+
 def resend_key(row_id: int) -> str:
-    return f"resend:{row_id}"
+    return f"{RESEND_PREFIX}{row_id}"
 
 
 async def resend_firing(engine: AsyncEngine, redis: Redis, keys: Keys, settings: Settings) -> int:
@@ -81,6 +86,7 @@ async def resend_firing(engine: AsyncEngine, redis: Redis, keys: Keys, settings:
             rows = await conn.execute(
                 select(
                     OUTBOX.c.id,
+                    OUTBOX.c.event_key,
                     OUTBOX.c.workload_id,
                     OUTBOX.c.destination,
                     OUTBOX.c.payload,
@@ -89,15 +95,25 @@ async def resend_firing(engine: AsyncEngine, redis: Redis, keys: Keys, settings:
                 ).where(OUTBOX.c.id.in_(newest))
             )
             due_before = utcnow() - timedelta(seconds=settings.alertmanager_resend_s)
-            events = [
-                _resend(r.id, r.workload_id, r.destination, dict(r.payload or {}))
+            due = [
+                r
                 for r in rows
                 if OutboxStatus(r.status) is OutboxStatus.SYNCED
                 and r.synced_at is not None
                 and _as_aware(r.synced_at) <= due_before
                 and _firing(r.workload_id, dict(r.payload or {}))
             ]
+            events = [
+                _resend(r.id, r.workload_id, r.destination, dict(r.payload or {})) for r in due
+            ]
             await write_outbox(conn, events)
+            superseded = [r.id for r in due if str(r.event_key).startswith(RESEND_PREFIX)]
+            if superseded:
+                await conn.execute(
+                    delete(OUTBOX).where(
+                        OUTBOX.c.id.in_(superseded), OUTBOX.c.status == OutboxStatus.SYNCED
+                    )
+                )
     except IntegrityError:
         log.info("alertmanager.resend_raced")  # another run wrote these re-sends first
         return 0
