@@ -44,5 +44,5 @@ def render_template(directory: str | None, template: str, receiver: str, facts: 
         lineno = getattr(exc, "lineno", None)
         where = f" line {lineno}" if lineno else ""
         raise TemplateFailed(f"template {template!r}{where}: {type(exc).__name__}: {exc}") from None
-    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+    except Exception as exc:  # the template is operator code: whatever it raises is its error
         raise TemplateFailed(f"template {template!r}: {type(exc).__name__}: {exc}") from None
