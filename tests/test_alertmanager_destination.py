@@ -7,7 +7,9 @@ outbox drain (statusd.sync.drain), re-sends through the real re-send writer; bot
   its own (names made valid); its recovery as a resolved one; two Alertmanagers both get it;
 - a silence made in Alertmanager (its API) is honoured by Alertmanager;
 - an Alertmanager killed and restarted mid-incident knows nothing, and the re-send restores the
-  alert: it notifies again, and the recovery then resolves it there.
+  alert: it notifies again, and the recovery then resolves it there; once more through a real
+  `statusd worker` and `statusd beat` (the beat task `statusd.alerts.resend`);
+- statusd's disruption is one StatusdDisruption alert, re-sent while it lasts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -33,7 +36,9 @@ from statusd.sync.alertmanager_resend import resend_firing
 from statusd.sync.drain import drain
 from statusd.transitions import Ledger, Observation, Outcome, apply_observation
 from tests.support.alertmanager import Alertmanager, NotificationReceiver
-from tests.support.sync_worker import outbox_rows
+from tests.support.sync_worker import Workers, outbox_rows
+
+pytest_plugins = ("tests.support.sync_fixtures",)
 
 LABELS = {"team": "vision", "app.kubernetes.io/name": "detector", "owner": "ml-infra"}
 
@@ -257,5 +262,41 @@ async def test_a_disruption_is_one_statusd_alert_resent_while_it_lasts(
         await asyncio.sleep(settings.alertmanager_resend_s)
         assert await resend_firing(ledger.engine, redis, keys, settings) == 0  # it is over
         assert await am.alerts() == []  # the API lists no alert whose endsAt has passed
+    finally:
+        am.kill()
+
+
+# The database side is the in-process tests' (both databases); this one is the process wiring.
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_beat_and_worker_heal_a_restarted_alertmanager(
+    tmp_path: Path,
+    hook: NotificationReceiver,
+    e2e_settings: Callable[..., Settings],
+    runtime_for: Callable[[Settings], Any],
+    workers: Workers,
+) -> None:
+    """The same incident through the deployed pieces: `statusd worker` drains and runs the
+    re-send task that `statusd beat` sends every STATUSD_ALERTMANAGER_RESEND_S."""
+    am = Alertmanager(tmp_path / "am", hook.url("am"))
+    await am.start()
+    try:
+        settings = e2e_settings(
+            main_api_url=None, alertmanager_urls=[am.base_url], alertmanager_resend_s=1.0
+        )
+        rt = await runtime_for(settings)
+        workers.worker(settings)
+        workers.beat(settings)
+        await start_fleet(rt.ledger, ["det-e2e"])
+        await observe(rt.ledger, "det-e2e", State.UNREACHABLE)
+        first = await hook.wait_for("am", "firing", "det-e2e", within=60)
+
+        am.kill()
+        await am.start()  # knows nothing; beat's re-send tells it again
+        renewed = await hook.wait_for("am", "firing", "det-e2e", nth=2, within=60)
+        assert renewed["labels"] == first["labels"] and renewed["startsAt"] == first["startsAt"]
+
+        await observe(rt.ledger, "det-e2e", State.READY, seq=2)
+        await hook.wait_for("am", "resolved", "det-e2e", within=60)
     finally:
         am.kill()
