@@ -67,7 +67,7 @@ def outbox_events(
         )
     ]
     destinations = routes.for_workload(t.workload_id, t.kind, t.labels) if event else ()
-    if destinations and event is not None:
+    if event is not None and destinations:
         events.append(
             OutboxEvent(
                 key=key,

@@ -35,7 +35,7 @@ def sync_kick_listener(
     if not settings.main_api_url and not settings.alerting_on:
 
         async def nothing_to_send(batch: Sequence[AppliedTransition]) -> None:
-            return None  # sync disabled and no webhooks: rows stay pending, nothing to drain
+            return None  # sync disabled and no alert destinations: nothing to drain
 
         return nothing_to_send
 
