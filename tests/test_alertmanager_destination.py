@@ -9,12 +9,16 @@ outbox drain (statusd.sync.drain), re-sends through the real re-send writer; bot
 - an Alertmanager killed and restarted mid-incident knows nothing, and the re-send restores the
   alert: it notifies again, and the recovery then resolves it there; once more through a real
   `statusd worker` and `statusd beat` (the beat task `statusd.alerts.resend`);
-- statusd's disruption is one StatusdDisruption alert, re-sent while it lasts.
+- statusd's disruption is one StatusdDisruption alert, re-sent while it lasts;
+- README's copy-paste alertmanager.yml is one `amtool check-config` accepts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -300,3 +304,18 @@ async def test_beat_and_worker_heal_a_restarted_alertmanager(
         await hook.wait_for("am", "resolved", "det-e2e", within=60)
     finally:
         am.kill()
+
+
+def test_the_readme_alertmanager_config_is_one_alertmanager_accepts(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Alertmanager") : readme.index("### Receivers")]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(block)
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool comes with prometheus-alertmanager: `make system-deps`"
+    checked = subprocess.run(
+        [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "1 inhibit rules" in checked.stdout and "2 receivers" in checked.stdout
