@@ -303,7 +303,10 @@ async def _write_history(
             # Reads this transaction's own earlier rows too: flaps within one batch count.
             event = await read_alert_event(conn, ledger.flap_policy, t, suppressed_by=held_by)
         outbox += outbox_events(t, ledger.alert_webhooks, event)
-        if ledger.alert_webhooks and contact_event(t.from_state, t.to_state) is AlertEvent.RECOVERED:
+        if (
+            ledger.alert_webhooks
+            and contact_event(t.from_state, t.to_state) is AlertEvent.RECOVERED
+        ):
             # A parent back in contact: its children still down raise their held alerts now,
             # in this same transaction.
             outbox += await dependencies.release(conn, [t.workload_id], ledger.alert_webhooks)
