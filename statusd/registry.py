@@ -182,12 +182,13 @@ async def register(
     *,
     status_url: str | None = None,
     labels: dict[str, str] | None = None,
+    parent: str | None = None,
 ) -> dict[str, Any]:
     """Create a workload in PENDING. A deregistered id comes back with the next generation.
-    Raises WorkloadExists."""
+    Raises WorkloadExists, or BadInput for a parent that is not registered."""
     async with transaction(engine) as conn:
         [answer] = await register_many(
-            conn, [Registration(workload_id, kind, status_url, labels or {})]
+            conn, [Registration(workload_id, kind, status_url, labels or {}, parent)]
         )
     if isinstance(answer, WorkloadExists | BadInput):
         raise answer
