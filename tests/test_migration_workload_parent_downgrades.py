@@ -61,9 +61,7 @@ async def test_downgrade_then_upgrade(database_url: str) -> None:
     down = await schema(database_url)
     assert "parent" not in down["workload_columns"] and "held_alerts" not in down["tables"]
     assert not {"ix_workloads_parent", "ix_held_alerts_parent"} & down["indexes"]
-    assert await execute(database_url, "SELECT id, state FROM workloads") == [
-        ("child", "PENDING")
-    ]
+    assert await execute(database_url, "SELECT id, state FROM workloads") == [("child", "PENDING")]
 
     alembic(database_url, "upgrade", "head")
     assert await schema(database_url) == up
