@@ -189,3 +189,16 @@ async def test_a_parent_that_proves_alive_without_a_recovery_releases_at_the_swe
     assert await dependencies.release_idle(ledger.engine, ledger.parents, (HOOK,)) == 1
     assert [(w, e) for w, e, _ in await alerts(ledger)] == [("node-c.c0", "unreachable")]
     assert await held(ledger) == set()
+
+
+async def test_a_child_convicted_before_its_parent_is_stale_is_held(ledger: Ledger) -> None:
+    # The node died 3.2 s ago: the child beat last then, the agent 0.7 s later in the beat. The
+    # child is past its 3 s allowance, the agent not yet (2.5 s): the child's alert is held.
+    await family(ledger, "node-d", ["node-d.c0"], silent_s=3.2)
+    assert ledger.parents is not None
+    at = time.time() - 2.5
+    await liveness.mark_seen(ledger.parents.redis, ledger.parents.keys, {"node-d": (at, None)})
+    await convict(ledger, "node-d.c0")
+    assert await alerts(ledger) == [] and await held(ledger) == {"node-d.c0"}
+    await convict(ledger, "node-d")  # a sweep later: the agent's alert, the only one
+    assert [(w, e) for w, e, _ in await alerts(ledger)] == [("node-d", "unreachable")]
