@@ -9,8 +9,8 @@ for the node, not one per container. Their states still move; only the alert wai
 - Raised after all: when the parent recovers, in the parent's recovery transaction, every child
   still UNREACHABLE/LOST with a hold raises the alert of its current state, under its own event
   key (`released:<held transition id>`), unless a silence covers it now. When the parent proves
-  alive without a recovery (heard again while never UNREACHABLE, or deregistered), the sweeper
-  raises them at its next sweep (`release_idle`).
+  alive without a recovery (heard again while never UNREACHABLE), finishes or is deregistered,
+  the sweeper raises them at its next sweep (`release_idle`).
 - Dropped: a child that recovers while its alert is still held raises nothing (its outage was
   never announced, so there is nothing to resolve); a child whose alert went out raises its
   recovery whatever its parent's state: resolutions always flow.
@@ -35,7 +35,7 @@ from statusd.alerting import AlertEvent, contact_event
 from statusd.db import reading, transaction
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
-from statusd.lifecycle import CONTACT_STATES, Kind, Source, State
+from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, Source, State
 from statusd.models import OutboxTarget, utcnow
 from statusd.outbox_writer import OutboxEvent, released_key, write_outbox
 from statusd.settings import Settings
@@ -223,8 +223,8 @@ async def release(
 
 async def release_idle(engine: AsyncEngine, watch: ParentWatch, webhooks: Sequence[str]) -> int:
     """The sweeper's pass: raise the holds of parents that proved alive without a recovery
-    transaction (heard after the hold while not UNREACHABLE/LOST) or are deregistered. One small
-    query when nothing is held. The children alerted."""
+    transaction (heard after the hold while not UNREACHABLE/LOST), finished or deregistered.
+    One small query when nothing is held. The number of children alerted."""
     async with reading(engine) as conn:
         held = (
             await conn.execute(
@@ -241,13 +241,13 @@ async def release_idle(engine: AsyncEngine, watch: ParentWatch, webhooks: Sequen
     idle = []
     for parent, held_at in newest.items():
         row = rows.get(parent)
-        if row is None:
-            idle.append(parent)
+        if row is None or State(row["state"]) in FINAL_STATES:
+            idle.append(parent)  # deregistered or finished: it holds nothing
             continue
         last = _facts(row, seen[parent]).last_seen
-        if State(row["state"]) not in CONTACT_STATES and last is not None:
-            if last > held_at.timestamp():
-                idle.append(parent)
+        heard = last is not None and last > held_at.timestamp()
+        if heard and State(row["state"]) not in CONTACT_STATES:
+            idle.append(parent)
     if not idle:
         return 0
     async with transaction(engine) as conn:

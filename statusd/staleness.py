@@ -184,11 +184,10 @@ class Judge:
         healthy one) has the holds it caused released at the next sweep."""
         if self.staleness(parent) is not None:
             return True
-        if not self.silence_counts:
-            return False
-        parent_since = parent.last_seen if parent.last_seen is not None else parent.registered_at
+        if parent.state in FINAL_STATES or parent.last_seen is None or not self.silence_counts:
+            return False  # finished, or never heard: its silence says nothing about the node
         child_since = child.last_seen if child.last_seen is not None else child.registered_at
-        return parent_since <= child_since + self.interval
+        return parent.last_seen <= child_since + self.interval
 
 
 # -- what a failed poll does -----------------------------------------------------------------

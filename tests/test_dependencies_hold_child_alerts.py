@@ -8,8 +8,8 @@ SQLite and PostgreSQL with a real Redis (live last-seen), through the one transi
   parent's) is written; the parent's recovery raises the alerts of the children still down, in
   its own transaction with their own event keys; a child that recovered while held raises
   nothing; one whose alert went out has its recovery flow even while the parent is down.
-- A parent that proves alive without a recovery (heard again before being convicted) has its
-  holds raised by the sweeper's pass.
+- A parent that proves alive without a recovery (heard again before being convicted), or
+  finishes, has its holds raised by the sweeper's pass.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ def test_a_parent_silent_since_the_child_went_quiet_holds_before_it_is_stale() -
 def test_a_parent_heard_within_the_interval_does_not_hold() -> None:
     assert not judge().silent_with(seen(999.5), seen(996.0))
     assert not judge().silent_with(seen(997.2), seen(996.0))  # heard 1.2 s after the child
+
+
+def test_a_finished_or_never_heard_parent_holds_only_when_the_rule_says_it_is_stale() -> None:
+    child = seen(996.0)
+    assert not judge().silent_with(seen(996.0, State.STOPPED), child)
+    never = Facts(State.PENDING, None, registered_at=990.0)  # within its 60 s start timeout
+    assert not judge().silent_with(never, child)
+    assert judge(1100.0).silent_with(never, seen(1096.0))  # past it: stale (never seen)
 
 
 def test_silence_proves_nothing_while_deaf_but_a_convicted_parent_still_holds() -> None:
@@ -202,3 +210,14 @@ async def test_a_child_convicted_before_its_parent_is_stale_is_held(ledger: Ledg
     assert await alerts(ledger) == [] and await held(ledger) == {"node-d.c0"}
     await convict(ledger, "node-d")  # a sweep later: the agent's alert, the only one
     assert [(w, e) for w, e, _ in await alerts(ledger)] == [("node-d", "unreachable")]
+
+
+async def test_a_parent_that_finishes_releases_at_the_sweep(ledger: Ledger) -> None:
+    await family(ledger, "node-e", ["node-e.c0"], silent_s=TTL + 1)
+    await convict(ledger, "node-e.c0")
+    assert await held(ledger) == {"node-e.c0"}
+    await apply_observation(ledger, Observation("node-e", State.STOPPING, Source.API))
+    await apply_observation(ledger, Observation("node-e", State.STOPPED, Source.API))
+    assert ledger.parents is not None
+    assert await dependencies.release_idle(ledger.engine, ledger.parents, (HOOK,)) == 1
+    assert [(w, e) for w, e, _ in await alerts(ledger)] == [("node-e.c0", "unreachable")]
