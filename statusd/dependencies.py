@@ -54,11 +54,28 @@ class ParentWatch:
     keys: Keys
     settings: Settings
 
-    async def read(self, ids: Sequence[str], now: float) -> tuple[Judge, dict[str, float | None]]:
-        """The rule at `now` and each id's live last-seen (unix seconds)."""
-        hearing = await read_hearing(self.redis, self.keys)
+    async def judge(self, now: float) -> Judge:
+        """The rule at `now` (what ingest could hear, the paced interval)."""
+        return Judge.of(self.settings, await read_hearing(self.redis, self.keys), now)
+
+    async def last_seen(self, ids: Sequence[str]) -> dict[str, float | None]:
+        """Each id's live last-seen (unix seconds), one round trip."""
         seen = await liveness.scores(self.redis, self.keys, self.keys.last_seen, list(ids))
-        return Judge.of(self.settings, hearing, now), dict(zip(ids, seen, strict=True))
+        return dict(zip(ids, seen, strict=True))
+
+
+@dataclass(slots=True)
+class Holds:
+    """The hold decisions of one batch of transitions: the rule is read once for the batch (a
+    dead node convicts its containers in batches, each asking about the same parent)."""
+
+    watch: ParentWatch | None
+    _judge: Judge | None = None
+
+    async def judge(self) -> Judge | None:
+        if self.watch is not None and self._judge is None:
+            self._judge = await self.watch.judge(time.time())
+        return self._judge
 
 
 def _facts(row: RowMapping, live_seen: float | None) -> Facts:
@@ -82,17 +99,16 @@ async def _rows(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, RowMappi
     return {row["id"]: row for row in (await conn.execute(query)).mappings()}
 
 
-async def parent_down(
-    conn: AsyncConnection, watch: ParentWatch | None, child: str, parent: str
-) -> bool:
+async def parent_down(conn: AsyncConnection, holds: Holds, child: str, parent: str) -> bool:
     """Whether `parent` holds `child`'s alert now (read in the caller's transaction, so a parent
     that went UNREACHABLE earlier in the same batch counts)."""
     rows = await _rows(conn, [child, parent])
     if parent not in rows:
         return False  # deregistered: nothing to hold for
-    if watch is None:
+    judge = await holds.judge()
+    if holds.watch is None or judge is None:
         return State(rows[parent]["state"]) in CONTACT_STATES
-    judge, seen = await watch.read([child, parent], time.time())
+    seen = await holds.watch.last_seen([child, parent])
     parent_facts = _facts(rows[parent], seen[parent])
     if child not in rows:
         return judge.staleness(parent_facts) is not None
@@ -110,7 +126,7 @@ async def _take_hold(conn: AsyncConnection, child: str) -> str | None:
 
 
 async def hold(
-    conn: AsyncConnection, watch: ParentWatch | None, t: AppliedTransition, parent: str | None
+    conn: AsyncConnection, holds: Holds, t: AppliedTransition, parent: str | None
 ) -> str | None:
     """The parent holding this transition's alert (None: it is not held), recording or dropping
     the child's hold. Only contact transitions (entering UNREACHABLE/LOST, recovering) of a
@@ -122,7 +138,7 @@ async def hold(
         # Its outage never went out: nothing to resolve. Otherwise the resolution flows.
         return await _take_hold(conn, t.workload_id)
     await _take_hold(conn, t.workload_id)  # a newer transition replaces an older hold
-    if not await parent_down(conn, watch, t.workload_id, parent):
+    if not await parent_down(conn, holds, t.workload_id, parent):
         return None
     await conn.execute(
         insert(HELD_ALERTS).values(
@@ -237,7 +253,7 @@ async def release_idle(engine: AsyncEngine, watch: ParentWatch, webhooks: Sequen
         for parent, held_at in held:
             newest[parent] = max(newest.get(parent, held_at), held_at)
         rows = await _rows(conn, list(newest))
-    _, seen = await watch.read(list(newest), time.time())
+    seen = await watch.last_seen(list(newest))
     idle = []
     for parent, held_at in newest.items():
         row = rows.get(parent)

@@ -292,6 +292,7 @@ async def _write_history(
     ids = await insert_transitions(conn, [fields for _, _, fields in plan.transitions])
     applied: list[AppliedTransition] = []
     outbox: list[OutboxEvent] = []
+    holds = dependencies.Holds(ledger.parents)
     for (index, version, fields), tid in zip(plan.transitions, ids, strict=True):
         row = plan.rows[observations[index].workload_id]
         t = AppliedTransition(id=tid, labels=row.labels, **fields)
@@ -299,7 +300,7 @@ async def _write_history(
         event = None
         if ledger.alert_webhooks and contact_event(t.from_state, t.to_state) is not None:
             # After this batch's write-back: a parent convicted earlier in it counts as down.
-            held_by = await dependencies.hold(conn, ledger.parents, t, row.parent)
+            held_by = await dependencies.hold(conn, holds, t, row.parent)
             # Reads this transaction's own earlier rows too: flaps within one batch count.
             event = await read_alert_event(conn, ledger.flap_policy, t, suppressed_by=held_by)
         outbox += outbox_events(t, ledger.alert_webhooks, event)
