@@ -1,5 +1,5 @@
-"""Dependencies end to end: the API (with consumers), a real `statusd worker` (sweep, poll, sync)
-and beat, a real webhook receiver on loopback; SQLite and PostgreSQL.
+"""Dependencies end to end: the API (with consumers), a real `statusd worker --beat` (sweep,
+poll, sync), a real webhook receiver on loopback; SQLite and PostgreSQL.
 
 A node agent (the parent) and 50 containers on its node (its children) heartbeat; the node dies:
 all 51 go silent at the same moment, and the sweeper convicts them in whatever order it finds
@@ -23,7 +23,7 @@ from statusd.lifecycle import State
 from statusd.settings import Settings
 from statusd.simulate.control import Beat, StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
-from tests.support.celery_procs import broker, running_beat, running_worker
+from tests.support.celery_procs import broker, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_wait import wait_until
 from tests.support.webhook_receiver import WebhookReceiver
@@ -77,8 +77,7 @@ def stack(
     env = settings_env(settings)
     with (
         running_api(env, tmp_path) as url,
-        running_worker(env, tmp_path, queues="sweep,poll,sync", concurrency=2),
-        running_beat(env, tmp_path),
+        running_worker(env, tmp_path, queues="sweep,poll,sync", concurrency=2, beat=True),
     ):
         yield url
 
