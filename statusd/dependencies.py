@@ -230,11 +230,20 @@ async def release(
         t = _applied(row, labels)
         event = AlertEvent(t.to_state.value.lower())
         events += [
-            replace(e, key=released_key(t.id))
+            replace(e, key=released_key(t.id), payload=_late(e.payload, str(h["parent"])))
             for e in outbox_events(t, webhooks, event)
             if e.target is OutboxTarget.ALERT
         ]
     return events
+
+
+def _late(payload: dict[str, Any], parent: str) -> dict[str, Any]:
+    """The alert as it would have gone out, saying why it comes late (`held_by`, and the text
+    that Slack-style receivers show)."""
+    late = {**payload, "held_by": parent}
+    if isinstance(payload.get("text"), str):
+        late["text"] = f"{payload['text']} (held while its parent `{parent}` was down)"
+    return late
 
 
 async def release_idle(engine: AsyncEngine, watch: ParentWatch, webhooks: Sequence[str]) -> int:

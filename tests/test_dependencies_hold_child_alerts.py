@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -129,6 +130,17 @@ async def alerts(ledger: Ledger) -> list[tuple[str, str, str]]:
         return [(w, str(p["event"]), k) for w, p, k in rows]
 
 
+async def payloads(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """The newest alert payload of each workload."""
+    async with reading(ledger.engine) as conn:
+        rows = await conn.execute(
+            select(OUTBOX.c.workload_id, OUTBOX.c.payload)
+            .where(OUTBOX.c.target == OutboxTarget.ALERT)
+            .order_by(OUTBOX.c.id)
+        )
+        return {w: dict(p) for w, p in rows}
+
+
 async def held(ledger: Ledger) -> set[str]:
     async with reading(ledger.engine) as conn:
         return set((await conn.execute(select(HELD_ALERTS.c.workload_id))).scalars())
@@ -161,6 +173,9 @@ async def test_one_alert_whatever_the_sweep_order_then_the_children_still_down(
     ]
     assert [k.split(":")[0] for _, _, k in got[2:]] == ["released", "released"]
     assert await held(ledger) == set()
+    late = (await payloads(ledger))["node-a.c2"]
+    assert late["held_by"] == "node-a" and late["state"] == "LOST"
+    assert "held while its parent `node-a` was down" in late["text"]
 
 
 async def test_a_parent_heard_recently_does_not_hold_and_resolutions_always_flow(
