@@ -73,6 +73,8 @@ class WorkloadRow(SQLModel, table=True):
         Index("ix_workloads_kind_state", "kind", "state"),
         # Retention finds workloads final for longer than the history is kept.
         Index("ix_workloads_state_changed", "state", "state_changed_at"),
+        # A parent's recovery finds its children.
+        Index("ix_workloads_parent", "parent"),
     )
 
     id: str = Field(sa_column=Column(String(200), primary_key=True))
@@ -98,6 +100,9 @@ class WorkloadRow(SQLModel, table=True):
     poll_failures: int = Field(default=0, nullable=False)
     last_poll_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     last_poll_at: datetime | None = Field(default=None, sa_column=_ts())
+    # The workload this one depends on (statusd.dependencies), fixed at registration; by id, so it
+    # outlives the parent's deregistration and follows a re-registration of that id.
+    parent: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
 
 
 class TransitionRow(SQLModel, table=True):
@@ -308,3 +313,18 @@ class HighWaterMark(SQLModel, table=True):
 
     name: str = Field(sa_column=Column(String(64), primary_key=True))
     value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class HeldAlert(SQLModel, table=True):
+    """A child's unreachable/lost alert held while its parent is down (statusd.dependencies):
+    one row per child, naming its newest held transition; deleted when the alert is raised after
+    all (the parent recovered or proved alive) or has nothing left to say (the child recovered)."""
+
+    __tablename__ = "held_alerts"
+    __table_args__ = (Index("ix_held_alerts_parent", "parent"),)
+
+    workload_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    generation: int = Field(nullable=False)
+    parent: str = Field(sa_column=Column(String(200), nullable=False))
+    transition_id: int = Field(sa_column=Column(BIGID, nullable=False))
+    held_at: datetime = Field(sa_column=_ts(nullable=False))

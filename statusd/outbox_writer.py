@@ -1,7 +1,7 @@
 """The one writer of outbox rows: every event that must reach a peer (a transition for the main
 API, an alert for a webhook, statusd's own disruption alerts) is made into rows here.
 
-An event is identified by its own key (`transition:<id>`, `disruption:<ms>`), and a row by
+An event is identified by its own key (`transition:<id>`, `disruption:<ms>`, `released:<id>`), and a row by
 (event key, target, destination): writing the same event twice is an IntegrityError, never a
 second delivery. Rows are delivered in the order they were written within their ordering group,
 (target, workload id, destination), by statusd.sync.outbox; statusd's own events form the group
@@ -34,6 +34,12 @@ def transition_key(transition_id: int) -> str:
 
 def disruption_key(at_ms: int) -> str:
     return f"disruption:{at_ms}"
+
+
+def released_key(transition_id: int) -> str:
+    """A child's alert held by its parent and raised later (statusd.dependencies): its own
+    event, apart from the transition's, so raising it can never collide with or orphan either."""
+    return f"released:{transition_id}"
 
 
 @dataclass(frozen=True, slots=True)

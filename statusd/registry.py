@@ -13,7 +13,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement
 
 from statusd.db import transaction
-from statusd.errors import UnknownWorkload, WorkloadExists
+from statusd.errors import BadInput, UnknownWorkload, WorkloadExists
 from statusd.lifecycle import Kind, State
 from statusd.models import utcnow
 from statusd.tables import HIGH_WATER_MARKS, WORKLOADS
@@ -40,9 +40,10 @@ class Registration:
     kind: Kind
     status_url: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    parent: str | None = None  # registered already (checked here), never the id itself (schema)
 
 
-Registered = dict[str, Any] | WorkloadExists  # the workload's row, or why it was refused
+Registered = dict[str, Any] | WorkloadExists | BadInput  # the workload's row, or why not
 
 
 class _SkipTakenIds(ClauseElement):
@@ -101,14 +102,29 @@ def _fresh(reg: Registration, now: datetime) -> dict[str, Any]:
         "poll_failures": 0,
         "last_poll_error": None,
         "last_poll_at": None,
+        "parent": reg.parent,
     }
+
+
+async def _missing_parents(conn: AsyncConnection, parents: set[str]) -> set[str]:
+    """The named parents that are not registered now. A parent must exist before its child, and
+    is fixed then: no chain of parents can ever close into a cycle."""
+    if not parents:
+        return set()
+    found = await conn.execute(
+        select(WORKLOADS.c.id).where(
+            WORKLOADS.c.id.in_(sorted(parents)), WORKLOADS.c.deleted_at.is_(None)
+        )
+    )
+    return parents - set(found.scalars().all())
 
 
 async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> list[Registered]:
     """Create workloads in PENDING; one answer per item, in order.
 
     A deregistered id comes back with the next generation; a registered one (or an id given
-    twice in `regs`: the first wins) is refused with WorkloadExists and writes nothing. New ids,
+    twice in `regs`: the first wins) is refused with WorkloadExists and writes nothing; one
+    naming a parent that is not registered, with BadInput (`unknown_parent`). New ids,
     the common case, cost one statement for the whole list: INSERT ... ON CONFLICT DO NOTHING
     RETURNING id; each id it skipped costs one conditional UPDATE. The rows are built from the
     values written, never read back. Every statement is atomic on its own, so one registration
@@ -116,8 +132,15 @@ async def register_many(conn: AsyncConnection, regs: Sequence[Registration]) -> 
     now = utcnow()
     answers: list[Registered | None] = [None] * len(regs)
     first: dict[str, int] = {}
+    missing = await _missing_parents(conn, {r.parent for r in regs if r.parent is not None})
     for index, reg in enumerate(regs):
-        if reg.id in first:
+        if reg.parent in missing:
+            answers[index] = BadInput(
+                f"parent {reg.parent!r} is not registered (register the parent first)",
+                field="parent",
+                error="unknown_parent",
+            )
+        elif reg.id in first:
             answers[index] = WorkloadExists(f"workload {reg.id!r} is given twice in this batch")
         else:
             first[reg.id] = index
@@ -159,14 +182,15 @@ async def register(
     *,
     status_url: str | None = None,
     labels: dict[str, str] | None = None,
+    parent: str | None = None,
 ) -> dict[str, Any]:
     """Create a workload in PENDING. A deregistered id comes back with the next generation.
-    Raises WorkloadExists."""
+    Raises WorkloadExists, or BadInput for a parent that is not registered."""
     async with transaction(engine) as conn:
         [answer] = await register_many(
-            conn, [Registration(workload_id, kind, status_url, labels or {})]
+            conn, [Registration(workload_id, kind, status_url, labels or {}, parent)]
         )
-    if isinstance(answer, WorkloadExists):
+    if isinstance(answer, WorkloadExists | BadInput):
         raise answer
     return answer
 

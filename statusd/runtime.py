@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd.alert_routes import AlertRoutes
 from statusd.alerting import FlapPolicy
 from statusd.db import create_engine
+from statusd.dependencies import ParentWatch
 from statusd.errors import ConfigError
 from statusd.keys import Keys
 from statusd.redis_runtime import open_redis, resolve_redis_url
@@ -88,5 +89,6 @@ async def open_pools(settings: Settings, *, redis_max_connections: int | None = 
         cache=cache,
         alert_webhooks=AlertRoutes.from_settings(settings),
         flap_policy=FlapPolicy(settings.flap_max, settings.flap_window),
+        parents=ParentWatch(redis, keys, settings),
     )
     return Runtime(settings, engine, redis, keys, cache, ledger, redis_closers=closers)

@@ -102,18 +102,25 @@ class Judge:
     now: float
     deaf_until: float | None = None
     heard_until: float | None = None
+    interval: float = 0.0  # the heartbeat interval workloads are told (paced)
 
     @classmethod
     def of(cls, settings: Settings, hearing: Hearing | None, now: float) -> Judge:
         """The rule for these settings; without `hearing`, the plain TTL and never deaf."""
         if hearing is None:
-            return cls(settings.heartbeat_ttl, settings.start_timeout, now)
+            return cls(
+                settings.heartbeat_ttl,
+                settings.start_timeout,
+                now,
+                interval=paced_interval(0, settings),
+            )
         return cls(
             allowed=silence_allowed(hearing.tracked, settings),
             start_timeout=settings.start_timeout,
             now=now,
             deaf_until=deaf_until(hearing, settings, now),
             heard_until=heard_until(hearing),
+            interval=paced_interval(hearing.tracked, settings),
         )
 
     @property
@@ -158,6 +165,29 @@ class Judge:
         if not self.silence_counts:
             return None
         return self.silent(facts)
+
+    def silent_with(self, parent: Facts, child: Facts) -> bool:
+        """Whether `parent` is down, or went silent together with `child`, at this moment: what
+        holds the child's unreachable/lost alert (statusd.dependencies).
+
+        When a node dies, its agent (the parent) and its containers (the children) stop at the
+        same instant, but their last heartbeats differ by up to one heartbeat interval: a child
+        that beat a little earlier is past its allowance up to one interval before the parent,
+        and the sweeper may convict it first. So the parent counts as down when it is stale by
+        this rule (UNREACHABLE, LOST, or silent past its allowance), or when it has not been
+        heard since one interval after the child's last sign of life. A healthy parent was
+        heard within the last interval, while a convicted child has been silent for a whole
+        allowance (an interval plus 2/3 of the TTL), so the two cases cannot meet while pacing
+        keeps the interval under 2/3 of the TTL. Whichever of the two the sweeper convicts
+        first, the child's alert is held and the parent's alone goes out. A parent that proves
+        alive after all (heard again without going UNREACHABLE; or, under heavy pacing, a
+        healthy one) has the holds it caused released at the next sweep."""
+        if self.staleness(parent) is not None:
+            return True
+        if parent.state in FINAL_STATES or parent.last_seen is None or not self.silence_counts:
+            return False  # finished, or never heard: its silence says nothing about the node
+        child_since = child.last_seen if child.last_seen is not None else child.registered_at
+        return parent.last_seen <= child_since + self.interval
 
 
 # -- what a failed poll does -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from statusd.models import (
     ApiKey,
     AuditEvent,
     AvailabilityDay,
+    HeldAlert,
     HighWaterMark,
     IngestOutage,
     OutboxEntry,
@@ -38,3 +39,4 @@ AUDIT_EVENTS = _table(AuditEvent)
 AVAILABILITY_DAYS = _table(AvailabilityDay)
 INGEST_OUTAGES = _table(IngestOutage)
 HIGH_WATER_MARKS = _table(HighWaterMark)
+HELD_ALERTS = _table(HeldAlert)

@@ -21,9 +21,14 @@ from statusd.transition_types import AppliedTransition
 
 
 async def read_alert_event(
-    conn: AsyncConnection, policy: FlapPolicy, t: AppliedTransition
+    conn: AsyncConnection,
+    policy: FlapPolicy,
+    t: AppliedTransition,
+    *,
+    suppressed_by: str | None = None,
 ) -> AlertEvent | None:
-    """Read what the alert decision needs (silences in force, recent flaps) in this transaction."""
+    """Read what the alert decision needs (silences in force, recent flaps) in this transaction.
+    `suppressed_by`: the parent holding this alert (statusd.dependencies decided it)."""
     in_force = await silences.active_in(conn, t.recorded_at)
     earlier = await flap_times(
         conn,
@@ -38,6 +43,7 @@ async def read_alert_event(
         silenced=silences.silenced(in_force, t.workload_id, t.kind, t.labels),
         earlier_flaps=earlier.get(t.workload_id, []),
         policy=policy,
+        suppressed_by=suppressed_by,
     )
 
 

@@ -34,6 +34,7 @@ _LOCK_COLUMNS = (
     WORKLOADS.c.last_seen_at,
     WORKLOADS.c.poll_failures,
     WORKLOADS.c.state_changed_at,
+    WORKLOADS.c.parent,  # read only: whether an alert may be held (statusd.dependencies)
 )
 # PostgreSQL gets the ids as one array parameter (`= ANY`): the statement text is the same for
 # every batch size, where an expanding IN is re-rendered per call. Rows are locked in id order,

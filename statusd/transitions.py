@@ -26,9 +26,9 @@ import structlog
 from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from statusd import metrics
+from statusd import dependencies, metrics
 from statusd.alert_routes import AlertRoutes
-from statusd.alerting import FlapPolicy, contact_event
+from statusd.alerting import AlertEvent, FlapPolicy, contact_event
 from statusd.db import transaction
 from statusd.errors import RedisUnavailable, StatusdError, UnknownWorkload
 from statusd.lifecycle import CONTACT_STATES, Current, Kind, Source, State, Verdict, judge
@@ -78,6 +78,8 @@ class Ledger:
     # Every alert destination (webhooks, Alertmanagers, receivers); a plain sequence is webhooks.
     alert_webhooks: AlertRoutes | Sequence[str] = ()
     flap_policy: FlapPolicy = field(default_factory=FlapPolicy)
+    # Liveness for the dependency holds (None: only a parent's UNREACHABLE/LOST state holds).
+    parents: dependencies.ParentWatch | None = None
     listeners: list[TransitionListener] = field(default_factory=list)
 
 
@@ -137,6 +139,7 @@ class _Locked:
     labels: dict[str, str]
     read_version: int
     values: dict[str, Any]  # the WRITE_BACK_FIELDS, current
+    parent: str | None = None  # statusd.dependencies
     dirty: bool = False
     touched: bool = False  # the state cache gets this workload's final state
     failed: Exception | None = None
@@ -203,6 +206,7 @@ def _judge_all(observations: Sequence[Observation], locked: dict[str, RowMapping
                 dict(found["labels"] or {}),
                 int(found["version"]),
                 {k: found[k] for k in WRITE_BACK_FIELDS},
+                parent=found["parent"],
             )
         if row.failed is not None:
             plan.answers.append(row.failed)
@@ -290,15 +294,25 @@ async def _write_history(
     ids = await insert_transitions(conn, [fields for _, _, fields in plan.transitions])
     applied: list[AppliedTransition] = []
     outbox: list[OutboxEvent] = []
+    holds = dependencies.Holds(ledger.parents)
     for (index, version, fields), tid in zip(plan.transitions, ids, strict=True):
-        labels = plan.rows[observations[index].workload_id].labels
-        t = AppliedTransition(id=tid, labels=labels, **fields)
+        row = plan.rows[observations[index].workload_id]
+        t = AppliedTransition(id=tid, labels=row.labels, **fields)
         plan.answers[index] = Result(Outcome.APPLIED, t.to_state, version, transition=t)
         event = None
         if ledger.alert_webhooks and contact_event(t.from_state, t.to_state) is not None:
+            # After this batch's write-back: a parent convicted earlier in it counts as down.
+            held_by = await dependencies.hold(conn, holds, t, row.parent)
             # Reads this transaction's own earlier rows too: flaps within one batch count.
-            event = await read_alert_event(conn, ledger.flap_policy, t)
+            event = await read_alert_event(conn, ledger.flap_policy, t, suppressed_by=held_by)
         outbox += outbox_events(t, ledger.alert_webhooks, event)
+        if (
+            ledger.alert_webhooks
+            and contact_event(t.from_state, t.to_state) is AlertEvent.RECOVERED
+        ):
+            # A parent back in contact: its children still down raise their held alerts now,
+            # in this same transaction.
+            outbox += await dependencies.release(conn, [t.workload_id], ledger.alert_webhooks)
         applied.append(t)
     await write_outbox(conn, outbox)
     return applied

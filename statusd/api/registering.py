@@ -20,12 +20,14 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd import liveness, registry, silences, tokens
+from statusd import dependencies, liveness, registry, silences, tokens
 from statusd.api.error_responses import error_body
 from statusd.api.serializers import Liveness, is_stale, synced_flag, workload_out
 from statusd.db import each_statement, transaction
 from statusd.errors import BadInput, RedisUnavailable, StatusdError, StorageUnavailable
+from statusd.hearing import read_hearing
 from statusd.lifecycle import Kind, State
 from statusd.registry import Registration
 from statusd.runtime import Runtime
@@ -37,6 +39,7 @@ from statusd.schema.registration_results import (
     RegistrationRefused,
 )
 from statusd.schema.responses import RegisteredWorkload
+from statusd.staleness import Judge
 from statusd.sweeper.url_policy import check_status_url
 
 log = structlog.get_logger("statusd.api")
@@ -68,7 +71,7 @@ async def read_item(rt: Runtime, raw: Any, admit: Admit | None = None) -> Regist
     status_url = reg.status_url or None  # "" means none
     if status_url is not None:
         await check_status_url(status_url, rt.settings.allow_networks)
-    return Registration(reg.id, reg.kind, status_url, dict(reg.labels or {}))
+    return Registration(reg.id, reg.kind, status_url, dict(reg.labels or {}), reg.parent)
 
 
 def batch_items(body: Mapping[str, Any], max_items: int) -> list[Any]:
@@ -86,7 +89,11 @@ def batch_items(body: Mapping[str, Any], max_items: int) -> list[Any]:
 
 
 def _registered(
-    rt: Runtime, row: Mapping[str, Any], active: Sequence[silences.SilenceRecord], now: datetime
+    rt: Runtime,
+    row: Mapping[str, Any],
+    active: Sequence[silences.SilenceRecord],
+    now: datetime,
+    suppressed: Mapping[str, str],
 ) -> RegisteredWorkload:
     merged = Liveness(None, None)
     out = workload_out(
@@ -95,6 +102,7 @@ def _registered(
         stale=is_stale(State.PENDING, merged, row["created_at"], rt.settings, now),
         synced=synced_flag(rt.settings, False),
         silenced=silences.silenced(active, row["id"], row["kind"], row["labels"]),
+        suppressed_by=suppressed.get(row["id"]),
     )
     token = tokens.issue(
         rt.settings.secret_bytes, row["id"], Kind(row["kind"]), int(row["generation"])
@@ -113,6 +121,7 @@ async def register_chunk(rt: Runtime, regs: Sequence[Registration]) -> list[Outc
         created = [a for a in answers if not isinstance(a, StatusdError)]
         # On the same connection: one checkout per chunk, not two.
         active = await silences.active_in(conn, now) if created else []
+        suppressed = await suppressed_children(rt, conn, created, now)
     if created:
         generations = {row["id"]: int(row["generation"]) for row in created}
         try:
@@ -121,7 +130,22 @@ async def register_chunk(rt: Runtime, regs: Sequence[Registration]) -> list[Outc
             log.warning("workload.register_liveness_failed", workloads=len(generations))
             await registry.retire(rt.engine, list(generations))
             raise
-    return [a if isinstance(a, StatusdError) else _registered(rt, a, active, now) for a in answers]
+    return [
+        a if isinstance(a, StatusdError) else _registered(rt, a, active, now, suppressed)
+        for a in answers
+    ]
+
+
+async def suppressed_children(
+    rt: Runtime, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], now: datetime
+) -> dict[str, str]:
+    """`suppressed_by` of these rows (statusd.dependencies): child id -> its parent that is down
+    now. No Redis round trip unless some row has a parent."""
+    watch = rt.ledger.parents
+    if watch is None or not any(row.get("parent") for row in rows):
+        return {}
+    judge = Judge.of(rt.settings, await read_hearing(rt.redis, rt.keys), now.timestamp())
+    return await dependencies.suppressed_by(conn, watch, rows, judge)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ def workload_out(
     synced: bool | None,
     flapping: bool = False,
     silenced: bool = False,
+    suppressed_by: str | None = None,
 ) -> responses.Workload:
     """The public shape of a workload (GET /v1/workloads/{id}, list items, registration)."""
     return responses.Workload(
@@ -85,6 +86,8 @@ def workload_out(
         generation=int(row["generation"]),
         flapping=flapping,
         silenced=silenced,
+        parent=row.get("parent"),
+        suppressed_by=suppressed_by,
     )
 
 
@@ -96,10 +99,17 @@ def workload_json(
     synced: bool | None,
     flapping: bool = False,
     silenced: bool = False,
+    suppressed_by: str | None = None,
 ) -> dict[str, Any]:
     """`workload_out` as JSON-ready data (the list pages filter and page on it)."""
     out = workload_out(
-        row, liveness, stale=stale, synced=synced, flapping=flapping, silenced=silenced
+        row,
+        liveness,
+        stale=stale,
+        synced=synced,
+        flapping=flapping,
+        silenced=silenced,
+        suppressed_by=suppressed_by,
     )
     return out.model_dump(mode="json")
 

@@ -66,11 +66,13 @@ async def _redis_liveness(
 
 @dataclass(frozen=True, slots=True)
 class _Marks:
-    """Per-page flags read from the database: unsynced, flapping and silenced ids."""
+    """Per-page flags read from the database: unsynced, flapping and silenced ids, and the
+    children whose parent is down (statusd.dependencies)."""
 
     unsynced: set[str]
     flapping: set[str]
     silenced: set[str]
+    suppressed: dict[str, str]
 
 
 async def _marks(
@@ -81,6 +83,7 @@ async def _marks(
         unsynced=await unsynced_workloads(conn, ids),
         flapping=await flaps.flapping_ids(conn, rows, rt.ledger.flap_policy, now),
         silenced=silences.silenced_ids(await silences.active_in(conn, now), rows),
+        suppressed=await registering.suppressed_children(rt, conn, rows, now),
     )
 
 
@@ -106,6 +109,7 @@ def _render(
                 synced=synced_flag(rt.settings, wid in marks.unsynced),
                 flapping=wid in marks.flapping,
                 silenced=wid in marks.silenced,
+                suppressed_by=marks.suppressed.get(wid),
             )
         )
     return out

@@ -86,6 +86,7 @@ def _table(items: list[StaleRow]) -> Table:
                     i.reason,
                     *(["flapping"] if i.flapping else []),
                     *(["silenced"] if i.silenced else []),
+                    *([f"suppressed by {i.suppressed_by}"] if i.suppressed_by else []),
                 ]
             ),
             _age(i.stale_for_s),

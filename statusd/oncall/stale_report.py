@@ -26,9 +26,10 @@ from redis.asyncio import Redis
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Row
 
-from statusd import flaps, liveness, silences
+from statusd import dependencies, flaps, liveness, silences
 from statusd.alerting import FlapPolicy
 from statusd.db import reading
+from statusd.dependencies import ParentWatch
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
@@ -52,6 +53,7 @@ CSV_FIELDS = (
     "labels",
     "flapping",
     "silenced",
+    "suppressed_by",
 )
 
 
@@ -92,6 +94,7 @@ class StaleRow:
     state_since: str  # when it entered its current state (state_changed_at)
     flapping: bool = False  # statusd.alerting: its flaps raise no alerts
     silenced: bool = False  # a silence covers it: tracked, no alerts
+    suppressed_by: str | None = None  # its parent, down: its alerts are held (statusd.dependencies)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,25 +226,37 @@ async def stale_report(
         and item.stale_for_s >= flt.older_than_s
     ]
     items.sort(key=lambda i: (_RANK[StaleReason(i.reason)], -i.stale_for_s, i.id))
-    return await _marked(engine, settings, rows, items, now)
+    watch = ParentWatch(redis, keys, settings)
+    return await _marked(engine, watch, judge, rows, items)
 
 
 async def _marked(
-    engine: Any, settings: Settings, rows: Sequence[Row[Any]], items: list[StaleRow], now: float
+    engine: Any,
+    watch: ParentWatch,
+    judge: Judge,
+    rows: Sequence[Row[Any]],
+    items: list[StaleRow],
 ) -> list[StaleRow]:
-    """The items with their `flapping` and `silenced` flags (from the database)."""
+    """The items with their `flapping` and `silenced` flags (from the database) and the parent
+    holding their alerts (statusd.dependencies)."""
     if not items:
         return items
     listed = {i.id for i in items}
     mappings = [dict(r._mapping) for r in rows if r.id in listed]
-    at = datetime.fromtimestamp(now, UTC)
-    policy = FlapPolicy(settings.flap_max, settings.flap_window)
+    at = datetime.fromtimestamp(judge.now, UTC)
+    policy = FlapPolicy(watch.settings.flap_max, watch.settings.flap_window)
     async with reading(engine) as conn:
         flapping = await flaps.flapping_ids(conn, mappings, policy, at)
         silenced = silences.silenced_ids(await silences.active_in(conn, at), mappings)
+        suppressed = await dependencies.suppressed_by(conn, watch, mappings, judge)
     return [
-        replace(i, flapping=i.id in flapping, silenced=i.id in silenced)
-        if i.id in flapping or i.id in silenced
+        replace(
+            i,
+            flapping=i.id in flapping,
+            silenced=i.id in silenced,
+            suppressed_by=suppressed.get(i.id),
+        )
+        if i.id in flapping or i.id in silenced or i.id in suppressed
         else i
         for i in items
     ]

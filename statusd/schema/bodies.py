@@ -45,6 +45,19 @@ class RegisterRequest(Body):
         json_schema_extra={"pattern": STATUS_URL_PATTERN},
     )
     labels: Labels | None = None
+    parent: WorkloadId | None = Field(
+        default=None,
+        description="the workload this one depends on (a node agent, for its containers): "
+        "registered already, never itself; while it is UNREACHABLE or LOST this workload's "
+        "unreachable/lost alerts are held (`suppressed_by`)",
+    )
+
+    @field_validator("parent")
+    @classmethod
+    def _not_itself(cls, parent: str | None, info: ValidationInfo) -> str | None:
+        if parent is not None and parent == info.data.get("id"):
+            raise PydanticCustomError("invalid_value", "a workload cannot be its own parent")
+        return parent
 
     @field_validator("status_url")
     @classmethod

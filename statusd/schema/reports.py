@@ -36,6 +36,9 @@ class StaleItem(Answer):
     state_since: IsoTime
     flapping: bool = False
     silenced: bool = False
+    suppressed_by: WorkloadId | None = Field(
+        default=None, description="its parent, down: its unreachable/lost alerts are held"
+    )
 
 
 class StaleReport(Answer):

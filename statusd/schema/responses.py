@@ -50,6 +50,14 @@ class Workload(Answer):
     silenced: bool = Field(
         default=False, description="a silence (POST /v1/silences) covers it: tracked, no alerts"
     )
+    parent: WorkloadId | None = Field(
+        default=None, description="the workload this one depends on, named at registration"
+    )
+    suppressed_by: WorkloadId | None = Field(
+        default=None,
+        description="the parent, while it is UNREACHABLE, LOST or stale: this workload's "
+        "unreachable/lost alerts are held until it recovers; null otherwise",
+    )
 
 
 class RegisteredWorkload(Workload):

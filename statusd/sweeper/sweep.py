@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from statusd import liveness, selfwatch
+from statusd import dependencies, liveness, selfwatch
 from statusd.celery.budgets import budgets
 from statusd.db import reading
 from statusd.hearing import read_hearing
@@ -223,6 +223,11 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
             # Judged before the polls are enqueued, so they already see a disruption this sweep
             # found (statusd.sweeper.disruption); stale = the candidates still tracked.
             await disruption.judge(rt, result.stale - result.dropped)
+            if rt.ledger.alert_webhooks and rt.ledger.parents is not None:
+                # Holds whose parent proved alive without a recovery (statusd.dependencies).
+                await dependencies.release_idle(
+                    rt.engine, rt.ledger.parents, rt.ledger.alert_webhooks
+                )
     if not result.skipped:
         await selfwatch.record_sweep_success(rt.redis, rt.keys, time.time())
     return result

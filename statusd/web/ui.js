@@ -48,13 +48,20 @@ window.statusd = (() => {
   const labelsText = (labels) => Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
   const workloadHref = (id) => `/workloads/${encodeURIComponent(id)}`;
 
-  // Marks a workload carries: `flapping` and `silenced` are absent from older servers (= false).
+  // Marks a workload carries: `flapping`, `silenced` and `suppressed_by` are absent from older
+  // servers (= false, null). A suppressed workload links to the parent holding its alerts.
   function marks(w) {
     const found = [];
     if (w.stale) found.push("stale");
     if (w.flapping === true) found.push("flapping");
     if (w.silenced === true) found.push("silenced");
-    return found.map((m) => el("span", { class: `mark mark-${m}`, "data-mark": m }, m));
+    const shown = found.map((m) => el("span", { class: `mark mark-${m}`, "data-mark": m }, m));
+    if (w.suppressed_by) {
+      shown.push(el("a", { class: "mark mark-suppressed", "data-mark": "suppressed",
+        href: workloadHref(w.suppressed_by), title: "its parent is down: its alerts are held" },
+        `suppressed by ${w.suppressed_by}`));
+    }
+    return shown;
   }
 
   function banner(kind, text) {

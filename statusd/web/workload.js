@@ -82,7 +82,7 @@
       ? `Deregistered at ${shortTime(s.deregistered_at)}: statusd no longer tracks it; its history is kept.` : "";
     facts("w-facts", [["kind", w.kind], ["state since", shortTime(w.state_changed_at)],
       ["last seen", shortTime(w.last_seen_at)], ["last seq", w.last_seq], ["labels", labelsText(w.labels)],
-      ["status url", w.status_url], ["registered", shortTime(w.created_at)], ["generation", w.generation]]);
+      ["status url", w.status_url], ["registered", shortTime(w.created_at)], ["generation", w.generation], ["parent", w.parent]]);
     drawTimeline(s.timeline);
 
     document.querySelector("#transitions-table tbody").replaceChildren(...[...s.transitions].reverse().map((t) =>

@@ -122,9 +122,10 @@ class AsyncStatusdApi:
         *,
         status_url: str | None = None,
         labels: Mapping[str, str] | None = None,
+        parent: str | None = None,
     ) -> Registered:
         """See StatusdApi.register."""
-        return await self._run(calls.register(workload_id, kind, status_url, labels))
+        return await self._run(calls.register(workload_id, kind, status_url, labels, parent))
 
     async def register_many(
         self, items: Iterable[Registration | Mapping[str, Any]], *, batch_size: int = BATCH_SIZE
@@ -143,7 +144,11 @@ class AsyncStatusdApi:
     async def _register_one(self, item: Registration) -> RegistrationResult:
         try:
             registered = await self.register(
-                item.id, item.kind, status_url=item.status_url, labels=item.labels
+                item.id,
+                item.kind,
+                status_url=item.status_url,
+                labels=item.labels,
+                parent=item.parent,
             )
         except StatusdApiError as exc:
             return one_by_one(item, exc)

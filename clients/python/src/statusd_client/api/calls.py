@@ -100,9 +100,13 @@ def _report(doc: Any) -> Report:
 
 
 def register(
-    workload_id: str, kind: str, status_url: str | None, labels: Mapping[str, str] | None
+    workload_id: str,
+    kind: str,
+    status_url: str | None,
+    labels: Mapping[str, str] | None,
+    parent: str | None = None,
 ) -> Call[Registered]:
-    body = Registration(workload_id, kind, status_url, labels).to_json()
+    body = Registration(workload_id, kind, status_url, labels, parent).to_json()
     return Call(ROUTES["register"], Registered.from_json, body=body)
 
 
@@ -125,7 +129,11 @@ def registrations(items: Iterable[Registration | Mapping[str, Any]]) -> list[Reg
         else:
             out.append(
                 Registration(
-                    str(item["id"]), str(item["kind"]), item.get("status_url"), item.get("labels")
+                    str(item["id"]),
+                    str(item["kind"]),
+                    item.get("status_url"),
+                    item.get("labels"),
+                    item.get("parent"),
                 )
             )
     return out

@@ -50,6 +50,10 @@ class Workload:
     generation: int
     flapping: bool = False
     silenced: bool = False
+    # The workload this one depends on (named at registration); None without one.
+    parent: str | None = None
+    # The parent while it is UNREACHABLE, LOST or stale: this workload's alerts are held.
+    suppressed_by: str | None = None
 
     @classmethod
     def from_json(cls, doc: JSON) -> Workload:
@@ -69,7 +73,13 @@ class Workload:
             generation=int(doc["generation"]),
             flapping=bool(doc.get("flapping", False)),
             silenced=bool(doc.get("silenced", False)),
+            parent=_str_or_none(doc.get("parent")),
+            suppressed_by=_str_or_none(doc.get("suppressed_by")),
         )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,8 @@ class Registration:
     kind: str
     status_url: str | None = None
     labels: Mapping[str, str] | None = None
+    # A workload registered already (never this one): while it is down, this one's alerts wait.
+    parent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "kind": self.kind}
@@ -99,6 +111,8 @@ class Registration:
             body["status_url"] = self.status_url
         if self.labels is not None:
             body["labels"] = dict(self.labels)
+        if self.parent is not None:
+            body["parent"] = self.parent
         return body
 
 

@@ -124,10 +124,12 @@ class StatusdApi:
         *,
         status_url: str | None = None,
         labels: Mapping[str, str] | None = None,
+        parent: str | None = None,
     ) -> Registered:
         """Register a workload (PENDING): the workload and its heartbeat token.
-        AlreadyRegistered if the id is registered; BadInput naming the field."""
-        return self._run(calls.register(workload_id, kind, status_url, labels))
+        AlreadyRegistered if the id is registered; BadInput naming the field (`parent`: not
+        registered, or the workload itself)."""
+        return self._run(calls.register(workload_id, kind, status_url, labels, parent))
 
     def register_many(
         self, items: Iterable[Registration | Mapping[str, Any]], *, batch_size: int = BATCH_SIZE
@@ -148,7 +150,11 @@ class StatusdApi:
     def _register_one(self, item: Registration) -> RegistrationResult:
         try:
             registered = self.register(
-                item.id, item.kind, status_url=item.status_url, labels=item.labels
+                item.id,
+                item.kind,
+                status_url=item.status_url,
+                labels=item.labels,
+                parent=item.parent,
             )
         except StatusdApiError as exc:
             return one_by_one(item, exc)
