@@ -16,6 +16,7 @@ from statusd.models import (
     AvailabilityDay,
     HighWaterMark,
     IngestOutage,
+    MaintenanceRow,
     OutboxEntry,
     RefusedObservation,
     SilenceRow,
@@ -33,6 +34,7 @@ TRANSITIONS = _table(TransitionRow)
 REFUSED_OBSERVATIONS = _table(RefusedObservation)
 OUTBOX = _table(OutboxEntry)
 SILENCES = _table(SilenceRow)
+MAINTENANCES = _table(MaintenanceRow)
 API_KEYS = _table(ApiKey)
 AUDIT_EVENTS = _table(AuditEvent)
 AVAILABILITY_DAYS = _table(AvailabilityDay)
