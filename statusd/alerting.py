@@ -2,7 +2,8 @@
 transition's database transaction by statusd.transitions.
 
 Events: `unreachable`, `lost`, `recovered` per incident, as before, with two dampers:
-- a silenced workload (statusd.silences) raises nothing while the silence lasts;
+- a silenced workload (statusd.silences) raises nothing while the silence lasts, nor does one
+  inside a maintenance window (statusd.maintenance);
 - a flapping workload raises ONE `flapping` alert (on the recovery that makes it flapping) and then
   nothing for its UNREACHABLE <-> recovered round trips until it has been quiet for a window.
   LOST, and the recovery from LOST, are never damped: staying unreachable for STATUSD_LOST_AFTER
@@ -78,12 +79,13 @@ def alert_event(
     silenced: bool,
     earlier_flaps: Sequence[float],
     policy: FlapPolicy,
+    in_maintenance: bool = False,
 ) -> AlertEvent | None:
     """The alert this transition raises (at unix time `at`), or None.
 
     `earlier_flaps`: times of this workload's (current generation's) flaps before this one."""
     event = contact_event(from_state, to_state)
-    if event is None or silenced:
+    if event is None or silenced or in_maintenance:
         return None
     if event is AlertEvent.LOST or from_state is State.LOST:
         return event

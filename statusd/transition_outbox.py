@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd import silences
+from statusd import maintenance, silences
 from statusd.alerting import AlertEvent, FlapPolicy, alert_event
 from statusd.flaps import flap_times
 from statusd.models import OutboxTarget
@@ -22,8 +22,10 @@ from statusd.transition_types import AppliedTransition
 async def read_alert_event(
     conn: AsyncConnection, policy: FlapPolicy, t: AppliedTransition
 ) -> AlertEvent | None:
-    """Read what the alert decision needs (silences in force, recent flaps) in this transaction."""
+    """Read what the alert decision needs (silences in force, maintenance windows, recent flaps)
+    in this transaction."""
     in_force = await silences.active_in(conn, t.recorded_at)
+    windows = maintenance.Excuses.of(await maintenance.all_in(conn), t.recorded_at)
     earlier = await flap_times(
         conn,
         {t.workload_id: t.generation},
@@ -37,6 +39,7 @@ async def read_alert_event(
         silenced=silences.silenced(in_force, t.workload_id, t.kind, t.labels),
         earlier_flaps=earlier.get(t.workload_id, []),
         policy=policy,
+        in_maintenance=windows.covers(t.workload_id, t.kind, t.labels),
     )
 
 

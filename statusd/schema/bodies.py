@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from statusd.lifecycle import Kind, State
 from statusd.schema.rules import (
+    DEFAULT_MAX_QUIET_S,
     MAX_DETAIL_BYTES,
     MAX_INT64,
     MAX_REASON,
@@ -148,6 +149,13 @@ class Heartbeat(Body):
         default=None,
         max_length=MAX_DETAIL_BYTES,
         description=f"at most {MAX_DETAIL_BYTES} bytes once UTF-8 encoded",
+    )
+    quiet_for_s: int | None = Field(
+        default=None,
+        gt=0,
+        le=DEFAULT_MAX_QUIET_S,
+        description="I will be silent this many seconds: do not judge me stale before then "
+        f"(at most STATUSD_MAX_QUIET_S, default {DEFAULT_MAX_QUIET_S})",
     )
 
 
