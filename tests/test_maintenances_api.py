@@ -5,7 +5,7 @@ client's methods against the same server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,3 +177,38 @@ async def test_the_python_client_plans_lists_shows_and_deletes(
         with pytest.raises(BadInput) as refused:
             await api.create_maintenance(workload_id="a", schedule="*/2 * * * *", reason="x")
         assert refused.value.field == "duration_s"
+
+
+async def test_a_window_keeps_covered_workloads_out_of_stale_and_the_stale_report(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # Every registration is past its start timeout at once: silence alone makes it stale.
+    async with api_client(make_settings(start_timeout=0.001)) as c:
+        for wid, rack in (("in-window", "r7"), ("outside", "r8")):
+            made = await c.post(
+                "/v1/workloads", json={"id": wid, "kind": "training", "labels": {"rack": rack}}
+            )
+            assert made.status == 201
+        window = await c.post(
+            "/v1/maintenances",
+            json={
+                "match": {"label": "rack:r7"},
+                "start": later(-5),
+                "end": later(600),
+                "reason": "x",
+            },
+        )
+        assert window.status == 201
+
+        async def stale_flags() -> dict[str, bool]:
+            page = await (await c.get("/v1/workloads")).json()
+            return {w["id"]: w["stale"] for w in page["items"]}
+
+        assert await stale_flags() == {"in-window": False, "outside": True}
+        report = await (await c.get("/v1/reports/stale")).json()
+        assert [i["id"] for i in report["items"]] == ["outside"]
+        one = await (await c.get("/v1/workloads/in-window")).json()
+        assert one["stale"] is False
+        assert (await c.delete(f"/v1/maintenances/{(await window.json())['id']}")).status == 200
+        # The window is gone (not ended): nothing excuses the silence any more.
+        assert await stale_flags() == {"in-window": True, "outside": True}
