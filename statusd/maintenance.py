@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -54,19 +54,28 @@ class Recurrence:
     def duration(self) -> timedelta:
         return timedelta(seconds=self.duration_s)
 
-    def latest_start(self, at: datetime) -> datetime:
+    def latest_start(self, at: datetime) -> datetime | None:
         """The newest occurrence starting at or before `at` (croniter's get_prev is strict, so it
-        starts from just after `at`)."""
-        it = croniter(self.schedule, at.astimezone(ZoneInfo(self.timezone)) + timedelta(seconds=1))
-        start: datetime = it.get_prev(datetime)
-        while start > at:
-            start = it.get_prev(datetime)
+        starts from just after `at`); None when croniter finds none (a date that never comes,
+        such as 30 February: the API refuses those, this keeps any stored one harmless)."""
+        try:
+            it = croniter(
+                self.schedule, at.astimezone(ZoneInfo(self.timezone)) + timedelta(seconds=1)
+            )
+            start: datetime = it.get_prev(datetime)
+            while start > at:
+                start = it.get_prev(datetime)
+        except (CroniterError, ValueError, KeyError):
+            return None
         return start.astimezone(UTC)
 
-    def next_start(self, after: datetime) -> datetime:
-        """The first occurrence starting strictly after `after`."""
-        it = croniter(self.schedule, after.astimezone(ZoneInfo(self.timezone)))
-        start: datetime = it.get_next(datetime)
+    def next_start(self, after: datetime) -> datetime | None:
+        """The first occurrence starting strictly after `after` (None: croniter finds none)."""
+        try:
+            it = croniter(self.schedule, after.astimezone(ZoneInfo(self.timezone)))
+            start: datetime = it.get_next(datetime)
+        except (CroniterError, ValueError, KeyError):
+            return None
         return start.astimezone(UTC)
 
 
@@ -85,6 +94,8 @@ class MaintenanceRecord:
         window was created; None when there is none."""
         if self.recurrence is not None:
             start = self.recurrence.latest_start(at)
+            if start is None:
+                return None
             span = (start, start + self.recurrence.duration)
         elif self.starts_at is not None and self.ends_at is not None and self.starts_at <= at:
             span = (self.starts_at, self.ends_at)
@@ -109,7 +120,7 @@ class MaintenanceRecord:
             return span
         if self.recurrence is not None:
             start = self.recurrence.next_start(at)
-            return start, start + self.recurrence.duration
+            return None if start is None else (start, start + self.recurrence.duration)
         if self.starts_at is not None and self.ends_at is not None and self.starts_at > at:
             return self.starts_at, self.ends_at
         return None
@@ -125,10 +136,9 @@ class MaintenanceRecord:
             raw = [(self.starts_at, self.ends_at)]
         else:
             duration = self.recurrence.duration
-            first = self.recurrence.latest_start(lower)
             raw = []
-            start = first
-            while start < until and len(raw) < MAX_OCCURRENCES:
+            start = self.recurrence.latest_start(lower) or self.recurrence.next_start(lower)
+            while start is not None and start < until and len(raw) < MAX_OCCURRENCES:
                 raw.append((start, start + duration))
                 start = self.recurrence.next_start(start)
         return [(max(s, lower), min(e, until)) for s, e in raw if e > lower and s < until]

@@ -120,6 +120,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad cron", {"match": {"id": "a"}, "schedule": "every 2 minutes", "duration_s": 30, "reason": "x"}, "invalid_value", "schedule"),
     ("cron with seconds", {"match": {"id": "a"}, "schedule": "0 */2 * * * *", "duration_s": 30, "reason": "x"}, "invalid_value", "schedule"),
     ("cron out of range", {"match": {"id": "a"}, "schedule": "61 * * * *", "duration_s": 30, "reason": "x"}, "invalid_value", "schedule"),
+    ("never occurs", {"match": {"id": "a"}, "schedule": "0 0 30 2 *", "duration_s": 30, "reason": "x"}, "invalid_value", "schedule"),
     ("unknown timezone", {"match": {"id": "a"}, "schedule": "*/2 * * * *", "duration_s": 30, "timezone": "Mars/Olympus", "reason": "x"}, "invalid_value", "timezone"),
     ("timezone path", {"match": {"id": "a"}, "schedule": "*/2 * * * *", "duration_s": 30, "timezone": "../etc/passwd", "reason": "x"}, "invalid_value", "timezone"),
     ("missing duration", {"match": {"id": "a"}, "schedule": "*/2 * * * *", "reason": "x"}, "missing_field", "duration_s"),

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -175,12 +175,20 @@ class MaintenanceRequest(Body):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, schedule: str | None) -> str | None:
-        if schedule is not None and (len(schedule.split()) != 5 or not croniter.is_valid(schedule)):
+        if schedule is None:
+            return None
+        if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
             raise PydanticCustomError(
                 "invalid_value",
                 "'{text}' is not a five-field cron expression (e.g. '0 2 * * *')",
                 {"text": schedule[:60]},
             )
+        try:  # valid syntax for a date that never comes (30 February)
+            croniter(schedule).get_next(float)
+        except CroniterError:
+            raise PydanticCustomError(
+                "invalid_value", "'{text}' never occurs", {"text": schedule[:60]}
+            ) from None
         return schedule
 
     @field_validator("duration_s")
