@@ -129,6 +129,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("timezone without schedule", {"match": {"id": "a"}, "start": "NOW", "end": "LATER", "timezone": "UTC", "reason": "x"}, "invalid_value", "timezone"),
     ("end before start", {"match": {"id": "a"}, "start": "LATER", "end": "NOW", "reason": "x"}, "invalid_value", "end"),
     ("end in the past", {"match": {"id": "a"}, "start": "PAST", "end": "PAST", "reason": "x"}, "invalid_value", "end"),
+    ("end beyond UTC", {"match": {"id": "a"}, "start": "NOW", "end": "9999-12-31T23:59:59-14:00", "reason": "x"}, "invalid_value", "end"),
     ("missing end", {"match": {"id": "a"}, "start": "NOW", "reason": "x"}, "missing_field", "end"),
     ("neither kind", {"match": {"id": "a"}, "reason": "x"}, "missing_field", "start"),
     ("both kinds", {"match": {"id": "a"}, "schedule": "0 2 * * *", "duration_s": 60, "start": "NOW", "end": "LATER", "reason": "x"}, "invalid_value", "start"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -143,6 +143,16 @@ def _given(info: ValidationInfo, name: str) -> bool:
     return info.data.get(name) is not None
 
 
+def _in_utc(value: datetime | None) -> datetime | None:
+    """The time in UTC; refused when UTC cannot hold it (year 9999 at -14:00 is year 10000)."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("invalid_value", "out of range once in UTC") from None
+
+
 class MaintenanceRequest(Body):
     """A maintenance window: `start`/`end`, or a recurring `schedule` + `duration_s` (+
     `timezone`, default UTC). Checked in field order, so each problem names its field."""
@@ -220,6 +230,7 @@ class MaintenanceRequest(Body):
     @field_validator("start")
     @classmethod
     def _one_kind(cls, start: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = _in_utc(start)
         if start is not None and _given(info, "schedule"):
             raise PydanticCustomError(
                 "invalid_value", "give either start/end or a schedule, not both"
@@ -231,6 +242,7 @@ class MaintenanceRequest(Body):
     @field_validator("end")
     @classmethod
     def _after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
+        end = _in_utc(end)
         start = info.data.get("start")
         if end is not None and _given(info, "schedule"):
             raise PydanticCustomError(
