@@ -153,3 +153,17 @@ def test_the_api_and_ingest_share_the_workload_id_pattern() -> None:
     with pytest.raises(BadInput) as caught:
         check_heartbeat({**GOOD, "workload_id": "a/b"}, TokenClaims("a/b", Kind.TRAINING, 1))
     assert (caught.value.status, caught.value.field) == (422, "workload_id")
+
+
+def test_the_documented_quiet_maximum_is_the_served_setting() -> None:
+    schemas = openapi_document(500, 77)["components"]["schemas"]
+    for name in ("Heartbeat", "BatchHeartbeat"):
+        (integer,) = [
+            v for v in schemas[name]["properties"]["quiet_for_s"]["anyOf"] if v["type"] == "integer"
+        ]
+        assert integer["maximum"] == 77, name
+    claims = TokenClaims(WID, Kind.TRAINING, 1)
+    assert check_heartbeat({**GOOD, "quiet_for_s": 77}, claims, max_quiet_s=77).quiet_for_s == 77
+    with pytest.raises(BadInput) as refused:
+        check_heartbeat({**GOOD, "quiet_for_s": 78}, claims, max_quiet_s=77)
+    assert (refused.value.status, refused.value.field) == (422, "quiet_for_s")

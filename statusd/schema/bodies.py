@@ -307,6 +307,18 @@ class HeartbeatBatch(Body):
     items: list[BatchHeartbeat] = Field(min_length=1)
 
 
+def quiet_maximum(schema: dict[str, Any], max_quiet_s: int) -> dict[str, Any]:
+    """A heartbeat's JSON schema (Heartbeat, BatchHeartbeat) with the configured
+    STATUSD_MAX_QUIET_S as `quiet_for_s`'s maximum."""
+    quiet = schema["properties"]["quiet_for_s"]
+    variants = [
+        dict(v, maximum=max_quiet_s) if v.get("type") == "integer" else v
+        for v in quiet.get("anyOf", [])
+    ]
+    patched = dict(quiet, anyOf=variants) if variants else dict(quiet, maximum=max_quiet_s)
+    return {**schema, "properties": {**schema["properties"], "quiet_for_s": patched}}
+
+
 def batch_max_items(schema: dict[str, Any], max_items: int) -> dict[str, Any]:
     """A batch's JSON schema (HeartbeatBatch, RegisterBatch) with the configured
     STATUSD_MAX_BATCH_ITEMS as maxItems."""
