@@ -6,20 +6,29 @@ advanced by hand (no real waits, no cron ticks awaited).
 - Occurrences follow local time across a DST change (Europe/Berlin), and a window excuses nothing
   before it was created.
 - `quiet_for_s: 120` (the deadline ingest writes: heard + 120) keeps a silent workload fine for
-  120 s plus its allowance and not a moment longer.
+  120 s plus its allowance and not a moment longer: by the rule, and through the real ingest
+  script and the sweeper's range query on a real Redis.
 - The alert decision raises nothing for a workload in maintenance, and resumes after it.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from redis.asyncio import Redis
+
+from statusd import liveness
 from statusd.alerting import AlertEvent, FlapPolicy, alert_event
+from statusd.ingest.heartbeat_checks import CheckedHeartbeat
+from statusd.ingest.writer import StreamWriter
+from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
 from statusd.maintenance import Excuses, MaintenanceRecord, Recurrence
 from statusd.silences import Matcher
 from statusd.staleness import Facts, Judge, StaleReason
+from statusd.sweeper.sweep import stale_candidates
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 TTL = 30.0
@@ -155,3 +164,32 @@ def test_no_alert_inside_a_window_and_alerts_again_after_it() -> None:
     assert event(WINDOW_START + timedelta(seconds=31)) is AlertEvent.UNREACHABLE
     other_team = Excuses.of([window], WINDOW_START).covers("w", Kind.TRAINING, {"team": "nlp"})
     assert other_team is False
+
+
+async def test_quiet_for_120_through_real_ingest_and_the_sweepers_query(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """The same 120 s through the real ingest script and the sweeper's range query on a real
+    Redis, the clock advanced by hand: found only past 120 s plus the allowance."""
+    keys = Keys(redis_prefix, shards=4)
+    await liveness.on_registered(redis, keys, "w-quiet", time.time(), generation=1)
+    await liveness.on_registered(redis, keys, "w-plain", time.time(), generation=1)
+    writer = StreamWriter(redis, keys, shards=keys.shards, timeout=10)
+    before = time.time()
+    await writer.append(
+        [
+            CheckedHeartbeat("w-quiet", "RUNNING", 1, "checkpoint", 1, quiet_for_s=120),
+            CheckedHeartbeat("w-plain", "RUNNING", 1, None, 1),
+        ]
+    )
+    after = time.time()
+    await writer.close()
+
+    async def found(now: float) -> set[str]:
+        judge = Judge(allowed=TTL, start_timeout=TTL, now=now)
+        return {c.id for c in await stale_candidates(redis, keys, judge)}
+
+    assert await found(after + TTL + 1) == {"w-plain"}  # the plain one is due after a TTL
+    assert await found(before + 60) == {"w-plain"}
+    assert await found(before + 120 + TTL) == {"w-plain"}  # not before 120 s + the allowance
+    assert await found(after + 120 + TTL + 0.01) == {"w-plain", "w-quiet"}  # and not longer
