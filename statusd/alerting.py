@@ -2,7 +2,8 @@
 transition's database transaction by statusd.transitions.
 
 Events: `unreachable`, `lost`, `recovered` per incident, as before, with two dampers:
-- a silenced workload (statusd.silences) raises nothing while the silence lasts;
+- a silenced workload (statusd.silences) raises nothing while the silence lasts, nor does one
+  inside a maintenance window (statusd.maintenance);
 - a child whose parent is down (statusd.dependencies decides: `suppressed_by`) raises nothing
   for going unreachable/lost; the alert is held and raised when the parent recovers, if the child
   is still down then. A recovery is held only when the child's own alert never went out (there
@@ -83,13 +84,14 @@ def alert_event(
     earlier_flaps: Sequence[float],
     policy: FlapPolicy,
     suppressed_by: str | None = None,
+    in_maintenance: bool = False,
 ) -> AlertEvent | None:
     """The alert this transition raises (at unix time `at`), or None.
 
     `earlier_flaps`: times of this workload's (current generation's) flaps before this one.
     `suppressed_by`: the parent holding this transition's alert (statusd.dependencies), if any."""
     event = contact_event(from_state, to_state)
-    if event is None or silenced or suppressed_by is not None:
+    if event is None or silenced or in_maintenance or suppressed_by is not None:
         return None
     if event is AlertEvent.LOST or from_state is State.LOST:
         return event

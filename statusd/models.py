@@ -233,6 +233,36 @@ class SilenceRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
 
 
+class MaintenanceRow(SQLModel, table=True):
+    """A planned maintenance window (POST /v1/maintenances): matching workloads raise no alert and
+    are not judged stale by silence while it is in force; afterwards silence counts from its end.
+
+    One-off (`starts_at`/`ends_at`) or recurring (`schedule`, a five-field cron expression read in
+    the IANA `timezone`, each occurrence lasting `duration_s`). The matcher is the silences' (every
+    set field must match; at least one is set). Kept in the database so a Redis flush cannot end
+    a window early; DELETE removes a row for good.
+    """
+
+    __tablename__ = "maintenances"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    match_kind: Kind | None = Field(
+        default=None, sa_column=Column(_enum(Kind, "kind"), nullable=True)
+    )
+    match_label_key: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    match_label_value: str | None = Field(
+        default=None, sa_column=Column(String(500), nullable=True)
+    )
+    match_id: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    starts_at: datetime | None = Field(default=None, sa_column=_ts())
+    ends_at: datetime | None = Field(default=None, sa_column=_ts())
+    schedule: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    duration_s: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    timezone: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(nullable=False))
+
+
 class ApiKey(SQLModel, table=True):
     """A scoped API key. Only the SHA-256 digest of the secret is kept; the key is shown once.
 

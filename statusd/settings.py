@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     heartbeat_ttl: float = Field(default=30.0, gt=0)
+    # The longest quiet period a heartbeat may announce (`quiet_for_s`); more is a 422.
+    max_quiet_s: int = Field(default=3600, ge=1)
     # After ingest was down (or at a statusd start) silence counts only after this many seconds of
     # listening again; unset: the heartbeat TTL (statusd.hearing).
     startup_grace: float | None = Field(default=None, ge=0)

@@ -9,7 +9,8 @@ A workload's own side is its `Facts`.
 Silence is counted between two moments:
 - from the workload's last sign of life (or, never seen, its registration), or from the end of a
   span during which it was excused (`Facts.quiet_until`: a maintenance window, a quiet period the
-  workload announced), whichever is later: after an excuse ends it gets a full allowance again;
+  workload announced), whichever is later: after an excuse ends it gets a full allowance again
+  (a quiet period is written into the `last_seen` score itself: ingest moves the deadline);
 - up to `now`, but no later than the last moment ingest is known to have listened (`heard_until`):
   the first seconds of an ingest outage, before it is noticed, count for nothing.
 Until `deaf_until` (ingest down, or statusd just started) silence proves nothing at all.
@@ -147,8 +148,10 @@ class Judge:
         else:
             since, cutoff, reason = facts.registered_at, cut.pending_before, StaleReason.NEVER_SEEN
         if facts.quiet_until is not None and facts.quiet_until > since:
-            # Excused until then: silence counts from the end, with a full allowance.
-            since, cutoff = facts.quiet_until, cut.last_seen_before
+            # Excused until then: silence counts from the end, with a full allowance of its kind
+            # (a workload never heard from gets its start timeout again). Only `since` moves, so
+            # the range queries, which know no excuse, still find a superset.
+            since = facts.quiet_until
         return Stale(reason, since) if since < cutoff else None
 
     def staleness(self, facts: Facts) -> Stale | None:

@@ -17,6 +17,7 @@ from statusd.models import (
     HeldAlert,
     HighWaterMark,
     IngestOutage,
+    MaintenanceRow,
     OutboxEntry,
     RefusedObservation,
     SilenceRow,
@@ -34,6 +35,7 @@ TRANSITIONS = _table(TransitionRow)
 REFUSED_OBSERVATIONS = _table(RefusedObservation)
 OUTBOX = _table(OutboxEntry)
 SILENCES = _table(SilenceRow)
+MAINTENANCES = _table(MaintenanceRow)
 API_KEYS = _table(ApiKey)
 AUDIT_EVENTS = _table(AuditEvent)
 AVAILABILITY_DAYS = _table(AvailabilityDay)

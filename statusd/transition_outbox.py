@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd import silences
+from statusd import maintenance, silences
 from statusd.alert_routes import AlertRoutes
 from statusd.alerting import AlertEvent, FlapPolicy, alert_event
 from statusd.flaps import flap_times
@@ -27,9 +27,11 @@ async def read_alert_event(
     *,
     suppressed_by: str | None = None,
 ) -> AlertEvent | None:
-    """Read what the alert decision needs (silences in force, recent flaps) in this transaction.
-    `suppressed_by`: the parent holding this alert (statusd.dependencies decided it)."""
+    """Read what the alert decision needs (silences in force, maintenance windows, recent flaps)
+    in this transaction. `suppressed_by`: the parent holding this alert (statusd.dependencies
+    decided it)."""
     in_force = await silences.active_in(conn, t.recorded_at)
+    windows = maintenance.Excuses.of(await maintenance.all_in(conn), t.recorded_at)
     earlier = await flap_times(
         conn,
         {t.workload_id: t.generation},
@@ -44,6 +46,7 @@ async def read_alert_event(
         earlier_flaps=earlier.get(t.workload_id, []),
         policy=policy,
         suppressed_by=suppressed_by,
+        in_maintenance=windows.covers(t.workload_id, t.kind, t.labels),
     )
 
 

@@ -61,9 +61,14 @@ async def test_a_read_key_reads_everything_and_changes_nothing(
         await client.post("/v1/workloads", json={"id": "nb-1", "kind": "notebook"})
     ).status == 201
     assert (await client.post("/v1/workloads/nb-1/transitions", json={"to": "READY"})).status == 200
+    window = await client.post(
+        "/v1/maintenances",
+        json={"match": {"id": "nb-1"}, "schedule": "0 3 * * *", "duration_s": 60, "reason": "x"},
+    )
+    window_id = (await window.json())["id"]
     reader = await mint(client, "dashboard", "read")
     for method, path in _key_routes(Scope.READ):
-        url = _path(path, "nb-1")
+        url = _path(path, window_id if path.startswith("/v1/maintenances") else "nb-1")
         if path == "/v1/events":
             async with client.get(url, headers=as_key(reader)) as resp:
                 assert resp.status == 200 and resp.content_type == "text/event-stream"

@@ -1,6 +1,7 @@
 """Availability from transition times: a scripted workload (up 50 min, unreachable 10 min, ingest
 down 5 min) reports the expected figures to the second, on SQLite and PostgreSQL, through
-GET /v1/reports/availability (JSON and CSV); groups; bad parameters name themselves."""
+GET /v1/reports/availability (JSON and CSV); groups; maintenance windows (one-off and recurring in
+a non-UTC zone) left out as `maintenance_s`; bad parameters name themselves."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import insert
 
+from statusd import maintenance
 from statusd.availability.timeline import Excluded, Span, segments, tally
 from statusd.availability.timeline import StateMove as TMove
 from statusd.db import create_engine, transaction
 from statusd.lifecycle import Kind, State
+from statusd.maintenance import Recurrence
 from statusd.models import IngestOutage
 from statusd.settings import Settings
+from statusd.silences import Matcher
 from tests.support.api_client import api_client
 from tests.support.history import record_story
 
@@ -179,3 +183,45 @@ async def test_bad_parameters_are_refused_naming_them(
     assert resp.status == 400, await resp.text()
     body = await resp.json()
     assert body["error"] == "invalid_query" and body["field"] == field
+
+
+async def _windows(settings: Settings) -> None:
+    """Team vision's maintenance: every day 06:00-06:10 in Kolkata (+05:30, so 00:30-00:40 UTC:
+    +30..+40 of the script), and once +50..+60. Both planned before the script began."""
+    engine = create_engine(settings.database_url)
+    try:
+        vision = Matcher(label=("team", "vision"))
+        planned = T0 - timedelta(days=1)
+        await maintenance.create(
+            engine,
+            vision,
+            "daily reindex",
+            recurrence=Recurrence("0 6 * * *", 600, "Asia/Kolkata"),
+            created_at=planned,
+        )
+        await maintenance.create(
+            engine, vision, "one-off", starts_at=t(50), ends_at=t(60), created_at=planned
+        )
+    finally:
+        await engine.dispose()
+
+
+async def test_maintenance_time_is_left_out_of_up_and_down(
+    client: TestClient[Any, Any], settings: Settings
+) -> None:
+    await _script(settings)
+    await _windows(settings)
+    body = await (
+        await client.get(f"/v1/reports/availability?group_by=label:team&{_window(0, 65)}")
+    ).json()
+    dep, train = body["workloads"]
+    # READY 0..55 without unheard 20..25 and maintenance 30..40 and 50..55: 35 min;
+    # UNREACHABLE 55..65 without maintenance 55..60: 5 min.
+    assert dep["seconds"]["up"] == 2100.0 and dep["seconds"]["down"] == 300.0
+    assert dep["unheard_s"] == 300.0 and dep["maintenance_s"] == 1200.0
+    assert dep["availability"] == round(2100 / 2400, 6)
+    assert train["id"] == "train-b" and train["maintenance_s"] == 0.0  # team nlp: not covered
+    groups = {g["group"]: g for g in body["groups"]}
+    assert groups["vision"]["maintenance_s"] == 1200.0 and groups["nlp"]["maintenance_s"] == 0.0
+    assert body["total"]["maintenance_s"] == 1200.0
+    assert body["total"]["seconds"]["up"] == 3600.0  # 2100 + train-b's 1500

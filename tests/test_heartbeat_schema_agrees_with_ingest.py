@@ -20,7 +20,7 @@ from statusd.api.openapi import openapi_document
 from statusd.errors import BadInput
 from statusd.ingest.heartbeat_checks import check_heartbeat
 from statusd.lifecycle import Kind, State, reportable_states
-from statusd.schema.rules import MAX_DETAIL_BYTES, MAX_INT64, MAX_WORKLOAD_ID
+from statusd.schema.rules import DEFAULT_MAX_QUIET_S, MAX_DETAIL_BYTES, MAX_INT64, MAX_WORKLOAD_ID
 from statusd.tokens import TokenClaims
 
 DOCUMENT = openapi_document(500)
@@ -84,6 +84,15 @@ EDGE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("detail max + 1", {**GOOD, "detail": "x" * (MAX_DETAIL_BYTES + 1)}),
     ("detail null", {**GOOD, "detail": None}),
     ("detail number", {**GOOD, "detail": 5}),
+    ("quiet 1", {**GOOD, "quiet_for_s": 1}),
+    ("quiet max", {**GOOD, "quiet_for_s": DEFAULT_MAX_QUIET_S}),
+    ("quiet max + 1", {**GOOD, "quiet_for_s": DEFAULT_MAX_QUIET_S + 1}),
+    ("quiet 0", {**GOOD, "quiet_for_s": 0}),
+    ("quiet negative", {**GOOD, "quiet_for_s": -5}),
+    ("quiet null", {**GOOD, "quiet_for_s": None}),
+    ("quiet float", {**GOOD, "quiet_for_s": 1.5}),
+    ("quiet true", {**GOOD, "quiet_for_s": True}),
+    ("quiet string", {**GOOD, "quiet_for_s": "60"}),
     ("status unknown", {**GOOD, "status": "DANCING"}),
     ("status lower case", {**GOOD, "status": "running"}),
     ("status list", {**GOOD, "status": ["RUNNING"]}),
@@ -114,6 +123,7 @@ heartbeats = st.fixed_dictionaries(
     },
     optional={
         "detail": st.one_of(st.none(), st.text(max_size=1100), values),
+        "quiet_for_s": st.one_of(st.integers(min_value=-5, max_value=4000), values),
         "token": st.text(max_size=3),
         "extra": values,
     },
@@ -143,3 +153,17 @@ def test_the_api_and_ingest_share_the_workload_id_pattern() -> None:
     with pytest.raises(BadInput) as caught:
         check_heartbeat({**GOOD, "workload_id": "a/b"}, TokenClaims("a/b", Kind.TRAINING, 1))
     assert (caught.value.status, caught.value.field) == (422, "workload_id")
+
+
+def test_the_documented_quiet_maximum_is_the_served_setting() -> None:
+    schemas = openapi_document(500, 77)["components"]["schemas"]
+    for name in ("Heartbeat", "BatchHeartbeat"):
+        (integer,) = [
+            v for v in schemas[name]["properties"]["quiet_for_s"]["anyOf"] if v["type"] == "integer"
+        ]
+        assert integer["maximum"] == 77, name
+    claims = TokenClaims(WID, Kind.TRAINING, 1)
+    assert check_heartbeat({**GOOD, "quiet_for_s": 77}, claims, max_quiet_s=77).quiet_for_s == 77
+    with pytest.raises(BadInput) as refused:
+        check_heartbeat({**GOOD, "quiet_for_s": 78}, claims, max_quiet_s=77)
+    assert (refused.value.status, refused.value.field) == (422, "quiet_for_s")

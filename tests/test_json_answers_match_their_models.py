@@ -118,6 +118,19 @@ async def walk_a_workloads_life(walk: Walk) -> None:
         json={"match": {"kind": "training", "label": "team:vision"}, "until": until, "reason": "x"},
     )
     await walk.call("GET", "/v1/silences")
+    window = await walk.call(
+        "POST",
+        "/v1/maintenances",
+        json={
+            "match": {"kind": "training"},
+            "schedule": "*/2 * * * *",
+            "duration_s": 30,
+            "timezone": "Asia/Kolkata",
+            "reason": "x",
+        },
+    )
+    await walk.call("GET", "/v1/maintenances")
+    await walk.call("GET", "/v1/maintenances/{id}", f"/v1/maintenances/{window['id']}")
     await asyncio.sleep(0.06)  # nb-quiet: past STATUSD_START_TIMEOUT, never heard from
     await walk.call("GET", "/v1/reports/stale")
     await walk.call("GET", "/v1/reports/summary")
@@ -128,6 +141,7 @@ async def walk_a_workloads_life(walk: Walk) -> None:
     await walk.call("GET", "/v1/reports/availability", params={"group_by": "label:team"})
     await walk.call("POST", "/v1/prune", json={"dry_run": True})
     await walk.call("DELETE", "/v1/silences/{id}", f"/v1/silences/{silence['id']}")
+    await walk.call("DELETE", "/v1/maintenances/{id}", f"/v1/maintenances/{window['id']}")
     await walk.call("DELETE", "/v1/workloads/{id}", "/v1/workloads/train-7")
     # A deregistered workload's story is built from its kept row (another code path).
     await walk.call("GET", "/v1/reports/workloads/{id}", "/v1/reports/workloads/train-7")

@@ -18,12 +18,14 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from statusd import maintenance
 from statusd.availability.report import availability, report_json
 from statusd.availability.timeline import Span
 from statusd.celery.application import beat_schedule
 from statusd.celery.names import RETENTION_TASK
 from statusd.db import create_engine, reading, transaction
 from statusd.lifecycle import Kind, Source, State
+from statusd.maintenance import Recurrence
 from statusd.models import (
     AvailabilityDay,
     OutboxEntry,
@@ -37,6 +39,7 @@ from statusd.outbox_writer import transition_key
 from statusd.registry import deregister, register
 from statusd.retention import PrunedTable, prune
 from statusd.settings import Settings
+from statusd.silences import Matcher
 from tests.support.api_client import api_client
 from tests.support.task_runtime import task_runtime
 
@@ -257,8 +260,19 @@ async def test_prune_keeps_what_is_within_policy_and_the_figures(
 ) -> None:
     settings = make_settings(**POLICY)
     await seed(engine)
+    # gone-old had planned maintenance every day (in a non-UTC zone): its rollup must leave out
+    # the same seconds the live history did.
+    await maintenance.create(
+        engine,
+        Matcher(workload_id="gone-old"),
+        "nightly",
+        recurrence=Recurrence("0 3 * * *", 7200, "America/New_York"),
+        created_at=days_ago(400),
+    )
     before = await snapshot(engine)
     figures_before = await figures(engine)
+    gone = [w for f in figures_before for w in f["workloads"] if w["id"] == "gone-old"]  # type: ignore[attr-defined]
+    assert gone and all(w["maintenance_s"] > 0 for w in gone)
     # Sanity: the figures are not empty (gone-old was up 79 days minus an UNREACHABLE spell).
     assert any(w["id"] == "gone-old" for w in figures_before[0]["workloads"])  # type: ignore[attr-defined]
 

@@ -4,6 +4,8 @@ Both come from statusd.staleness: the queries read the liveness sorted sets of a
 `Judge.cutoffs()`, the per-workload answer is `Judge.silent`. Hypothesis picks the scores (on
 both sides of the cutoffs, to the last bit of a double), the allowance, `now` and the moment ingest
 last listened; the two must agree on every workload, and an excused workload is never polled.
+They still agree with maintenance windows and announced quiet periods in play: a quiet period is
+in the score itself (ingest moved the deadline), a window is the per-workload answer's excuse.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from statusd.keys import Keys
-from statusd.lifecycle import State
+from statusd.lifecycle import Kind, State
+from statusd.maintenance import Excuses
+from statusd.silences import Matcher
 from statusd.staleness import Facts, Judge
-from statusd.sweeper.sweep import stale_candidates
+from statusd.sweeper.sweep import PullFacts, due, stale_candidates
 
 NOW = 1_800_000_000.0
 
@@ -93,3 +98,79 @@ def test_an_excused_workload_is_a_candidate_at_most(
         assert judge.silent(plain) is not None
     if judge.counted_until < seen + excused:
         assert judge.silent(quiet) is None  # still excused
+
+
+# -- with maintenance windows and announced quiet periods in play ----------------------------
+
+
+@st.composite
+def excused_fleets(
+    draw: st.DrawFn,
+) -> tuple[Judge, dict[str, tuple[Facts, float]], Excuses]:
+    """A fleet where some workloads announced a quiet period (ingest wrote heard + N as their
+    score) and some are covered by a maintenance window that ended (or ends) around now."""
+    judge = draw(judges())
+    fleet: dict[str, tuple[Facts, float]] = {}
+    ends: list[tuple[Matcher, float]] = []
+    for n in range(draw(st.integers(min_value=0, max_value=20))):
+        wid = f"w{n}"
+        registered = draw(near(judge))
+        seen = draw(st.none() | near(judge))
+        quiet = draw(st.sampled_from([0, 0, 1, 30, 120, 3600]))
+        score = seen + quiet if seen is not None else registered
+        announced = seen + quiet if seen is not None and quiet else None
+        window_end = draw(st.none() | near(judge) | st.floats(NOW - 600, NOW + 600))
+        if window_end is not None:
+            ends.append((Matcher(workload_id=wid), window_end))
+        excuse = max((t for t in (announced, window_end) if t is not None), default=None)
+        fleet[wid] = (Facts(State.RUNNING, seen, registered, quiet_until=excuse), score)
+    return judge, fleet, Excuses(NOW, tuple(ends))
+
+
+async def _swept_and_due(
+    redis_url: str, judge: Judge, fleet: dict[str, tuple[Facts, float]], excuses: Excuses
+) -> set[str]:
+    """Ingest's scores in Redis, the sweeper's queries, then its per-workload answer."""
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:", shards=4)
+    redis = Redis.from_url(redis_url)
+    try:
+        for wid, (facts, score) in fleet.items():
+            await redis.zadd(keys.pending_since(keys.shard(wid)), {wid: facts.registered_at})
+            if facts.last_seen is not None:
+                await redis.zadd(keys.last_seen(keys.shard(wid)), {wid: score})
+        candidates = await stale_candidates(redis, keys, judge)
+    finally:
+        async for key in redis.scan_iter(match=f"{keys.prefix}*", count=1000):
+            await redis.delete(key)
+        await redis.aclose()
+    changed = datetime.fromtimestamp(NOW - 10_000, UTC)
+    return {
+        c.id
+        for c in candidates
+        if due(
+            judge,
+            c,
+            PullFacts(c.id, Kind.TRAINING, State.RUNNING, None, 0, changed, False),
+            excuses,
+        )
+    }
+
+
+NEVER_SEEN_AFTER_A_WINDOW = (
+    Judge(allowed=5, start_timeout=300, now=NOW),
+    # Registered 100 s ago, never heard, a window over 50 s ago: its start timeout counts again
+    # from the window's end, so it is not stale (and the query, cut at 300 s, does not find it).
+    {"p": (Facts(State.PENDING, None, NOW - 100, quiet_until=NOW - 50), NOW - 100)},
+    Excuses(NOW, ((Matcher(workload_id="p"), NOW - 50),)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(case=NEVER_SEEN_AFTER_A_WINDOW)
+@given(case=excused_fleets())
+def test_sweeper_and_rule_agree_with_maintenance_and_quiet_periods(
+    redis_server: str, case: tuple[Judge, dict[str, tuple[Facts, float]], Excuses]
+) -> None:
+    judge, fleet, excuses = case
+    expected = {wid for wid, (facts, _) in fleet.items() if judge.silent(facts) is not None}
+    assert asyncio.run(_swept_and_due(redis_server, judge, fleet, excuses)) == expected

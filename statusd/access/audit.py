@@ -37,6 +37,8 @@ class AuditAction(StrEnum):
     WORKLOAD_DEREGISTER = "workload.deregister"
     SILENCE_CREATE = "silence.create"
     SILENCE_DELETE = "silence.delete"
+    MAINTENANCE_CREATE = "maintenance.create"
+    MAINTENANCE_DELETE = "maintenance.delete"
     KEY_CREATE = "key.create"
     KEY_REVOKE = "key.revoke"
     PRUNE = "prune"

@@ -8,6 +8,7 @@ from statusd.api import (
     audit_routes,
     health,
     key_routes,
+    maintenance_routes,
     openapi,
     prune_route,
     silence_routes,
@@ -37,6 +38,7 @@ def setup_api(app: web.Application) -> None:
     openapi.add_routes(app)
     workloads.add_routes(app)
     silence_routes.add_routes(app)
+    maintenance_routes.add_routes(app)
     key_routes.add_routes(app)
     audit_routes.add_routes(app)
     prune_route.add_routes(app)

@@ -20,8 +20,8 @@ from statusd.api.error_responses import json_response
 from statusd.api.operations import OPERATIONS, Auth, Operation, PathParam
 from statusd.app_keys import RUNTIME
 from statusd.schema import bodies, responses
-from statusd.schema.bodies import batch_max_items
-from statusd.schema.rules import WORKLOAD_ID_PATTERN
+from statusd.schema.bodies import batch_max_items, quiet_maximum
+from statusd.schema.rules import DEFAULT_MAX_QUIET_S, WORKLOAD_ID_PATTERN
 
 try:
     VERSION = version("statusd")
@@ -67,11 +67,14 @@ def _models() -> list[tuple[type[BaseModel], Mode]]:
     return list(found.items())
 
 
-def _components(max_batch_items: int) -> dict[str, Any]:
+def _components(max_batch_items: int, max_quiet_s: int) -> dict[str, Any]:
     _, top = models_json_schema(_models(), ref_template=REF)
     schemas: dict[str, Any] = top["$defs"]
     for batch in (bodies.HeartbeatBatch, bodies.RegisterBatch):
         schemas[batch.__name__] = batch_max_items(schemas[batch.__name__], max_batch_items)
+    for beat in (bodies.Heartbeat, bodies.BatchHeartbeat):
+        if beat.__name__ in schemas:
+            schemas[beat.__name__] = quiet_maximum(schemas[beat.__name__], max_quiet_s)
     return schemas
 
 
@@ -166,9 +169,12 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def openapi_document(max_batch_items: int) -> dict[str, Any]:
-    """The whole document for an app whose STATUSD_MAX_BATCH_ITEMS is `max_batch_items`."""
-    schemas = _components(max_batch_items)
+def openapi_document(
+    max_batch_items: int, max_quiet_s: int = DEFAULT_MAX_QUIET_S
+) -> dict[str, Any]:
+    """The whole document for an app whose STATUSD_MAX_BATCH_ITEMS is `max_batch_items` and
+    STATUSD_MAX_QUIET_S `max_quiet_s`."""
+    schemas = _components(max_batch_items, max_quiet_s)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas)
@@ -197,7 +203,7 @@ def documented_routes() -> set[tuple[str, str]]:
 async def openapi_json(request: web.Request) -> web.Response:
     """GET /v1/openapi.json."""
     settings = request.app[RUNTIME].settings
-    return json_response(openapi_document(settings.max_batch_items))
+    return json_response(openapi_document(settings.max_batch_items, settings.max_quiet_s))
 
 
 def add_routes(app: web.Application) -> None:

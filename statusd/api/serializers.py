@@ -44,12 +44,15 @@ def is_stale(
     settings: Settings,
     now: datetime,
     hearing: Hearing | None = None,
+    quiet_until: float | None = None,
 ) -> bool:
     """The API's `stale`: statusd.staleness says so (the stale report asks the same rule).
-    With `hearing`: the paced silence allowed, and nothing stale by silence while we were deaf."""
+    With `hearing`: the paced silence allowed, and nothing stale by silence while we were deaf;
+    `quiet_until`: a maintenance window's excuse (statusd.maintenance)."""
     seen = liveness.last_seen_at.timestamp() if liveness.last_seen_at is not None else None
     judge = Judge.of(settings, hearing, now.timestamp())
-    return judge.staleness(Facts(state, seen, registered_at.timestamp())) is not None
+    facts = Facts(state, seen, registered_at.timestamp(), quiet_until=quiet_until)
+    return judge.staleness(facts) is not None
 
 
 def synced_flag(settings: Settings, waiting: bool) -> bool | None:

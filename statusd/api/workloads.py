@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from statusd import flaps, liveness, registry, silences
+from statusd import flaps, liveness, maintenance, registry, silences
 from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
 from statusd.api import registering, request_checks
@@ -66,24 +66,33 @@ async def _redis_liveness(
 
 @dataclass(frozen=True, slots=True)
 class _Marks:
-    """Per-page flags read from the database: unsynced, flapping and silenced ids, and the
-    children whose parent is down (statusd.dependencies)."""
+    """Per-page flags read from the database: unsynced, flapping and silenced ids, the children
+    whose parent is down (statusd.dependencies), and until when maintenance excuses each one's
+    silence."""
 
     unsynced: set[str]
     flapping: set[str]
     silenced: set[str]
     suppressed: dict[str, str]
+    excused: dict[str, float] = field(default_factory=dict)
 
 
 async def _marks(
     rt: Runtime, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], now: datetime
 ) -> _Marks:
     ids = [r["id"] for r in rows]
+    windows = maintenance.Excuses.of(await maintenance.all_in(conn), now)
+    excused = {
+        r["id"]: until
+        for r in rows
+        if (until := windows.until(r["id"], r["kind"], r.get("labels") or {})) is not None
+    }
     return _Marks(
         unsynced=await unsynced_workloads(conn, ids),
         flapping=await flaps.flapping_ids(conn, rows, rt.ledger.flap_policy, now),
         silenced=silences.silenced_ids(await silences.active_in(conn, now), rows),
         suppressed=await registering.suppressed_children(rt, conn, rows, now),
+        excused=excused,
     )
 
 
@@ -100,7 +109,15 @@ def _render(
         wid = row["id"]
         seen, seq = live.get(wid, (None, None))
         merged = Liveness.merge(row, seen, seq)
-        stale = is_stale(State(row["state"]), merged, row["created_at"], rt.settings, now, hearing)
+        stale = is_stale(
+            State(row["state"]),
+            merged,
+            row["created_at"],
+            rt.settings,
+            now,
+            hearing,
+            marks.excused.get(wid),
+        )
         out.append(
             workload_json(
                 row,

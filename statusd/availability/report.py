@@ -3,7 +3,8 @@ state group and availability = up / (up + down), for a window [from, to).
 
 Live registrations are timed from their transitions; registrations whose history retention has
 deleted come from their rollup days. Time no ingest process was listening is left out of every
-group (`unheard_s`); maintenance windows have their slot (`maintenance_s`), 0 until they exist.
+group (`unheard_s`), and so is time a maintenance window covering the workload was in force
+(`maintenance_s`, statusd.maintenance): planned downtime counts neither up nor down.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from statusd.availability.timeline import (
     segments,
     tally,
 )
+from statusd.availability.windows import maintenance_spans
 from statusd.db import is_sqlite, reading
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
@@ -101,13 +103,17 @@ async def availability(
             # registration count twice (rollup and history) or not at all.
             await conn.execution_options(isolation_level="REPEATABLE READ")
         outages = await outages_between(conn, redis, keys, window)
-        excluded = {Excluded.UNHEARD: outages}
+        planned = await maintenance_spans(conn, window)
         scope = scope or Selection()
         for tl in await live_timelines(conn, window, scope):
             start = tl.start or tl.moves[0].at
             pieces = segments(start, tl.moves, min(tl.end, window.end), tl.first_state)
             fig = figures.setdefault(tl.workload_id, WorkloadFigures(tl.workload_id, tl.kind, {}))
             fig.labels = tl.labels
+            excluded = {
+                Excluded.UNHEARD: outages,
+                Excluded.MAINTENANCE: planned.of(tl.workload_id, tl.kind, tl.labels),
+            }
             fig.tally.add(tally(pieces, window, excluded))
         for day in await rolled_days(conn, window, scope):
             span = day_span(day.day)

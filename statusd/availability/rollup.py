@@ -21,6 +21,7 @@ from statusd.availability.history import (
 )
 from statusd.availability.outages import outages_between
 from statusd.availability.timeline import Excluded, Span, StateMove, segments, tally
+from statusd.availability.windows import maintenance_spans
 from statusd.lifecycle import Kind, State
 from statusd.tables import AVAILABILITY_DAYS, TRANSITIONS
 
@@ -103,14 +104,18 @@ async def roll_up(
         lives.append((tl, pieces, Span(start.timestamp(), end)))
     if not lives:
         return 0
-    outages = await outages_between(
-        conn, None, None, Span(min(s.start for *_, s in lives), max(s.end for *_, s in lives))
-    )
+    covered = Span(min(s.start for *_, s in lives), max(s.end for *_, s in lives))
+    outages = await outages_between(conn, None, None, covered)
+    planned = await maintenance_spans(conn, covered)
     out: list[dict[str, Any]] = []
     for tl, pieces, life in lives:
+        excluded = {
+            Excluded.UNHEARD: outages,
+            Excluded.MAINTENANCE: planned.of(tl.workload_id, tl.kind, tl.labels),
+        }
         days: list[dict[str, Any]] = []
         for day in days_between(life.start, life.end):
-            got = tally(pieces, day_span(day), {Excluded.UNHEARD: outages})
+            got = tally(pieces, day_span(day), excluded)
             # Always one row, even for a registration that never counted a second: it marks
             # the registration as rolled up, so its history is never counted twice.
             if not got.states and not got.excluded and days:

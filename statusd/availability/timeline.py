@@ -45,7 +45,7 @@ class Excluded(StrEnum):
     """Why a span is left out of every state group."""
 
     UNHEARD = "unheard"  # no ingest process was listening: silence proved nothing
-    MAINTENANCE = "maintenance"  # a planned window (none are recorded yet: always 0)
+    MAINTENANCE = "maintenance"  # a maintenance window covering the workload was in force
 
 
 @dataclass(frozen=True, slots=True)

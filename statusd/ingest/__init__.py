@@ -50,6 +50,7 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
             secrets=settings.verifying_secrets,
             max_body=settings.max_body_bytes,
             max_items=settings.max_batch_items,
+            max_quiet_s=settings.max_quiet_s,
             pace=pace,
         )
         # "This process is accepting": the sweeper judges silence only while some ingest was.

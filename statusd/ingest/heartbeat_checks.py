@@ -1,7 +1,7 @@
 """Heartbeat bodies: parse and check them strictly and fast (orjson, no models, no I/O).
 
-A heartbeat is exactly `{"workload_id": str, "status": STATE, "seq": int, "detail"?: str}`
-(batch items add `"token"`). Anything else is refused with an error naming the field, before
+A heartbeat is exactly `{"workload_id": str, "status": STATE, "seq": int, "detail"?: str,
+"quiet_for_s"?: int}` (batch items add `"token"`). Anything else is refused with an error naming the field, before
 anything is appended to the stream. The status is checked against the kind carried by the
 token (`statusd.tokens`), so a kind's impossible state never reaches the consumers.
 """
@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
 from statusd.errors import BadInput, InvalidToken
 from statusd.lifecycle import Kind, reportable_states
-from statusd.schema.rules import MAX_DETAIL_BYTES, MAX_WORKLOAD_ID, SEQ_LIMIT, WORKLOAD_ID_RE
+from statusd.schema.rules import (
+    DEFAULT_MAX_QUIET_S,
+    MAX_DETAIL_BYTES,
+    MAX_WORKLOAD_ID,
+    SEQ_LIMIT,
+    WORKLOAD_ID_RE,
+)
 from statusd.tokens import TokenClaims, verify
 
 # The limits are the schema's (statusd.schema.rules), stated once: the OpenAPI Heartbeat schema
@@ -25,7 +32,7 @@ from statusd.tokens import TokenClaims, verify
 # (bench/heartbeat_validation.py, docs/benchmarks.md).
 
 REQUIRED = frozenset({"workload_id", "status", "seq"})
-ALLOWED = REQUIRED | {"detail"}
+ALLOWED = REQUIRED | {"detail", "quiet_for_s"}
 BATCH_ALLOWED = ALLOWED | {"token"}
 _REPORTABLE: dict[Kind, frozenset[str]] = {
     kind: frozenset(s.value for s in reportable_states(kind)) for kind in Kind
@@ -43,6 +50,7 @@ class CheckedHeartbeat:
     generation: int
     # The token's claims, kept when a previous secret signed them: the 202 carries a fresh token.
     renew: TokenClaims | None = None
+    quiet_for_s: int = 0  # an announced quiet period (0: none): ingest moves its deadline
 
 
 def decode_json(body: bytes) -> object:
@@ -142,8 +150,35 @@ def _fields(obj: object, allowed: frozenset[str]) -> tuple[str, str, int, str | 
     return workload_id, status, seq, detail
 
 
+def _quiet_for(obj: dict[str, object], max_quiet_s: int) -> int:
+    """The announced quiet period in seconds (0: none). Over the cap is refused rather than
+    shortened: a workload that asked for more must learn it at once, not by being judged stale."""
+    quiet = obj.get("quiet_for_s")
+    if quiet is None:
+        return 0
+    if type(quiet) is not int:
+        raise BadInput(
+            "quiet_for_s must be an integer (seconds)",
+            field="quiet_for_s",
+            status=422,
+            error="invalid_type",
+        )
+    if not 0 < quiet <= max_quiet_s:
+        raise BadInput(
+            f"quiet_for_s must be > 0 and <= {max_quiet_s} (STATUSD_MAX_QUIET_S)",
+            field="quiet_for_s",
+            status=422,
+            error="invalid_value",
+        )
+    return quiet
+
+
 def check_heartbeat(
-    obj: object, claims: TokenClaims, *, allowed: frozenset[str] = ALLOWED
+    obj: object,
+    claims: TokenClaims,
+    *,
+    allowed: frozenset[str] = ALLOWED,
+    max_quiet_s: int = DEFAULT_MAX_QUIET_S,
 ) -> CheckedHeartbeat:
     """Check one heartbeat object against its token's claims.
 
@@ -151,6 +186,8 @@ def check_heartbeat(
     then the status exists for the token's kind (422, field "status").
     """
     workload_id, status, seq, detail = _fields(obj, allowed)
+    fields = cast(dict[str, object], obj)  # _fields made sure it is one
+    quiet = _quiet_for(fields, max_quiet_s) if "quiet_for_s" in fields else 0
     if claims.workload_id != workload_id:
         raise BadInput(
             "this token speaks for another workload",
@@ -167,14 +204,16 @@ def check_heartbeat(
             error="invalid_value",
         )
     renew = claims if claims.signed_by_previous else None
-    return CheckedHeartbeat(workload_id, status, seq, detail, claims.generation, renew)
+    return CheckedHeartbeat(workload_id, status, seq, detail, claims.generation, renew, quiet)
 
 
-def check_batch_item(item: object, secrets: tuple[bytes, ...]) -> CheckedHeartbeat:
+def check_batch_item(
+    item: object, secrets: tuple[bytes, ...], *, max_quiet_s: int = DEFAULT_MAX_QUIET_S
+) -> CheckedHeartbeat:
     """One item of a batch: its own token (401), then the same checks as a single heartbeat."""
     if type(item) is not dict:
         raise BadInput(
             "an item must be a JSON object", field="body", status=422, error="invalid_body"
         )
     claims = claims_from_token(item.get("token"), secrets)
-    return check_heartbeat(item, claims, allowed=BATCH_ALLOWED)
+    return check_heartbeat(item, claims, allowed=BATCH_ALLOWED, max_quiet_s=max_quiet_s)

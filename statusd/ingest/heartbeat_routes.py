@@ -52,6 +52,7 @@ class Ingest:
     secrets: tuple[bytes, ...]  # STATUSD_SECRET first (it signs renewed tokens), then the previous
     max_body: int
     max_items: int
+    max_quiet_s: int  # STATUSD_MAX_QUIET_S
     pace: Pace  # the 202's `next_heartbeat_s`, refreshed by the listening beat (statusd.hearing)
 
 
@@ -100,7 +101,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     try:
         body = await _read_capped(request, ingest.max_body)
         claims = claims_from_header(request.headers.get("Authorization"), ingest.secrets)
-        heartbeat = check_heartbeat(decode_json(body), claims)
+        heartbeat = check_heartbeat(decode_json(body), claims, max_quiet_s=ingest.max_quiet_s)
         await ingest.writer.append((heartbeat,))
     except BadInput as exc:
         return _rejected(exc)
@@ -178,7 +179,7 @@ async def post_batch(request: web.Request) -> web.Response:
     next_heartbeat_s = ingest.pace.interval
     for item in items:
         try:
-            heartbeat = check_batch_item(item, ingest.secrets)
+            heartbeat = check_batch_item(item, ingest.secrets, max_quiet_s=ingest.max_quiet_s)
             good.append(heartbeat)
             slots.append(len(results))
             result: dict[str, object] = {"status": 202, "next_heartbeat_s": next_heartbeat_s}

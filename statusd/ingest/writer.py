@@ -87,7 +87,12 @@ class _Job:
 # then the registration buckets (statusd.keys.registration) of the call's entries; all of a
 # shard's keys share its hash slot. ARGV[1]: a JSON array with, for each of those shards in order,
 # an array of [workload_id, generation, status, seq, received_at_ms, detail or false, KEYS index
-# of its registration bucket]; ARGV[2]: now (the last-seen score). On Redis Cluster each call
+# of its registration bucket, its last-seen score or false]; ARGV[2]: now (the last-seen score of
+# the others). A heartbeat announcing a quiet period (`quiet_for_s`) brings its own score, now plus
+# the quiet period: its deadline moves in the sweeper's index, so nothing is stored for it beyond
+# the score every workload has, it survives exactly what that score survives, and the workload's
+# next heartbeat ends the quiet period by writing its score again (statusd.staleness counts
+# silence from the later of the two). On Redis Cluster each call
 # carries one shard, so it touches one slot. The field names are the consumers' contract
 # (statusd.ingest.stream_reports.parse_entry). Every entry is appended (the consumer records an old
 # generation's report as refused), but only the current generation's heartbeat is a sign of life:
@@ -111,7 +116,7 @@ for g, entries in ipairs(groups) do
     local registered = redis.call('HGET', KEYS[e[7]], e[1])
     local current = registered and string.match(registered, '^[^|]*')
     if (not current) or current == '' or current == e[2] then
-      redis.call('ZADD', seen, ARGV[2], e[1])
+      redis.call('ZADD', seen, e[8] or ARGV[2], e[1])
       redis.call('ZREM', pending, e[1])
     end
   end
@@ -227,7 +232,8 @@ class StreamWriter:
                 job.future.set_result(None)
 
     async def _execute(self, jobs: list[_Job]) -> None:
-        now = repr(time.time())
+        wall = time.time()
+        now = repr(wall)
         shards, buckets, crc32 = self._shards, self._buckets, zlib.crc32
         by_shard: dict[int, list[_Entry]] = {}
         for job in jobs:
@@ -243,6 +249,7 @@ class StreamWriter:
                     job.received_ms,
                     hb.detail if hb.detail is not None else False,
                     (crc // shards) % buckets,
+                    repr(wall + hb.quiet_for_s) if hb.quiet_for_s else False,
                 ]
                 if (entries := by_shard.get(shard)) is None:
                     by_shard[shard] = [entry]

@@ -26,13 +26,14 @@ from redis.asyncio import Redis
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Row
 
-from statusd import dependencies, flaps, liveness, silences
+from statusd import dependencies, flaps, liveness, maintenance, silences
 from statusd.alerting import FlapPolicy
 from statusd.db import reading
 from statusd.dependencies import ParentWatch
 from statusd.hearing import read_hearing
 from statusd.keys import Keys
 from statusd.lifecycle import CONTACT_STATES, FINAL_STATES, Kind, State
+from statusd.maintenance import Excuses
 from statusd.schema.queries import StaleQuery
 from statusd.selfwatch import DisruptionMode
 from statusd.settings import Settings
@@ -218,10 +219,12 @@ async def stale_report(
     if contact_ids:
         scores = await liveness.scores(redis, keys, keys.last_seen, contact_ids)
         fresh = {i: float(s) for i, s in zip(contact_ids, scores, strict=True) if s is not None}
+    # A workload inside a maintenance window (or within an allowance after it) is not stale.
+    excuses = Excuses.of(await maintenance.list_all(engine), datetime.fromtimestamp(now, UTC))
     items = [
         item
         for row in rows
-        if (item := _item(row, cand, fresh, judge)) is not None
+        if (item := _item(row, cand, fresh, judge, excuses)) is not None
         and flt.matches_labels(item.labels)
         and item.stale_for_s >= flt.older_than_s
     ]
@@ -263,14 +266,16 @@ async def _marked(
 
 
 def _item(
-    row: Row[Any], cand: _Candidates, fresh: dict[str, float], judge: Judge
+    row: Row[Any], cand: _Candidates, fresh: dict[str, float], judge: Judge, excuses: Excuses
 ) -> StaleRow | None:
     state = State(row.state)
     db_seen = row.last_seen_at.timestamp() if row.last_seen_at is not None else None
     redis_seen = cand.seen.get(row.id, fresh.get(row.id))
     seen = max((t for t in (db_seen, redis_seen) if t is not None), default=None)
     registered = cand.pending.get(row.id, row.created_at.timestamp())
-    stale = judge.staleness(Facts(state, seen, registered))
+    labels = dict(row.labels or {})
+    excused = excuses.until(row.id, row.kind, labels)
+    stale = judge.staleness(Facts(state, seen, registered, quiet_until=excused))
     if stale is None:
         return None  # e.g. a poll recorded in SQL is fresher than the Redis score
     return StaleRow(
@@ -278,7 +283,7 @@ def _item(
         kind=str(Kind(row.kind)),
         state=str(state),
         reason=str(stale.reason),
-        labels=dict(row.labels or {}),
+        labels=labels,
         last_seen_at=_iso(seen),
         stale_for_s=round(max(0.0, judge.now - stale.silent_since), 3),
         poll_failures=int(row.poll_failures or 0),

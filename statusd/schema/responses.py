@@ -129,6 +129,32 @@ class Silence(Answer):
         return match.model_dump(mode="json", exclude_none=True)  # as it was asked for
 
 
+class Maintenance(Answer):
+    id: str
+    match: SilenceMatch
+    start: IsoTime | None = Field(description="a one-off window's start")
+    end: IsoTime | None = Field(description="a one-off window's end")
+    schedule: str | None = Field(description="a recurring window's cron expression")
+    duration_s: int | None = Field(description="each occurrence's length")
+    timezone: str | None = Field(description="the IANA time zone `schedule` is read in")
+    reason: str
+    created_at: IsoTime
+    active: bool = Field(description="an occurrence is in force now")
+    next_start: IsoTime | None = Field(
+        description="the occurrence in force, else the next one (None: a window that is over)"
+    )
+    next_end: IsoTime | None
+
+    @field_serializer("match")
+    def _given_matchers_only(self, match: SilenceMatch) -> dict[str, str]:
+        return match.model_dump(mode="json", exclude_none=True)
+
+
+class MaintenancePage(Answer):
+    items: list[Maintenance]
+    count: int
+
+
 class SilencePage(Answer):
     items: list[Silence]
     count: int

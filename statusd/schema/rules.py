@@ -32,6 +32,7 @@ MAX_SILENCE_ID = 36  # a uuid4 in text
 MAX_INT64 = 2**63 - 1
 SEQ_LIMIT = MAX_INT64 + 1  # seq < SEQ_LIMIT
 MAX_DETAIL_BYTES = 1024  # a heartbeat's `detail`, UTF-8 encoded
+DEFAULT_MAX_QUIET_S = 3600  # a heartbeat's `quiet_for_s` at most (STATUSD_MAX_QUIET_S)
 
 MAX_LIMIT = 500  # page sizes
 DEFAULT_LIMIT = 100

@@ -31,7 +31,7 @@ from enum import StrEnum
 import structlog
 from sqlalchemy import bindparam, update
 
-from statusd import liveness
+from statusd import liveness, maintenance
 from statusd.db import transaction
 from statusd.errors import StatusdError, UnknownWorkload
 from statusd.hearing import read_hearing
@@ -215,6 +215,13 @@ async def apply_answers(
     # UNREACHABLE nor moves anyone (statusd.hearing); good answers above are applied all the same.
     hearing = await read_hearing(rt.redis, rt.keys)
     counts = Judge.of(settings, hearing, now_wall).silence_counts
+    # Inside a maintenance window a failed poll convicts nobody either (windows read only when
+    # some poll failed, once per batch).
+    excuses = (
+        maintenance.Excuses.of(await maintenance.list_all(rt.engine), now)
+        if counts and len(good) < len(answers)
+        else None
+    )
     failures = await _record_bookkeeping(rt, rows, answers, now, counted=counts)
     # Disruption mode (statusd.sweeper.disruption): most of the fleet is silent at once, more
     # likely our fault or the network's. Good answers still apply; failures convict nobody.
@@ -238,7 +245,7 @@ async def apply_answers(
                 now=now,
                 settings=settings,
             )
-            if counts
+            if counts and not (excuses and excuses.covers(wid, row.kind, row.labels))
             else None
         )
         verdicts[wid] = verdict

@@ -18,13 +18,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from statusd import dependencies, liveness, selfwatch
+from statusd import dependencies, liveness, maintenance, selfwatch
 from statusd.celery.budgets import budgets
 from statusd.db import reading
 from statusd.hearing import read_hearing
@@ -51,6 +51,7 @@ class PullFacts:
     state_changed_at: datetime
     deleted: bool
     last_poll_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -119,6 +120,7 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, PullFa
         WORKLOADS.c.state_changed_at,
         WORKLOADS.c.deleted_at,
         WORKLOADS.c.last_poll_at,
+        WORKLOADS.c.labels,
     )
     async with reading(engine) as conn:
         for start in range(0, len(ids), SQL_IN_CHUNK):
@@ -134,18 +136,23 @@ async def load_rows(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, PullFa
                     state_changed_at=r.state_changed_at,
                     deleted=r.deleted_at is not None,
                     last_poll_at=r.last_poll_at,
+                    labels=dict(r.labels or {}),
                 )
     return out
 
 
-def due(judge: Judge, candidate: Candidate, row: PullFacts) -> bool:
+def due(
+    judge: Judge, candidate: Candidate, row: PullFacts, excuses: maintenance.Excuses | None = None
+) -> bool:
     """The per-workload answer for a candidate of the range queries (statusd.staleness): the
-    queries know no per-workload excuse, this answer does."""
+    queries know no maintenance window, this answer does (a quiet period the workload announced
+    is already in its `last_seen` score: ingest moved its deadline)."""
     registered = candidate.registered_at
     facts = Facts(
         row.state,
         candidate.last_seen,
         registered if registered is not None else row.state_changed_at.timestamp(),
+        quiet_until=excuses.until(row.id, row.kind, row.labels) if excuses else None,
     )
     return judge.silent(facts) is not None
 
@@ -166,8 +173,12 @@ async def sweep(
     lease_ms: int,
     lock_ms: int,
     token: str,
+    excuses: maintenance.Excuses | None = None,
 ) -> SweepResult:
-    """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does)."""
+    """Find stale workloads and lease them for polling, in chunks. Does not enqueue (the task does).
+
+    `excuses`: the maintenance windows evaluated once for this sweep; a candidate inside one (or
+    within a full allowance after its end) is neither polled nor counted stale."""
     started = time.monotonic()
     result = SweepResult(token=token)
     lock = await poll_leases.take_sweep_lock(redis, keys, token, lock_ms)
@@ -184,7 +195,7 @@ async def sweep(
         live = [
             c.id
             for c in candidates
-            if c.id in rows and not rows[c.id].done and due(judge, c, rows[c.id])
+            if c.id in rows and not rows[c.id].done and due(judge, c, rows[c.id], excuses)
         ]
         result.stale = len(done) + len(live)
         taken = await poll_leases.take(redis, keys, live, token, lease_ms)
@@ -209,11 +220,14 @@ async def run_sweep(rt: Runtime, token: str) -> SweepResult:
     async with asyncio.timeout(b.sweep_deadline_s):
         await ensure_liveness(rt)  # Redis lost its data: rebuild the view before reading it
         hearing = await read_hearing(rt.redis, rt.keys)
+        now = time.time()
+        windows = await maintenance.list_all(rt.engine)
         result = await sweep(
             rt.redis,
             rt.engine,
             rt.keys,
-            judge=Judge.of(settings, hearing, time.time()),
+            judge=Judge.of(settings, hearing, now),
+            excuses=maintenance.Excuses.of(windows, datetime.fromtimestamp(now, UTC)),
             poll_chunk=settings.poll_chunk,
             lease_ms=b.lease_ms,
             lock_ms=b.sweep_lock_ms,

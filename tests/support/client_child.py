@@ -3,6 +3,7 @@
     python -m tests.support.client_child default     # no SIGTERM handler of its own
     python -m tests.support.client_child own-handler # the training's own handler, chained
     python -m tests.support.client_child async       # AsyncHeartbeater, no handler of its own
+    python -m tests.support.client_child quiet N     # RUNNING, then announces N s of quiet
 
 Configured by STATUSD_URL / STATUSD_WORKLOAD_ID / STATUSD_HEARTBEAT_TOKEN; it reports RUNNING,
 prints "training" and trains (sleeps) until signalled.
@@ -26,7 +27,23 @@ async def train_async() -> None:
         await asyncio.Event().wait()  # trains until signalled
 
 
+def announce_quiet(seconds: int) -> None:
+    """RUNNING until statusd stored it, then `quiet(seconds)`: prints "quiet" and sleeps (the
+    test kills it, as a frozen or restarting workload would go silent)."""
+    hb = Heartbeater.from_env(interval=0.5, handle_sigterm=False)
+    with hb:
+        hb.set("RUNNING", "epoch 1")
+        time.sleep(1.0)  # a few heartbeats at the 0.5 s interval
+        hb.quiet(seconds, "writing a checkpoint")
+        print("quiet", flush=True)
+        while True:
+            time.sleep(0.1)
+
+
 def main(mode: str) -> None:
+    if mode == "quiet":
+        announce_quiet(int(sys.argv[2]))
+        return
     if mode == "async":
         asyncio.run(train_async())
         return

@@ -80,6 +80,12 @@ class AsyncHeartbeater:
         if self._wake is not None:
             self._wake.set()
 
+    def quiet(self, seconds: int, reason: str | None = None) -> None:
+        """See Heartbeater.quiet. Safe from the loop's thread only."""
+        self._core.quiet(seconds, reason)
+        if self._wake is not None:
+            self._wake.set()
+
     async def start(self) -> AsyncHeartbeater:
         if self._task is None:
             self._loop = asyncio.get_running_loop()
@@ -169,6 +175,9 @@ class AsyncHeartbeater:
             return None
         outcome = await self._send(desired.report)
         self._core.note(desired, outcome)
+        quiet = self._core.settle_quiet(desired, outcome)
+        if quiet is not None:
+            return quiet
         if isinstance(outcome, Refused):
             return None
         delay = self._core.schedule.after(outcome)

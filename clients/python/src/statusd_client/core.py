@@ -105,6 +105,33 @@ class Core:
         version = previous.version + 1 if previous is not None else 0
         self.desired = Desired(Report(str(status), detail), version)
 
+    def quiet(self, seconds: int, reason: str | None) -> None:
+        """Announce a quiet period: the current state once more, with `quiet_for_s`."""
+        previous = self.desired
+        if previous is None:
+            raise ValueError("statusd_client: set() a state before announcing a quiet period")
+        if type(seconds) is not int or seconds <= 0:
+            raise ValueError("statusd_client: quiet() takes a positive whole number of seconds")
+        report = Report(previous.report.status, reason or previous.report.detail, seconds)
+        self.desired = Desired(report, previous.version + 1)
+
+    def settle_quiet(self, desired: Desired, outcome: Outcome) -> float | None:
+        """After sending a quiet announcement: the current state goes back to a plain report
+        (unless set() changed it meanwhile), and the pause before the next heartbeat is the
+        quiet period when statusd stored it. None for any other report or outcome.
+
+        A refused announcement (over STATUSD_MAX_QUIET_S) is not parked like other refusals:
+        the plain report takes over at once, so the workload keeps being heard."""
+        quiet = desired.report.quiet_for_s
+        if not quiet:
+            return None
+        if self.desired is desired:
+            plain = Report(desired.report.status, desired.report.detail)
+            self.desired = Desired(plain, desired.version + 1)
+        if isinstance(outcome, Refused):
+            return 0.0
+        return float(quiet) if isinstance(outcome, Accepted) else None
+
     def pending(self) -> Desired | None:
         """The report to send now, or None (nothing set yet, or the current one was refused)."""
         desired = self.desired

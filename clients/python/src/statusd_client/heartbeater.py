@@ -83,6 +83,15 @@ class Heartbeater:
         self._core.set(status, detail)
         self._wake.set()
 
+    def quiet(self, seconds: int, reason: str | None = None) -> None:
+        """Tell statusd the workload will be silent for `seconds` (a checkpoint, a planned
+        restart): the current state is sent at once with `quiet_for_s`, and statusd does not
+        judge the workload stale before the period ends. No heartbeat is sent meanwhile unless
+        `set()` is called (which ends the quiet period). At most STATUSD_MAX_QUIET_S (default
+        3600); a longer one is refused (see `last_refusal`) and heartbeats go on as before."""
+        self._core.quiet(seconds, reason)
+        self._wake.set()
+
     def start(self) -> Heartbeater:
         if self._thread is None:
             self._thread = threading.Thread(
@@ -152,6 +161,9 @@ class Heartbeater:
             return None
         outcome = self._core.send(desired.report)
         self._core.note(desired, outcome)
+        quiet = self._core.settle_quiet(desired, outcome)
+        if quiet is not None:
+            return quiet
         if isinstance(outcome, Refused):
             return None
         delay = self._core.schedule.after(outcome)

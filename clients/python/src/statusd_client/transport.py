@@ -30,10 +30,13 @@ _RETRYABLE_4XX = frozenset({408, 429})
 
 @dataclass(frozen=True)
 class Report:
-    """What the workload wants statusd to know: a state of its kind and an optional detail."""
+    """What the workload wants statusd to know: a state of its kind and an optional detail;
+    `quiet_for_s` announces that it will be silent that long (statusd does not judge it stale
+    before then)."""
 
     status: str
     detail: str | None = None
+    quiet_for_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def heartbeat_body(workload_id: str, report: Report, seq: int) -> bytes:
     body: dict[str, object] = {"workload_id": workload_id, "status": report.status, "seq": seq}
     if report.detail:
         body["detail"] = report.detail[:MAX_DETAIL_CHARS]
+    if report.quiet_for_s:
+        body["quiet_for_s"] = report.quiet_for_s
     return json.dumps(body).encode()
 
 

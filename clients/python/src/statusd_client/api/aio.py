@@ -26,6 +26,7 @@ from statusd_client.api.models import (
     AuditEntry,
     CreatedKey,
     Deleted,
+    Maintenance,
     Registered,
     Registration,
     RegistrationResult,
@@ -241,6 +242,48 @@ class AsyncStatusdApi:
     async def delete_silence(self, silence_id: str) -> Deleted:
         """See StatusdApi.delete_silence."""
         return await self._run(calls.delete_silence(silence_id))
+
+    # -- maintenance windows ----------------------------------------------------------------
+
+    async def create_maintenance(
+        self,
+        *,
+        reason: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        schedule: str | None = None,
+        duration_s: int | None = None,
+        timezone: str | None = None,
+        kind: str | None = None,
+        label: tuple[str, str] | None = None,
+        workload_id: str | None = None,
+    ) -> Maintenance:
+        """See StatusdApi.create_maintenance."""
+        return await self._run(
+            calls.create_maintenance(
+                kind=kind,
+                label=label,
+                workload_id=workload_id,
+                reason=reason,
+                start=start,
+                end=end,
+                schedule=schedule,
+                duration_s=duration_s,
+                timezone=timezone,
+            )
+        )
+
+    async def maintenances(self) -> builtins.list[Maintenance]:
+        """See StatusdApi.maintenances."""
+        return await self._run(calls.maintenances())
+
+    async def maintenance(self, maintenance_id: str) -> Maintenance:
+        """See StatusdApi.maintenance."""
+        return await self._run(calls.maintenance(maintenance_id))
+
+    async def delete_maintenance(self, maintenance_id: str) -> Deleted:
+        """See StatusdApi.delete_maintenance."""
+        return await self._run(calls.delete_maintenance(maintenance_id))
 
     # -- events ------------------------------------------------------------------------------
 

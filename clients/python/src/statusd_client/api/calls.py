@@ -17,6 +17,7 @@ from statusd_client.api.models import (
     AuditEntry,
     CreatedKey,
     Deleted,
+    Maintenance,
     Registered,
     Registration,
     RegistrationResult,
@@ -215,6 +216,49 @@ def silences(active: bool | None) -> Call[list[Silence]]:
 
 def delete_silence(silence_id: str) -> Call[Deleted]:
     return Call(ROUTES["delete_silence"], Deleted.from_json, {"id": silence_id})
+
+
+def create_maintenance(
+    *,
+    kind: str | None,
+    label: tuple[str, str] | None,
+    workload_id: str | None,
+    reason: str,
+    start: datetime | None,
+    end: datetime | None,
+    schedule: str | None,
+    duration_s: int | None,
+    timezone: str | None,
+) -> Call[Maintenance]:
+    match = {"kind": kind, "id": workload_id, "label": None if label is None else ":".join(label)}
+    fields: dict[str, Any] = {
+        "start": None if start is None else _iso(start),
+        "end": None if end is None else _iso(end),
+        "schedule": schedule,
+        "duration_s": duration_s,
+        "timezone": timezone,
+    }
+    body = {
+        "match": {k: v for k, v in match.items() if v is not None},
+        **{k: v for k, v in fields.items() if v is not None},
+        "reason": reason,
+    }
+    return Call(ROUTES["create_maintenance"], Maintenance.from_json, body=body)
+
+
+def maintenances() -> Call[list[Maintenance]]:
+    def parse(doc: Any) -> list[Maintenance]:
+        return [Maintenance.from_json(m) for m in doc["items"]]
+
+    return Call(ROUTES["maintenances"], parse)
+
+
+def maintenance(maintenance_id: str) -> Call[Maintenance]:
+    return Call(ROUTES["maintenance"], Maintenance.from_json, {"id": maintenance_id})
+
+
+def delete_maintenance(maintenance_id: str) -> Call[Deleted]:
+    return Call(ROUTES["delete_maintenance"], Deleted.from_json, {"id": maintenance_id})
 
 
 def resume_point() -> Call[int]:

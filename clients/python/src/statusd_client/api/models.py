@@ -238,6 +238,48 @@ class Silence:
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    """A maintenance window: one-off (`start`/`end`) or recurring (`schedule` in `timezone`,
+    each occurrence `duration_s` long). Matching workloads raise no alert and are not judged
+    stale inside it."""
+
+    id: str
+    match: dict[str, str]
+    reason: str
+    created_at: datetime
+    active: bool
+    start: datetime | None = None
+    end: datetime | None = None
+    schedule: str | None = None
+    duration_s: int | None = None
+    timezone: str | None = None
+    next_start: datetime | None = None  # the occurrence in force, else the next one
+    next_end: datetime | None = None
+
+    @classmethod
+    def from_json(cls, doc: JSON) -> Maintenance:
+        def time_or_none(name: str) -> datetime | None:
+            value = doc.get(name)
+            return parse_time(value) if value is not None else None
+
+        duration = doc.get("duration_s")
+        return cls(
+            id=str(doc["id"]),
+            match={str(k): str(v) for k, v in doc["match"].items()},
+            reason=str(doc["reason"]),
+            created_at=parse_time(doc["created_at"]),
+            active=bool(doc["active"]),
+            start=time_or_none("start"),
+            end=time_or_none("end"),
+            schedule=doc.get("schedule"),
+            duration_s=int(duration) if duration is not None else None,
+            timezone=doc.get("timezone"),
+            next_start=time_or_none("next_start"),
+            next_end=time_or_none("next_end"),
+        )
+
+
+@dataclass(frozen=True)
 class Report:
     """A report or probe answered as JSON (`stale_report`, `summary`, `readiness`...): the
     document as statusd sent it; its fields are in the served OpenAPI document."""

@@ -25,6 +25,7 @@ from statusd_client.api.models import (
     AuditEntry,
     CreatedKey,
     Deleted,
+    Maintenance,
     Registered,
     Registration,
     RegistrationResult,
@@ -243,6 +244,49 @@ class StatusdApi:
     def delete_silence(self, silence_id: str) -> Deleted:
         """End a silence now; NotFound if unknown."""
         return self._run(calls.delete_silence(silence_id))
+
+    # -- maintenance windows ----------------------------------------------------------------
+
+    def create_maintenance(
+        self,
+        *,
+        reason: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        schedule: str | None = None,
+        duration_s: int | None = None,
+        timezone: str | None = None,
+        kind: str | None = None,
+        label: tuple[str, str] | None = None,
+        workload_id: str | None = None,
+    ) -> Maintenance:
+        """A maintenance window for matching workloads (all matchers given must match):
+        `start`/`end`, or a recurring cron `schedule` + `duration_s` in an IANA `timezone`."""
+        return self._run(
+            calls.create_maintenance(
+                kind=kind,
+                label=label,
+                workload_id=workload_id,
+                reason=reason,
+                start=start,
+                end=end,
+                schedule=schedule,
+                duration_s=duration_s,
+                timezone=timezone,
+            )
+        )
+
+    def maintenances(self) -> builtins.list[Maintenance]:
+        """Maintenance windows, newest first."""
+        return self._run(calls.maintenances())
+
+    def maintenance(self, maintenance_id: str) -> Maintenance:
+        """One maintenance window; NotFound if unknown."""
+        return self._run(calls.maintenance(maintenance_id))
+
+    def delete_maintenance(self, maintenance_id: str) -> Deleted:
+        """Delete a maintenance window (an occurrence in force ends now); NotFound if unknown."""
+        return self._run(calls.delete_maintenance(maintenance_id))
 
     # -- events ------------------------------------------------------------------------------
 
