@@ -185,6 +185,10 @@ async def test_a_killed_run_is_redelivered_with_what_it_had_taken(
             within=SLACK,
             what="the first task polling its chunk and the one it took",
         )
+        # The killed run's polls stay hanging; the redelivered run's fail at once (503), so it
+        # need not wait out the poll timeout to record them.
+        for wid in ids:
+            peer.fail(wid, 503)
         pool_child(worker).kill()  # SIGKILL mid-poll; Celery redelivers the task (acks_late)
 
         # The redelivered run (same task id) polls again all four, the two it had taken included,

@@ -29,7 +29,7 @@ from statusd.celery.names import SYNC_DRAIN_TASK, QueueName
 from statusd.lifecycle import State
 from statusd.runtime import Runtime, open_pools
 from statusd.settings import Settings
-from statusd.sync.lease import RETRY_JITTER, RETRY_MAX_WAIT
+from statusd.sync.lease import backoff_cap
 from statusd.wiring import open_runtime
 from tests.support.main_api import FakeMainAPI
 from tests.support.sync_worker import register_fleet, walk
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 WORKLOADS = ("w1", "w2", "w3")
 RUN_S = 2.0  # STATUSD_SYNC_RUN_S; STATUSD_SYNC_INTERVAL stays below a third of it
+SYNC_TIMEOUT = 1.0  # STATUSD_SYNC_TIMEOUT: every attempt times out (the main API sleeps 1.5 s)
 SYNC_QUEUE = QueueName.SYNC.value
 
 
@@ -87,14 +88,17 @@ async def backlog(
     # Every send: attempts of 1 s that all time out, retried in-run for longer than a run lasts
     # by more than one backoff sleep (tenacity starts no sleep that would cross the budget), so
     # the first sends are still in flight when the run's time is up, and the run ends soon after.
+    # Attempts last SYNC_TIMEOUT each, so at most RUN_S / SYNC_TIMEOUT retries start within a
+    # run: the longest sleep a send can be in at the run's end is the next one's (not the 5 s cap
+    # that only far later retries reach, which made every run last twice as long).
     main_api.faults.timeout_ratio = 1.0
     main_api.faults.timeout_sleep = 1.5
     settings = e2e_settings(
         sync_run_s=RUN_S,
         sync_interval=0.5,
-        sync_timeout=1.0,
+        sync_timeout=SYNC_TIMEOUT,
         sync_attempts=1000,
-        sync_budget=RUN_S + RETRY_MAX_WAIT + RETRY_JITTER + 1.0,
+        sync_budget=RUN_S + backoff_cap(int(RUN_S / SYNC_TIMEOUT) + 1) + 1.0,
         sync_backoff_max=0.001,  # a row given up on is due again at once, for the next drain
         sync_kick_debounce_ms=600_000,  # every drain below falls in one window
     )

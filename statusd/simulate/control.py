@@ -1,6 +1,7 @@
 """The simulator's view of statusd: its public HTTP API, exactly as a platform and containers use it.
 
-- the platform registers each container (`POST /v1/workloads`, API token) with its status_url;
+- the platform registers the containers (`POST /v1/workloads:batch`, API token) with their
+  status_url; one by one (`POST /v1/workloads`) when the batch route is absent;
 - containers heartbeat (`POST /v1/heartbeats:batch`, each item with its own heartbeat token; the
   single `POST /v1/heartbeats` when the batch route is absent);
 - the summary reads what statusd says (`GET /v1/workloads?label=...`, paginated).
@@ -20,7 +21,7 @@ import orjson
 from statusd.errors import StatusdError
 from statusd.lifecycle import Kind, State
 
-BATCH_LIMIT = 500  # items per POST /v1/heartbeats:batch (the ingest cap)
+BATCH_LIMIT = 500  # items per POST /v1/heartbeats:batch and /v1/workloads:batch (under the cap)
 PAGE = 500  # GET /v1/workloads limit
 
 
@@ -34,6 +35,21 @@ class Beat:
     token: str
     status: State
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    workload_id: str
+    kind: Kind
+    status_url: str | None
+    labels: dict[str, str]
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.workload_id, "kind": self.kind.value}
+        out["labels"] = self.labels
+        if self.status_url is not None:
+            out["status_url"] = self.status_url
+        return out
 
 
 def token_from_dev_secrets(state_dir: Path) -> str | None:
@@ -108,13 +124,27 @@ class StatusdAPI:
         self, workload_id: str, kind: Kind, status_url: str | None, labels: dict[str, str]
     ) -> str:
         """Register one workload; returns its heartbeat token."""
-        body: dict[str, Any] = {"id": workload_id, "kind": kind.value, "labels": labels}
-        if status_url is not None:
-            body["status_url"] = status_url
+        body = Registration(workload_id, kind, status_url, labels).body()
         status, doc = await self._json("POST", "/v1/workloads", body)
         if status != 201 or not isinstance(doc, dict) or "heartbeat_token" not in doc:
             raise ControlError(f"POST /v1/workloads {workload_id}: HTTP {status}: {doc}")
         return str(doc["heartbeat_token"])
+
+    async def register_batch(self, regs: Sequence[Registration]) -> dict[str, str] | None:
+        """Register up to BATCH_LIMIT workloads in one request; returns id -> heartbeat token, or
+        None when the server has no batch route. Any item not registered raises, as `register`."""
+        items = [r.body() for r in regs]
+        status, doc = await self._json("POST", "/v1/workloads:batch", {"items": items})
+        if status in (404, 405):
+            return None
+        if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ControlError(f"POST /v1/workloads:batch: HTTP {status}: {doc}")
+        tokens = {}
+        for reg, result in zip(regs, doc["results"], strict=True):
+            if result.get("status") != 201:
+                raise ControlError(f"POST /v1/workloads:batch {reg.workload_id}: {result}")
+            tokens[reg.workload_id] = str(result["workload"]["heartbeat_token"])
+        return tokens
 
     async def heartbeat(self, beats: Sequence[Beat]) -> int:
         """Send heartbeats; returns how many were accepted (202). Never raises for one bad item."""

@@ -27,13 +27,14 @@ import structlog
 
 from statusd.lifecycle import Kind, State
 from statusd.simulate.container import SimContainer, make_container
-from statusd.simulate.control import Beat, StatusdAPI
+from statusd.simulate.control import BATCH_LIMIT, Beat, Registration, StatusdAPI
 from statusd.simulate.faults import Fault, assign_faults
 from statusd.simulate.server import StatusServer
 
 log = structlog.get_logger("statusd.simulate")
 TICKS_PER_INTERVAL = 10  # heartbeats are spread over the interval, not sent in one burst
 REGISTER_CONCURRENCY = 32
+REGISTER_BATCHES_IN_FLIGHT = 4  # each batch is up to BATCH_LIMIT rows in one transaction
 
 Progress = Callable[[str, dict[str, object]], None]
 
@@ -122,18 +123,44 @@ class Fleet:
             self.build()
         await self.server.start()
         sem = asyncio.Semaphore(REGISTER_CONCURRENCY)
+        batches = asyncio.Semaphore(REGISTER_BATCHES_IN_FLIGHT)
         done = 0
+        containers = list(self.containers.values())
+        chunks = [containers[i : i + BATCH_LIMIT] for i in range(0, len(containers), BATCH_LIMIT)]
 
-        async def register(c: SimContainer) -> None:
+        def registration(c: SimContainer) -> Registration:
+            labels = {"sim-run": self.config.run_id, "sim-fault": c.fault.value}
+            return Registration(c.id, c.kind, self.server.url_for(c.id), labels)
+
+        def registered(count: int) -> None:
             nonlocal done
-            async with sem:
-                labels = {"sim-run": self.config.run_id, "sim-fault": c.fault.value}
-                c.token = await self.api.register(c.id, c.kind, self.server.url_for(c.id), labels)
-            done += 1
-            if done % 100 == 0 or done == len(self.containers):
-                self.progress("register", {"done": done, "total": len(self.containers)})
+            before, done = done, done + count
+            if done // 100 > before // 100 or done == len(containers):
+                self.progress("register", {"done": done, "total": len(containers)})
 
-        await asyncio.gather(*(register(c) for c in self.containers.values()))
+        async def register_chunk(chunk: list[SimContainer]) -> bool:
+            async with batches:
+                tokens = await self.api.register_batch([registration(c) for c in chunk])
+            if tokens is None:
+                return False
+            for c in chunk:
+                c.token = tokens[c.id]
+            registered(len(chunk))
+            return True
+
+        async def register_one(c: SimContainer) -> None:
+            async with sem:
+                reg = registration(c)
+                c.token = await self.api.register(
+                    reg.workload_id, reg.kind, reg.status_url, reg.labels
+                )
+            registered(1)
+
+        # The first batch tells whether the server has the batch route; if not, one by one.
+        if chunks and not await register_chunk(chunks[0]):
+            await asyncio.gather(*(register_one(c) for c in containers))
+        else:
+            await asyncio.gather(*(register_chunk(chunk) for chunk in chunks[1:]))
         self._t0 = time.monotonic()  # the lifecycle clock starts once everyone is registered
         self._beats = asyncio.create_task(self._beat_loop(), name="simulate-heartbeats")
 
