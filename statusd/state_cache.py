@@ -6,9 +6,11 @@ state, with a compare-on-version so a slow writer never puts an older state back
 raise the entry's newest handled seq (`bump_seqs`); registration and deletion drop the entry. A
 missing entry (or a tombstone) only means "ask the database"; it is never wrong, just absent.
 
-Layout: one field per workload in its bucket hash (keys.state_cache), valued one compact string,
+Layout: the cache part of the workload's field in its registration bucket (keys.registration,
+after the "/", keys.BUCKET_VALUE_LUA), one compact string,
 `<version>|<expires>|<state>|<generation>|<kind>|<seq>|<refused,...>` (a tombstone has only the
-first two), ~40 bytes: small buckets of short values stay listpacks (docs/benchmarks.md). A hash
+first two), ~40 bytes: small buckets of short values stay listpacks (docs/benchmarks.md). Every
+script here keeps the registration part as it found it. A hash
 field has no TTL of its own, so the expiry (unix seconds, Redis's clock) is in the value: every
 script and the reader treat an expired entry exactly as a missing one, and the consumers'
 housekeeping prunes expired entries (`prune`) a few buckets at a time.
@@ -23,7 +25,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from statusd.keys import Keys
+from statusd.keys import BUCKET_VALUE_LUA, Keys
 from statusd.lifecycle import Kind, State
 from statusd.redis_runtime import Script
 
@@ -34,10 +36,12 @@ CACHE_TTL_S = 3600
 TOMBSTONE_TTL_S = 60
 
 # Shared by the writers: an entry as a table (nil when absent, malformed or expired), and back.
-_LUA_ENTRY = """
+_LUA_ENTRY = (
+    BUCKET_VALUE_LUA
+    + """
 local now = tonumber(redis.call('TIME')[1])
 local function decode(value)
-  if not value then return nil end
+  if value == '' then return nil end
   local version, expires, state, gen, kind, seq, refused = string.match(value,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   if not version or (tonumber(expires) or 0) <= now then return nil end
@@ -48,6 +52,7 @@ local function encode(e)
   return table.concat({e.version, e.expires, e.state, e.gen, e.kind, e.seq, e.refused}, '|')
 end
 """
+)
 
 # Every script takes the bucket keys of ONE shard (one slot) and per item a group whose first
 # value is the KEYS index of the item's bucket, the second its workload id: as ARGV groups, or, in
@@ -61,14 +66,16 @@ _STORE_IF_NEWER = (
     + """
 for i = 1, #ARGV, 8 do
   local key, id, version = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3]
-  local e = decode(redis.call('HGET', key, id))
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local e = decode(cache)
   if not (e and tonumber(e.version) > tonumber(version)) then
     if not e or tonumber(e.version) < tonumber(version) then e = {seq = '', refused = ''} end
     e.state, e.version, e.gen, e.kind = ARGV[i + 2], version, ARGV[i + 4], ARGV[i + 5]
     e.expires = now + tonumber(ARGV[i + 6])
     local seq = ARGV[i + 7]
     if seq ~= '' and (e.seq == '' or tonumber(e.seq) < tonumber(seq)) then e.seq = seq end
-    redis.call('HSET', key, id, encode(e))
+    put_value(key, id, reg, encode(e), cur)
   end
 end
 return 1
@@ -76,14 +83,20 @@ return 1
 )
 
 # (bucket, id, version, ttl): replaces whatever is there.
-_TOMBSTONE = """
+_TOMBSTONE = (
+    BUCKET_VALUE_LUA
+    + """
 local now = tonumber(redis.call('TIME')[1])
 for i = 1, #ARGV, 4 do
+  local key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
+  local cur = redis.call('HGET', key, id)
+  local reg = split_value(cur)
   local expires = now + tonumber(ARGV[i + 3])
-  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2] .. '|' .. expires .. '|||||')
+  put_value(key, id, reg, ARGV[i + 2] .. '|' .. expires .. '|||||', cur)
 end
 return 1
 """
+)
 
 # Consumers skip steady heartbeats without the database, so the newest seq they handled lives
 # here too; otherwise a late, older report could reach the database and win over a newer one.
@@ -93,10 +106,12 @@ _BUMP_SEQS = (
     + """
 for _, item in ipairs(cjson.decode(ARGV[1])) do
   local key, id = KEYS[item[1]], item[2]
-  local e = decode(redis.call('HGET', key, id))
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local e = decode(cache)
   if e and e.gen == item[3] and (e.seq == '' or tonumber(e.seq) < tonumber(item[4])) then
     e.seq = item[4]
-    redis.call('HSET', key, id, encode(e))
+    put_value(key, id, reg, encode(e), cur)
   end
 end
 return 1
@@ -109,42 +124,56 @@ _MARK_REFUSED = (
     + """
 for i = 1, #ARGV, 4 do
   local key, id, requested = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3]
-  local e = decode(redis.call('HGET', key, id))
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local e = decode(cache)
   if e and tonumber(e.version) == tonumber(ARGV[i + 2])
       and not string.find(',' .. e.refused .. ',', ',' .. requested .. ',', 1, true) then
     e.refused = (e.refused == '') and requested or (e.refused .. ',' .. requested)
-    redis.call('HSET', key, id, encode(e))
+    put_value(key, id, reg, encode(e), cur)
   end
 end
 return 1
 """
 )
 
-# JSON [bucket, id]: the raw values, after Redis's clock (the reader judges expiry by it).
-_GET_MANY = """
+# JSON [bucket, id]: the raw cache parts (false when none), after Redis's clock (the reader judges
+# expiry by it).
+_GET_MANY = (
+    BUCKET_VALUE_LUA
+    + """
 local out = {redis.call('TIME')[1]}
 for _, item in ipairs(cjson.decode(ARGV[1])) do
-  out[#out + 1] = redis.call('HGET', KEYS[item[1]], item[2])
+  local _, cache = split_value(redis.call('HGET', KEYS[item[1]], item[2]))
+  out[#out + 1] = cache ~= '' and cache
 end
 return out
 """
+)
 
-# KEYS: buckets; HDEL every expired entry (tombstones included); returns how many.
-_PRUNE = """
+# KEYS: buckets; drops every expired entry (tombstones included), keeping the registration part;
+# returns how many.
+_PRUNE = (
+    BUCKET_VALUE_LUA
+    + """
 local now = tonumber(redis.call('TIME')[1])
 local pruned = 0
 for _, key in ipairs(KEYS) do
   local fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
-    local expires = string.match(fields[i + 1], '^[^|]*|([^|]*)|')
-    if (tonumber(expires) or 0) <= now then
-      redis.call('HDEL', key, fields[i])
-      pruned = pruned + 1
+    local reg, cache = split_value(fields[i + 1])
+    if cache ~= '' then
+      local expires = string.match(cache, '^[^|]*|([^|]*)|')
+      if (tonumber(expires) or 0) <= now then
+        put_value(key, fields[i], reg, '', fields[i + 1])
+        pruned = pruned + 1
+      end
     end
   end
 end
 return pruned
 """
+)
 # Buckets the consumers' housekeeping prunes per owned shard per pass (STATUSD_CONSUMER_HOUSEKEEPING_S,
 # 5 s): 256 buckets per shard are all visited every ~80 s, each pass reading ~16 x 50 fields at
 # 200k workloads. Expired entries only cost memory meanwhile; they are never read as live.
@@ -265,7 +294,7 @@ class StateCache:
         first = self._prune_next.get(shard, 0)
         visit = [(first + i) % total for i in range(min(buckets, total))]
         self._prune_next[shard] = (first + len(visit)) % total
-        keys = [self._keys.state_cache(shard, b) for b in visit]
+        keys = [self._keys.registration(shard, b) for b in visit]
         return int(await self._prune(keys=keys, args=[]))
 
     def _calls(self, items: Iterable[Sequence[Any]]) -> list[_Call]:
@@ -274,7 +303,7 @@ class StateCache:
         for item in items:
             shard, bucket = self._keys.bucket(item[0])
             keys, groups = by_shard.setdefault(shard, ({}, []))
-            key = self._keys.state_cache(shard, bucket)
+            key = self._keys.registration(shard, bucket)
             groups.append([keys.setdefault(key, len(keys) + 1), *item])
         return [(list(keys), groups) for keys, groups in by_shard.values()]
 
