@@ -60,7 +60,9 @@ async def consume(redis: Redis, keys: Keys, shard: int, cache: StateCache) -> in
             break
         seqs = {e[b"workload_id"].decode(): int(e[b"seq"]) for _, e in entries}
         await registrations.raise_seqs(seqs)
-        await cache.store_many([(w, State.RUNNING, 3, 1, Kind.TRAINING, s) for w, s in seqs.items()])
+        await cache.store_many(
+            [(w, State.RUNNING, 3, 1, Kind.TRAINING, s) for w, s in seqs.items()]
+        )
         await redis.xack(stream, group, *(entry_id for entry_id, _ in entries))
         handled += len(entries)
     await trim_stream(redis, group, stream)

@@ -18,7 +18,7 @@ housekeeping prunes expired entries (`prune`) a few buckets at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from statusd.keys import BUCKET_VALUE_LUA, Keys
 from statusd.lifecycle import Kind, State
-from statusd.redis_runtime import Script
+from statusd.redis_runtime import Script, run_queued
 
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
@@ -113,6 +113,31 @@ for _, item in ipairs(cjson.decode(ARGV[1])) do
     e.seq = item[4]
     put_value(key, id, reg, encode(e), cur)
   end
+end
+return 1
+"""
+)
+
+# After a batch, in the consumers' ack: JSON [bucket, id, seq, generation or '']. Raises the
+# registration's newest seq (never backward; statusd.liveness.RAISE_SCRIPT's rule) and, with a
+# generation, the seq of a live cache entry of that generation (`bump_seqs`' rule): both parts of
+# one field, one read and at most one write per workload.
+_RECORD_SEQS = (
+    _LUA_ENTRY
+    + """
+for _, item in ipairs(cjson.decode(ARGV[1])) do
+  local key, id, seq, gen = KEYS[item[1]], item[2], item[3], item[4]
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local g, s = '', ''
+  if reg ~= '' then g, s = string.match(reg, '^([^|]*)|?(.*)$') end
+  if s == '' or tonumber(s) < tonumber(seq) then s = seq end
+  local e = decode(cache)
+  if e and gen ~= '' and e.gen == gen and (e.seq == '' or tonumber(e.seq) < tonumber(seq)) then
+    e.seq = seq
+    cache = encode(e)
+  end
+  put_value(key, id, g .. '|' .. s, cache, cur)
 end
 return 1
 """
@@ -222,6 +247,7 @@ class StateCache:
         self._tombstone = Script(redis, _TOMBSTONE)
         self._get = Script(redis, _GET_MANY)
         self._prune = Script(redis, _PRUNE)
+        self._record = Script(redis, _RECORD_SEQS)
         self._prune_next: dict[int, int] = {}  # shard -> the next bucket `prune` visits
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
@@ -230,10 +256,12 @@ class StateCache:
         calls = self._calls([(wid,) for wid in workload_ids])
         if not calls:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Any) -> None:
             for keys, items in calls:
-                await self._get(keys=keys, args=[orjson.dumps(items)], client=pipe)
-            replies = await pipe.execute()
+                self._get.queue(pipe, keys, [orjson.dumps(items)])
+
+        replies = await run_queued(self._redis, [self._get], fill)
         out: dict[str, CachedState] = {}
         for (_, items), reply in zip(calls, replies, strict=True):
             now = int(reply[0])
@@ -283,6 +311,22 @@ class StateCache:
         items = [(wid, str(generation), str(seq)) for wid, (generation, seq) in newest.items()]
         for keys, groups in self._calls(items):
             await self._bump(keys=keys, args=[orjson.dumps(groups)], client=client)
+
+    def queue_record_seqs(self, pipe: Any, newest: Mapping[str, tuple[int, int | None]]) -> None:
+        """Queue on `pipe` (run it with `run_queued(..., self.record_scripts, ...)`): for each
+        {id: (seq, generation or None)}, the registration's newest seq raised and, with a
+        generation, the cached entry's seq bumped as `bump_seqs` does; one call per shard."""
+        items = [
+            (wid, str(seq), "" if generation is None else str(generation))
+            for wid, (seq, generation) in newest.items()
+        ]
+        for keys, groups in self._calls(items):
+            self._record.queue(pipe, keys, [orjson.dumps(groups)])
+
+    @property
+    def record_scripts(self) -> list[Script]:
+        """The scripts `queue_record_seqs` queues (loaded on NOSCRIPT by `run_queued`)."""
+        return [self._record]
 
     async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
         await self._run((self._refuse, self._calls([(workload_id, version, requested)])))

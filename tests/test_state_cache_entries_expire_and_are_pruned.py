@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from statusd import liveness
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
+from statusd.redis_runtime import run_queued
 from statusd.state_cache import StateCache
 
 
@@ -123,3 +124,27 @@ async def test_the_registration_and_the_cached_state_share_a_field_and_keep_each
     assert await liveness.registrations(redis, keys, ["r1"]) == [(3, None)]
     await liveness.forget(redis, keys, "c1")
     assert await redis.hget(keys.registration_of("c1"), "c1") is None
+
+
+async def test_the_ack_records_both_seqs_in_one_call_never_backward(
+    redis: Redis, redis_prefix: str
+) -> None:
+    keys = Keys(redis_prefix)
+    cache = StateCache(redis, keys)
+    await liveness.Registrations(redis, keys).raise_generations({"a1": 2, "a2": 2}, new=True)
+    await cache.store_many([(w, State.RUNNING, 3, 2, Kind.TRAINING, 5) for w in ("a1", "a2")])
+
+    async def record(newest: dict[str, tuple[int, int | None]]) -> None:
+        await run_queued(redis, cache.record_scripts, lambda p: cache.queue_record_seqs(p, newest))
+
+    # a1: same generation (both raised); a2: an older generation's report (only the
+    # registration's seq); n1: nothing recorded before (a registration part appears).
+    await record({"a1": (9, 2), "a2": (8, 1), "n1": (4, None)})
+    await record({"a1": (7, 2)})  # older: never backward
+    assert await liveness.registrations(redis, keys, ["a1", "a2", "n1"]) == [
+        (2, 9),
+        (2, 8),
+        (None, 4),
+    ]
+    got = await cache.get_many(["a1", "a2", "n1"])
+    assert (got["a1"].seq, got["a2"].seq, set(got)) == (9, 5, {"a1", "a2"})
