@@ -3,6 +3,7 @@ statusd <= 2x the naive figure).
 
     .venv/bin/python bench/steady_cpu.py [--workloads 1000] [--duration 8] [--rounds 40] [--quick]
     .venv/bin/python bench/steady_cpu.py --rates 100 1000 20000 [--paced-s 10] [--repeat 2]
+        [--baseline-src DIR]
 
 statusd  `statusd serve` as the README starts it (ingest and its in-process consumers), PostgreSQL
          (a fresh database), W trainings registered and RUNNING, so their state is cached. wrk
@@ -19,7 +20,9 @@ Both as single requests (POST /v1/heartbeats) and through the batch endpoint
 at each rate for `--paced-s` seconds (single requests up to 1,000/s, batches of 100 above: one
 Python client cannot send 20,000 single requests a second), one `serve` and one naive server
 taking the rates in turn, so the costs that do not shrink with the rate (wake-ups, timers,
-small batches) are counted over the same window as the heartbeats. `--repeat` runs it again. The load is wrk's when installed, else bench/ingest.py's Python
+small batches) are counted over the same window as the heartbeats. `--repeat` runs it again;
+`--baseline-src DIR` also runs another commit's `statusd` package (DIR/statusd, e.g. from
+`git archive <commit> statusd | tar -x -C DIR`) in each run, with this venv's libraries. The load is wrk's when installed, else bench/ingest.py's Python
 client. Each server is pinned to CPU 0 and wrk to CPU 1; each scenario
 gets a redis-server of its own, unpinned, so its CPU is its scenario's. Prints one table with
 the ratios, writes bench/results/<UTC time>-steady-cpu.json, exits non-zero if a run failed.
@@ -354,19 +357,32 @@ def paced_windows(
     return out
 
 
-def statusd_paced(args: argparse.Namespace, tmp: Path) -> dict[int, Run]:
+def statusd_command(source: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The `statusd` command line: this build, or the `statusd` package under `source` (another
+    commit's, e.g. `git archive <commit> statusd | tar -x -C DIR`) with this venv's libraries."""
+    if source is None:
+        return scale_out.statusd(), {}
+    runner = "import sys; from statusd.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", runner], {"PYTHONPATH": str(source.resolve())}
+
+
+def statusd_paced(
+    args: argparse.Namespace, tmp: Path, source: Path | None = None
+) -> dict[int, Run]:
     redis = EmbeddedRedis(tmp / f"redis-statusd-paced-{secrets.token_hex(2)}", appendonly=False)
     url = redis.start()
     try:
         prefix = f"paced{secrets.token_hex(2)}:"
         port = ingest_bench.free_port()
         with scale_out.fresh_database(args.pg) as database_url:
-            env = scale_out.env_for(url, prefix, database_url, port, tmp / "state-paced")
-            subprocess.run(
-                [*scale_out.statusd(), "migrate"], env=env, check=True, capture_output=True
-            )
+            command, extra = statusd_command(source)
+            env = {
+                **scale_out.env_for(url, prefix, database_url, port, tmp / "state-paced"),
+                **extra,
+            }
+            subprocess.run([*command, "migrate"], env=env, check=True, capture_output=True)
             api = f"http://127.0.0.1:{port}"
-            serve = [([*ingest_bench.pinned(0), *scale_out.statusd(), "serve"], env)]
+            serve = [([*ingest_bench.pinned(0), *command, "serve"], env)]
             pids: list[int] = []
             with scale_out.processes(serve, tmp, started=pids):
                 asyncio.run(scale_out.wait_http(f"{api}/readyz"))
@@ -412,9 +428,9 @@ def naive_paced(args: argparse.Namespace, tmp: Path) -> dict[int, Run]:
 
 def paced_main(args: argparse.Namespace) -> int:
     rows = [
-        "| rate (heartbeats/s) | requests | statusd s / 1,000 hb (serve / redis) | naive s / 1,000 hb "
-        "(server / redis) | ratio (goal <= 2) |",
-        "|---|---|---|---|---|",
+        "| rate (heartbeats/s) | requests | build | statusd s / 1,000 hb (serve / redis) | "
+        "naive s / 1,000 hb (server / redis) | ratio (goal <= 2) |",
+        "|---|---|---|---|---|---|",
     ]
     results: list[dict[str, object]] = []
     tmp = Path(tempfile.mkdtemp(prefix="statusd-steady-cpu-"))
@@ -422,26 +438,36 @@ def paced_main(args: argparse.Namespace) -> int:
         for attempt in range(args.repeat):
             print(f"paced, run {attempt + 1}: statusd ...", flush=True)
             ours = statusd_paced(args, tmp)
+            baseline: dict[int, Run] = {}
+            if args.baseline_src is not None:
+                print(f"paced, run {attempt + 1}: baseline statusd ...", flush=True)
+                baseline = statusd_paced(args, tmp, args.baseline_src)
             print(f"paced, run {attempt + 1}: naive ...", flush=True)
             naive = naive_paced(args, tmp)
             for rate in args.rates:
-                o, n = ours[rate], naive[rate]
-                ratio = o.cpu_per_1000 / max(n.cpu_per_1000, 1e-9)
+                n = naive[rate]
                 kind = "single" if rate <= PACED_SINGLE_UP_TO else f"batches of {BATCH_ITEMS}"
-                rows.append(
-                    f"| {rate:,} | {kind} | {o.cpu_per_1000:.4f} ({o.server_per_1000:.4f} / "
-                    f"{o.redis_per_1000:.4f}) | {n.cpu_per_1000:.4f} ({n.server_per_1000:.4f} / "
-                    f"{n.redis_per_1000:.4f}) | {ratio:.2f} |"
-                )
-                results.append(
-                    {
-                        "run": attempt + 1,
-                        "rate": rate,
-                        "statusd": asdict(o),
-                        "naive": asdict(n),
-                        "ratio": ratio,
-                    }
-                )
+                for label, runs in (("statusd", ours), ("baseline", baseline)):
+                    if rate not in runs:
+                        continue
+                    o = runs[rate]
+                    ratio = o.cpu_per_1000 / max(n.cpu_per_1000, 1e-9)
+                    rows.append(
+                        f"| {rate:,} | {kind} | {label} | {o.cpu_per_1000:.4f} "
+                        f"({o.server_per_1000:.4f} / {o.redis_per_1000:.4f}) | "
+                        f"{n.cpu_per_1000:.4f} ({n.server_per_1000:.4f} / "
+                        f"{n.redis_per_1000:.4f}) | {ratio:.2f} |"
+                    )
+                    results.append(
+                        {
+                            "run": attempt + 1,
+                            "rate": rate,
+                            "build": label,
+                            "statusd": asdict(o),
+                            "naive": asdict(n),
+                            "ratio": ratio,
+                        }
+                    )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n".join(rows))
@@ -487,6 +513,11 @@ def main() -> int:
     )
     parser.add_argument("--paced-s", type=float, default=10.0, help="seconds per paced rate")
     parser.add_argument("--repeat", type=int, default=1, help="paced runs, one after the other")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="paced mode: also run the `statusd` package in this directory (another commit's)",
+    )
     args = parser.parse_args()
     if args.rates:
         return paced_main(args)
