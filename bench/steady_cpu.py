@@ -362,8 +362,12 @@ def statusd_command(source: Path | None) -> tuple[list[str], dict[str, str]]:
     commit's, e.g. `git archive <commit> statusd | tar -x -C DIR`) with this venv's libraries."""
     if source is None:
         return scale_out.statusd(), {}
-    runner = "import sys; from statusd.cli import main; sys.exit(main())"
-    return [sys.executable, "-c", runner], {"PYTHONPATH": str(source.resolve())}
+    # First on sys.path, ahead of `-c`'s current directory (this checkout, when run from it).
+    runner = (
+        f"import sys; sys.path.insert(0, {str(source.resolve())!r}); "
+        "from statusd.cli import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", runner], {}
 
 
 def statusd_paced(
