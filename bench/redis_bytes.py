@@ -36,6 +36,8 @@ from statusd.redis_runtime import EmbeddedRedis
 from statusd.state_cache import StateCache
 
 CHUNK = 500
+# Heartbeats carry the client's seq: nanoseconds since the epoch (statusd_client.seq), 19 digits.
+SEQ = 1_765_000_000_123_456_789
 
 
 async def memory(url: str) -> int:
@@ -80,7 +82,8 @@ async def fill(redis: Redis, keys: Keys, ids: list[str]) -> None:
         )
     writer = StreamWriter(redis, keys, shards=shards, timeout=10)
     for start in range(0, workloads, CHUNK):
-        batch = [CheckedHeartbeat(w, "RUNNING", 7, None, 1) for w in ids[start : start + CHUNK]]
+        part = ids[start : start + CHUNK]
+        batch = [CheckedHeartbeat(w, "RUNNING", SEQ + n, None, 1) for n, w in enumerate(part)]
         await writer.append(batch)
     await writer.close()
     handled = sum([await consume(redis, keys, shard, cache) for shard in range(shards)])

@@ -49,16 +49,31 @@ BUCKETS = 4096
 # that reads or writes either (statusd.liveness, statusd.state_cache, the ingest script reads the
 # generation up to the first "|" or "/"). Either part may be empty ('' when absent); a field with
 # both parts empty is deleted. Neither part contains "/": registration parts are numbers, and a
-# cache entry is numbers, state and kind names and refused states.
+# cache entry is numbers, state names, kind codes and refused states. A listpack keeps values of
+# <= 64 bytes, and a client's seq is 19 digits (nanoseconds): the cache entry's seq (its sixth
+# part) is stored as "=" when it equals the registration's, as it nearly always does, and
+# `split_value` gives it back. Every writer goes through `split_value` and `put_value`, so a "="
+# never outlives the registration seq it stands for.
 BUCKET_VALUE_LUA = """
+local CACHE_SEQ = '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|)([^|]*)(.*)$'
 local function split_value(value)
   if not value then return '', '' end
   local reg, cache = string.match(value, '^([^/]*)/?(.*)$')
+  if cache ~= '' then
+    local head, seq, tail = string.match(cache, CACHE_SEQ)
+    if seq == '=' then cache = head .. (string.match(reg, '|(.*)$') or '') .. tail end
+  end
   return reg, cache
 end
 local function put_value(key, id, reg, cache, old)
   local value = reg
-  if cache ~= '' then value = reg .. '/' .. cache end
+  if cache ~= '' then
+    local head, seq, tail = string.match(cache, CACHE_SEQ)
+    if head and seq ~= '' and seq == string.match(reg, '|(.*)$') then
+      cache = head .. '=' .. tail
+    end
+    value = reg .. '/' .. cache
+  end
   if value == '' then
     if old then redis.call('HDEL', key, id) end
   elseif value ~= old then

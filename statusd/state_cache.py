@@ -8,8 +8,9 @@ missing entry (or a tombstone) only means "ask the database"; it is never wrong,
 
 Layout: the cache part of the workload's field in its registration bucket (keys.registration,
 after the "/", keys.BUCKET_VALUE_LUA), one compact string,
-`<version>|<expires>|<state>|<generation>|<kind>|<seq>|<refused,...>` (a tombstone has only the
-first two), ~40 bytes: small buckets of short values stay listpacks (docs/benchmarks.md). Every
+`<version>|<expires>|<state>|<generation>|<kind code>|<seq>|<refused,...>` (a tombstone has only
+the first two; the seq "=" when it equals the registration's, keys.BUCKET_VALUE_LUA), ~35 bytes:
+small buckets of short values stay listpacks (docs/benchmarks.md). Every
 script here keeps the registration part as it found it. A hash
 field has no TTL of its own, so the expiry (unix seconds, Redis's clock) is in the value: every
 script and the reader treat an expired entry exactly as a missing one, and the consumers'
@@ -300,7 +301,7 @@ class StateCache:
         """After a batch's commit, one round trip: `store` each (id, state, version, generation,
         kind, seq), then `mark_refused` each (id, version, requested state)."""
         stores = [
-            (wid, state.value, version, generation, kind.value, self._ttl_s, _opt(seq))
+            (wid, state.value, version, generation, _KIND_CODES[kind], self._ttl_s, _opt(seq))
             for wid, state, version, generation, kind, seq in entries
         ]
         await self._run((self._store, self._calls(stores)), (self._refuse, self._calls(refused)))
@@ -367,6 +368,11 @@ class StateCache:
             await pipe.execute()
 
 
+# The kind as one letter in the entry: it shares a 64-byte listpack value with the registration.
+_KIND_CODES = {Kind.TRAINING: "t", Kind.NOTEBOOK: "n", Kind.DEPLOYMENT: "d"}
+_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
+
+
 def _opt(n: int | None) -> int | str:
     return "" if n is None else n
 
@@ -385,7 +391,7 @@ def _parse(value: bytes | str, now: int) -> CachedState | None:
             state=State(state),
             version=int(version),
             generation=int(generation),
-            kind=Kind(kind),
+            kind=_KINDS[kind] if kind in _KINDS else Kind(kind),
             seq=int(seq) if seq else None,
             refused=frozenset(refused.split(",")) if refused else frozenset(),
         )

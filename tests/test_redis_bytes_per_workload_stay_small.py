@@ -20,6 +20,7 @@ from statusd.lifecycle import Kind, State
 from statusd.state_cache import StateCache
 
 CHUNK = 500
+SEQ = 1_765_000_000_123_456_789  # a client's seq: nanoseconds since the epoch, 19 digits
 
 
 @pytest.mark.slow
@@ -37,9 +38,9 @@ async def test_workloads_cost_at_most_300_bytes_each(
     cache = StateCache(redis, keys)
     for start in range(0, WORKLOADS, CHUNK):
         part = ids[start : start + CHUNK]
-        await writer.append([CheckedHeartbeat(w, "RUNNING", 7, None, 1) for w in part])
-        await registrations.raise_seqs({w: 7 for w in part})
-        await cache.store_many([(w, State.RUNNING, 3, 1, Kind.TRAINING, 7) for w in part])
+        await writer.append([CheckedHeartbeat(w, "RUNNING", SEQ, None, 1) for w in part])
+        await registrations.raise_seqs({w: SEQ for w in part})
+        await cache.store_many([(w, State.RUNNING, 3, 1, Kind.TRAINING, SEQ) for w in part])
     await writer.close()
     await redis.delete(*(keys.heartbeat_shard(s) for s in range(keys.shards)))
 
@@ -63,5 +64,5 @@ async def test_workloads_cost_at_most_300_bytes_each(
     assert per_workload <= 300, f"{per_workload:.0f} B per workload"
     # Every workload really is in there: live cache entries, seqs, last-seen.
     assert len(await cache.get_many(ids[:CHUNK])) == CHUNK
-    assert await liveness.seqs(redis, keys, ids[:3]) == [7, 7, 7]
+    assert await liveness.seqs(redis, keys, ids[:3]) == [SEQ, SEQ, SEQ]
     assert sum(await liveness.tracked(redis, keys)) == WORKLOADS

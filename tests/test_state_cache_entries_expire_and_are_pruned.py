@@ -148,3 +148,23 @@ async def test_the_ack_records_both_seqs_in_one_call_never_backward(
     ]
     got = await cache.get_many(["a1", "a2", "n1"])
     assert (got["a1"].seq, got["a2"].seq, set(got)) == (9, 5, {"a1", "a2"})
+
+
+async def test_a_cached_seq_equal_to_the_registrations_is_stored_once_and_kept_apart(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """Client seqs are 19 digits; the field stays under Redis's 64-byte listpack value."""
+    keys = Keys(redis_prefix)
+    cache = StateCache(redis, keys)
+    registrations = liveness.Registrations(redis, keys)
+    seq = 1_765_000_000_123_456_789
+    await registrations.raise_generations({"d1": 1}, new=True)
+    await registrations.raise_seqs({"d1": seq})
+    await cache.store("d1", State.UNREACHABLE, 12, 1, Kind.DEPLOYMENT, seq=seq)
+    raw = await redis.hget(keys.registration_of("d1"), "d1")
+    assert raw is not None and raw.count(str(seq).encode()) == 1 and len(raw) <= 64, raw
+    assert (await cache.get_many(["d1"]))["d1"].seq == seq
+    # A poll raises the registration's seq alone: the cached one stays what it was.
+    await registrations.raise_seqs({"d1": seq + 10**9})  # a second later
+    assert (await cache.get_many(["d1"]))["d1"].seq == seq
+    assert await liveness.registrations(redis, keys, ["d1"]) == [(1, seq + 10**9)]
