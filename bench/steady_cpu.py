@@ -22,8 +22,9 @@ Python client cannot send 20,000 single requests a second), one `serve` and one 
 taking the rates in turn, so the costs that do not shrink with the rate (wake-ups, timers,
 small batches) are counted over the same window as the heartbeats. `--repeat` runs it again;
 `--baseline-src DIR` also runs another commit's `statusd` package (DIR/statusd, e.g. from
-`git archive <commit> statusd | tar -x -C DIR`) in each run, with this venv's libraries. The load is wrk's when installed, else bench/ingest.py's Python
-client. Each server is pinned to CPU 0 and wrk to CPU 1; each scenario
+`git archive <commit> statusd | tar -x -C DIR`) in each run, with this venv's libraries. The
+unpaced load is wrk's when installed, else bench/ingest.py's Python client. Each server is pinned
+to CPU 0 and the load to CPU 1; each scenario
 gets a redis-server of its own, unpinned, so its CPU is its scenario's. Prints one table with
 the ratios, writes bench/results/<UTC time>-steady-cpu.json, exits non-zero if a run failed.
 """

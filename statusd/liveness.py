@@ -23,11 +23,12 @@ from statusd.redis_runtime import Script
 # was (polls, an install that predates generations). Both parts only grow: a rebuild that read an
 # older generation from the database must not overwrite the newer one a concurrent registration
 # just recorded, and a late or replayed report must not lower the seq. KEYS: bucket keys of one
-# shard; ARGV[1]: the part raised (1 generation, 2 seq); ARGV[2]: '1' to clear the seq (a new
-# registration: PENDING, nothing heard yet, and its cached state dropped); ARGV[3]: a JSON array of [key index, id, number as a
-# string] (one argument, not three per workload: redis-py packs each argument in Python, ~2 us
-# each, which was a fifth of a consumer's CPU at 20,000 heartbeats/s; the number is a string
-# because Lua's numbers are doubles and a seq may exceed 2^53).
+# shard; ARGV[1]: the part raised (1 generation, 2 seq); ARGV[2]: '1' to clear the seq and drop
+# the cached state (a new registration: PENDING, nothing heard yet); ARGV[3]: a JSON array of
+# [key index, id, number as a string] (one argument, not three per workload: redis-py packs each
+# argument in Python, ~2 us each, which was a fifth of a consumer's CPU at 20,000 heartbeats/s;
+# the number is a string because Lua's numbers are doubles and a seq may exceed 2^53). The field
+# also holds the cached state (keys.BUCKET_VALUE_LUA): kept as it is unless ARGV[2] is '1'.
 RAISE_SCRIPT = (
     BUCKET_VALUE_LUA
     + """

@@ -1,9 +1,10 @@
 """Settling a batch: ack what was handled (after the DB commit), bury what keeps failing.
 
-The ack pipeline also records each workload's newest seq (its registration bucket, never backward;
-a replayed dead letter is older) and bumps the state cache's seq, because a skipped report never reaches the database. Burying is
-the lease holder's decision: a holder that lost its lease leaves the entries pending. The state
-cache is read by the apply step (statusd.ingest.apply_batch) and written here, in the ack."""
+The ack pipeline also records each workload's newest seq (its registration bucket, never
+backward; a replayed dead letter is older) and bumps the state cache's seq, because a skipped
+report never reaches the database: one script, both are parts of one field. Burying is the lease
+holder's decision: a holder that lost its lease leaves the entries pending. The state cache is
+read by the apply step (statusd.ingest.apply_batch) and written here, in the ack."""
 
 from __future__ import annotations
 
