@@ -104,6 +104,8 @@ bench: $(VENV)/.installed
 	  || echo "wrk not installed: falling back to the Python load generator" >&2; }
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/steady_cpu.py
+	$(BIN)/python bench/steady_cpu.py --rates 100 1000 20000
+	$(BIN)/python bench/redis_bytes.py
 	$(BIN)/python bench/writepath.py
 	$(BIN)/python bench/registration.py
 	$(BIN)/python bench/detection.py

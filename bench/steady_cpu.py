@@ -2,6 +2,8 @@
 statusd <= 2x the naive figure).
 
     .venv/bin/python bench/steady_cpu.py [--workloads 1000] [--duration 8] [--rounds 40] [--quick]
+    .venv/bin/python bench/steady_cpu.py --rates 100 1000 20000 [--paced-s 10] [--repeat 2]
+        [--baseline-src DIR]
 
 statusd  `statusd serve` as the README starts it (ingest and its in-process consumers), PostgreSQL
          (a fresh database), W trainings registered and RUNNING, so their state is cached. wrk
@@ -14,8 +16,15 @@ naive    bench/ingest.py's `pipeline` server (parse, one XADD + ZADD pipeline, n
          load, per accepted heartbeat.
 
 Both as single requests (POST /v1/heartbeats) and through the batch endpoint
-(100 heartbeats per request). The load is wrk's when installed, else bench/ingest.py's Python
-client. Each server is pinned to CPU 0 and wrk to CPU 1; each scenario
+(100 heartbeats per request), as fast as they are taken; and, with `--rates 100 1000 20000`, paced
+at each rate for `--paced-s` seconds (single requests up to 1,000/s, batches of 100 above: one
+Python client cannot send 20,000 single requests a second), one `serve` and one naive server
+taking the rates in turn, so the costs that do not shrink with the rate (wake-ups, timers,
+small batches) are counted over the same window as the heartbeats. `--repeat` runs it again;
+`--baseline-src DIR` also runs another commit's `statusd` package (DIR/statusd, e.g. from
+`git archive <commit> statusd | tar -x -C DIR`) in each run, with this venv's libraries. The
+unpaced load is wrk's when installed, else bench/ingest.py's Python client. Each server is pinned
+to CPU 0 and the load to CPU 1; each scenario
 gets a redis-server of its own, unpinned, so its CPU is its scenario's. Prints one table with
 the ratios, writes bench/results/<UTC time>-steady-cpu.json, exits non-zero if a run failed.
 """
@@ -36,6 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -240,6 +250,250 @@ def per_1000(
     )
 
 
+PACED_SINGLE_UP_TO = 1000  # heartbeats/s sent as single requests; batches of 100 above that
+PACED_CONNECTIONS = 32
+
+
+def paced_heartbeats(
+    tokens: dict[str, str], rate: int, seconds: float, first_seq: int
+) -> list[bytes]:
+    """`rate` x `seconds` heartbeats, round robin over the workloads, each round a newer seq, as
+    single requests or batches of BATCH_ITEMS (see PACED_SINGLE_UP_TO)."""
+    total = int(rate * seconds)
+    ids = list(tokens)
+    items = [
+        {
+            "workload_id": ids[n % len(ids)],
+            "status": "RUNNING",
+            "seq": first_seq + n // len(ids),
+            "token": tokens[ids[n % len(ids)]],
+        }
+        for n in range(total)
+    ]
+    if rate <= PACED_SINGLE_UP_TO:
+        out = []
+        for item in items:
+            token = str(item.pop("token"))
+            out.append(ingest_bench.raw_request("/v1/heartbeats", token, orjson.dumps(item)))
+        return out
+    return [
+        ingest_bench.raw_request(
+            "/v1/heartbeats:batch", "-", orjson.dumps({"items": items[i : i + BATCH_ITEMS]})
+        )
+        for i in range(0, len(items), BATCH_ITEMS)
+    ]
+
+
+async def send_paced(port: int, requests: list[bytes], per_second: float) -> dict[str, int]:
+    """Request n at start + n / per_second, over PACED_CONNECTIONS keep-alive connections;
+    {status: count}."""
+    statuses: dict[int, int] = {}
+    start = time.perf_counter() + 0.05
+    next_index = 0
+
+    async def connection() -> None:
+        nonlocal next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while next_index < len(requests):
+                n, next_index = next_index, next_index + 1
+                delay = start + n / per_second - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                writer.write(requests[n])
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                statuses[int(head[9:12])] = statuses.get(int(head[9:12]), 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(PACED_CONNECTIONS)))
+    return statuses
+
+
+def paced_load(port: int, requests: list[bytes], per_second: float) -> int:
+    """Send `requests` paced from CPU 1; the number of 2xx answers (any other fails the run)."""
+    if ingest_bench.pinned(1):
+        os.sched_setaffinity(0, {1})
+    try:
+        statuses = asyncio.run(send_paced(port, requests, per_second))
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    ok = sum(n for code, n in statuses.items() if 200 <= code < 300)
+    if sum(statuses.values()) != ok or ok != len(requests):
+        raise SystemExit(f"paced load: {statuses} for {len(requests)} requests")
+    return ok
+
+
+def paced_windows(
+    port: int,
+    tokens: dict[str, str],
+    args: argparse.Namespace,
+    pids: list[int],
+    redis_pids: list[int],
+    settle: Any,
+) -> dict[int, Run]:
+    """Each rate in turn: paced heartbeats for --paced-s seconds; CPU of `pids` and `redis_pids`
+    from the first request until `settle()` returns (statusd: the stream applied)."""
+    out: dict[int, Run] = {}
+    seq = 1_000  # above the registration's and any earlier round's
+    for rate in args.rates:
+        requests = paced_heartbeats(tokens, rate, args.paced_s, seq)
+        seq += int(rate * args.paced_s) // len(tokens) + 2
+        per_request = 1 if rate <= PACED_SINGLE_UP_TO else BATCH_ITEMS
+        before = (scale_out.cpu_seconds(pids), scale_out.cpu_seconds(redis_pids))
+        started = time.monotonic()
+        answered = paced_load(port, requests, rate / per_request)
+        load_s = time.monotonic() - started
+        settle()
+        applied_s = time.monotonic() - started
+        server = scale_out.cpu_seconds(pids) - before[0]
+        redis = scale_out.cpu_seconds(redis_pids) - before[1]
+        out[rate] = per_1000(answered * per_request, load_s, applied_s, server, redis, 0.0)
+        print(f"  {rate:,}/s: {out[rate].cpu_per_1000:.4f} s per 1,000", flush=True)
+    return out
+
+
+def statusd_command(source: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The `statusd` command line: this build, or the `statusd` package under `source` (another
+    commit's, e.g. `git archive <commit> statusd | tar -x -C DIR`) with this venv's libraries."""
+    if source is None:
+        return scale_out.statusd(), {}
+    # First on sys.path, ahead of `-c`'s current directory (this checkout, when run from it).
+    runner = (
+        f"import sys; sys.path.insert(0, {str(source.resolve())!r}); "
+        "from statusd.cli import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", runner], {}
+
+
+def statusd_paced(
+    args: argparse.Namespace, tmp: Path, source: Path | None = None
+) -> dict[int, Run]:
+    redis = EmbeddedRedis(tmp / f"redis-statusd-paced-{secrets.token_hex(2)}", appendonly=False)
+    url = redis.start()
+    try:
+        prefix = f"paced{secrets.token_hex(2)}:"
+        port = ingest_bench.free_port()
+        with scale_out.fresh_database(args.pg) as database_url:
+            command, extra = statusd_command(source)
+            env = {
+                **scale_out.env_for(url, prefix, database_url, port, tmp / "state-paced"),
+                **extra,
+            }
+            subprocess.run([*command, "migrate"], env=env, check=True, capture_output=True)
+            api = f"http://127.0.0.1:{port}"
+            serve = [([*ingest_bench.pinned(0), *command, "serve"], env)]
+            pids: list[int] = []
+            with scale_out.processes(serve, tmp, started=pids):
+                asyncio.run(scale_out.wait_http(f"{api}/readyz"))
+                tokens = asyncio.run(register(api, args.workloads))
+                asyncio.run(all_running(database_url, args.workloads))
+                asyncio.run(applied(url, Keys(prefix), 120))
+                time.sleep(2)  # registration's after-effects (cache writes, first sweeps) settle
+
+                def settle() -> None:
+                    asyncio.run(applied(url, Keys(prefix), 600))
+
+                return paced_windows(port, tokens, args, pids, [redis.process.pid], settle)
+    finally:
+        redis.stop()
+
+
+def naive_paced(args: argparse.Namespace, tmp: Path) -> dict[int, Run]:
+    redis = EmbeddedRedis(tmp / f"redis-naive-paced-{secrets.token_hex(2)}", appendonly=False)
+    url = redis.start()
+    try:
+        port = ingest_bench.free_port()
+        command = [
+            *ingest_bench.pinned(0),
+            sys.executable,
+            str(ROOT / "bench" / "ingest.py"),
+            "--serve",
+            "pipeline",
+            "--port",
+            str(port),
+            "--redis",
+            url,
+            "--prefix",
+            "naive:",
+        ]
+        pids: list[int] = []
+        with scale_out.processes([(command, dict(os.environ))], tmp, started=pids):
+            ingest_bench.wait_port(port, None)
+            fake = {f"train-{i:05d}": "-" for i in range(args.workloads)}
+            return paced_windows(port, fake, args, pids, [redis.process.pid], lambda: None)
+    finally:
+        redis.stop()
+
+
+def paced_main(args: argparse.Namespace) -> int:
+    rows = [
+        "| rate (heartbeats/s) | requests | build | statusd s / 1,000 hb (serve / redis) | "
+        "naive s / 1,000 hb (server / redis) | ratio (goal <= 2) |",
+        "|---|---|---|---|---|---|",
+    ]
+    results: list[dict[str, object]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="statusd-steady-cpu-"))
+    try:
+        for attempt in range(args.repeat):
+            print(f"paced, run {attempt + 1}: statusd ...", flush=True)
+            ours = statusd_paced(args, tmp)
+            baseline: dict[int, Run] = {}
+            if args.baseline_src is not None:
+                print(f"paced, run {attempt + 1}: baseline statusd ...", flush=True)
+                baseline = statusd_paced(args, tmp, args.baseline_src)
+            print(f"paced, run {attempt + 1}: naive ...", flush=True)
+            naive = naive_paced(args, tmp)
+            for rate in args.rates:
+                n = naive[rate]
+                kind = "single" if rate <= PACED_SINGLE_UP_TO else f"batches of {BATCH_ITEMS}"
+                for label, runs in (("statusd", ours), ("baseline", baseline)):
+                    if rate not in runs:
+                        continue
+                    o = runs[rate]
+                    ratio = o.cpu_per_1000 / max(n.cpu_per_1000, 1e-9)
+                    rows.append(
+                        f"| {rate:,} | {kind} | {label} | {o.cpu_per_1000:.4f} "
+                        f"({o.server_per_1000:.4f} / {o.redis_per_1000:.4f}) | "
+                        f"{n.cpu_per_1000:.4f} ({n.server_per_1000:.4f} / "
+                        f"{n.redis_per_1000:.4f}) | {ratio:.2f} |"
+                    )
+                    results.append(
+                        {
+                            "run": attempt + 1,
+                            "rate": rate,
+                            "build": label,
+                            "statusd": asdict(o),
+                            "naive": asdict(n),
+                            "ratio": ratio,
+                        }
+                    )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n".join(rows))
+    out = args.out / f"{datetime.now(UTC):%Y-%m-%dT%H%M%SZ}-steady-cpu-paced.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "workloads": args.workloads,
+                "paced_s": args.paced_s,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"written: {out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,7 +513,19 @@ def main() -> int:
         "--pg",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
+    parser.add_argument(
+        "--rates", type=int, nargs="*", default=[], help="paced heartbeats/s, e.g. 100 1000 20000"
+    )
+    parser.add_argument("--paced-s", type=float, default=10.0, help="seconds per paced rate")
+    parser.add_argument("--repeat", type=int, default=1, help="paced runs, one after the other")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="paced mode: also run the `statusd` package in this directory (another commit's)",
+    )
     args = parser.parse_args()
+    if args.rates:
+        return paced_main(args)
     if args.quick:
         args.workloads, args.rounds, args.duration = 200, 10, 2.0
     results: dict[str, dict[str, object]] = {}

@@ -4,7 +4,7 @@ All of them start with `Settings.redis_prefix`, so tests (and two statusd instal
 Redis) never see each other's keys.
 
 Layout (Redis Cluster ready, the same on a single Redis): every per-workload key lives under its
-stream shard's hash tag, `<prefix>{s7}:hb`, `<prefix>{s7}:seen`, `<prefix>{s7}:cache:<bucket>`...,
+stream shard's hash tag, `<prefix>{s7}:hb`, `<prefix>{s7}:seen`, `<prefix>{s7}:reg:<bucket>`...,
 so the ingest script, the consumers' ack pipeline and a registration's MULTI each touch ONE slot
 (Redis Cluster refuses a script or MULTI across slots). Process-wide keys (leases, locks,
 self-watch) share the global tag `<prefix>{g}:`. Readers of the liveness sets go shard by shard.
@@ -12,6 +12,9 @@ self-watch) share the global tag `<prefix>{g}:`. Readers of the liveness sets go
 Per-workload hash fields are spread over small bucket hashes (`bucket_of`), not one key per
 workload nor one big hash per shard: a small hash is stored as a listpack (no per-field pointers
 and allocations), which is what keeps Redis under 300 B per tracked workload (docs/benchmarks.md).
+A workload's registration and its cached state share ONE field: a bucket key costs ~150 B
+(keyspace entry, name, listpack header), and with fewer workloads than buckets nearly every
+workload has a bucket of its own, so a second family of buckets would double that share.
 """
 
 from __future__ import annotations
@@ -41,6 +44,52 @@ def shard_of(workload_id: str, shards: int) -> int:
 # header) costs ~20 B per workload per family. Half as many buckets would put the fullest ones
 # over 128 at 200k; twice as many would double that per-key share at 20k.
 BUCKETS = 4096
+
+# The two parts of a registration bucket's value, "<registration>/<cache entry>", for every script
+# that reads or writes either (statusd.liveness, statusd.state_cache, the ingest script reads the
+# generation up to the first "|" or "/"). Either part may be empty ('' when absent); a field with
+# both parts empty is deleted. Neither part contains "/": registration parts are numbers, and a
+# cache entry is numbers, state names, kind codes and refused states. A listpack keeps values of
+# <= 64 bytes, and a client's seq is 19 digits (nanoseconds): the cache entry's seq (its sixth
+# part) is stored as "=" when it equals the registration's, as it nearly always does, and
+# `split_value` gives it back. Every writer goes through `split_value` and `put_value`, so a "="
+# never outlives the registration seq it stands for.
+BUCKET_VALUE_LUA = """
+local CACHE_SEQ = '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|)([^|]*)(.*)$'
+local function split_value(value)
+  if not value then return '', '' end
+  local reg, cache = string.match(value, '^([^/]*)/?(.*)$')
+  if cache ~= '' then
+    local head, seq, tail = string.match(cache, CACHE_SEQ)
+    if seq == '=' then cache = head .. (string.match(reg, '|(.*)$') or '') .. tail end
+  end
+  return reg, cache
+end
+local function put_value(key, id, reg, cache, old)
+  local value = reg
+  if cache ~= '' then
+    local head, seq, tail = string.match(cache, CACHE_SEQ)
+    if head and seq ~= '' and seq == string.match(reg, '|(.*)$') then
+      cache = head .. '=' .. tail
+    end
+    value = reg .. '/' .. cache
+  end
+  if value == '' then
+    if old then redis.call('HDEL', key, id) end
+  elseif value ~= old then
+    redis.call('HSET', key, id, value)
+  end
+end
+"""
+
+
+def split_value(value: bytes | str | None) -> tuple[str, str]:
+    """(registration part, cache part) of a registration bucket's value, '' for an absent part."""
+    if value is None:
+        return "", ""
+    text = value.decode() if isinstance(value, bytes) else value
+    reg, _, cache = text.partition("/")
+    return reg, cache
 
 
 def buckets_per_shard(shards: int) -> int:
@@ -119,9 +168,10 @@ class Keys:
 
     def registration(self, shard: int, bucket: int) -> str:
         """Hash, one per bucket (`bucket_of`): workload id -> "<generation>|<newest seq>", either
-        part possibly empty (statusd.liveness encodes and reads it). Ingest's script reads the
-        generation, so an older generation's heartbeat is no sign of life; consumers and polls
-        raise the seq (observed, applied or not), never backward."""
+        part possibly empty (statusd.liveness encodes and reads it), then, when its state is
+        cached, "/" and the cache entry (statusd.state_cache): see `BUCKET_VALUE_LUA`. Ingest's
+        script reads the generation, so an older generation's heartbeat is no sign of life;
+        consumers and polls raise the seq (observed, applied or not), never backward."""
         return f"{self._s(shard)}reg:{bucket}"
 
     def registration_of(self, workload_id: str) -> str:
@@ -133,16 +183,7 @@ class Keys:
         """String: unix seconds of the last liveness rebuild from the database. Its absence means
         Redis lost its data (statusd.recovery rebuilds then). The name carries the layout's
         version: a future layout names a new marker, so an install holding this one rebuilds."""
-        return f"{self._g}liveness:built:v2"
-
-    def state_cache(self, shard: int, bucket: int) -> str:
-        """Hash, one per bucket (`bucket_of`): workload id -> the cached current state as one
-        compact string with its own expiry (statusd.state_cache)."""
-        return f"{self._s(shard)}cache:{bucket}"
-
-    def state_cache_of(self, workload_id: str) -> str:
-        """`state_cache` of the bucket `workload_id` falls in."""
-        return self.state_cache(*self.bucket(workload_id))
+        return f"{self._g}liveness:built:v3"
 
     # -- pull path --
     def pending_since(self, shard: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from statusd.keys import Keys
+from statusd.keys import BUCKET_VALUE_LUA, Keys, split_value
 from statusd.redis_runtime import Script
 
 # The registration buckets (keys.registration): workload id -> "<generation>|<newest seq>", one
@@ -23,28 +23,32 @@ from statusd.redis_runtime import Script
 # was (polls, an install that predates generations). Both parts only grow: a rebuild that read an
 # older generation from the database must not overwrite the newer one a concurrent registration
 # just recorded, and a late or replayed report must not lower the seq. KEYS: bucket keys of one
-# shard; ARGV[1]: the part raised (1 generation, 2 seq); ARGV[2]: '1' to clear the seq (a new
-# registration: PENDING, nothing heard yet); ARGV[3]: a JSON array of [key index, id, number as a
-# string] (one argument, not three per workload: redis-py packs each argument in Python, ~2 us
-# each, which was a fifth of a consumer's CPU at 20,000 heartbeats/s; the number is a string
-# because Lua's numbers are doubles and a seq may exceed 2^53).
-RAISE_SCRIPT = """
+# shard; ARGV[1]: the part raised (1 generation, 2 seq); ARGV[2]: '1' to clear the seq and drop
+# the cached state (a new registration: PENDING, nothing heard yet); ARGV[3]: a JSON array of
+# [key index, id, number as a string] (one argument, not three per workload: redis-py packs each
+# argument in Python, ~2 us each, which was a fifth of a consumer's CPU at 20,000 heartbeats/s;
+# the number is a string because Lua's numbers are doubles and a seq may exceed 2^53). The field
+# also holds the cached state (keys.BUCKET_VALUE_LUA): kept as it is unless ARGV[2] is '1'.
+RAISE_SCRIPT = (
+    BUCKET_VALUE_LUA
+    + """
 local part, reset = tonumber(ARGV[1]), ARGV[2] == '1'
 for _, item in ipairs(cjson.decode(ARGV[3])) do
   local key, id, n = KEYS[item[1]], item[2], item[3]
   local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
   local gen, seq = '', ''
-  if cur then gen, seq = string.match(cur, '^([^|]*)|?(.*)$') end
-  if reset then seq = '' end
+  if reg ~= '' then gen, seq = string.match(reg, '^([^|]*)|?(.*)$') end
+  if reset then seq, cache = '', '' end
   local old = (part == 1) and gen or seq
   if old == '' or tonumber(old) < tonumber(n) then
     if part == 1 then gen = n else seq = n end
   end
-  local value = gen .. '|' .. seq
-  if value ~= cur then redis.call('HSET', key, id, value) end
+  put_value(key, id, gen .. '|' .. seq, cache, cur)
 end
 return 1
 """
+)
 GENERATION, SEQ = 1, 2
 
 
@@ -60,7 +64,7 @@ class Registrations:
         self, generations: Mapping[str, int], client: Any = None, *, new: bool = False
     ) -> None:
         """Record each {id: generation} unless a newer one is; `new` (a registration) also
-        clears the seq: the new registration has not been heard from."""
+        clears the seq and drops the cached state: the new registration has not been heard from."""
         await self._raise(GENERATION, generations, client, reset=new)
 
     async def raise_seqs(self, seqs: Mapping[str, int], client: Any = None) -> None:
@@ -84,10 +88,7 @@ class Registrations:
 
 def parse_registration(value: bytes | str | None) -> tuple[int | None, int | None]:
     """(generation, newest seq) from a registration bucket's value; None for an absent part."""
-    if value is None:
-        return None, None
-    text = value.decode() if isinstance(value, bytes) else value
-    gen, _, seq = text.partition("|")
+    gen, _, seq = split_value(value)[0].partition("|")
     return (int(gen) if gen else None), (int(seq) if seq else None)
 
 
@@ -110,12 +111,11 @@ async def on_registered(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(keys.pending_since(shard), {workload_id: at})
         pipe.zrem(keys.last_seen(shard), workload_id)
-        pipe.hdel(keys.state_cache_of(workload_id), workload_id)
-        if generation is not None:
+        if generation is not None:  # drops the cached state too
             await Registrations(redis, keys).raise_generations(
                 {workload_id: generation}, client=pipe, new=True
             )
-        else:  # no generation to record: still, nothing has been heard from this registration
+        else:  # no generation to record: still, nothing heard from it, nothing cached for it
             pipe.hdel(keys.registration_of(workload_id), workload_id)
         await pipe.execute()
 
@@ -127,14 +127,9 @@ async def on_registered_many(
     shard (its keys share a slot), the shards' MULTIs sent concurrently."""
 
     async def shard_multi(shard: int, ids: list[str]) -> None:
-        caches: dict[str, list[str]] = {}
-        for wid in ids:
-            caches.setdefault(keys.state_cache_of(wid), []).append(wid)
         async with redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.pending_since(shard), dict.fromkeys(ids, at))
             pipe.zrem(keys.last_seen(shard), *ids)
-            for cache, cached in caches.items():
-                pipe.hdel(cache, *cached)
             await Registrations(redis, keys).raise_generations(
                 {wid: generations[wid] for wid in ids}, client=pipe, new=True
             )
@@ -151,8 +146,7 @@ async def forget(redis: Redis, keys: Keys, workload_id: str, *, shards: int | No
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zrem(keys.pending_since(shard), workload_id)
         pipe.zrem(keys.last_seen(shard), workload_id)
-        pipe.hdel(keys.state_cache_of(workload_id), workload_id)
-        pipe.hdel(keys.registration_of(workload_id), workload_id)
+        pipe.hdel(keys.registration_of(workload_id), workload_id)  # and its cached state
         await pipe.execute()
 
 

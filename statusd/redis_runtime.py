@@ -30,6 +30,7 @@ import redis.cluster as redis_sync_cluster
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import NoScriptError
 
 from statusd.errors import ConfigError
 from statusd.settings import RedisMode, Settings
@@ -164,6 +165,26 @@ class Script:
             )
         else:
             await self._redis.script_load(self._source)
+
+
+async def run_queued(
+    redis: Any, scripts: Sequence[Script], fill: Callable[[Any], None]
+) -> list[Any]:
+    """One non-transactional pipeline that `fill` queues (scripts through `Script.queue`: no
+    SCRIPT EXISTS round trip); on NOSCRIPT (Redis restarted, SCRIPT FLUSH) `scripts` are loaded
+    and the whole pipeline is sent once more, so every command `fill` queues must be safe to
+    repeat."""
+    for attempt in (1, 2):
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                fill(pipe)
+                return cast(list[Any], await pipe.execute())
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in scripts:
+                await script.load()
+    raise AssertionError("unreachable")
 
 
 async def connected_replicas(redis: Redis) -> int:

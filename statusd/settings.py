@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     consumers: int = Field(default=2, ge=0)  # consumer tasks inside each `serve` process
     consumer_batch: int = Field(default=500, ge=1)
     consumer_block_ms: int = Field(default=1000, ge=1)
+    # After a batch smaller than consumer_batch, a shard's loop waits this long before reading
+    # again, so a slow shard's reports are applied a few at a time, not one round of reads,
+    # scripts and acks each. Ingest records last-seen itself: only a reported state change waits.
+    consumer_linger_ms: int = Field(default=500, ge=0)
     max_deliveries: int = Field(default=5, ge=1)  # then the entry goes to the dead-letter stream
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     max_batch_items: int = Field(

@@ -6,9 +6,12 @@ state, with a compare-on-version so a slow writer never puts an older state back
 raise the entry's newest handled seq (`bump_seqs`); registration and deletion drop the entry. A
 missing entry (or a tombstone) only means "ask the database"; it is never wrong, just absent.
 
-Layout: one field per workload in its bucket hash (keys.state_cache), valued one compact string,
-`<version>|<expires>|<state>|<generation>|<kind>|<seq>|<refused,...>` (a tombstone has only the
-first two), ~40 bytes: small buckets of short values stay listpacks (docs/benchmarks.md). A hash
+Layout: the cache part of the workload's field in its registration bucket (keys.registration,
+after the "/", keys.BUCKET_VALUE_LUA), one compact string,
+`<version>|<expires>|<state>|<generation>|<kind code>|<seq>|<refused,...>` (a tombstone has only
+the first two; the seq "=" when it equals the registration's, keys.BUCKET_VALUE_LUA), ~35 bytes:
+small buckets of short values stay listpacks (docs/benchmarks.md). Every
+script here keeps the registration part as it found it. A hash
 field has no TTL of its own, so the expiry (unix seconds, Redis's clock) is in the value: every
 script and the reader treat an expired entry exactly as a missing one, and the consumers'
 housekeeping prunes expired entries (`prune`) a few buckets at a time.
@@ -16,16 +19,16 @@ housekeeping prunes expired entries (`prune`) a few buckets at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from statusd.keys import Keys
+from statusd.keys import BUCKET_VALUE_LUA, Keys
 from statusd.lifecycle import Kind, State
-from statusd.redis_runtime import Script
+from statusd.redis_runtime import Script, run_queued
 
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
@@ -34,10 +37,12 @@ CACHE_TTL_S = 3600
 TOMBSTONE_TTL_S = 60
 
 # Shared by the writers: an entry as a table (nil when absent, malformed or expired), and back.
-_LUA_ENTRY = """
+_LUA_ENTRY = (
+    BUCKET_VALUE_LUA
+    + """
 local now = tonumber(redis.call('TIME')[1])
 local function decode(value)
-  if not value then return nil end
+  if value == '' then return nil end
   local version, expires, state, gen, kind, seq, refused = string.match(value,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   if not version or (tonumber(expires) or 0) <= now then return nil end
@@ -48,6 +53,7 @@ local function encode(e)
   return table.concat({e.version, e.expires, e.state, e.gen, e.kind, e.seq, e.refused}, '|')
 end
 """
+)
 
 # Every script takes the bucket keys of ONE shard (one slot) and per item a group whose first
 # value is the KEYS index of the item's bucket, the second its workload id: as ARGV groups, or, in
@@ -61,14 +67,16 @@ _STORE_IF_NEWER = (
     + """
 for i = 1, #ARGV, 8 do
   local key, id, version = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3]
-  local e = decode(redis.call('HGET', key, id))
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local e = decode(cache)
   if not (e and tonumber(e.version) > tonumber(version)) then
     if not e or tonumber(e.version) < tonumber(version) then e = {seq = '', refused = ''} end
     e.state, e.version, e.gen, e.kind = ARGV[i + 2], version, ARGV[i + 4], ARGV[i + 5]
     e.expires = now + tonumber(ARGV[i + 6])
     local seq = ARGV[i + 7]
     if seq ~= '' and (e.seq == '' or tonumber(e.seq) < tonumber(seq)) then e.seq = seq end
-    redis.call('HSET', key, id, encode(e))
+    put_value(key, id, reg, encode(e), cur)
   end
 end
 return 1
@@ -76,14 +84,20 @@ return 1
 )
 
 # (bucket, id, version, ttl): replaces whatever is there.
-_TOMBSTONE = """
+_TOMBSTONE = (
+    BUCKET_VALUE_LUA
+    + """
 local now = tonumber(redis.call('TIME')[1])
 for i = 1, #ARGV, 4 do
+  local key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
+  local cur = redis.call('HGET', key, id)
+  local reg = split_value(cur)
   local expires = now + tonumber(ARGV[i + 3])
-  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2] .. '|' .. expires .. '|||||')
+  put_value(key, id, reg, ARGV[i + 2] .. '|' .. expires .. '|||||', cur)
 end
 return 1
 """
+)
 
 # Consumers skip steady heartbeats without the database, so the newest seq they handled lives
 # here too; otherwise a late, older report could reach the database and win over a newer one.
@@ -93,11 +107,38 @@ _BUMP_SEQS = (
     + """
 for _, item in ipairs(cjson.decode(ARGV[1])) do
   local key, id = KEYS[item[1]], item[2]
-  local e = decode(redis.call('HGET', key, id))
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local e = decode(cache)
   if e and e.gen == item[3] and (e.seq == '' or tonumber(e.seq) < tonumber(item[4])) then
     e.seq = item[4]
-    redis.call('HSET', key, id, encode(e))
+    put_value(key, id, reg, encode(e), cur)
   end
+end
+return 1
+"""
+)
+
+# After a batch, in the consumers' ack: JSON [bucket, id, seq, generation or '']. Raises the
+# registration's newest seq (never backward; statusd.liveness.RAISE_SCRIPT's rule) and, with a
+# generation, the seq of a live cache entry of that generation (`bump_seqs`' rule): both parts of
+# one field, one read and at most one write per workload.
+_RECORD_SEQS = (
+    _LUA_ENTRY
+    + """
+for _, item in ipairs(cjson.decode(ARGV[1])) do
+  local key, id, seq, gen = KEYS[item[1]], item[2], item[3], item[4]
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local g, s = '', ''
+  if reg ~= '' then g, s = string.match(reg, '^([^|]*)|?(.*)$') end
+  if s == '' or tonumber(s) < tonumber(seq) then s = seq end
+  local e = decode(cache)
+  if e and gen ~= '' and e.gen == gen and (e.seq == '' or tonumber(e.seq) < tonumber(seq)) then
+    e.seq = seq
+    cache = encode(e)
+  end
+  put_value(key, id, g .. '|' .. s, cache, cur)
 end
 return 1
 """
@@ -109,42 +150,56 @@ _MARK_REFUSED = (
     + """
 for i = 1, #ARGV, 4 do
   local key, id, requested = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 3]
-  local e = decode(redis.call('HGET', key, id))
+  local cur = redis.call('HGET', key, id)
+  local reg, cache = split_value(cur)
+  local e = decode(cache)
   if e and tonumber(e.version) == tonumber(ARGV[i + 2])
       and not string.find(',' .. e.refused .. ',', ',' .. requested .. ',', 1, true) then
     e.refused = (e.refused == '') and requested or (e.refused .. ',' .. requested)
-    redis.call('HSET', key, id, encode(e))
+    put_value(key, id, reg, encode(e), cur)
   end
 end
 return 1
 """
 )
 
-# JSON [bucket, id]: the raw values, after Redis's clock (the reader judges expiry by it).
-_GET_MANY = """
+# JSON [bucket, id]: the raw cache parts (false when none), after Redis's clock (the reader judges
+# expiry by it).
+_GET_MANY = (
+    BUCKET_VALUE_LUA
+    + """
 local out = {redis.call('TIME')[1]}
 for _, item in ipairs(cjson.decode(ARGV[1])) do
-  out[#out + 1] = redis.call('HGET', KEYS[item[1]], item[2])
+  local _, cache = split_value(redis.call('HGET', KEYS[item[1]], item[2]))
+  out[#out + 1] = cache ~= '' and cache
 end
 return out
 """
+)
 
-# KEYS: buckets; HDEL every expired entry (tombstones included); returns how many.
-_PRUNE = """
+# KEYS: buckets; drops every expired entry (tombstones included), keeping the registration part;
+# returns how many.
+_PRUNE = (
+    BUCKET_VALUE_LUA
+    + """
 local now = tonumber(redis.call('TIME')[1])
 local pruned = 0
 for _, key in ipairs(KEYS) do
   local fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
-    local expires = string.match(fields[i + 1], '^[^|]*|([^|]*)|')
-    if (tonumber(expires) or 0) <= now then
-      redis.call('HDEL', key, fields[i])
-      pruned = pruned + 1
+    local reg, cache = split_value(fields[i + 1])
+    if cache ~= '' then
+      local expires = string.match(cache, '^[^|]*|([^|]*)|')
+      if (tonumber(expires) or 0) <= now then
+        put_value(key, fields[i], reg, '', fields[i + 1])
+        pruned = pruned + 1
+      end
     end
   end
 end
 return pruned
 """
+)
 # Buckets the consumers' housekeeping prunes per owned shard per pass (STATUSD_CONSUMER_HOUSEKEEPING_S,
 # 5 s): 256 buckets per shard are all visited every ~80 s, each pass reading ~16 x 50 fields at
 # 200k workloads. Expired entries only cost memory meanwhile; they are never read as live.
@@ -193,6 +248,7 @@ class StateCache:
         self._tombstone = Script(redis, _TOMBSTONE)
         self._get = Script(redis, _GET_MANY)
         self._prune = Script(redis, _PRUNE)
+        self._record = Script(redis, _RECORD_SEQS)
         self._prune_next: dict[int, int] = {}  # shard -> the next bucket `prune` visits
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
@@ -201,10 +257,12 @@ class StateCache:
         calls = self._calls([(wid,) for wid in workload_ids])
         if not calls:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Any) -> None:
             for keys, items in calls:
-                await self._get(keys=keys, args=[orjson.dumps(items)], client=pipe)
-            replies = await pipe.execute()
+                self._get.queue(pipe, keys, [orjson.dumps(items)])
+
+        replies = await run_queued(self._redis, [self._get], fill)
         out: dict[str, CachedState] = {}
         for (_, items), reply in zip(calls, replies, strict=True):
             now = int(reply[0])
@@ -243,7 +301,7 @@ class StateCache:
         """After a batch's commit, one round trip: `store` each (id, state, version, generation,
         kind, seq), then `mark_refused` each (id, version, requested state)."""
         stores = [
-            (wid, state.value, version, generation, kind.value, self._ttl_s, _opt(seq))
+            (wid, state.value, version, generation, _KIND_CODES[kind], self._ttl_s, _opt(seq))
             for wid, state, version, generation, kind, seq in entries
         ]
         await self._run((self._store, self._calls(stores)), (self._refuse, self._calls(refused)))
@@ -255,6 +313,22 @@ class StateCache:
         for keys, groups in self._calls(items):
             await self._bump(keys=keys, args=[orjson.dumps(groups)], client=client)
 
+    def queue_record_seqs(self, pipe: Any, newest: Mapping[str, tuple[int, int | None]]) -> None:
+        """Queue on `pipe` (run it with `run_queued(..., self.record_scripts, ...)`): for each
+        {id: (seq, generation or None)}, the registration's newest seq raised and, with a
+        generation, the cached entry's seq bumped as `bump_seqs` does; one call per shard."""
+        items = [
+            (wid, str(seq), "" if generation is None else str(generation))
+            for wid, (seq, generation) in newest.items()
+        ]
+        for keys, groups in self._calls(items):
+            self._record.queue(pipe, keys, [orjson.dumps(groups)])
+
+    @property
+    def record_scripts(self) -> list[Script]:
+        """The scripts `queue_record_seqs` queues (loaded on NOSCRIPT by `run_queued`)."""
+        return [self._record]
+
     async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
         await self._run((self._refuse, self._calls([(workload_id, version, requested)])))
 
@@ -265,7 +339,7 @@ class StateCache:
         first = self._prune_next.get(shard, 0)
         visit = [(first + i) % total for i in range(min(buckets, total))]
         self._prune_next[shard] = (first + len(visit)) % total
-        keys = [self._keys.state_cache(shard, b) for b in visit]
+        keys = [self._keys.registration(shard, b) for b in visit]
         return int(await self._prune(keys=keys, args=[]))
 
     def _calls(self, items: Iterable[Sequence[Any]]) -> list[_Call]:
@@ -274,7 +348,7 @@ class StateCache:
         for item in items:
             shard, bucket = self._keys.bucket(item[0])
             keys, groups = by_shard.setdefault(shard, ({}, []))
-            key = self._keys.state_cache(shard, bucket)
+            key = self._keys.registration(shard, bucket)
             groups.append([keys.setdefault(key, len(keys) + 1), *item])
         return [(list(keys), groups) for keys, groups in by_shard.values()]
 
@@ -292,6 +366,11 @@ class StateCache:
                 for keys, groups in calls:
                     await script(keys=keys, args=self._flat(groups), client=pipe)
             await pipe.execute()
+
+
+# The kind as one letter in the entry: it shares a 64-byte listpack value with the registration.
+_KIND_CODES = {Kind.TRAINING: "t", Kind.NOTEBOOK: "n", Kind.DEPLOYMENT: "d"}
+_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 
 
 def _opt(n: int | None) -> int | str:
@@ -312,7 +391,7 @@ def _parse(value: bytes | str, now: int) -> CachedState | None:
             state=State(state),
             version=int(version),
             generation=int(generation),
-            kind=Kind(kind),
+            kind=_KINDS[kind] if kind in _KINDS else Kind(kind),
             seq=int(seq) if seq else None,
             refused=frozenset(refused.split(",")) if refused else frozenset(),
         )

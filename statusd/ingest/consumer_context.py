@@ -34,6 +34,8 @@ class ConsumerContext:
         # A blocking read must come back well inside the fencing margin (ttl/3): entries delivered
         # to us then are pending under our name before the lease can pass to anyone else.
         self.block_ms = max(1, min(self.settings.consumer_block_ms, self.ttl_ms // 6))
+        # The same bound for the wait between small batches (statusd.ingest.shard_loop).
+        self.linger_s = min(self.settings.consumer_linger_ms, self.ttl_ms // 6) / 1000
         self.leases = LeaseBook(self.redis)
         self.stopping = asyncio.Event()
         # Blocking reads hold a pooled connection each: leave room for ingest and applies.

@@ -1,13 +1,15 @@
 """Settling a batch: ack what was handled (after the DB commit), bury what keeps failing.
 
-The ack pipeline also records each workload's newest seq (its registration bucket, never backward)
-and bumps the state cache's seq, because a skipped report never reaches the database. Burying is
-the lease holder's decision: a holder that lost its lease leaves the entries pending. The state
-cache is read by the apply step (statusd.ingest.apply_batch) and written here, in the ack."""
+The ack pipeline also records each workload's newest seq (its registration bucket, never
+backward; a replayed dead letter is older) and bumps the state cache's seq, because a skipped
+report never reaches the database: one script, both are parts of one field. Burying is the lease
+holder's decision: a holder that lost its lease leaves the entries pending. The state cache is
+read by the apply step (statusd.ingest.apply_batch) and written here, in the ack."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -15,10 +17,10 @@ from redis.exceptions import RedisError
 from statusd.ingest import stream_dead_letters
 from statusd.ingest.batch_outcome import Progress
 from statusd.ingest.batch_plan import Batch
-from statusd.ingest.consumer_context import ConsumerContext, Shard
+from statusd.ingest.consumer_context import BACKOFF_START_S, ConsumerContext, Shard
 from statusd.ingest.outcomes import ConsumeOutcome
 from statusd.ingest.retrying import while_holding
-from statusd.liveness import Registrations
+from statusd.redis_runtime import run_queued
 
 log = structlog.get_logger("statusd.consumer")
 
@@ -28,8 +30,6 @@ class Settler:
 
     def __init__(self, ctx: ConsumerContext) -> None:
         self.ctx = ctx
-        # Seqs never go backward there: a replayed dead letter is older.
-        self._registrations = Registrations(ctx.redis, ctx.keys)
 
     async def settle(self, shard: Shard, batch: Batch, progress: Mapping[str, Progress]) -> None:
         """Ack handled entries (+ newest seq per workload); bury the ones that keep failing.
@@ -63,8 +63,14 @@ class Settler:
             return
         # Committed but not acked: retrying is safe (a redelivery is a seq no-op), giving up is
         # too (the entries stay pending and the next holder takes them over).
+        try:  # the common case, without tenacity's per-call cost
+            await self._ack_once(shard, ack, newest, generations)
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("consumer.ack_failed", shard=shard.index, error=str(exc))
         retrying = while_holding(self.ctx, shard, "consumer.ack_failed", (RedisError, OSError))
         try:
+            await self.ctx.pause(BACKOFF_START_S)
             await retrying(self._ack_once, shard, ack, newest, generations)
         except (RedisError, OSError):
             return
@@ -73,18 +79,18 @@ class Settler:
         self, shard: Shard, ack: list[bytes], newest: dict[str, int], generations: dict[str, int]
     ) -> None:
         ctx = self.ctx
-        async with ctx.redis.pipeline(transaction=False) as pipe:
+        cache = ctx.runtime.cache
+
+        # One round trip, safe to repeat (run_queued sends it again after loading a script):
+        # XACK, then one script call per workload shard (= this shard, unless
+        # STATUSD_STREAM_SHARDS changed while entries were queued: one slot each) raising the
+        # registration's seq and, since skipped reports never reach the DB, the cache's.
+        def fill(pipe: Any) -> None:
             if ack:
                 pipe.xack(shard.stream, ctx.keys.consumer_group, *ack)
-            # One script call per workload shard (= this shard, unless STATUSD_STREAM_SHARDS
-            # changed while entries were queued): one slot each.
-            await self._registrations.raise_seqs(newest, client=pipe)
-            # Skipped reports never reach the DB: the cache keeps their seq instead.
-            await ctx.runtime.cache.bump_seqs(
-                {w: (generations[w], seq) for w, seq in newest.items() if w in generations},
-                client=pipe,
-            )
-            await pipe.execute()
+            cache.queue_record_seqs(pipe, {w: (s, generations.get(w)) for w, s in newest.items()})
+
+        await run_queued(ctx.redis, cache.record_scripts, fill)
 
     async def _bury(
         self,

@@ -91,9 +91,14 @@ class ShardLoop:
                 count=ctx.settings.consumer_batch,
                 block=ctx.block_ms,
             )
-        batch = plan_batch(reply[0][1] if reply else [], {}, ctx.outcomes[ConsumeOutcome.COLLAPSED])
+        entries = reply[0][1] if reply else []
+        batch = plan_batch(entries, {}, ctx.outcomes[ConsumeOutcome.COLLAPSED])
         if batch is not None:
             await self.applier.process(shard, batch)
+        if entries and len(entries) < ctx.settings.consumer_batch and ctx.linger_s:
+            # A small batch: let the next few arrive first (STATUSD_CONSUMER_LINGER_MS). Each
+            # batch costs a read, a cache script and an ack round trip whatever its size.
+            await ctx.pause(ctx.linger_s)
 
     async def _leave(self, member: Member, shard: Shard) -> None:
         member.shards.pop(shard.index, None)

@@ -98,7 +98,8 @@ class _Job:
 # generation's report as refused), but only the current generation's heartbeat is a sign of life:
 # a deleted registration's container must not keep the new one looking alive. An id without a
 # recorded generation (registered before generations were recorded, or Redis lost them before
-# statusd.recovery rebuilt them) counts. A registration value is "<generation>|<seq>".
+# statusd.recovery rebuilt them) counts. A registration value is "<generation>|<seq>", then
+# possibly "/<cached state>" (statusd.keys.BUCKET_VALUE_LUA).
 APPEND_SCRIPT = """
 local groups = cjson.decode(ARGV[1])
 local n = 0
@@ -114,7 +115,7 @@ for g, entries in ipairs(groups) do
         'seq', e[4], 'received_at', e[5])
     end
     local registered = redis.call('HGET', KEYS[e[7]], e[1])
-    local current = registered and string.match(registered, '^[^|]*')
+    local current = registered and string.match(registered, '^[^|/]*')
     if (not current) or current == '' or current == e[2] then
       redis.call('ZADD', seen, e[8] or ARGV[2], e[1])
       redis.call('ZREM', pending, e[1])
