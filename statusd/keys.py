@@ -135,6 +135,13 @@ class Keys:
         version: a future layout names a new marker, so an install holding this one rebuilds."""
         return f"{self._g}liveness:built:v2"
 
+    @property
+    def state_cache_server(self) -> str:
+        """String: the identity (run_id) of the Redis server the state cache was filled on. Another
+        server, or this one restarted, may have lost the cache's last writes: the consumers then
+        drop every entry (statusd.state_cache.StateCache.forget_if_restarted)."""
+        return f"{self._g}cache:server"
+
     def state_cache(self, shard: int, bucket: int) -> str:
         """Hash, one per bucket (`bucket_of`): workload id -> the cached current state as one
         compact string with its own expiry (statusd.state_cache)."""

@@ -6,6 +6,14 @@ state, with a compare-on-version so a slow writer never puts an older state back
 raise the entry's newest handled seq (`bump_seqs`); registration and deletion drop the entry. A
 missing entry (or a tombstone) only means "ask the database"; it is never wrong, just absent.
 
+A Redis restart is the exception: with AOF fsynced every second (the production setting) a crash
+loses the last second of writes, and with them a transition's tombstone and new state, leaving
+the entry before it, present and behind the database. A workload the sweeper had just declared
+UNREACHABLE would then have its heartbeats skipped as "no change" and stay UNREACHABLE. So the
+consumers' housekeeping compares the server's identity with the one the cache was filled on
+(`forget_if_restarted`) and, after a restart, drops every entry: each workload takes the database
+path once and the cache refills.
+
 Layout: one field per workload in its bucket hash (keys.state_cache), valued one compact string,
 `<version>|<expires>|<state>|<generation>|<kind>|<seq>|<refused,...>` (a tombstone has only the
 first two), ~40 bytes: small buckets of short values stay listpacks (docs/benchmarks.md). A hash
@@ -25,7 +33,7 @@ from redis.asyncio import Redis
 
 from statusd.keys import Keys
 from statusd.lifecycle import Kind, State
-from statusd.redis_runtime import Script
+from statusd.redis_runtime import Script, server_identity
 
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
@@ -257,6 +265,22 @@ class StateCache:
 
     async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
         await self._run((self._refuse, self._calls([(workload_id, version, requested)])))
+
+    async def forget_if_restarted(self) -> bool:
+        """Drop every entry when Redis is not the server (run) the cache was filled on; True if
+        it dropped them. The identity is recorded after the drop: a process stopped between the
+        two leaves the next check to drop again."""
+        current = await server_identity(self._redis)
+        known = await self._redis.get(self._keys.state_cache_server)
+        if known is not None and (known.decode() if isinstance(known, bytes) else known) == current:
+            return False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(self._keys.shards):
+                for bucket in range(self._keys.buckets):
+                    pipe.unlink(self._keys.state_cache(shard, bucket))
+            await pipe.execute()
+        await self._redis.set(self._keys.state_cache_server, current)
+        return known is not None
 
     async def prune(self, shard: int, buckets: int = PRUNE_BUCKETS_PER_PASS) -> int:
         """Delete the expired entries of the next `buckets` buckets of `shard` (round robin, so
