@@ -397,6 +397,7 @@ class Container:
     token: str = ""
     accepted: list[tuple[int, str]] = field(default_factory=list)  # (seq, status) answered 202
     last_accepted_at: float = 0.0  # unix time of the last 202: a dying container's death
+    accepted_at: list[float] = field(default_factory=list)  # unix time of every 202
     # The longest a sleep between two heartbeats overran (the harness's own loop starved by the
     # machine's load): silence statusd heard, which no fault of statusd's caused.
     late_s: float = 0.0
@@ -469,6 +470,7 @@ async def _send(
                 if resp.status == 202:
                     c.accepted.append((c.seq, c.state))
                     c.last_accepted_at = time.time()
+                    c.accepted_at.append(c.last_accepted_at)
                     return True
                 if resp.status < 500 and resp.status != 429:
                     return False  # refused for good (logged in stats)
@@ -713,8 +715,9 @@ def judge(
                 f"{c.accepted[-1] if c.accepted else None}, last transition "
                 f"{last.get('to')} by {last.get('source')} at {last.get('recorded_at')}"
             )
-        if c.role in ("steady", "flapping") and any(h["to"] in DEAD for h in history):
-            problems["no_false_verdict"].append(f"{c.wid} (the harness late by {c.late_s:.1f} s)")
+        verdicts = [h for h in history if h["to"] in DEAD]
+        if c.role in ("steady", "flapping") and verdicts:
+            problems["no_false_verdict"].append(false_verdict(c, verdicts[0]))
         # Each history was read before the main API's log: what statusd wrote for the workload
         # after the read (a recovery, a verdict) is newer than its history's last transition.
         want = [h["id"] for h in history]
@@ -815,6 +818,43 @@ def judge_detection(
     return problems, took
 
 
+def false_verdict(c: Container, verdict: dict[str, Any]) -> str:
+    """What the oracle knows of a false verdict: how long before it statusd had last answered the
+    container 202 (under the TTL: statusd had heard it; over: it had not, the load or a fault
+    kept the heartbeats from it) and how late the harness's own sleeps ran for it."""
+    at = _epoch(verdict["recorded_at"])
+    heard = max((t for t in c.accepted_at if t <= at), default=None)
+    since = f"{at - heard:.1f} s after its last 202" if heard is not None else "never heard"
+    return f"{c.wid}: {verdict['to']} at {verdict['recorded_at']}, {since}, harness late {c.late_s:.1f} s"
+
+
+class LoopLag:
+    """How late the harness's own event loop runs (the fleet's clients, the main API, the alert
+    receiver share it): a machine too loaded to run the harness shows here."""
+
+    TICK_S = 0.5
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.late_ticks = 0  # ticks more than 1 s late
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.TICK_S)
+            lag = time.monotonic() - before - self.TICK_S
+            self.worst = max(self.worst, lag)
+            self.late_ticks += lag > 1.0
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 def log_problems(d: Deployment) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = defaultdict(list)
     for proc in d.procs:
@@ -880,6 +920,8 @@ async def run(
     )
     injected: list[dict[str, Any]] = []
     stats: Counter[str] = Counter()
+    lag = LoopLag()
+    lag.start()
     try:
         await d.start()
         apis = [f"http://127.0.0.1:{p}" for p in d.ports]
@@ -925,6 +967,7 @@ async def run(
         detection, took = judge_detection(fleet, seen, injected)
         problems.update(detection)
     finally:
+        lag.stop()
         await d.stop()
     checks = [
         "history_from_accepted", "applied_once", "final_state", "no_false_verdict",
@@ -947,6 +990,7 @@ async def run(
         # Above HEARTBEAT_TTL_S - BEAT_S the harness itself went silent for a container: a
         # verdict then is the load's, not a fault's (docs/reliability.md).
         "harness_late_max_s": round(max((c.late_s for c in fleet), default=0.0), 1),
+        "harness_loop_lag": {"worst_s": round(lag.worst, 2), "ticks_over_1s": lag.late_ticks},
         "alerts_received": Counter(str(a.get("event")) for a in d.alerts.alerts),
         "detection_s": {
             "deaths": len(took),
