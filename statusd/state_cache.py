@@ -268,17 +268,21 @@ class StateCache:
 
     async def forget_if_restarted(self) -> bool:
         """Drop every entry when Redis is not the server (run) the cache was filled on; True if
-        it dropped them. The identity is recorded after the drop: a process stopped between the
-        two leaves the next check to drop again."""
+        it dropped them. No identity recorded yet is a Redis that never had one (a new install, or
+        one restarted empty: no entry to distrust), so it is only recorded. After a drop the
+        identity is recorded last: a process stopped between the two leaves the next check to
+        drop again."""
         current = await server_identity(self._redis)
-        known = await self._redis.get(self._keys.state_cache_server)
-        if known is not None and (known.decode() if isinstance(known, bytes) else known) == current:
+        raw = await self._redis.get(self._keys.state_cache_server)
+        known = raw.decode() if isinstance(raw, bytes) else raw
+        if known == current:
             return False
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for shard in range(self._keys.shards):
-                for bucket in range(self._keys.buckets):
-                    pipe.unlink(self._keys.state_cache(shard, bucket))
-            await pipe.execute()
+        if known is not None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in range(self._keys.shards):
+                    for bucket in range(self._keys.buckets):
+                        pipe.unlink(self._keys.state_cache(shard, bucket))
+                await pipe.execute()
         await self._redis.set(self._keys.state_cache_server, current)
         return known is not None
 

@@ -74,7 +74,6 @@ async def test_a_workload_heartbeating_after_a_lost_cache_write_recovers(
             await direct.aclose()
             await asyncio.to_thread(store.restart)  # a new server run, the stale entry kept
             direct = Redis.from_url(store.url)
-            assert await direct.hget(bucket, "w1") == before
 
             # The container heartbeats on, READY as before, every few moments.
             deadline = time.monotonic() + WAIT_S
