@@ -1,28 +1,39 @@
 """Chaos run: a whole statusd deployment under a seeded random fault schedule, checked by an oracle.
 
     .venv/bin/python bench/chaos.py --seed 7 --duration 150      (make chaos SEED=7 DURATION=150)
+    .venv/bin/python bench/chaos.py --seed 7 --containers 200 --faults redis_restart,db_down --keep
 
 The deployment, all on loopback: two `serve`, two `consume`, a `worker` (sweep, poll, sync), two
-`beat` (one leader), a data Redis with AOF, a broker Redis, a fresh database on the PostgreSQL at
-STATUSD_CHAOS_PG (default 127.0.0.1:5432), a main API that records what it receives, and a fleet
-of simulated containers whose truth the harness scripts and records: alive throughout (some
+`beat` (one leader), a data Redis with AOF, a broker Redis, a PostgreSQL server of the run's own
+(initdb + pg_ctl from the installed server binaries, on a free port; without them a fresh database
+on the server at STATUSD_CHAOS_PG, which is then never restarted), a main API that records what
+it receives, an alert receiver (STATUSD_ALERT_WEBHOOKS) that records every alert, and a fleet of
+simulated containers whose truth the harness scripts and records: alive throughout (some
 flipping READY <-> DEGRADED), finishing (STOPPING, STOPPED), dying (silent from a known moment).
 
-The nemesis draws from the seed, every 5-10 s, several faults overlapping: SIGKILL of any statusd
-process (restarted after a delay, as an orchestrator would), SIGSTOP/SIGCONT, Redis SIGKILLed and
-restarted with its AOF, the database refusing connections for a while (ALLOW_CONNECTIONS false and
-its sessions terminated), the main API answering 503 or hanging. The same seed replays the same
-schedule and fleet.
+The nemesis draws from the seed, every 5-10 s, each held 1-8 s, several overlapping (FAULT_KINDS):
+SIGKILL of any statusd process (restarted after the hold, as an orchestrator would),
+SIGSTOP/SIGCONT, the data Redis SIGKILLed and restarted with its AOF or with its data gone,
+PostgreSQL crashed (pg_ctl stop -m immediate) and restarted, the database refusing connections
+(ALLOW_CONNECTIONS false, sessions terminated), the main API and the alert receiver answering 503,
+hanging or answering slowly, and delay or loss on statusd's links to Redis and PostgreSQL (a
+userspace proxy, bench/chaos_proxy.py: this kernel has no tc netem). The same seed replays the
+same schedule and fleet (the proxy's loss pattern and the machine's timing are not replayed).
 
 After the faults stop and a settle time, the oracle reads only what an outsider sees (the
-harness's records, the main API's log, the public API, the processes' logs) and checks:
+harness's records, the main API's and the alert receiver's logs, the public API, the processes'
+logs) and checks:
 - every workload's pushed history is a subsequence of what it sent and statusd accepted (202),
-  in seq order, nothing applied twice, and the last accepted report is its state;
+  in seq order, nothing applied twice;
 - the main API received every transition of that history, once per transition, in per-workload
   order (an idempotent re-send of the same Idempotency-Key is counted, not a fault);
 - every container's true final state is statusd's: alive ones their last report, finished ones
   STOPPED, dead ones UNREACHABLE or LOST;
 - no UNREACHABLE or LOST ever for a container that was alive throughout;
+- at most one alert per real incident (one `unreachable`, one `lost` per death), none for a
+  container alive throughout;
+- every death detected within the documented bound (DETECTION_BOUND_S) plus only the time faults
+  kept statusd from hearing or sweeping, with their documented recovery (RECOVERY_S);
 - every statusd process is running at the end, and no log holds a traceback.
 Exit status 1 when a check fails; the JSON summary (seed, faults, checks) goes to stdout.
 """
@@ -44,6 +55,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +65,8 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from chaos_pg import PgCluster, server_bindir  # noqa: E402
 
 from statusd.redis_runtime import EmbeddedRedis, free_port  # noqa: E402
 
@@ -65,6 +79,30 @@ BEAT_S = 5.0  # each container's heartbeat period (well inside the TTL)
 LOST_AFTER_S = 40.0
 FAULT_GAP_S = (5.0, 10.0)
 QUIET_START_S = 15.0  # the fleet registers and settles before the first fault
+SWEEP_INTERVAL_S = 2.0
+POLL_TIMEOUT_S = 2.0  # statusd's default
+# The documented detection bound (docs/reliability.md): a container that falls silent is
+# UNREACHABLE (it has no status_url: no poll to wait for) within the silence allowed (its paced
+# interval TTL/3 + 2/3 TTL = the TTL), one sweep interval and one poll timeout of its last
+# accepted heartbeat, plus only the time faults kept statusd from hearing or sweeping.
+DETECTION_BOUND_S = HEARTBEAT_TTL_S + SWEEP_INTERVAL_S + POLL_TIMEOUT_S
+# After a fault that kept statusd from hearing or sweeping is undone, the documented recovery:
+# Redis back -> ingest deaf for the startup grace (= TTL) and a cut-off poll's leases expire
+# within their TTL (statusd.celery.budgets.POLL_LEASE_MIN_S), then one sweep interval; the
+# database back or a worker resumed -> the next sweep; a worker or beat restarted -> its start
+# (a Celery worker's boot on a loaded machine) and the next sweep; the beat leader gone -> the
+# standby takes over within its lease.
+BEAT_LEASE_S = 3.0
+PROCESS_START_S = 15.0
+POLL_LEASE_S = 20.0
+RECOVERY_S = {
+    "redis": max(HEARTBEAT_TTL_S, POLL_LEASE_S) + SWEEP_INTERVAL_S,
+    "database": 2 * SWEEP_INTERVAL_S + POLL_TIMEOUT_S,
+    "resumed": 2 * SWEEP_INTERVAL_S,
+    "restarted": PROCESS_START_S + BEAT_LEASE_S + SWEEP_INTERVAL_S,
+    "ingest": HEARTBEAT_TTL_S + SWEEP_INTERVAL_S,
+    "network": 2 * SWEEP_INTERVAL_S + POLL_TIMEOUT_S,
+}
 FINAL = "STOPPED"
 DEAD = {"UNREACHABLE", "LOST"}
 STATUSD = str(Path(sys.executable).with_name("statusd"))
@@ -114,8 +152,12 @@ class Proc:
                 self.popen.wait(10)
 
 
+SLOW_ANSWER_S = 4.0  # a slow peer's answer: within statusd's send timeouts, but not by much
+
+
 class MainAPI:
-    """The loopback main API: records every PUT; the nemesis makes it answer 503 or hang."""
+    """The loopback main API: records every PUT; the nemesis makes it answer 503, hang or answer
+    slowly."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, int, str, float]] = []  # wid, transition id, key, time
@@ -134,6 +176,8 @@ class MainAPI:
         )
         if self.mode == "hang":
             await asyncio.sleep(30)
+        elif self.mode == "slow":
+            await asyncio.sleep(SLOW_ANSWER_S)
         return web.json_response({"ok": True})
 
     async def start(self) -> None:
@@ -148,27 +192,113 @@ class MainAPI:
             await self.runner.cleanup()
 
 
+class AlertReceiver(MainAPI):
+    """The loopback alert webhook (STATUSD_ALERT_WEBHOOKS): records every alert on arrival; the
+    nemesis makes it answer 503, hang or answer slowly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerts: list[dict[str, Any]] = []
+
+    async def post(self, request: web.Request) -> web.Response:
+        if self.mode == "503":
+            return web.json_response({"error": "chaos"}, status=503)
+        self.alerts.append({**await request.json(), "received_at": time.time()})
+        if self.mode == "hang":
+            await asyncio.sleep(30)
+        elif self.mode == "slow":
+            await asyncio.sleep(SLOW_ANSWER_S)
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/alerts", self.post)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+
+class Links:
+    """bench/chaos_proxy.py as a child process: statusd's links to Redis and PostgreSQL, with
+    delay and loss on command. Without proxy faults in the run, statusd connects directly."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.child: subprocess.Popen[str] | None = None
+        self.redis_port = self.pg_port = 0
+
+    def start(self, redis_port: int, pg_port: int) -> None:
+        self.redis_port, self.pg_port = redis_port, pg_port
+        if not self.enabled:
+            return
+        self.child = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("chaos_proxy.py")),
+                str(redis_port),
+                str(pg_port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.child.stdout is not None
+        self.redis_port, self.pg_port = json.loads(self.child.stdout.readline())["ports"]
+
+    def command(self, line: str) -> None:
+        assert self.child is not None and self.child.stdin is not None
+        self.child.stdin.write(line + "\n")
+        self.child.stdin.flush()
+
+    def stop(self) -> None:
+        if self.child is None:
+            return
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        try:
+            self.child.wait(10)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+
+
 class Deployment:
-    def __init__(self, work: Path, seed: int) -> None:
+    def __init__(self, work: Path, seed: int, kinds: list[str]) -> None:
         self.work = work
         self.redis = EmbeddedRedis(data_dir=work / "redis", appendonly=True)
         self.broker = EmbeddedRedis(data_dir=work / "broker", appendonly=True)
         self.database = f"statusd_chaos_{seed}_{uuid.uuid4().hex[:6]}"
         self.ports = [free_port(), free_port()]
         self.main_api = MainAPI()
+        self.alerts = AlertReceiver()
         self.procs: list[Proc] = []
+        # A PostgreSQL of the run's own when the server binaries are there (the nemesis may
+        # crash it); else the shared one, only ever made unreachable for the run's database.
+        bindir = server_bindir()
+        self.pg = PgCluster(work / "pg", free_port(), bindir) if bindir else None
+        # statusd reaches Redis and PostgreSQL through these (delay, loss); the harness directly.
+        self.links = Links(any(k.startswith("proxy_") for k in kinds))
+
+    @property
+    def admin_url(self) -> str:
+        return self.pg.admin_url if self.pg else PG
 
     @property
     def database_url(self) -> str:
-        base = PG.rsplit("/", 1)[0]
-        return f"{base}/{self.database}"
+        return f"postgresql://postgres@127.0.0.1:{self.links.pg_port}/{self.database}"
+
+    async def admin(self, sql: str) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
 
     def env(self) -> dict[str, str]:
         return {
             **{k: v for k, v in os.environ.items() if not k.startswith("STATUSD_")},
             "STATUSD_SECRET": SECRET,
             "STATUSD_API_TOKEN": API_TOKEN,
-            "STATUSD_REDIS_URL": self.redis.url,
+            "STATUSD_REDIS_URL": f"redis://127.0.0.1:{self.links.redis_port}/0",
             "STATUSD_BROKER_URL": f"redis://127.0.0.1:{self.broker.port}/0",
             "STATUSD_REDIS_PREFIX": "chaos:",
             "STATUSD_DATABASE_URL": self.database_url,
@@ -177,7 +307,9 @@ class Deployment:
             "STATUSD_LOG_LEVEL": "WARNING",
             "STATUSD_HEARTBEAT_TTL": str(HEARTBEAT_TTL_S),
             "STATUSD_LOST_AFTER": str(LOST_AFTER_S),
-            "STATUSD_SWEEP_INTERVAL": "2",
+            "STATUSD_SWEEP_INTERVAL": str(SWEEP_INTERVAL_S),
+            "STATUSD_POLL_TIMEOUT": str(POLL_TIMEOUT_S),
+            "STATUSD_ALERT_WEBHOOKS": f"http://127.0.0.1:{self.alerts.port}/alerts",
             "STATUSD_SYNC_INTERVAL": "2",
             "STATUSD_START_TIMEOUT": "60",
             "STATUSD_MAIN_API_URL": f"http://127.0.0.1:{self.main_api.port}",
@@ -189,8 +321,14 @@ class Deployment:
     async def start(self) -> None:
         self.redis.start()
         self.broker.start()
+        if self.pg is not None:
+            await asyncio.to_thread(self.pg.init)
+            await asyncio.to_thread(self.pg.start)
+        pg_port = int(self.admin_url.rsplit(":", 1)[1].split("/")[0])
+        self.links.start(self.redis.port, pg_port)
         await self.main_api.start()
-        await _pg_admin(f'CREATE DATABASE "{self.database}"')
+        await self.alerts.start()
+        await self.admin(f'CREATE DATABASE "{self.database}"')
         env = self.env()
         migrate = await asyncio.to_thread(
             subprocess.run,
@@ -223,18 +361,16 @@ class Deployment:
         for proc in self.procs:
             proc.kill()
         await self.main_api.stop()
+        await self.alerts.stop()
+        self.links.stop()
         self.redis.stop()
         self.broker.stop()
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.pg.stop)
+            return
         with contextlib.suppress(Exception):
-            await _pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+            await self.admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 async def _wait_ready(session: aiohttp.ClientSession, url: str, within: float = 90) -> None:
@@ -260,6 +396,11 @@ class Container:
     event_at: float  # finishing / dying: seconds into the run
     token: str = ""
     accepted: list[tuple[int, str]] = field(default_factory=list)  # (seq, status) answered 202
+    last_accepted_at: float = 0.0  # unix time of the last 202: a dying container's death
+    accepted_at: list[float] = field(default_factory=list)  # unix time of every 202
+    # The longest a sleep between two heartbeats overran (the harness's own loop starved by the
+    # machine's load): silence statusd heard, which no fault of statusd's caused.
+    late_s: float = 0.0
     seq: int = 0
     state: str = "READY"
 
@@ -279,14 +420,14 @@ async def run_container(
     apis: list[str],
     start: float,
     calm_at: float,
-    end: float,
+    done: asyncio.Event,
     stats: Counter[str],
 ) -> None:
-    """Heartbeat as scripted until `end`; from `calm_at` on (faults over) no more changes, so the
-    truth the oracle compares with is settled."""
+    """Heartbeat as scripted until `done` (set once the oracle has read statusd); from `calm_at`
+    on (faults over) no more changes, so the truth the oracle compares with is settled."""
     await asyncio.sleep(rng.uniform(0, BEAT_S))
     plan: list[str] = []
-    while time.monotonic() < end:
+    while not done.is_set():
         now = time.monotonic() - start
         if c.role == "dying" and now >= c.event_at:
             return  # silent from here on: the truth is "dead since event_at"
@@ -297,23 +438,30 @@ async def run_container(
         elif time.monotonic() < calm_at and (c.role == "flapping" or rng.random() < 0.05):
             c.state = "DEGRADED" if c.state == "READY" else "READY"
         c.seq += 1
-        sent = await _send(session, apis, c, end, stats)
+        sent = await _send(session, apis, c, done, stats)
         if plan and sent:
             plan.pop(0)
             if not plan:
                 return  # finished: a final state needs no more heartbeats
-        await asyncio.sleep(BEAT_S * rng.uniform(0.8, 1.0))
+        pause = BEAT_S * rng.uniform(0.8, 1.0)
+        slept_from = time.monotonic()
+        await asyncio.sleep(pause)
+        c.late_s = max(c.late_s, time.monotonic() - slept_from - pause)
 
 
 async def _send(
-    session: aiohttp.ClientSession, apis: list[str], c: Container, end: float, stats: Counter[str]
+    session: aiohttp.ClientSession,
+    apis: list[str],
+    c: Container,
+    done: asyncio.Event,
+    stats: Counter[str],
 ) -> bool:
     """One report, retried (as statusd-client does) until accepted or the run ends; each try
     goes to the next `serve`, as through a load balancer."""
     body = {"workload_id": c.wid, "status": c.state, "seq": c.seq, "detail": f"{c.state}@{c.seq}"}
     headers = {"Authorization": f"Bearer {c.token}"}
     attempt = c.seq
-    while time.monotonic() < end:
+    while not done.is_set():
         api = apis[attempt % len(apis)]
         attempt += 1
         try:
@@ -321,6 +469,8 @@ async def _send(
                 stats[f"heartbeat {resp.status}"] += 1
                 if resp.status == 202:
                     c.accepted.append((c.seq, c.state))
+                    c.last_accepted_at = time.time()
+                    c.accepted_at.append(c.last_accepted_at)
                     return True
                 if resp.status < 500 and resp.status != 429:
                     return False  # refused for good (logged in stats)
@@ -360,16 +510,45 @@ class Fault:
     hold: float  # seconds until it is undone (restart, SIGCONT, connections allowed, API healthy)
 
 
-def schedule(rng: random.Random, duration: float, names: list[str]) -> list[Fault]:
-    kinds = [
-        "sigkill",
-        "sigkill",
-        "sigstop",
-        "redis_restart",
-        "db_down",
-        "main_api_503",
-        "main_api_hang",
-    ]
+# Drawn uniformly (sigkill twice as often). New kinds go at the end: a run restricted with
+# --faults to the kinds of an older run draws exactly that run's schedule from its seed.
+FAULT_KINDS = [
+    "sigkill",
+    "sigkill",
+    "sigstop",
+    "redis_restart",
+    "db_down",
+    "main_api_503",
+    "main_api_hang",
+    "redis_restart_empty",
+    "pg_restart",
+    "main_api_slow",
+    "alert_503",
+    "alert_hang",
+    "alert_slow",
+    "proxy_delay",
+    "proxy_loss",
+]
+# What a fault of each kind keeps statusd from doing until it is undone, and so the recovery
+# (RECOVERY_S) the detection bound grants after it: None = nothing (a failing main API or alert
+# receiver, a paused consumer add nothing to detection).
+KEPT_FROM = {
+    "redis_restart": "redis",
+    "redis_restart_empty": "redis",
+    "db_down": "database",
+    "pg_restart": "database",
+    "proxy_delay": "network",
+    "proxy_loss": "network",
+}
+PROXY_DELAY_S = (0.05, 0.5)
+PROXY_LOSS = (0.05, 0.3)
+
+
+def schedule(
+    rng: random.Random, duration: float, names: list[str], kinds: list[str] | None = None
+) -> list[Fault]:
+    """The seeded schedule; `kinds` (a subset of FAULT_KINDS) only changes which kinds are drawn."""
+    kinds = [k for k in FAULT_KINDS if kinds is None or k in kinds]
     faults, t = [], QUIET_START_S
     while True:
         t += rng.uniform(*FAULT_GAP_S)
@@ -380,42 +559,104 @@ def schedule(rng: random.Random, duration: float, names: list[str]) -> list[Faul
         faults.append(Fault(round(t, 2), kind, target, round(rng.uniform(1.0, 8.0), 2)))
 
 
-async def nemesis(
-    d: Deployment, faults: list[Fault], start: float, log: list[dict[str, Any]]
-) -> None:
-    procs = {p.name: p for p in d.procs}
+def kept_from(kind: str, target: str) -> str | None:
+    """What this fault keeps statusd from (a key of RECOVERY_S), or None."""
+    if kind in KEPT_FROM:
+        return KEPT_FROM[kind]
+    if kind in ("sigkill", "sigstop") and target.startswith(("worker", "beat")):
+        return "restarted" if kind == "sigkill" else "resumed"
+    if kind in ("sigkill", "sigstop") and target.startswith("serve"):
+        return "ingest"  # counted only while every serve is down (excused_windows)
+    return None
 
-    async def inject(f: Fault) -> None:
-        await asyncio.sleep(max(0.0, start + f.at - time.monotonic()))
-        log.append({"t": round(time.monotonic() - start, 2), **f.__dict__})
-        if f.kind == "sigkill":
-            procs[f.target].kill()
-            await asyncio.sleep(f.hold)
-            procs[f.target].start()
-        elif f.kind == "sigstop":
-            procs[f.target].signal(signal.SIGSTOP)
-            await asyncio.sleep(f.hold)
-            procs[f.target].signal(signal.SIGCONT)
-        elif f.kind == "redis_restart":
-            assert d.redis.process is not None
-            d.redis.process.kill()
-            d.redis.process.wait(10)
-            await asyncio.sleep(min(f.hold, 3.0))
-            await asyncio.to_thread(d.redis.start)
-        elif f.kind == "db_down":
-            await _pg_admin(f'ALTER DATABASE "{d.database}" ALLOW_CONNECTIONS false')
-            await _pg_admin(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{d.database}'"
-            )
-            await asyncio.sleep(f.hold)
-            await _pg_admin(f'ALTER DATABASE "{d.database}" ALLOW_CONNECTIONS true')
+
+class Nemesis:
+    """Injects the schedule's faults; each undone after its hold. A fault on a server that an
+    earlier fault still holds down is skipped (logged), as one outage cannot start twice."""
+
+    def __init__(self, d: Deployment, seed: int, start: float, log: list[dict[str, Any]]) -> None:
+        self.d, self.start, self.log = d, start, log
+        self.procs = {p.name: p for p in d.procs}
+        self.busy: set[str] = set()
+        self.rng = random.Random(f"{seed}:nemesis")
+
+    async def run(self, faults: list[Fault]) -> None:
+        await asyncio.gather(*(self.inject(f) for f in faults))
+
+    async def inject(self, f: Fault) -> None:
+        await asyncio.sleep(max(0.0, self.start + f.at - time.monotonic()))
+        record = {"t": round(time.monotonic() - self.start, 2), **f.__dict__}
+        method = f.kind.split("_")[0]
+        resource = f.target if method.startswith("sig") else {"pg": "db"}.get(method, method)
+        if resource in self.busy:
+            self.log.append({**record, "skipped": f"{resource} already faulted"})
+            return
+        self.busy.add(resource)
+        record["wall_start"] = time.time()
+        self.log.append(record)
+        try:
+            await getattr(self, method)(f)
+        finally:
+            record["wall_end"] = time.time()
+            self.busy.discard(resource)
+
+    async def sigkill(self, f: Fault) -> None:
+        self.procs[f.target].kill()
+        await asyncio.sleep(f.hold)
+        self.procs[f.target].start()
+
+    async def sigstop(self, f: Fault) -> None:
+        self.procs[f.target].signal(signal.SIGSTOP)
+        await asyncio.sleep(f.hold)
+        self.procs[f.target].signal(signal.SIGCONT)
+
+    async def redis(self, f: Fault) -> None:
+        """SIGKILLed and restarted with its AOF, or (restart_empty) with its data gone."""
+        redis = self.d.redis
+        assert redis.process is not None
+        redis.process.kill()
+        redis.process.wait(10)
+        if f.kind == "redis_restart_empty":
+            shutil.rmtree(redis.data_dir, ignore_errors=True)
+        await asyncio.sleep(min(f.hold, 3.0))
+        await asyncio.to_thread(redis.start)
+
+    async def db(self, f: Fault) -> None:
+        """The run's database refuses connections, its sessions terminated."""
+        d = self.d
+        await d.admin(f'ALTER DATABASE "{d.database}" ALLOW_CONNECTIONS false')
+        await d.admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{d.database}'"
+        )
+        await asyncio.sleep(f.hold)
+        await d.admin(f'ALTER DATABASE "{d.database}" ALLOW_CONNECTIONS true')
+
+    async def pg(self, f: Fault) -> None:
+        """The run's own PostgreSQL crashes (stop -m immediate) and restarts after the hold."""
+        pg = self.d.pg
+        assert pg is not None, "pg_restart needs the run's own PostgreSQL (server binaries)"
+        await asyncio.to_thread(pg.crash)
+        await asyncio.sleep(f.hold)
+        await asyncio.to_thread(pg.start)
+
+    async def main(self, f: Fault) -> None:
+        self.d.main_api.mode = f.kind.removeprefix("main_api_")
+        await asyncio.sleep(f.hold)
+        self.d.main_api.mode = "ok"
+
+    async def alert(self, f: Fault) -> None:
+        self.d.alerts.mode = f.kind.removeprefix("alert_")
+        await asyncio.sleep(f.hold)
+        self.d.alerts.mode = "ok"
+
+    async def proxy(self, f: Fault) -> None:
+        """Delay or loss on statusd's links to Redis and PostgreSQL."""
+        if f.kind == "proxy_delay":
+            self.d.links.command(f"delay {self.rng.uniform(*PROXY_DELAY_S):.3f}")
         else:
-            d.main_api.mode = f.kind.removeprefix("main_api_")
-            await asyncio.sleep(f.hold)
-            d.main_api.mode = "ok"
-
-    await asyncio.gather(*(inject(f) for f in faults))
+            self.d.links.command(f"loss {self.rng.uniform(*PROXY_LOSS):.3f}")
+        await asyncio.sleep(f.hold)
+        self.d.links.command("heal")
 
 
 # -- the oracle ----------------------------------------------------------------------------------
@@ -474,8 +715,9 @@ def judge(
                 f"{c.accepted[-1] if c.accepted else None}, last transition "
                 f"{last.get('to')} by {last.get('source')} at {last.get('recorded_at')}"
             )
-        if c.role in ("steady", "flapping") and any(h["to"] in DEAD for h in history):
-            problems["no_false_verdict"].append(c.wid)
+        verdicts = [h for h in history if h["to"] in DEAD]
+        if c.role in ("steady", "flapping") and verdicts:
+            problems["no_false_verdict"].append(false_verdict(c, verdicts[0]))
         # Each history was read before the main API's log: what statusd wrote for the workload
         # after the read (a recovery, a verdict) is newer than its history's last transition.
         want = [h["id"] for h in history]
@@ -486,6 +728,131 @@ def judge(
         elif firsts != sorted(firsts):
             problems["main_api_in_order"].append(f"{c.wid}: {firsts}")
     return problems
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def judge_alerts(fleet: list[Container], alerts: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """At most one alert per real incident (a re-send of the same alert, same transition and
+    event, is one alert); none for a container alive throughout. An incident is one death: its
+    `unreachable` and, if it lasts, its `lost` (escalation, one each)."""
+    problems: dict[str, list[str]] = defaultdict(list)
+    per: dict[str, Counter[str]] = defaultdict(Counter)
+    for event, wid, _tid in {
+        (a.get("event"), a.get("workload_id"), a.get("transition_id")) for a in alerts
+    }:
+        if wid is not None:
+            per[wid][str(event)] += 1
+    for c in fleet:
+        events = per.get(c.wid, Counter())
+        if c.role in ("steady", "flapping") and events:
+            problems["alerts_none_for_alive"].append(f"{c.wid} ({c.role}): {dict(events)}")
+        elif any(n > 1 for e, n in events.items() if e in ("unreachable", "lost")):
+            problems["alerts_one_per_incident"].append(f"{c.wid} ({c.role}): {dict(events)}")
+    return problems
+
+
+def excused_windows(injected: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Unix-time spans during which faults kept statusd from hearing or sweeping, each extended
+    by its documented recovery; a `serve` fault only where every `serve` was down at once."""
+    spans: list[tuple[float, float]] = []
+    serves: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for f in injected:
+        if "wall_start" not in f:
+            continue  # skipped: the target was already faulted
+        kept = kept_from(f["kind"], f["target"])
+        if kept == "ingest":
+            serves[f["target"]].append((f["wall_start"], f["wall_end"]))
+        elif kept is not None:
+            spans.append((f["wall_start"], f["wall_end"] + RECOVERY_S[kept]))
+    if len(serves) > 1:
+        (a, *rest) = serves.values()
+        for other in rest:
+            a = [(max(s, t), min(e, u)) for s, e in a for t, u in other if max(s, t) < min(e, u)]
+        spans += [(s, e + RECOVERY_S["ingest"]) for s, e in a]
+    return spans
+
+
+def overlap(window: tuple[float, float], spans: list[tuple[float, float]]) -> float:
+    """Seconds of `window` covered by the union of `spans`."""
+    lo, hi = window
+    covered, reach = 0.0, lo
+    for s, e in sorted(spans):
+        s, e = max(s, reach), min(e, hi)
+        if e > s:
+            covered += e - s
+            reach = e
+    return covered
+
+
+def judge_detection(
+    fleet: list[Container], seen: dict[str, dict[str, Any]], injected: list[dict[str, Any]]
+) -> tuple[dict[str, list[str]], list[float]]:
+    """Every real death detected (UNREACHABLE) within DETECTION_BOUND_S of its last accepted
+    heartbeat, plus the time faults kept statusd from hearing or sweeping in between. Returns the
+    problems and each death's detection time, for the summary."""
+    problems: dict[str, list[str]] = defaultdict(list)
+    spans = excused_windows(injected)
+    took: list[float] = []
+    for c in fleet:
+        if c.role != "dying" or not c.last_accepted_at:
+            continue
+        verdicts = [
+            _epoch(h["recorded_at"])
+            for h in seen[c.wid]["history"]
+            if h["to"] == "UNREACHABLE" and _epoch(h["recorded_at"]) > c.last_accepted_at
+        ]
+        if not verdicts:
+            continue  # never detected: final_state says so
+        detected = min(verdicts)
+        elapsed = detected - c.last_accepted_at
+        excused = overlap((c.last_accepted_at, detected), spans)
+        took.append(round(elapsed, 1))
+        if elapsed > DETECTION_BOUND_S + excused:
+            problems["detection_within_bound"].append(
+                f"{c.wid}: {elapsed:.1f} s after its last heartbeat, bound "
+                f"{DETECTION_BOUND_S:g} + {excused:.1f} s of faults"
+            )
+    return problems, took
+
+
+def false_verdict(c: Container, verdict: dict[str, Any]) -> str:
+    """What the oracle knows of a false verdict: how long before it statusd had last answered the
+    container 202 (under the TTL: statusd had heard it; over: it had not, the load or a fault
+    kept the heartbeats from it) and how late the harness's own sleeps ran for it."""
+    at = _epoch(verdict["recorded_at"])
+    heard = max((t for t in c.accepted_at if t <= at), default=None)
+    since = f"{at - heard:.1f} s after its last 202" if heard is not None else "never heard"
+    return f"{c.wid}: {verdict['to']} at {verdict['recorded_at']}, {since}, harness late {c.late_s:.1f} s"
+
+
+class LoopLag:
+    """How late the harness's own event loop runs (the fleet's clients, the main API, the alert
+    receiver share it): a machine too loaded to run the harness shows here."""
+
+    TICK_S = 0.5
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.late_ticks = 0  # ticks more than 1 s late
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.TICK_S)
+            lag = time.monotonic() - before - self.TICK_S
+            self.worst = max(self.worst, lag)
+            self.late_ticks += lag > 1.0
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 def log_problems(d: Deployment) -> dict[str, list[str]]:
@@ -523,16 +890,27 @@ def make_fleet(rng: random.Random, count: int, duration: float) -> list[Containe
     return fleet
 
 
-async def run(seed: int, duration: float, containers: int, settle: float, work: Path) -> int:
+async def run(
+    seed: int,
+    duration: float,
+    containers: int,
+    settle: float,
+    work: Path,
+    kinds: list[str] | None = None,
+) -> int:
     rng = random.Random(seed)
     fleet = make_fleet(rng, containers, duration)
-    d = Deployment(work, seed)
+    kinds = kinds or sorted(set(FAULT_KINDS))
+    d = Deployment(work, seed, kinds)
+    if d.pg is None:  # the shared server is never restarted
+        kinds = [k for k in kinds if k != "pg_restart"]
     faults = schedule(
         rng,
         duration,
         [f"serve{i}" for i in range(2)]
         + [f"consume{i}" for i in range(2)]
         + ["worker", "beat0", "beat1"],
+        kinds,
     )
     print(
         json.dumps(
@@ -542,14 +920,19 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
     )
     injected: list[dict[str, Any]] = []
     stats: Counter[str] = Counter()
+    lag = LoopLag()
+    lag.start()
     try:
         await d.start()
         apis = [f"http://127.0.0.1:{p}" for p in d.ports]
         await register_fleet(apis[0], fleet)
         start = time.monotonic()
         # The fleet lives on through the settle time (faults stop at `duration`, containers do
-        # not): the oracle reads while the living still heartbeat.
+        # not) and until the oracle has read statusd: the living heartbeat while it reads (with
+        # 2,000 workloads on a loaded machine the read takes tens of seconds; a fleet that fell
+        # silent meanwhile would be declared UNREACHABLE, rightly, before the read reached it).
         end = start + duration + settle
+        done = asyncio.Event()
         # One client session for the fleet, its connections bounded, as a load balancer's are.
         fleet_session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=256)
@@ -563,27 +946,34 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
                     apis,
                     start,
                     start + duration,
-                    end,
+                    done,
                     stats,
                 )
             )
             for c in fleet
         ]
-        await nemesis(d, faults, start, injected)
+        await Nemesis(d, seed, start, injected).run(faults)
         for proc in d.procs:  # the orchestrator's last word: nothing left stopped
             proc.signal(signal.SIGCONT)
-        d.main_api.mode = "ok"
-        await asyncio.sleep(max(0.0, end - BEAT_S * 2 - time.monotonic()))
+        d.main_api.mode = d.alerts.mode = "ok"
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
         seen = await read_statusd(apis[0], fleet)
+        done.set()
         await asyncio.gather(*runners)
         await fleet_session.close()
         problems = judge(fleet, seen, d.main_api.received)
         problems.update(log_problems(d))
+        problems.update(judge_alerts(fleet, d.alerts.alerts))
+        detection, took = judge_detection(fleet, seen, injected)
+        problems.update(detection)
     finally:
+        lag.stop()
         await d.stop()
     checks = [
         "history_from_accepted", "applied_once", "final_state", "no_false_verdict",
-        "main_api_has_all", "main_api_in_order", "processes_running", "no_unhandled_exception",
+        "main_api_has_all", "main_api_in_order", "alerts_one_per_incident",
+        "alerts_none_for_alive", "detection_within_bound", "processes_running",
+        "no_unhandled_exception",
     ]  # fmt: skip
     resends = sum(n - 1 for n in Counter(k for _, _, k, _ in d.main_api.received).values())
     summary = {
@@ -591,10 +981,23 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
         "duration_s": duration,
         "containers": containers,
         "roles": Counter(c.role for c in fleet),
-        "faults_injected": Counter(f["kind"] for f in injected),
+        "faults_injected": Counter(f["kind"] for f in injected if "skipped" not in f),
+        "faults_skipped": sum(1 for f in injected if "skipped" in f),
+        "own_postgresql": d.pg is not None,
         "heartbeats": dict(stats),
         "main_api_received": len(d.main_api.received),
         "main_api_idempotent_resends": resends,
+        # Above HEARTBEAT_TTL_S - BEAT_S the harness itself went silent for a container: a
+        # verdict then is the load's, not a fault's (docs/reliability.md).
+        "harness_late_max_s": round(max((c.late_s for c in fleet), default=0.0), 1),
+        "harness_loop_lag": {"worst_s": round(lag.worst, 2), "ticks_over_1s": lag.late_ticks},
+        "alerts_received": Counter(str(a.get("event")) for a in d.alerts.alerts),
+        "detection_s": {
+            "deaths": len(took),
+            "p50": sorted(took)[len(took) // 2] if took else None,
+            "max": max(took, default=None),
+            "bound_without_faults": DETECTION_BOUND_S,
+        },
         "checks": {
             name: (
                 "held"
@@ -603,7 +1006,9 @@ async def run(seed: int, duration: float, containers: int, settle: float, work: 
             )
             for name in checks
         },
-        "replay": f"python bench/chaos.py --seed {seed} --duration {duration:g} --containers {containers}",
+        "replay": f"python bench/chaos.py --seed {seed} --duration {duration:g} "
+        f"--containers {containers} --settle {settle:g}"
+        + (f" --faults {','.join(sorted(set(kinds)))}" if set(kinds) != set(FAULT_KINDS) else ""),
     }
     print(json.dumps(summary, indent=2, default=str))
     return 1 if any(problems.get(name) for name in checks) else 0
@@ -615,13 +1020,25 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=150.0, help="seconds of faults")
     parser.add_argument("--containers", type=int, default=2000)
     parser.add_argument("--settle", type=float, default=LOST_AFTER_S + 30, help="seconds after")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's directory (logs, data) and print it"
+    )
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help=f"comma-separated fault kinds to draw from (default: all of {sorted(set(FAULT_KINDS))})",
+    )
     args = parser.parse_args()
+    kinds = args.faults.split(",") if args.faults else None
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     work = Path(tempfile.mkdtemp(prefix="statusd-chaos-"))
     try:
-        code = asyncio.run(run(seed, args.duration, args.containers, args.settle, work))
+        code = asyncio.run(run(seed, args.duration, args.containers, args.settle, work, kinds))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     sys.exit(code)
 
 

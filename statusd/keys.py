@@ -185,6 +185,13 @@ class Keys:
         version: a future layout names a new marker, so an install holding this one rebuilds."""
         return f"{self._g}liveness:built:v3"
 
+    @property
+    def state_cache_server(self) -> str:
+        """String: the identity (run_id) of the Redis server the state cache was filled on. Another
+        server, or this one restarted, may have lost the cache's last writes: the consumers then
+        drop every entry (statusd.state_cache.StateCache.forget_if_restarted)."""
+        return f"{self._g}cache:server"
+
     # -- pull path --
     def pending_since(self, shard: int) -> str:
         """Sorted set, one per shard: PENDING workload id -> registration time (start timeout)."""

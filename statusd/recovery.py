@@ -15,7 +15,8 @@ would stay RUNNING forever. So each `serve`, `consume` and `worker` start, and e
   disturbed; PENDING ones never heard from get their start-timeout clock back instead. Their
   current generations are recorded for ingest's generation check.
 - the consumer groups are recreated (consumers also do that on NOGROUP), leases are re-acquired
-  by the consumers and the state cache refills itself (it is either right or absent).
+  by the consumers and the state cache refills itself (empty after a data loss; after a restart
+  that kept the data the consumers drop it: statusd.state_cache).
 
 Steady heartbeats still write no SQL row: the database only knows what it always knew (state,
 generation, registration), which is all a rebuild needs.

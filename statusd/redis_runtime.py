@@ -198,6 +198,16 @@ async def connected_replicas(redis: Redis) -> int:
     return int(info.get("connected_slaves", 0))
 
 
+async def server_identity(redis: Redis) -> str:
+    """The run_id of the server (over a cluster: of every primary, sorted): it changes whenever a
+    server restarts or another one takes a primary's place."""
+    if isinstance(redis, RedisCluster):
+        infos: Any = await redis.info("server", target_nodes=RedisCluster.PRIMARIES)
+        return ",".join(sorted(str(info.get("run_id", "")) for info in infos.values()))
+    info = await redis.info("server")
+    return str(info.get("run_id", ""))
+
+
 def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at host:port."""
     try:

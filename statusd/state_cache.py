@@ -6,6 +6,14 @@ state, with a compare-on-version so a slow writer never puts an older state back
 raise the entry's newest handled seq (`bump_seqs`); registration and deletion drop the entry. A
 missing entry (or a tombstone) only means "ask the database"; it is never wrong, just absent.
 
+A Redis restart is the exception: with AOF fsynced every second (the production setting) a crash
+loses the last second of writes, and with them a transition's tombstone and new state, leaving
+the entry before it, present and behind the database. A workload the sweeper had just declared
+UNREACHABLE would then have its heartbeats skipped as "no change" and stay UNREACHABLE. So the
+consumers' housekeeping compares the server's identity with the one the cache was filled on
+(`forget_if_restarted`) and, after a restart, drops every entry (the registration parts stay):
+each workload takes the database path once and the cache refills.
+
 Layout: the cache part of the workload's field in its registration bucket (keys.registration,
 after the "/", keys.BUCKET_VALUE_LUA), one compact string,
 `<version>|<expires>|<state>|<generation>|<kind code>|<seq>|<refused,...>` (a tombstone has only
@@ -28,7 +36,7 @@ from redis.asyncio import Redis
 
 from statusd.keys import BUCKET_VALUE_LUA, Keys
 from statusd.lifecycle import Kind, State
-from statusd.redis_runtime import Script, run_queued
+from statusd.redis_runtime import Script, run_queued, server_identity
 
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
@@ -177,8 +185,8 @@ return out
 """
 )
 
-# KEYS: buckets; drops every expired entry (tombstones included), keeping the registration part;
-# returns how many.
+# KEYS: buckets; drops every expired entry (tombstones included), or every entry when ARGV[1] is
+# 'all', keeping the registration part; returns how many.
 _PRUNE = (
     BUCKET_VALUE_LUA
     + """
@@ -190,7 +198,7 @@ for _, key in ipairs(KEYS) do
     local reg, cache = split_value(fields[i + 1])
     if cache ~= '' then
       local expires = string.match(cache, '^[^|]*|([^|]*)|')
-      if (tonumber(expires) or 0) <= now then
+      if ARGV[1] == 'all' or (tonumber(expires) or 0) <= now then
         put_value(key, fields[i], reg, '', fields[i + 1])
         pruned = pruned + 1
       end
@@ -331,6 +339,26 @@ class StateCache:
 
     async def mark_refused(self, workload_id: str, version: int, requested: str) -> None:
         await self._run((self._refuse, self._calls([(workload_id, version, requested)])))
+
+    async def forget_if_restarted(self) -> bool:
+        """Drop every entry when Redis is not the server (run) the cache was filled on; True if
+        it dropped them. No identity recorded yet is a Redis that never had one (a new install, or
+        one restarted empty: no entry to distrust), so it is only recorded. After a drop the
+        identity is recorded last: a process stopped between the two leaves the next check to
+        drop again."""
+        current = await server_identity(self._redis)
+        raw = await self._redis.get(self._keys.state_cache_server)
+        known = raw.decode() if isinstance(raw, bytes) else raw
+        if known == current:
+            return False
+        if known is not None:
+            # The cache parts only: each shard's buckets in one call (they share its slot).
+            everything = range(self._keys.buckets)
+            for shard in range(self._keys.shards):
+                keys = [self._keys.registration(shard, b) for b in everything]
+                await self._prune(keys=keys, args=["all"])
+        await self._redis.set(self._keys.state_cache_server, current)
+        return known is not None
 
     async def prune(self, shard: int, buckets: int = PRUNE_BUCKETS_PER_PASS) -> int:
         """Delete the expired entries of the next `buckets` buckets of `shard` (round robin, so

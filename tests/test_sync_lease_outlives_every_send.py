@@ -10,6 +10,8 @@ from statusd.settings import Settings
 from statusd.sync.lease import (
     CLAIM_TO_SEND,
     LEASE_SLACK,
+    RETRY_JITTER,
+    RETRY_MAX_WAIT,
     RowLease,
     backoff_cap,
     lease_seconds,
@@ -60,3 +62,18 @@ def test_an_attempt_starts_only_if_it_ends_before_the_lease_with_slack() -> None
     assert not lease.may_start(5.0, now=101.0)  # lapsed: never
     lease.lost = True
     assert not lease.may_start(5.0, now=0.0)  # no longer ours: never
+
+
+@pytest.mark.parametrize("attempts", [1025, 1100, 10**6, 10**12])
+def test_any_number_of_attempts_has_a_bound(attempts: int) -> None:
+    """STATUSD_SYNC_ATTEMPTS has no upper limit: past ~1025 attempts 2.0 ** n overflows a float,
+    and a sum over every retry would take as long as the attempts are many."""
+    settings = make_settings(sync_timeout=1.0, sync_attempts=attempts, sync_budget=20.0)
+    assert send_bound(settings) == pytest.approx(21.0)  # the budget caps it
+    assert backoff_cap(attempts) == pytest.approx(RETRY_MAX_WAIT + RETRY_JITTER)
+    unbudgeted = make_settings(sync_timeout=1.0, sync_attempts=attempts, sync_budget=1e18)
+    assert send_bound(unbudgeted) == pytest.approx(
+        attempts * 1.0
+        + sum(backoff_cap(r) for r in range(1, 40))
+        + (attempts - 40) * (RETRY_MAX_WAIT + RETRY_JITTER)
+    )

@@ -26,6 +26,15 @@ SWEEP_SOFT_S = 60.0  # finding stale workloads is two ZRANGEBYSCOREs and bulk SE
 # killed, Redis gone before the release) holds back the next sweeps this long at most, not for
 # the sweep's whole time limit.
 SWEEP_LOCK_TTL_S = 3.0
+# A poll lease's TTL (x the sweep interval, at least the floor): a queued poll's lease lasts this
+# long, a running poll renews its own every third of it (statusd.sweeper.poll_leases.LeaseRenewal).
+# So a lease cut off by an outage (its release failed while Redis was away and the AOF kept it,
+# its worker killed, its message lost with the broker's data) holds its workload back this long
+# at most. A queued poll that waits longer than this in the broker is harmless: the next sweep
+# leases the workload again, and the old message, finding the lease under another sweep's token,
+# polls nothing.
+POLL_LEASE_SWEEPS = 4
+POLL_LEASE_MIN_S = 20.0
 # The asyncio deadline inside a task fires this long before Celery's soft limit, so the task
 # unwinds on its own (leases released, sweep lock given back) and the soft limit is only a backstop.
 DEADLINE_MARGIN_S = 5.0
@@ -36,7 +45,7 @@ class Budgets:
     poll_deadline_s: float  # asyncio deadline inside the poll task
     poll_soft_s: float  # Celery's soft limit: the deadline + DEADLINE_MARGIN_S
     poll_hard_s: float  # Celery kills the child after this
-    lease_ms: int  # a queued or running poll holds its workloads this long at most
+    lease_ms: int  # a poll lease's TTL: queued, or since a running poll's last renewal
     sweep_deadline_s: float  # asyncio deadline inside the sweep task
     sweep_soft_s: float  # Celery's soft limit of the sweep task
     sweep_hard_s: float
@@ -60,8 +69,7 @@ def budgets(settings: Settings) -> Budgets:
         poll_deadline_s=poll_deadline,
         poll_soft_s=poll_soft,
         poll_hard_s=poll_hard,
-        # Covers time waiting in the queue behind other chunks as well as the run itself.
-        lease_ms=int(max(120.0, 3 * poll_hard) * 1000),
+        lease_ms=int(max(POLL_LEASE_MIN_S, POLL_LEASE_SWEEPS * settings.sweep_interval) * 1000),
         sweep_deadline_s=SWEEP_SOFT_S - DEADLINE_MARGIN_S,
         sweep_soft_s=SWEEP_SOFT_S,
         sweep_hard_s=SWEEP_SOFT_S + 30.0,

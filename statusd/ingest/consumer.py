@@ -122,9 +122,14 @@ class ConsumerSet:
             await self._ctx.pause(self.settings.consumer_housekeeping_s)
 
     async def housekeep_once(self) -> int:
-        """Trim the shards held here and prune a few of their state-cache buckets' expired
-        entries; returns the trimmed count. (The stream's length and lag are computed at scrape
+        """Drop the state cache after a Redis restart, trim the shards held here and prune a few
+        of their state-cache buckets' expired entries; returns the trimmed count. (The stream's length and lag are computed at scrape
         time by the API process: statusd.oncall.fleet_collector.)"""
+        if await self._ctx.runtime.cache.forget_if_restarted():
+            log.warning(
+                "consumer.cache_dropped",
+                reason="Redis restarted: the cache may have lost its last writes",
+            )
         trimmed = 0
         for shard in [s for m in self._members for s in m.shards.values() if s.active()]:
             trimmed += await trim_stream(self.redis, self.keys.consumer_group, shard.stream)

@@ -5,8 +5,10 @@ A lease is `SET lease:poll:<id> <token> NX PX ttl`. The sweep takes it when it e
 poll is queued or running) and hands the token to the `poll` task. The task confirms it still holds
 the lease before polling, and afterwards does not simply delete it: it keeps it until one sweep
 interval (x `statusd.celery.budgets.HOLD_FRACTION`) after the poll started. So whatever the number of beats, sweeps or
-workers, two polls of one workload start at least that far apart; a worker that dies holding
-leases loses them when the TTL runs out (or keeps them through redelivery: same run token).
+workers, two polls of one workload start at least that far apart. The TTL is short
+(`statusd.celery.budgets.POLL_LEASE_MIN_S`) and a running poll renews its leases every third of it
+(`LeaseRenewal`): a worker that dies holding leases, or a release that fails while Redis is away,
+holds the workloads back one short TTL at most (a redelivery keeps them: same run token).
 
 Taking queued polls: a sweep with several chunks also lists its leased ids in a queue
 (`Keys.poll_queue`). A running poll task holds its leases under its own run token (the sweep token
@@ -22,7 +24,7 @@ token and the ids it took (`Keys.poll_run_ids`) come back with it and nothing it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import structlog
 from redis.asyncio import Redis
@@ -242,6 +244,53 @@ for i, key in ipairs(KEYS) do
 end
 return n
 """
+
+
+# KEYS: lease keys; ARGV[1] = token, ARGV[2] = ttl ms. Only our own leases get the new TTL.
+_RENEW = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+async def renew(redis: Redis, keys: Keys, ids: Sequence[str], token: str, ttl_ms: int) -> int:
+    """Reset the TTL of those leases in `ids` that `token` still holds; returns how many."""
+    if not ids:
+        return 0
+    return int(
+        await Script(redis, _RENEW)(keys=[keys.poll_lease(w) for w in ids], args=[token, ttl_ms])
+    )
+
+
+class LeaseRenewal:
+    """A running poll's leases (`held`, which grows as the run takes queued polls), their TTL
+    reset every third of it in the background until `stop`."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, held: Collection[str], token: str, ttl_ms: int
+    ) -> None:
+        self._task = asyncio.create_task(self._renew(redis, keys, held, token, ttl_ms))
+
+    @staticmethod
+    async def _renew(
+        redis: Redis, keys: Keys, held: Collection[str], token: str, ttl_ms: int
+    ) -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            try:
+                await renew(redis, keys, list(held), token, ttl_ms)
+            except RedisError as exc:  # the TTL has two renewals left: the next one may do
+                log.warning("poll.lease_renewal_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def release_each(redis: Redis, keys: Keys, keep_ms: Mapping[str, int], token: str) -> int:

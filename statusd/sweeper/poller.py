@@ -267,10 +267,16 @@ async def run_poll(
     report.leased = len(held)
     run.started_at.update(dict.fromkeys(held, started))
     backoff: dict[str, float] = {}
+    # Every lease the run holds (its own and those it takes) stays alive while it polls; cut off,
+    # they expire within one short TTL.
+    renewal = poll_leases.LeaseRenewal(
+        rt.redis, rt.keys, run.started_at.keys(), run.run, b.lease_ms
+    )
     try:
         async with asyncio.timeout(b.poll_deadline_s):
             await _poll_held(run, held, backoff)
     finally:
+        await renewal.stop()
         # Keep each lease as a cool-down until one sweep interval after its poll started; a
         # workload left UNREACHABLE keeps it until its back-off ends (statusd.sweeper.answers).
         now = time.monotonic()

@@ -23,6 +23,7 @@ out on, and clock skew between drainer hosts (`lease_until` is compared to each 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -41,11 +42,15 @@ RETRY_JITTER = RETRY_INITIAL_WAIT  # up to this much random wait is added to eve
 # Renew the held rows once one has been held this long since its claim or last renewal: early
 # enough that a row waiting for a send slot never falls short of the time an attempt needs.
 RENEW_AFTER = CLAIM_TO_SEND / 2
+# Retries after this many the exponential sleep has reached RETRY_MAX_WAIT: the exponent stops
+# growing there (2.0 ** n overflows a float past n = 1023, and STATUSD_SYNC_ATTEMPTS is unbounded).
+DOUBLINGS_TO_MAX = math.ceil(math.log2(RETRY_MAX_WAIT / RETRY_INITIAL_WAIT))
 
 
 def backoff_cap(retry: int) -> float:
     """The longest sleep before in-run retry number `retry` (1-based): exponential plus jitter."""
-    return min(RETRY_MAX_WAIT, RETRY_INITIAL_WAIT * 2.0 ** (retry - 1)) + RETRY_JITTER
+    doublings = min(retry - 1, DOUBLINGS_TO_MAX)
+    return min(RETRY_MAX_WAIT, RETRY_INITIAL_WAIT * 2.0**doublings) + RETRY_JITTER
 
 
 def send_bound(settings: Settings) -> float:
@@ -53,9 +58,14 @@ def send_bound(settings: Settings) -> float:
     sleep between them, but never past the retry budget plus one timeout (tenacity's
     stop_before_delay starts no attempt whose sleep would cross the budget)."""
     attempts = settings.sync_attempts
-    every_attempt = attempts * settings.sync_timeout + sum(
-        backoff_cap(retry) for retry in range(1, attempts)
+    # The sleeps grow for DOUBLINGS_TO_MAX retries, then every further one sleeps the cap: summed
+    # in closed form, so any number of attempts costs the same.
+    growing = min(attempts - 1, DOUBLINGS_TO_MAX + 1)
+    capped = attempts - 1 - growing
+    sleeps = sum(backoff_cap(retry) for retry in range(1, growing + 1)) + capped * (
+        RETRY_MAX_WAIT + RETRY_JITTER
     )
+    every_attempt = attempts * settings.sync_timeout + sleeps
     return min(every_attempt, settings.sync_budget + settings.sync_timeout)
 
 
