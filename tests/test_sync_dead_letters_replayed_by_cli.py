@@ -1,9 +1,6 @@
 """A permanent 4xx from the main API: dead-lettered with the response, visible in
 `statusd sync status` (table and JSON) and outbox_stats, replayed by `statusd sync retry-dead`
-after the fault is fixed. Real worker and beat processes, CLI as subprocesses, both databases.
-
-Beat runs as in a deployment: retry-dead's drain kick is a shortcut that may be lost (a busy
-broker, a drain already running), and beat's drain_due is what sends a replayed row then."""
+after the fault is fixed. Real worker process, CLI as subprocesses, both databases."""
 
 from __future__ import annotations
 
@@ -48,7 +45,6 @@ async def test_rejected_transitions_are_dead_letters_until_replayed(
     await main_api.start()
     rt = await runtime_for(settings)
     workers.worker(settings)
-    workers.beat(settings)
     ids = ["dep-bad", "dep-ok-1", "dep-ok-2"]
     await register_fleet(rt.ledger, ids)
     produced = await produce(rt.ledger, ids)
