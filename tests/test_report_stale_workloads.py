@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +15,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from statusd.liveness import mark_seen
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.wiring import open_runtime
@@ -47,6 +51,29 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(rt: Runtime, wid: str) -> AsyncIterator[None]:
+    """`wid` shows a sign of life every second, as a live workload does, however long the CLI
+    subprocesses take on a loaded machine (a 30 s TTL is no bound on how slow they are)."""
+
+    async def beat() -> None:
+        while True:
+            await mark_seen(rt.redis, rt.keys, {wid: (time.time(), None)})
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def cli_async(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cli` off the event loop, so a `heartbeating` workload keeps beating meanwhile."""
+    return await asyncio.to_thread(cli, settings, *args)
 
 
 async def test_api_lists_exactly_the_stale_worst_first(
@@ -142,27 +169,32 @@ async def test_cli_exit_codes_formats_and_filters(settings: Settings, runtime: R
     assert "Nothing is stale" in empty.stdout
 
     fleet = await build_fleet(runtime)
-    table = cli(settings, "stale")
+    async with heartbeating(runtime, "fresh-train"):
+        await check_reports(settings, fleet)
+
+
+async def check_reports(settings: Settings, fleet: Fleet) -> None:
+    table = await cli_async(settings, "stale")
     assert table.returncode == 1, table.stderr
     assert "lost-train" in table.stdout and "fresh-train" not in table.stdout
 
-    as_json = cli(settings, "stale", "--format", "json")
+    as_json = await cli_async(settings, "stale", "--format", "json")
     assert as_json.returncode == 1, as_json.stderr
     assert [i["id"] for i in orjson.loads(as_json.stdout)["items"]] == fleet.expected_order
 
-    as_csv = cli(settings, "stale", "--format", "csv", "--kind", "notebook")
+    as_csv = await cli_async(settings, "stale", "--format", "csv", "--kind", "notebook")
     assert as_csv.returncode == 1, as_csv.stderr
     assert [r["id"] for r in csv.DictReader(io.StringIO(as_csv.stdout))] == [
         "lost-notebook",
         "quiet-notebook",
     ]
 
-    filtered = cli(
+    filtered = await cli_async(
         settings, "stale", "--label", "owner:nobody", "--older-than", "5m", "--format", "json"
     )
     assert filtered.returncode == 0 and orjson.loads(filtered.stdout)["count"] == 0
 
-    bad = cli(settings, "stale", "--older-than", "soon")
+    bad = await cli_async(settings, "stale", "--older-than", "soon")
     assert bad.returncode == 2 and "--older-than" in bad.stderr
 
 
@@ -170,7 +202,9 @@ async def test_cli_summary_counts_kinds_states_and_backlogs(
     settings: Settings, runtime: Runtime
 ) -> None:
     await build_fleet(runtime)
-    result = cli(settings, "summary", "--json")
+    async with heartbeating(runtime, "fresh-train"):
+        result = await cli_async(settings, "summary", "--json")
+        human = await cli_async(settings, "summary")
     assert result.returncode == 0, result.stderr
     data = orjson.loads(result.stdout)
     assert data["counts"]["training"] == {"RUNNING": 2, "LOST": 1, "SUCCEEDED": 1}
@@ -184,7 +218,6 @@ async def test_cli_summary_counts_kinds_states_and_backlogs(
     }
     assert data["sync"]["depth"] >= 1  # transitions wait in the outbox (no main API configured)
     assert data["stream"] == {"length": 0, "lag": 0, "pending": 0, "consumers": 0}
-    human = cli(settings, "summary")
     assert (
         human.returncode == 0 and "stale: 6" in human.stdout and "heartbeat stream" in human.stdout
     )

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from statusd import maintenance
 from statusd.availability.report import availability, report_json
 from statusd.availability.timeline import Span
-from statusd.celery.application import beat_schedule
+from statusd.celery.application import beat_schedule, create_celery
 from statusd.celery.names import RETENTION_TASK
 from statusd.db import create_engine, reading, transaction
 from statusd.lifecycle import Kind, Source, State
@@ -378,7 +378,7 @@ async def test_prune_route_counts_rows_in_metrics(
 def test_beat_task_prunes_and_is_scheduled(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from statusd.celery.retention_tasks import prune_task
+    from statusd.celery import retention_tasks  # noqa: F401  (registers the shared task)
 
     settings = make_settings(**POLICY, retain_interval=1800)
     entry = beat_schedule(settings)["retention-prune"]
@@ -392,8 +392,11 @@ def test_beat_task_prunes_and_is_scheduled(
             await eng.dispose()
 
     asyncio.run(seeded())
+    # Looked up on an app of our own: the shared task's module-level proxy resolves against
+    # whichever Celery app is current in this process, possibly one another test built without it.
+    app = create_celery(settings)
     with task_runtime(settings, monkeypatch):
-        result = prune_task()
+        result = app.tasks[RETENTION_TASK]()
     assert (
         result["tables"]["transitions"]["rows"] == 9 and result["tables"]["workloads"]["rows"] == 1
     )

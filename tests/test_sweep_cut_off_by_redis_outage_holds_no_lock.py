@@ -4,16 +4,21 @@ within its short TTL, so a sweep runs again seconds after Redis returns, not aft
 whole time limit.
 
 Real `statusd worker --beat` and a real redis-server restarted by the test. The sweep is made
-long (a few hundred thousand stale ids to read and look up) so the test can stop Redis while it
-holds the lock; an attempt where the sweep finished first is simply tried again.
+long (a few hundred thousand stale ids to read and look up) so the test sees it holding the lock;
+then the worker's processes are frozen (SIGSTOP) and the lock is read again: still held by the
+same sweep, that sweep is certainly mid-flight (a frozen process releases nothing), however slow
+or fast the machine. Redis is stopped while the worker is frozen, so the thawed sweep meets the
+outage before its release. A sweep that released just before the freeze is simply waited out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis as redis_sync
 
@@ -25,7 +30,8 @@ from tests.support.processes import ManagedProcess
 from tests.support.redis_proc import RedisProcess
 
 STALE_IDS = 300_000
-LONG_SWEEP_S = 0.3
+# Longer than any command in flight when the worker is frozen takes to reach Redis and run.
+SETTLE_S = 0.5
 # Longer than what is left of the sweep: it meets the outage and cannot release its lock.
 OUTAGE_S = 10.0
 # Far below the sweep's time limit (the lock's TTL before), far above a short lock TTL plus one
@@ -90,13 +96,35 @@ def lock_holder(url: str, keys: Keys) -> bytes | None:
     return value if isinstance(value, bytes) else None
 
 
-def a_long_sweep_holds_the_lock(url: str, keys: Keys) -> bool:
-    """The same sweep holds the lock across LONG_SWEEP_S: the planted ids are being swept."""
-    first = lock_holder(url, keys)
-    if first is None:
-        return False
-    time.sleep(LONG_SWEEP_S)
-    return lock_holder(url, keys) == first
+def resume(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.resume()
+
+
+def freeze_a_sweep_holding_the_lock(
+    url: str, keys: Keys, worker: ManagedProcess
+) -> list[psutil.Process]:
+    """Stop (SIGSTOP) the worker and its pool's processes while a sweep holds the lock: the
+    same lock token before the freeze and SETTLE_S into it. Returns the frozen processes."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if worker.returncode is not None:
+            raise AssertionError(
+                f"the worker exited with {worker.returncode}:\n{worker.log_tail()}"
+            )
+        first = lock_holder(url, keys)
+        if first is not None:
+            root = psutil.Process(worker.pid)
+            procs = [root, *root.children(recursive=True)]
+            for proc in procs:
+                proc.suspend()
+            time.sleep(SETTLE_S)
+            if lock_holder(url, keys) == first:
+                return procs
+            resume(procs)  # that sweep released just before the freeze: wait for the next
+        time.sleep(0.005)
+    raise AssertionError(f"no sweep held the lock within {WAIT_S}s\n{worker.log_tail()}")
 
 
 def test_next_sweep_runs_soon_after_redis_returns(
@@ -118,8 +146,11 @@ def test_next_sweep_runs_soon_after_redis_returns(
     with running_worker(env, tmp_path, queues="sweep,poll", concurrency=2, beat=True) as worker:
         wait_until("a first sweep", lambda: last_sweep(store.url, keys) > 0, worker)
         plant_stale_ids(store.url, keys)
-        wait_until("a long sweep", lambda: a_long_sweep_holds_the_lock(store.url, keys), worker)
-        store.stop()  # a clean shutdown: the AOF keeps the lock the sweep holds
+        frozen = freeze_a_sweep_holding_the_lock(store.url, keys, worker)
+        try:
+            store.stop()  # a clean shutdown: the AOF keeps the lock the sweep holds
+        finally:
+            resume(frozen)  # the sweep goes on, meets the outage, and cannot release its lock
         time.sleep(OUTAGE_S)
         store.start()  # same port, same data
         returned = time.time()

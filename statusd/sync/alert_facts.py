@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from statusd.alerting import AlertEvent
+from statusd.errors import StatusdError
 
 
 class AlertName(StrEnum):
@@ -57,7 +58,7 @@ OPENS_INCIDENT = frozenset({AlertEvent.UNREACHABLE, AlertEvent.LOST, AlertEvent.
 _EMOJI = re.compile(r"^:[a-z0-9_+-]+:\s*")
 
 
-class BadAlertRow(ValueError):
+class BadAlertRow(StatusdError, ValueError):
     """A stored payload that no format can render (a hand-edited or foreign row)."""
 
 

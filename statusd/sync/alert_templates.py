@@ -17,10 +17,11 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from statusd.errors import StatusdError
 from statusd.sync.alert_facts import AlertFacts
 
 
-class TemplateFailed(ValueError):
+class TemplateFailed(StatusdError, ValueError):
     """The receiver's template could not render this alert (the message says why)."""
 
 
