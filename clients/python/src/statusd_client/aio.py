@@ -170,6 +170,9 @@ class AsyncHeartbeater:
             await self._sleep(delay)
 
     async def _beat(self) -> float | None:
+        # A wake-up from before this read is answered by this send (see Heartbeater._beat).
+        if self._wake is not None:
+            self._wake.clear()
         desired = self._core.pending()
         if desired is None:
             return None

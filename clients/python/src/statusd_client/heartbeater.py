@@ -156,6 +156,9 @@ class Heartbeater:
 
     def _beat(self) -> float | None:
         """Send the pending report once; the pause before the next (None: until `set()`)."""
+        # A wake-up from before this read is answered by this send: left set, it would cut the
+        # next pause short (a quiet period announced before the first beat ended at once).
+        self._wake.clear()
         desired: Desired | None = self._core.pending()
         if desired is None:
             return None
