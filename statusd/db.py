@@ -11,8 +11,8 @@ The same code runs on both; the differences live here:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -165,18 +165,25 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-@asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One DB transaction; connection-level failures surface as StorageUnavailable."""
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Connection-level failures of the unit of work inside become StorageUnavailable."""
     try:
-        async with engine.begin() as conn:
-            yield conn
+        yield
     except (StatusdError, RedisError):
         raise  # already says what failed (e.g. Redis, down, from inside the transaction)
     except Exception as exc:
         if is_transient(exc):  # the one cause-chain walk (statusd.errors)
             raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
         raise
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One DB transaction; connection-level failures surface as StorageUnavailable."""
+    with _storage_errors():
+        async with engine.begin() as conn:
+            yield conn
 
 
 @asynccontextmanager
@@ -188,28 +195,16 @@ async def each_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with transaction(engine) as conn:
             yield conn
         return
-    try:
+    with _storage_errors():
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
-    except (StatusdError, RedisError):
-        raise  # already says what failed (e.g. Redis, down, from inside the transaction)
-    except Exception as exc:
-        if is_transient(exc):  # the one cause-chain walk (statusd.errors)
-            raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
-        raise
 
 
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read-only unit of work; on SQLite it does not take the write lock."""
-    try:
+    with _storage_errors():
         async with engine.connect() as conn:
             await conn.execution_options(**{READONLY_OPTION: True})
             yield conn
-    except (StatusdError, RedisError):
-        raise  # already says what failed (e.g. Redis, down, from inside the transaction)
-    except Exception as exc:
-        if is_transient(exc):  # the one cause-chain walk (statusd.errors)
-            raise StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
-        raise
