@@ -94,29 +94,6 @@ def workload_out(
     )
 
 
-def workload_json(
-    row: Mapping[str, Any],
-    liveness: Liveness,
-    *,
-    stale: bool,
-    synced: bool | None,
-    flapping: bool = False,
-    silenced: bool = False,
-    suppressed_by: str | None = None,
-) -> dict[str, Any]:
-    """`workload_out` as JSON-ready data (the list pages filter and page on it)."""
-    out = workload_out(
-        row,
-        liveness,
-        stale=stale,
-        synced=synced,
-        flapping=flapping,
-        silenced=silenced,
-        suppressed_by=suppressed_by,
-    )
-    return out.model_dump(mode="json")
-
-
 def transition_out(row: Mapping[str, Any]) -> responses.Transition:
     """One history row (GET/POST /v1/workloads/{id}/transitions)."""
     return responses.Transition(

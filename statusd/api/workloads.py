@@ -22,9 +22,14 @@ from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
 from statusd.api import registering, request_checks
 from statusd.api.auth import check_labels, guard, key_labels, require_labels
-from statusd.api.error_responses import RETRY_AFTER_S, json_response, model_response
+from statusd.api.error_responses import (
+    RETRY_AFTER_S,
+    created_response,
+    json_response,
+    model_response,
+)
 from statusd.api.request_checks import path_workload_id
-from statusd.api.serializers import Liveness, is_stale, synced_flag, transition_out, workload_json
+from statusd.api.serializers import Liveness, is_stale, synced_flag, transition_out, workload_out
 from statusd.app_keys import RUNTIME
 from statusd.db import reading
 from statusd.errors import TransitionRefused, UnknownWorkload
@@ -119,7 +124,7 @@ def _render(
             marks.excused.get(wid),
         )
         out.append(
-            workload_json(
+            workload_out(
                 row,
                 merged,
                 stale=stale,
@@ -127,7 +132,7 @@ def _render(
                 flapping=wid in marks.flapping,
                 silenced=wid in marks.silenced,
                 suppressed_by=marks.suppressed.get(wid),
-            )
+            ).model_dump(mode="json")
         )
     return out
 
@@ -166,7 +171,7 @@ async def register_workload(request: web.Request) -> web.Response:
     log.info(
         "workload.registered", workload_id=reg.id, kind=reg.kind.value, generation=answer.generation
     )
-    return model_response(answer, 201, headers={"Location": f"/v1/workloads/{reg.id}"})
+    return created_response(answer, f"/v1/workloads/{reg.id}")
 
 
 @guard(Scope.WRITE, action=AuditAction.WORKLOAD_BATCH_REGISTER)
