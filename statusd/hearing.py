@@ -16,7 +16,6 @@ obeying). `tracked` is the size of the liveness sets
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import socket
@@ -27,11 +26,11 @@ from dataclasses import dataclass
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from statusd.keys import Keys
 from statusd.liveness import tracked
 from statusd.redis_runtime import Script
+from statusd.repeating import Repeating
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.hearing")
@@ -130,10 +129,13 @@ class ListeningBeat:
         self._pace = pace
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._script = Script(redis, BEAT_SCRIPT)
-        self._task: asyncio.Task[None] | None = None
-        # Checked by the loop too: a cancel that lands inside a redis-py call can come out as a
-        # timeout error (caught and logged below), and the loop must still end.
-        self._stopping = False
+        self._repeating = Repeating(
+            self._beat_now,
+            LISTEN_BEAT_S,
+            name="ingest-listening-beat",
+            log=log,
+            failed_event="ingest.listening_beat_failed",
+        )
 
     async def beat(self, now: float) -> None:
         keys = self._keys
@@ -143,25 +145,13 @@ class ListeningBeat:
         )
         self._pace.update(sum(await tracked(self._redis, keys)))
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ingest-listening-beat")
+    async def _beat_now(self) -> None:
+        await self.beat(time.time())
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.beat(time.time())
-            except (RedisError, OSError) as exc:  # Redis down: ingest answers 503 anyway
-                log.warning("ingest.listening_beat_failed", error=str(exc))
-            await asyncio.sleep(LISTEN_BEAT_S)
+    def start(self) -> None:
+        self._repeating.start()
 
     async def stop(self) -> None:
         """Stop beating. The entry stays: a stopped ingest must still read as "was listening
         until then", so the sweeper knows an outage started."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._repeating.stop()

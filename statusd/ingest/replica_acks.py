@@ -10,13 +10,11 @@ primaries) and 0 without, re-read every REFRESH_S so a replica attached later is
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from statusd.redis_runtime import connected_replicas
+from statusd.repeating import Repeating
 
 log = structlog.get_logger("statusd.ingest")
 
@@ -30,8 +28,13 @@ class ReplicaAcks:
         self._redis = redis
         self._configured = configured
         self.required = configured or 0
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False  # a cancel inside a redis-py call may surface as its timeout
+        self._repeating = Repeating(
+            self.refresh,
+            REFRESH_S,
+            name="ingest-replica-acks",
+            log=log,
+            failed_event="ingest.replica_check_failed",  # the last answer is kept meanwhile
+        )
 
     async def refresh(self) -> None:
         if self._configured is not None:
@@ -43,22 +46,7 @@ class ReplicaAcks:
 
     def start(self) -> None:
         if self._configured is None:
-            self._task = asyncio.create_task(self._run(), name="ingest-replica-acks")
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.refresh()
-            except (RedisError, OSError) as exc:  # keep the last answer; ingest 503s anyway
-                log.warning("ingest.replica_check_failed", error=str(exc))
-            await asyncio.sleep(REFRESH_S)
+            self._repeating.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._repeating.stop()
