@@ -163,11 +163,6 @@ class MaintenanceRecord:
 
 
 def _record(row: Any) -> MaintenanceRecord:
-    label = (
-        (row.match_label_key, row.match_label_value or "")
-        if row.match_label_key is not None
-        else None
-    )
     recurrence = (
         Recurrence(row.schedule, int(row.duration_s or 0), row.timezone or "UTC")
         if row.schedule is not None
@@ -175,11 +170,7 @@ def _record(row: Any) -> MaintenanceRecord:
     )
     return MaintenanceRecord(
         id=row.id,
-        match=Matcher(
-            kind=Kind(row.match_kind) if row.match_kind is not None else None,
-            label=label,
-            workload_id=row.match_id,
-        ),
+        match=Matcher.from_row(row),
         reason=row.reason,
         created_at=row.created_at,
         starts_at=row.starts_at,
@@ -205,10 +196,7 @@ async def create(
         await conn.execute(
             insert(MAINTENANCES).values(
                 id=record.id,
-                match_kind=match.kind,
-                match_label_key=match.label[0] if match.label else None,
-                match_label_value=match.label[1] if match.label else None,
-                match_id=match.workload_id,
+                **match.columns(),
                 starts_at=starts_at,
                 ends_at=ends_at,
                 schedule=recurrence.schedule if recurrence else None,

@@ -45,6 +45,28 @@ class Matcher:
             return False
         return True
 
+    @classmethod
+    def from_row(cls, row: Any) -> Matcher:
+        """The matcher stored in a row's `match_*` columns (silences and maintenances alike)."""
+        return cls(
+            kind=Kind(row.match_kind) if row.match_kind is not None else None,
+            label=(
+                (row.match_label_key, row.match_label_value or "")
+                if row.match_label_key is not None
+                else None
+            ),
+            workload_id=row.match_id,
+        )
+
+    def columns(self) -> dict[str, Any]:
+        """The `match_*` column values that store this matcher (`from_row` reads them back)."""
+        return {
+            "match_kind": self.kind,
+            "match_label_key": self.label[0] if self.label else None,
+            "match_label_value": self.label[1] if self.label else None,
+            "match_id": self.workload_id,
+        }
+
     def as_json(self) -> dict[str, str]:
         out: dict[str, str] = {}
         if self.kind is not None:
@@ -79,18 +101,9 @@ class SilenceRecord:
 
 
 def _record(row: Any) -> SilenceRecord:
-    label = (
-        (row.match_label_key, row.match_label_value or "")
-        if row.match_label_key is not None
-        else None
-    )
     return SilenceRecord(
         id=row.id,
-        match=Matcher(
-            kind=Kind(row.match_kind) if row.match_kind is not None else None,
-            label=label,
-            workload_id=row.match_id,
-        ),
+        match=Matcher.from_row(row),
         until=row.until,
         reason=row.reason,
         created_at=row.created_at,
@@ -105,10 +118,7 @@ async def create(
         await conn.execute(
             insert(SILENCES).values(
                 id=record.id,
-                match_kind=match.kind,
-                match_label_key=match.label[0] if match.label else None,
-                match_label_value=match.label[1] if match.label else None,
-                match_id=match.workload_id,
+                **match.columns(),
                 until=until,
                 reason=reason,
                 created_at=record.created_at,
