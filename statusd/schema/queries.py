@@ -6,9 +6,17 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from statusd.lifecycle import Kind, State
@@ -69,6 +77,15 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def _one_value_per_key(pairs: list[str]) -> list[str]:
+    _labels(pairs)
+    return pairs
+
+
+# `label` filters, all of which must match: one key asked for two values could match nothing.
+LabelFilters = Annotated[list[LabelPair], AfterValidator(_one_value_per_key)]
+
+
 class WorkloadQuery(Query):
     """GET /v1/workloads."""
 
@@ -78,7 +95,7 @@ class WorkloadQuery(Query):
         default=None,
         description="applied after the SQL page; a page may hold fewer than `limit` items",
     )
-    label: list[LabelPair] = Field(
+    label: LabelFilters = Field(
         default_factory=list, description="key:value, repeatable (all must match)"
     )
     limit: Limit = DEFAULT_LIMIT
@@ -86,12 +103,6 @@ class WorkloadQuery(Query):
     id_prefix: IdPrefix | None = Field(
         default=None, description="only ids starting with this (case-sensitive): the page's search"
     )
-
-    @field_validator("label")
-    @classmethod
-    def _one_value_per_key(cls, pairs: list[str]) -> list[str]:
-        _labels(pairs)
-        return pairs
 
     @field_validator("cursor")
     @classmethod
@@ -123,22 +134,21 @@ class SilenceQuery(Query):
     active: bool | None = Field(default=None, description="only the silences in force")
 
 
-class StaleQuery(Query):
-    """GET /v1/reports/stale (and `statusd report stale`)."""
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+# A report's `format` (`csv` and `CSV` alike).
+ReportFormat = Annotated[Literal["json", "csv"], BeforeValidator(_lower)]
+
+
+class ReportQuery(Query):
+    """What the reports filter on: kinds and labels (all must match)."""
 
     kind: KindList = Field(default_factory=list, description="repeatable or a comma list")
     label: list[LabelPair] = Field(
         default_factory=list, description="key:value, repeatable (all must match)"
     )
-    older_than: Duration = Field(
-        default=0.0, description="minimum silence", json_schema_extra={"default": "0"}
-    )
-    format: Literal["json", "csv"] = "json"
-
-    @field_validator("format", mode="before")
-    @classmethod
-    def _lower(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
 
     @property
     def kinds(self) -> tuple[Kind, ...]:
@@ -147,6 +157,15 @@ class StaleQuery(Query):
     @property
     def labels(self) -> tuple[tuple[str, str], ...]:
         return tuple(split_label(pair) for pair in self.label)
+
+
+class StaleQuery(ReportQuery):
+    """GET /v1/reports/stale (and `statusd report stale`)."""
+
+    older_than: Duration = Field(
+        default=0.0, description="minimum silence", json_schema_extra={"default": "0"}
+    )
+    format: ReportFormat = "json"
 
 
 class StreamQuery(Query):
@@ -203,13 +222,12 @@ class FleetHistoryQuery(Query):
 GROUP_BY_PATTERN = f"^(kind|label:{LABEL_KEY_PATTERN[1:-1]})$"
 
 
-class AvailabilityQuery(Query):
+class AvailabilityQuery(ReportQuery):
     """GET /v1/reports/availability (and `statusd report availability`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    kind: KindList = Field(default_factory=list, description="repeatable or a comma list")
-    label: list[LabelPair] = Field(
+    label: LabelFilters = Field(
         default_factory=list, description="key:value, repeatable (all must match)"
     )
     id: list[WorkloadId] = Field(default_factory=list, description="workload ids, repeatable")
@@ -226,18 +244,7 @@ class AvailabilityQuery(Query):
         pattern=GROUP_BY_PATTERN,
         description="`kind`, or `label:KEY` (one group per value of that label)",
     )
-    format: Literal["json", "csv"] = "json"
-
-    @field_validator("format", mode="before")
-    @classmethod
-    def _lower(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
-
-    @field_validator("label")
-    @classmethod
-    def _one_value_per_key(cls, pairs: list[str]) -> list[str]:
-        _labels(pairs)
-        return pairs
+    format: ReportFormat = "json"
 
     @field_validator("to")
     @classmethod
@@ -259,11 +266,3 @@ class AvailabilityQuery(Query):
         end = self.to or datetime.now(UTC)
         start = self.from_ or end - timedelta(seconds=DEFAULT_AVAILABILITY_WINDOW_S)
         return start, end
-
-    @property
-    def kinds(self) -> tuple[Kind, ...]:
-        return tuple(dict.fromkeys(self.kind))
-
-    @property
-    def labels(self) -> tuple[tuple[str, str], ...]:
-        return tuple(split_label(pair) for pair in self.label)
