@@ -76,22 +76,6 @@ end
 return out
 """
 
-# KEYS: lease keys; ARGV[1] = token, ARGV[2] = keep ms (<= 0: delete). Only our own leases.
-_RELEASE = """
-local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    if tonumber(ARGV[2]) > 0 then
-      redis.call('PEXPIRE', key, ARGV[2])
-    else
-      redis.call('DEL', key)
-    end
-    n = n + 1
-  end
-end
-return n
-"""
-
 
 async def take(redis: Redis, keys: Keys, ids: Sequence[str], token: str, ttl_ms: int) -> list[str]:
     """Take the lease of each free workload in `ids` for `token`; return the ids taken."""
@@ -172,11 +156,7 @@ async def release(
     redis: Redis, keys: Keys, ids: Sequence[str], token: str, keep_ms: int = 0
 ) -> int:
     """Give back our leases; with `keep_ms` > 0 they stay (as a cool-down) that much longer."""
-    if not ids:
-        return 0
-    return int(
-        await Script(redis, _RELEASE)(keys=[keys.poll_lease(w) for w in ids], args=[token, keep_ms])
-    )
+    return await release_each(redis, keys, dict.fromkeys(ids, keep_ms), token)
 
 
 class SweepLock:
