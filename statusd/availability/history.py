@@ -8,7 +8,7 @@ days, its remaining transitions (retention may be midway through deleting them) 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -150,6 +150,31 @@ async def _state_of(
     return None if row is None else State(row.to_state)
 
 
+# The transition columns a registration's moves are read from (`add_moves`).
+MOVE_COLUMNS = (
+    TRANSITIONS.c.workload_id,
+    TRANSITIONS.c.generation,
+    TRANSITIONS.c.kind,
+    TRANSITIONS.c.from_state,
+    TRANSITIONS.c.to_state,
+    TRANSITIONS.c.recorded_at,
+)
+
+
+def add_moves(
+    rows: Iterable[Any],
+    moves: dict[tuple[str, int], list[StateMove]],
+    kinds: dict[str, Kind],
+) -> None:
+    """Append each transition row (MOVE_COLUMNS, oldest first) to its registration's moves, and
+    note its workload's kind."""
+    for t in rows:
+        moves[(t.workload_id, int(t.generation))].append(
+            StateMove(t.recorded_at, State(t.from_state), State(t.to_state))
+        )
+        kinds[t.workload_id] = Kind(t.kind)
+
+
 async def live_timelines(conn: AsyncConnection, window: Span, scope: Selection) -> list[Timeline]:
     """Every registration that existed during `window` and is not rolled up, with its moves in
     the window and the state it was in when the window began."""
@@ -169,14 +194,7 @@ async def live_timelines(conn: AsyncConnection, window: Span, scope: Selection) 
         or_(WORKLOADS.c.state.notin_(list(FINAL_STATES)), WORKLOADS.c.state_changed_at > lo),
     )
     tq = (
-        select(
-            TRANSITIONS.c.workload_id,
-            TRANSITIONS.c.generation,
-            TRANSITIONS.c.kind,
-            TRANSITIONS.c.from_state,
-            TRANSITIONS.c.to_state,
-            TRANSITIONS.c.recorded_at,
-        )
+        select(*MOVE_COLUMNS)
         .where(TRANSITIONS.c.recorded_at > lo, TRANSITIONS.c.recorded_at <= hi)
         .order_by(TRANSITIONS.c.id)
     )
@@ -189,10 +207,7 @@ async def live_timelines(conn: AsyncConnection, window: Span, scope: Selection) 
     rows = {r.id: r for r in await conn.execute(wq)}
     moves: dict[tuple[str, int], list[StateMove]] = defaultdict(list)
     kinds: dict[str, Kind] = {}
-    for t in await conn.execute(tq):
-        key = (t.workload_id, int(t.generation))
-        moves[key].append(StateMove(t.recorded_at, State(t.from_state), State(t.to_state)))
-        kinds[t.workload_id] = Kind(t.kind)
+    add_moves(await conn.execute(tq), moves, kinds)
     # Labels of a registration are its row's (an older generation's own labels are not kept).
     known = {wid for wid, _ in moves} | set(rows)
     labels_of: dict[str, dict[str, str]] = {}

@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from statusd.availability.history import (
     IN_CHUNK,
+    MOVE_COLUMNS,
     Timeline,
+    add_moves,
     day_span,
     days_between,
     rolled_registrations,
@@ -73,14 +75,7 @@ async def roll_up(
     wanted = list(dict.fromkeys(registrations))
     for i in range(0, len(wanted), IN_CHUNK):
         query = (
-            select(
-                TRANSITIONS.c.workload_id,
-                TRANSITIONS.c.generation,
-                TRANSITIONS.c.kind,
-                TRANSITIONS.c.from_state,
-                TRANSITIONS.c.to_state,
-            )
-            .add_columns(TRANSITIONS.c.recorded_at)
+            select(*MOVE_COLUMNS)
             .where(
                 tuple_(TRANSITIONS.c.workload_id, TRANSITIONS.c.generation).in_(
                     wanted[i : i + IN_CHUNK]
@@ -88,11 +83,7 @@ async def roll_up(
             )
             .order_by(TRANSITIONS.c.id)
         )
-        for t in await conn.execute(query):
-            moves[(t.workload_id, int(t.generation))].append(
-                StateMove(t.recorded_at, State(t.from_state), State(t.to_state))
-            )
-            kinds[t.workload_id] = Kind(t.kind)
+        add_moves(await conn.execute(query), moves, kinds)
     lives = []
     for reg in todo:
         tl = timeline_of(reg, rows.get(reg[0]), moves, kinds)
