@@ -38,16 +38,25 @@ from statusd.settings import RedisMode, Settings
 DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
 
 
+# Every pool's connections, in every Redis mode: a node that does not accept within
+# CONNECT_TIMEOUT_S counts as down, and a connection idle for HEALTH_CHECK_S is pinged before use.
+CONNECT_TIMEOUT_S = 2.0
+HEALTH_CHECK_S = 30
+
+
+def _pool_options(max_connections: int, socket_timeout: float) -> dict[str, Any]:
+    return {
+        "max_connections": max_connections,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "health_check_interval": HEALTH_CHECK_S,
+    }
+
+
 def create_redis(url: str, max_connections: int, *, socket_timeout: float = 5.0) -> Redis:
     """A client on a bounded pool. Exhaustion raises (redis-py's MaxConnectionsError): callers map
     it to 503, because a blocking pool trades throughput and p99 for hiding overload."""
-    pool = ConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=2.0,
-        health_check_interval=30,
-    )
+    pool = ConnectionPool.from_url(url, **_pool_options(max_connections, socket_timeout))
     # from_pool: the client owns the pool, so aclose() closes its connections too (with
     # Redis(connection_pool=...) it does not, and every process leaked its sockets at close).
     return Redis.from_pool(pool)
@@ -74,13 +83,7 @@ def open_redis(
     if settings.redis_mode is RedisMode.CLUSTER:
         if not url:
             raise ConfigError("STATUSD_REDIS_MODE=cluster needs STATUSD_REDIS_URL (any one node)")
-        cluster = RedisCluster.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=2.0,
-            health_check_interval=30,
-        )
+        cluster = RedisCluster.from_url(url, **_pool_options(max_connections, socket_timeout))
         return cast(Redis, cluster), []
     if settings.redis_mode is RedisMode.SENTINEL:
         # redis-py < 8.2 leaves Sentinel (and pubsub.aclose) untyped; 8.2 types them: the ignores
@@ -89,12 +92,12 @@ def open_redis(
             _sentinel_addresses(settings),
             sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
             socket_timeout=socket_timeout,
-            socket_connect_timeout=2.0,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
         )
         master = sentinel.master_for(
             settings.redis_sentinel_master or "",
             max_connections=max_connections,
-            health_check_interval=30,
+            health_check_interval=HEALTH_CHECK_S,
         )
         closers: list[Callable[[], Awaitable[None]]] = [c.aclose for c in sentinel.sentinels]
         return cast(Redis, master), closers
