@@ -46,6 +46,11 @@ def model_response(
     )
 
 
+def created_response(body: BaseModel, location: str) -> web.Response:
+    """201 with the new resource, its own URL in `Location`."""
+    return model_response(body, 201, headers={"Location": location})
+
+
 def error_response(status: int, error: str, message: str, **extra: Any) -> web.Response:
     """`{"error": <machine code>, "message": <what to do>, ...}`; `field` names the bad input."""
     headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None

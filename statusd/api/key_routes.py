@@ -13,7 +13,7 @@ from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
 from statusd.api import request_checks
 from statusd.api.auth import KEY_CACHE, guard
-from statusd.api.error_responses import model_response
+from statusd.api.error_responses import created_response, model_response
 from statusd.app_keys import RUNTIME
 from statusd.errors import BadInput
 from statusd.schema.access import KeyCreated, KeyPage, KeyPublic, KeyRequest
@@ -39,18 +39,15 @@ async def create_key(request: web.Request) -> web.Response:
     )
     record = created.record
     log.info("key.created", key_id=record.id, name=record.name, scope=record.scope.value)
-    return model_response(
-        KeyCreated(
-            id=record.id,
-            key=created.key,
-            name=record.name,
-            scope=record.scope,
-            labels=record.labels,
-            expires_at=record.expires_at.isoformat() if record.expires_at else None,
-        ),
-        201,
-        headers={"Location": f"/v1/keys/{record.id}"},
+    shown = KeyCreated(
+        id=record.id,
+        key=created.key,
+        name=record.name,
+        scope=record.scope,
+        labels=record.labels,
+        expires_at=record.expires_at.isoformat() if record.expires_at else None,
     )
+    return created_response(shown, f"/v1/keys/{record.id}")
 
 
 @guard(Scope.ADMIN)

@@ -19,7 +19,7 @@ from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
 from statusd.api import request_checks
 from statusd.api.auth import guard
-from statusd.api.error_responses import model_response
+from statusd.api.error_responses import created_response, model_response
 from statusd.app_keys import RUNTIME
 from statusd.errors import BadInput
 from statusd.models import utcnow
@@ -61,11 +61,8 @@ async def create_maintenance(request: web.Request) -> web.Response:
         created_at=now,
     )
     log.info("maintenance.created", maintenance_id=record.id, match=matcher.as_json())
-    return model_response(
-        responses.Maintenance.model_validate(record.as_json(now)),
-        201,
-        headers={"Location": f"/v1/maintenances/{record.id}"},
-    )
+    window = responses.Maintenance.model_validate(record.as_json(now))
+    return created_response(window, f"/v1/maintenances/{record.id}")
 
 
 @guard(Scope.READ, fleet_wide=True)

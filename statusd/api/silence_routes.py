@@ -21,7 +21,7 @@ from statusd.access.audit import AuditAction
 from statusd.access.scopes import Scope
 from statusd.api import request_checks
 from statusd.api.auth import guard
-from statusd.api.error_responses import model_response
+from statusd.api.error_responses import created_response, model_response
 from statusd.app_keys import RUNTIME
 from statusd.errors import BadInput
 from statusd.models import utcnow
@@ -52,11 +52,8 @@ async def create_silence(request: web.Request) -> web.Response:
     matcher, until, reason = parse_silence(body, now)
     record = await silences.create(rt.engine, matcher, until, reason)
     log.info("silence.created", silence_id=record.id, match=matcher.as_json(), until=str(until))
-    return model_response(
-        responses.Silence.model_validate(record.as_json(now)),
-        201,
-        headers={"Location": f"/v1/silences/{record.id}"},
-    )
+    silence = responses.Silence.model_validate(record.as_json(now))
+    return created_response(silence, f"/v1/silences/{record.id}")
 
 
 @guard(Scope.READ, fleet_wide=True)
