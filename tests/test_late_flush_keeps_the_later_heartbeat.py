@@ -13,7 +13,6 @@ test skips.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
 import sys
 import time
@@ -24,25 +23,14 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
+from tests.support.chaos_network import open_network
 from tests.support.redis_proc import RedisProcess
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "chaos_netns.py"
 PREFIX = "late-flush:"
 WORKLOAD = "w-partitioned"
 SHARDS = 2
 LANDED_WITHIN_S = 120.0  # TCP's retransmission after the heal; the wait ends as soon as it lands
 
-
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("chaos_netns", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos_netns = _load()
 
 # The partitioned `serve`: one append with the link up (the connection is made), then, on each
 # line read, one more append with seq = the line; prints "result: " and "stored" or the error's
@@ -86,15 +74,8 @@ def _result(proc: subprocess.Popen[str]) -> str:
 
 @pytest.fixture
 def network() -> Iterator[Any]:
-    problem = chaos_netns.problem()
-    if problem is not None:
-        pytest.skip(problem)
-    net = chaos_netns.Network()
-    net.open(["serve"], set())
-    try:
+    with open_network(["serve"]) as net:
         yield net
-    finally:
-        net.close()
 
 
 def test_a_flush_delivered_after_the_partition_keeps_the_retry_as_last_seen(
