@@ -109,7 +109,6 @@ class Namespace:
     port: str  # the bridge port in the root namespace: set down to partition
     address: str  # the process's address on the data link
     front: str | None = None  # the address the fleet reaches it at, if it has a front link
-    partitioned: bool = False
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` run inside the namespace (`ip netns exec` execs it: the pid is argv's own)."""
@@ -117,11 +116,9 @@ class Namespace:
 
     def cut(self) -> None:
         _ip("link", "set", self.port, "down")
-        self.partitioned = True
 
     def heal(self) -> None:
         _ip("link", "set", self.port, "up")
-        self.partitioned = False
 
 
 @dataclass
