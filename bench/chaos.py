@@ -16,9 +16,12 @@ SIGKILL of any statusd process (restarted after the hold, as an orchestrator wou
 SIGSTOP/SIGCONT, the data Redis SIGKILLed and restarted with its AOF or with its data gone,
 PostgreSQL crashed (pg_ctl stop -m immediate) and restarted, the database refusing connections
 (ALLOW_CONNECTIONS false, sessions terminated), the main API and the alert receiver answering 503,
-hanging or answering slowly, and delay or loss on statusd's links to Redis and PostgreSQL (a
-userspace proxy, bench/chaos_proxy.py: this kernel has no tc netem). The same seed replays the
-same schedule and fleet (the proxy's loss pattern and the machine's timing are not replayed).
+hanging or answering slowly, delay or loss on statusd's links to Redis and PostgreSQL (a
+userspace proxy, bench/chaos_proxy.py: this kernel has no tc netem), and a network partition of
+one `serve`, one `consume` or the `worker` from Redis and PostgreSQL (those three run in network
+namespaces of the run's own when the run draws partitions, bench/chaos_netns.py; needs root).
+The same seed replays the same schedule and fleet (the proxy's loss pattern and the machine's
+timing are not replayed).
 
 After the faults stop and a settle time, the oracle reads only what an outsider sees (the
 harness's records, the main API's and the alert receiver's logs, the public API, the processes'
@@ -66,6 +69,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import chaos_netns  # noqa: E402
 from chaos_pg import PgCluster, server_bindir  # noqa: E402
 
 from statusd.redis_runtime import EmbeddedRedis, free_port  # noqa: E402
@@ -102,6 +106,10 @@ RECOVERY_S = {
     "restarted": PROCESS_START_S + BEAT_LEASE_S + SWEEP_INTERVAL_S,
     "ingest": HEARTBEAT_TTL_S + SWEEP_INTERVAL_S,
     "network": 2 * SWEEP_INTERVAL_S + POLL_TIMEOUT_S,
+    # The worker cut off by a partition: after the heal its stalled connections resume at TCP's
+    # next retransmission, which exponential backoff puts at most one hold (the longest, 16 s)
+    # later, or they time out and reconnect sooner; then two sweeps and a poll timeout.
+    "partitioned": 16.0 + 2 * SWEEP_INTERVAL_S + POLL_TIMEOUT_S,
 }
 FINAL = "STOPPED"
 DEAD = {"UNREACHABLE", "LOST"}
@@ -121,13 +129,14 @@ class Proc:
     log: Path
     popen: subprocess.Popen[bytes] | None = None
     stopped: bool = False  # SIGSTOPped by the nemesis
+    prefix: list[str] = field(default_factory=list)  # `ip netns exec <ns>` for a namespaced one
 
     def start(self) -> None:
         if self.alive():
             return  # two overlapping faults on one process: the first restart wins
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                [STATUSD, *self.args],
+                [*self.prefix, STATUSD, *self.args],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -163,6 +172,7 @@ class MainAPI:
         self.received: list[tuple[str, int, str, float]] = []  # wid, transition id, key, time
         self.mode = "ok"
         self.port = free_port()
+        self.hosts = ["127.0.0.1"]  # and the namespaces' bridge address, in a partition run
         self.runner: web.AppRunner | None = None
 
     async def put(self, request: web.Request) -> web.Response:
@@ -185,7 +195,8 @@ class MainAPI:
         app.router.add_put("/workloads/{id}/status", self.put)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        for host in self.hosts:
+            await web.TCPSite(self.runner, host, self.port).start()
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -215,7 +226,8 @@ class AlertReceiver(MainAPI):
         app.router.add_post("/alerts", self.post)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        for host in self.hosts:
+            await web.TCPSite(self.runner, host, self.port).start()
 
 
 class Links:
@@ -277,6 +289,30 @@ class Deployment:
         self.pg = PgCluster(work / "pg", free_port(), bindir) if bindir else None
         # statusd reaches Redis and PostgreSQL through these (delay, loss); the harness directly.
         self.links = Links(any(k.startswith("proxy_") for k in kinds))
+        # Some processes in network namespaces of the run's own, when it draws partitions (with
+        # its own PostgreSQL: the shared one listens on loopback only).
+        self.net = chaos_netns.Network() if "partition" in kinds and self.pg else None
+
+    @property
+    def apis(self) -> list[str]:
+        """The serves as the fleet reaches them (a namespaced one at its front link's address)."""
+        hosts = [self.ns(f"serve{i}").front if self.ns(f"serve{i}") else None for i in range(2)]
+        return [f"http://{h or '127.0.0.1'}:{p}" for h, p in zip(hosts, self.ports, strict=True)]
+
+    def ns(self, name: str) -> chaos_netns.Namespace | None:
+        return self.net.namespaces.get(name) if self.net else None
+
+    def ns_env(self, env: dict[str, str]) -> dict[str, str]:
+        """A namespaced process reaches every peer at the bridge's address (and Redis and
+        PostgreSQL directly: the proxy listens on loopback only)."""
+        assert self.net is not None
+        pg_port = int(self.admin_url.rsplit(":", 1)[1].split("/")[0])
+        moved = {
+            **env,
+            "STATUSD_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "STATUSD_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/{self.database}",
+        }
+        return {k: v.replace("127.0.0.1", self.net.host) for k, v in moved.items()}
 
     @property
     def admin_url(self) -> str:
@@ -319,10 +355,17 @@ class Deployment:
         }
 
     async def start(self) -> None:
+        if self.net is not None:
+            await asyncio.to_thread(self.net.open, list(PARTITIONED), {"serve1"})
+            self.redis.bind = self.broker.bind = ("127.0.0.1", self.net.host)
+            self.main_api.hosts.append(self.net.host)
+            self.alerts.hosts.append(self.net.host)
         self.redis.start()
         self.broker.start()
         if self.pg is not None:
             await asyncio.to_thread(self.pg.init)
+            if self.net is not None:
+                chaos_netns.admit_postgres(self.pg.data, self.net.host, self.net.cidr)
             await asyncio.to_thread(self.pg.start)
         pg_port = int(self.admin_url.rsplit(":", 1)[1].split("/")[0])
         self.links.start(self.redis.port, pg_port)
@@ -351,11 +394,15 @@ class Deployment:
         commands += [(f"beat{i}", ["beat"]) for i in range(2)]
         for name, args in commands:
             proc = Proc(name, args, env, logs / f"{name}.log")
+            if ns := self.ns(name):
+                proc.env, proc.prefix = self.ns_env(env), ns.command([])
+                if name.startswith("serve"):  # the namespace's own addresses only
+                    proc.args = [*args, "--host", "0.0.0.0"]
             proc.start()
             self.procs.append(proc)
         async with aiohttp.ClientSession() as session:
-            for port in self.ports:
-                await _wait_ready(session, f"http://127.0.0.1:{port}/readyz")
+            for api in self.apis:
+                await _wait_ready(session, f"{api}/readyz")
 
     async def stop(self) -> None:
         for proc in self.procs:
@@ -365,12 +412,17 @@ class Deployment:
         self.links.stop()
         self.redis.stop()
         self.broker.stop()
+        self.close_network()
         if self.pg is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.pg.stop)
             return
         with contextlib.suppress(Exception):
             await self.admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def close_network(self) -> None:
+        if self.net is not None:
+            self.net.close()
 
 
 async def _wait_ready(session: aiohttp.ClientSession, url: str, within: float = 90) -> None:
@@ -528,6 +580,7 @@ FAULT_KINDS = [
     "alert_slow",
     "proxy_delay",
     "proxy_loss",
+    "partition",
 ]
 # What a fault of each kind keeps statusd from doing until it is undone, and so the recovery
 # (RECOVERY_S) the detection bound grants after it: None = nothing (a failing main API or alert
@@ -540,6 +593,9 @@ KEPT_FROM = {
     "proxy_delay": "network",
     "proxy_loss": "network",
 }
+# The processes a partition may cut off from Redis and PostgreSQL (each in its own namespace).
+PARTITIONED = ("serve1", "consume1", "worker")
+PARTITION_HOLD_SCALE = 2.0  # 2-16 s: past the Redis clients' socket timeouts (5 s, 10 s)
 PROXY_DELAY_S = (0.05, 0.5)
 PROXY_LOSS = (0.05, 0.3)
 
@@ -556,13 +612,18 @@ def schedule(
             return faults
         kind = rng.choice(kinds)
         target = rng.choice(names) if kind in ("sigkill", "sigstop") else kind.split("_")[0]
-        faults.append(Fault(round(t, 2), kind, target, round(rng.uniform(1.0, 8.0), 2)))
+        if kind == "partition":
+            target = rng.choice(PARTITIONED)
+        hold = rng.uniform(1.0, 8.0) * (PARTITION_HOLD_SCALE if kind == "partition" else 1.0)
+        faults.append(Fault(round(t, 2), kind, target, round(hold, 2)))
 
 
 def kept_from(kind: str, target: str) -> str | None:
     """What this fault keeps statusd from (a key of RECOVERY_S), or None."""
     if kind in KEPT_FROM:
         return KEPT_FROM[kind]
+    if kind == "partition":  # a partitioned consumer is a paused one: the other takes its shards
+        return {"worker": "partitioned", "serve1": "ingest"}.get(target)
     if kind in ("sigkill", "sigstop") and target.startswith(("worker", "beat")):
         return "restarted" if kind == "sigkill" else "resumed"
     if kind in ("sigkill", "sigstop") and target.startswith("serve"):
@@ -587,7 +648,11 @@ class Nemesis:
         await asyncio.sleep(max(0.0, self.start + f.at - time.monotonic()))
         record = {"t": round(time.monotonic() - self.start, 2), **f.__dict__}
         method = f.kind.split("_")[0]
-        resource = f.target if method.startswith("sig") else {"pg": "db"}.get(method, method)
+        resource = (
+            f.target
+            if method.startswith("sig") or method == "partition"
+            else {"pg": "db"}.get(method, method)
+        )
         if resource in self.busy:
             self.log.append({**record, "skipped": f"{resource} already faulted"})
             return
@@ -657,6 +722,16 @@ class Nemesis:
             self.d.links.command(f"loss {self.rng.uniform(*PROXY_LOSS):.3f}")
         await asyncio.sleep(f.hold)
         self.d.links.command("heal")
+
+    async def partition(self, f: Fault) -> None:
+        """The process's link to Redis and PostgreSQL down: packets dropped, nothing refused."""
+        ns = self.d.ns(f.target)
+        assert ns is not None
+        await asyncio.to_thread(ns.cut)
+        try:
+            await asyncio.sleep(f.hold)
+        finally:
+            await asyncio.to_thread(ns.heal)
 
 
 # -- the oracle ----------------------------------------------------------------------------------
@@ -901,9 +976,15 @@ async def run(
     rng = random.Random(seed)
     fleet = make_fleet(rng, containers, duration)
     kinds = kinds or sorted(set(FAULT_KINDS))
+    if "partition" in kinds and (why := chaos_netns.problem()):
+        print(f"partition faults skipped: {why}", file=sys.stderr, flush=True)
+        kinds = [k for k in kinds if k != "partition"]
     d = Deployment(work, seed, kinds)
     if d.pg is None:  # the shared server is never restarted
         kinds = [k for k in kinds if k != "pg_restart"]
+    if d.net is None and "partition" in kinds:
+        print("partition faults skipped: no PostgreSQL of the run's own", file=sys.stderr)
+        kinds = [k for k in kinds if k != "partition"]
     faults = schedule(
         rng,
         duration,
@@ -924,7 +1005,7 @@ async def run(
     lag.start()
     try:
         await d.start()
-        apis = [f"http://127.0.0.1:{p}" for p in d.ports]
+        apis = d.apis
         await register_fleet(apis[0], fleet)
         start = time.monotonic()
         # The fleet lives on through the settle time (faults stop at `duration`, containers do

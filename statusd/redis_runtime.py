@@ -251,10 +251,12 @@ def free_port() -> int:
 
 @dataclass
 class EmbeddedRedis:
-    """A redis-server child process with AOF under `data_dir`, bound to loopback."""
+    """A redis-server child process with AOF under `data_dir`, bound to loopback (and to any
+    further addresses in `bind`)."""
 
     data_dir: Path
     port: int = 0
+    bind: tuple[str, ...] = ("127.0.0.1",)
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
     # `statusd up` sets it: a terminal's Ctrl-C then reaches `up` only, which stops Redis last,
@@ -278,7 +280,7 @@ class EmbeddedRedis:
         args = [
             binary,
             "--bind",
-            "127.0.0.1",
+            *self.bind,
             "--port",
             str(self.port),
             "--dir",
@@ -293,8 +295,10 @@ class EmbeddedRedis:
             "noeviction",
             "--daemonize",
             "no",
+            # Protected mode refuses every client from outside loopback: one bound beyond it
+            # was the caller's explicit choice.
             "--protected-mode",
-            "yes",
+            "yes" if set(self.bind) <= {"127.0.0.1", "::1"} else "no",
             "--logfile",
             str((self.data_dir / "redis.log").resolve()),
         ]

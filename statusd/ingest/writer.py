@@ -24,6 +24,9 @@ Guarantees:
   (the handler answers 503; a retry duplicates at worst, and consumers drop duplicate seqs);
 - no request waits unboundedly: a flush is bounded by `timeout`, and a job still queued past its
   deadline is answered 503 without being sent (so a 503 never covers an entry stored later);
+- a flush cut off in flight by the network (answered 503) may still be delivered once the link
+  is back: its entries are then duplicates of the client's retry (consumers drop them), and its
+  last-seen scores never move a later heartbeat's back (APPEND_SCRIPT);
 - at most `max_inflight` flushes are in flight, so the hot path never needs more than that
   many pooled connections (the pool is shared with the consumers);
 - with replicas (statusd.ingest.replica_acks), "stored" also means "on enough replicas": the
@@ -100,8 +103,17 @@ class _Job:
 # recorded generation (registered before generations were recorded, or Redis lost them before
 # statusd.recovery rebuilt them) counts. A registration value is "<generation>|<seq>", then
 # possibly "/<cached state>" (statusd.keys.BUCKET_VALUE_LUA).
+#
+# A flush can reach Redis late: cut off by the network, timed out and answered 503 here, then
+# delivered by TCP once the link is back. Its last-seen scores are older than those of the
+# heartbeats accepted meanwhile (the client's retry), so a score never moves back over a later
+# one, which would make a heartbeating workload look silent since the cut and be declared
+# UNREACHABLE. The one score that is lowered is a quiet period's deadline still ahead on Redis's
+# clock: the heartbeat that ends the quiet period.
 APPEND_SCRIPT = """
 local groups = cjson.decode(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local n = 0
 for g, entries in ipairs(groups) do
   local base = (g - 1) * 3
@@ -117,7 +129,11 @@ for g, entries in ipairs(groups) do
     local registered = redis.call('HGET', KEYS[e[7]], e[1])
     local current = registered and string.match(registered, '^[^|/]*')
     if (not current) or current == '' or current == e[2] then
-      redis.call('ZADD', seen, e[8] or ARGV[2], e[1])
+      local score = e[8] or ARGV[2]
+      local old = tonumber(redis.call('ZSCORE', seen, e[1]))
+      if (not old) or tonumber(score) >= old or old > now then
+        redis.call('ZADD', seen, score, e[1])
+      end
       redis.call('ZREM', pending, e[1])
     end
   end
@@ -171,7 +187,7 @@ class StreamWriter:
 
         No timer per request (it showed in the profile): a job still queued at its deadline is
         failed when the next flush starts, and a flush is itself bounded by the timeout, so the
-        wait is bounded (about two timeouts at most) and no 503 is given for an entry stored later.
+        wait is bounded (about two timeouts at most); a queued job answered 503 is never sent.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
