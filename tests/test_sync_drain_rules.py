@@ -17,6 +17,7 @@ from statusd.lifecycle import State
 from statusd.models import OutboxEntry, OutboxStatus, utcnow
 from statusd.settings import Settings
 from statusd.sync.drain import drain
+from statusd.sync.lease import RETRY_INITIAL_WAIT
 from statusd.sync.outbox_dead_letters import retry_dead
 from statusd.sync.status import outbox_stats, workload_synced
 from statusd.transitions import Ledger
@@ -155,6 +156,23 @@ async def test_transient_failures_are_retried_then_deferred_with_attempts_and_ne
         first["transition_id"],
         second["transition_id"],
     ]
+
+
+async def test_no_retry_starts_whose_sleep_would_cross_the_budget(
+    ledger: Ledger, api: FakeMainAPI, sync_settings: Settings
+) -> None:
+    await register_fleet(ledger, ["d"])
+    await walk(ledger, "d", [State.DEPLOYING])
+    api.faults.error_ratio = 1.0
+    # Attempts to spare, but a budget shorter than the first retry's sleep (RETRY_INITIAL_WAIT):
+    # the row is tried once and deferred, on any machine.
+    tight = sync_settings.model_copy(
+        update={"sync_attempts": 100, "sync_budget": RETRY_INITIAL_WAIT / 2}
+    )
+    report = await drain(ledger.engine, tight)
+    assert report.deferred == 1 and api.requests == 1
+    (row,) = await outbox_rows(ledger, workload_id="d")
+    assert row["attempts"] == 1 and row["last_error"] == "main API answered 503"
 
 
 async def test_connection_refused_is_transient(

@@ -10,11 +10,13 @@ from statusd.settings import Settings
 from statusd.sync.lease import (
     CLAIM_TO_SEND,
     LEASE_SLACK,
+    RETRY_INITIAL_WAIT,
     RETRY_JITTER,
     RETRY_MAX_WAIT,
     RowLease,
     backoff_cap,
     lease_seconds,
+    retry_sleep,
     send_bound,
 )
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET
@@ -77,3 +79,12 @@ def test_any_number_of_attempts_has_a_bound(attempts: int) -> None:
         + sum(backoff_cap(r) for r in range(1, 40))
         + (attempts - 40) * (RETRY_MAX_WAIT + RETRY_JITTER)
     )
+
+
+@pytest.mark.parametrize("retry", [1, 2, 3, 6, 7, 40, 10**6])
+def test_a_retry_sleeps_its_exponential_share_and_never_past_its_cap(retry: int) -> None:
+    """The sleeps the drain takes are the ones send_bound adds up: never longer than backoff_cap,
+    never shorter than the jitter-free exponential (which stops growing at RETRY_MAX_WAIT)."""
+    floor = min(RETRY_MAX_WAIT, RETRY_INITIAL_WAIT * 2.0 ** min(retry - 1, 64))
+    for _ in range(200):
+        assert floor <= retry_sleep(retry) <= backoff_cap(retry)

@@ -24,6 +24,7 @@ out on, and clock skew between drainer hosts (`lease_until` is compared to each 
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass
 
@@ -53,10 +54,19 @@ def backoff_cap(retry: int) -> float:
     return min(RETRY_MAX_WAIT, RETRY_INITIAL_WAIT * 2.0**doublings) + RETRY_JITTER
 
 
+def retry_sleep(retry: int) -> float:
+    """The sleep before in-run retry number `retry` (1-based): exponential, capped, jittered (so a
+    fleet of rows does not retry in lockstep); never more than backoff_cap(retry)."""
+    doublings = min(retry - 1, DOUBLINGS_TO_MAX)
+    return min(RETRY_MAX_WAIT, RETRY_INITIAL_WAIT * 2.0**doublings) + random.uniform(
+        0, RETRY_JITTER
+    )
+
+
 def send_bound(settings: Settings) -> float:
     """The longest one row's sends can take: every attempt at its full timeout and every backoff
-    sleep between them, but never past the retry budget plus one timeout (tenacity's
-    stop_before_delay starts no attempt whose sleep would cross the budget)."""
+    sleep between them, but never past the retry budget plus one timeout (the drain starts no
+    retry whose sleep would cross the budget)."""
     attempts = settings.sync_attempts
     # The sleeps grow for DOUBLINGS_TO_MAX retries, then every further one sleeps the cap: summed
     # in closed form, so any number of attempts costs the same.
