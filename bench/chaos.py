@@ -4,8 +4,9 @@
     .venv/bin/python bench/chaos.py --seed 7 --containers 200 --faults redis_restart,db_down --keep
 
 The deployment, all on loopback: two `serve`, two `consume`, a `worker` (sweep, poll, sync), two
-`beat` (one leader), a data Redis with AOF, a broker Redis, a PostgreSQL server of the run's own
-(initdb + pg_ctl from the installed server binaries, on a free port; without them a fresh database
+`beat` (one leader), a data Redis with AOF, a broker Redis, a PostgreSQL primary and its
+synchronous streaming replica of the run's own (bench/chaos_pg.py, from the installed server
+binaries, on free ports, statusd given the multi-host URL of both; without them a fresh database
 on the server at STATUSD_CHAOS_PG, which is then never restarted), a main API that records what
 it receives, an alert receiver (STATUSD_ALERT_WEBHOOKS) that records every alert, and a fleet of
 simulated containers whose truth the harness scripts and records: alive throughout (some
@@ -14,7 +15,7 @@ flipping READY <-> DEGRADED), finishing (STOPPING, STOPPED), dying (silent from 
 The nemesis draws from the seed, every 5-10 s, each held 1-8 s, several overlapping (FAULT_KINDS):
 SIGKILL of any statusd process (restarted after the hold, as an orchestrator would),
 SIGSTOP/SIGCONT, the data Redis SIGKILLed and restarted with its AOF or with its data gone,
-PostgreSQL crashed (pg_ctl stop -m immediate) and restarted, the database refusing connections
+PostgreSQL's primary crashed (pg_ctl stop -m immediate) and restarted, the database refusing connections
 (ALLOW_CONNECTIONS false, sessions terminated), the main API and the alert receiver answering 503,
 hanging or answering slowly, and delay or loss on statusd's links to Redis and PostgreSQL (a
 userspace proxy, bench/chaos_proxy.py: this kernel has no tc netem). The same seed replays the
@@ -66,7 +67,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chaos_pg import PgCluster, server_bindir  # noqa: E402
+from chaos_pg import PgPair, server_bindir  # noqa: E402
 
 from statusd.redis_runtime import EmbeddedRedis, free_port  # noqa: E402
 
@@ -226,9 +227,11 @@ class Links:
         self.enabled = enabled
         self.child: subprocess.Popen[str] | None = None
         self.redis_port = self.pg_port = 0
+        self.pg_ports: list[int] = []  # every PostgreSQL node's, the primary's and its replica's
 
-    def start(self, redis_port: int, pg_port: int) -> None:
+    def start(self, redis_port: int, pg_port: int, *more_pg_ports: int) -> None:
         self.redis_port, self.pg_port = redis_port, pg_port
+        self.pg_ports = [pg_port, *more_pg_ports]
         if not self.enabled:
             return
         self.child = subprocess.Popen(
@@ -236,14 +239,15 @@ class Links:
                 sys.executable,
                 str(Path(__file__).with_name("chaos_proxy.py")),
                 str(redis_port),
-                str(pg_port),
+                *map(str, self.pg_ports),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.child.stdout is not None
-        self.redis_port, self.pg_port = json.loads(self.child.stdout.readline())["ports"]
+        self.redis_port, *self.pg_ports = json.loads(self.child.stdout.readline())["ports"]
+        self.pg_port = self.pg_ports[0]
 
     def command(self, line: str) -> None:
         assert self.child is not None and self.child.stdin is not None
@@ -271,10 +275,11 @@ class Deployment:
         self.main_api = MainAPI()
         self.alerts = AlertReceiver()
         self.procs: list[Proc] = []
-        # A PostgreSQL of the run's own when the server binaries are there (the nemesis may
-        # crash it); else the shared one, only ever made unreachable for the run's database.
+        # A PostgreSQL of the run's own when the server binaries are there, a primary and its
+        # synchronous replica (the nemesis may crash it or fail it over); else the shared one,
+        # only ever made unreachable for the run's database.
         bindir = server_bindir()
-        self.pg = PgCluster(work / "pg", free_port(), bindir) if bindir else None
+        self.pg = PgPair(work / "pg", bindir, (free_port(), free_port())) if bindir else None
         # statusd reaches Redis and PostgreSQL through these (delay, loss); the harness directly.
         self.links = Links(any(k.startswith("proxy_") for k in kinds))
 
@@ -284,7 +289,9 @@ class Deployment:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.links.pg_port}/{self.database}"
+        # Every node, in libpq's multi-host form: statusd connects to whichever accepts writes.
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.links.pg_ports)
+        return f"postgresql://postgres@{hosts}/{self.database}"
 
     async def admin(self, sql: str) -> None:
         conn = await asyncpg.connect(self.admin_url)
@@ -324,8 +331,8 @@ class Deployment:
         if self.pg is not None:
             await asyncio.to_thread(self.pg.init)
             await asyncio.to_thread(self.pg.start)
-        pg_port = int(self.admin_url.rsplit(":", 1)[1].split("/")[0])
-        self.links.start(self.redis.port, pg_port)
+        pg_ports = self.pg.ports if self.pg else [int(PG.rsplit(":", 1)[1].split("/")[0])]
+        self.links.start(self.redis.port, *pg_ports)
         await self.main_api.start()
         await self.alerts.start()
         await self.admin(f'CREATE DATABASE "{self.database}"')
