@@ -15,7 +15,8 @@ flipping READY <-> DEGRADED), finishing (STOPPING, STOPPED), dying (silent from 
 The nemesis draws from the seed, every 5-10 s, each held 1-8 s, several overlapping (FAULT_KINDS):
 SIGKILL of any statusd process (restarted after the hold, as an orchestrator would),
 SIGSTOP/SIGCONT, the data Redis SIGKILLed and restarted with its AOF or with its data gone,
-PostgreSQL's primary crashed (pg_ctl stop -m immediate) and restarted, the database refusing connections
+PostgreSQL's primary crashed (pg_ctl stop -m immediate) and restarted, or failed over to its
+replica (promoted; the old primary rebuilt as the new replica), the database refusing connections
 (ALLOW_CONNECTIONS false, sessions terminated), the main API and the alert receiver answering 503,
 hanging or answering slowly, and delay or loss on statusd's links to Redis and PostgreSQL (a
 userspace proxy, bench/chaos_proxy.py: this kernel has no tc netem). The same seed replays the
@@ -535,6 +536,7 @@ FAULT_KINDS = [
     "alert_slow",
     "proxy_delay",
     "proxy_loss",
+    "pg_failover",
 ]
 # What a fault of each kind keeps statusd from doing until it is undone, and so the recovery
 # (RECOVERY_S) the detection bound grants after it: None = nothing (a failing main API or alert
@@ -546,6 +548,7 @@ KEPT_FROM = {
     "pg_restart": "database",
     "proxy_delay": "network",
     "proxy_loss": "network",
+    "pg_failover": "database",  # from the primary's crash until its replica accepts writes
 }
 PROXY_DELAY_S = (0.05, 0.5)
 PROXY_LOSS = (0.05, 0.3)
@@ -586,6 +589,10 @@ class Nemesis:
         self.procs = {p.name: p for p in d.procs}
         self.busy: set[str] = set()
         self.rng = random.Random(f"{seed}:nemesis")
+        # A fault that kept statusd from its resource for less than it held the resource (a
+        # failover: the database is back at the promotion, the rebuild of its replica after
+        # that is the nemesis's own): wall time it ended, by id(fault).
+        self.ended_early: dict[int, float] = {}
 
     async def run(self, faults: list[Fault]) -> None:
         await asyncio.gather(*(self.inject(f) for f in faults))
@@ -604,7 +611,7 @@ class Nemesis:
         try:
             await getattr(self, method)(f)
         finally:
-            record["wall_end"] = time.time()
+            record["wall_end"] = self.ended_early.pop(id(f), time.time())
             self.busy.discard(resource)
 
     async def sigkill(self, f: Fault) -> None:
@@ -642,9 +649,47 @@ class Nemesis:
         """The run's own PostgreSQL crashes (stop -m immediate) and restarts after the hold."""
         pg = self.d.pg
         assert pg is not None, "pg_restart needs the run's own PostgreSQL (server binaries)"
+        if f.kind == "pg_failover":
+            await self.failover(f)
+            return
         await asyncio.to_thread(pg.crash)
         await asyncio.sleep(f.hold)
         await asyncio.to_thread(pg.start)
+
+    async def failover(self, f: Fault) -> None:
+        """The primary crashes (stop -m immediate); after the hold (a failover manager's
+        detection time) its replica is promoted; then the old primary is rebuilt as the new
+        replica. The database stays busy through the rebuild, so no other database fault (nor a
+        second failover) meets a primary without its replica."""
+        pg = self.d.pg
+        assert pg is not None
+        crashed_at = time.time()
+        await asyncio.to_thread(pg.crash)
+        await asyncio.sleep(f.hold)
+        await asyncio.to_thread(pg.promote)
+        promoted_at = self.ended_early[id(f)] = time.time()
+        back = asyncio.create_task(self._api_reads_database())
+        await asyncio.to_thread(pg.rebuild)
+        timing = pg.timings[-1]
+        timing["down_s"] = round(promoted_at - crashed_at, 2)
+        timing["api_back_after_promotion_s"] = round(await back - promoted_at, 2)
+
+    async def _api_reads_database(self, within: float = 60.0) -> float:
+        """When a `serve` first answers /readyz with its database check ok: its pool reached
+        the new primary (a standby is refused by target_session_attrs=read-write)."""
+        deadline = time.time() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while time.time() < deadline:
+                for port in self.d.ports:
+                    with contextlib.suppress(
+                        aiohttp.ClientError, OSError, TimeoutError, ValueError
+                    ):
+                        async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                            body = await resp.json()
+                            if body.get("checks", {}).get("database") == "ok":
+                                return time.time()
+                await asyncio.sleep(0.1)
+        return deadline
 
     async def main(self, f: Fault) -> None:
         self.d.main_api.mode = f.kind.removeprefix("main_api_")
@@ -910,7 +955,7 @@ async def run(
     kinds = kinds or sorted(set(FAULT_KINDS))
     d = Deployment(work, seed, kinds)
     if d.pg is None:  # the shared server is never restarted
-        kinds = [k for k in kinds if k != "pg_restart"]
+        kinds = [k for k in kinds if k not in ("pg_restart", "pg_failover")]
     faults = schedule(
         rng,
         duration,
@@ -991,6 +1036,7 @@ async def run(
         "faults_injected": Counter(f["kind"] for f in injected if "skipped" not in f),
         "faults_skipped": sum(1 for f in injected if "skipped" in f),
         "own_postgresql": d.pg is not None,
+        "pg_failovers": d.pg.timings if d.pg else [],
         "heartbeats": dict(stats),
         "main_api_received": len(d.main_api.received),
         "main_api_idempotent_resends": resends,
