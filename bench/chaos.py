@@ -27,6 +27,8 @@ harness's records, the main API's and the alert receiver's logs, the public API,
 logs) and checks:
 - every workload's pushed history is a subsequence of what it sent and statusd accepted (202),
   in seq order, nothing applied twice;
+- every change of state statusd accepted is in that history (none lost: a failover included),
+  except reports Redis may have lost with its data;
 - the main API received every transition of that history, once per transition, in per-workload
   order (an idempotent re-send of the same Idempotency-Key is counted, not a fault);
 - every container's true final state is statusd's: alive ones their last report, finished ones
@@ -747,7 +749,9 @@ def judge(
     fleet: list[Container],
     seen: dict[str, dict[str, Any]],
     received: list[tuple[str, int, str, float]],
+    lossy: list[tuple[float, float]] | None = None,
 ) -> dict[str, list[str]]:
+    """`lossy`: spans in which Redis may have lost accepted reports (redis_loss_windows)."""
     problems: dict[str, list[str]] = defaultdict(list)
     by_workload: dict[str, list[int]] = defaultdict(list)
     for wid, tid, _key, _at in received:
@@ -760,7 +764,10 @@ def judge(
             problems["history_from_accepted"].append(f"{c.wid}: {pushed} not within {c.accepted}")
         if len({h["id"] for h in history}) != len(history):
             problems["applied_once"].append(c.wid)
-        if state not in c.truth():
+        truth = c.truth()
+        if c.role == "finishing" and c.accepted_at and in_spans(c.accepted_at[-1], lossy or []):
+            truth |= DEAD  # its last report lost with Redis's data: silent, then judged as such
+        if state not in truth:
             last = history[-1] if history else {}
             problems["final_state"].append(
                 f"{c.wid} ({c.role}): {state}, truth {c.truth()}, last accepted "
@@ -779,6 +786,59 @@ def judge(
             problems["main_api_has_all"].append(f"{c.wid}: got {sorted(set(got))}, history {want}")
         elif firsts != sorted(firsts):
             problems["main_api_in_order"].append(f"{c.wid}: {firsts}")
+    return problems
+
+
+# Reports Redis may lose before a consumer applied them: with its data removed, every report
+# accepted and not yet consumed (the consumers' lag, at most the longest a database fault and
+# its retries kept them from applying: well under this); a SIGKILL with the AOF fsynced every
+# second, the reports of the last write not yet flushed.
+UNAPPLIED_MAX_S = {"redis_restart_empty": 30.0, "redis_restart": 2.0}
+
+
+def redis_loss_windows(injected: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Unix-time spans in which a report answered 202 may have been lost with Redis's data."""
+    return [
+        (f["wall_start"] - UNAPPLIED_MAX_S[f["kind"]], f["wall_start"])
+        for f in injected
+        if "wall_start" in f and f["kind"] in UNAPPLIED_MAX_S
+    ]
+
+
+def in_spans(at: float, spans: list[tuple[float, float]]) -> bool:
+    return any(lo <= at <= hi for lo, hi in spans)
+
+
+def judge_accepted_applied(
+    fleet: list[Container], seen: dict[str, dict[str, Any]], injected: list[dict[str, Any]]
+) -> dict[str, list[str]]:
+    """No acknowledged write lost: every change a container reported and statusd accepted (202)
+    is a push transition of its history. A change is a run of consecutive accepted reports of one
+    status after a run of another; its transition carries the seq of one report of the run (a
+    consumer batch holding several applies the newest). `history_from_accepted` checks the
+    converse. Excused: a run whose every report Redis may have lost before it was applied
+    (UNAPPLIED_MAX_S), and the run after such a one (the state it left may not have been
+    reached)."""
+    problems: dict[str, list[str]] = defaultdict(list)
+    lossy = redis_loss_windows(injected)
+    for c in fleet:
+        pushed = {(h["seq"], h["to"]) for h in seen[c.wid]["history"] if h["source"] == "push"}
+        runs: list[tuple[str, list[tuple[int, str]], bool]] = []  # status, reports, all excused
+        for report, at in zip(c.accepted, c.accepted_at, strict=True):
+            excused = in_spans(at, lossy)
+            if runs and runs[-1][0] == report[1]:
+                status, reports, all_excused = runs[-1]
+                runs[-1] = (status, [*reports, report], all_excused and excused)
+            else:
+                runs.append((report[1], [report], excused))
+        for i, (status, reports, all_excused) in enumerate(runs):
+            if all_excused or (i > 0 and runs[i - 1][2]):
+                continue
+            if not pushed.intersection(reports):
+                problems["accepted_in_history"].append(
+                    f"{c.wid}: {status} reported (seq {reports[0][0]}-{reports[-1][0]}), "
+                    "accepted, missing from its history"
+                )
     return problems
 
 
@@ -1013,11 +1073,12 @@ async def run(
         done.set()
         await asyncio.gather(*runners)
         await fleet_session.close()
-        problems = judge(fleet, seen, d.main_api.received)
+        problems = judge(fleet, seen, d.main_api.received, redis_loss_windows(injected))
         problems.update(log_problems(d))
         problems.update(judge_alerts(fleet, d.alerts.alerts))
         detection, took = judge_detection(fleet, seen, injected)
         problems.update(detection)
+        problems.update(judge_accepted_applied(fleet, seen, injected))
     finally:
         lag.stop()
         await d.stop()
@@ -1025,7 +1086,7 @@ async def run(
         "history_from_accepted", "applied_once", "final_state", "no_false_verdict",
         "main_api_has_all", "main_api_in_order", "alerts_one_per_incident",
         "alerts_none_for_alive", "detection_within_bound", "processes_running",
-        "no_unhandled_exception",
+        "no_unhandled_exception", "accepted_in_history",
     ]  # fmt: skip
     resends = sum(n - 1 for n in Counter(k for _, _, k, _ in d.main_api.received).values())
     summary = {
