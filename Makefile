@@ -134,9 +134,10 @@ chaos: $(VENV)/.installed
 	$(BIN)/python bench/chaos.py --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 # The oracle's every check in about 4 minutes: 90 s of faults on 300 containers, then the settle
-# time. Seed 101 draws 9 faults: Redis restarted with its AOF (2) and empty, PostgreSQL crashed
-# and restarted, the database unreachable, a paused process, the main API and the alert receiver
-# answering 503. A failing seed replays with the command the run prints.
+# time. Seed 101 draws 10 faults: the PostgreSQL primary crashed and restarted, and failed over
+# to its replica; Redis restarted empty; the worker and a serve SIGKILLed; loss on the links; the
+# main API answering 503 and slowly, the alert receiver 503 (2). A failing seed replays with the
+# command the run prints.
 CHAOS_SHORT_SEEDS ?= 101
 chaos-short: $(VENV)/.installed
 	@for seed in $(CHAOS_SHORT_SEEDS); do \

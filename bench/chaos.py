@@ -4,8 +4,9 @@
     .venv/bin/python bench/chaos.py --seed 7 --containers 200 --faults redis_restart,db_down --keep
 
 The deployment, all on loopback: two `serve`, two `consume`, a `worker` (sweep, poll, sync), two
-`beat` (one leader), a data Redis with AOF, a broker Redis, a PostgreSQL server of the run's own
-(initdb + pg_ctl from the installed server binaries, on a free port; without them a fresh database
+`beat` (one leader), a data Redis with AOF, a broker Redis, a PostgreSQL primary and its
+synchronous streaming replica of the run's own (bench/chaos_pg.py, from the installed server
+binaries, on free ports, statusd given the multi-host URL of both; without them a fresh database
 on the server at STATUSD_CHAOS_PG, which is then never restarted), a main API that records what
 it receives, an alert receiver (STATUSD_ALERT_WEBHOOKS) that records every alert, and a fleet of
 simulated containers whose truth the harness scripts and records: alive throughout (some
@@ -14,7 +15,8 @@ flipping READY <-> DEGRADED), finishing (STOPPING, STOPPED), dying (silent from 
 The nemesis draws from the seed, every 5-10 s, each held 1-8 s, several overlapping (FAULT_KINDS):
 SIGKILL of any statusd process (restarted after the hold, as an orchestrator would),
 SIGSTOP/SIGCONT, the data Redis SIGKILLed and restarted with its AOF or with its data gone,
-PostgreSQL crashed (pg_ctl stop -m immediate) and restarted, the database refusing connections
+PostgreSQL's primary crashed (pg_ctl stop -m immediate) and restarted, or failed over to its
+replica (promoted; the old primary rebuilt as the new replica), the database refusing connections
 (ALLOW_CONNECTIONS false, sessions terminated), the main API and the alert receiver answering 503,
 hanging or answering slowly, delay or loss on statusd's links to Redis and PostgreSQL (a
 userspace proxy, bench/chaos_proxy.py: this kernel has no tc netem), and a network partition of
@@ -28,6 +30,8 @@ harness's records, the main API's and the alert receiver's logs, the public API,
 logs) and checks:
 - every workload's pushed history is a subsequence of what it sent and statusd accepted (202),
   in seq order, nothing applied twice;
+- every change of state statusd accepted is in that history (none lost: a failover included),
+  except reports Redis may have lost with its data;
 - the main API received every transition of that history, once per transition, in per-workload
   order (an idempotent re-send of the same Idempotency-Key is counted, not a fault);
 - every container's true final state is statusd's: alive ones their last report, finished ones
@@ -70,7 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import chaos_netns  # noqa: E402
-from chaos_pg import PgCluster, server_bindir  # noqa: E402
+from chaos_pg import PgPair, server_bindir  # noqa: E402
 
 from statusd.redis_runtime import EmbeddedRedis, free_port  # noqa: E402
 
@@ -238,9 +242,11 @@ class Links:
         self.enabled = enabled
         self.child: subprocess.Popen[str] | None = None
         self.redis_port = self.pg_port = 0
+        self.pg_ports: list[int] = []  # every PostgreSQL node's, the primary's and its replica's
 
-    def start(self, redis_port: int, pg_port: int) -> None:
+    def start(self, redis_port: int, pg_port: int, *more_pg_ports: int) -> None:
         self.redis_port, self.pg_port = redis_port, pg_port
+        self.pg_ports = [pg_port, *more_pg_ports]
         if not self.enabled:
             return
         self.child = subprocess.Popen(
@@ -248,14 +254,15 @@ class Links:
                 sys.executable,
                 str(Path(__file__).with_name("chaos_proxy.py")),
                 str(redis_port),
-                str(pg_port),
+                *map(str, self.pg_ports),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.child.stdout is not None
-        self.redis_port, self.pg_port = json.loads(self.child.stdout.readline())["ports"]
+        self.redis_port, *self.pg_ports = json.loads(self.child.stdout.readline())["ports"]
+        self.pg_port = self.pg_ports[0]
 
     def command(self, line: str) -> None:
         assert self.child is not None and self.child.stdin is not None
@@ -283,10 +290,11 @@ class Deployment:
         self.main_api = MainAPI()
         self.alerts = AlertReceiver()
         self.procs: list[Proc] = []
-        # A PostgreSQL of the run's own when the server binaries are there (the nemesis may
-        # crash it); else the shared one, only ever made unreachable for the run's database.
+        # A PostgreSQL of the run's own when the server binaries are there, a primary and its
+        # synchronous replica (the nemesis may crash it or fail it over); else the shared one,
+        # only ever made unreachable for the run's database.
         bindir = server_bindir()
-        self.pg = PgCluster(work / "pg", free_port(), bindir) if bindir else None
+        self.pg = PgPair(work / "pg", bindir, (free_port(), free_port())) if bindir else None
         # statusd reaches Redis and PostgreSQL through these (delay, loss); the harness directly.
         self.links = Links(any(k.startswith("proxy_") for k in kinds))
         # Some processes in network namespaces of the run's own, when it draws partitions (with
@@ -306,11 +314,12 @@ class Deployment:
         """A namespaced process reaches every peer at the bridge's address (and Redis and
         PostgreSQL directly: the proxy listens on loopback only)."""
         assert self.net is not None
-        pg_port = int(self.admin_url.rsplit(":", 1)[1].split("/")[0])
+        assert self.pg is not None
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.pg.ports)
         moved = {
             **env,
             "STATUSD_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
-            "STATUSD_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/{self.database}",
+            "STATUSD_DATABASE_URL": f"postgresql://postgres@{hosts}/{self.database}",
         }
         return {k: v.replace("127.0.0.1", self.net.host) for k, v in moved.items()}
 
@@ -320,7 +329,9 @@ class Deployment:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.links.pg_port}/{self.database}"
+        # Every node, in libpq's multi-host form: statusd connects to whichever accepts writes.
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.links.pg_ports)
+        return f"postgresql://postgres@{hosts}/{self.database}"
 
     async def admin(self, sql: str) -> None:
         conn = await asyncpg.connect(self.admin_url)
@@ -365,10 +376,10 @@ class Deployment:
         if self.pg is not None:
             await asyncio.to_thread(self.pg.init)
             if self.net is not None:
-                chaos_netns.admit_postgres(self.pg.data, self.net.host, self.net.cidr)
+                chaos_netns.admit_postgres(self.pg.primary.data, self.net.host, self.net.cidr)
             await asyncio.to_thread(self.pg.start)
-        pg_port = int(self.admin_url.rsplit(":", 1)[1].split("/")[0])
-        self.links.start(self.redis.port, pg_port)
+        pg_ports = self.pg.ports if self.pg else [int(PG.rsplit(":", 1)[1].split("/")[0])]
+        self.links.start(self.redis.port, *pg_ports)
         await self.main_api.start()
         await self.alerts.start()
         await self.admin(f'CREATE DATABASE "{self.database}"')
@@ -581,6 +592,7 @@ FAULT_KINDS = [
     "proxy_delay",
     "proxy_loss",
     "partition",
+    "pg_failover",
 ]
 # What a fault of each kind keeps statusd from doing until it is undone, and so the recovery
 # (RECOVERY_S) the detection bound grants after it: None = nothing (a failing main API or alert
@@ -592,6 +604,7 @@ KEPT_FROM = {
     "pg_restart": "database",
     "proxy_delay": "network",
     "proxy_loss": "network",
+    "pg_failover": "database",  # from the primary's crash until its replica accepts writes
 }
 # The processes a partition may cut off from Redis and PostgreSQL (each in its own namespace).
 PARTITIONED = ("serve1", "consume1", "worker")
@@ -640,6 +653,10 @@ class Nemesis:
         self.procs = {p.name: p for p in d.procs}
         self.busy: set[str] = set()
         self.rng = random.Random(f"{seed}:nemesis")
+        # A fault that kept statusd from its resource for less than it held the resource (a
+        # failover: the database is back at the promotion, the rebuild of its replica after
+        # that is the nemesis's own): wall time it ended, by id(fault).
+        self.ended_early: dict[int, float] = {}
 
     async def run(self, faults: list[Fault]) -> None:
         await asyncio.gather(*(self.inject(f) for f in faults))
@@ -662,7 +679,7 @@ class Nemesis:
         try:
             await getattr(self, method)(f)
         finally:
-            record["wall_end"] = time.time()
+            record["wall_end"] = self.ended_early.pop(id(f), time.time())
             self.busy.discard(resource)
 
     async def sigkill(self, f: Fault) -> None:
@@ -700,9 +717,47 @@ class Nemesis:
         """The run's own PostgreSQL crashes (stop -m immediate) and restarts after the hold."""
         pg = self.d.pg
         assert pg is not None, "pg_restart needs the run's own PostgreSQL (server binaries)"
+        if f.kind == "pg_failover":
+            await self.failover(f)
+            return
         await asyncio.to_thread(pg.crash)
         await asyncio.sleep(f.hold)
         await asyncio.to_thread(pg.start)
+
+    async def failover(self, f: Fault) -> None:
+        """The primary crashes (stop -m immediate); after the hold (a failover manager's
+        detection time) its replica is promoted; then the old primary is rebuilt as the new
+        replica. The database stays busy through the rebuild, so no other database fault (nor a
+        second failover) meets a primary without its replica."""
+        pg = self.d.pg
+        assert pg is not None
+        crashed_at = time.time()
+        await asyncio.to_thread(pg.crash)
+        await asyncio.sleep(f.hold)
+        await asyncio.to_thread(pg.promote)
+        promoted_at = self.ended_early[id(f)] = time.time()
+        back = asyncio.create_task(self._api_reads_database())
+        await asyncio.to_thread(pg.rebuild)
+        timing = pg.timings[-1]
+        timing["down_s"] = round(promoted_at - crashed_at, 2)
+        timing["api_back_after_promotion_s"] = round(await back - promoted_at, 2)
+
+    async def _api_reads_database(self, within: float = 60.0) -> float:
+        """When a `serve` first answers /readyz with its database check ok: its pool reached
+        the new primary (a standby is refused by target_session_attrs=read-write)."""
+        deadline = time.time() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while time.time() < deadline:
+                for port in self.d.ports:
+                    with contextlib.suppress(
+                        aiohttp.ClientError, OSError, TimeoutError, ValueError
+                    ):
+                        async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                            body = await resp.json()
+                            if body.get("checks", {}).get("database") == "ok":
+                                return time.time()
+                await asyncio.sleep(0.1)
+        return deadline
 
     async def main(self, f: Fault) -> None:
         self.d.main_api.mode = f.kind.removeprefix("main_api_")
@@ -770,7 +825,9 @@ def judge(
     fleet: list[Container],
     seen: dict[str, dict[str, Any]],
     received: list[tuple[str, int, str, float]],
+    lossy: list[tuple[float, float]] | None = None,
 ) -> dict[str, list[str]]:
+    """`lossy`: spans in which Redis may have lost accepted reports (redis_loss_windows)."""
     problems: dict[str, list[str]] = defaultdict(list)
     by_workload: dict[str, list[int]] = defaultdict(list)
     for wid, tid, _key, _at in received:
@@ -783,7 +840,10 @@ def judge(
             problems["history_from_accepted"].append(f"{c.wid}: {pushed} not within {c.accepted}")
         if len({h["id"] for h in history}) != len(history):
             problems["applied_once"].append(c.wid)
-        if state not in c.truth():
+        truth = c.truth()
+        if c.role == "finishing" and c.accepted_at and in_spans(c.accepted_at[-1], lossy or []):
+            truth |= DEAD  # its last report lost with Redis's data: silent, then judged as such
+        if state not in truth:
             last = history[-1] if history else {}
             problems["final_state"].append(
                 f"{c.wid} ({c.role}): {state}, truth {c.truth()}, last accepted "
@@ -802,6 +862,59 @@ def judge(
             problems["main_api_has_all"].append(f"{c.wid}: got {sorted(set(got))}, history {want}")
         elif firsts != sorted(firsts):
             problems["main_api_in_order"].append(f"{c.wid}: {firsts}")
+    return problems
+
+
+# Reports Redis may lose before a consumer applied them: with its data removed, every report
+# accepted and not yet consumed (the consumers' lag, at most the longest a database fault and
+# its retries kept them from applying: well under this); a SIGKILL with the AOF fsynced every
+# second, the reports of the last write not yet flushed.
+UNAPPLIED_MAX_S = {"redis_restart_empty": 30.0, "redis_restart": 2.0}
+
+
+def redis_loss_windows(injected: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Unix-time spans in which a report answered 202 may have been lost with Redis's data."""
+    return [
+        (f["wall_start"] - UNAPPLIED_MAX_S[f["kind"]], f["wall_start"])
+        for f in injected
+        if "wall_start" in f and f["kind"] in UNAPPLIED_MAX_S
+    ]
+
+
+def in_spans(at: float, spans: list[tuple[float, float]]) -> bool:
+    return any(lo <= at <= hi for lo, hi in spans)
+
+
+def judge_accepted_applied(
+    fleet: list[Container], seen: dict[str, dict[str, Any]], injected: list[dict[str, Any]]
+) -> dict[str, list[str]]:
+    """No acknowledged write lost: every change a container reported and statusd accepted (202)
+    is a push transition of its history. A change is a run of consecutive accepted reports of one
+    status after a run of another; its transition carries the seq of one report of the run (a
+    consumer batch holding several applies the newest). `history_from_accepted` checks the
+    converse. Excused: a run whose every report Redis may have lost before it was applied
+    (UNAPPLIED_MAX_S), and the run after such a one (the state it left may not have been
+    reached)."""
+    problems: dict[str, list[str]] = defaultdict(list)
+    lossy = redis_loss_windows(injected)
+    for c in fleet:
+        pushed = {(h["seq"], h["to"]) for h in seen[c.wid]["history"] if h["source"] == "push"}
+        runs: list[tuple[str, list[tuple[int, str]], bool]] = []  # status, reports, all excused
+        for report, at in zip(c.accepted, c.accepted_at, strict=True):
+            excused = in_spans(at, lossy)
+            if runs and runs[-1][0] == report[1]:
+                status, reports, all_excused = runs[-1]
+                runs[-1] = (status, [*reports, report], all_excused and excused)
+            else:
+                runs.append((report[1], [report], excused))
+        for i, (status, reports, all_excused) in enumerate(runs):
+            if all_excused or (i > 0 and runs[i - 1][2]):
+                continue
+            if not pushed.intersection(reports):
+                problems["accepted_in_history"].append(
+                    f"{c.wid}: {status} reported (seq {reports[0][0]}-{reports[-1][0]}), "
+                    "accepted, missing from its history"
+                )
     return problems
 
 
@@ -981,7 +1094,7 @@ async def run(
         kinds = [k for k in kinds if k != "partition"]
     d = Deployment(work, seed, kinds)
     if d.pg is None:  # the shared server is never restarted
-        kinds = [k for k in kinds if k != "pg_restart"]
+        kinds = [k for k in kinds if k not in ("pg_restart", "pg_failover")]
     if d.net is None and "partition" in kinds:
         print("partition faults skipped: no PostgreSQL of the run's own", file=sys.stderr)
         kinds = [k for k in kinds if k != "partition"]
@@ -1042,11 +1155,12 @@ async def run(
         done.set()
         await asyncio.gather(*runners)
         await fleet_session.close()
-        problems = judge(fleet, seen, d.main_api.received)
+        problems = judge(fleet, seen, d.main_api.received, redis_loss_windows(injected))
         problems.update(log_problems(d))
         problems.update(judge_alerts(fleet, d.alerts.alerts))
         detection, took = judge_detection(fleet, seen, injected)
         problems.update(detection)
+        problems.update(judge_accepted_applied(fleet, seen, injected))
     finally:
         lag.stop()
         await d.stop()
@@ -1054,7 +1168,7 @@ async def run(
         "history_from_accepted", "applied_once", "final_state", "no_false_verdict",
         "main_api_has_all", "main_api_in_order", "alerts_one_per_incident",
         "alerts_none_for_alive", "detection_within_bound", "processes_running",
-        "no_unhandled_exception",
+        "no_unhandled_exception", "accepted_in_history",
     ]  # fmt: skip
     resends = sum(n - 1 for n in Counter(k for _, _, k, _ in d.main_api.received).values())
     summary = {
@@ -1065,6 +1179,7 @@ async def run(
         "faults_injected": Counter(f["kind"] for f in injected if "skipped" not in f),
         "faults_skipped": sum(1 for f in injected if "skipped" in f),
         "own_postgresql": d.pg is not None,
+        "pg_failovers": d.pg.timings if d.pg else [],
         "heartbeats": dict(stats),
         "main_api_received": len(d.main_api.received),
         "main_api_idempotent_resends": resends,
