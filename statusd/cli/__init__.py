@@ -1,25 +1,33 @@
 """`statusd` command line: one package, one verb module per area, sharing statusd.cli.common.
 
 Every verb loads its settings with `common.load_settings` (a bad environment is one error line,
-exit code 2) and opens what it needs with `common.with_runtime`; this module only assembles them.
+exit code 2) and opens what it needs with `common.with_runtime`. This module only names which
+module registers each verb: a process imports the area of the verb it runs, not all of them.
 """
 
 from __future__ import annotations
 
 import typer
 
-from statusd.cli import (
-    availability,
-    foundation,
-    ingest,
-    keys_and_audit,
-    oncall,
-    prune,
-    simulate,
-    sync,
-    up,
-    worker,
-)
+from statusd.cli.lazy import lazy_verbs
+
+VERBS = {
+    "up": "statusd.cli.up",
+    "serve": "statusd.cli.foundation",
+    "migrate": "statusd.cli.foundation",
+    "lifecycle": "statusd.cli.foundation",
+    "consume": "statusd.cli.ingest",
+    "worker": "statusd.cli.worker",
+    "beat": "statusd.cli.worker",
+    "simulate": "statusd.cli.simulate",
+    "audit": "statusd.cli.keys_and_audit",
+    "prune": "statusd.cli.prune",
+    "workloads": "statusd.cli.foundation",
+    "dead-letters": "statusd.cli.ingest",
+    "sync": "statusd.cli.sync",
+    "report": "statusd.cli.report",
+    "keys": "statusd.cli.keys_and_audit",
+}
 
 app = typer.Typer(
     name="statusd",
@@ -27,18 +35,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=lazy_verbs(VERBS),
 )
 
-up.register(app)  # up
-foundation.register(app)  # serve, migrate, workloads, lifecycle
-ingest.register(app)  # consume, dead-letters
-worker.register(app)  # worker, beat
-simulate.register(app)  # simulate
-sync.register(app)  # sync status / retry-dead / drain
-oncall.register(app)  # report stale / summary
-keys_and_audit.register(app)  # keys create / list / revoke, audit
-availability.register(oncall.report_app)  # report availability
-prune.register(app)  # prune
+
+@app.callback()
+def statusd() -> None:
+    # A callback makes typer build a group even though no verb is registered on `app` itself.
+    pass
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -13,9 +13,10 @@ from rich.console import Console
 from statusd import settings_loader
 from statusd.errors import StatusdError
 from statusd.logs import configure_logging
-from statusd.runtime import Runtime
 from statusd.settings import Settings
-from statusd.wiring import open_runtime
+
+if TYPE_CHECKING:
+    from statusd.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -58,6 +59,10 @@ async def with_runtime(
 ) -> T:
     """Open a Runtime (database + Redis) for one verb, run `work` on it, and close it.
     `redis_max_connections=None` keeps STATUSD_REDIS_MAX_CONNECTIONS."""
+    # Imported here, not at the top: the wiring brings in every area (SQLAlchemy, the Celery app,
+    # on-call), which the verbs that never open a Runtime (keys, sync, simulate) need not pay for.
+    from statusd.wiring import open_runtime
+
     runtime = await open_runtime(settings, redis_max_connections=redis_max_connections)
     try:
         return await work(runtime)

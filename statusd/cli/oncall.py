@@ -36,9 +36,6 @@ from statusd.schema.bad_input import parse_query
 from statusd.schema.queries import StaleQuery
 from statusd.selfwatch import DisruptionMode, read_disruption
 
-report_app = typer.Typer(
-    name="report", help="On-call reports: stale workloads, fleet summary.", no_args_is_help=True
-)
 out = Console(soft_wrap=True)
 
 
@@ -98,7 +95,6 @@ def _table(items: list[StaleRow]) -> Table:
     return table
 
 
-@report_app.command("stale")
 def stale(
     kind: Annotated[
         list[str] | None, typer.Option("--kind", help="training|notebook|deployment (repeatable)")
@@ -154,7 +150,6 @@ def stale(
     raise typer.Exit(1 if items else 0)
 
 
-@report_app.command("summary")
 def summary(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -204,5 +199,6 @@ def _print_summary(data: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `report stale` and `report summary` to the statusd CLI."""
-    app.add_typer(report_app, name="report")
+    """Add `stale` and `summary` to the `statusd report` group."""
+    app.command("stale")(stale)
+    app.command("summary")(summary)
