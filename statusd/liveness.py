@@ -120,14 +120,23 @@ async def on_registered(
         await pipe.execute()
 
 
+# Per batch registration: 4 connections, enough to overlap the shards' round trips.
+SHARD_MULTIS_IN_FLIGHT = 4
+
+
 async def on_registered_many(
     redis: Redis, keys: Keys, generations: Mapping[str, int], at: float
 ) -> None:
     """Many new registrations ({id: generation}) as `on_registered` records one: one MULTI per
-    shard (its keys share a slot), the shards' MULTIs sent concurrently."""
+    shard (its keys share a slot), at most SHARD_MULTIS_IN_FLIGHT of them at once.
+
+    Each MULTI in flight holds a pooled connection. Sent all at once, a few batch registrations
+    in flight (16 shards each) took the whole pool from ingest and the consumers, and the
+    exhausted pool answered 503 redis_unavailable for every item of the batch."""
+    in_flight = asyncio.Semaphore(SHARD_MULTIS_IN_FLIGHT)
 
     async def shard_multi(shard: int, ids: list[str]) -> None:
-        async with redis.pipeline(transaction=True) as pipe:
+        async with in_flight, redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.pending_since(shard), dict.fromkeys(ids, at))
             pipe.zrem(keys.last_seen(shard), *ids)
             await Registrations(redis, keys).raise_generations(

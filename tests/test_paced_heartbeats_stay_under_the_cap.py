@@ -36,15 +36,7 @@ async def test_ten_thousand_obeying_workloads_stay_under_the_cap(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(
-        heartbeat_ttl=TTL,
-        max_heartbeats_per_s=CAP,
-        consumers=2,
-        log_level="WARNING",
-        # The fleet registers in 4 batches of 500 at once, and each batch writes its liveness as
-        # one MULTI per stream shard, concurrently: 4 x 16 connections, the whole default pool,
-        # before the consumers and the ingest writer take theirs. An exhausted pool raises
-        # MaxConnectionsError, answered as redis_unavailable; this test is about pacing.
-        redis_max_connections=128,
+        heartbeat_ttl=TTL, max_heartbeats_per_s=CAP, consumers=2, log_level="WARNING"
     )
     # A lifecycle walk of an hour: no state changes (which are sent at once) within the test.
     config = FleetConfig(count=COUNT, interval=TTL / 3, duration=3600.0, seed=3)
