@@ -51,6 +51,7 @@ from tests.support.processes import ManagedProcess, start_process, wait_for_log
 
 TTL, INTERVAL, QUIET_S, MAX_QUIET_S = 1.0, 0.5, 3, 5
 WINDOW_LEFT_S = 8  # the occurrence in force ends this many seconds after the test creates it
+CYCLE_S = 120  # the window's schedule, `*/2 * * * *`: an occurrence every 2 minutes
 SLACK = 30.0  # bounded waits on a busy 2-core box; never asserted as timings
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
@@ -138,7 +139,14 @@ async def test_windows_and_quiet_periods_keep_silent_workloads_out_of_unreachabl
             "outside": await api.register("outside", Kind.TRAINING, None, {"rack": "r8"}),
             "quiet": await api.register("quiet", Kind.TRAINING, None, {"rack": "r8"}),
         }
-        start, duration = current_occurrence(datetime.now(UTC))
+        # The window must end well before the schedule's next occurrence begins, or the silent
+        # workload is excused again before it can be convicted: late in a 2-minute cycle, start
+        # in the next one.
+        now = datetime.now(UTC)
+        start, duration = current_occurrence(now)
+        if duration + TTL + SLACK > CYCLE_S:
+            await asyncio.sleep((start + timedelta(seconds=CYCLE_S) - now).total_seconds() + 0.5)
+            start, duration = current_occurrence(datetime.now(UTC))
         async with aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}
         ) as http:
