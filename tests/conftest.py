@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from statusd.settings import Settings
+from tests.support.celery_procs import broker
 from tests.support.databases import PostgresTemplate, SqliteTemplate, require_postgres
 from tests.support.redis_proc import RedisProcess
 
@@ -82,6 +83,13 @@ def database_url(
 def sqlite_url(tmp_path: Path, sqlite_template: SqliteTemplate) -> str:
     """SQLite only, for tests that do not need both backends."""
     return sqlite_template.new_database(tmp_path)
+
+
+@pytest.fixture
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The Celery broker of a test marked with `DEPLOYMENTS` (tests/support/celery_procs.py)."""
+    with broker(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

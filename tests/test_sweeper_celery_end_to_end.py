@@ -21,7 +21,7 @@ from statusd.models import WorkloadRow
 from statusd.settings import Settings
 from statusd.simulate.control import Beat, StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
-from tests.support.celery_procs import broker, running_beat, running_worker
+from tests.support.celery_procs import DEPLOYMENTS, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
@@ -32,12 +32,6 @@ TTL, INTERVAL, POLL_TIMEOUT, LOST_AFTER = 1.0, 0.5, 0.5, 2.0
 SLACK = 20.0
 PULL_BOUND = TTL + INTERVAL + POLL_TIMEOUT + SLACK
 _W = WorkloadRow.__table__  # type: ignore[attr-defined]
-
-
-@pytest.fixture(params=["redis", "amqp"])
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with broker(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
@@ -92,6 +86,7 @@ async def _bookkeeping(settings: Settings, wid: str) -> Any:
         await engine.dispose()
 
 
+@DEPLOYMENTS
 async def test_pull_fallback_end_to_end(
     stack: str, stack_settings: Settings, peer: StatusPeer
 ) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from statusd.sweeper.sweep import run_sweep
 from statusd.transitions import Observation, apply_observation
 from statusd.wiring import open_runtime
 from tests.conftest import settings_env
-from tests.support.celery_procs import broker, running_worker
+from tests.support.celery_procs import DEPLOYMENTS, running_worker
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
 from tests.support.processes import ManagedProcess
@@ -44,12 +44,6 @@ from tests.support.processes import ManagedProcess
 POLL_TIMEOUT = 8.0
 SLACK = 60.0  # bounded waits on a busy 2-core box; never an assertion on speed
 _W = WorkloadRow.__table__  # type: ignore[attr-defined]
-
-
-@pytest.fixture(params=["redis", "amqp"])
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with broker(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
@@ -123,6 +117,7 @@ def pool_child(worker: ManagedProcess) -> psutil.Process:
     return children[0]
 
 
+@DEPLOYMENTS
 async def test_next_chunk_is_applied_while_a_straggler_hangs(
     rt: Runtime, peer: StatusPeer, tmp_path: Path
 ) -> None:
@@ -165,6 +160,7 @@ async def test_next_chunk_is_applied_while_a_straggler_hangs(
     assert straggler.poll_failures == 1 and "no answer" in straggler.last_poll_error
 
 
+@DEPLOYMENTS
 async def test_a_killed_run_is_redelivered_with_what_it_had_taken(
     rt: Runtime, peer: StatusPeer, tmp_path: Path
 ) -> None:

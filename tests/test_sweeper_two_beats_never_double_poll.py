@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from statusd.lifecycle import Kind, State
 from statusd.settings import Settings
 from statusd.simulate.control import Beat, StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
-from tests.support.celery_procs import broker, running_beat, running_worker
+from tests.support.celery_procs import DEPLOYMENTS, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
@@ -23,12 +23,6 @@ from tests.support.fleet_wait import wait_until
 INTERVAL = 0.5
 WORKLOADS = 40
 OBSERVE_S = 8.0
-
-
-@pytest.fixture(params=["redis", "amqp"])
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with broker(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
@@ -40,6 +34,7 @@ async def peer() -> AsyncIterator[StatusPeer]:
 
 
 @pytest.mark.slow
+@DEPLOYMENTS
 async def test_two_beats_two_workers_poll_each_workload_once_per_interval(
     make_settings: Callable[..., Settings],
     broker_url: str,

@@ -25,6 +25,18 @@ from tests.support.processes import ManagedProcess, start_statusd, stop_process
 from tests.support.redis_proc import RedisProcess
 
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
+
+# The sweeper's end-to-end tests run on the two deployments people run: the embedded one (SQLite,
+# Redis as the broker: `make run`) and the production one (PostgreSQL, RabbitMQ: compose.yaml).
+# The broker and the database never meet (a task carries ids; the lifecycle owns the rows), so
+# these two pairs put each backend and each broker under every such test, at half the processes
+# of the full 2 x 2 matrix. Use as a decorator; the test takes `database_url` and `broker_url`.
+DEPLOYMENTS = pytest.mark.parametrize(
+    ("database_url", "broker_url"),
+    [("sqlite", "redis"), ("postgres", "amqp")],
+    indirect=True,
+    ids=["sqlite-redis", "postgres-amqp"],
+)
 READY_TIMEOUT_S = 60.0
 
 
