@@ -86,8 +86,8 @@ def sqlite_url(tmp_path: Path, sqlite_template: SqliteTemplate) -> str:
 
 
 @pytest.fixture
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The Celery broker of a test marked with `DEPLOYMENTS` (tests/support/celery_procs.py)."""
+def deployment_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The Celery broker URL of a test marked with `DEPLOYMENTS` (tests/support/celery_procs.py)."""
     with broker(request.param, tmp_path) as url:
         yield url
 

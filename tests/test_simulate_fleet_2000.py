@@ -49,10 +49,10 @@ def _sweep_stats(log_dir: Path) -> list[dict[str, float]]:
 @pytest.mark.scale
 @DEPLOYMENTS
 async def test_two_thousand_containers_with_twenty_percent_faults(
-    make_settings: Callable[..., Settings], broker_url: str, tmp_path: Path, redis: Redis
+    make_settings: Callable[..., Settings], deployment_broker: str, tmp_path: Path, redis: Redis
 ) -> None:
     settings = make_settings(
-        broker_url=broker_url,
+        broker_url=deployment_broker,
         heartbeat_ttl=3,
         sweep_interval=1,
         poll_timeout=0.5,
@@ -64,7 +64,7 @@ async def test_two_thousand_containers_with_twenty_percent_faults(
         log_level="INFO",
     )
     env = settings_env(settings)
-    full = settings.database_url.startswith("postgresql") and broker_url.startswith("amqp")
+    full = settings.database_url.startswith("postgresql") and deployment_broker.startswith("amqp")
     count, duration = FULL if full else SHORT
     config = FleetConfig(
         count=count,

@@ -35,9 +35,9 @@ _W = WorkloadRow.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def stack_settings(make_settings: Callable[..., Settings], broker_url: str) -> Settings:
+def stack_settings(make_settings: Callable[..., Settings], deployment_broker: str) -> Settings:
     return make_settings(
-        broker_url=broker_url,
+        broker_url=deployment_broker,
         heartbeat_ttl=TTL,
         sweep_interval=INTERVAL,
         poll_timeout=POLL_TIMEOUT,

@@ -56,10 +56,10 @@ async def peer() -> AsyncIterator[StatusPeer]:
 
 @pytest.fixture
 async def rt(
-    make_settings: Callable[..., Settings], broker_url: str, redis: Redis
+    make_settings: Callable[..., Settings], deployment_broker: str, redis: Redis
 ) -> AsyncIterator[Runtime]:
     settings = make_settings(
-        broker_url=broker_url,
+        broker_url=deployment_broker,
         heartbeat_ttl=1,
         poll_timeout=POLL_TIMEOUT,
         poll_chunk=2,  # chunk A = the straggler + one, chunk B = two that answer

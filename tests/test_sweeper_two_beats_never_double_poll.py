@@ -37,13 +37,13 @@ async def peer() -> AsyncIterator[StatusPeer]:
 @DEPLOYMENTS
 async def test_two_beats_two_workers_poll_each_workload_once_per_interval(
     make_settings: Callable[..., Settings],
-    broker_url: str,
+    deployment_broker: str,
     tmp_path: Path,
     peer: StatusPeer,
     redis: Redis,
 ) -> None:
     settings = make_settings(
-        broker_url=broker_url,
+        broker_url=deployment_broker,
         heartbeat_ttl=1,
         sweep_interval=INTERVAL,
         poll_timeout=0.5,

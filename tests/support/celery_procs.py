@@ -30,9 +30,10 @@ RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 # Redis as the broker: `make run`) and the production one (PostgreSQL, RabbitMQ: compose.yaml).
 # The broker and the database never meet (a task carries ids; the lifecycle owns the rows), so
 # these two pairs put each backend and each broker under every such test, at half the processes
-# of the full 2 x 2 matrix. Use as a decorator; the test takes `database_url` and `broker_url`.
+# of the full 2 x 2 matrix. Use as a decorator; the test takes `database_url` and `deployment_broker`
+# (a broker URL).
 DEPLOYMENTS = pytest.mark.parametrize(
-    ("database_url", "broker_url"),
+    ("database_url", "deployment_broker"),
     [("sqlite", "redis"), ("postgres", "amqp")],
     indirect=True,
     ids=["sqlite-redis", "postgres-amqp"],
