@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from statusd.celery import sync_slots, worker_runtime
+from statusd.celery import sync_slots
 from statusd.celery.names import DETECTION_QUEUES, QUEUES, QueueName
 from statusd.cli.common import load_settings, operator_errors
+from statusd.oncall import multiproc
 from statusd.settings import Settings
 
 SCHEDULE_HELP = "Beat schedule file (default: <state_dir>/celerybeat-schedule)."
@@ -57,27 +58,20 @@ def worker(
     """Run a Celery worker for the sweeper (and sync) queues.
 
     With STATUSD_METRICS_PORT set, the main process serves /metrics for all its prefork children."""
+    metrics_dir = _metrics_group()
+    # Only now, with PROMETHEUS_MULTIPROC_DIR set, what imports prometheus_client (the metrics
+    # of the sweeper, the runtime's ledger): every metric the prefork children inherit records
+    # into the group's directory.
     from statusd.celery.application import create_celery, schedule_file
-    from statusd.oncall import multiproc
+    from statusd.celery.worker_runtime import attach_to_worker
     from statusd.recovery import check_at_start
     from statusd.wiring import open_runtime
 
-    if not multiproc.active():
-        if multiproc.ENV in os.environ:  # set, yet not seen by prometheus_client: never loop
-            raise typer.BadParameter(
-                f"{multiproc.ENV} must be set before statusd starts, not by a wrapper in-process"
-            )
-        # The prefork children inherit this process's metric objects, and prometheus_client
-        # (already imported by the CLI) fixed them as in-memory values. Run this same command
-        # once more, in place (same pid), with PROMETHEUS_MULTIPROC_DIR set from the start.
-        multiproc.start_group(multiproc.ProcessGroup.WORKER)
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-    metrics_dir = multiproc.start_group(multiproc.ProcessGroup.WORKER)
     settings = load_settings(logging=True)
     asyncio.run(check_at_start(settings))  # Redis lost its data: rebuild the sweeper's view
     with operator_errors():
         app = create_celery(settings)
-    worker_runtime.attach_to_worker(settings, open_runtime)
+    attach_to_worker(settings, open_runtime)
     _attach_metrics(settings)
     chosen = _queues(queues)
     if QueueName.SYNC in chosen and DETECTION_QUEUES & set(chosen):
@@ -109,6 +103,25 @@ def worker(
         raise typer.Exit(int(code))
 
 
+def _metrics_group() -> Path:
+    """Start the worker's metrics group: its prefork children inherit this process's metric
+    objects, so PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported here.
+    Nothing the CLI imported so far has done that; if something did, this same command runs
+    once more, in place (same pid), with the variable set from the start."""
+    if "prometheus_client" not in sys.modules:
+        return multiproc.start_group(multiproc.ProcessGroup.WORKER)
+    from statusd.oncall import multiproc_samples
+
+    if not multiproc_samples.active():
+        if multiproc.ENV in os.environ:  # set, yet not seen by prometheus_client: never loop
+            raise typer.BadParameter(
+                f"{multiproc.ENV} must be set before statusd starts, not by a wrapper in-process"
+            )
+        multiproc.start_group(multiproc.ProcessGroup.WORKER)
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    return multiproc.start_group(multiproc.ProcessGroup.WORKER)
+
+
 def _remember_worker() -> list[Any]:
     """The WorkController this process starts (its `exitcode` is set by a failing stop)."""
     from celery import signals
@@ -128,13 +141,13 @@ def _attach_metrics(settings: Settings) -> None:
     a thread it does not have) and closes it on shutdown."""
     from celery import signals
 
-    from statusd.oncall import multiproc
+    from statusd.oncall import multiproc_samples
     from statusd.oncall.metrics_thread import MetricsThread
 
     listener: list[MetricsThread] = []
 
     def child_exiting(**_: Any) -> None:
-        multiproc.process_exited(os.getpid())
+        multiproc_samples.process_exited(os.getpid())
 
     def ready(**_: Any) -> None:
         if settings.metrics_port is not None and not listener:
@@ -156,11 +169,12 @@ def beat(
 ) -> None:
     """Run the beat scheduler alone (it sends `sweep` every STATUSD_SWEEP_INTERVAL seconds)."""
     from statusd.celery.application import create_celery, schedule_file
+    from statusd.celery.worker_runtime import configure
 
     settings = load_settings(logging=True)
     with operator_errors():
         app = create_celery(settings)
-    worker_runtime.configure(settings)  # the leader lease (beat_leader) reads them
+    configure(settings)  # the leader lease (beat_leader) reads them
     app.start(
         [
             "beat",

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from statusd.api.error_responses import error_response
 from statusd.app_keys import RUNTIME, SETTINGS
-from statusd.oncall import multiproc
+from statusd.oncall import multiproc_samples
 from statusd.oncall.fleet_collector import FleetCollector, read_fleet
 from statusd.runtime import Runtime
 from statusd.settings import Settings
@@ -43,7 +43,7 @@ def token_ok(authorization: str | None, token: SecretStr | None) -> bool:
 
 async def render(runtime: Runtime | None) -> bytes:
     """This process's (or group's) metrics, plus the fleet figures when `runtime` is given."""
-    body = generate_latest(multiproc.exposition_registry())
+    body = generate_latest(multiproc_samples.exposition_registry())
     if runtime is None:
         return body
     fleet = CollectorRegistry(auto_describe=False)
@@ -86,7 +86,7 @@ async def metrics_listener(
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.host, settings.metrics_port, reuse_port=multiproc.active() or None
+        runner, settings.host, settings.metrics_port, reuse_port=multiproc_samples.active() or None
     )
     await site.start()
     try:

@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from pydantic import SecretStr
 
-from statusd.oncall import multiproc
+from statusd.oncall import multiproc_samples
 from statusd.oncall.metrics_endpoint import METRICS_PATH, token_ok
 
 StartResponse = Callable[..., Any]
@@ -41,7 +41,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def guarded_app(token: SecretStr | None) -> WSGIApp:
     """prometheus_client's WSGI app for this process group, behind the token check."""
-    inner: WSGIApp = make_wsgi_app(multiproc.exposition_registry())
+    inner: WSGIApp = make_wsgi_app(multiproc_samples.exposition_registry())
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != METRICS_PATH:
