@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from statusd.api import setup_api
+from statusd.api.routes import setup_api
 from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.ingest import setup_ingest
 from statusd.oncall.routes import setup_oncall

@@ -18,7 +18,7 @@ from prometheus_client import make_wsgi_app
 from pydantic import SecretStr
 
 from statusd.oncall import multiproc_samples
-from statusd.oncall.metrics_endpoint import METRICS_PATH, token_ok
+from statusd.oncall.metrics_access import METRICS_PATH, token_ok
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
