@@ -48,7 +48,7 @@ def start_group(group: ProcessGroup) -> Path:
         _remove_orphans()
     if path.exists():
         # Only prometheus_client's files (`<kind>_<pid>.db`), and not this process's own: a
-        # re-executed worker has already opened its files by the time it gets here.
+        # worker that re-executed itself has already opened its files by the time it gets here.
         for entry in path.glob("*.db"):
             if entry.stem.rpartition("_")[2] != str(os.getpid()):
                 entry.unlink(missing_ok=True)
