@@ -7,7 +7,8 @@ and a raw one reaching a caller are judged alike.
 
 from __future__ import annotations
 
-from asyncpg.exceptions import TargetServerAttributeNotMatched
+import sys
+
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -98,9 +99,20 @@ _TRANSIENT_TYPES = (
     OperationalError,
     InterfaceError,
     SATimeoutError,  # the SQLAlchemy pool had no connection within pool_timeout
-    TargetServerAttributeNotMatched,  # no listed host accepts writes (yet): mid-failover
     OSError,
 )
+# asyncpg's TargetServerAttributeNotMatched (no listed host accepts writes yet: mid-failover) is
+# transient too. It is looked up among the modules already imported instead of imported here:
+# only a process that loaded asyncpg (PostgreSQL) can hold one, and the import cost each SQLite
+# process ~60 ms of CPU at start.
+_ASYNCPG_EXCEPTIONS = "asyncpg.exceptions"
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    asyncpg_error = getattr(
+        sys.modules.get(_ASYNCPG_EXCEPTIONS), "TargetServerAttributeNotMatched", None
+    )
+    return _TRANSIENT_TYPES if asyncpg_error is None else (*_TRANSIENT_TYPES, asyncpg_error)
 
 
 def _pg_transient(exc: BaseException) -> bool:
@@ -148,4 +160,5 @@ def is_transient(exc: BaseException) -> bool:
     said = [seen for seen in chain if isinstance(getattr(seen, "sqlstate", None), str)]
     if said:
         return _pg_transient(said[0])
-    return any(isinstance(seen, _TRANSIENT_TYPES) for seen in chain)
+    transient_types = _transient_types()
+    return any(isinstance(seen, transient_types) for seen in chain)

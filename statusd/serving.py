@@ -26,7 +26,7 @@ from aiohttp import web
 from statusd.api.deadlines import server_options
 from statusd.app import create_app
 from statusd.logs import configure_logging
-from statusd.oncall import multiproc
+from statusd.oncall import multiproc, multiproc_samples
 from statusd.settings import Settings
 
 log = structlog.get_logger("statusd.serving")
@@ -110,7 +110,7 @@ def serve(settings: Settings, *, workers: int = 1, consumers: int | None = None)
                 child.kill()
                 child.join(5)
             if child.pid is not None:
-                multiproc.process_exited(child.pid, metrics_dir)
+                multiproc_samples.process_exited(child.pid, metrics_dir)
         multiproc.end_group(multiproc.ProcessGroup.SERVE, metrics_dir)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

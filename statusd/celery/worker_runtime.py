@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 from celery import signals
 
 from statusd.errors import ConfigError
 from statusd.logs import configure_logging
-from statusd.runtime import Runtime
 from statusd.settings import Settings
 from statusd.settings_loader import load_settings
+
+if TYPE_CHECKING:
+    # Only named in annotations: beat configures this module and never opens a Runtime.
+    from statusd.runtime import Runtime
 
 T = TypeVar("T")
 log = structlog.get_logger("statusd.worker")

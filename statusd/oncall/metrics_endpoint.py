@@ -13,37 +13,26 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import SecretStr
 
 from statusd.api.error_responses import error_response
 from statusd.app_keys import RUNTIME, SETTINGS
-from statusd.oncall import multiproc
+from statusd.oncall import multiproc_samples
 from statusd.oncall.fleet_collector import FleetCollector, read_fleet
+from statusd.oncall.metrics_access import METRICS_PATH, token_ok
 from statusd.runtime import Runtime
 from statusd.settings import Settings
 
-METRICS_PATH = "/metrics"
 WITH_FLEET = web.AppKey("metrics_with_fleet", bool)
-
-
-def token_ok(authorization: str | None, token: SecretStr | None) -> bool:
-    """True when no token is configured, or the header carries it (constant-time compare)."""
-    if token is None or not token.get_secret_value():
-        return True
-    scheme, _, given = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
 
 
 async def render(runtime: Runtime | None) -> bytes:
     """This process's (or group's) metrics, plus the fleet figures when `runtime` is given."""
-    body = generate_latest(multiproc.exposition_registry())
+    body = generate_latest(multiproc_samples.exposition_registry())
     if runtime is None:
         return body
     fleet = CollectorRegistry(auto_describe=False)
@@ -86,7 +75,7 @@ async def metrics_listener(
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.host, settings.metrics_port, reuse_port=multiproc.active() or None
+        runner, settings.host, settings.metrics_port, reuse_port=multiproc_samples.active() or None
     )
     await site.start()
     try:

@@ -17,8 +17,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from pydantic import SecretStr
 
-from statusd.oncall import multiproc
-from statusd.oncall.metrics_endpoint import METRICS_PATH, token_ok
+from statusd.oncall import multiproc_samples
+from statusd.oncall.metrics_access import METRICS_PATH, token_ok
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -41,7 +41,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def guarded_app(token: SecretStr | None) -> WSGIApp:
     """prometheus_client's WSGI app for this process group, behind the token check."""
-    inner: WSGIApp = make_wsgi_app(multiproc.exposition_registry())
+    inner: WSGIApp = make_wsgi_app(multiproc_samples.exposition_registry())
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != METRICS_PATH:

@@ -8,7 +8,10 @@ Two traps, both handled here:
 - `PROMETHEUS_MULTIPROC_DIR` must be in the environment before prometheus_client is first
   imported: a metric created earlier keeps its in-memory value. `serve --workers` spawns fresh
   interpreters (set it in the parent before spawning); the Celery worker forks, so `statusd
-  worker` re-executes itself once with the variable set (statusd.cli.worker).
+  worker` sets it before its first import of prometheus_client (statusd.cli.worker).
+
+This module only manages the directories and imports no prometheus_client, so a process can set
+the variable before that import; reading the samples is statusd.oncall.multiproc_samples.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, values
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -47,7 +48,7 @@ def start_group(group: ProcessGroup) -> Path:
         _remove_orphans()
     if path.exists():
         # Only prometheus_client's files (`<kind>_<pid>.db`), and not this process's own: a
-        # re-executed worker has already opened its files by the time it gets here.
+        # worker that re-executed itself has already opened its files by the time it gets here.
         for entry in path.glob("*.db"):
             if entry.stem.rpartition("_")[2] != str(os.getpid()):
                 entry.unlink(missing_ok=True)
@@ -78,27 +79,3 @@ def end_group(group: ProcessGroup, path: Path) -> None:
     """Remove the directory when statusd made it (an operator's directory is left in place)."""
     if path == group_dir(group):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def active() -> bool:
-    """True when this process records into a multiprocess directory (the variable was set before
-    prometheus_client was imported here)."""
-    return values.ValueClass is not values.MutexValue
-
-
-def process_exited(pid: int, path: Path | None = None) -> None:
-    """A process of the group is gone: drop its live-gauge files (its counters stay summed in).
-    The parent names the group's directory; a child on its way out uses its environment."""
-    where = str(path) if path is not None else os.environ.get(ENV)
-    if where:
-        multiprocess.mark_process_dead(pid, where)  # type: ignore[no-untyped-call]
-
-
-def exposition_registry() -> CollectorRegistry:
-    """The registry a scrape of this process renders: the whole group's samples in multiprocess
-    mode, this process's own registry otherwise."""
-    if not active():
-        return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return registry

@@ -64,7 +64,8 @@ def decode_cursor(raw: str) -> str | None:
 
 
 class Query(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built on first use, as statusd.schema.bodies.Body explains.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

@@ -13,7 +13,10 @@ from statusd.schema.types import IsoTime, Labels, WorkloadId
 
 
 class Answer(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
+    # Built on first use, as statusd.schema.bodies.Body explains.
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
 
 class Error(Answer):
