@@ -48,8 +48,8 @@ import asyncpg  # noqa: E402
 import ingest as ingest_bench  # noqa: E402
 import scale_out  # noqa: E402
 
+from statusd.availability.breakdown import availability, report_json  # noqa: E402
 from statusd.availability.history import Selection  # noqa: E402
-from statusd.availability.report import availability, report_json  # noqa: E402
 from statusd.availability.timeline import Span  # noqa: E402
 from statusd.db import create_engine  # noqa: E402
 from statusd.lifecycle import Kind  # noqa: E402

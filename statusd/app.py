@@ -10,7 +10,7 @@ from aiohttp import web
 from statusd.api.routes import setup_api
 from statusd.app_keys import RUNTIME, SETTINGS
 from statusd.ingest import setup_ingest
-from statusd.oncall.routes import setup_oncall
+from statusd.oncall.endpoints import setup_oncall
 from statusd.recovery import ensure_liveness_at_start
 from statusd.settings import Settings
 from statusd.wiring import open_runtime

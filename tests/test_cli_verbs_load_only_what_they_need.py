@@ -39,7 +39,7 @@ def test_worker_verb_leaves_prometheus_client_to_the_worker() -> None:
 def test_a_single_module_of_the_api_or_on_call_loads_no_routes(module: str) -> None:
     loaded = loaded_after(f"import {module}")
     assert module in loaded
-    heavy = {"statusd.api.routes", "statusd.api.openapi", "statusd.oncall.routes"}
+    heavy = {"statusd.api.routes", "statusd.api.openapi", "statusd.oncall.endpoints"}
     heavy |= {"statusd.oncall.login", "statusd.oncall.page"}
     assert not loaded & heavy, sorted(loaded & heavy)
 

@@ -26,7 +26,7 @@ import pytest
 
 from statusd.lifecycle import Kind, State
 from statusd.settings import Settings
-from statusd.simulate.control import Beat, Registration, StatusdAPI
+from statusd.simulate.control import Beat, NewWorkload, StatusdAPI
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
@@ -158,7 +158,7 @@ async def test_a_partition_of_most_of_the_fleet_is_a_disruption_not_120_pages(
             peer.answer(w, "READY")
         # One batch registration, as a platform registers a fleet (200 POSTs in turn took seconds).
         tokens = await api.register_batch(
-            [Registration(w, Kind.DEPLOYMENT, peer.url(w), LABEL) for w in ids]
+            [NewWorkload(w, Kind.DEPLOYMENT, peer.url(w), LABEL) for w in ids]
         )
         assert tokens is not None and len(tokens) == FLEET
         beats = Heartbeats(api, tokens)

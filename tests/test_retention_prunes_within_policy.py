@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from statusd import maintenance
-from statusd.availability.report import availability, report_json
+from statusd.availability.breakdown import availability, report_json
 from statusd.availability.timeline import Span
 from statusd.celery.application import beat_schedule, create_celery
 from statusd.celery.names import RETENTION_TASK

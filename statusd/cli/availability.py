@@ -1,4 +1,4 @@
-"""`statusd report availability`: the availability report (statusd.availability.report) from
+"""`statusd report availability`: the availability report (statusd.availability.breakdown) from
 the database and Redis directly, with the same filters as GET /v1/reports/availability."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import typer
 from multidict import MultiDict
 from rich.table import Table
 
-from statusd.availability import report as availability
+from statusd.availability import breakdown as availability
 from statusd.cli.common import fail, load_settings, operator_errors, out, run_loop, with_runtime
 from statusd.cli.oncall import Format
 from statusd.errors import BadInput

@@ -17,7 +17,7 @@ from statusd.access.scopes import Scope
 from statusd.api.auth import guard, key_labels
 from statusd.api.error_responses import model_response
 from statusd.app_keys import RUNTIME
-from statusd.availability import report as availability
+from statusd.availability import breakdown as availability
 from statusd.oncall import sse
 from statusd.oncall.feed import recent
 from statusd.oncall.stale_report import (

@@ -38,7 +38,9 @@ class Beat:
 
 
 @dataclass(frozen=True, slots=True)
-class Registration:
+class NewWorkload:
+    """One workload to register: the body of POST /v1/workloads (or an item of a batch)."""
+
     workload_id: str
     kind: Kind
     status_url: str | None
@@ -124,13 +126,13 @@ class StatusdAPI:
         self, workload_id: str, kind: Kind, status_url: str | None, labels: dict[str, str]
     ) -> str:
         """Register one workload; returns its heartbeat token."""
-        body = Registration(workload_id, kind, status_url, labels).body()
+        body = NewWorkload(workload_id, kind, status_url, labels).body()
         status, doc = await self._json("POST", "/v1/workloads", body)
         if status != 201 or not isinstance(doc, dict) or "heartbeat_token" not in doc:
             raise ControlError(f"POST /v1/workloads {workload_id}: HTTP {status}: {doc}")
         return str(doc["heartbeat_token"])
 
-    async def register_batch(self, regs: Sequence[Registration]) -> dict[str, str] | None:
+    async def register_batch(self, regs: Sequence[NewWorkload]) -> dict[str, str] | None:
         """Register up to BATCH_LIMIT workloads in one request; returns id -> heartbeat token, or
         None when the server has no batch route. Any item not registered raises, as `register`."""
         items = [r.body() for r in regs]

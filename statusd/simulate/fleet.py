@@ -27,7 +27,7 @@ import structlog
 
 from statusd.lifecycle import Kind, State
 from statusd.simulate.container import SimContainer, make_container
-from statusd.simulate.control import BATCH_LIMIT, Beat, Registration, StatusdAPI
+from statusd.simulate.control import BATCH_LIMIT, Beat, NewWorkload, StatusdAPI
 from statusd.simulate.faults import Fault, assign_faults
 from statusd.simulate.server import StatusServer
 
@@ -128,9 +128,9 @@ class Fleet:
         containers = list(self.containers.values())
         chunks = [containers[i : i + BATCH_LIMIT] for i in range(0, len(containers), BATCH_LIMIT)]
 
-        def registration(c: SimContainer) -> Registration:
+        def registration(c: SimContainer) -> NewWorkload:
             labels = {"sim-run": self.config.run_id, "sim-fault": c.fault.value}
-            return Registration(c.id, c.kind, self.server.url_for(c.id), labels)
+            return NewWorkload(c.id, c.kind, self.server.url_for(c.id), labels)
 
         def registered(count: int) -> None:
             nonlocal done
