@@ -10,6 +10,8 @@ and there are rows for many workloads, so drains alone could fill the pool.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -84,14 +86,27 @@ def stack_settings(
 
 
 @pytest.fixture
-def stack(stack_settings: Settings, tmp_path: Path, redis: Redis) -> Iterator[str]:
-    """API (with consumers) + one `statusd worker --beat` for sweep, poll and sync."""
+async def stack(
+    stack_settings: Settings, tmp_path: Path, redis: Redis, main_api: FakeMainAPI
+) -> AsyncIterator[str]:
+    """API (with consumers) + one `statusd worker --beat` for sweep, poll and sync. A worker's
+    warm shutdown waits for the drains it runs, so at the end the main API is healed and the
+    processes are stopped off the event loop, where the fake main API answers."""
     env = settings_env(stack_settings)
-    with (
-        running_api(env, tmp_path) as url,
-        running_worker(env, tmp_path, queues="sweep,poll,sync", concurrency=2, beat=True),
-    ):
-        yield url
+    with contextlib.ExitStack() as processes:
+
+        def start() -> str:
+            url = processes.enter_context(running_api(env, tmp_path))
+            processes.enter_context(
+                running_worker(env, tmp_path, queues="sweep,poll,sync", concurrency=2, beat=True)
+            )
+            return url
+
+        try:
+            yield await asyncio.to_thread(start)
+        finally:
+            main_api.faults.error_ratio = 0.0
+            await asyncio.to_thread(processes.close)
 
 
 async def _state(api: StatusdAPI, wid: str) -> str:

@@ -3,7 +3,7 @@ and beat keep sweeping, and 50 workloads without a status_url keep trying, gives
 once ingest is back; the same across a full restart of every statusd process. A workload that
 really falls silent afterwards still goes UNREACHABLE (the sweeper was not simply switched off).
 
-Real processes (API with consumers, `statusd worker`, `statusd beat`), real Redis, both databases.
+Real processes (API with consumers, `statusd worker`, `statusd beat`), real Redis, PostgreSQL.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ async def unreachable(history: History) -> list[str]:
     return [t["workload_id"] for t in await history.transitions() if t["to_state"] == "UNREACHABLE"]
 
 
+# On PostgreSQL, as the compose layout runs it: what is judged here is the hearing record and
+# the sweeper's rule in Redis, the same over either database (the verdicts' writes are proven on
+# both by the lifecycle's own tests).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_our_outage_is_not_theirs(
     make_settings: Callable[..., Settings], tmp_path: Path, redis: Redis
 ) -> None:

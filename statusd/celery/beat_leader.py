@@ -13,8 +13,9 @@ How:
   its lease only until the start of its last successful renewal + ttl - margin (a third of the
   ttl), on the local monotonic clock. A leader that stalled (GC pause, SIGSTOP, lost network)
   sends nothing once that deadline passed; to send again it must renew, which fails if another
-  beat took over meanwhile. What is left is a pause of more than the margin between the check
-  and the send a few microseconds later: then one message can still go out late. Sweeps and
+  beat took over meanwhile. The deadline is checked at each tick and again right before each
+  send; what is left is a pause of more than the margin between that check and the send a few
+  microseconds later: then one message can still go out late. Sweeps and
   drains are idempotent (poll leases, outbox claims), so the worst case is one extra sweep.
 - The leader renews every third of the ttl; a standby tries to take the lease every sixth, so
   it takes over at most ttl + ttl/6 after the leader's last renewal (SIGKILL, node lost), and
@@ -71,13 +72,14 @@ class BeatLeadership:
     def standby_every_s(self) -> float:
         return self.ttl_s / 6
 
-    def _valid(self) -> bool:
+    def may_send(self) -> bool:
+        """Whether the lease, as last renewed, still covers a send now (no Redis call)."""
         return time.monotonic() < self._deadline
 
     def hold(self) -> bool:
         """True when this beat leads and may send now (renewing or taking the lease when due)."""
         now = time.monotonic()
-        if now < self._renew_at and self._valid():
+        if now < self._renew_at and self.may_send():
             return True
         if now < self._renew_at and not self.leading:
             return False
@@ -94,7 +96,7 @@ class BeatLeadership:
             # Keep what we have: the deadline still fences us if Redis stays away.
             log.warning("beat.lease_unreachable", error=f"{type(exc).__name__}: {exc}")
             self._renew_at = time.monotonic() + self.standby_every_s
-            return self._valid()
+            return self.may_send()
         if ok:
             self._deadline = started + self.ttl_s - self.ttl_s / 3
             self._renew_at = started + self.renew_every_s
@@ -109,7 +111,7 @@ class BeatLeadership:
             self.leading = False
             self._deadline = 0.0
             self._renew_at = started + self.standby_every_s
-        return self._valid()
+        return self.may_send()
 
     def next_check_s(self) -> float:
         """Seconds until `hold` has work to do (renew, or try again as standby)."""
@@ -152,6 +154,12 @@ class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]  # celery ship
         due_in = float(super().tick(*args, **kwargs))
         # Wake up in time to renew even when the next entry is far off.
         return min(due_in, self.leadership.next_check_s())
+
+    def apply_entry(self, entry: Any, producer: Any = None) -> None:
+        # The deadline once more, right before the send: a stall inside the tick (between `hold`
+        # and here: the schedule's bookkeeping) must not send on a lease that passed meanwhile.
+        if self.leadership.may_send():
+            super().apply_entry(entry, producer=producer)
 
     def close(self) -> None:
         try:

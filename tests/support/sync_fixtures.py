@@ -5,6 +5,7 @@ pytest_plugins = ("tests.support.sync_fixtures",)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,11 @@ async def runtime_for(open_runtimes: list[Runtime]) -> AsyncIterator[Callable[[S
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
+async def workers(tmp_path: Path) -> AsyncIterator[Workers]:
+    """The test's worker and beat processes, stopped off the event loop: the fake main API runs
+    on it, and a worker's warm shutdown waits for drains that are talking to it."""
     group = Workers(tmp_path / "procs")
     try:
         yield group
     finally:
-        group.close()
+        await asyncio.to_thread(group.close)
