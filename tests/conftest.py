@@ -65,6 +65,14 @@ def postgres_template(request: pytest.FixtureRequest) -> Iterator[PostgresTempla
     template.close()
 
 
+@pytest.fixture
+def pg_url(postgres_template: PostgresTemplate) -> Iterator[str]:
+    """A freshly migrated PostgreSQL database, for a test that runs on PostgreSQL only."""
+    url = postgres_template.new_database()
+    yield url
+    postgres_template.release(url)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: SqliteTemplate

@@ -6,24 +6,13 @@ batch at tens of thousands of workloads). What is locked stays the registered, n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import asyncpg
-import pytest
 from sqlalchemy.dialects import postgresql
 
 from statusd.db import create_engine, transaction
 from statusd.transition_sql import _LOCK_PG, lock_workloads
 
 WORKLOADS = 20_000
-
-
-@pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    template = request.getfixturevalue("postgres_template")
-    url = template.new_database()
-    yield url
-    template.release(url)
 
 
 async def test_the_lock_never_filters_every_row_by_the_ids(pg_url: str) -> None:

@@ -40,14 +40,6 @@ pytestmark = [pytest.mark.redis_ha, pytest.mark.slow, pytest.mark.timeout(360)]
 
 
 @pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    template = request.getfixturevalue("postgres_template")
-    url = template.new_database()
-    yield url
-    template.release(url)
-
-
-@pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisClusterProcs]:
     procs = RedisClusterProcs(tmp_path / "cluster")
     try:

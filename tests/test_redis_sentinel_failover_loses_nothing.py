@@ -27,14 +27,6 @@ pytestmark = [pytest.mark.redis_ha, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    template = request.getfixturevalue("postgres_template")
-    url = template.new_database()
-    yield url
-    template.release(url)
-
-
-@pytest.fixture
 def sentinels(tmp_path: Path) -> Iterator[SentinelProcs]:
     procs = SentinelProcs(tmp_path / "sentinel")
     try:
