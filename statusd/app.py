@@ -9,7 +9,7 @@ from aiohttp import web
 
 from statusd.api.routes import setup_api
 from statusd.app_keys import RUNTIME, SETTINGS
-from statusd.ingest import setup_ingest
+from statusd.ingest.mount import setup_ingest
 from statusd.oncall.endpoints import setup_oncall
 from statusd.recovery import ensure_liveness_at_start
 from statusd.settings import Settings

@@ -48,3 +48,18 @@ def test_the_worker_metrics_listener_does_not_load_the_aiohttp_endpoint() -> Non
     loaded = loaded_after("import statusd.oncall.metrics_thread")
     assert "statusd.oncall.metrics_endpoint" not in loaded
     assert "statusd.oncall.fleet_collector" not in loaded
+
+
+def test_serve_and_consume_load_celery_only_to_kick_a_drain() -> None:
+    # Every Runtime gets the drain-kick hook; building it must not load Celery, which a `serve`
+    # or `consume` process needs only on its first kick.
+    loaded = loaded_after("import statusd.serving, statusd.ingest.consumer, statusd.wiring")
+    assert "statusd.celery.drain_kick" in loaded
+    assert not {"celery", "kombu"} & loaded, sorted({"celery", "kombu"} & loaded)
+
+
+def test_the_ingest_streams_load_without_the_web_side_and_the_consumers() -> None:
+    # The worker replays streams after a Redis loss (statusd.recovery): it needs `streams` only.
+    loaded = loaded_after("import statusd.ingest.streams")
+    unwanted = {"statusd.ingest.mount", "statusd.ingest.consumer", "aiohttp.web"}
+    assert not loaded & unwanted, sorted(loaded & unwanted)

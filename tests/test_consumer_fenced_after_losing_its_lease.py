@@ -18,7 +18,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from statusd.app_keys import RUNTIME
-from statusd.ingest import CONSUMERS
+from statusd.ingest.mount import CONSUMERS
 from statusd.keys import Keys
 from statusd.settings import Settings
 from tests.support.api_client import api_client

@@ -22,12 +22,9 @@ from typing import Any
 
 import pytest
 import requests
-import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import content_type_conformance
 
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, settings_env
@@ -57,6 +54,8 @@ class Tally:
 
 def undocumented_answer(operation: Any, case: Any, response: Any) -> str | None:
     """What the document does not declare about this answer (None: all of it is declared)."""
+    from schemathesis.specs.openapi.checks import content_type_conformance
+
     try:
         case.validate_response(response, checks=[content_type_conformance])
     except BaseExceptionGroup as exc:  # schemathesis's FailureGroup: its text names each failure
@@ -101,6 +100,8 @@ def streams(operation: Any) -> bool:
 
 def drive(operation: Any, base: str, tally: Tally, **fixed: Any) -> None:
     """Send generated cases of one operation, counting them; 5xx are collected, not raised."""
+    from schemathesis import GenerationMode
+
     timeout = 1.0 if streams(operation) else 10.0
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
@@ -130,6 +131,10 @@ def drive(operation: Any, base: str, tally: Tally, **fixed: Any) -> None:
 def test_generated_input_never_gets_a_server_error(
     served: tuple[str, Path], database_url: str
 ) -> None:
+    # schemathesis is imported here, not at collection: every xdist worker collects this module,
+    # and it is the heaviest import of the suite (its pytest plugin is off: see pyproject.toml).
+    import schemathesis
+
     base, server_log = served
     schema = schemathesis.openapi.from_url(f"{base}/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
