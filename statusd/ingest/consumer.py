@@ -108,8 +108,15 @@ class ConsumerSet:
         }
 
     async def ensure_groups(self) -> None:
-        """Create the consumer group on every shard stream (from id 0, so nothing is skipped)."""
-        await ensure_groups(self.redis, self.keys, self.shards)
+        """Create the consumer group on every shard stream (from id 0, so nothing is skipped).
+
+        With Redis away (a process restarted during a Redis outage) this logs and returns: each
+        shard loop creates its group when a read answers NOGROUP, once Redis is back.
+        """
+        try:
+            await ensure_groups(self.redis, self.keys, self.shards)
+        except (RedisError, OSError) as exc:
+            log.warning("consumers.group_not_created", error=str(exc), then="created on first read")
 
     async def _housekeep(self) -> None:
         while not self._ctx.stopping.is_set():

@@ -66,10 +66,7 @@ def setup_ingest(app: web.Application, *, consumers: int) -> None:
 
         async def consumers_ctx(app: web.Application) -> AsyncIterator[None]:
             consumer_set = ConsumerSet(app[RUNTIME], count=consumers)
-            try:
-                await consumer_set.ensure_groups()
-            except Exception as exc:  # Redis down at startup: the consumers create it (NOGROUP)
-                log.warning("consumers.group_not_created", error=str(exc))
+            await consumer_set.ensure_groups()
             consumer_set.start()
             app[CONSUMERS] = consumer_set
             yield
