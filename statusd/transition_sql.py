@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, String, any_, bindparam, func, insert, select, update
+from sqlalchemy import RowMapping, Select, String, bindparam, func, insert, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,24 +36,32 @@ _LOCK_COLUMNS = (
     WORKLOADS.c.state_changed_at,
     WORKLOADS.c.parent,  # read only: whether an alert may be held (statusd.dependencies)
 )
-# PostgreSQL gets the ids as one array parameter: the statement text is the same for
-# every batch size, where an expanding IN is re-rendered per call. Rows are locked in id order,
-# so two batches that share workloads (a shard changing hands) wait for each other instead of
-# deadlocking. SQLite: BEGIN IMMEDIATE already holds the write lock.
-# The ids are a set to join (`IN (SELECT unnest(...))`), not an `= ANY` filter: without fresh
-# statistics the planner takes `deleted_at IS NULL` for selective and scans every workload through
-# ix_workloads_deleted_at, and once the prepared statement goes generic the array is searched
-# linearly for each of those rows (rows x ids comparisons: ~0.3 s of database CPU per batch of 500
-# at 40,000 workloads, and the storm's consumers run up to pool-size of them at once).
-_IDS_PG = bindparam("ids", type_=ARRAY(String))
-_LOCK_PG = (
+# PostgreSQL gets the ids as one array parameter: the statement text is the same for every batch
+# size, where an expanding IN is re-rendered per call. Each id is looked up through a LATERAL
+# subquery, so the plan is one primary-key lookup per id whatever the planner believes about the
+# table: as a join or an `= ANY` filter, a planner with no or stale statistics (a table analyzed
+# while it held a row, 20,000 rows later; a prepared statement gone generic) walked every workload
+# through an index and searched the ids for each (rows x ids comparisons: ~0.3 s of database CPU
+# per batch of 500 at 40,000 workloads, up to pool-size batches at once). The lookups run in array
+# order and lock_workloads sorts the ids, so rows are locked in id order: two batches that share
+# workloads (a shard changing hands) wait for each other instead of deadlocking. SQLite: BEGIN
+# IMMEDIATE already holds the write lock.
+_IDS_PG = (
+    func.unnest(bindparam("ids", type_=ARRAY(String))).table_valued("id").render_derived("ids")
+)
+
+
+def _per_id_pg(found: Select[Any], name: str) -> Select[Any]:
+    """`found` (filtered on WORKLOADS.c.id == _IDS_PG.c.id) run once per id of the array."""
+    lookup = found.lateral(name)
+    return select(*lookup.c).select_from(_IDS_PG.join(lookup, true()))
+
+
+_LOCK_PG = _per_id_pg(
     select(*_LOCK_COLUMNS)
-    .where(
-        WORKLOADS.c.id.in_(select(func.unnest(_IDS_PG)).scalar_subquery()),
-        WORKLOADS.c.deleted_at.is_(None),
-    )
-    .order_by(WORKLOADS.c.id)
-    .with_for_update()
+    .where(WORKLOADS.c.id == _IDS_PG.c.id, WORKLOADS.c.deleted_at.is_(None))
+    .with_for_update(),
+    "locked",
 )
 _LOCK_SQLITE = select(*_LOCK_COLUMNS).where(
     WORKLOADS.c.id.in_(bindparam("ids", expanding=True)), WORKLOADS.c.deleted_at.is_(None)
@@ -82,7 +90,9 @@ WRITE_BACK_FIELDS = (
     "state_changed_at",
 )
 
-_VERSIONS_PG = select(WORKLOADS.c.id, WORKLOADS.c.version).where(WORKLOADS.c.id == any_(_IDS_PG))
+_VERSIONS_PG = _per_id_pg(
+    select(WORKLOADS.c.id, WORKLOADS.c.version).where(WORKLOADS.c.id == _IDS_PG.c.id), "written"
+)
 _VERSIONS_SQLITE = select(WORKLOADS.c.id, WORKLOADS.c.version).where(
     WORKLOADS.c.id.in_(bindparam("ids", expanding=True))
 )
@@ -93,7 +103,7 @@ _INSERT_REFUSALS = insert(REFUSED_OBSERVATIONS)
 async def lock_workloads(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, RowMapping]:
     """Lock the registered (not deleted) workloads among `ids` for this transaction: id -> row."""
     query = _LOCK_SQLITE if is_sqlite(conn.engine.url) else _LOCK_PG
-    result = await conn.execute(query, {"ids": list(ids)})
+    result = await conn.execute(query, {"ids": sorted(set(ids))})
     return {row["id"]: row for row in result.mappings()}
 
 
