@@ -75,6 +75,7 @@ sys.path.insert(0, str(ROOT))
 
 import chaos_netns  # noqa: E402
 from chaos_pg import PgPair, server_bindir  # noqa: E402
+from statusd_client.heartbeater import DEFAULT_TIMEOUT_S as CLIENT_TIMEOUT_S  # noqa: E402
 
 from statusd.redis_runtime import EmbeddedRedis, free_port  # noqa: E402
 
@@ -402,7 +403,12 @@ class Deployment:
         ]
         commands += [(f"consume{i}", ["consume", "--consumers", "2"]) for i in range(2)]
         commands += [("worker", ["worker", "--concurrency", "2"])]
-        commands += [(f"beat{i}", ["beat"]) for i in range(2)]
+        # Each beat its own schedule file, as each replica has its own disk: two beats writing one
+        # shelve corrupt it ("pickle data was truncated" in the one that reads it next).
+        commands += [
+            (f"beat{i}", ["beat", "--schedule", str(self.work / f"beat{i}-schedule")])
+            for i in range(2)
+        ]
         for name, args in commands:
             proc = Proc(name, args, env, logs / f"{name}.log")
             if ns := self.ns(name):
@@ -1127,9 +1133,14 @@ async def run(
         # silent meanwhile would be declared UNREACHABLE, rightly, before the read reached it).
         end = start + duration + settle
         done = asyncio.Event()
-        # One client session for the fleet, its connections bounded, as a load balancer's are.
+        # One client session for the fleet, its connections bounded per `serve`, as a load
+        # balancer's are per backend; each try times out as statusd-client's does. With one
+        # bound for both, a `serve` cut off from Redis (answering 503 after its 2 s ingest
+        # timeout) held most of the 2,000 containers' connections, the other `serve`'s tries
+        # queued behind them, and a container's gap between accepted heartbeats passed the TTL.
         fleet_session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=256)
+            timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit=256 * len(apis), limit_per_host=256),
         )
         runners = [
             asyncio.create_task(

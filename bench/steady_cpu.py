@@ -501,7 +501,7 @@ def main() -> int:
     parser.add_argument("--workloads", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=40, help="distinct seqs per workload")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per run")
-    parser.add_argument("--quick", action="store_true", help="200 workloads, 2 s of load")
+    parser.add_argument("--quick", action="store_true", help="200 workloads, 1 s of load")
     parser.add_argument(
         "--loader",
         choices=["wrk", "python"],
@@ -527,7 +527,7 @@ def main() -> int:
     if args.rates:
         return paced_main(args)
     if args.quick:
-        args.workloads, args.rounds, args.duration = 200, 10, 2.0
+        args.workloads, args.rounds, args.duration = 200, 10, 1.0
     results: dict[str, dict[str, object]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="statusd-steady-cpu-"))
     try:

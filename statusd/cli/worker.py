@@ -24,7 +24,9 @@ from statusd.settings import Settings
 if TYPE_CHECKING:
     from celery import Celery
 
-SCHEDULE_HELP = "Beat schedule file (default: <state_dir>/celerybeat-schedule)."
+SCHEDULE_HELP = (
+    "Beat schedule file (default: <state_dir>/celerybeat-schedule); each beat needs its own."
+)
 
 
 def _queues(raw: str) -> list[QueueName]:
