@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers: two per core (at most 8). Most tests spend much of their time waiting on
 # the real Redis, Celery, PostgreSQL and servers they start, so one worker per core leaves the
-# cores half idle; two per core keeps them busy (CI=true on 2 cores: pytest 636-682 s, the cores
-# 91% busy). The end-to-end tests' bounds are sized for saturated cores: the whole suite also
-# passes at 4 workers with other work beside it.
+# cores half idle; two per core keeps them busy (CI=true on 2 cores: pytest 513 s, the cores 86%
+# busy while it runs). The end-to-end tests' bounds are sized for saturated cores: the whole
+# suite also passes at 4 workers with other work beside it.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); n=$$((2 * n)); [ "$$n" -gt 8 ] && n=8; echo $$n)
 SYSTEM_PACKAGES := redis-server chromium chromium-driver iproute2 prometheus prometheus-alertmanager postgresql
 
