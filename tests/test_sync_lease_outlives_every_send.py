@@ -88,3 +88,10 @@ def test_a_retry_sleeps_its_exponential_share_and_never_past_its_cap(retry: int)
     floor = min(RETRY_MAX_WAIT, RETRY_INITIAL_WAIT * 2.0 ** min(retry - 1, 64))
     for _ in range(200):
         assert floor <= retry_sleep(retry) <= backoff_cap(retry)
+
+
+@pytest.mark.parametrize("retry", [1, 2, 5, 40])
+def test_a_retry_at_a_peer_that_is_not_failing_sleeps_the_first_backoff(retry: int) -> None:
+    """A row failing at a peer that answers nearly everything else does not double its sleeps."""
+    for _ in range(200):
+        assert RETRY_INITIAL_WAIT <= retry_sleep(retry, peer_failing=False) <= backoff_cap(1)

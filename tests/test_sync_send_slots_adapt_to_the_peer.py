@@ -18,6 +18,7 @@ from statusd.db import create_engine
 from statusd.settings import Settings
 from statusd.sync.delivery import TransientDeliveryError
 from statusd.sync.drain import drain
+from statusd.sync.lease import RETRY_JITTER, backoff_cap
 from statusd.sync.send_slots import MIN_WINDOW, SendSlots
 from statusd.transitions import Ledger
 from tests.support.main_api import FakeMainAPI, Faults
@@ -171,3 +172,71 @@ async def test_twenty_percent_5xx_never_more_than_the_ceiling_in_flight_all_once
     assert api.violations == []  # per-workload order, never one key twice at once
     assert {wid: api.accepted[wid] for wid in ids} == produced
     assert api.duplicates() == {}  # exactly once: no answer was lost, so nothing re-sent
+
+
+async def test_a_peer_is_failing_from_a_failing_window_until_the_limit_grows_back() -> None:
+    slots = SendSlots(4)
+    assert not slots.failing
+    await run_window(slots, ok=False)
+    assert slots.failing and slots.allowed() == 2
+    await run_window(slots, ok=True)
+    assert slots.failing and slots.allowed() == 3  # growing back, one per window
+    await run_window(slots, ok=True)
+    assert not slots.failing and slots.allowed() == 4
+
+
+UNLUCKY_FAILS = 5  # at 20% 5xx, one row in ~3,000 fails five times in a row
+
+
+class UnluckyRowAPI(CountingMainAPI):
+    """Answers 503 to one workload's first UNLUCKY_FAILS requests; every other request succeeds
+    after 20 ms, so healthy answers keep coming while the unlucky row retries."""
+
+    def __init__(self, token: str, unlucky: str) -> None:
+        super().__init__(token)
+        self.unlucky = unlucky
+        self.unlucky_requests = 0
+
+    async def _put_status(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["workload_id"] == self.unlucky:
+            self.unlucky_requests += 1
+            if self.unlucky_requests <= UNLUCKY_FAILS:
+                return web.json_response({"error": "unavailable"}, status=503)
+        await asyncio.sleep(0.02)
+        return await super()._put_status(request)
+
+
+async def test_an_unlucky_row_at_a_healthy_peer_retries_without_doubling_its_sleeps(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The peer answers nearly every request, so its send slots stay at the ceiling and the row
+    that failed five times in a row is bad luck: each retry sleeps the first, short backoff
+    (at most backoff_cap(1)), and all five fit in a budget that doubling sleeps (0.1 + 0.2 + 0.4
+    + 0.8 s before the fifth retry, whose own sleep is 1.6 s) would cross, deferring the row."""
+    ids = [f"dep-{i:02d}" for i in range(40)]
+    api = UnluckyRowAPI(MAIN_TOKEN, unlucky=ids[0])
+    await api.start()
+    settings = make_settings(
+        main_api_url=api.url,
+        main_api_token=MAIN_TOKEN,
+        sync_concurrency=CEILING,
+        sync_timeout=10.0,
+        sync_attempts=UNLUCKY_FAILS + 1,
+        sync_budget=UNLUCKY_FAILS * backoff_cap(1) + 1.5,  # 2.5 s: short sleeps and slack
+    )
+    assert sum(backoff_cap(r) - RETRY_JITTER for r in range(1, UNLUCKY_FAILS + 1)) > (
+        settings.sync_budget
+    )  # doubling sleeps alone would cross it
+    engine = create_engine(settings.database_url, pool_size=10)
+    try:
+        ledger = Ledger(engine=engine)
+        await register_fleet(ledger, ids)
+        produced = await produce(ledger, ids, parallel=8)
+        report = await drain(engine, settings)
+    finally:
+        await engine.dispose()
+        await api.stop()
+    assert api.unlucky_requests == UNLUCKY_FAILS + len(produced[ids[0]])
+    assert report.deferred == 0 and report.delivered == 200
+    assert {wid: api.accepted[wid] for wid in ids} == produced
+    assert api.violations == [] and api.duplicates() == {}

@@ -232,7 +232,7 @@ class Drainer:
                         delivery = await self._send(row)
                     break
                 except TransientDeliveryError as exc:
-                    sleep = self._retry_sleep(attempts, started)
+                    sleep = self._retry_sleep(attempts, started, peer_failing=slots.failing)
                     if sleep is None:
                         raise
                     _row_log(row).warning(
@@ -270,7 +270,7 @@ class Drainer:
         values = delivered_values(total, delivery.status, delivery.body)
         return SendResult(row, RowOutcome.DELIVERED, values)
 
-    def _retry_sleep(self, attempts: int, started: float) -> float | None:
+    def _retry_sleep(self, attempts: int, started: float, *, peer_failing: bool) -> float | None:
         """The sleep before the next in-run retry; None: no more in this run (STATUSD_SYNC_ATTEMPTS
         made, or the sleep would cross STATUSD_SYNC_BUDGET, counted from the first attempt).
 
@@ -278,7 +278,7 @@ class Drainer:
         and tenacity's per-call machinery cost a tenth of the drain's CPU (docs/benchmarks.md)."""
         if attempts >= self.settings.sync_attempts:
             return None
-        sleep = retry_sleep(attempts)
+        sleep = retry_sleep(attempts, peer_failing=peer_failing)
         if time.monotonic() - started + sleep >= self.settings.sync_budget:
             return None
         return sleep

@@ -11,6 +11,9 @@ is about one round trip of the whole window in flight):
 - otherwise it grows by one, up to the ceiling (STATUSD_SYNC_CONCURRENCY), which is never
   exceeded: a peer that fails a few requests at random keeps the whole ceiling, one that is down
   gets one request at a time, and one that recovers gets its slots back a window at a time.
+While the limit is below the ceiling the peer is `failing`, and a row's retries back off
+exponentially (statusd.sync.lease.retry_sleep); otherwise a failed row is bad luck and retries
+after the first, short sleep.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class SendSlots:
 
     def allowed(self) -> int:
         return max(1, int(self.limit))
+
+    @property
+    def failing(self) -> bool:
+        """Whether a window backed the limit off and it has not grown back to the ceiling yet:
+        the peer is failing as a whole, not a few requests at random."""
+        return self.limit < self.ceiling
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
