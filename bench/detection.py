@@ -38,6 +38,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -92,6 +93,17 @@ class Timing:
         }
 
 
+WORKER_PROCESSES = 2  # `statusd worker -c 2`
+DETECT_SHARE = 50  # the detection phase silences 1 in 50 of the fleet at once
+
+
+def poll_slots(size: int) -> int:
+    """STATUSD_POLL_CONCURRENCY for this fleet, by the sizing rule (README, "Sizing the pull
+    path"): a slot for every workload that can go stale in one sweep, so an endpoint hanging for
+    the poll timeout delays only its own verdict. Never below the default."""
+    return max(100, math.ceil(max(20, size // DETECT_SHARE) / WORKER_PROCESSES))
+
+
 QUICK = Timing(
     heartbeat_ttl=3.0, sweep_interval=1.0, poll_timeout=1.0, unreachable_after=2, steady_s=6
 )
@@ -128,20 +140,49 @@ def status_app(fleet: Fleet) -> web.Application:
     return app
 
 
+REGISTER_ITEMS = 1000  # STATUSD_MAX_BATCH_ITEMS' default
+REGISTER_IN_FLIGHT = 2
+
+
 async def register(http: aiohttp.ClientSession, api: str, fleet: Fleet, status_base: str) -> None:
+    """Through `POST /v1/workloads:batch`, as a platform starting a fleet at once (a sweep of
+    trials, a node's pods) registers it: one request per workload, under the fleet's own
+    heartbeats, takes this size tens of minutes to register (docs/benchmarks.md)."""
     auth = {"Authorization": f"Bearer {scale_out.API_TOKEN}"}
-    limit = asyncio.Semaphore(32)
+    limit = asyncio.Semaphore(REGISTER_IN_FLIGHT)
 
-    async def one(wid: str) -> None:
-        body = {"id": wid, "kind": "training", "status_url": f"{status_base}/status/{wid}"}
-        async with limit, http.post(f"{api}/v1/workloads", json=body, headers=auth) as response:
-            if response.status != 201:
-                raise RuntimeError(
-                    f"register {wid}: HTTP {response.status} {await response.text()}"
-                )
-            fleet.tokens[wid] = (await response.json())["heartbeat_token"]
+    async def chunk(part: list[str]) -> None:
+        left = part
+        async with limit:
+            for _ in range(BUSY_RETRIES):
+                items = [
+                    {"id": wid, "kind": "training", "status_url": f"{status_base}/status/{wid}"}
+                    for wid in left
+                ]
+                async with http.post(
+                    f"{api}/v1/workloads:batch", json={"items": items}, headers=auth
+                ) as response:
+                    answer = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"register: HTTP {response.status} {answer}")
+                refused = []  # items answered 503 were not stored: only those are sent again
+                for wid, result in zip(left, answer["results"], strict=True):
+                    if result["status"] == 201:
+                        fleet.tokens[wid] = result["workload"]["heartbeat_token"]
+                    elif result["status"] == 503:
+                        refused.append(wid)
+                    else:
+                        raise RuntimeError(f"register {wid}: {result}")
+                if not refused:
+                    return
+                left = refused
+                await asyncio.sleep(1.0)
+            raise RuntimeError(f"register: {len(left)} items refused {BUSY_RETRIES} times")
 
-    await asyncio.gather(*(one(w) for w in fleet.ids))
+    ids = fleet.ids
+    await asyncio.gather(
+        *(chunk(ids[i : i + REGISTER_ITEMS]) for i in range(0, len(ids), REGISTER_ITEMS))
+    )
 
 
 async def heartbeat_loop(http: aiohttp.ClientSession, api: str, fleet: Fleet) -> None:
@@ -344,7 +385,9 @@ async def statusd_run(
     runner = web.AppRunner(status_app(fleet), access_log=None)
     await runner.setup()
     status_port = ingest_bench.free_port()
-    await web.TCPSite(runner, "127.0.0.1", status_port).start()
+    # Every endpoint of the fleet on one socket: a backlog for a sweep's worth of connects at
+    # once, which a real fleet spreads over thousands of hosts.
+    await web.TCPSite(runner, "127.0.0.1", status_port, backlog=4096).start()
     from statusd.redis_runtime import create_redis
 
     redis = create_redis(redis_url, 4)
@@ -388,7 +431,7 @@ async def statusd_run(
                 tracked_bytes = await state_bytes(redis, keys.prefix)
 
                 # Detection: 1% finish silently, 1% die (the endpoint hangs).
-                k = max(10, size // 100)
+                k = max(20, size // DETECT_SHARE) // 2
                 finished, dead = fleet.ids[:k], fleet.ids[k : 2 * k]
                 for wid in finished:
                     fleet.answer[wid] = "SUCCEEDED"
@@ -451,6 +494,7 @@ async def statusd_run(
             "bound_succeeded_s": round(bound_done, 1),
             "dead_to_unreachable_s": spread([seen[w] for w in dead]),
             "bound_unreachable_s": round(bound_dead, 1),
+            "poll_slots": {"processes": WORKER_PROCESSES, "per_process": poll_slots(size)},
         },
     }
 
@@ -501,6 +545,7 @@ def statusd_processes(
     tmp: Path,
     consume: int,
     max_rate: float | None,
+    poll_concurrency: int,
 ) -> Iterator[tuple[dict[str, str], list[int], str]]:
     """serve [consume x N] worker beat, in that order in the pids yielded."""
     port = ingest_bench.free_port()
@@ -508,13 +553,14 @@ def statusd_processes(
         **scale_out.env_for(redis_url, prefix, database_url, port, tmp / "state"),
         **timing.env(),
         **({"STATUSD_MAX_HEARTBEATS_PER_S": str(max_rate)} if max_rate else {}),
+        "STATUSD_POLL_CONCURRENCY": str(poll_concurrency),
     }
     subprocess.run([*scale_out.statusd(), "migrate"], env=env, check=True, capture_output=True)
     serve = [*scale_out.statusd(), "serve", *(["--consumers", "0"] if consume else [])]
     commands = [
         (serve, env),
         *[([*scale_out.statusd(), "consume"], env)] * consume,
-        ([*scale_out.statusd(), "worker", "-c", "2", "-Q", "sweep,poll"], env),
+        ([*scale_out.statusd(), "worker", "-c", str(WORKER_PROCESSES), "-Q", "sweep,poll"], env),
         ([*scale_out.statusd(), "beat", "--schedule", str(tmp / f"beat-{prefix}")], env),
     ]
     pids: list[int] = []
@@ -551,7 +597,14 @@ def measure(
                 with scale_out.fresh_database(admin_url) as db:
                     database_url = db.replace("postgresql://", "postgresql+asyncpg://")
                     with statusd_processes(
-                        timing, redis_url, prefix, database_url, tmp, consume, max_rate
+                        timing,
+                        redis_url,
+                        prefix,
+                        database_url,
+                        tmp,
+                        consume,
+                        max_rate,
+                        poll_slots(size),
                     ) as (
                         _,
                         pids,

@@ -10,8 +10,9 @@ redis-server) on loopback and registers N new trainings:
 
   single           POST /v1/workloads, 32 in flight (as bench/detection.py's fleet does)
   batch            POST /v1/workloads:batch, STATUSD_MAX_BATCH_ITEMS items per request, 2 in flight
-  single, beating  the single route again while the workloads registered by the batch phase
-                   heartbeat through POST /v1/heartbeats:batch at --beat-rate per second
+  single, beating  the single route again while a fleet of --beat-rate x 10 workloads (registered
+                   in batches first) heartbeats every 10 s through POST /v1/heartbeats:batch,
+                   as bench/detection.py's fleet does: --beat-rate per second (default 20,000)
   baseline single  (with --baseline-bin) the single route of another statusd build (the code
                    before this change), same machine, same run
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -44,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import detection  # noqa: E402  (the fleet's heartbeat client)
 import ingest as ingest_bench  # noqa: E402
 import scale_out  # noqa: E402  (processes, fresh databases, env, CPU accounting)
 
@@ -51,6 +54,9 @@ SINGLE_IN_FLIGHT = 32
 BATCH_IN_FLIGHT = 2
 BATCH_ITEMS = 1000
 WARM_UP = 200  # registrations before the session count starts (the pool fills)
+# What statusd tells a fleet to keep (STATUSD_HEARTBEAT_TTL / 3 at the default TTL): a fleet
+# heartbeating at R per second is R x this many workloads.
+HEARTBEAT_INTERVAL_S = 10.0
 AUTH = {"Authorization": f"Bearer {scale_out.API_TOKEN}"}
 
 
@@ -113,33 +119,6 @@ async def register_batch(http: aiohttp.ClientSession, api: str, ids: list[str]) 
     return tokens
 
 
-async def beat(
-    http: aiohttp.ClientSession, api: str, tokens: dict[str, str], rate: float, stop: asyncio.Event
-) -> int:
-    """Heartbeats at `rate` per second in batches of 500, until `stop`; returns how many sent."""
-    ids = list(tokens)
-    seq = 0
-    sent = 0
-    per_tick = max(1, int(rate / 10))
-    start = time.monotonic()
-    tick = 0
-    while not stop.is_set():
-        seq += 1
-        pos = (tick * per_tick) % len(ids)
-        wave = [ids[(pos + i) % len(ids)] for i in range(per_tick)]
-        for i in range(0, len(wave), 500):
-            items = [
-                {"workload_id": w, "token": tokens[w], "status": "RUNNING", "seq": seq}
-                for w in wave[i : i + 500]
-            ]
-            async with http.post(f"{api}/v1/heartbeats:batch", json={"items": items}) as resp:
-                await resp.read()
-            sent += len(items)
-        tick += 1
-        await asyncio.sleep(max(0.0, start + tick / 10 - time.monotonic()))
-    return sent
-
-
 Register = Callable[[aiohttp.ClientSession, str, list[str]], Awaitable[dict[str, str]]]
 
 
@@ -152,20 +131,26 @@ def phase(
     admin_url: str,
     tmp: Path,
     beat_rate: float = 0.0,
+    consume: int = 0,
 ) -> Phase:
     prefix = f"benchreg{secrets.token_hex(3)}:"
     port = ingest_bench.free_port()
     with scale_out.fresh_database(admin_url) as database_url:
         database = database_url.rsplit("/", 1)[1]
         env = scale_out.env_for(redis_url, prefix, database_url, port, tmp / "state")
-        env["STATUSD_MAX_HEARTBEATS_PER_S"] = str(max(beat_rate * 2, 2000.0))
+        env["STATUSD_MAX_HEARTBEATS_PER_S"] = str(max(beat_rate, 2000.0))
         scale_out.subprocess.run([*bin_path, "migrate"], env=env, check=True, capture_output=True)
         api = f"http://127.0.0.1:{port}"
         pids: list[int] = []
-        with scale_out.processes([([*bin_path, "serve"], env)], tmp, started=pids):
+        # With `consume`, the layout a busy deployment runs (README, "Deploying"): `serve`
+        # only takes requests, separate `consume` processes apply the stream.
+        serve = [*bin_path, "serve", *(["--consumers", "0"] if consume else [])]
+        commands = [(serve, env), *[([*bin_path, "consume"], env)] * consume]
+        with scale_out.processes(commands, tmp, started=pids):
             asyncio.run(scale_out.wait_http(f"{api}/readyz"))
+            # The CPU column is serve's: the registrations' cost, with its heartbeat share.
             return asyncio.run(
-                _measure(name, api, register, n, admin_url, database, pids, beat_rate)
+                _measure(name, api, register, n, admin_url, database, pids[:1], beat_rate)
             )
 
 
@@ -182,26 +167,35 @@ async def _measure(
     run = secrets.token_hex(3)
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
-        stop = asyncio.Event()
-        beating: asyncio.Task[int] | None = None
+        fleet: detection.Fleet | None = None
+        beats: asyncio.Task[None] | None = None
         if beat_rate > 0:
-            fleet = [f"fleet-{run}-{i:06d}" for i in range(int(beat_rate * 2))]
-            tokens = await register_batch(http, api, fleet)
-            beating = asyncio.create_task(beat(http, api, tokens, beat_rate, stop))
-            await asyncio.sleep(3)  # the heartbeats settle to their rate
-        await register(http, api, [f"warm-{run}-{i:05d}" for i in range(WARM_UP)])
-        ids = [f"reg-{run}-{i:06d}" for i in range(n)]
-        before = await sessions(admin_url, database)
-        cpu0 = scale_out.cpu_seconds(pids)
-        t0 = time.monotonic()
-        await register(http, api, ids)
-        seconds = time.monotonic() - t0
-        cpu = scale_out.cpu_seconds(pids) - cpu0
-        after = await sessions(admin_url, database)
-        beats = 0
-        if beating is not None:
-            stop.set()
-            beats = await beating
+            size = int(beat_rate * HEARTBEAT_INTERVAL_S)
+            fleet = detection.Fleet(
+                ids=[f"fleet-{run}-{i:06d}" for i in range(size)], interval=HEARTBEAT_INTERVAL_S
+            )
+            fleet.tokens.update(await register_batch(http, api, fleet.ids))
+            beats = asyncio.create_task(detection.heartbeat_loop(http, api, fleet))
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)  # the whole fleet beating at its rate
+        try:
+            await register(http, api, [f"warm-{run}-{i:05d}" for i in range(WARM_UP)])
+            ids = [f"reg-{run}-{i:06d}" for i in range(n)]
+            before = await sessions(admin_url, database)
+            cpu0 = scale_out.cpu_seconds(pids)
+            sent0 = fleet.sent if fleet is not None else 0
+            t0 = time.monotonic()
+            await register(http, api, ids)
+            seconds = time.monotonic() - t0
+            sent = fleet.sent - sent0 if fleet is not None else 0
+            cpu = scale_out.cpu_seconds(pids) - cpu0
+            after = await sessions(admin_url, database)
+            if beats is not None:
+                detection.beating(beats)  # the client kept going: its rate is what it sent
+        finally:
+            if beats is not None:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
     # sessions() connects to the admin database: the count is the phase's database alone.
     return Phase(
         name,
@@ -210,7 +204,7 @@ async def _measure(
         round(n / seconds, 1),
         after - before,
         round(cpu / n * 1000, 3),
-        round(beats / seconds, 0) if beating is not None else 0.0,
+        round(sent / seconds, 0) if fleet is not None else 0.0,
     )
 
 
@@ -234,10 +228,16 @@ def main() -> int:
         "--pg",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
+    parser.add_argument(
+        "--consume",
+        type=int,
+        default=0,
+        help="every phase on `serve --consumers 0` plus this many `statusd consume` processes",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     n = args.n or (300 if args.quick else 5000)
-    beat_rate = args.beat_rate if args.beat_rate is not None else (500.0 if args.quick else 5000.0)
+    beat_rate = args.beat_rate if args.beat_rate is not None else (500.0 if args.quick else 20000.0)
     ours = scale_out.statusd()
     phases: list[Phase] = []
     from statusd.redis_runtime import EmbeddedRedis
@@ -257,10 +257,13 @@ def main() -> int:
                         redis_url,
                         args.pg,
                         tmp,
+                        consume=args.consume,
                     )
                 )
-            phases.append(phase("single", ours, register_single, n, redis_url, args.pg, tmp))
-            phases.append(phase("batch", ours, register_batch, n, redis_url, args.pg, tmp))
+            for name, register in (("single", register_single), ("batch", register_batch)):
+                phases.append(
+                    phase(name, ours, register, n, redis_url, args.pg, tmp, consume=args.consume)
+                )
             if beat_rate > 0:
                 phases.append(
                     phase(
@@ -272,6 +275,7 @@ def main() -> int:
                         args.pg,
                         tmp,
                         beat_rate,
+                        consume=args.consume,
                     )
                 )
         finally:
@@ -300,6 +304,7 @@ def main() -> int:
             {
                 "n": n,
                 "beat_rate": beat_rate,
+                "consume": args.consume,
                 "phases": [asdict(p) for p in phases],
                 "ratios": ratios,
             },
