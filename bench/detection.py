@@ -377,6 +377,7 @@ async def statusd_run(
     keys: Keys,
     api: str,
     push: int,
+    slots: int,
 ) -> dict[str, Any]:
     """`pids`: serve, the consume processes, worker, beat, redis-server; the first `push` of them
     and redis-server are the push path."""
@@ -494,7 +495,7 @@ async def statusd_run(
             "bound_succeeded_s": round(bound_done, 1),
             "dead_to_unreachable_s": spread([seen[w] for w in dead]),
             "bound_unreachable_s": round(bound_dead, 1),
-            "poll_slots": {"processes": WORKER_PROCESSES, "per_process": poll_slots(size)},
+            "poll_slots": {"processes": WORKER_PROCESSES, "per_process": slots},
         },
     }
 
@@ -571,7 +572,12 @@ def statusd_processes(
 
 
 def measure(
-    sizes: list[int], timing: Timing, admin_url: str, consume: int, max_rate: float | None
+    sizes: list[int],
+    timing: Timing,
+    admin_url: str,
+    consume: int,
+    max_rate: float | None,
+    slots: int | None = None,
 ) -> dict[str, Any]:
     from statusd.redis_runtime import EmbeddedRedis
 
@@ -593,6 +599,7 @@ def measure(
             )
             for size in sizes:
                 prefix = f"benchdetect{size}:"
+                per_process = slots or poll_slots(size)
                 print(f"-- statusd, {size:,} trainings ...", file=sys.stderr, flush=True)
                 with scale_out.fresh_database(admin_url) as db:
                     database_url = db.replace("postgresql://", "postgresql+asyncpg://")
@@ -604,7 +611,7 @@ def measure(
                         tmp,
                         consume,
                         max_rate,
-                        poll_slots(size),
+                        per_process,
                     ) as (
                         _,
                         pids,
@@ -622,6 +629,7 @@ def measure(
                                     Keys(prefix),
                                     api,
                                     push=1 + consume,
+                                    slots=per_process,
                                 )
                             )
                         )
@@ -685,6 +693,12 @@ def main() -> int:
         help="length of the steady window in seconds (default 30, at least two intervals): "
         "long enough to tell a bounded lag from a slowly growing one",
     )
+    parser.add_argument(
+        "--poll-slots",
+        type=int,
+        default=None,
+        help="STATUSD_POLL_CONCURRENCY per worker process (default: the sizing rule, poll_slots)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [int(x) for x in (args.workloads or ("300" if args.quick else "1000,10000")).split(",")]
@@ -695,7 +709,7 @@ def main() -> int:
     try:
         result: dict[str, Any] = {
             "ok": True,
-            **measure(sizes, timing, args.pg, args.consume, args.max_rate),
+            **measure(sizes, timing, args.pg, args.consume, args.max_rate, args.poll_slots),
         }
     except Exception as exc:  # a failed run is reported and exits non-zero; slowness never does
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
