@@ -13,6 +13,7 @@ redis-server) on loopback and registers N new trainings:
   single, beating  the single route again while a fleet of --beat-rate x 10 workloads (registered
                    in batches first) heartbeats every 10 s through POST /v1/heartbeats:batch,
                    as bench/detection.py's fleet does: --beat-rate per second (default 20,000)
+  batch, beating   the batch route under the same heartbeats
   baseline single  (with --baseline-bin) the single route of another statusd build (the code
                    before this change), same machine, same run
 
@@ -69,6 +70,7 @@ class Phase:
     new_sessions: int  # PostgreSQL sessions opened after the warm-up
     serve_cpu_ms: float  # serve CPU per registration
     beats_per_s: float = 0.0
+    idle_cores: float = 0.0  # the machine's idle CPUs over the measured registrations
 
 
 async def sessions(admin_url: str, database: str) -> int:
@@ -183,9 +185,11 @@ async def _measure(
             before = await sessions(admin_url, database)
             cpu0 = scale_out.cpu_seconds(pids)
             sent0 = fleet.sent if fleet is not None else 0
+            idle0 = detection.machine_idle_s()
             t0 = time.monotonic()
             await register(http, api, ids)
             seconds = time.monotonic() - t0
+            idle = (detection.machine_idle_s() - idle0) / seconds
             sent = fleet.sent - sent0 if fleet is not None else 0
             cpu = scale_out.cpu_seconds(pids) - cpu0
             after = await sessions(admin_url, database)
@@ -205,6 +209,7 @@ async def _measure(
         after - before,
         round(cpu / n * 1000, 3),
         round(sent / seconds, 0) if fleet is not None else 0.0,
+        round(idle, 2),
     )
 
 
@@ -265,35 +270,43 @@ def main() -> int:
                     phase(name, ours, register, n, redis_url, args.pg, tmp, consume=args.consume)
                 )
             if beat_rate > 0:
-                phases.append(
-                    phase(
-                        "single, beating",
-                        ours,
-                        register_single,
-                        n,
-                        redis_url,
-                        args.pg,
-                        tmp,
-                        beat_rate,
-                        consume=args.consume,
+                for name, register in (
+                    ("single, beating", register_single),
+                    ("batch, beating", register_batch),
+                ):
+                    phases.append(
+                        phase(
+                            name,
+                            ours,
+                            register,
+                            n,
+                            redis_url,
+                            args.pg,
+                            tmp,
+                            beat_rate,
+                            consume=args.consume,
+                        )
                     )
-                )
         finally:
             redis.stop()
     by = {p.name: p for p in phases}
     print(f"\nregistration, {os.cpu_count()} CPUs, {n:,} registrations per phase")
-    print("| phase | registrations/s | serve CPU ms each | new PG sessions | heartbeats/s |")
-    print("|---|---|---|---|---|")
+    print(
+        "| phase | registrations/s | serve CPU ms each | new PG sessions | heartbeats/s "
+        "| idle cores |"
+    )
+    print("|---|---|---|---|---|---|")
     for p in phases:
         print(
             f"| {p.name} | {p.rate:,.0f} | {p.serve_cpu_ms:.2f} | {p.new_sessions} "
-            f"| {p.beats_per_s:,.0f} |"
+            f"| {p.beats_per_s:,.0f} | {p.idle_cores:.2f} |"
         )
     ratios: dict[str, float] = {"batch / single": by["batch"].rate / by["single"].rate}
     if "baseline single" in by:
         ratios["single / baseline single"] = by["single"].rate / by["baseline single"].rate
     if "single, beating" in by:
         ratios["single beating / single"] = by["single, beating"].rate / by["single"].rate
+        ratios["batch beating / batch"] = by["batch, beating"].rate / by["batch"].rate
     for label, value in ratios.items():
         print(f"{label}: {value:.2f}x")
     args.out.mkdir(parents=True, exist_ok=True)
