@@ -185,6 +185,14 @@ async def test_a_peer_is_failing_from_a_failing_window_until_the_limit_grows_bac
     assert not slots.failing and slots.allowed() == 4
 
 
+async def test_a_single_slot_cannot_halve_but_knows_its_peer_is_failing() -> None:
+    slots = SendSlots(1)
+    await run_window(slots, ok=False)
+    assert slots.failing and slots.allowed() == 1  # so a row's retries double
+    await run_window(slots, ok=True)
+    assert not slots.failing
+
+
 UNLUCKY_FAILS = 5  # at 20% 5xx, one row in ~3,000 fails five times in a row
 
 

@@ -42,6 +42,7 @@ class SendSlots:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._ok = 0
         self._failed = 0
+        self._backed_off = False  # a window failed, and the limit has not grown back since
 
     def allowed(self) -> int:
         return max(1, int(self.limit))
@@ -49,8 +50,9 @@ class SendSlots:
     @property
     def failing(self) -> bool:
         """Whether a window backed the limit off and it has not grown back to the ceiling yet:
-        the peer is failing as a whole, not a few requests at random."""
-        return self.limit < self.ceiling
+        the peer is failing as a whole, not a few requests at random. (Kept apart from the limit:
+        a ceiling of 1 cannot halve, but its peer can fail.)"""
+        return self._backed_off
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -97,8 +99,10 @@ class SendSlots:
         if done >= max(self.allowed(), MIN_WINDOW):
             if self._failed > BACK_OFF_RATIO * done:
                 self.limit = max(1.0, self.limit * DECREASE)
+                self._backed_off = True
             else:
                 self.limit = min(float(self.ceiling), self.limit + 1)
+                self._backed_off = self.limit < self.ceiling and self._backed_off
             self._ok = self._failed = 0
         self._wake()
 
