@@ -138,7 +138,6 @@ def phase(
     prefix = f"benchreg{secrets.token_hex(3)}:"
     port = ingest_bench.free_port()
     with scale_out.fresh_database(admin_url) as database_url:
-        database = database_url.rsplit("/", 1)[1]
         env = scale_out.env_for(redis_url, prefix, database_url, port, tmp / "state")
         env["STATUSD_MAX_HEARTBEATS_PER_S"] = str(max(beat_rate, 2000.0))
         scale_out.subprocess.run([*bin_path, "migrate"], env=env, check=True, capture_output=True)
@@ -152,7 +151,7 @@ def phase(
             asyncio.run(scale_out.wait_http(f"{api}/readyz"))
             # The CPU column is serve's: the registrations' cost, with its heartbeat share.
             return asyncio.run(
-                _measure(name, api, register, n, admin_url, database, pids[:1], beat_rate)
+                _measure(name, api, register, n, admin_url, database_url, pids[:1], beat_rate)
             )
 
 
@@ -162,10 +161,11 @@ async def _measure(
     register: Register,
     n: int,
     admin_url: str,
-    database: str,
+    database_url: str,
     pids: list[int],
     beat_rate: float,
 ) -> Phase:
+    database = database_url.rsplit("/", 1)[1]
     run = secrets.token_hex(3)
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -178,9 +178,15 @@ async def _measure(
             )
             fleet.tokens.update(await register_batch(http, api, fleet.ids))
             beats = asyncio.create_task(detection.heartbeat_loop(http, api, fleet))
-            # The client beats a tenth of the fleet per tenth of the interval: at its rate from
-            # the first slice on; two slices in, every registration below meets it.
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S / 5)
+            # Steady heartbeats, as the goal says: each workload's first one is a transition
+            # (PENDING -> RUNNING), and 200,000 of them are a storm of their own, so the
+            # registrations below start once every one is applied.
+            conn = await asyncpg.connect(database_url)
+            try:
+                await detection.settled(conn, size, within=120 + size / 50)
+            finally:
+                await conn.close()
+            detection.beating(beats)
         try:
             await register(http, api, [f"warm-{run}-{i:05d}" for i in range(WARM_UP)])
             ids = [f"reg-{run}-{i:06d}" for i in range(n)]
