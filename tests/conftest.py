@@ -51,7 +51,9 @@ def redis_prefix() -> str:
 
 @pytest.fixture
 async def redis(redis_server: str, redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server)
+    # A reply lost to a test's own fault injection fails the test in seconds instead of waiting
+    # for ever on a socket (no command a test sends through this client blocks for longer).
+    client = Redis.from_url(redis_server, socket_timeout=10)
     yield client
     async for key in client.scan_iter(match=f"{redis_prefix}*", count=1000):
         await client.delete(key)
