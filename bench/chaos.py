@@ -1218,6 +1218,24 @@ async def run(
         + (f" --faults {','.join(sorted(set(kinds)))}" if set(kinds) != set(FAULT_KINDS) else ""),
     }
     print(json.dumps(summary, indent=2, default=str))
+    # The summary shows five of each check's problems; a post-mortem needs them all, the faults'
+    # wall times and what each container was answered 202 for, and when.
+    (work / "records.json").write_text(
+        json.dumps(
+            {
+                "problems": problems,
+                "faults": injected,
+                "accepted": {
+                    c.wid: [
+                        [s, st, round(at, 3)]
+                        for (s, st), at in zip(c.accepted, c.accepted_at, strict=True)
+                    ]
+                    for c in fleet
+                },
+            },
+            default=str,
+        )
+    )
     return 1 if any(problems.get(name) for name in checks) else 0
 
 

@@ -9,10 +9,14 @@ missing entry (or a tombstone) only means "ask the database"; it is never wrong,
 A Redis restart is the exception: with AOF fsynced every second (the production setting) a crash
 loses the last second of writes, and with them a transition's tombstone and new state, leaving
 the entry before it, present and behind the database. A workload the sweeper had just declared
-UNREACHABLE would then have its heartbeats skipped as "no change" and stay UNREACHABLE. So the
-consumers' housekeeping compares the server's identity with the one the cache was filled on
-(`forget_if_restarted`) and, after a restart, drops every entry (the registration parts stay):
-each workload takes the database path once and the cache refills.
+UNREACHABLE would then have its heartbeats skipped as "no change" and stay UNREACHABLE; a
+flapping one would have its next change skipped, lost from its history. So after a restart every
+entry is dropped (the registration parts stay; `forget_if_restarted`, which compares the
+server's identity with the one the cache was filled on): each workload takes the database path
+once and the cache refills. Until that drop nothing may be read from it: each read carries the
+identity this process last checked, and the read script answers "restarted" instead of entries
+when its server is not that one, so the first read after a restart is all misses and the next
+one drops first. (The consumers' housekeeping checks too, for a process that reads little.)
 
 Layout: the cache part of the workload's field in its registration bucket (keys.registration,
 after the "/", keys.BUCKET_VALUE_LUA), one compact string,
@@ -32,11 +36,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 from redis.asyncio import Redis
 
 from statusd.keys import BUCKET_VALUE_LUA, Keys
 from statusd.lifecycle import Kind, State
 from statusd.redis_runtime import Script, run_queued, server_identity
+
+log = structlog.get_logger("statusd.consumer")
+
+RESTARTED = "Redis restarted: the cache may have lost its last writes"
 
 # Entries expire so a cache that missed an update (Redis blip between commit and write-back)
 # heals by itself; a heartbeat after expiry just takes the database path once.
@@ -173,9 +182,13 @@ return 1
 
 # JSON [bucket, id]: the raw cache parts (false when none), after Redis's clock (the reader judges
 # expiry by it).
+# ARGV[2]: the server identity this process checked (`forget_if_restarted`); a server that is not
+# in it (restarted, or a replica promoted in its place) answers {'restarted'} and no entry.
 _GET_MANY = (
     BUCKET_VALUE_LUA
     + """
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+if not run_id or not string.find(ARGV[2], run_id, 1, true) then return {'restarted'} end
 local out = {redis.call('TIME')[1]}
 for _, item in ipairs(cjson.decode(ARGV[1])) do
   local _, cache = split_value(redis.call('HGET', KEYS[item[1]], item[2]))
@@ -258,6 +271,9 @@ class StateCache:
         self._prune = Script(redis, _PRUNE)
         self._record = Script(redis, _RECORD_SEQS)
         self._prune_next: dict[int, int] = {}  # shard -> the next bucket `prune` visits
+        # The server identity `forget_if_restarted` last found the cache trustworthy on; None
+        # until it has run, and again once a read found another server.
+        self._checked: str | None = None
 
     async def get_many(self, workload_ids: Iterable[str]) -> dict[str, CachedState]:
         """The live entries of `workload_ids` (absent, expired and tombstones are misses): one
@@ -265,12 +281,18 @@ class StateCache:
         calls = self._calls([(wid,) for wid in workload_ids])
         if not calls:
             return {}
+        if self._checked is None and await self.forget_if_restarted():
+            log.warning("consumer.cache_dropped", reason=RESTARTED)
+        checked = self._checked or ""
 
         def fill(pipe: Any) -> None:
             for keys, items in calls:
-                self._get.queue(pipe, keys, [orjson.dumps(items)])
+                self._get.queue(pipe, keys, [orjson.dumps(items), checked])
 
         replies = await run_queued(self._redis, [self._get], fill)
+        if any(reply[0] in (b"restarted", "restarted") for reply in replies):
+            self._checked = None  # the next read drops the cache first
+            return {}
         out: dict[str, CachedState] = {}
         for (_, items), reply in zip(calls, replies, strict=True):
             now = int(reply[0])
@@ -350,6 +372,7 @@ class StateCache:
         raw = await self._redis.get(self._keys.state_cache_server)
         known = raw.decode() if isinstance(raw, bytes) else raw
         if known == current:
+            self._checked = current
             return False
         if known is not None:
             # The cache parts only: each shard's buckets in one call (they share its slot).
@@ -358,6 +381,7 @@ class StateCache:
                 keys = [self._keys.registration(shard, b) for b in everything]
                 await self._prune(keys=keys, args=["all"])
         await self._redis.set(self._keys.state_cache_server, current)
+        self._checked = current
         return known is not None
 
     async def prune(self, shard: int, buckets: int = PRUNE_BUCKETS_PER_PASS) -> int:

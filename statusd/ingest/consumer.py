@@ -50,6 +50,7 @@ from statusd.ingest.settle import Settler
 from statusd.ingest.shard_loop import ShardLoop
 from statusd.ingest.streams import ensure_groups
 from statusd.runtime import Runtime
+from statusd.state_cache import RESTARTED
 
 log = structlog.get_logger("statusd.consumer")
 
@@ -133,10 +134,7 @@ class ConsumerSet:
         of their state-cache buckets' expired entries; returns the trimmed count. (The stream's length and lag are computed at scrape
         time by the API process: statusd.oncall.fleet_collector.)"""
         if await self._ctx.runtime.cache.forget_if_restarted():
-            log.warning(
-                "consumer.cache_dropped",
-                reason="Redis restarted: the cache may have lost its last writes",
-            )
+            log.warning("consumer.cache_dropped", reason=RESTARTED)
         trimmed = 0
         for shard in [s for m in self._members for s in m.shards.values() if s.active()]:
             trimmed += await trim_stream(self.redis, self.keys.consumer_group, shard.stream)
