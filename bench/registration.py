@@ -12,7 +12,8 @@ redis-server) on loopback and registers N new trainings:
   batch            POST /v1/workloads:batch, STATUSD_MAX_BATCH_ITEMS items per request, 2 in flight
   single, beating  the single route again while a fleet of --beat-rate x 10 workloads (registered
                    in batches first) heartbeats every 10 s through POST /v1/heartbeats:batch,
-                   as bench/detection.py's fleet does: --beat-rate per second (default 20,000)
+                   as bench/detection.py's fleet does: --beat-rate per second (default 20,000;
+                   --quick: 500, every 2 s)
   batch, beating   the batch route under the same heartbeats
   baseline single  (with --baseline-bin) the single route of another statusd build (the code
                    before this change), same machine, same run
@@ -57,7 +58,8 @@ BATCH_ITEMS = 1000
 WARM_UP = 200  # registrations before the session count starts (the pool fills)
 # What statusd tells a fleet to keep (STATUSD_HEARTBEAT_TTL / 3 at the default TTL): a fleet
 # heartbeating at R per second is R x this many workloads.
-HEARTBEAT_INTERVAL_S = 10.0
+HEARTBEAT_INTERVAL_S = 10.0  # each fleet workload's; --quick: QUICK_INTERVAL_S
+QUICK_INTERVAL_S = 2.0  # a fleet of beat rate x 2 s settles (every workload RUNNING) in ~2 s
 AUTH = {"Authorization": f"Bearer {scale_out.API_TOKEN}"}
 
 
@@ -134,6 +136,7 @@ def phase(
     tmp: Path,
     beat_rate: float = 0.0,
     consume: int = 0,
+    beat_interval: float = HEARTBEAT_INTERVAL_S,
 ) -> Phase:
     prefix = f"benchreg{secrets.token_hex(3)}:"
     port = ingest_bench.free_port()
@@ -151,7 +154,17 @@ def phase(
             asyncio.run(scale_out.wait_http(f"{api}/readyz"))
             # The CPU column is serve's: the registrations' cost, with its heartbeat share.
             return asyncio.run(
-                _measure(name, api, register, n, admin_url, database_url, pids[:1], beat_rate)
+                _measure(
+                    name,
+                    api,
+                    register,
+                    n,
+                    admin_url,
+                    database_url,
+                    pids[:1],
+                    beat_rate,
+                    beat_interval,
+                )
             )
 
 
@@ -164,6 +177,7 @@ async def _measure(
     database_url: str,
     pids: list[int],
     beat_rate: float,
+    beat_interval: float,
 ) -> Phase:
     database = database_url.rsplit("/", 1)[1]
     run = secrets.token_hex(3)
@@ -172,9 +186,9 @@ async def _measure(
         fleet: detection.Fleet | None = None
         beats: asyncio.Task[None] | None = None
         if beat_rate > 0:
-            size = int(beat_rate * HEARTBEAT_INTERVAL_S)
+            size = int(beat_rate * beat_interval)
             fleet = detection.Fleet(
-                ids=[f"fleet-{run}-{i:06d}" for i in range(size)], interval=HEARTBEAT_INTERVAL_S
+                ids=[f"fleet-{run}-{i:06d}" for i in range(size)], interval=beat_interval
             )
             fleet.tokens.update(await register_batch(http, api, fleet.ids))
             beats = asyncio.create_task(detection.heartbeat_loop(http, api, fleet))
@@ -293,6 +307,7 @@ def main() -> int:
                             tmp,
                             beat_rate,
                             consume=args.consume,
+                            beat_interval=QUICK_INTERVAL_S if args.quick else HEARTBEAT_INTERVAL_S,
                         )
                     )
         finally:

@@ -1,6 +1,6 @@
 """Disruption mode end to end: the API (with consumers), a real `statusd worker` (sweep, poll,
 sync) and two beats, 200 heartbeating workloads with status endpoints on loopback, a real webhook
-receiver; on SQLite and PostgreSQL.
+receiver; on PostgreSQL, as the compose layout runs it.
 
 - 60% of the fleet falls silent at once (heartbeats stop, endpoints answer 503): disruption mode,
   ONE `disruption` alert, at most a handful of UNREACHABLE; a good poll answer is still applied;
@@ -148,6 +148,10 @@ def disruption_events(hook: WebhookReceiver) -> list[str]:
     return [e for e in hook.events() if e.startswith("disruption")]
 
 
+# What is judged here (the sweeper's disruption rule over the fleet's silence, its alerts) is
+# the same over either database; the verdicts' and alerts' writes are proven on both by the
+# lifecycle's and the alerting's own tests.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_a_partition_of_most_of_the_fleet_is_a_disruption_not_120_pages(
     stack: str, fleet_settings: Settings, peer: StatusPeer, hook: WebhookReceiver
 ) -> None:
