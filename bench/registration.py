@@ -143,6 +143,9 @@ def phase(
     with scale_out.fresh_database(admin_url) as database_url:
         env = scale_out.env_for(redis_url, prefix, database_url, port, tmp / "state")
         env["STATUSD_MAX_HEARTBEATS_PER_S"] = str(max(beat_rate, 2000.0))
+        # statusd answers each heartbeat with its next interval, at least a third of the TTL, and
+        # the fleet's client follows it: the TTL makes the fleet beat every `beat_interval`.
+        env["STATUSD_HEARTBEAT_TTL"] = str(3 * beat_interval)
         scale_out.subprocess.run([*bin_path, "migrate"], env=env, check=True, capture_output=True)
         api = f"http://127.0.0.1:{port}"
         pids: list[int] = []
