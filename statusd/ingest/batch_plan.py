@@ -15,6 +15,8 @@ from prometheus_client import Counter
 
 from statusd.ingest.stream_reports import MalformedEntry, Report, collapse, parse_entry
 
+Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry as redis-py returns it: id, fields
+
 
 @dataclass(frozen=True, slots=True)
 class WorkloadPlan:
@@ -37,7 +39,7 @@ class Batch:
 
 
 def plan_batch(
-    entries: list[tuple[bytes, dict[bytes, bytes]]],
+    entries: list[Entry],
     deliveries: dict[bytes, int],
     collapsed: Counter,
 ) -> Batch | None:

@@ -6,7 +6,9 @@ Strictly in stream order, one batch at a time, while the lease holds:
    could exist), and apply them before reading new ones (XREADGROUP ">").
 2. Then, once per lease ttl, a take-over sweep for entries idle that long (a holder that lost
    its lease early read them after we took over): nothing stays pending forever.
-3. On leaving (released, lost, stopping), the lease is handed over at once if still ours.
+3. Each read takes our own pending entries (id 0) before new ones: an entry delivered to us
+   whose reply we never saw (a partition, a timed-out read) is applied in its order.
+4. On leaving (released, lost, stopping), the lease is handed over at once if still ours.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from statusd.ingest.apply_batch import BatchApplier, LeaseLost
-from statusd.ingest.batch_plan import plan_batch
+from statusd.ingest.batch_plan import Entry, plan_batch
 from statusd.ingest.consumer_context import (
     BACKOFF_CAP_S,
     BACKOFF_START_S,
@@ -84,21 +86,45 @@ class ShardLoop:
         async with ctx.reads:
             if not shard.active():
                 return
-            reply: Any = await ctx.redis.xreadgroup(
-                ctx.keys.consumer_group,
-                member.name,
-                {shard.stream: ">"},
-                count=ctx.settings.consumer_batch,
-                block=ctx.block_ms,
-            )
-        entries = reply[0][1] if reply else []
-        batch = plan_batch(entries, {}, ctx.outcomes[ConsumeOutcome.COLLAPSED])
+            entries, deliveries = await self._read(member, shard)
+        batch = plan_batch(entries, deliveries, ctx.outcomes[ConsumeOutcome.COLLAPSED])
         if batch is not None:
             await self.applier.process(shard, batch)
         if entries and len(entries) < ctx.settings.consumer_batch and ctx.linger_s:
             # A small batch: let the next few arrive first (STATUSD_CONSUMER_LINGER_MS). Each
             # batch costs a read, a cache script and an ack round trip whatever its size.
             await ctx.pause(ctx.linger_s)
+
+    async def _read(self, member: Member, shard: Shard) -> tuple[list[Entry], dict[bytes, int]]:
+        """Our own pending entries, then new ones, in one round trip; in stream order.
+
+        An entry can be delivered to us without our seeing it: a blocking read that Redis served
+        while a partition swallowed its reply, a read retransmitted by the kernel after we gave
+        up on it. Read only ">" and the next batch would carry newer reports of the same
+        workloads, applied first, and the lost ones would come back at the next take-over sweep
+        only to be dropped as stale: accepted changes missing from the history. Our pending list
+        (id 0) is empty unless that happened, so reading it first costs one empty reply."""
+        ctx = self.ctx
+        group, batch = ctx.keys.consumer_group, ctx.settings.consumer_batch
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.xreadgroup(group, member.name, {shard.stream: "0"}, count=batch)
+        pipe.xreadgroup(group, member.name, {shard.stream: ">"}, count=batch, block=ctx.block_ms)
+        mine_reply, new_reply = await pipe.execute()
+        new: list[Entry] = new_reply[0][1] if new_reply else []
+        mine: list[Entry] = mine_reply[0][1] if mine_reply else []
+        if not mine:
+            return new, {}
+        gone = [eid for eid, fields in mine if not fields]  # trimmed while pending: nothing to do
+        if gone:
+            await ctx.redis.xack(shard.stream, group, *gone)
+        mine = [e for e in mine if e[1]]
+        log.warning("consumer.own_pending_read", shard=shard.index, entries=len(mine))
+        if not mine:
+            return new, {}
+        # Each was delivered before (that delivery ended without an ack): counted, as for a
+        # take-over, so that one that keeps failing still ends in the dead letters.
+        deliveries = await self._deliveries(shard, member.name, [eid for eid, _ in mine])
+        return mine + new, deliveries
 
     async def _leave(self, member: Member, shard: Shard) -> None:
         member.shards.pop(shard.index, None)
