@@ -21,6 +21,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from statusd.ingest.consumer_context import ConsumerContext, Member, Shard
+from statusd.ingest.leases import ServerTooYoung
 from statusd.ingest.shard_loop import ShardLoop
 
 log = structlog.get_logger("statusd.consumer")
@@ -134,7 +135,14 @@ class Balancer:
             index = (offset + step) % ctx.shards
             if index in member.shards:
                 continue  # still winding down from a lost lease or a release
-            lease = await ctx.leases.acquire(ctx.keys.shard_lease(index), member.owner, ctx.ttl_ms)
+            try:
+                lease = await ctx.leases.acquire(
+                    ctx.keys.shard_lease(index), member.owner, ctx.ttl_ms
+                )
+            except ServerTooYoung:
+                # Any free shard would be refused the same way this round; say so once.
+                log.info("consumer.redis_restarted_wait", consumer=member.name, ttl_ms=ctx.ttl_ms)
+                break
             if lease is None:
                 continue
             shard = Shard(index, ctx.keys.heartbeat_shard(index), lease)

@@ -10,6 +10,17 @@ commit may still take after its last check. A holder that cannot renew (Redis do
 process, lease stolen) stops committing for that shard at the deadline, before anyone else can
 acquire it. What is left in flight stays pending and is taken over by the next holder.
 
+A restarted server: the invariant above holds while Redis keeps each key to its expiry. A server
+restarted empty, or from an AOF that missed the last second, can have lost a lease whose holder
+still trusts it until its deadline, and a second consumer would find the shard free: two holders
+applying one shard, a workload's older report committed after a newer one and dropped as stale.
+So a consumer that has lived through a restart (the server is younger than it) acquires no free
+lease until the server is a ttl old: every deadline of a lease granted before the restart has
+passed by then. Leases whose keys survived are renewed as usual. A consumer started after the
+server (a fresh deployment, `make run`) is not held back, nor one started in the restart's
+first seconds (the uptime is coarse), nor does a replica promoted by Sentinel, up for long, hold
+anyone back: those stay the documented window.
+
 Balance: consumers register in a sorted set (score = Redis server time, so clocks of different
 hosts do not matter); members silent for a lease ttl are pruned. Each consumer aims for
 ceil(shards / live consumers) shards.
@@ -22,13 +33,20 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from statusd.errors import StatusdError
 from statusd.redis_runtime import Script
 
 # Free, or still ours (our previous loop on this shard ended early, e.g. fenced by a slow renewal):
-# take it. Anyone else's: leave it.
+# take it. Anyone else's: leave it. Free on a server that may be younger than a ttl and certainly
+# started after us (ARGV[3]: our age in ms; Redis's uptime is whole seconds, off by up to one
+# either way): not yet (-1), see "A restarted server" above.
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then
+  local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+  if up and (up - 1) * 1000 < tonumber(ARGV[2]) and (up + 1) * 1000 < tonumber(ARGV[3]) then
+    return -1
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -63,6 +81,10 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+class ServerTooYoung(StatusdError):
+    """The Redis server restarted less than a lease ttl ago: free leases are not granted yet."""
+
+
 @dataclass
 class ShardLease:
     """One held lease and the local deadline until which its holder may commit."""
@@ -92,15 +114,21 @@ class LeaseBook:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._born = time.monotonic()  # a server younger than this book restarted under it
         self._acquire = Script(redis, _ACQUIRE)
         self._renew = Script(redis, _RENEW)
         self._release = Script(redis, _RELEASE)
         self._check_in = Script(redis, _CHECK_IN)
 
     async def acquire(self, key: str, owner: str, ttl_ms: int) -> ShardLease | None:
-        """The lease when it was free (or already ours), else None."""
+        """The lease when it was free (or already ours), else None; ServerTooYoung when it is
+        free on a server that restarted under us less than a ttl ago."""
         started = time.monotonic()
-        if not await self._acquire(keys=[key], args=[owner, ttl_ms]):
+        age_ms = int((started - self._born) * 1000)
+        got = await self._acquire(keys=[key], args=[owner, ttl_ms, age_ms])
+        if got == -1:
+            raise ServerTooYoung(key)
+        if not got:
             return None
         lease = ShardLease(key, owner, ttl_ms)
         lease._renewed_at(started)
