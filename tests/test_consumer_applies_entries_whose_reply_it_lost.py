@@ -1,13 +1,15 @@
-"""Entries delivered to a consumer whose reply it never saw are applied in their order.
+"""Entries delivered to a consumer that never saw them are applied in their order.
 
 A partition between a `statusd consume` process and Redis can swallow the reply of a read that
-Redis served: the entries are pending under the consumer's name, unseen, and the consumer's next
-read (">") brings newer reports of the same workloads. Applied first, those made the lost ones
-stale: the periodic take-over sweep brought them back only for them to be dropped, and accepted
-changes were missing from the history (found by the chaos run, seed 22).
+Redis served, and a read the kernel retransmits after its consumer gave up on it runs later: the
+entries are pending under that consumer's name, unseen, either the lease holder's (a) or one that
+has since lost the lease ("gone"). The holder's next read (">") brings newer reports of the same
+workloads. Applied first, those made the lost ones stale: the periodic take-over sweep brought them
+back only for them to be dropped, and accepted changes were missing from the history (found by
+the chaos runs, seeds 22 and 23).
 
 The test makes that state without a partition: consumer A is frozen (SIGSTOP) once its blocking
-read has returned, and the test reads the next reports under A's consumer name, as the lost read
+read has returned, and the test reads the next reports under the reader's name, as the lost read
 did, then sends newer ones and wakes A. Every workload must go READY -> DEGRADED -> READY.
 """
 
@@ -18,6 +20,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from statusd.ingest.streams import ensure_groups, shard_streams
@@ -31,7 +34,9 @@ WORKLOADS = 12
 BLOCK_MS = 100
 
 
-async def test_reports_read_under_our_name_but_never_seen_are_applied_in_order(
+@pytest.mark.parametrize("reader", ["a:0", "gone:0"])
+async def test_reports_delivered_but_never_seen_are_applied_in_order(
+    reader: str,
     make_settings: Callable[..., Settings],
     redis: Redis,
     tmp_path: Path,
@@ -72,7 +77,7 @@ async def test_reports_read_under_our_name_but_never_seen_are_applied_in_order(
             await asyncio.sleep(BLOCK_MS / 1000 * 5)
             await beat("DEGRADED", 2)
             lost = await redis.xreadgroup(
-                keys.consumer_group, "a:0", {s: ">" for s in streams}, count=10 * WORKLOADS
+                keys.consumer_group, reader, {s: ">" for s in streams}, count=10 * WORKLOADS
             )
             assert sum(len(entries) for _, entries in lost) == WORKLOADS, lost
             await beat("READY", 3)

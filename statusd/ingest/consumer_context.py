@@ -61,7 +61,6 @@ class Shard:
     stream: str
     lease: ShardLease
     releasing: bool = False  # over our share: hand it over after the batch in hand
-    sweep_at: float | None = None  # next take-over pass (None: the first, before any read)
     task: asyncio.Task[None] | None = None
 
     def active(self) -> bool:

@@ -1,19 +1,17 @@
-"""One held shard's loop: take over the previous holder's pending entries, then read new ones.
+"""One held shard's loop: every pending entry of the shard first, then new ones.
 
-Strictly in stream order, one batch at a time, while the lease holds:
-1. On acquiring the shard, take over its pending entries first (XAUTOCLAIM, min-idle 0: safe,
-   because the previous holder stopped committing at its fencing deadline, before our lease
-   could exist), and apply them before reading new ones (XREADGROUP ">").
-2. Then, once per lease ttl, a take-over sweep for entries idle that long (a holder that lost
-   its lease early read them after we took over): nothing stays pending forever.
-3. Each read takes our own pending entries (id 0) before new ones: an entry delivered to us
-   whose reply we never saw (a partition, a timed-out read) is applied in its order.
-4. On leaving (released, lost, stopping), the lease is handed over at once if still ours.
+Strictly in stream order, one batch at a time, while the lease holds. Each read is one round
+trip: XAUTOCLAIM (min-idle 0) of every entry pending in the group for this shard, then
+XREADGROUP ">". Claiming everything is safe while we hold the lease: an earlier holder stopped
+committing at its fencing deadline, before our lease could exist, and our own batches are done
+before the next read. So the first reads after acquiring the shard take over what a dead or
+fenced holder left, and any later pending entry is one whose delivery nobody saw (a reply lost to
+a partition, a read retransmitted after its consumer gave up): applied in its order too.
+On leaving (released, lost, stopping), the lease is handed over at once if still ours.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -72,17 +70,8 @@ class ShardLoop:
             await self._leave(member, shard)
 
     async def _step(self, member: Member, shard: Shard) -> None:
-        """One turn of a shard's loop: a take-over pass when due, else one read and its batch."""
+        """One turn of a shard's loop: one read and its batch."""
         ctx = self.ctx
-        if shard.sweep_at is None or time.monotonic() >= shard.sweep_at:
-            # First the previous holder's pending entries, all of them, in order, before anything
-            # new. Later, once per lease ttl, a sweep for entries that a holder who lost its lease
-            # early (stolen, Redis lost the key) read after we took over: nothing stays pending
-            # forever, even where order could not be kept.
-            first = shard.sweep_at is None
-            await self._take_over(member, shard, 0 if first else ctx.ttl_ms)
-            shard.sweep_at = time.monotonic() + ctx.ttl_ms / 1000
-            return
         async with ctx.reads:
             if not shard.active():
                 return
@@ -96,35 +85,41 @@ class ShardLoop:
             await ctx.pause(ctx.linger_s)
 
     async def _read(self, member: Member, shard: Shard) -> tuple[list[Entry], dict[bytes, int]]:
-        """Our own pending entries, then new ones, in one round trip; in stream order.
+        """Every pending entry of the shard, then new ones, in one round trip; in stream order.
 
-        An entry can be delivered to us without our seeing it: a blocking read that Redis served
-        while a partition swallowed its reply, a read retransmitted by the kernel after we gave
-        up on it. Read only ">" and the next batch would carry newer reports of the same
-        workloads, applied first, and the lost ones would come back at the next take-over sweep
-        only to be dropped as stale: accepted changes missing from the history. Our pending list
-        (id 0) is empty unless that happened, so reading it first costs one empty reply."""
+        While we hold the lease nothing of this shard is in flight anywhere else (an earlier
+        holder is past its deadline) nor of ours (one batch at a time), so a pending entry is one
+        whose delivery nobody saw: a blocking read of ours that Redis served while a partition
+        swallowed its reply, or a read the kernel retransmitted after its consumer (us, or one
+        that has since lost the lease) gave up on it. Read only ">" and the next batch would
+        carry newer reports of the same workloads, applied first; the lost ones, claimed later,
+        would be dropped as stale: accepted changes missing from the history. So each read
+        claims them first; there are none unless that happened, and then it costs one empty
+        reply."""
         ctx = self.ctx
         group, batch = ctx.keys.consumer_group, ctx.settings.consumer_batch
         pipe = ctx.redis.pipeline(transaction=False)
-        pipe.xreadgroup(group, member.name, {shard.stream: "0"}, count=batch)
+        pipe.xautoclaim(
+            shard.stream, group, member.name, min_idle_time=0, start_id="0-0", count=batch
+        )
         pipe.xreadgroup(group, member.name, {shard.stream: ">"}, count=batch, block=ctx.block_ms)
-        mine_reply, new_reply = await pipe.execute()
+        claimed_reply, new_reply = await pipe.execute()
         new: list[Entry] = new_reply[0][1] if new_reply else []
-        mine: list[Entry] = mine_reply[0][1] if mine_reply else []
-        if not mine:
+        cursor = claimed_reply[0]
+        claimed: list[Entry] = [e for e in claimed_reply[1] if e[1]]  # trimmed ones: dropped
+        more = cursor not in (b"0-0", "0-0")
+        if not claimed and not more:
             return new, {}
-        gone = [eid for eid, fields in mine if not fields]  # trimmed while pending: nothing to do
-        if gone:
-            await ctx.redis.xack(shard.stream, group, *gone)
-        mine = [e for e in mine if e[1]]
-        log.warning("consumer.own_pending_read", shard=shard.index, entries=len(mine))
-        if not mine:
-            return new, {}
-        # Each was delivered before (that delivery ended without an ack): counted, as for a
-        # take-over, so that one that keeps failing still ends in the dead letters.
-        deliveries = await self._deliveries(shard, member.name, [eid for eid, _ in mine])
-        return mine + new, deliveries
+        deliveries: dict[bytes, int] = {}
+        if claimed:
+            log.warning("consumer.took_over", shard=shard.index, entries=len(claimed))
+            # Each was delivered before without an ack: counted, as for a take-over, so that one
+            # that keeps failing still ends in the dead letters.
+            ids = [eid for eid, _ in claimed]
+            deliveries = await self._deliveries(shard, member.name, ids)
+        # More pending than one batch: the new entries (pending under us now) come after them,
+        # claimed by the next read in their order.
+        return (claimed if more else claimed + new), deliveries
 
     async def _leave(self, member: Member, shard: Shard) -> None:
         member.shards.pop(shard.index, None)
@@ -143,29 +138,6 @@ class ShardLoop:
         except (RedisError, OSError) as exc:
             log.warning("consumer.redis_unavailable", error=str(exc))
             await self.ctx.pause(BACKOFF_START_S)
-
-    async def _take_over(self, member: Member, shard: Shard, min_idle_ms: int) -> None:
-        """Claim the shard's pending entries idle >= min_idle_ms, oldest first, and apply them."""
-        ctx = self.ctx
-        cursor: bytes | str = "0-0"
-        while not ctx.stopping.is_set() and shard.active():
-            reply: Any = await ctx.redis.xautoclaim(
-                shard.stream,
-                ctx.keys.consumer_group,
-                member.name,
-                min_idle_time=min_idle_ms,
-                start_id=cursor,
-                count=ctx.settings.consumer_batch,
-            )
-            cursor, entries = reply[0], [e for e in reply[1] if e[1]]
-            if entries:
-                log.info("consumer.took_over", shard=shard.index, entries=len(entries))
-                deliveries = await self._deliveries(shard, member.name, [eid for eid, _ in entries])
-                batch = plan_batch(entries, deliveries, ctx.outcomes[ConsumeOutcome.COLLAPSED])
-                if batch is not None:
-                    await self.applier.process(shard, batch)
-            if cursor in (b"0-0", "0-0"):
-                return
 
     async def _deliveries(self, shard: Shard, consumer: str, ids: list[bytes]) -> dict[bytes, int]:
         rows = await self.ctx.redis.xpending_range(
