@@ -7,17 +7,17 @@ and its transition never appeared in history. So the stream is split by workload
 (statusd.ingest.leases), strictly in stream order: one sequential loop per held shard.
 
 One `ConsumerSet` per process (inside `statusd serve`, or `statusd consume`) runs N consumers.
-The parts, one module each: balancing (statusd.ingest.balancing), the shard loop and take-over
-(shard_loop), batch planning (batch_plan), apply/retry/poison (apply_batch), settle/ack
+The parts, one module each: balancing (statusd.ingest.balancing), the shard loop (shard_loop), batch planning (batch_plan), apply/retry/poison (apply_batch), settle/ack
 (settle), housekeeping (housekeeping); what they share is statusd.ingest.consumer_context.
 Each consumer checks in every lease-ttl/3, renews its leases, and aims for ceil(shards / live
 consumers) of them: it acquires free shards up to that and releases extras after their in-flight
 batch, so a newly started process gets its share within a few seconds.
 
 Per held shard:
-1. On acquiring it, take over its pending entries first (XAUTOCLAIM, min-idle 0: safe, because the
-   previous holder stopped committing at its fencing deadline, before our lease could exist), and
-   apply them before reading new ones (XREADGROUP ">").
+1. Each read claims the shard's pending entries first (XAUTOCLAIM, min-idle 0: safe, because an
+   earlier holder stopped committing at its fencing deadline, before our lease could exist), then
+   reads new ones (XREADGROUP ">"), in one round trip: what a dead holder left, or a delivery
+   nobody saw (a reply lost to a partition), is applied before anything newer.
 2. Per batch: collapse per workload (statusd.ingest.stream_reports), skip the first report when the Redis
    state cache says it changes nothing (steady heartbeats write no SQL), `apply_observation` for
    the rest; the lease is checked before every apply (fencing), so a holder that lost it commits
