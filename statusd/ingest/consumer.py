@@ -7,8 +7,9 @@ and its transition never appeared in history. So the stream is split by workload
 (statusd.ingest.leases), strictly in stream order: one sequential loop per held shard.
 
 One `ConsumerSet` per process (inside `statusd serve`, or `statusd consume`) runs N consumers.
-The parts, one module each: balancing (statusd.ingest.balancing), the shard loop (shard_loop), batch planning (batch_plan), apply/retry/poison (apply_batch), settle/ack
-(settle), housekeeping (housekeeping); what they share is statusd.ingest.consumer_context.
+The parts, one module each: balancing (statusd.ingest.balancing), the shard loop (shard_loop),
+batch planning (batch_plan), apply/retry/poison (apply_batch), settle/ack (settle),
+housekeeping (housekeeping); what they share is statusd.ingest.consumer_context.
 Each consumer checks in every lease-ttl/3, renews its leases, and aims for ceil(shards / live
 consumers) of them: it acquires free shards up to that and releases extras after their in-flight
 batch, so a newly started process gets its share within a few seconds.
