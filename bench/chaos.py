@@ -879,9 +879,13 @@ UNAPPLIED_MAX_S = {"redis_restart_empty": 30.0, "redis_restart": 2.0}
 
 
 def redis_loss_windows(injected: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """Unix-time spans in which a report answered 202 may have been lost with Redis's data."""
+    """Unix-time spans in which a report answered 202 may have been lost with Redis's data: from
+    UNAPPLIED_MAX_S before the kill until the restarted server was up (`wall_end`). A 202 that
+    reaches its container after the kill is the answer to an append the old server made just
+    before it died, still on its way through `serve` (tens of ms on a loaded machine): nothing
+    can be stored while no server runs, so every 202 of the outage is one of those."""
     return [
-        (f["wall_start"] - UNAPPLIED_MAX_S[f["kind"]], f["wall_start"])
+        (f["wall_start"] - UNAPPLIED_MAX_S[f["kind"]], f["wall_end"])
         for f in injected
         if "wall_start" in f and f["kind"] in UNAPPLIED_MAX_S
     ]
