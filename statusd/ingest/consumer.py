@@ -18,7 +18,8 @@ Per held shard:
 1. Each read claims the shard's pending entries first (XAUTOCLAIM, min-idle 0: safe, because an
    earlier holder stopped committing at its fencing deadline, before our lease could exist), then
    reads new ones (XREADGROUP ">"), in one round trip: what a dead holder left, or a delivery
-   nobody saw (a reply lost to a partition), is applied before anything newer.
+   nobody saw (a reply lost to a partition), is applied before anything newer. The same round
+   trip reads the lease key: a holder that finds the shard handed on leaves it at once.
 2. Per batch: collapse per workload (statusd.ingest.stream_reports), skip the first report when the Redis
    state cache says it changes nothing (steady heartbeats write no SQL), `apply_observation` for
    the rest; the lease is checked before every apply (fencing), so a holder that lost it commits

@@ -9,6 +9,9 @@ the real expiry is never earlier than start + ttl; the margin (a third of the tt
 commit may still take after its last check. A holder that cannot renew (Redis down, stalled
 process, lease stolen) stops committing for that shard at the deadline, before anyone else can
 acquire it. What is left in flight stays pending and is taken over by the next holder.
+Each read of the shard also reads the key in the same round trip (statusd.ingest.shard_loop): a
+holder that finds another name there, or none, leaves the shard at once rather than at its
+renewal.
 
 A restarted server: the invariant above holds while Redis keeps each key to its expiry. A server
 restarted empty, or from an AOF that missed the last second, can have lost a lease whose holder

@@ -28,7 +28,7 @@ from statusd.ingest.consumer_context import (
     Shard,
 )
 from statusd.ingest.outcomes import ConsumeOutcome
-from statusd.ingest.streams import ensure_groups
+from statusd.ingest.streams import ensure_groups, text
 
 log = structlog.get_logger("statusd.consumer")
 
@@ -95,15 +95,31 @@ class ShardLoop:
         carry newer reports of the same workloads, applied first; the lost ones, claimed later,
         would be dropped as stale: accepted changes missing from the history. So each read
         claims them first; there are none unless that happened, and then it costs one empty
-        reply."""
+        reply.
+
+        The same round trip reads the lease key first. A server restarted empty, or one that
+        another consumer's SET reached after ours expired there, can have handed the shard on
+        while our deadline still holds: a holder that sees another name, or none, leaves at once
+        instead of reading on until its next renewal. What this read delivered stays pending for
+        the next holder, which claims it first."""
         ctx = self.ctx
         group, batch = ctx.keys.consumer_group, ctx.settings.consumer_batch
         pipe = ctx.redis.pipeline(transaction=False)
+        pipe.get(shard.lease.key)
         pipe.xautoclaim(
             shard.stream, group, member.name, min_idle_time=0, start_id="0-0", count=batch
         )
         pipe.xreadgroup(group, member.name, {shard.stream: ">"}, count=batch, block=ctx.block_ms)
-        claimed_reply, new_reply = await pipe.execute()
+        holder, claimed_reply, new_reply = await pipe.execute()
+        if holder is None or text(holder) != shard.lease.owner:
+            shard.lease.lose()
+            log.warning(
+                "consumer.lease_gone",
+                consumer=member.name,
+                shard=shard.index,
+                holder=None if holder is None else text(holder),
+            )
+            raise LeaseLost(f"shard {shard.index}")
         new: list[Entry] = new_reply[0][1] if new_reply else []
         cursor = claimed_reply[0]
         claimed: list[Entry] = [e for e in claimed_reply[1] if e[1]]  # trimmed ones: dropped
