@@ -4,12 +4,11 @@ exit code 2 (the settings loader, statusd.settings_loader, via statusd.cli.commo
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import statusd_command
+from tests.support.processes import run_statusd
 
 VERBS = [
     ["migrate"],
@@ -40,14 +39,7 @@ def bad_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)
 def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path, verb: list[str]) -> None:
-    result = subprocess.run(
-        [*statusd_command(), *verb],
-        env=bad_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_statusd(verb, bad_env(tmp_path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -23,8 +23,8 @@ from tests.support.processes import (
     assert_no_process_left,
     assert_tree_gone,
     free_port,
+    run_statusd,
     running_statusd,
-    statusd_command,
     stop_process,
 )
 
@@ -32,9 +32,7 @@ from tests.support.processes import (
 def run(
     args: list[str], env: dict[str, str], cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*statusd_command(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return run_statusd(args, env, cwd=cwd)
 
 
 def bare_env(**extra: str) -> dict[str, str]:

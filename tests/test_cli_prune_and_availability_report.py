@@ -11,14 +11,12 @@ from collections.abc import Callable
 from statusd.db import create_engine
 from statusd.settings import Settings
 from tests.conftest import settings_env
-from tests.support.processes import statusd_command
+from tests.support.processes import run_statusd
 from tests.test_retention_prunes_within_policy import POLICY, days_ago, seed
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*statusd_command(), *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_statusd(args, env)
 
 
 async def test_prune_and_report_from_the_command_line(

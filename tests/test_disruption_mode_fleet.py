@@ -32,7 +32,7 @@ from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
-from tests.support.processes import statusd_command
+from tests.support.processes import run_statusd_async
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
@@ -134,14 +134,7 @@ def count(states_now: dict[str, State], ids: list[str], state: State) -> int:
 
 async def report_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`statusd report stale` in a thread, so the heartbeat loop keeps beating meanwhile."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*statusd_command(), "report", "stale", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return await run_statusd_async(["report", "stale", *args], env)
 
 
 def disruption_events(hook: WebhookReceiver) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, settings_env
-from tests.support.processes import free_port, running_statusd, statusd_command
+from tests.support.processes import free_port, run_statusd, running_statusd
 
 REVOCATION_BOUND_S = 5.0  # what operators are promised; STATUSD_KEY_CACHE_TTL is set below it
 
@@ -67,13 +67,7 @@ def refused_everywhere_within(urls: list[str], key: str, bound_s: float) -> floa
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*statusd_command(), *args],
-        env={**settings_env(settings), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_statusd(args, {**settings_env(settings), "COLUMNS": "200"})
 
 
 def test_a_revoked_key_is_refused_by_both_processes_within_5_s(

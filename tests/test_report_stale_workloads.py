@@ -22,7 +22,7 @@ from statusd.wiring import open_runtime
 from tests.conftest import settings_env
 from tests.support.api_client import api_client
 from tests.support.oncall_fleet import Fleet, build_fleet
-from tests.support.processes import statusd_command
+from tests.support.processes import run_statusd
 
 
 @pytest.fixture
@@ -44,13 +44,7 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*statusd_command(), "report", *args],
-        env={**settings_env(settings), "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_statusd(["report", *args], {**settings_env(settings), "COLUMNS": "250"})
 
 
 @contextlib.asynccontextmanager

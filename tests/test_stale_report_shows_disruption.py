@@ -4,7 +4,6 @@ has a banner, CSV stays pure CSV (the banner goes to stderr)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from statusd.selfwatch import DisruptionMode, write_disruption
 from statusd.settings import Settings
 from tests.conftest import settings_env
 from tests.support.api_client import api_client
-from tests.support.processes import statusd_command
+from tests.support.processes import run_statusd_async
 
 
 @pytest.fixture
@@ -30,13 +29,8 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 async def report(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*statusd_command(), "report", "stale", *args],
-        env={**settings_env(settings), "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return await run_statusd_async(
+        ["report", "stale", *args], {**settings_env(settings), "COLUMNS": "250"}
     )
 
 

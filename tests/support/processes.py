@@ -41,6 +41,52 @@ DEFAULT_START_TIMEOUT_S = 90.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
 
 
+CLI_TIMEOUT_S = 90.0
+
+
+def run_statusd(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = CLI_TIMEOUT_S,
+) -> subprocess.CompletedProcess[str]:
+    """Run one `statusd` verb to completion, output captured.
+
+    A verb that outlives `timeout` is made to print every thread's stack (faulthandler on
+    SIGABRT) and the test fails with it, instead of the test's own timeout firing later with
+    nothing to show of the child."""
+    with subprocess.Popen(
+        [*statusd_command(), *args],
+        env={**env, "PYTHONFAULTHANDLER": "1"},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise AssertionError(
+                f"`statusd {' '.join(args)}` still running after {timeout:.0f} s; its stacks:\n"
+                f"{err[-8000:]}\nstdout:\n{out[-2000:]}"
+            ) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+async def run_statusd_async(
+    args: Sequence[str], env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`run_statusd` off the event loop, so the test's own tasks (a heartbeat) go on meanwhile."""
+    return await asyncio.to_thread(run_statusd, args, env)
+
+
 def statusd_command() -> list[str]:
     """How to run the `statusd` console script of the Python running the tests (the repo's .venv)."""
     beside = Path(sys.executable).with_name("statusd")
