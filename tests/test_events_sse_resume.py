@@ -187,8 +187,11 @@ async def test_db_down_at_hub_start_is_503_then_the_stream_starts_from_now(
     history = await drive(rt, "h1", State.STARTING, State.RUNNING)
     path = Path(database_url.split("///", 1)[1])
     away = path.with_name(path.name + ".away")
+    # Pooled connections would keep reading the moved file, and SQLite refuses writes on a
+    # connection that saw its file moved: none opened before or during the move is used after it.
+    await rt.engine.dispose()
     await asyncio.to_thread(path.rename, away)
-    await rt.engine.dispose()  # pooled connections would keep reading the moved file
+    await rt.engine.dispose()
     try:
         for url in ("/v1/events", "/v1/reports/transitions"):
             async with client.get(url) as down:
@@ -196,6 +199,7 @@ async def test_db_down_at_hub_start_is_503_then_the_stream_starts_from_now(
                 assert (await down.json())["error"] == "database_unavailable"
     finally:
         await asyncio.to_thread(away.rename, path)
+        await rt.engine.dispose()
     hub = client.server.app[HUB]
     deadline = time.monotonic() + DEADLINE_S
     while hub.high_water.mark is None:  # the hub retries on its own
