@@ -7,6 +7,7 @@ a verdict (writes it); everything else (ingest, consumers, sweeper, API) goes th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 
@@ -123,10 +124,32 @@ class Current:
     state: State
     prior_state: State | None  # the state before UNREACHABLE/LOST (what recovery is judged from)
     last_seq: int | None
+    state_since: datetime | None = None  # when the current state was entered
 
 
-def judge(current: Current, to: State, source: Source, seq: int | None) -> Judgement:
-    """Decide what one observation does to a workload. Pure; the whole lifecycle in one place."""
+def _heard_before_entering(current: Current, heard_at: datetime | None) -> bool:
+    """Was the report taken before the workload entered its current state?"""
+    since = current.state_since
+    if heard_at is None or since is None:
+        return False
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return _aware(heard_at) < _aware(since)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def judge(
+    current: Current,
+    to: State,
+    source: Source,
+    seq: int | None,
+    heard_at: datetime | None = None,
+) -> Judgement:
+    """Decide what one observation does to a workload. Pure; the whole lifecycle in one place.
+
+    `heard_at`: when statusd took the report (a heartbeat's stream entry), if known."""
     kind, state = current.kind, current.state
     if to not in states_of(kind):
         return Judgement(Verdict.REFUSED, f"unknown-state: {kind} has no state {to}")
@@ -146,12 +169,24 @@ def judge(current: Current, to: State, source: Source, seq: int | None) -> Judge
     if source is Source.SWEEPER:
         return Judgement(Verdict.REFUSED, f"sweeper-only-contact: the sweeper cannot assign {to}")
     if state in CONTACT_STATES:
-        # Recovery: judged against where the workload was before contact was lost, so a
-        # recovering container can stay where it was or move on, but never go backward.
-        base = current.prior_state
-        if base is None or to == base or may_move(kind, base, to):
-            return Judgement(Verdict.APPLY)
-        return Judgement(Verdict.REFUSED, f"backward: {base} (before {state}) -> {to}")
+        return _recovery(current, to, heard_at)
     if may_move(kind, state, to):
         return Judgement(Verdict.APPLY)
     return Judgement(Verdict.REFUSED, f"backward: {kind} may not go {state} -> {to}")
+
+
+def _recovery(current: Current, to: State, heard_at: datetime | None) -> Judgement:
+    """A report about a workload in UNREACHABLE or LOST."""
+    base = current.prior_state
+    if to == base and _heard_before_entering(current, heard_at):
+        # Taken before the verdict, applied after it (the consumers were held back, by a
+        # database outage say): the sweeper judged the silence after this very report or a
+        # later one, so it is no sign of life since the verdict, and no change from where the
+        # verdict found the workload. Applied, it would clear the verdict until the next sweep
+        # gives it again: a second page for one silence.
+        return Judgement(Verdict.UNCHANGED)
+    # Judged against where the workload was before contact was lost, so a recovering container
+    # can stay where it was or move on, but never go backward.
+    if base is None or to == base or may_move(current.kind, base, to):
+        return Judgement(Verdict.APPLY)
+    return Judgement(Verdict.REFUSED, f"backward: {base} (before {current.state}) -> {to}")

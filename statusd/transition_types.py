@@ -26,6 +26,7 @@ class Observation:
     reason: str | None = None
     actor: str | None = None  # who: "heartbeat", "node:<agent>", "api", "sweeper", ...
     generation: int | None = None  # the token's registration generation; None = current
+    heard_at: datetime | None = None  # when statusd took a pushed report (its stream entry)
 
 
 class Outcome(StrEnum):

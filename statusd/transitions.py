@@ -227,7 +227,11 @@ def _judge_one(plan: _Plan, index: int, obs: Observation, row: _Locked, now: dat
     row.touched = True
     prior = State(values["prior_state"]) if values["prior_state"] else None
     judgement = judge(
-        Current(row.kind, state, prior, values["last_seq"]), obs.state, obs.source, obs.seq
+        Current(row.kind, state, prior, values["last_seq"], values["state_changed_at"]),
+        obs.state,
+        obs.source,
+        obs.seq,
+        obs.heard_at,
     )
     observed_at = obs.observed_at or now
     if judgement.verdict is Verdict.REFUSED:

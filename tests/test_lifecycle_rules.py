@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -93,6 +95,25 @@ def test_recovery_is_judged_from_the_state_before_contact_was_lost() -> None:
     assert judge(lost, State.RUNNING, Source.PULL, 1).verdict is Verdict.APPLY
     assert judge(lost, State.SUCCEEDED, Source.PUSH, 1).verdict is Verdict.APPLY
     assert judge(lost, State.STARTING, Source.PUSH, 1).verdict is Verdict.REFUSED
+
+
+def test_a_report_taken_before_the_verdict_does_not_clear_it() -> None:
+    """The sweeper judged the silence after it: no sign of life since, and no change from where
+    the verdict found the workload (a report held back by a database outage, applied late)."""
+    verdict_at = datetime(2026, 12, 7, 21, 54, 38, tzinfo=UTC)
+    unreachable = Current(Kind.DEPLOYMENT, State.UNREACHABLE, State.READY, 275, verdict_at)
+    before, after = verdict_at - timedelta(seconds=17), verdict_at + timedelta(seconds=3)
+
+    def verdict(to: State, heard_at: datetime | None) -> Verdict:
+        return judge(unreachable, to, Source.PUSH, 276, heard_at).verdict
+
+    assert verdict(State.READY, before) is Verdict.UNCHANGED  # the seq is still recorded
+    assert verdict(State.READY, before.replace(tzinfo=None)) is Verdict.UNCHANGED  # SQLite's
+    assert verdict(State.READY, after) is Verdict.APPLY  # heard since: recovery
+    assert verdict(State.READY, None) is Verdict.APPLY  # not known when: as before
+    # A change the workload made before the verdict is still history; a final state is news.
+    assert verdict(State.DEGRADED, before) is Verdict.APPLY
+    assert verdict(State.FAILED, before) is Verdict.APPLY
 
 
 def test_explicit_table_matches_the_phases() -> None:

@@ -284,4 +284,5 @@ def _observation(report: Report) -> Observation:
         reason=report.detail,
         actor="heartbeat",
         generation=report.generation,
+        heard_at=report.taken_at,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from statusd.errors import StatusdError
 from statusd.lifecycle import State
@@ -25,6 +26,11 @@ class Report:
     status: State
     seq: int
     detail: str | None
+
+    @property
+    def taken_at(self) -> datetime:
+        """When ingest took it: the entry id's milliseconds, Redis's clock at the XADD."""
+        return datetime.fromtimestamp(int(self.entry_id.split(b"-", 1)[0]) / 1000, UTC)
 
 
 def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Report:
