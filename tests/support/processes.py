@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,17 @@ class ManagedProcess:
                 with contextlib.suppress(psutil.Error):
                     self.seen_descendants[child.pid] = child.create_time()
 
+    def listens_on(self, port: int) -> bool:
+        """Whether this process or one of its descendants holds a listening socket on `port`."""
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.pid)
+            for member in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    for conn in member.net_connections(kind="inet"):
+                        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                            return True
+        return False
+
     def send(self, sig: int) -> None:
         if self.popen.poll() is None:
             self.remember_descendants()
@@ -220,9 +232,15 @@ def wait_for_http(
     proc: ManagedProcess | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Poll `url` until it answers `status`; fail early (with its log) if `proc` exits first."""
+    """Poll `url` until `proc` (or a descendant) answers it with `status`; fail early (with its
+    log) if `proc` exits first.
+
+    With `proc`, an answer counts only once `proc`'s tree listens on the url's port: a server
+    restarted on its old port is slow to bind, and until it does another test's process that
+    drew the freed port may answer in its place."""
     deadline = time.monotonic() + timeout
-    last: int | None = None
+    port = urllib.parse.urlsplit(url).port
+    last: int | str | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.returncode is not None:
             raise AssertionError(
@@ -230,9 +248,12 @@ def wait_for_http(
             )
         last = http_status(url, headers=headers)
         if last == status:
-            if proc is not None:
+            if proc is None:
+                return
+            if port is None or proc.listens_on(port):
                 proc.remember_descendants()
-            return
+                return
+            last = f"{status} from a process outside {proc.args[:3]}'s tree"
         time.sleep(0.2)
     tail = f"\n{proc.log_tail()}" if proc is not None else ""
     raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last}){tail}")
