@@ -107,8 +107,8 @@ class SendSlots:
 
 class _Slot:
     """`SendSlots.slot()`: a plain async context manager holding no state of one use, so one
-    instance serves every request to the peer (a generator-based one cost each row a generator
-    and its frames: a tenth of a healthy send's own bookkeeping)."""
+    instance serves every request to the peer (a generator-based one would build a generator
+    and its frames per request: a tenth of a healthy send's own bookkeeping)."""
 
     __slots__ = ("_slots",)
 
