@@ -152,17 +152,13 @@ class Drainer:
                 ):
                     state.start_write(self._write, now)
                     renew_in = None
-                waiting = state.waiting()
-                if not waiting:
+                if not state.busy():
                     break
                 # Wake for a renewal even if no task finishes before it is due.
-                timeout = (
+                wake_after = (
                     max(0.0, renew_in) if renew_in is not None and state.writing is None else None
                 )
-                done, _ = await asyncio.wait(
-                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
+                for task in await state.next_done(wake_after):
                     state.finished(task)  # a failed claim or a bug in a send raises here
         finally:
             await self._wind_down(state)

@@ -57,6 +57,11 @@ class RunState:
         # slot would otherwise wait for); the rows waiting are renewed like any held row.
         self.capacity = self.sending_cap + concurrency * 2
         self.ready: deque[ClaimedRow] = deque()
+        # Tasks that finished and are not accounted for yet, in the order they finished. Each
+        # task reports here itself (a done callback), so a wake-up costs the tasks that finished,
+        # not a pass over every task in flight as `asyncio.wait` makes (hundreds of rows are).
+        self.done: deque[asyncio.Task[Any]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
         self.leases: dict[int, RowLease] = {}  # every row held: ready, sending, or waiting to write
         self.sends: set[asyncio.Task[SendResult]] = set()
         self.results: list[SendResult] = []  # sent (or given back), waiting for the next write
@@ -71,6 +76,10 @@ class RunState:
         self._writing_ids: set[int] = set()  # results in the write under way
         self._renewing: list[int] = []
         self._renew_started = 0.0
+        # The earliest renewable deadline (None: none held), kept until the leases change (a
+        # claim, a write starting or ending), since a send finishing changes no lease.
+        self._earliest: float | None = None
+        self._earliest_stale = True
 
     def claim_limit(self, max_rows: int | None) -> int:
         """How many rows to claim now (0: not now)."""
@@ -86,14 +95,14 @@ class RunState:
         self._asked = limit
         # Taken before the claim's statement sets lease_until: our deadline is never the later.
         self._claim_started = time.monotonic()
-        self.claiming = asyncio.create_task(claim)
+        self.claiming = self._track(asyncio.create_task(claim))
 
     def start_sends(
         self, handle: Callable[[ClaimedRow, RowLease], Coroutine[Any, Any, SendResult]]
     ) -> None:
         while self.ready and len(self.sends) < self.sending_cap:
             row = self.ready.popleft()
-            self.sends.add(asyncio.create_task(handle(row, self.leases[row.id])))
+            self.sends.add(self._track(asyncio.create_task(handle(row, self.leases[row.id]))))
 
     def release_ready(self) -> None:
         """Give back every row claimed but not sent (written with the next batch)."""
@@ -105,14 +114,19 @@ class RunState:
 
         Rows in the write under way are left out: that write ends their lease one way or the
         other."""
-        deadlines = [
-            lease.deadline
-            for row_id, lease in self.leases.items()
-            if row_id not in self._writing_ids and lease.renewable and not lease.lost
-        ]
-        if not deadlines:
+        if self._earliest_stale:
+            self._earliest = min(
+                (
+                    lease.deadline
+                    for row_id, lease in self.leases.items()
+                    if row_id not in self._writing_ids and lease.renewable and not lease.lost
+                ),
+                default=None,
+            )
+            self._earliest_stale = False
+        if self._earliest is None:
             return None
-        return min(deadlines) - (self.lease - RENEW_AFTER) - now
+        return self._earliest - (self.lease - RENEW_AFTER) - now
 
     def held_until(self, batch: list[SendResult]) -> float:
         """The earliest lease deadline among `batch`'s rows (monotonic): until then, all are ours."""
@@ -127,6 +141,7 @@ class RunState:
         """Write the waiting results, renewing every other held row if one is due."""
         batch, self.results = self.results, []
         self._writing_ids = {result.row.id for result in batch}
+        self._earliest_stale = True
         due = self.renewal_due(now)
         self._renewing = (
             [
@@ -138,12 +153,39 @@ class RunState:
             else []
         )
         self._renew_started = now
-        self.writing = asyncio.create_task(write(batch, self._renewing, self.held_until(batch)))
+        self.writing = self._track(
+            asyncio.create_task(write(batch, self._renewing, self.held_until(batch)))
+        )
 
-    def waiting(self) -> set[asyncio.Task[Any]]:
-        tasks: set[asyncio.Task[Any]] = set(self.sends)
-        tasks.update(task for task in (self.claiming, self.writing) if task is not None)
-        return tasks
+    def busy(self) -> bool:
+        """Whether any task is running or finished and not yet accounted for."""
+        return bool(self.sends or self.claiming or self.writing or self.done)
+
+    def _track(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        task.add_done_callback(self._finished_one)
+        return task
+
+    def _finished_one(self, task: asyncio.Task[Any]) -> None:
+        self.done.append(task)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def next_done(self, wake_after: float | None) -> list[asyncio.Task[Any]]:
+        """The tasks that finished since the last call, waiting for one if none has (at most
+        `wake_after` seconds: then possibly none)."""
+        if not self.done:
+            loop = asyncio.get_running_loop()
+            wakeup = self._wakeup = loop.create_future()
+            timer = loop.call_later(wake_after, _wake, wakeup) if wake_after is not None else None
+            try:
+                await wakeup
+            finally:
+                self._wakeup = None
+                if timer is not None:
+                    timer.cancel()
+        finished = list(self.done)
+        self.done.clear()
+        return finished
 
     def finished(self, task: asyncio.Task[Any]) -> None:
         """Account for one finished task; a failed claim or a bug in a send raises here."""
@@ -162,6 +204,7 @@ class RunState:
                     continue
                 self.leases[row.id] = RowLease(deadline)
                 self.ready.append(row)
+            self._earliest_stale = True
         elif task is self.writing:
             self.writing = None
             outcomes, renewed = task.result()
@@ -171,6 +214,7 @@ class RunState:
             for row_id in self._writing_ids:
                 self.leases.pop(row_id, None)
             self._writing_ids = set()
+            self._earliest_stale = True
             # A written row may unblock its workload's next one; new transitions may have landed.
             self.exhausted = False
         else:
@@ -185,6 +229,7 @@ class RunState:
         None (the write failed): nothing is known, every row keeps the deadline it had and is
         not renewed again (its send stops starting attempts in time; a later run takes it)."""
         deadline = self._renew_started + self.lease
+        self._earliest_stale = True
         for row_id in self._renewing:
             lease = self.leases.get(row_id)
             if lease is None:
@@ -196,3 +241,8 @@ class RunState:
             else:
                 lease.lost = True
         self._renewing = []
+
+
+def _wake(wakeup: asyncio.Future[None]) -> None:
+    if not wakeup.done():
+        wakeup.set_result(None)
