@@ -283,10 +283,13 @@ class Drainer:
         if row.target is OutboxTarget.MAIN:
             if self.main is None:  # not claimed without a URL; guard against a settings change
                 raise TransientDeliveryError("main-DB sync disabled (STATUSD_MAIN_API_URL unset)")
+            if row.transition_id is None:  # written with every main-API row; guard a bad one
+                body = f"main-API row {row.id} has no transition id"
+                return Delivery(DeliveryVerdict.DEAD, None, body, error=body)
             try:
-                delivery = await self.main.put_status(row.workload_id, row.payload)
+                delivery = await self.main.put_status(row.workload_id, row.transition_id, row.body)
             except TransientDeliveryError:
-                SYNC_SENDS.labels(outcome=SendOutcome.TRANSIENT).inc()
+                _sync_sends(SendOutcome.TRANSIENT).inc()
                 raise
             if delivery.verdict is DeliveryVerdict.DEAD:
                 outcome = SendOutcome.DEAD
@@ -294,13 +297,14 @@ class Drainer:
                 outcome = SendOutcome.CONFLICT
             else:
                 outcome = SendOutcome.SYNCED
-            SYNC_SENDS.labels(outcome=outcome).inc()
+            _sync_sends(outcome).inc()
             return delivery
-        event = str(row.payload.get("event", "unknown"))
+        payload = row.payload
+        event = str(payload.get("event", "unknown"))
         peer = self.webhooks.peer(row.destination)
         labels = {"event": event, "receiver": peer.receiver, "format": peer.format}
         try:
-            delivery = await self.webhooks.post_alert(row.destination, row.payload)
+            delivery = await self.webhooks.post_alert(row.destination, payload)
         except TransientDeliveryError:
             ALERTS_SENT.labels(**labels, outcome=SendOutcome.TRANSIENT).inc()
             raise
@@ -309,6 +313,18 @@ class Drainer:
         )
         ALERTS_SENT.labels(**labels, outcome=outcome).inc()
         return delivery
+
+
+# prometheus_client's labels() takes a lock and builds a key on every call: each outcome's child
+# is looked up once per process.
+_SYNC_SENDS: dict[SendOutcome, Any] = {}
+
+
+def _sync_sends(outcome: SendOutcome) -> Any:
+    child = _SYNC_SENDS.get(outcome)
+    if child is None:
+        child = _SYNC_SENDS[outcome] = SYNC_SENDS.labels(outcome=outcome)
+    return child
 
 
 def _log_write_retry(rows: int) -> Any:

@@ -9,11 +9,9 @@ killed mid-request) is harmless.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 
 from statusd.sync.delivery import Delivery, send, verdict_for
 
@@ -32,19 +30,17 @@ class MainApiClient:
     def url_for(self, workload_id: str) -> str:
         return f"{self.base_url}/workloads/{quote(workload_id, safe='')}/status"
 
-    async def put_status(self, workload_id: str, payload: dict[str, Any]) -> Delivery:
-        """PUT one transition. Returns DELIVERED/DEAD; raises TransientDeliveryError to retry."""
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": str(payload["transition_id"]),
-        }
+    async def put_status(self, workload_id: str, transition_id: int, body: bytes) -> Delivery:
+        """PUT one transition (`body`: its JSON payload). Returns DELIVERED/DEAD; raises
+        TransientDeliveryError to retry."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": str(transition_id)}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         answer = await send(
             self.session,
             "PUT",
             self.url_for(workload_id),
-            orjson.dumps(payload),
+            body,
             headers,
             self.timeout,
         )

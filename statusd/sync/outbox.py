@@ -32,7 +32,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import any_, bindparam, exists, func, or_, select, update
+import orjson
+from sqlalchemy import BigInteger, Text, any_, bindparam, cast, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -60,8 +62,15 @@ class ClaimedRow:
     workload_id: str
     target: OutboxTarget
     destination: str
-    payload: dict[str, Any]
+    # The payload as stored (JSON): the main API gets these bytes as they are, never decoded and
+    # encoded again; an alert decodes them to render its receiver's format.
+    body: bytes
     attempts: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        decoded = orjson.loads(self.body) if self.body else None
+        return decoded if isinstance(decoded, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +133,7 @@ def _claim_statement(
             OUTBOX.c.workload_id,
             OUTBOX.c.target,
             OUTBOX.c.destination,
-            OUTBOX.c.payload,
+            cast(OUTBOX.c.payload, Text).label("body"),
             OUTBOX.c.attempts,
         )
     )
@@ -180,8 +189,15 @@ class Outbox:
         self.owner = owner
         self.lease = timedelta(seconds=lease)
         self._sqlite = is_sqlite(engine.url)
+        listed: ColumnElement[bool] = (
+            OUTBOX.c.id.in_(bindparam("ids", expanding=True))
+            if self._sqlite
+            # One statement whatever the batch's size: an expanding IN is a new statement, and a
+            # new prepare on the server, for every count of ids.
+            else OUTBOX.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        )
         ours = select(OUTBOX.c.id).where(
-            OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+            listed,
             OUTBOX.c.lease_owner == bindparam("owner"),
             OUTBOX.c.status == OutboxStatus.PENDING,
         )
@@ -191,7 +207,7 @@ class Outbox:
         self._renew = (
             update(OUTBOX)
             .where(
-                OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+                listed,
                 OUTBOX.c.lease_owner == bindparam("owner"),
                 OUTBOX.c.status == OutboxStatus.PENDING,
             )
@@ -225,7 +241,7 @@ class Outbox:
                 workload_id=r.workload_id,
                 target=OutboxTarget(r.target),
                 destination=r.destination,
-                payload=dict(r.payload or {}),
+                body=r.body.encode() if r.body else b"",
                 attempts=r.attempts,
             )
             for r in rows
