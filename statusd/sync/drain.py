@@ -31,6 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -71,6 +72,14 @@ WRITE_RETRY_ROOM = 1.0
 
 class LeaseRunningOut(StatusdError):
     """Not one more attempt: it could still be in flight when the row's lease ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Tried:
+    """A row's first attempt, made by a lane, failed transiently: its task retries from here."""
+
+    started: float  # monotonic, when the first attempt started (the retry budget counts from it)
+    error: TransientDeliveryError
 
 
 def new_owner() -> str:
@@ -131,6 +140,7 @@ class Drainer:
     ) -> DrainReport:
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         state = RunState(self.settings.sync_concurrency, self.outbox.lease.total_seconds())
+        state.start_lanes(lambda: self._lane(state))
         try:
             while True:
                 now = time.monotonic()
@@ -142,33 +152,62 @@ class Drainer:
                 if over:
                     state.report.stopped_early = True
                     state.release_ready()  # what was claimed ahead goes back now, not on expiry
-                state.start_sends(self._handle)
                 limit = state.claim_limit(max_rows)
                 if state.claiming is None and not over and not state.exhausted and limit > 0:
                     state.start_claim(limit, self.outbox.claim(limit, self.targets, workload_ids))
                 renew_in = state.renewal_due(now)
-                if state.writing is None and (
-                    state.results or (renew_in is not None and renew_in <= 0)
+                write_in = state.write_due(now)
+                if state.writing is None and any(
+                    due is not None and due <= 0 for due in (renew_in, write_in)
                 ):
                     state.start_write(self._write, now)
-                    renew_in = None
+                    renew_in = write_in = None
                 if not state.busy():
                     break
-                # Wake for a renewal even if no task finishes before it is due.
-                wake_after = (
-                    max(0.0, renew_in) if renew_in is not None and state.writing is None else None
-                )
+                # Wake for a renewal or a write even if no task finishes before it is due.
+                dues = [max(0.0, due) for due in (renew_in, write_in) if due is not None]
+                wake_after = min(dues) if dues and state.writing is None else None
                 for task in await state.next_done(wake_after):
                     state.finished(task)  # a failed claim or a bug in a send raises here
         finally:
             await self._wind_down(state)
         return state.report
 
+    async def _lane(self, state: RunState) -> None:
+        """Send ready rows one after another: each row's first attempt here, the rest of a row
+        that needs more (a retry, a busy send slot) in a task of its own."""
+        while (row := await state.next_row()) is not None:
+            lease = state.leases[row.id]
+            first = await self._first_attempt(row, lease)
+            if isinstance(first, SendResult):
+                state.sent(first)
+            else:
+                state.hand_off(self._handle(row, lease, first))
+
+    async def _first_attempt(self, row: ClaimedRow, lease: RowLease) -> SendResult | _Tried | None:
+        """A row's first attempt, if its peer has a send slot free right now: the result, or the
+        transient failure to retry after (_Tried). None: no slot free, nothing tried."""
+        slots = self._slots(row)
+        if not slots.free():
+            return None
+        if not lease.may_start(self.settings.sync_timeout):
+            return SendResult(row, RowOutcome.RELEASED, {})
+        started = time.monotonic()
+        try:
+            async with slots.slot():  # free: taken without waiting
+                delivery = await self._send(row)
+        except TransientDeliveryError as exc:
+            return _Tried(started, exc)
+        return self._result(row, 1, delivery)
+
     async def _wind_down(self, state: RunState) -> None:
         """After an error (claiming, a bug): let the sends finish, record what was sent, and
         give back what was claimed but not sent."""
         state.release_ready()
-        pending = [t for t in (*state.sends, state.claiming, state.writing) if t is not None]
+        state.close()
+        pending = [
+            t for t in (*state.lanes, *state.sends, state.claiming, state.writing) if t is not None
+        ]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         sent = [t.result() for t in state.sends if not t.cancelled() and t.exception() is None]
@@ -207,16 +246,21 @@ class Drainer:
                 )
         return outcomes, renewed
 
-    async def _handle(self, row: ClaimedRow, lease: RowLease) -> SendResult:
+    async def _handle(
+        self, row: ClaimedRow, lease: RowLease, tried: _Tried | None = None
+    ) -> SendResult:
         """Send one row with in-run retries; returns the result to record (no DB here).
+        `tried`: its first attempt was made (by a lane) and failed transiently.
 
         Before every attempt the row's lease is checked: an attempt that could still be running
         when the lease ends is not started (the row goes back unsent, or is deferred if it was
         tried already), so no other drainer can claim a row we have in flight."""
-        attempts = 0
-        started = time.monotonic()
+        attempts = 0 if tried is None else 1
+        started = time.monotonic() if tried is None else tried.started
         slots = self._slots(row)
         try:
+            if tried is not None:
+                await self._before_retry(row, attempts, started, slots, tried.error)
             while True:
                 try:
                     # The slot is held for the request only, never through a backoff sleep; the
@@ -228,13 +272,7 @@ class Drainer:
                         delivery = await self._send(row)
                     break
                 except TransientDeliveryError as exc:
-                    sleep = self._retry_sleep(attempts, started, peer_failing=slots.failing)
-                    if sleep is None:
-                        raise
-                    _row_log(row).warning(
-                        "sync.retrying", attempt=attempts, sleep_s=round(sleep, 3), error=str(exc)
-                    )
-                await asyncio.sleep(sleep)
+                    await self._before_retry(row, attempts, started, slots, exc)
         except LeaseRunningOut:
             if attempts == 0:
                 return SendResult(row, RowOutcome.RELEASED, {})
@@ -255,6 +293,28 @@ class Drainer:
             retry_at = utcnow() + timedelta(seconds=delay)
             values = deferred_values(total, retry_at, exc.status, exc.body, str(exc))
             return SendResult(row, RowOutcome.DEFERRED, values)
+        return self._result(row, attempts, delivery)
+
+    async def _before_retry(
+        self,
+        row: ClaimedRow,
+        attempts: int,
+        started: float,
+        slots: SendSlots,
+        error: TransientDeliveryError,
+    ) -> None:
+        """Sleep before the next attempt, holding no send slot; re-raise `error` when this run
+        makes no more attempts for the row."""
+        sleep = self._retry_sleep(attempts, started, peer_failing=slots.failing)
+        if sleep is None:
+            raise error
+        _row_log(row).warning(
+            "sync.retrying", attempt=attempts, sleep_s=round(sleep, 3), error=str(error)
+        )
+        await asyncio.sleep(sleep)
+
+    def _result(self, row: ClaimedRow, attempts: int, delivery: Delivery) -> SendResult:
+        """The result to record for a row its peer answered (`attempts` made in this run)."""
         total = row.attempts + attempts
         if delivery.verdict is DeliveryVerdict.DEAD:
             _row_log(row).error(

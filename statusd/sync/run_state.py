@@ -4,6 +4,12 @@ statusd.sync.drain drives it; this module only says which row goes where, so the
 batches, claim ahead at most one batch, renew what is held, give back what will not be sent) read
 in one place. Every row the run holds, from its claim until its result is written, has a RowLease
 (statusd.sync.lease) here; the sends read it before each attempt.
+
+Rows are sent by the run's lanes, one long-lived coroutine per send slot of the ceiling: a lane
+takes the next ready row and makes its first attempt itself, so a healthy row costs no task of its
+own and no wake-up of the run's loop. A row that needs more (a retry's backoff, a send slot not
+free) is handed off to a task of its own and the lane goes on with the next row: a row sleeping
+before its retry never idles a lane.
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ class DrainReport:
 # a healthy request takes a few, so this many keep the slots busy through a 20% failure rate.
 ROWS_PER_SLOT = 8
 
+# Results are written in batches of at least this many per send slot (a write is four round trips
+# to the database whatever its size), or once the oldest has waited WRITE_WAIT, or at once when no
+# more are coming (no row ready or in its send). A result that waits is a row still leased to us,
+# renewed like any held row; a worker killed meanwhile has its rows re-sent (a duplicate the
+# peer recognizes), as for one killed mid-send.
+WRITE_BATCH_PER_SLOT = 2
+WRITE_WAIT = 0.1
+
 # statusd.sync.outbox.Outbox.write's answer; renewed None: unknown (the write failed)
 Write = tuple[list[RowOutcome], set[int] | None]
 
@@ -63,8 +77,14 @@ class RunState:
         self.done: deque[asyncio.Task[Any]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self.leases: dict[int, RowLease] = {}  # every row held: ready, sending, or waiting to write
-        self.sends: set[asyncio.Task[SendResult]] = set()
+        self.sends: set[asyncio.Task[SendResult]] = set()  # rows handed off to a task of their own
+        self.lanes: set[asyncio.Task[None]] = set()
+        self.lanes_busy = 0  # lanes with a row
+        self._idle_lanes: deque[asyncio.Future[None]] = deque()
+        self.closing = False  # the run is ending: idle lanes return
         self.results: list[SendResult] = []  # sent (or given back), waiting for the next write
+        self.write_batch = max(1, concurrency * WRITE_BATCH_PER_SLOT)
+        self._oldest_result = 0.0  # monotonic, when the oldest of `results` arrived
         self.claiming: asyncio.Task[list[ClaimedRow]] | None = None
         self.writing: asyncio.Task[Write] | None = None
         self.exhausted = False  # the last claim found fewer rows than asked
@@ -83,11 +103,11 @@ class RunState:
 
     def claim_limit(self, max_rows: int | None) -> int:
         """How many rows to claim now (0: not now)."""
-        room = self.capacity - len(self.sends) - len(self.ready)
+        room = self.capacity - self.in_send() - len(self.ready)
         if max_rows is not None:
             room = min(room, max_rows - self.report.claimed)
         # While rows are ready, wait for a quarter of the room: fewer, larger claims.
-        if self.ready and room < max(1, self.concurrency // 4):
+        if self.ready and room < max(1, self.capacity // 4):
             return 0
         return room
 
@@ -97,15 +117,66 @@ class RunState:
         self._claim_started = time.monotonic()
         self.claiming = self._track(asyncio.create_task(claim))
 
-    def start_sends(
-        self, handle: Callable[[ClaimedRow, RowLease], Coroutine[Any, Any, SendResult]]
-    ) -> None:
-        while self.ready and len(self.sends) < self.sending_cap:
-            row = self.ready.popleft()
-            self.sends.add(self._track(asyncio.create_task(handle(row, self.leases[row.id]))))
+    def in_send(self) -> int:
+        """Rows in their send: in a lane, or handed off to a task."""
+        return self.lanes_busy + len(self.sends)
+
+    def start_lanes(self, lane: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        for _ in range(self.concurrency):
+            self.lanes.add(self._track(asyncio.create_task(lane())))
+
+    async def next_row(self) -> ClaimedRow | None:
+        """The next ready row for a lane, once one is and fewer than `sending_cap` rows are in
+        their send; None when the run is closing. The row counts as in its send until the lane
+        reports it `sent` or hands it off."""
+        while not self.closing:
+            if self.ready and self.in_send() < self.sending_cap:
+                self.lanes_busy += 1
+                return self.ready.popleft()
+            idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle_lanes.append(idle)
+            try:
+                await idle
+            finally:
+                if not idle.done():
+                    idle.cancel()
+        return None
+
+    def sent(self, result: SendResult) -> None:
+        """A lane's row is sent (or given back): its result waits for the next write."""
+        self.lanes_busy -= 1
+        self._record(result)
+        # The loop has something to do with it only if it may claim, or write now.
+        if self.claiming is None or (self.writing is None and self._write_now()):
+            self._wake_loop()
+
+    def hand_off(self, send: Coroutine[Any, Any, SendResult]) -> None:
+        """A lane's row goes on in a task of its own (a retry's backoff, a busy send slot)."""
+        self.lanes_busy -= 1
+        self.sends.add(self._track(asyncio.create_task(send)))
+
+    def close(self) -> None:
+        """Idle lanes return; a lane with a row finishes that row first."""
+        self.closing = True
+        self._wake_lanes(len(self._idle_lanes))
+
+    def _wake_lanes(self, n: int) -> None:
+        while n > 0 and self._idle_lanes:
+            idle = self._idle_lanes.popleft()
+            if not idle.done():
+                idle.set_result(None)
+                n -= 1
+
+    def _record(self, result: SendResult) -> None:
+        self.lease_starved = self.lease_starved or result.outcome is RowOutcome.RELEASED
+        if not self.results:
+            self._oldest_result = time.monotonic()
+        self.results.append(result)
 
     def release_ready(self) -> None:
         """Give back every row claimed but not sent (written with the next batch)."""
+        if self.ready and not self.results:
+            self._oldest_result = time.monotonic()
         while self.ready:
             self.results.append(SendResult(self.ready.popleft(), RowOutcome.RELEASED, {}))
 
@@ -127,6 +198,17 @@ class RunState:
         if self._earliest is None:
             return None
         return self._earliest - (self.lease - RENEW_AFTER) - now
+
+    def write_due(self, now: float) -> float | None:
+        """Seconds until the results waiting should be written (<= 0: now); None: none wait."""
+        if not self.results:
+            return None
+        if self._write_now():
+            return 0.0
+        return self._oldest_result + WRITE_WAIT - now
+
+    def _write_now(self) -> bool:
+        return len(self.results) >= self.write_batch or not (self.ready or self.in_send())
 
     def held_until(self, batch: list[SendResult]) -> float:
         """The earliest lease deadline among `batch`'s rows (monotonic): until then, all are ours."""
@@ -158,8 +240,16 @@ class RunState:
         )
 
     def busy(self) -> bool:
-        """Whether any task is running or finished and not yet accounted for."""
-        return bool(self.sends or self.claiming or self.writing or self.done)
+        """Whether a row is ready or in its send, or a task is running or finished and not yet
+        accounted for."""
+        return bool(
+            self.ready
+            or self.lanes_busy
+            or self.sends
+            or self.claiming
+            or self.writing
+            or self.done
+        )
 
     def _track(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
         task.add_done_callback(self._finished_one)
@@ -167,6 +257,9 @@ class RunState:
 
     def _finished_one(self, task: asyncio.Task[Any]) -> None:
         self.done.append(task)
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
@@ -205,6 +298,7 @@ class RunState:
                 self.leases[row.id] = RowLease(deadline)
                 self.ready.append(row)
             self._earliest_stale = True
+            self._wake_lanes(len(self.ready))
         elif task is self.writing:
             self.writing = None
             outcomes, renewed = task.result()
@@ -217,11 +311,13 @@ class RunState:
             self._earliest_stale = True
             # A written row may unblock its workload's next one; new transitions may have landed.
             self.exhausted = False
+        elif task in self.lanes:
+            self.lanes.discard(task)
+            task.result()  # a lane ends when the run closes; a bug in a send raises here
         else:
             self.sends.discard(task)
-            result: SendResult = task.result()
-            self.lease_starved = self.lease_starved or result.outcome is RowOutcome.RELEASED
-            self.results.append(result)
+            self._record(task.result())
+            self._wake_lanes(1)  # one more row may start its send
 
     def renewed(self, renewed: set[int] | None) -> None:
         """Apply a renewal: new deadlines for the rows renewed, the others are no longer ours.

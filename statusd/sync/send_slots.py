@@ -46,6 +46,10 @@ class SendSlots:
     def allowed(self) -> int:
         return max(1, int(self.limit))
 
+    def free(self) -> bool:
+        """Whether `slot()` would be taken at once (nobody waiting, fewer than allowed in flight)."""
+        return not self._waiters and self.in_flight < self.allowed()
+
     @property
     def failing(self) -> bool:
         """Whether a window backed the limit off and it has not grown back to the ceiling yet:
@@ -60,7 +64,7 @@ class SendSlots:
         return self._slot
 
     async def _acquire(self) -> None:
-        if not self._waiters and self.in_flight < self.allowed():
+        if self.free():
             self._take()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
