@@ -6,11 +6,12 @@ row no longer blocks: it is not pending). Different workloads go out in parallel
 `sync_concurrency`.
 
 Three loops share one run, and only two of them touch the database (statusd.sync.outbox):
-- claim: a batch of up to the free send slots, one statement, leased and committed BEFORE any
+- claim: a batch of rows to send ahead, one statement, leased and committed BEFORE any
   network call, so no DB transaction or row lock is held while a peer is slow;
-- send: rows in their send, each with its own in-run retries, and at most `sync_concurrency`
-  requests in flight per peer, fewer while the peer fails (statusd.sync.send_slots: a row
-  sleeping before a retry holds no slot); no DB at all;
+- send: one lane per send slot makes each row's first attempt, and a row that needs more (its
+  in-run retries, a busy slot) goes on in a task of its own (statusd.sync.run_state); at most
+  `sync_concurrency` requests in flight per peer, fewer while the peer fails
+  (statusd.sync.send_slots: a row sleeping before a retry holds no slot); no DB at all;
 - write: results collected while the previous batch was being written, written together in one
   transaction (group commit), each row guarded by its lease; the same transaction renews the
   leases of the rows still held when one is running short.
