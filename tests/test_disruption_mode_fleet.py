@@ -32,7 +32,7 @@ from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
-from tests.support.processes import run_statusd_async
+from tests.support.processes import all_running, run_statusd_async
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
@@ -90,12 +90,12 @@ def fleet_settings(
 @pytest.fixture
 def stack(fleet_settings: Settings, tmp_path: Path) -> Iterator[str]:
     env = settings_env(fleet_settings)
-    with (
-        running_api(env, tmp_path) as url,
+    with all_running(
+        running_api(env, tmp_path),
         running_worker(env, tmp_path, queues="sweep,poll,sync", concurrency=2),
         running_beat(env, tmp_path),
         running_beat(env, tmp_path),  # two beats by mistake: still one alert per flip
-    ):
+    ) as (url, *_):
         yield url
 
 

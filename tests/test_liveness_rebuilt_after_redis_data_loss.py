@@ -28,6 +28,7 @@ from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
 from tests.support.heartbeating import heartbeating
+from tests.support.processes import all_running
 from tests.support.redis_proc import RedisProcess
 
 pytestmark = pytest.mark.slow
@@ -66,11 +67,11 @@ async def test_redis_restarted_empty_rebuilds_liveness(
                 shard_lease_ms=1500,
             )
             env = settings_env(settings)
-            with (
-                running_api(env, tmp_path) as url,
+            with all_running(
+                running_api(env, tmp_path),
                 running_worker(env, tmp_path, queues="sweep,poll", concurrency=2),
                 running_beat(env, tmp_path),
-            ):
+            ) as (url, *_):
                 await _scenario(url, settings, data, peer)
     finally:
         data.stop()

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -31,7 +32,7 @@ from tests.support.fleet_api import running_api
 from tests.support.fleet_wait import wait_until
 from tests.support.heartbeating import heartbeating
 from tests.support.ingest_flow import History
-from tests.support.processes import free_port
+from tests.support.processes import all_running, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +42,12 @@ OUTAGE_S = 3 * TTL  # how long statusd stays down: the scenario's length, not a 
 SLACK = 30.0
 
 
-@contextlib.contextmanager
-def sweeper(env: dict[str, str], log_dir: Path) -> Iterator[None]:
-    with (
+def sweeper(env: dict[str, str], log_dir: Path) -> list[contextlib.AbstractContextManager[Any]]:
+    """The worker and the beat, for `all_running` (started and stopped side by side)."""
+    return [
         running_worker(env, log_dir, queues="sweep,poll", concurrency=2),
         running_beat(env, log_dir),
-    ):
-        yield
+    ]
 
 
 async def unreachable(history: History) -> list[str]:
@@ -75,16 +75,16 @@ async def test_our_outage_is_not_theirs(
         url = f"http://127.0.0.1:{port}"
         history = History(settings.database_url)
         ids = [f"nb-{n:02d}" for n in range(FLEET)]
-        alive = set(ids)
+        tokens: dict[str, str] = {}
+        alive: set[str] = set()  # the heartbeats' loop beats for each one once it is registered
         try:
             async with StatusdAPI(url, TEST_API_TOKEN) as api:
-                with sweeper(env, tmp_path):
-                    with running_api(env, tmp_path, port=port):
-                        tokens = {
-                            w: await api.register(w, Kind.NOTEBOOK, None, {"f": "o"}) for w in ids
-                        }
+                with all_running(*sweeper(env, tmp_path)):
                     async with heartbeating(api, tokens, alive, State.READY):
                         with running_api(env, tmp_path, port=port):
+                            for w in ids:
+                                tokens[w] = await api.register(w, Kind.NOTEBOOK, None, {"f": "o"})
+                            alive.update(ids)
                             await _all_ready(api)
                         # 1. Only ingest is down; the worker and beat keep sweeping.
                         await asyncio.sleep(OUTAGE_S)
@@ -95,7 +95,9 @@ async def test_our_outage_is_not_theirs(
                 # 2. Every statusd process down for as long, then all of them back.
                 async with heartbeating(api, tokens, alive, State.READY):
                     await asyncio.sleep(OUTAGE_S)
-                    with sweeper(env, tmp_path), running_api(env, tmp_path, port=port):
+                    with all_running(
+                        *sweeper(env, tmp_path), running_api(env, tmp_path, port=port)
+                    ):
                         await _heard_again(api, ids, redis, settings)
                         assert await unreachable(history) == []
 

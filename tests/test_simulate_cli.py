@@ -12,7 +12,7 @@ from statusd.settings import Settings
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import broker, running_beat, running_worker
 from tests.support.fleet_api import running_api
-from tests.support.processes import start_statusd, stop_process
+from tests.support.processes import all_running, start_statusd, stop_process
 
 
 def test_bad_fault_spec_exits_2_naming_the_problem(settings: Settings, tmp_path: Path) -> None:
@@ -43,11 +43,11 @@ async def test_simulate_against_a_running_stack_exits_0_when_statusd_agrees(
             consumer_block_ms=100,
         )
         env = settings_env(settings)
-        with (
-            running_api(env, tmp_path) as url,
+        with all_running(
+            running_api(env, tmp_path),
             running_worker(env, tmp_path / "worker"),
             running_beat(env, tmp_path / "beat"),
-        ):
+        ) as (url, *_):
             proc = start_statusd(
                 [
                     "simulate",

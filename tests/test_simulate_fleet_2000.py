@@ -4,10 +4,13 @@ API + consumers, one `statusd worker` (sweep + poll, 2 processes) and a `statusd
 real process; the fleet (2,000 status endpoints on one loopback server, heartbeats in batches)
 runs in the test process through the simulator library, exactly as `statusd simulate` does.
 
-The full size (2,000 containers walking their lifecycles for 30 s) runs on PostgreSQL with
-RabbitMQ, the production pair; the embedded pair (SQLite, Redis as the broker) runs the same faults,
-the same processes and the same checks on 500 containers for 15 s (the fault timings come from the
-settings, not the fleet's size, so each fault still plays out in full).
+The full size (2,000 containers) runs on PostgreSQL with RabbitMQ, the production pair; the
+embedded pair (SQLite, Redis as the broker) runs the same faults, the same processes and the same
+checks on 500 containers. Both walk their lifecycles for 15 s: the fault timings come from the
+settings (TTL, sweep interval, poll and start timeouts), not the fleet's size, and at 15 s each
+fault still plays out in full (a flap stays silent for longer than the TTL, a silent, dead, hung or
+garbage container stays so for more than twice the TTL before the walk ends); a shorter walk
+only packs the fleet's lifecycle steps and faults closer together, more of them per sweep.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from statusd.simulate.fleet import Fleet, FleetConfig
 from tests.conftest import TEST_API_TOKEN, settings_env
 from tests.support.celery_procs import DEPLOYMENTS, running_beat, running_worker
 from tests.support.fleet_api import running_api
+from tests.support.processes import all_running
 
-FULL = (2000, 30.0)  # containers, seconds of lifecycle walk: PostgreSQL + RabbitMQ
+FULL = (2000, 15.0)  # containers, seconds of lifecycle walk: PostgreSQL + RabbitMQ
 SHORT = (500, 15.0)  # the embedded pair
 FAULTS = "silent=5,dead=4,hang=3,flap=3,garbage=3,slow-start=2"  # 20%
 
@@ -74,11 +78,11 @@ async def test_two_thousand_containers_with_twenty_percent_faults(
         seed=7,
         settle_timeout=150,
     )
-    with (
-        running_api(env, tmp_path) as url,
+    with all_running(
+        running_api(env, tmp_path),
         running_worker(env, tmp_path / "worker", concurrency=2),
         running_beat(env, tmp_path / "beat"),
-    ):
+    ) as (url, *_):
         async with StatusdAPI(url, TEST_API_TOKEN) as api:
             fleet = Fleet(api, config)
             await fleet.start()

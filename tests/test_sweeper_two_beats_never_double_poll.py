@@ -19,10 +19,12 @@ from tests.support.celery_procs import DEPLOYMENTS, running_beat, running_worker
 from tests.support.fleet_api import running_api
 from tests.support.fleet_peer import StatusPeer
 from tests.support.fleet_wait import wait_until
+from tests.support.processes import all_running
 
 INTERVAL = 0.5
 WORKLOADS = 40
-OBSERVE_S = 8.0
+# 8 sweep intervals of 40 workloads: 320 chances for a double poll, each a failure on its own.
+OBSERVE_S = 4.0
 
 
 @pytest.fixture
@@ -54,13 +56,13 @@ async def test_two_beats_two_workers_poll_each_workload_once_per_interval(
     )
     env = settings_env(settings)
     ids = [f"w{n:02d}" for n in range(WORKLOADS)]
-    with (
-        running_api(env, tmp_path) as url,
+    with all_running(
+        running_api(env, tmp_path),
         running_worker(env, tmp_path / "w1", concurrency=2),
         running_worker(env, tmp_path / "w2", concurrency=2),
         running_beat(env, tmp_path / "b1"),
         running_beat(env, tmp_path / "b2"),
-    ):
+    ) as (url, *_):
         async with StatusdAPI(url, TEST_API_TOKEN) as api:
             tokens = {w: await api.register(w, Kind.TRAINING, peer.url(w), {}) for w in ids}
             await api.heartbeat([Beat(w, tokens[w], State.RUNNING, 1) for w in ids])

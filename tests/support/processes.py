@@ -31,8 +31,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -366,3 +368,34 @@ def running_statusd(
             with contextlib.suppress(AssertionError):
                 stop_process(proc, signal.SIGTERM, timeout=15)
         proc.kill_tree()
+
+
+@contextlib.contextmanager
+def all_running(*managers: contextlib.AbstractContextManager[Any]) -> Iterator[list[Any]]:
+    """Enter `managers` (`running_api`, `running_worker`, `running_beat`...) side by side, each in
+    a thread of its own, and leave them side by side too; yields their values in order.
+
+    Each of them starts a process and waits until it is ready, or stops it and waits for its exit:
+    one after the other, a stack of processes spends most of its start and stop waiting on each in
+    turn. For managers whose exit is cleanup only (a `finally`), as the process managers here are:
+    they are left as on a normal exit even when the block raised. When one fails to start, the
+    ones that did start are left again, then its exception is raised."""
+    with ThreadPoolExecutor(max_workers=max(len(managers), 1)) as pool:
+        entering = [pool.submit(m.__enter__) for m in managers]
+        try:
+            failures = [f.exception() for f in entering]  # waits for every one of them
+        except BaseException:  # interrupted meanwhile (a test's timeout): stop what did start
+            for m, f in zip(managers, entering, strict=True):
+                if f.exception() is None:
+                    m.__exit__(None, None, None)
+            raise
+        started = [m for m, failed in zip(managers, failures, strict=True) if failed is None]
+        try:
+            for failed in failures:
+                if failed is not None:
+                    raise failed
+            yield [f.result() for f in entering]
+        finally:
+            leaving = [pool.submit(m.__exit__, None, None, None) for m in started]
+            for f in leaving:
+                f.result()
