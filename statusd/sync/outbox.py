@@ -122,22 +122,24 @@ def _claim_statement(
     )
     if workload_ids is not None:
         eligible = eligible.where(pick.c.workload_id.in_(list(workload_ids)))
-    picked: ColumnElement[bool]
+    claimable: tuple[ColumnElement[bool], ...]
     if sqlite:
-        picked = OUTBOX.c.id.in_(eligible)
-    else:
-        eligible = eligible.with_for_update(skip_locked=True, of=pick)
-        # `id = ANY(ARRAY(subquery))`: the picked ids are computed once and looked up by primary
-        # key; `id IN (subquery)` was planned as a hash join over a scan of the whole outbox.
-        picked = OUTBOX.c.id == any_(func.array(eligible.scalar_subquery()))
-    return (
-        update(OUTBOX)
-        .where(
-            picked,
+        claimable = (
+            OUTBOX.c.id.in_(eligible),
             # Re-checked on the row itself: on SQLite this conditional update IS the claim.
             OUTBOX.c.status == OutboxStatus.PENDING,
             or_(OUTBOX.c.lease_until.is_(None), OUTBOX.c.lease_until < bindparam("now")),
         )
+    else:
+        eligible = eligible.with_for_update(skip_locked=True, of=pick)
+        # `id = ANY(ARRAY(subquery))`: the picked ids are computed once and looked up by primary
+        # key; `id IN (subquery)` was planned as a hash join over a scan of the whole outbox. No
+        # other condition on the row: the subquery locked it with its conditions re-checked, and
+        # a `status` one lured the planner onto ix_outbox_status_created, every pending row.
+        claimable = (OUTBOX.c.id == any_(func.array(eligible.scalar_subquery())),)
+    return (
+        update(OUTBOX)
+        .where(*claimable)
         .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
         .returning(
             OUTBOX.c.id,
@@ -197,7 +199,7 @@ _RECORD = {
 # order and stop at the limit. Statistics taken while few rows were pending (the steady state)
 # make the planner expect one row, and then it picks a bitmap scan of EVERY pending row, an
 # anti-join on each and a sort: a burst of 8,000 pending rows made each claim 20-60 ms of the
-# database's CPU instead of ~1 ms. Local to the claim's transaction.
+# database's CPU instead of a few. Local to the claim's transaction.
 _WALK_THE_DUE_INDEX = text("SET LOCAL enable_bitmapscan = off")
 
 
