@@ -8,7 +8,9 @@ after `--delay-ms`), with the same number of requests in flight:
   statusd  statusd.sync.drain.drain() over a freshly migrated PostgreSQL database holding the
            rows as PENDING outbox rows (one per workload, plus a second row for a tenth of the
            workloads so per-workload order is exercised), with STATUSD_DB_POOL_SIZE at its default
-It also reports `pg_stat_database.sessions` opened during the drain: the goal is none per row.
+It also reports `pg_stat_database.sessions` opened during the drain (the goal is none per row),
+and the CPU each side spent per row: this process's during the plain loop and during the drain,
+and the drain's PostgreSQL backends' (read from /proc, so only with PostgreSQL on this host).
 Needs PostgreSQL (BENCH_PG_URL, default postgresql://postgres@127.0.0.1:5432/postgres); creates
 and drops its own database.
 """
@@ -208,6 +210,35 @@ async def sessions(url: str) -> int:
 
 
 # -- the two contenders ---------------------------------------------------------------------------
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU of a process (this one by default)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def backends_cpu(url: str) -> float | None:
+    """CPU the database's PostgreSQL backends have used so far (the drain's pooled connections);
+    None when they are not processes of this host."""
+    import asyncpg
+    import psutil
+
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(_asyncpg_dsn(ADMIN_URL))
+    try:
+        pids = [
+            r["pid"]
+            for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)
+        ]
+    finally:
+        await conn.close()
+    try:
+        return sum(cpu_seconds(pid) for pid in pids)
+    except psutil.Error:
+        return None
+
+
 async def plain_put_loop(base: str, rows: list[tuple[str, int]], concurrency: int) -> float:
     import aiohttp
     import orjson
@@ -278,6 +309,8 @@ async def statusd_drain(
         async with engine.connect():
             pass
         before = await sessions(url)
+        backends_before = await backends_cpu(url)
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         report = await drain(engine, settings)
         while report.deferred:  # gave up for this run: the next run (the beat's) takes it
@@ -287,12 +320,26 @@ async def statusd_drain(
             report.delivered += more.delivered
             report.deferred = more.deferred
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_before
+        # Before the pool closes: its backends' CPU is the drain's (the warm-up's is in before).
+        backends_after = await backends_cpu(url)
         after = await sessions(url)
     finally:
         await engine.dispose()
+    postgres = (
+        backends_after - backends_before
+        if backends_after is not None and backends_before is not None
+        else None
+    )
     if report.delivered != len(rows):
         raise RuntimeError(f"drain delivered {report.delivered} of {len(rows)}: {report}")
-    return {"seconds": elapsed, "new_sessions": after - before, "report": report.as_dict()}
+    return {
+        "seconds": elapsed,
+        "new_sessions": after - before,
+        "report": report.as_dict(),
+        "cpu_s": cpu,
+        "postgres_cpu_s": postgres,
+    }
 
 
 async def _due_now(engine: Any) -> None:
@@ -310,7 +357,9 @@ async def run(
 ) -> dict[str, Any]:
     rows = workload_rows(rows_n)
     with main_api(delay_ms, error_ratio) as base:
+        plain_cpu = cpu_seconds()
         plain_s = await plain_put_loop(base, rows, concurrency)
+        plain_cpu = cpu_seconds() - plain_cpu
         async with bench_database() as url:
             await seed_outbox(url, rows)
             await peak_in_flight(base, reset=True)
@@ -328,6 +377,13 @@ async def run(
         "ratio": round(statusd_rate / plain_rate, 3),
         "new_db_sessions": result["new_sessions"],
         "statusd_peak_in_flight": statusd_peak,
+        "plain_cpu_ms_per_row": round(plain_cpu / len(rows) * 1000, 3),
+        "statusd_cpu_ms_per_row": round(result["cpu_s"] / len(rows) * 1000, 3),
+        "postgres_cpu_ms_per_row": (
+            round(result["postgres_cpu_s"] / len(rows) * 1000, 3)
+            if result["postgres_cpu_s"] is not None
+            else None
+        ),
         "goal_ratio": 0.3 if error_ratio else 0.6,
         "statusd": f"{statusd_rate:,.0f} rows/s",
         "baseline": f"{plain_rate:,.0f} PUTs/s",
